@@ -1,0 +1,289 @@
+/*
+ * api.c
+ *		claude_complete and claude_messages.
+ *
+ * Requests are built as jsonb and printed by PostgreSQL's own JSON output,
+ * so every string is escaped correctly.  Arguments are checked before any
+ * request is queued: nothing is spent on a call that cannot succeed.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+
+#include "errors.h"
+#include "guc.h"
+#include "json.h"
+#include "request.h"
+
+PG_FUNCTION_INFO_V1(claude_complete);
+PG_FUNCTION_INFO_V1(claude_messages);
+
+static void
+invalid_argument(const char *msg)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("%s", msg)));
+}
+
+static void
+push_key(JsonbParseState **state, const char *key)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) key;
+	v.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &v);
+}
+
+static void
+push_string(JsonbParseState **state, const char *key, const char *val, int len)
+{
+	JsonbValue	v;
+
+	if (key)
+		push_key(state, key);
+	v.type = jbvString;
+	v.val.string.val = (char *) val;
+	v.val.string.len = len;
+	pushJsonbValue(state, key ? WJB_VALUE : WJB_ELEM, &v);
+}
+
+static void
+push_numeric(JsonbParseState **state, const char *key, Numeric num)
+{
+	JsonbValue	v;
+
+	push_key(state, key);
+	v.type = jbvNumeric;
+	v.val.numeric = num;
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+static bool
+numeric_is_integer(Numeric n)
+{
+	return !numeric_is_nan(n) &&
+		DatumGetBool(DirectFunctionCall2(numeric_eq, NumericGetDatum(n),
+										 DirectFunctionCall2(numeric_trunc,
+															 NumericGetDatum(n),
+															 Int32GetDatum(0))));
+}
+
+static double
+numeric_to_double(Numeric n)
+{
+	return DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(n)));
+}
+
+/*
+ * Check a Messages request body as far as the API would reject it for
+ * reasons visible here.
+ */
+static void
+validate_messages_request(Jsonb *req)
+{
+	JsonbContainer *messages;
+	JsonbValue *v;
+	int			n = 0;
+
+	if (!JB_ROOT_IS_OBJECT(req) || JB_ROOT_IS_SCALAR(req))
+		invalid_argument("request must be a JSON object");
+
+	messages = claude_json_get_container(&req->root, "messages", true);
+	if (messages == NULL || (n = JsonContainerSize(messages)) == 0)
+		invalid_argument("request must have a non-empty \"messages\" array");
+
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *m = getIthJsonbValueFromContainer(messages, i);
+		JsonbContainer *mc;
+		char	   *role;
+		JsonbValue *content;
+
+		if (m->type != jbvBinary || !JsonContainerIsObject(m->val.binary.data))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("messages[%d] must be an object", i)));
+		mc = m->val.binary.data;
+		role = claude_json_get_string(mc, "role");
+		if (role == NULL || (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("messages[%d].role must be \"user\" or \"assistant\"", i)));
+		content = claude_json_get(mc, "content");
+		if (content == NULL ||
+			!(content->type == jbvString ||
+			  (content->type == jbvBinary && JsonContainerIsArray(content->val.binary.data))))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("messages[%d].content must be a string or an array of content blocks", i)));
+	}
+
+	if ((v = claude_json_get(&req->root, "model")) != NULL &&
+		(v->type != jbvString || v->val.string.len == 0))
+		invalid_argument("\"model\" must be a non-empty string");
+	if ((v = claude_json_get(&req->root, "max_tokens")) != NULL &&
+		(v->type != jbvNumeric || !numeric_is_integer(v->val.numeric) ||
+		 numeric_to_double(v->val.numeric) < 1))
+		invalid_argument("\"max_tokens\" must be an integer of at least 1");
+	if ((v = claude_json_get(&req->root, "temperature")) != NULL &&
+		(v->type != jbvNumeric || numeric_is_nan(v->val.numeric) ||
+		 numeric_to_double(v->val.numeric) < 0 || numeric_to_double(v->val.numeric) > 1))
+		invalid_argument("\"temperature\" must be a number between 0 and 1");
+	if ((v = claude_json_get(&req->root, "stream")) != NULL && v->type == jbvBool &&
+		v->val.boolean)
+		invalid_argument("streaming is not supported: remove \"stream\" from the request");
+}
+
+/* The request with model and max_tokens from the settings where absent. */
+static Jsonb *
+apply_defaults(Jsonb *req)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	push_string(&state, "model", claude_default_model, strlen(claude_default_model));
+	push_numeric(&state, "max_tokens", int64_to_numeric(claude_default_max_tokens));
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+
+	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+											  JsonbPGetDatum(JsonbValueToJsonb(res)),
+											  JsonbPGetDatum(req)));
+}
+
+/* Send a validated request to /v1/messages and return the reply object. */
+static Jsonb *
+send_messages_request(Jsonb *req)
+{
+	char	   *body;
+	char	   *reply_text;
+	Jsonb	   *reply;
+	ClaudeResult result;
+
+	body = JsonbToCString(NULL, &req->root, VARSIZE(req));
+	reply_text = claude_http_call(CLAUDE_POST, "/v1/messages", body, strlen(body),
+								  &result);
+	reply = claude_json_parse(reply_text, strlen(reply_text));
+	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
+		claude_json_get_container(&reply->root, "content", true) == NULL)
+		ereport(ERROR,
+				(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
+				 errmsg("the Claude API sent a reply that is not a Messages response"),
+				 result.request_id[0] ?
+				 errdetail_internal("HTTP status %d, request-id: %s.",
+									result.http_status, result.request_id) : 0));
+	return reply;
+}
+
+/* Concatenated text blocks of a reply. */
+static text *
+reply_text(Jsonb *reply)
+{
+	JsonbContainer *content = claude_json_get_container(&reply->root, "content", true);
+	StringInfoData buf;
+	int			n = JsonContainerSize(content);
+
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *block = getIthJsonbValueFromContainer(content, i);
+		char	   *type;
+		JsonbValue *t;
+
+		if (block->type != jbvBinary)
+			continue;
+		type = claude_json_get_string(block->val.binary.data, "type");
+		if (type == NULL || strcmp(type, "text") != 0)
+			continue;
+		t = claude_json_get(block->val.binary.data, "text");
+		if (t && t->type == jbvString)
+			appendBinaryStringInfo(&buf, t->val.string.val, t->val.string.len);
+	}
+	return cstring_to_text_with_len(buf.data, buf.len);
+}
+
+Datum
+claude_complete(PG_FUNCTION_ARGS)
+{
+	text	   *prompt;
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+	char	   *model = claude_default_model;
+	int			max_tokens = claude_default_max_tokens;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	claude_require_shared();
+
+	prompt = PG_GETARG_TEXT_PP(0);
+	if (VARSIZE_ANY_EXHDR(prompt) == 0)
+		invalid_argument("prompt must not be empty");
+	if (!PG_ARGISNULL(1))
+	{
+		model = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		if (model[0] == '\0')
+			invalid_argument("model must not be empty (use NULL for claude.default_model)");
+	}
+	if (!PG_ARGISNULL(2))
+	{
+		max_tokens = PG_GETARG_INT32(2);
+		if (max_tokens < 1)
+			invalid_argument("max_tokens must be at least 1");
+	}
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	push_string(&state, "model", model, strlen(model));
+	push_numeric(&state, "max_tokens", int64_to_numeric(max_tokens));
+	if (!PG_ARGISNULL(3))
+	{
+		text	   *system = PG_GETARG_TEXT_PP(3);
+
+		if (VARSIZE_ANY_EXHDR(system) == 0)
+			invalid_argument("system must not be empty (use NULL for none)");
+		push_string(&state, "system", VARDATA_ANY(system), VARSIZE_ANY_EXHDR(system));
+	}
+	if (!PG_ARGISNULL(4))
+	{
+		double		temperature = PG_GETARG_FLOAT8(4);
+
+		if (isnan(temperature) || temperature < 0 || temperature > 1)
+			invalid_argument("temperature must be between 0 and 1");
+		push_numeric(&state, "temperature",
+					 DatumGetNumeric(DirectFunctionCall1(float8_numeric,
+														 Float8GetDatum(temperature))));
+	}
+	push_key(&state, "messages");
+	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	push_string(&state, "role", "user", 4);
+	push_string(&state, "content", VARDATA_ANY(prompt), VARSIZE_ANY_EXHDR(prompt));
+	pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	pushJsonbValue(&state, WJB_END_ARRAY, NULL);
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+
+	PG_RETURN_TEXT_P(reply_text(send_messages_request(JsonbValueToJsonb(res))));
+}
+
+Datum
+claude_messages(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *req;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	claude_require_shared();
+
+	req = PG_GETARG_JSONB_P(0);
+	validate_messages_request(req);
+	PG_RETURN_JSONB_P(send_messages_request(apply_defaults(req)));
+}

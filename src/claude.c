@@ -1,0 +1,63 @@
+/*
+ * claude.c
+ *		Module entry point: settings, shared memory and the HTTP worker.
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+
+#include "guc.h"
+#include "queue.h"
+#include "secret.h"
+#include "worker.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+claude_shmem_request(void)
+{
+#if PG_VERSION_NUM >= 150000
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	claude_queue_request_shmem();
+}
+
+static void
+claude_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	claude_queue_shmem_startup();
+}
+
+void
+_PG_init(void)
+{
+	claude_define_gucs();
+	claude_install_log_redaction();
+
+	/* without preloading, calls fail with a hint (claude_require_shared) */
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = claude_shmem_request;
+#else
+	claude_shmem_request();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = claude_shmem_startup;
+
+	claude_register_http_worker();
+}

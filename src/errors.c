@@ -1,0 +1,153 @@
+/*
+ * errors.c
+ *		Turning a failed request into a SQL error.
+ *
+ * Every class of failure has its own SQLSTATE (errors.h); the text carries
+ * the API's error.type and message, the detail the request-id.
+ */
+#include "postgres.h"
+
+#include "json.h"
+#include "errors.h"
+
+#define MAX_API_MESSAGE 1000
+
+static int
+errcode_for_status(int status)
+{
+	switch (status)
+	{
+		case 401:
+		case 403:
+			return CLAUDE_ERRCODE_AUTH;
+		case 404:
+			return CLAUDE_ERRCODE_NOT_FOUND;
+		case 408:
+			return CLAUDE_ERRCODE_TIMEOUT;
+		case 429:
+			return CLAUDE_ERRCODE_RATE_LIMITED;
+	}
+	return status >= 500 ? CLAUDE_ERRCODE_SERVER : CLAUDE_ERRCODE_INVALID_REQUEST;
+}
+
+static char *
+hint_for_status(int status)
+{
+	switch (status)
+	{
+		case 401:
+			return pstrdup("Check the key in claude.api_key_file (or claude.api_key).");
+		case 403:
+			return pstrdup("The API key lacks permission for this request.");
+		case 429:
+			return pstrdup("Lower the request rate, or set claude.requests_per_minute and the token limits.");
+		case 529:
+			return pstrdup("The API is overloaded; retry later.");
+	}
+	return NULL;
+}
+
+static char *
+request_detail(const ClaudeResult *result, const char *extra)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	if (extra)
+		appendStringInfo(&buf, "%s ", extra);
+	if (result->http_status)
+		appendStringInfo(&buf, "HTTP status %d", result->http_status);
+	if (result->request_id[0])
+		appendStringInfo(&buf, "%srequest-id: %s", buf.len ? ", " : "",
+						 result->request_id);
+	if (result->attempts > 1)
+		appendStringInfo(&buf, "%sattempts: %d", buf.len ? ", " : "",
+						 result->attempts);
+	if (buf.len == 0)
+		return NULL;
+	appendStringInfoChar(&buf, '.');
+	return buf.data;
+}
+
+/*
+ * Describe the failure of a finished request, if it failed.  A 2xx status
+ * with a body counts as success; the caller validates the body.
+ */
+bool
+claude_result_failed(const ClaudeResult *result, const char *body,
+					 ClaudeFailure *failure)
+{
+	memset(failure, 0, sizeof(*failure));
+
+	switch (result->transport)
+	{
+		case CLAUDE_TE_NONE:
+			break;
+		case CLAUDE_TE_CONNECT:
+			failure->sqlerrcode = CLAUDE_ERRCODE_CONNECTION;
+			failure->message = psprintf("could not reach the Claude API: %s",
+										result->message);
+			failure->detail = request_detail(result, NULL);
+			failure->hint = pstrdup("Check claude.base_url, claude.proxy and claude.ca_file.");
+			return true;
+		case CLAUDE_TE_TIMEOUT:
+			failure->sqlerrcode = CLAUDE_ERRCODE_TIMEOUT;
+			failure->message = psprintf("Claude API request timed out: %s",
+										result->message);
+			failure->detail = request_detail(result, NULL);
+			failure->hint = pstrdup("Raise claude.request_timeout for long replies.");
+			return true;
+		case CLAUDE_TE_WORKER:
+			failure->sqlerrcode = CLAUDE_ERRCODE_WORKER;
+			failure->message = psprintf("claude HTTP worker failure: %s",
+										result->message);
+			return true;
+		case CLAUDE_TE_INTERNAL:
+			failure->sqlerrcode = ERRCODE_INTERNAL_ERROR;
+			failure->message = psprintf("claude HTTP worker error: %s",
+										result->message);
+			return true;
+	}
+
+	if (result->http_status >= 200 && result->http_status < 300)
+		return false;
+
+	{
+		Jsonb	   *reply = body ? claude_json_parse(body, strlen(body)) : NULL;
+		JsonbContainer *err = reply ?
+			claude_json_get_container(&reply->root, "error", false) : NULL;
+		char	   *type = err ? claude_json_get_string(err, "type") : NULL;
+		char	   *msg = err ? claude_json_get_string(err, "message") : NULL;
+
+		if (msg && strlen(msg) > MAX_API_MESSAGE)
+			msg[MAX_API_MESSAGE] = '\0';
+		failure->sqlerrcode = errcode_for_status(result->http_status);
+		failure->message = psprintf("Claude API error %d %s: %s",
+									result->http_status,
+									type ? type : "http_error",
+									msg ? msg : "(no error message in the reply)");
+		failure->detail = request_detail(result, NULL);
+		failure->hint = hint_for_status(result->http_status);
+	}
+	return true;
+}
+
+void
+claude_raise_failure(const ClaudeFailure *failure)
+{
+	ereport(ERROR,
+			(errcode(failure->sqlerrcode),
+			 errmsg_internal("%s", failure->message),
+			 failure->detail ? errdetail_internal("%s", failure->detail) : 0,
+			 failure->hint ? errhint("%s", failure->hint) : 0));
+	pg_unreachable();
+}
+
+void
+claude_check_result(const ClaudeResult *result, const char *body)
+{
+	ClaudeFailure failure;
+
+	if (claude_result_failed(result, body, &failure))
+		claude_raise_failure(&failure);
+}

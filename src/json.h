@@ -1,0 +1,16 @@
+/*
+ * json.h
+ *		Small helpers over PostgreSQL's jsonb for reading API replies.
+ */
+#ifndef CLAUDE_JSON_H
+#define CLAUDE_JSON_H
+
+#include "utils/jsonb.h"
+
+extern Jsonb *claude_json_parse(const char *text, Size len);
+extern JsonbValue *claude_json_get(JsonbContainer *obj, const char *key);
+extern char *claude_json_get_string(JsonbContainer *obj, const char *key);
+extern JsonbContainer *claude_json_get_container(JsonbContainer *obj,
+												 const char *key, bool array);
+
+#endif

@@ -1,0 +1,113 @@
+/*
+ * queue.h
+ *		Shared-memory request slots between backends and the HTTP worker.
+ *
+ * A backend takes a free slot, puts a packed request (request.h) into the
+ * DSA area, queues the slot and sleeps on its latch.  The HTTP worker picks
+ * queued slots, runs the transfer and stores the result back in the slot.
+ * Whoever gives up a slot last frees it: the owner after reading a result,
+ * the worker for a slot its owner cancelled.
+ */
+#ifndef CLAUDE_QUEUE_H
+#define CLAUDE_QUEUE_H
+
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/spin.h"
+#include "utils/dsa.h"
+
+typedef enum ClaudeSlotState
+{
+	SLOT_FREE = 0,
+	SLOT_QUEUED,				/* waiting for the worker */
+	SLOT_RUNNING,				/* the worker owns the transfer */
+	SLOT_DONE,					/* result ready for the owner */
+	SLOT_CANCELLED				/* owner gone; the worker frees it */
+} ClaudeSlotState;
+
+/* Why a transfer produced no HTTP response. */
+typedef enum ClaudeTransportError
+{
+	CLAUDE_TE_NONE = 0,
+	CLAUDE_TE_CONNECT,			/* DNS, TCP, TLS, reset, truncated reply */
+	CLAUDE_TE_TIMEOUT,			/* claude.request_timeout elapsed */
+	CLAUDE_TE_WORKER,			/* the HTTP worker exited or is missing */
+	CLAUDE_TE_INTERNAL			/* out of memory and the like */
+} ClaudeTransportError;
+
+typedef struct ClaudeResult
+{
+	int			http_status;	/* 0 when there was no response */
+	ClaudeTransportError transport;
+	int			attempts;
+	double		elapsed_ms;
+	char		request_id[64];
+	char		message[256];	/* transport error text */
+	dsa_pointer body;			/* response body, owner frees */
+	Size		body_len;
+} ClaudeResult;
+
+typedef struct ClaudeSlot
+{
+	slock_t		mutex;			/* protects state */
+	ClaudeSlotState state;
+	bool		in_ring;		/* still referenced by the submit queue */
+	uint32		generation;		/* bumped on every reuse */
+	Latch	   *owner_latch;
+	pid_t		owner_pid;
+	dsa_pointer request;		/* packed request; the worker frees it */
+	ClaudeResult result;
+} ClaudeSlot;
+
+typedef struct ClaudeShared
+{
+	LWLock	   *lock;			/* serializes DSA creation */
+	int			dsa_tranche;
+	dsa_handle	area_handle;
+
+	slock_t		mutex;			/* protects the fields below */
+	int			nslots;
+	int			nfree;
+	int			queue_head;
+	int			queue_len;
+	pid_t		worker_pid;
+	Latch	   *worker_latch;
+	uint32		worker_incarnation;
+
+	pg_atomic_uint32 cancel_pending;	/* a running slot was cancelled */
+	ConditionVariable slot_freed;
+
+	/* counters for the statistics views */
+	pg_atomic_uint64 requests;
+	pg_atomic_uint64 connections_opened;
+	pg_atomic_uint32 connections_open;
+	pg_atomic_uint32 in_flight;
+} ClaudeShared;
+
+extern ClaudeShared *claude_shared;
+extern ClaudeSlot *claude_slots;
+
+extern void claude_queue_request_shmem(void);
+extern void claude_queue_shmem_startup(void);
+extern void claude_require_shared(void);
+extern dsa_area *claude_area(void);
+
+/* backend side */
+extern int	claude_slot_acquire(void);
+extern void claude_slot_submit(int slot, dsa_pointer request);
+extern bool claude_slot_poll(int slot);
+extern void claude_slot_wait(int slot);
+extern char *claude_slot_take(int slot, ClaudeResult *result);
+extern void claude_slot_abandon(int slot);
+
+/* worker side */
+extern int	claude_queue_pop(void);
+extern void claude_slot_finish(int slot, const ClaudeResult *result);
+extern void claude_slot_release_cancelled(int slot);
+extern bool claude_slot_is_cancelled(int slot);
+extern void claude_worker_register_self(void);
+extern void claude_worker_unregister_self(void);
+
+#endif

@@ -1,0 +1,153 @@
+/*
+ * request.c
+ *		Packing requests for the HTTP worker, and the synchronous call path.
+ */
+#include "postgres.h"
+
+#include "mb/pg_wchar.h"
+#include "utils/memutils.h"
+
+#include "errors.h"
+#include "guc.h"
+#include "queue.h"
+#include "request.h"
+#include "secret.h"
+
+#define PACKED_MAGIC 0x436c6431	/* "Cld1" */
+#define NSTRINGS 6
+
+typedef struct PackedRequest
+{
+	uint32		magic;
+	ClaudeMethod method;
+	int			timeout_ms;
+	int			max_retries;
+	Size		body_len;
+	Size		offsets[NSTRINGS];	/* 0 for NULL */
+} PackedRequest;
+
+dsa_pointer
+claude_request_pack(const ClaudeRequest *req)
+{
+	const char *strings[NSTRINGS] = {req->url, req->api_key, req->version,
+	req->ca_file, req->proxy, req->body};
+	Size		lengths[NSTRINGS];
+	Size		size = MAXALIGN(sizeof(PackedRequest));
+	dsa_pointer dp;
+	PackedRequest *packed;
+	char	   *p;
+
+	for (int i = 0; i < NSTRINGS; i++)
+	{
+		lengths[i] = strings[i] == NULL ? 0 :
+			(i == NSTRINGS - 1 ? req->body_len : strlen(strings[i]));
+		if (strings[i] != NULL)
+			size = add_size(size, lengths[i] + 1);
+	}
+
+	dp = dsa_allocate_extended(claude_area(), size,
+							   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
+	if (!DsaPointerIsValid(dp))
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of shared memory for a request of %zu bytes", size)));
+
+	packed = dsa_get_address(claude_area(), dp);
+	packed->magic = PACKED_MAGIC;
+	packed->method = req->method;
+	packed->timeout_ms = req->timeout_ms;
+	packed->max_retries = req->max_retries;
+	packed->body_len = req->body_len;
+	p = (char *) packed + MAXALIGN(sizeof(PackedRequest));
+	for (int i = 0; i < NSTRINGS; i++)
+	{
+		if (strings[i] == NULL)
+		{
+			packed->offsets[i] = 0;
+			continue;
+		}
+		packed->offsets[i] = p - (char *) packed;
+		memcpy(p, strings[i], lengths[i]);
+		p[lengths[i]] = '\0';
+		p += lengths[i] + 1;
+	}
+	return dp;
+}
+
+void
+claude_request_unpack(const char *blob, ClaudeRequest *req)
+{
+	const PackedRequest *packed = (const PackedRequest *) blob;
+	const char **strings[NSTRINGS] = {&req->url, &req->api_key, &req->version,
+	&req->ca_file, &req->proxy, &req->body};
+
+	if (packed->magic != PACKED_MAGIC)
+		elog(ERROR, "claude: corrupt request in shared memory");
+	req->method = packed->method;
+	req->timeout_ms = packed->timeout_ms;
+	req->max_retries = packed->max_retries;
+	req->body_len = packed->body_len;
+	for (int i = 0; i < NSTRINGS; i++)
+		*strings[i] = packed->offsets[i] ? blob + packed->offsets[i] : NULL;
+}
+
+/*
+ * Fill a request from the calling session's settings.  The key is looked
+ * up now, so an unconfigured key fails before anything is queued.
+ */
+void
+claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
+							 const char *path, const char *body, Size body_len)
+{
+	const char *base = claude_base_url;
+	int			baselen = strlen(base);
+
+	while (baselen > 0 && base[baselen - 1] == '/')
+		baselen--;
+
+	memset(req, 0, sizeof(*req));
+	req->method = method;
+	req->timeout_ms = claude_request_timeout;
+	req->max_retries = claude_max_retries;
+	req->url = psprintf("%.*s%s", baselen, base, path);
+	req->api_key = claude_resolve_api_key();
+	req->version = claude_anthropic_version;
+	req->ca_file = claude_ca_file;
+	req->proxy = claude_proxy;
+	req->body = body;
+	req->body_len = body_len;
+}
+
+/*
+ * One request, start to finish: returns the response body converted to the
+ * server encoding, or raises the request's error.
+ */
+char *
+claude_http_call(ClaudeMethod method, const char *path,
+				 const char *body, Size body_len, ClaudeResult *result)
+{
+	ClaudeRequest req;
+	char	   *utf8 = NULL;
+	char	   *response;
+	int			slot;
+	dsa_pointer packed;
+
+	claude_require_shared();
+	if (body)
+		utf8 = pg_server_to_any(body, body_len, PG_UTF8);
+	claude_request_from_settings(&req, method, path, utf8,
+								 utf8 == NULL ? 0 :
+								 utf8 == body ? body_len : strlen(utf8));
+
+	slot = claude_slot_acquire();
+	packed = claude_request_pack(&req);
+	explicit_bzero((char *) req.api_key, strlen(req.api_key));
+	claude_slot_submit(slot, packed);
+	claude_slot_wait(slot);
+	response = claude_slot_take(slot, result);
+
+	claude_check_result(result, response);
+	if (response == NULL)
+		return pstrdup("");
+	return pg_any_to_server(response, strlen(response), PG_UTF8);
+}

@@ -1,0 +1,45 @@
+/*
+ * request.h
+ *		A request as it travels from a backend to the HTTP worker.
+ *
+ * Everything the transfer needs is resolved in the calling session (its
+ * settings, the key) and packed into one DSA chunk: a fixed header and
+ * NUL-terminated strings behind it.  The worker reads it in place.
+ */
+#ifndef CLAUDE_REQUEST_H
+#define CLAUDE_REQUEST_H
+
+#include "utils/dsa.h"
+
+#include "queue.h"
+
+typedef enum ClaudeMethod
+{
+	CLAUDE_GET,
+	CLAUDE_POST
+} ClaudeMethod;
+
+typedef struct ClaudeRequest
+{
+	ClaudeMethod method;
+	int			timeout_ms;
+	int			max_retries;
+	const char *url;
+	const char *api_key;
+	const char *version;
+	const char *ca_file;
+	const char *proxy;
+	const char *body;			/* NULL for GET */
+	Size		body_len;
+} ClaudeRequest;
+
+extern dsa_pointer claude_request_pack(const ClaudeRequest *req);
+extern void claude_request_unpack(const char *blob, ClaudeRequest *req);
+extern void claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
+										 const char *path, const char *body,
+										 Size body_len);
+extern char *claude_http_call(ClaudeMethod method, const char *path,
+							  const char *body, Size body_len,
+							  ClaudeResult *result);
+
+#endif

@@ -1,0 +1,111 @@
+/*
+ * worker.c
+ *		The one HTTP worker of the server.
+ *
+ * It sleeps in a WaitEventSet on its latch (new or cancelled requests),
+ * on curl's sockets (through one epoll descriptor, see http.c) and on
+ * curl's timer.  It never sleeps while work is waiting.  On SIGTERM it
+ * exits with code 1, so the postmaster restarts it alone; its exit
+ * callback fails the requests it had in flight, so no caller hangs.
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+#include "http.h"
+#include "queue.h"
+#include "worker.h"
+
+void
+claude_register_http_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "claude");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "claude_http_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "claude http worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "claude http worker");
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
+worker_exit(int code, Datum arg)
+{
+	claude_http_shutdown();
+	claude_worker_unregister_self();
+}
+
+void
+claude_http_worker_main(Datum arg)
+{
+	WaitEventSet *set;
+	MemoryContext loop_cxt;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	claude_require_shared();
+	claude_http_init();
+	claude_worker_register_self();
+	before_shmem_exit(worker_exit, (Datum) 0);
+
+	set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(set, WL_SOCKET_READABLE, claude_http_pollable_fd(), NULL, NULL);
+
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "claude worker loop",
+									 ALLOCSET_DEFAULT_SIZES);
+	elog(LOG, "claude http worker started");
+
+	for (;;)
+	{
+		WaitEvent	events[3];
+		int			nevents;
+		bool		sockets_ready = false;
+		int			slot;
+		MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+
+		while ((slot = claude_queue_pop()) >= 0)
+			claude_http_start(slot);
+		claude_http_abort_cancelled();
+		claude_http_drive(false);
+
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(loop_cxt);
+
+		nevents = WaitEventSetWait(set, claude_http_timeout_ms(), events,
+								   lengthof(events), PG_WAIT_EXTENSION);
+		for (int i = 0; i < nevents; i++)
+		{
+			if (events[i].events & WL_LATCH_SET)
+				ResetLatch(MyLatch);
+			if (events[i].events & WL_SOCKET_READABLE)
+				sockets_ready = true;
+		}
+
+		if (ShutdownRequestPending)
+			proc_exit(1);
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		old = MemoryContextSwitchTo(loop_cxt);
+		claude_http_drive(sockets_ready);
+		MemoryContextSwitchTo(old);
+	}
+}
