@@ -28,3 +28,6 @@ demo:
 
 bench:
 	bash test/bench/run-bench.sh
+
+print-regress:
+	@echo $(REGRESS)

@@ -174,15 +174,13 @@ redact_text(char *text)
 
 	if ((at = find_setting_name(text)) != NULL)
 	{
-		StringInfoData buf;
 		const char *end = at + 14;
 
 		if (*end == '"' || *end == '\'')
 			end++;
-		initStringInfo(&buf);
-		appendBinaryStringInfo(&buf, text, end - text);
-		appendStringInfoString(&buf, " [value redacted]");
-		text = buf.data;
+		/* the name alone ("permission denied to set ...") is harmless */
+		if (strspn(end, " \t\n;") != strlen(end))
+			text = psprintf("%.*s [value redacted]", (int) (end - text), text);
 	}
 
 	secrets[0] = claude_api_key_setting;

@@ -1,0 +1,59 @@
+-- Spending functions are not executable by PUBLIC.
+SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_can_execute
+FROM pg_proc p WHERE p.proname IN ('claude_complete', 'claude_messages') ORDER BY 1;
+
+CREATE ROLE claude_plain LOGIN;
+CREATE ROLE claude_granted LOGIN;
+GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO claude_granted;
+
+-- the key is never shown, not even to a superuser
+SET claude.api_key = 'sk-ant-regress-secret-123456';
+SHOW claude.api_key;
+SELECT current_setting('claude.api_key');
+SELECT count(*) FROM pg_settings WHERE name = 'claude.api_key';
+-- a session's key travels with its requests: the mock refuses this one
+\set VERBOSITY sqlstate
+SELECT claude_complete('wrong key');
+\set VERBOSITY default
+RESET claude.api_key;
+SELECT claude_complete('right key again');
+
+SET ROLE claude_plain;
+\set VERBOSITY terse
+SELECT claude_complete('not granted');
+SHOW claude.api_key;
+SELECT current_setting('claude.api_key');
+SHOW claude.api_key_file;
+SHOW claude.proxy;
+SELECT count(*) FROM pg_settings WHERE name IN ('claude.api_key', 'claude.api_key_file', 'claude.proxy');
+SET claude.api_key = 'x';
+SET claude.base_url = 'https://evil.example.com';
+SET claude.ca_file = '/tmp/ca.pem';
+SET claude.proxy = 'http://evil.example.com:3128';
+SET claude.anthropic_version = '2099-01-01';
+SET claude.cache_ttl = 5;
+-- user-level settings are fine
+SET claude.default_model = 'claude-haiku-4-5';
+SET claude.request_timeout = '30s';
+RESET ROLE;
+
+SET ROLE claude_granted;
+SELECT claude_complete('granted');
+RESET ROLE;
+\set VERBOSITY default
+
+-- base_url must be https, or http on loopback only
+\set VERBOSITY terse
+SET claude.base_url = 'http://example.com';
+SET claude.base_url = 'ftp://127.0.0.1';
+SET claude.base_url = '';
+\set VERBOSITY default
+SET claude.base_url = 'http://127.0.0.1:1';
+RESET claude.base_url;
+
+-- unknown claude.* settings are refused
+SET claude.no_such_setting = 1;
+
+DROP ROLE claude_plain;
+REVOKE ALL ON FUNCTION claude_complete(text, text, int, text, float8, boolean) FROM claude_granted;
+DROP ROLE claude_granted;

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test suite proper; runs as an unprivileged user in a writable tree.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PGBIN=$(pg_config --bindir)
+PGXS_SRC=$(dirname "$(dirname "$(pg_config --pgxs)")")
+export PATH="$PGBIN:$PATH"
+export PG_REGRESS="$PGXS_SRC/test/regress/pg_regress"
+export TESTDIR="$PWD"
+export CLAUDE_OPENAPI="${CLAUDE_OPENAPI:-$PWD/test/steady/anthropic-openapi.json}"
+[ -f "$CLAUDE_OPENAPI" ] || CLAUDE_OPENAPI="$PWD/../shared/anthropic-openapi.json"
+
+rm -rf tmp_check results regression.diffs regression.out
+mkdir -p tmp_check
+
+echo "== pg_regress =="
+perl -I test/perl test/regress.pl
+
+echo "== TAP =="
+prove ${PROVE_FLAGS:-} -I "$PGXS_SRC/test/perl" -I test/perl ${PROVE_TESTS:-test/t/*.pl}
