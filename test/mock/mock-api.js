@@ -1,0 +1,1122 @@
+#!/usr/bin/env node
+// mock-api.js -- a TLS mock of the Anthropic Messages API for the test suite.
+//
+// usage: node mock-api.js --cert FILE --key FILE [--host 127.0.0.1] [--port 0]
+//          [--control-port 0] [--http2] [--keys k1,k2] [--latency-ms N]
+//          [--max-lifetime-s 3600] [--exit-on-stdin-eof]
+//
+// Prints one JSON line {"port":P,"control_port":C,"pid":N} on stdout once both
+// servers listen, and nothing else on stdout afterwards.  See the comments
+// of the control server below for the control interface.
+//
+// Only Node.js built-in modules are used.
+'use strict';
+
+const fs = require('fs');
+const http = require('http');
+const https = require('https');
+const http2 = require('http2');
+const crypto = require('crypto');
+const { performance } = require('perf_hooks');
+
+const MAX_BODY = 64 * 1024 * 1024;
+const MAX_RECORDS = 2000;
+const MAX_REC_STRING = 4096;
+const MAX_PATH_KEYS = 1000;
+
+// ---------------------------------------------------------------- arguments
+
+function usage(msg) {
+    if (msg)
+        process.stderr.write(`mock-api.js: ${msg}\n`);
+    process.stderr.write('usage: node mock-api.js --cert FILE --key FILE [--host H] [--port P] ' +
+        '[--control-port P] [--http2] [--keys k1,k2] [--latency-ms N] [--max-lifetime-s S] ' +
+        '[--exit-on-stdin-eof]\n');
+    process.exit(2);
+}
+
+const opts = {
+    cert: null, key: null, host: '127.0.0.1', port: 0, controlPort: 0,
+    http2: false, keys: null, latencyMs: 0, maxLifetimeS: 3600, exitOnStdinEof: false,
+};
+{
+    const argv = process.argv.slice(2);
+    for (let i = 0; i < argv.length; i++) {
+        let a = argv[i];
+        let v;
+        const eq = a.indexOf('=');
+        if (a.startsWith('--') && eq > 0) {
+            v = a.slice(eq + 1);
+            a = a.slice(0, eq);
+        }
+        const val = () => {
+            if (v !== undefined)
+                return v;
+            if (i + 1 >= argv.length)
+                usage(`missing value for ${a}`);
+            return argv[++i];
+        };
+        const num = (s) => {
+            const n = Number(s);
+            if (!Number.isFinite(n) || n < 0)
+                usage(`bad number for ${a}: ${s}`);
+            return n;
+        };
+        switch (a) {
+            case '--cert': opts.cert = val(); break;
+            case '--key': opts.key = val(); break;
+            case '--host': opts.host = val(); break;
+            case '--port': opts.port = num(val()); break;
+            case '--control-port': opts.controlPort = num(val()); break;
+            case '--http2': opts.http2 = true; break;
+            case '--keys': opts.keys = val().split(',').filter((k) => k.length > 0); break;
+            case '--latency-ms': opts.latencyMs = num(val()); break;
+            case '--max-lifetime-s': opts.maxLifetimeS = num(val()); break;
+            case '--exit-on-stdin-eof': opts.exitOnStdinEof = true; break;
+            case '-h': case '--help': usage(); break;
+            default: usage(`unknown argument ${a}`);
+        }
+    }
+    if (!opts.cert || !opts.key)
+        usage('--cert and --key are required');
+}
+
+// -------------------------------------------------------------------- state
+
+const now = () => performance.timeOrigin + performance.now();
+
+const config = {
+    latency_ms: opts.latencyMs,
+    keys: opts.keys && opts.keys.length ? new Set(opts.keys) : null,
+    rpm: null,
+    ratelimit_headers: null,
+};
+
+let stats;
+let reqCounter = 0;
+let records = [];           // ring buffer of the last MAX_RECORDS records
+let recordsHead = 0;        // index of the oldest record once full
+let faults = [];            // FIFO of {fault, remaining}
+let bucket = null;          // token bucket when config.rpm is set
+
+// live values that survive /reset
+let openConnections = 0;
+let concurrency = 0;
+
+function zeroStats() {
+    stats = {
+        requests: 0,
+        by_path: Object.create(null),
+        by_status: Object.create(null),
+        tcp_connections: 0,
+        tls_handshakes: 0,
+        tls_resumed: 0,
+        max_concurrency: concurrency,
+        http2_sessions: 0,
+        rate_limited: 0,
+        keys: Object.create(null),
+    };
+}
+zeroStats();
+
+function addRecord(rec) {
+    if (records.length < MAX_RECORDS) {
+        records.push(rec);
+    } else {
+        records[recordsHead] = rec;
+        recordsHead = (recordsHead + 1) % MAX_RECORDS;
+    }
+}
+
+function recordsInOrder() {
+    if (records.length < MAX_RECORDS || recordsHead === 0)
+        return records;
+    return records.slice(recordsHead).concat(records.slice(0, recordsHead));
+}
+
+const keyHashCache = new Map();
+function keyHash(k) {
+    let h = keyHashCache.get(k);
+    if (h === undefined) {
+        h = crypto.createHash('sha256').update(k, 'utf8').digest('hex').slice(0, 16);
+        if (keyHashCache.size > 10000)
+            keyHashCache.clear();
+        keyHashCache.set(k, h);
+    }
+    return h;
+}
+
+// --------------------------------------------------------------- rate limit
+
+function setRpm(rpm) {
+    if (rpm === null || rpm === undefined || rpm === 0) {
+        config.rpm = null;
+        bucket = null;
+        return;
+    }
+    config.rpm = rpm;
+    const cap = Math.max(1, Math.ceil(rpm / 60));
+    bucket = { cap, rate: rpm / 60000 /* tokens per ms */, tokens: cap, last: now() };
+}
+
+function bucketRefill() {
+    const t = now();
+    bucket.tokens = Math.min(bucket.cap, bucket.tokens + (t - bucket.last) * bucket.rate);
+    bucket.last = t;
+    return t;
+}
+
+function rfc3339(ms) {
+    return new Date(Math.ceil(ms / 1000) * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+// Returns {ok, headers, retryAfter}; consumes a token when consume is true.
+function rateCheck(consume) {
+    const t = bucketRefill();
+    let ok = true;
+    let retryAfter = 0;
+    if (consume) {
+        if (bucket.tokens >= 1) {
+            bucket.tokens -= 1;
+        } else {
+            ok = false;
+            retryAfter = Math.max(1, Math.ceil((1 - bucket.tokens) / bucket.rate / 1000));
+        }
+    }
+    const full = t + (bucket.cap - bucket.tokens) / bucket.rate;
+    const headers = {
+        'anthropic-ratelimit-requests-limit': String(config.rpm),
+        'anthropic-ratelimit-requests-remaining': String(Math.max(0, Math.floor(bucket.tokens))),
+        'anthropic-ratelimit-requests-reset': rfc3339(full),
+    };
+    if (!ok)
+        headers['retry-after'] = String(retryAfter);
+    return { ok, headers };
+}
+
+// ------------------------------------------------------------------- errors
+
+const ERROR_TYPES = {
+    400: 'invalid_request_error',
+    401: 'authentication_error',
+    403: 'permission_error',
+    404: 'not_found_error',
+    405: 'invalid_request_error',
+    413: 'request_too_large',
+    429: 'rate_limit_error',
+    500: 'api_error',
+    529: 'overloaded_error',
+};
+const ERROR_MESSAGES = {
+    invalid_request_error: 'Invalid request',
+    authentication_error: 'invalid x-api-key',
+    permission_error: 'Your API key does not have permission to use the specified resource.',
+    not_found_error: 'Not found',
+    request_too_large: 'Request exceeds the maximum allowed number of bytes.',
+    rate_limit_error: 'Number of requests has exceeded your rate limit.',
+    api_error: 'Internal server error',
+    overloaded_error: 'Overloaded',
+};
+
+function errorType(status) {
+    if (ERROR_TYPES[status])
+        return ERROR_TYPES[status];
+    if (status >= 500)
+        return 'api_error';
+    return 'invalid_request_error';
+}
+
+function errorBody(type, message) {
+    return JSON.stringify({ type: 'error', error: { type, message } });
+}
+
+class ValidationError extends Error {}
+function invalid(msg) {
+    throw new ValidationError(msg);
+}
+
+// --------------------------------------------------------------- text utils
+
+// Number of Unicode code points in s.
+function charCount(s) {
+    const n = s.length;
+    let surrogatePairs = 0;
+    for (let i = 0; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0xD800 && c <= 0xDBFF && i + 1 < n) {
+            const d = s.charCodeAt(i + 1);
+            if (d >= 0xDC00 && d <= 0xDFFF) {
+                surrogatePairs++;
+                i++;
+            }
+        }
+    }
+    return n - surrogatePairs;
+}
+
+function isObj(v) {
+    return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+// Text of a message's content: the string, or the concatenation of its text blocks.
+function contentText(content) {
+    if (typeof content === 'string')
+        return content;
+    let s = '';
+    for (const b of content)
+        if (b.type === 'text' && typeof b.text === 'string')
+            s += b.text;
+    return s;
+}
+
+// Validates a Messages API request body; returns {lastUser, inputChars}.
+function validateMessages(body, needMaxTokens) {
+    if (!isObj(body))
+        invalid('Request body must be a JSON object');
+    if (typeof body.model !== 'string' || body.model.length === 0)
+        invalid(body.model === undefined ? 'model: Field required' : 'model: Input should be a non-empty string');
+    if (needMaxTokens) {
+        if (body.max_tokens === undefined)
+            invalid('max_tokens: Field required');
+        if (!Number.isInteger(body.max_tokens) || body.max_tokens < 1)
+            invalid('max_tokens: Input should be an integer greater than or equal to 1');
+    }
+    if (body.messages === undefined)
+        invalid('messages: Field required');
+    if (!Array.isArray(body.messages))
+        invalid('messages: Input should be a valid list');
+    if (body.messages.length === 0)
+        invalid('messages: at least one message is required');
+    let chars = 0;
+    let lastUser = '';
+    body.messages.forEach((m, i) => {
+        if (!isObj(m))
+            invalid(`messages.${i}: Input should be a valid dictionary`);
+        if (m.role !== 'user' && m.role !== 'assistant')
+            invalid(`messages.${i}.role: Input should be 'user' or 'assistant'`);
+        if (typeof m.content !== 'string') {
+            if (!Array.isArray(m.content))
+                invalid(`messages.${i}.content: Input should be a valid string or list of content blocks`);
+            m.content.forEach((b, j) => {
+                if (!isObj(b) || typeof b.type !== 'string')
+                    invalid(`messages.${i}.content.${j}: Input should be a content block object with a string type`);
+                if (b.type === 'text' && typeof b.text !== 'string')
+                    invalid(`messages.${i}.content.${j}.text: Input should be a valid string`);
+            });
+        }
+        const t = contentText(m.content);
+        chars += charCount(t);
+        if (m.role === 'user')
+            lastUser = t;
+    });
+    if (body.system !== undefined) {
+        if (typeof body.system === 'string') {
+            chars += charCount(body.system);
+        } else if (Array.isArray(body.system)) {
+            body.system.forEach((b, j) => {
+                if (!isObj(b) || b.type !== 'text' || typeof b.text !== 'string')
+                    invalid(`system.${j}: Input should be a text block`);
+                chars += charCount(b.text);
+            });
+        } else {
+            invalid('system: Input should be a valid string or list of text blocks');
+        }
+    }
+    if (body.temperature !== undefined) {
+        if (typeof body.temperature !== 'number' || !(body.temperature >= 0 && body.temperature <= 1))
+            invalid('temperature: Input should be a number between 0 and 1');
+    }
+    if (body.stream === true)
+        invalid('stream: streaming is not supported by the mock server');
+    return { lastUser, inputChars: chars };
+}
+
+const tokens = (chars) => Math.max(1, Math.ceil(chars / 4));
+
+// Parses [[mock:...]] directives out of text.
+const DIRECTIVE_RE = /\[\[mock:([a-z_]+)(?:=([^\]]*))?\]\]/g;
+function parseDirectives(text) {
+    if (text.indexOf('[[mock:') < 0)
+        return null;
+    const d = {};
+    let m;
+    DIRECTIVE_RE.lastIndex = 0;
+    while ((m = DIRECTIVE_RE.exec(text)) !== null) {
+        const name = m[1];
+        const arg = m[2];
+        switch (name) {
+            case 'delay': d.delay_ms = Number(arg) || 0; break;
+            case 'status': d.status = parseInt(arg, 10) || 500; break;
+            case 'hang': d.hang = true; break;
+            case 'reset': d.reset = true; break;
+            case 'malformed': d.malformed = true; break;
+            case 'truncate': d.truncate = true; break;
+            default: break;
+        }
+    }
+    return d;
+}
+
+// ------------------------------------------------------------------- models
+
+const MODELS = [
+    { type: 'model', id: 'claude-sonnet-4-6', display_name: 'Claude Sonnet 4.6', created_at: '2026-02-17T00:00:00Z' },
+    { type: 'model', id: 'claude-opus-4-5', display_name: 'Claude Opus 4.5', created_at: '2025-11-24T00:00:00Z' },
+    { type: 'model', id: 'claude-haiku-4-5', display_name: 'Claude Haiku 4.5', created_at: '2025-10-15T00:00:00Z' },
+    { type: 'model', id: 'claude-sonnet-4-5', display_name: 'Claude Sonnet 4.5', created_at: '2025-09-29T00:00:00Z' },
+    { type: 'model', id: 'claude-opus-4-1', display_name: 'Claude Opus 4.1', created_at: '2025-08-05T00:00:00Z' },
+];
+
+// ------------------------------------------------------------ the API server
+
+const noop = () => {};
+const MALFORMED_BODY = '{"id": "msg_broken", "content": [';
+
+// Deep copy of a parsed body for the request log: strings longer than
+// MAX_REC_STRING are cut, and at most MAX_REC_CHARS characters of strings are
+// kept per record in all (later strings become ""); either sets rec._truncated.
+const MAX_REC_CHARS = 65536;
+function truncForRecord(v, rec, budget) {
+    if (budget === undefined)
+        budget = { left: MAX_REC_CHARS };
+    if (typeof v === 'string') {
+        const keep = Math.min(v.length, MAX_REC_STRING, budget.left);
+        budget.left -= keep;
+        if (keep < v.length) {
+            rec._truncated = true;
+            return v.slice(0, keep);
+        }
+        return v;
+    }
+    if (Array.isArray(v))
+        return v.map((x) => truncForRecord(x, rec, budget));
+    if (v !== null && typeof v === 'object') {
+        const o = {};
+        for (const k of Object.keys(v))
+            o[k] = truncForRecord(v[k], rec, budget);
+        return o;
+    }
+    return v;
+}
+
+const sessionSockets = new WeakMap();   // http2 session -> TLSSocket
+let lastSecureSocket = null;
+
+function tlsSocketOf(ctx) {
+    if (ctx.req.httpVersionMajor === 2) {
+        const s = ctx.req.stream && ctx.req.stream.session;
+        return s ? sessionSockets.get(s) : null;
+    }
+    return ctx.req.socket;
+}
+
+// Abruptly destroys the connection carrying ctx (RST when possible).
+function killConnection(ctx, rst) {
+    const tls = tlsSocketOf(ctx);
+    try {
+        const raw = tls && tls._parent;
+        if (rst && raw && typeof raw.resetAndDestroy === 'function' && !raw.destroyed) {
+            raw.resetAndDestroy();
+            if (tls && !tls.destroyed)
+                tls.destroy();
+            return;
+        }
+        if (tls) {
+            tls.destroy();
+            if (raw && !raw.destroyed)
+                raw.destroy();
+            return;
+        }
+    } catch (e) {
+        // fall through
+    }
+    try {
+        if (ctx.req.stream)
+            ctx.req.stream.session.destroy();
+        else
+            ctx.res.destroy();
+    } catch (e) { /* ignore */ }
+}
+
+function countStatus(ctx, status) {
+    ctx.rec.status = status;
+    stats.by_status[status] = (stats.by_status[status] || 0) + 1;
+}
+
+function baseHeaders(ctx) {
+    const h = { 'request-id': ctx.reqId };
+    if (config.ratelimit_headers)
+        Object.assign(h, config.ratelimit_headers);
+    if (ctx.extraHeaders)
+        Object.assign(h, ctx.extraHeaders);
+    return h;
+}
+
+function send(ctx, status, body, headers) {
+    if (ctx.closed || ctx.responded)
+        return;
+    ctx.responded = true;
+    countStatus(ctx, status);
+    const h = baseHeaders(ctx);
+    h['content-type'] = 'application/json';
+    if (headers)
+        Object.assign(h, headers);
+    h['content-length'] = Buffer.byteLength(body);
+    try {
+        ctx.res.writeHead(status, h);
+        ctx.res.end(body);
+        // over for the server now, even if the TLS write completes later
+        if (ctx.done)
+            ctx.done();
+    } catch (e) {
+        process.stderr.write(`mock-api.js: cannot send response: ${e.message}\n`);
+        killConnection(ctx, false);
+    }
+}
+
+function sendError(ctx, status, type, message, headers) {
+    send(ctx, status, errorBody(type || errorType(status), message || ERROR_MESSAGES[type || errorType(status)] || 'error'), headers);
+}
+
+function doTruncate(ctx, status, body, headers) {
+    if (ctx.closed || ctx.responded)
+        return;
+    ctx.responded = true;
+    countStatus(ctx, status);
+    const buf = Buffer.from(body, 'utf8');
+    const h = baseHeaders(ctx);
+    h['content-type'] = 'application/json';
+    if (headers)
+        Object.assign(h, headers);
+    h['content-length'] = buf.length + 16;
+    try {
+        ctx.res.writeHead(status, h);
+        ctx.res.write(buf.subarray(0, buf.length >> 1), () => setImmediate(() => killConnection(ctx, false)));
+    } catch (e) {
+        killConnection(ctx, false);
+    }
+}
+
+function doReset(ctx) {
+    if (ctx.closed || ctx.responded)
+        return;
+    ctx.responded = true;
+    ctx.rec.outcome = 'reset';
+    killConnection(ctx, true);
+}
+
+function later(ctx, ms, fn) {
+    if (!(ms > 0))
+        return fn();
+    const t = setTimeout(() => {
+        ctx.timers.delete(t);
+        if (!ctx.closed)
+            fn();
+    }, ms);
+    ctx.timers.add(t);
+}
+
+// Extra headers requested by a fault.
+function faultHeaders(f) {
+    const h = {};
+    if (f.retry_after !== undefined && f.retry_after !== null)
+        h['retry-after'] = String(f.retry_after);
+    if (f.retry_after_ms !== undefined && f.retry_after_ms !== null)
+        h['retry-after-ms'] = String(f.retry_after_ms);
+    if (f.should_retry !== undefined && f.should_retry !== null)
+        h['x-should-retry'] = String(f.should_retry);
+    if (isObj(f.headers))
+        for (const k of Object.keys(f.headers))
+            h[k.toLowerCase()] = String(f.headers[k]);
+    return h;
+}
+
+function applyFault(ctx, f) {
+    ctx.rec.fault = true;
+    later(ctx, f.delay_ms, () => {
+        const h = faultHeaders(f);
+        if (f.hang) {
+            ctx.rec.outcome = 'hang';
+            return;
+        }
+        if (f.reset)
+            return doReset(ctx);
+        if (f.malformed)
+            return send(ctx, f.status || 200, MALFORMED_BODY, h);
+        if (f.truncate) {
+            const body = f.body !== undefined ? String(f.body) : successBody(ctx, 'truncated reply from the mock server');
+            return doTruncate(ctx, f.status || 200, body, h);
+        }
+        if (f.body !== undefined)
+            return send(ctx, f.status || 200, typeof f.body === 'string' ? f.body : JSON.stringify(f.body), h);
+        if (f.status)
+            return sendError(ctx, f.status, f.error_type, f.message, h);
+        normal(ctx);
+    });
+}
+
+function successBody(ctx, reply, inputChars, model) {
+    if (inputChars === undefined)
+        inputChars = reply.length;
+    return JSON.stringify({
+        id: `msg_mock_${ctx.n}`,
+        type: 'message',
+        role: 'assistant',
+        model: model || 'claude-mock',
+        content: [{ type: 'text', text: reply }],
+        stop_reason: 'end_turn',
+        stop_sequence: null,
+        usage: { input_tokens: tokens(inputChars), output_tokens: tokens(charCount(reply)) },
+    });
+}
+
+function parseBody(ctx) {
+    if (ctx.parsed === undefined) {
+        try {
+            ctx.parsed = JSON.parse(ctx.bodyText);
+            ctx.parseOk = true;
+        } catch (e) {
+            ctx.parsed = null;
+            ctx.parseOk = false;
+        }
+    }
+    return ctx.parseOk;
+}
+
+function checkAuth(ctx) {
+    const k = ctx.req.headers['x-api-key'];
+    if (typeof k !== 'string' || k.length === 0) {
+        sendError(ctx, 401, 'authentication_error', 'x-api-key header is required');
+        return false;
+    }
+    if (config.keys && !config.keys.has(k)) {
+        sendError(ctx, 401, 'authentication_error', 'invalid x-api-key');
+        return false;
+    }
+    if (!ctx.req.headers['anthropic-version']) {
+        sendError(ctx, 400, 'invalid_request_error', 'anthropic-version: header is required');
+        return false;
+    }
+    return true;
+}
+
+function handleMessages(ctx) {
+    if (config.rpm) {
+        // every /v1/messages response carries the rate limit headers
+        ctx.extraHeaders = rateCheck(false).headers;
+    }
+    if (!checkAuth(ctx))
+        return;
+    if (config.rpm) {
+        const r = rateCheck(true);
+        ctx.extraHeaders = r.headers;
+        if (!r.ok) {
+            stats.rate_limited++;
+            return sendError(ctx, 429, 'rate_limit_error',
+                `Number of request tokens has exceeded your per-minute rate limit (${config.rpm} requests per minute).`);
+        }
+    }
+    if (!parseBody(ctx))
+        return sendError(ctx, 400, 'invalid_request_error', 'There was an issue with your request body: invalid JSON');
+    let v;
+    try {
+        v = validateMessages(ctx.parsed, true);
+    } catch (e) {
+        if (e instanceof ValidationError)
+            return sendError(ctx, 400, 'invalid_request_error', e.message);
+        throw e;
+    }
+    const model = ctx.parsed.model;
+    const respond = () => send(ctx, 200, successBody(ctx, v.lastUser, v.inputChars, model));
+    const d = parseDirectives(v.lastUser);
+    if (!d)
+        return respond();
+    later(ctx, d.delay_ms, () => {
+        if (d.hang) {
+            ctx.rec.outcome = 'hang';
+            return;
+        }
+        if (d.reset)
+            return doReset(ctx);
+        if (d.malformed)
+            return send(ctx, 200, MALFORMED_BODY);
+        if (d.truncate)
+            return doTruncate(ctx, 200, successBody(ctx, v.lastUser, v.inputChars, model));
+        if (d.status && d.status !== 200)
+            return sendError(ctx, d.status);
+        respond();
+    });
+}
+
+function handleCountTokens(ctx) {
+    if (!checkAuth(ctx))
+        return;
+    if (!parseBody(ctx))
+        return sendError(ctx, 400, 'invalid_request_error', 'There was an issue with your request body: invalid JSON');
+    try {
+        const v = validateMessages(ctx.parsed, false);
+        send(ctx, 200, JSON.stringify({ input_tokens: tokens(v.inputChars) }));
+    } catch (e) {
+        if (e instanceof ValidationError)
+            return sendError(ctx, 400, 'invalid_request_error', e.message);
+        throw e;
+    }
+}
+
+function handleModels(ctx) {
+    if (!checkAuth(ctx))
+        return;
+    const q = new URLSearchParams(ctx.query);
+    let limit = 20;
+    if (q.has('limit')) {
+        limit = Number(q.get('limit'));
+        if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+            return sendError(ctx, 400, 'invalid_request_error', 'limit: Input should be an integer between 1 and 1000');
+    }
+    let start = 0;
+    let end = MODELS.length;
+    if (q.has('after_id')) {
+        const i = MODELS.findIndex((m) => m.id === q.get('after_id'));
+        if (i < 0)
+            return sendError(ctx, 400, 'invalid_request_error', `after_id: unknown model ${q.get('after_id')}`);
+        start = i + 1;
+    }
+    let data;
+    let hasMore;
+    if (q.has('before_id') && !q.has('after_id')) {
+        const i = MODELS.findIndex((m) => m.id === q.get('before_id'));
+        if (i < 0)
+            return sendError(ctx, 400, 'invalid_request_error', `before_id: unknown model ${q.get('before_id')}`);
+        end = i;
+        const s = Math.max(0, end - limit);
+        data = MODELS.slice(s, end);
+        hasMore = s > 0;
+    } else {
+        data = MODELS.slice(start, start + limit);
+        hasMore = start + limit < end;
+    }
+    send(ctx, 200, JSON.stringify({
+        data,
+        has_more: hasMore,
+        first_id: data.length ? data[0].id : null,
+        last_id: data.length ? data[data.length - 1].id : null,
+    }));
+}
+
+function handleModel(ctx, id) {
+    if (!checkAuth(ctx))
+        return;
+    const m = MODELS.find((x) => x.id === id);
+    if (!m)
+        return sendError(ctx, 404, 'not_found_error', `model: ${id}`);
+    send(ctx, 200, JSON.stringify(m));
+}
+
+function normal(ctx) {
+    const p = ctx.path;
+    const method = ctx.req.method;
+    const route = (wanted, fn) => {
+        if (method !== wanted)
+            return sendError(ctx, 405, 'invalid_request_error', `Method ${method} not allowed for ${p}`);
+        fn();
+    };
+    if (p === '/v1/messages')
+        return route('POST', () => handleMessages(ctx));
+    if (p === '/v1/messages/count_tokens')
+        return route('POST', () => handleCountTokens(ctx));
+    if (p === '/v1/models' || p === '/v1/models/')
+        return route('GET', () => handleModels(ctx));
+    if (p.startsWith('/v1/models/'))
+        return route('GET', () => handleModel(ctx, decodeURIComponent(p.slice('/v1/models/'.length))));
+    sendError(ctx, 404, 'not_found_error', `Not found: ${p}`);
+}
+
+function popFault() {
+    if (faults.length === 0)
+        return null;
+    const q = faults[0];
+    if (--q.remaining <= 0)
+        faults.shift();
+    return q.fault;
+}
+
+function onBody(ctx, buf) {
+    const rec = ctx.rec;
+    rec.body_bytes = buf.length;
+    ctx.bodyText = buf.length ? buf.toString('utf8') : '';
+    if (buf.length) {
+        if (parseBody(ctx)) {
+            rec.body = truncForRecord(ctx.parsed, rec);
+        } else if (ctx.bodyText.length > MAX_REC_STRING) {
+            rec.body = ctx.bodyText.slice(0, MAX_REC_STRING);
+            rec._truncated = true;
+        } else {
+            rec.body = ctx.bodyText;
+        }
+    }
+    later(ctx, config.latency_ms, () => {
+        if (ctx.fault)
+            applyFault(ctx, ctx.fault);
+        else
+            normal(ctx);
+    });
+}
+
+function onRequest(req, res) {
+    const n = ++reqCounter;
+    const url = req.url || '/';
+    const qi = url.indexOf('?');
+    const path = qi < 0 ? url : url.slice(0, qi);
+    const headers = {};
+    const rh = req.headers;
+    for (const k in rh) {
+        if (k.charCodeAt(0) === 58 /* ':' */)
+            continue;
+        headers[k] = rh[k];
+    }
+    const apiKey = rh['x-api-key'];
+    if (typeof apiKey === 'string' && apiKey.length) {
+        const h = keyHash(apiKey);
+        headers['x-api-key'] = h;
+        stats.keys[h] = (stats.keys[h] || 0) + 1;
+    }
+    const rec = {
+        n, t_start: now(), t_end: null, method: req.method, path: url, status: null,
+        headers, body: null, body_bytes: 0, http_version: req.httpVersion,
+    };
+    addRecord(rec);
+    stats.requests++;
+    const pk = stats.by_path[path] !== undefined || Object.keys(stats.by_path).length < MAX_PATH_KEYS ? path : '(other)';
+    stats.by_path[pk] = (stats.by_path[pk] || 0) + 1;
+    if (++concurrency > stats.max_concurrency)
+        stats.max_concurrency = concurrency;
+
+    const ctx = {
+        n, req, res, rec, path, query: qi < 0 ? '' : url.slice(qi + 1), reqId: `req_mock_${n}`,
+        closed: false, responded: false, timers: new Set(), fault: popFault(), extraHeaders: null,
+        parsed: undefined, parseOk: false, bodyText: '',
+    };
+    const onClose = () => {
+        if (ctx.closed)
+            return;
+        ctx.closed = true;
+        concurrency--;
+        rec.t_end = now();
+        if (!ctx.responded && !rec.outcome)
+            rec.outcome = 'client_closed';
+        for (const t of ctx.timers)
+            clearTimeout(t);
+        ctx.timers.clear();
+    };
+    ctx.done = onClose;
+    res.on('close', onClose);
+    res.on('error', noop);
+    req.on('error', noop);
+
+    const cl = rh['content-length'];
+    if (cl !== undefined && Number(cl) > MAX_BODY) {
+        rec.body_bytes = Number(cl);
+        if (req.httpVersionMajor === 1)
+            res.shouldKeepAlive = false;
+        sendError(ctx, 413, 'request_too_large', 'Request exceeds the maximum allowed number of bytes.');
+        req.resume();
+        return;
+    }
+    const chunks = [];
+    let size = 0;
+    let tooLarge = false;
+    req.on('data', (c) => {
+        if (tooLarge)
+            return;
+        size += c.length;
+        if (size > MAX_BODY) {
+            tooLarge = true;
+            chunks.length = 0;
+            rec.body_bytes = size;
+            if (req.httpVersionMajor === 1)
+                res.shouldKeepAlive = false;
+            sendError(ctx, 413, 'request_too_large', 'Request exceeds the maximum allowed number of bytes.');
+            return;
+        }
+        chunks.push(c);
+    });
+    req.on('end', () => {
+        if (tooLarge || ctx.closed)
+            return;
+        try {
+            onBody(ctx, chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
+        } catch (e) {
+            process.stderr.write(`mock-api.js: internal error: ${e.stack}\n`);
+            sendError(ctx, 500, 'api_error', 'mock internal error');
+        }
+    });
+}
+
+let cert;
+let key;
+try {
+    cert = fs.readFileSync(opts.cert);
+    key = fs.readFileSync(opts.key);
+} catch (e) {
+    usage(`cannot read certificate/key: ${e.message}`);
+}
+
+const api = opts.http2
+    ? http2.createSecureServer({ cert, key, allowHTTP1: true, settings: { maxConcurrentStreams: 1000 } }, onRequest)
+    : https.createServer({ cert, key, keepAlive: true }, onRequest);
+
+api.keepAliveTimeout = 60000;
+api.headersTimeout = 65000;
+api.requestTimeout = 0;
+if ('timeout' in api)
+    api.timeout = 0;
+if (opts.http2)
+    api.setTimeout(0);
+
+api.on('connection', (sock) => {
+    stats.tcp_connections++;
+    openConnections++;
+    sock.on('error', noop);
+    sock.once('close', () => { openConnections--; });
+});
+api.prependListener('secureConnection', (tls) => {
+    lastSecureSocket = tls;
+    stats.tls_handshakes++;
+    try {
+        if (tls.isSessionReused())
+            stats.tls_resumed++;
+    } catch (e) { /* ignore */ }
+    tls.on('error', noop);
+});
+api.on('session', (session) => {
+    stats.http2_sessions++;
+    if (lastSecureSocket)
+        sessionSockets.set(session, lastSecureSocket);
+    session.on('error', noop);
+    session.on('stream', (stream) => stream.on('error', noop));
+});
+api.on('tlsClientError', noop);
+api.on('clientError', (err, sock) => {
+    try {
+        if (sock.writable && err.code === 'HPE_HEADER_OVERFLOW')
+            sock.end('HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n');
+        else if (sock.writable && err.code !== 'ECONNRESET')
+            sock.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+        else
+            sock.destroy();
+    } catch (e) { /* ignore */ }
+});
+api.on('error', (e) => {
+    process.stderr.write(`mock-api.js: API server error: ${e.message}\n`);
+    process.exit(1);
+});
+
+// -------------------------------------------------------- the control server
+//
+// POST /faults   object or array of fault objects, appended to the queue
+// DELETE /faults clear the queue;  GET /faults  list it
+// POST /config   {"latency_ms", "keys", "rpm", "ratelimit_headers"}; GET /config
+// GET /stats, GET /requests?since=N, POST /reset, POST /shutdown
+
+const FAULT_KEYS = new Set(['status', 'error_type', 'message', 'retry_after', 'retry_after_ms', 'should_retry',
+    'headers', 'delay_ms', 'hang', 'reset', 'malformed', 'truncate', 'body', 'count']);
+
+function checkFault(f) {
+    if (!isObj(f))
+        throw new Error('fault must be an object');
+    for (const k of Object.keys(f))
+        if (!FAULT_KEYS.has(k))
+            throw new Error(`unknown fault field: ${k}`);
+    if (f.status !== undefined && !(Number.isInteger(f.status) && f.status >= 100 && f.status <= 999))
+        throw new Error('status must be an integer 100..999');
+    if (f.count !== undefined && !(Number.isInteger(f.count) && f.count >= 1))
+        throw new Error('count must be an integer >= 1');
+    if (f.delay_ms !== undefined && !(typeof f.delay_ms === 'number' && f.delay_ms >= 0))
+        throw new Error('delay_ms must be a number >= 0');
+    if (f.headers !== undefined && !isObj(f.headers))
+        throw new Error('headers must be an object');
+}
+
+function controlConfig(c) {
+    if (!isObj(c))
+        throw new Error('config must be an object');
+    const known = new Set(['latency_ms', 'keys', 'rpm', 'ratelimit_headers']);
+    for (const k of Object.keys(c))
+        if (!known.has(k))
+            throw new Error(`unknown config field: ${k}`);
+    if (c.latency_ms !== undefined) {
+        if (c.latency_ms !== null && !(typeof c.latency_ms === 'number' && c.latency_ms >= 0))
+            throw new Error('latency_ms must be a number >= 0');
+    }
+    if (c.keys !== undefined && c.keys !== null &&
+        !(Array.isArray(c.keys) && c.keys.every((k) => typeof k === 'string')))
+        throw new Error('keys must be an array of strings or null');
+    if (c.rpm !== undefined && c.rpm !== null && !(typeof c.rpm === 'number' && c.rpm >= 0))
+        throw new Error('rpm must be a number >= 0 or null');
+    if (c.ratelimit_headers !== undefined && c.ratelimit_headers !== null && !isObj(c.ratelimit_headers))
+        throw new Error('ratelimit_headers must be an object or null');
+
+    if (c.latency_ms !== undefined)
+        config.latency_ms = c.latency_ms || 0;
+    if (c.keys !== undefined)
+        config.keys = c.keys && c.keys.length ? new Set(c.keys) : null;
+    if (c.rpm !== undefined)
+        setRpm(c.rpm);
+    if (c.ratelimit_headers !== undefined) {
+        if (c.ratelimit_headers === null) {
+            config.ratelimit_headers = null;
+        } else {
+            const h = {};
+            for (const k of Object.keys(c.ratelimit_headers))
+                h[k.toLowerCase()] = String(c.ratelimit_headers[k]);
+            config.ratelimit_headers = h;
+        }
+    }
+}
+
+function configView() {
+    return {
+        latency_ms: config.latency_ms,
+        keys: config.keys ? [...config.keys] : null,
+        rpm: config.rpm,
+        ratelimit_headers: config.ratelimit_headers,
+    };
+}
+
+function statsView() {
+    return {
+        requests: stats.requests,
+        by_path: stats.by_path,
+        by_status: stats.by_status,
+        tcp_connections: stats.tcp_connections,
+        tls_handshakes: stats.tls_handshakes,
+        tls_resumed: stats.tls_resumed,
+        open_connections: openConnections,
+        concurrency,
+        max_concurrency: stats.max_concurrency,
+        http2_sessions: stats.http2_sessions,
+        rate_limited: stats.rate_limited,
+        keys: stats.keys,
+        faults_queued: faults.reduce((a, q) => a + q.remaining, 0),
+    };
+}
+
+function onControl(req, res) {
+    const chunks = [];
+    req.on('error', noop);
+    res.on('error', noop);
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+        const reply = (status, obj) => {
+            const body = JSON.stringify(obj) + '\n';
+            res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+            res.end(body);
+        };
+        try {
+            const url = new URL(req.url, 'http://localhost');
+            const text = Buffer.concat(chunks).toString('utf8');
+            const json = () => {
+                if (text.trim() === '')
+                    return {};
+                try {
+                    return JSON.parse(text);
+                } catch (e) {
+                    throw new Error(`invalid JSON: ${e.message}`);
+                }
+            };
+            const route = `${req.method} ${url.pathname}`;
+            switch (route) {
+                case 'POST /faults': {
+                    const b = json();
+                    const list = Array.isArray(b) ? b : [b];
+                    list.forEach(checkFault);
+                    for (const f of list)
+                        faults.push({ fault: f, remaining: f.count || 1 });
+                    return reply(200, { queued: faults.length });
+                }
+                case 'DELETE /faults':
+                    faults = [];
+                    return reply(200, { queued: 0 });
+                case 'GET /faults':
+                    return reply(200, faults.map((q) => Object.assign({}, q.fault, { remaining: q.remaining })));
+                case 'POST /config':
+                    controlConfig(json());
+                    return reply(200, configView());
+                case 'GET /config':
+                    return reply(200, configView());
+                case 'GET /stats':
+                    return reply(200, statsView());
+                case 'GET /requests': {
+                    const since = Number(url.searchParams.get('since') || 0) || 0;
+                    return reply(200, recordsInOrder().filter((r) => r.n > since));
+                }
+                case 'POST /reset':
+                    zeroStats();
+                    faults = [];
+                    records = [];
+                    recordsHead = 0;
+                    reqCounter = 0;
+                    config.latency_ms = 0;
+                    config.ratelimit_headers = null;
+                    setRpm(null);
+                    return reply(200, { ok: true });
+                case 'GET /health':
+                    return reply(200, { ok: true });
+                case 'POST /shutdown':
+                    reply(200, { ok: true });
+                    setImmediate(() => shutdown(0));
+                    return undefined;
+                default:
+                    return reply(404, { error: `no such control endpoint: ${route}` });
+            }
+        } catch (e) {
+            return reply(400, { error: e.message });
+        }
+    });
+}
+
+const control = http.createServer(onControl);
+control.keepAliveTimeout = 60000;
+control.on('clientError', (err, sock) => { try { sock.destroy(); } catch (e) { /* ignore */ } });
+control.on('error', (e) => {
+    process.stderr.write(`mock-api.js: control server error: ${e.message}\n`);
+    process.exit(1);
+});
+
+// ------------------------------------------------------------------ process
+
+function shutdown(code) {
+    process.exit(code);
+}
+
+process.on('SIGTERM', () => shutdown(0));
+process.on('SIGINT', () => shutdown(0));
+process.on('SIGHUP', () => shutdown(0));
+process.on('uncaughtException', (e) => {
+    process.stderr.write(`mock-api.js: uncaught exception (continuing): ${e && e.stack}\n`);
+});
+process.stdout.on('error', noop);
+
+if (opts.exitOnStdinEof) {
+    process.stdin.on('end', () => shutdown(0));
+    process.stdin.on('close', () => shutdown(0));
+    process.stdin.on('error', () => shutdown(0));
+    process.stdin.on('data', noop);
+    process.stdin.resume();
+}
+if (opts.maxLifetimeS > 0) {
+    setTimeout(() => {
+        process.stderr.write(`mock-api.js: max lifetime of ${opts.maxLifetimeS} s reached, exiting\n`);
+        shutdown(0);
+    }, Math.min(opts.maxLifetimeS * 1000, 2147483647)).unref();
+}
+
+api.listen(opts.port, opts.host, () => {
+    control.listen(opts.controlPort, '127.0.0.1', () => {
+        process.stdout.write(JSON.stringify({
+            port: api.address().port,
+            control_port: control.address().port,
+            pid: process.pid,
+        }) + '\n');
+    });
+});
