@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# make bench: how much the extension adds to a call, and how well its shared
+# HTTP worker keeps connections, measured against bare libcurl and curl(1).
+#
+# Installs what it needs, builds and installs the extension, then (as the
+# postgres OS user when run as root) starts the TLS mock API and a throwaway
+# cluster in a temporary directory and measures, REPS times each, side by side:
+#   a. per-call cost: N sequential requests from bare_client (one libcurl easy
+#      handle, kept alive) vs. N claude_complete() calls in one statement and
+#      vs. N one-call statements from one psql session;
+#   b. 100 short-lived psql sessions (10 at a time) each making one call: how
+#      many TLS handshakes the mock saw, vs. 100 curl(1) processes.
+# Reports medians.  No timing assertions: it fails only if something does not
+# run.
+#
+# Environment: BENCH_N (default 2000), BENCH_REPS (3), BENCH_SESSIONS (100),
+# BENCH_PARALLEL (10), BENCH_KEEP=1 keeps the temporary directory.
+set -euo pipefail
+
+# ------------------------------------------------------------- inner phase
+# Runs as the unprivileged user, in the temporary directory, from a copy of
+# this script; everything it needs was copied there.
+if [ "${1:-}" = "--inner" ]; then
+	T=$2
+	BIN=$3
+	export HOME=$T PGHOST=$T PGUSER=bench PGDATABASE=postgres
+	# the cache must not answer for the API (the GUC exists: always set it)
+	export PGOPTIONS='-c claude.cache=off'
+	N=${BENCH_N:-2000}
+	REPS=${BENCH_REPS:-3}
+	SESSIONS=${BENCH_SESSIONS:-100}
+	PAR=${BENCH_PARALLEL:-10}
+	MAXCONN=16
+	cd "$T"
+
+	MOCK_PID=
+	cleanup() {
+		set +e
+		if [ -f "$T/data/postmaster.pid" ]; then
+			"$BIN/pg_ctl" -D "$T/data" -m fast -t 20 -w stop >/dev/null 2>&1 ||
+				"$BIN/pg_ctl" -D "$T/data" -m immediate -t 10 -w stop >/dev/null 2>&1
+		fi
+		exec 9>&- 2>/dev/null # EOF on the mock's stdin: it exits
+		if [ -n "$MOCK_PID" ]; then
+			for _ in $(seq 50); do kill -0 "$MOCK_PID" 2>/dev/null || break; sleep 0.1; done
+			kill "$MOCK_PID" 2>/dev/null
+		fi
+	}
+	trap cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+
+	die() { echo "bench: $*" >&2; exit 1; }
+	now() { echo "$EPOCHREALTIME"; }
+	elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
+	median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+	calc() { awk "BEGIN { printf \"$1\", $2 }"; }
+
+	# ---- mock API
+	bash "$T/make-certs.sh" "$T/certs"
+	mkfifo "$T/mock.in"
+	node "$T/mock-api.js" --cert "$T/certs/server.pem" --key "$T/certs/server.key" \
+		--port 0 --control-port 0 --keys bench-key --exit-on-stdin-eof \
+		<"$T/mock.in" >"$T/mock.out" 2>"$T/mock.err" &
+	MOCK_PID=$!
+	exec 9>"$T/mock.in"
+	for _ in $(seq 100); do
+		[ -s "$T/mock.out" ] && break
+		kill -0 "$MOCK_PID" 2>/dev/null || { cat "$T/mock.err" >&2; die "the mock API did not start"; }
+		sleep 0.1
+	done
+	APORT=$(grep -o '"port":[0-9]*' "$T/mock.out" | cut -d: -f2)
+	CPORT=$(grep -o '"control_port":[0-9]*' "$T/mock.out" | cut -d: -f2)
+	[ -n "$APORT" ] && [ -n "$CPORT" ] || die "the mock API did not print its ports"
+	URL="https://localhost:$APORT"
+	CA="$T/certs/ca.pem"
+	mock_reset() { curl -sSf -X POST "http://127.0.0.1:$CPORT/reset" >/dev/null; }
+	mock_stat() { curl -sSf "http://127.0.0.1:$CPORT/stats" | grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
+
+	# ---- throwaway cluster, unix socket in $T
+	PORT=
+	for _ in $(seq 50); do
+		p=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && [ ! -e "$T/.s.PGSQL.$p" ]; then
+			PORT=$p
+			break
+		fi
+	done
+	[ -n "$PORT" ] || die "no free port"
+	export PGPORT=$PORT
+	printf 'bench-key\n' >"$T/api.key"
+	chmod 600 "$T/api.key"
+	"$BIN/initdb" -D "$T/data" -U bench -A trust -E UTF8 --no-sync >"$T/initdb.log" 2>&1 ||
+		{ cat "$T/initdb.log" >&2; die "initdb failed"; }
+	cat >>"$T/data/postgresql.conf" <<-EOF
+		port = $PORT
+		listen_addresses = ''
+		unix_socket_directories = '$T'
+		max_connections = 100
+		shared_preload_libraries = 'claude'
+		claude.base_url = '$URL'
+		claude.ca_file = '$CA'
+		claude.api_key_file = '$T/api.key'
+		claude.max_connections = $MAXCONN
+	EOF
+	"$BIN/pg_ctl" -D "$T/data" -l "$T/postgres.log" -t 60 -w start >/dev/null ||
+		{ cat "$T/postgres.log" >&2; die "the cluster did not start"; }
+	PSQL=("$BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1)
+	"${PSQL[@]}" -c 'CREATE EXTENSION claude' >/dev/null
+	WPID=
+	for _ in $(seq 100); do
+		WPID=$("${PSQL[@]}" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'claude http worker'")
+		[ -n "$WPID" ] && break
+		sleep 0.1
+	done
+	[ -n "$WPID" ] || die "the claude http worker did not start"
+	# warm up both sides (the worker's first connection, node's JIT)
+	"${PSQL[@]}" -c "SELECT count(claude_complete('warm up ' || i)) FROM generate_series(1, 50) i" >/dev/null
+	"$T/bare_client" --url "$URL" --cacert "$CA" --key bench-key -n 50 --prefix 'warm up' >/dev/null
+
+	# N separate statements, for the client round trip
+	for i in $(seq "$N"); do echo "SELECT claude_complete('bench $i');"; done >"$T/separate.sql"
+	cat >"$T/one.sql" <<-EOF
+		SET claude.cache = off;
+		\\timing on
+		SELECT count(claude_complete('bench ' || i)) FROM generate_series(1, $N) i;
+	EOF
+
+	check_requests() { # label expected
+		local got
+		got=$(mock_stat requests)
+		[ "$got" = "$2" ] || die "$1: the mock saw $got requests, expected $2"
+	}
+
+	declare -a B_US E1_US ES_US S_WALL S_TLS S_TCP C_WALL C_TLS
+	echo "bench: $N calls per form, $SESSIONS sessions ($PAR at a time), $REPS rounds; worker pid $WPID"
+	for r in $(seq "$REPS"); do
+		# bare libcurl, one kept-alive connection
+		mock_reset
+		out=$("$T/bare_client" --url "$URL" --cacert "$CA" --key bench-key -n "$N") ||
+			die "bare_client failed"
+		check_requests bare_client "$N"
+		B_US[r]=$(echo "$out" | sed -n 's/.*, \([0-9.]*\) us\/request$/\1/p')
+
+		# one statement, N calls; psql's \timing measures the statement alone
+		mock_reset
+		out=$("${PSQL[@]}" -f "$T/one.sql") || die "one-statement run failed"
+		[ "$(echo "$out" | head -n1)" = "$N" ] || die "one-statement run returned: $out"
+		ms=$(echo "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n1)
+		[ -n "$ms" ] || die "no timing in: $out"
+		check_requests "one statement" "$N"
+		E1_US[r]=$(calc %.1f "$ms * 1000 / $N")
+
+		# N statements, one session (wall time of the whole psql run)
+		mock_reset
+		t0=$(now)
+		"${PSQL[@]}" -f "$T/separate.sql" >/dev/null || die "separate-statement run failed"
+		t1=$(now)
+		check_requests "separate statements" "$N"
+		ES_US[r]=$(calc %.1f "$(elapsed "$t0" "$t1") * 1e6 / $N")
+
+		# short-lived sessions, PAR at a time
+		mock_reset
+		t0=$(now)
+		seq "$SESSIONS" | xargs -P "$PAR" -I{} "${PSQL[@]}" \
+			-c "SELECT claude_complete('session {} round $r')" >/dev/null ||
+			die "short-lived sessions failed"
+		t1=$(now)
+		check_requests "short-lived sessions" "$SESSIONS"
+		S_WALL[r]=$(elapsed "$t0" "$t1")
+		S_TLS[r]=$(mock_stat tls_handshakes)
+		S_TCP[r]=$(mock_stat tcp_connections)
+
+		# the same number of curl(1) processes, each with its own connection
+		mock_reset
+		t0=$(now)
+		seq "$SESSIONS" | xargs -P "$PAR" -I{} curl -sS --fail --http1.1 -o /dev/null \
+			--cacert "$CA" -H 'x-api-key: bench-key' -H 'anthropic-version: 2023-06-01' \
+			-H 'content-type: application/json' -H 'Expect:' \
+			--data '{"model":"claude-sonnet-4-6","max_tokens":1024,"messages":[{"role":"user","content":"session {}"}]}' \
+			"$URL/v1/messages" || die "curl processes failed"
+		t1=$(now)
+		check_requests "curl processes" "$SESSIONS"
+		C_WALL[r]=$(elapsed "$t0" "$t1")
+		C_TLS[r]=$(mock_stat tls_handshakes)
+
+		printf 'round %d: bare %s us, one statement %s us, separate %s us; sessions %s TLS / %s TCP in %.2f s; curl %s TLS in %.2f s\n' \
+			"$r" "${B_US[r]}" "${E1_US[r]}" "${ES_US[r]}" "${S_TLS[r]}" "${S_TCP[r]}" "${S_WALL[r]}" \
+			"${C_TLS[r]}" "${C_WALL[r]}"
+	done
+
+	b=$(median "${B_US[@]}")
+	e1=$(median "${E1_US[@]}")
+	es=$(median "${ES_US[@]}")
+	stls=$(median "${S_TLS[@]}")
+	stlsmax=$(printf '%s\n' "${S_TLS[@]}" | sort -n | tail -n1)
+	swall=$(median "${S_WALL[@]}")
+	ctls=$(median "${C_TLS[@]}")
+	cwall=$(median "${C_WALL[@]}")
+	cat <<-EOF
+
+		== claude bench ($(nproc) cores, median of $REPS) ==
+		per call, one statement:      extension $(calc %.0f "$e1") us   bare curl $(calc %.0f "$b") us   ratio $(calc %.2f "$e1 / $b")x (target <= 1.20x)
+		per call, one statement each: extension $(calc %.0f "$es") us   bare curl $(calc %.0f "$b") us   ratio $(calc %.2f "$es / $b")x (includes the psql round trip)
+		$SESSIONS short-lived sessions:     $stls TLS handshakes (max $stlsmax, target <= $MAXCONN), $SESSIONS calls in $(calc %.2f "$swall") s
+		$SESSIONS new connections (curl):   $ctls TLS handshakes, $SESSIONS calls in $(calc %.2f "$cwall") s
+	EOF
+	exit 0
+fi
+
+# ------------------------------------------------------------- outer phase
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/test/lib.sh"
+
+bash "$ROOT/test/install-deps.sh"
+make -C "$ROOT" -s
+as_root make -C "$ROOT" -s install
+cc -O2 -o "$ROOT/test/bench/bare_client" "$ROOT/test/bench/bare_client.c" -lcurl
+
+BIN=$(pg_bindir)
+[ -x "$BIN/initdb" ] || BIN=/usr/lib/postgresql/15/bin
+
+T=$(mktemp -d /tmp/claude-bench.XXXXXX)
+outer_cleanup() {
+	set +e
+	# the inner phase stops the cluster; this is for when it was killed
+	if [ -f "$T/data/postmaster.pid" ]; then
+		run_unprivileged "$BIN/pg_ctl" -D "$T/data" -m immediate -t 10 -w stop >/dev/null 2>&1
+	fi
+	if [ "${BENCH_KEEP:-0}" = 1 ] || [ "${status:-1}" != 0 ]; then
+		echo "bench: files kept in $T" >&2
+	else
+		rm -rf "$T"
+	fi
+}
+trap outer_cleanup EXIT
+cp "$ROOT/test/bench/run-bench.sh" "$ROOT/test/bench/bare_client" \
+	"$ROOT/test/mock/mock-api.js" "$ROOT/test/mock/make-certs.sh" "$T/"
+if [ "$(id -u)" = 0 ]; then chown -R postgres: "$T"; fi
+
+status=0
+# bounded: the whole bench normally takes a minute or two
+run_unprivileged timeout -k 30 900 bash "$T/run-bench.sh" --inner "$T" "$BIN" || status=$?
+exit $status

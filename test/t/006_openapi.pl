@@ -1,0 +1,79 @@
+# Every request shape the extension builds is valid against the official
+# OpenAPI description: Steady serves ../shared/anthropic-openapi.json and
+# answers 400 to any request that does not match it.
+use strict;
+use warnings;
+use PostgreSQL::Test::Utils;
+use PostgreSQL::Test::Cluster;
+use Test::More;
+use HTTP::Tiny;
+use IPC::Run;
+use File::Basename qw(dirname);
+use Cwd qw(abs_path);
+use ClaudeTest;
+
+my $root = abs_path(dirname(__FILE__) . '/../..');
+my $spec = $ENV{CLAUDE_OPENAPI} // "$root/../shared/anthropic-openapi.json";
+my $steady = "$root/test/steady/node_modules/.bin/steady";
+ok(-f $spec, "the OpenAPI description is at $spec") or BAIL_OUT('no OpenAPI file');
+ok(-x $steady, 'Steady is installed (test/install-deps.sh)') or BAIL_OUT('no Steady');
+
+my $port = PostgreSQL::Test::Cluster::get_free_port();
+my $steady_log = "$PostgreSQL::Test::Utils::log_path/steady.log";
+my $h = IPC::Run::start([ $steady, '--host', '127.0.0.1', '-p', $port, '--log-format', 'json', $spec ],
+	'<', \undef, '>', $steady_log, '2>&1');
+my $up = wait_until(sub { HTTP::Tiny->new(timeout => 1)->get("http://127.0.0.1:$port/")->{status} != 599 }, 60);
+ok($up, 'Steady is listening');
+
+my $node = new_node('openapi', undef, conf => "claude.base_url = 'http://127.0.0.1:$port'\nclaude.api_key = 'sk-steady'\n");
+
+my @valid = (
+	[ 'claude_complete, defaults', q{SELECT claude_complete('Hello') IS NOT NULL} ],
+	[ 'claude_complete, every argument',
+		q{SELECT claude_complete('Hello', model => 'claude-haiku-4-5', max_tokens => 100,
+		  system => 'Be brief', temperature => 0.2) IS NOT NULL} ],
+	[ 'claude_complete, odd text', q{SELECT claude_complete(E'quotes " \\\\ \n\t\x01 漢字 😀') IS NOT NULL} ],
+	[ 'claude_messages, defaults applied',
+		q{SELECT claude_messages('{"messages": [{"role": "user", "content": "Hi"}]}') ? 'content'} ],
+	[ 'claude_messages, multi-turn with system blocks and cache_control',
+		q{SELECT claude_messages('{"model": "claude-sonnet-4-6", "max_tokens": 64,
+		  "system": [{"type": "text", "text": "Be terse.", "cache_control": {"type": "ephemeral"}}],
+		  "messages": [{"role": "user", "content": "One"}, {"role": "assistant", "content": "Two"},
+		               {"role": "user", "content": [{"type": "text", "text": "Three"}]}]}') ? 'content'} ],
+	[ 'claude_messages, tools and tool_choice',
+		q{SELECT claude_messages('{"max_tokens": 64,
+		  "tools": [{"name": "record", "description": "Record fields",
+		             "input_schema": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}}],
+		  "tool_choice": {"type": "tool", "name": "record"},
+		  "messages": [{"role": "user", "content": "Alice"}]}') ? 'content'} ],
+	[ 'claude_messages, image block',
+		q{SELECT claude_messages(jsonb_build_object('messages', jsonb_build_array(jsonb_build_object(
+		  'role', 'user', 'content', jsonb_build_array(
+		    jsonb_build_object('type', 'image', 'source', jsonb_build_object('type', 'base64',
+		      'media_type', 'image/png', 'data', encode('\x89504e470d0a1a0a'::bytea, 'base64'))),
+		    jsonb_build_object('type', 'text', 'text', 'What is this?')))))) ? 'content'} ],
+	[ 'claude_messages, sampling parameters and metadata',
+		q{SELECT claude_messages('{"messages": [{"role": "user", "content": "Hi"}], "temperature": 1,
+		  "top_p": 0.9, "top_k": 5, "stop_sequences": ["END"], "metadata": {"user_id": "u1"}}') ? 'content'} ],
+);
+for my $case (@valid)
+{
+	my ($name, $sql) = @$case;
+	my ($rc, $out, $err) = $node->psql('postgres', $sql);
+	is($out, 't', "accepted: $name") or diag($err);
+}
+
+# the check is real: a request the extension passes through unchecked but
+# the schema forbids is refused by Steady
+my ($rc, $out, $err) = $node->psql('postgres',
+	q{SELECT claude_messages('{"messages": [{"role": "user", "content": "Hi"}], "top_k": "five"}')});
+like($err, qr/Claude API error 400/, 'Steady refuses an invalid request (the validator is active)');
+
+# and Steady's own log agrees: every request reached it, one was refused
+my @lines = grep { /"path":"\/v1\/messages"/ } split /\n/, slurp_file($steady_log);
+is(scalar(grep { /"status":200/ } @lines), scalar(@valid), 'Steady logged every valid request as 200');
+is(scalar(grep { /"status":400/ } @lines), 1, 'and only the invalid one as 400');
+
+$node->stop;
+$h->kill_kill;
+done_testing();
