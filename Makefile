@@ -16,8 +16,16 @@ SHLIB_LINK = -lcurl
 override with_llvm = no
 
 PG_CONFIG ?= pg_config
-PGXS := $(shell $(PG_CONFIG) --pgxs)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(PGXS),)
 include $(PGXS)
+else
+# a fresh machine: 'make test' and 'make demo' install what is missing
+all install installcheck:
+	@echo "pg_config not found: run 'make demo' or 'make test' (they install the dependencies)," >&2
+	@echo "or install postgresql-server-dev-15 and libcurl4-openssl-dev." >&2
+	@exit 1
+endif
 
 .PHONY: test demo bench
 test:

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# make demo: install, build, start a throwaway PostgreSQL with the extension
+# and run example queries.  With ANTHROPIC_API_KEY set they go to the real
+# API; otherwise to the bundled mock, which echoes the prompt back.
+# KEEP=1 leaves the server running and prints how to connect.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/test/lib.sh"
+
+bash "$ROOT/test/install-deps.sh"
+make -C "$ROOT" -s
+as_root make -C "$ROOT" -s install
+
+DIR=$(mktemp -d /tmp/claude-demo.XXXXXX)
+[ "$(id -u)" = 0 ] && chown postgres: "$DIR"
+PGBIN=$(pg_bindir)
+PORT=$(( 20000 + RANDOM % 20000 ))
+as_user() { run_unprivileged env -C "$DIR" "$@"; }
+
+MOCK_PID=
+cleanup() {
+	if [ "${KEEP:-0}" != 1 ]; then
+		as_user "$PGBIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true
+		[ -n "$MOCK_PID" ] && kill "$MOCK_PID" 2>/dev/null || true
+		rm -rf "$DIR"
+	fi
+}
+trap cleanup EXIT
+
+as_user "$PGBIN/initdb" -D "$DIR/data" -A trust -U postgres >/dev/null
+# the key goes into a file only the server can read; it is never printed
+umask 077
+if [ -n "${ANTHROPIC_API_KEY:-}" ]; then
+	echo "Using the real Claude API (ANTHROPIC_API_KEY is set)."
+	printf '%s\n' "$ANTHROPIC_API_KEY" > "$DIR/api_key"
+	ENDPOINT=""
+else
+	echo "ANTHROPIC_API_KEY is not set: using the bundled mock API (it echoes the prompt)."
+	as_user bash "$ROOT/test/mock/make-certs.sh" "$DIR/certs"
+	run_unprivileged node "$ROOT/test/mock/mock-api.js" --cert "$DIR/certs/server.pem" \
+		--key "$DIR/certs/server.key" --port 0 --control-port 0 --keys demo-key \
+		--max-lifetime-s 7200 > "$DIR/mock.out" 2> "$DIR/mock.err" &
+	for _ in $(seq 100); do grep -q port "$DIR/mock.out" 2>/dev/null && break; sleep 0.1; done
+	MOCK_PORT=$(sed -n 's/.*"port":\([0-9]*\).*/\1/p' "$DIR/mock.out")
+	# the node process itself: runuser does not pass signals on
+	MOCK_PID=$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p' "$DIR/mock.out")
+	[ -n "$MOCK_PORT" ] || { echo "the mock did not start:"; cat "$DIR/mock.err"; exit 1; }
+	echo demo-key > "$DIR/api_key"
+	ENDPOINT="claude.base_url = 'https://127.0.0.1:$MOCK_PORT'
+claude.ca_file = '$DIR/certs/ca.pem'"
+fi
+umask 022
+[ "$(id -u)" = 0 ] && chown postgres: "$DIR/api_key"
+cat >> "$DIR/data/postgresql.conf" <<CONF
+port = $PORT
+listen_addresses = ''
+unix_socket_directories = '$DIR'
+shared_preload_libraries = 'claude'
+claude.api_key_file = '$DIR/api_key'
+$ENDPOINT
+CONF
+as_user "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w start >/dev/null
+
+PSQL=("$PGBIN/psql" -X -h "$DIR" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1)
+as_user "${PSQL[@]}" -e <<'SQL'
+CREATE EXTENSION claude;
+SELECT claude_complete('In one sentence: why is the sky blue?', max_tokens => 100);
+SELECT claude_complete('Translate to French: good morning', system => 'Reply with the translation only.');
+SELECT r->'usage' AS usage, r->>'stop_reason' AS stop_reason
+FROM claude_messages('{"max_tokens": 50, "messages": [{"role": "user", "content": "Say hi"}]}') AS r;
+-- one pooled worker serves every session
+SELECT backend_type, count(*) FROM pg_stat_activity WHERE backend_type LIKE 'claude%' GROUP BY 1;
+SQL
+echo "An error, with its SQLSTATE class:"
+as_user "${PSQL[@]}" -v VERBOSITY=verbose -c "SELECT claude_complete('x', max_tokens => 0)" 2>&1 | head -2 || true
+
+if [ "${KEEP:-0}" = 1 ]; then
+	echo
+	echo "The server keeps running. Connect:  psql -h $DIR -p $PORT -U postgres"
+	echo "Stop it:  $PGBIN/pg_ctl -D $DIR/data stop"
+fi
+echo "demo finished"
