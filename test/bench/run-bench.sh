@@ -40,7 +40,7 @@ if [ "${1:-}" = "--inner" ]; then
 			"$BIN/pg_ctl" -D "$T/data" -m fast -t 20 -w stop >/dev/null 2>&1 ||
 				"$BIN/pg_ctl" -D "$T/data" -m immediate -t 10 -w stop >/dev/null 2>&1
 		fi
-		exec 9>&- 2>/dev/null # EOF on the mock's stdin: it exits
+		exec 9>&- # EOF on the mock's stdin: it exits
 		if [ -n "$MOCK_PID" ]; then
 			for _ in $(seq 50); do kill -0 "$MOCK_PID" 2>/dev/null || break; sleep 0.1; done
 			kill "$MOCK_PID" 2>/dev/null
@@ -114,8 +114,11 @@ if [ "${1:-}" = "--inner" ]; then
 		sleep 0.1
 	done
 	[ -n "$WPID" ] || die "the claude http worker did not start"
-	# warm up both sides (the worker's first connection, node's JIT)
+	# warm up both sides (the worker's first connection, node's JIT); from
+	# here on count every TLS handshake the worker makes
+	mock_reset
 	"${PSQL[@]}" -c "SELECT count(claude_complete('warm up ' || i)) FROM generate_series(1, 50) i" >/dev/null
+	EXT_TLS=$(mock_stat tls_handshakes)
 	"$T/bare_client" --url "$URL" --cacert "$CA" --key bench-key -n 50 --prefix 'warm up' >/dev/null
 
 	# N separate statements, for the client round trip
@@ -132,7 +135,7 @@ if [ "${1:-}" = "--inner" ]; then
 		[ "$got" = "$2" ] || die "$1: the mock saw $got requests, expected $2"
 	}
 
-	declare -a B_US E1_US ES_US S_WALL S_TLS S_TCP C_WALL C_TLS
+	declare -a B_US E1_US ES_US S_WALL S_TLS S_TCP S_CONC C_WALL C_TLS
 	echo "bench: $N calls per form, $SESSIONS sessions ($PAR at a time), $REPS rounds; worker pid $WPID"
 	for r in $(seq "$REPS"); do
 		# bare libcurl, one kept-alive connection
@@ -149,6 +152,7 @@ if [ "${1:-}" = "--inner" ]; then
 		ms=$(echo "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n1)
 		[ -n "$ms" ] || die "no timing in: $out"
 		check_requests "one statement" "$N"
+		EXT_TLS=$((EXT_TLS + $(mock_stat tls_handshakes)))
 		E1_US[r]=$(calc %.1f "$ms * 1000 / $N")
 
 		# N statements, one session (wall time of the whole psql run)
@@ -157,6 +161,7 @@ if [ "${1:-}" = "--inner" ]; then
 		"${PSQL[@]}" -f "$T/separate.sql" >/dev/null || die "separate-statement run failed"
 		t1=$(now)
 		check_requests "separate statements" "$N"
+		EXT_TLS=$((EXT_TLS + $(mock_stat tls_handshakes)))
 		ES_US[r]=$(calc %.1f "$(elapsed "$t0" "$t1") * 1e6 / $N")
 
 		# short-lived sessions, PAR at a time
@@ -170,6 +175,8 @@ if [ "${1:-}" = "--inner" ]; then
 		S_WALL[r]=$(elapsed "$t0" "$t1")
 		S_TLS[r]=$(mock_stat tls_handshakes)
 		S_TCP[r]=$(mock_stat tcp_connections)
+		S_CONC[r]=$(mock_stat max_concurrency)
+		EXT_TLS=$((EXT_TLS + S_TLS[r]))
 
 		# the same number of curl(1) processes, each with its own connection
 		mock_reset
@@ -184,8 +191,8 @@ if [ "${1:-}" = "--inner" ]; then
 		C_WALL[r]=$(elapsed "$t0" "$t1")
 		C_TLS[r]=$(mock_stat tls_handshakes)
 
-		printf 'round %d: bare %s us, one statement %s us, separate %s us; sessions %s TLS / %s TCP in %.2f s; curl %s TLS in %.2f s\n' \
-			"$r" "${B_US[r]}" "${E1_US[r]}" "${ES_US[r]}" "${S_TLS[r]}" "${S_TCP[r]}" "${S_WALL[r]}" \
+		printf 'round %d: bare %s us, one statement %s us, separate %s us; sessions %s new TLS / %s TCP, %s concurrent, in %.2f s; curl %s TLS in %.2f s\n' \
+			"$r" "${B_US[r]}" "${E1_US[r]}" "${ES_US[r]}" "${S_TLS[r]}" "${S_TCP[r]}" "${S_CONC[r]}" "${S_WALL[r]}" \
 			"${C_TLS[r]}" "${C_WALL[r]}"
 	done
 
@@ -202,7 +209,7 @@ if [ "${1:-}" = "--inner" ]; then
 		== claude bench ($(nproc) cores, median of $REPS) ==
 		per call, one statement:      extension $(calc %.0f "$e1") us   bare curl $(calc %.0f "$b") us   ratio $(calc %.2f "$e1 / $b")x (target <= 1.20x)
 		per call, one statement each: extension $(calc %.0f "$es") us   bare curl $(calc %.0f "$b") us   ratio $(calc %.2f "$es / $b")x (includes the psql round trip)
-		$SESSIONS short-lived sessions:     $stls TLS handshakes (max $stlsmax, target <= $MAXCONN), $SESSIONS calls in $(calc %.2f "$swall") s
+		$SESSIONS short-lived sessions:     $stls new TLS handshakes (max $stlsmax; $EXT_TLS by the worker in the whole bench, target <= $MAXCONN), $SESSIONS calls in $(calc %.2f "$swall") s
 		$SESSIONS new connections (curl):   $ctls TLS handshakes, $SESSIONS calls in $(calc %.2f "$cwall") s
 	EOF
 	exit 0

@@ -16,6 +16,7 @@ const fs = require('fs');
 const http = require('http');
 const https = require('https');
 const http2 = require('http2');
+const net = require('net');
 const crypto = require('crypto');
 const { performance } = require('perf_hooks');
 
@@ -114,6 +115,7 @@ function zeroStats() {
         max_concurrency: concurrency,
         http2_sessions: 0,
         rate_limited: 0,
+        proxy_tunnels: 0,
         keys: Object.create(null),
     };
 }
@@ -996,6 +998,7 @@ function statsView() {
         max_concurrency: stats.max_concurrency,
         http2_sessions: stats.http2_sessions,
         rate_limited: stats.rate_limited,
+        proxy_tunnels: stats.proxy_tunnels,
         keys: stats.keys,
         faults_queued: faults.reduce((a, q) => a + q.remaining, 0),
     };
@@ -1077,6 +1080,25 @@ function onControl(req, res) {
 
 const control = http.createServer(onControl);
 control.keepAliveTimeout = 60000;
+// The control port doubles as an HTTP CONNECT proxy (to loopback only), so
+// tests can prove that claude.proxy is used.
+control.on('connect', (req, sock, head) => {
+    const m = /^(127\.0\.0\.1|localhost|\[::1\]):(\d+)$/.exec(req.url || '');
+    if (!m) {
+        sock.end('HTTP/1.1 403 Forbidden\r\n\r\n');
+        return;
+    }
+    stats.proxy_tunnels++;
+    const up = net.connect(Number(m[2]), m[1].replace(/[\[\]]/g, ''), () => {
+        sock.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        if (head && head.length)
+            up.write(head);
+        up.pipe(sock);
+        sock.pipe(up);
+    });
+    up.on('error', () => sock.destroy());
+    sock.on('error', () => up.destroy());
+});
 control.on('clientError', (err, sock) => { try { sock.destroy(); } catch (e) { /* ignore */ } });
 control.on('error', (e) => {
     process.stderr.write(`mock-api.js: control server error: ${e.message}\n`);

@@ -88,5 +88,28 @@ is($out, '[[mock:delay=300]] to other', 'the session with SET reached its own en
 is($other->stats->{requests}, 1, 'the other endpoint got exactly that request');
 is($mock->stats->{requests}, 1, 'the configured endpoint got only the other session\'s request');
 
+# TLS is always verified: another CA, or the system CAs, reject the mock
+for my $ca ($other->ca_file, '')
+{
+	($rc, $out, $err) = $node->psql('postgres',
+		"SET claude.ca_file = '$ca'; SELECT claude_complete('unverified')",
+		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	like($err, qr/CL001: could not reach the Claude API: .*(SSL certificate|certificate verify)/i,
+		"a server the CA bundle '$ca' does not vouch for is refused");
+}
+
+# claude.proxy: requests tunnel through it (the mock's control port is a
+# CONNECT proxy); a proxy that is down is a connection failure
+$other->reset;
+my $proxy = 'http://127.0.0.1:' . $other->control_port;
+my $via = "SET claude.base_url = '" . $other->base_url . "'; SET claude.ca_file = '" .
+  $other->ca_file . "'; SET claude.proxy = '$proxy'; SELECT claude_complete('via proxy')";
+is($node->safe_psql('postgres', $via), 'via proxy', 'a call through claude.proxy');
+is($other->stats->{proxy_tunnels}, 1, 'the proxy carried it');
+($rc, $out, $err) = $node->psql('postgres',
+	"SET claude.proxy = 'http://127.0.0.1:1'; SELECT claude_complete('no proxy there')",
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/CL001: could not reach the Claude API/, 'a proxy that is down gives CL001');
+
 $node->stop;
 done_testing();
