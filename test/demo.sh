@@ -7,9 +7,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/test/lib.sh"
 
-bash "$ROOT/test/install-deps.sh"
-make -C "$ROOT" -s
-as_root make -C "$ROOT" -s install
+build_and_install "$ROOT"
 
 DIR=$(mktemp -d /tmp/claude-demo.XXXXXX)
 [ "$(id -u)" = 0 ] && chown postgres: "$DIR"

@@ -25,6 +25,13 @@ unprivileged_tree() {
 	echo "$work"
 }
 
+# Install missing dependencies, build and install the extension.
+build_and_install() {
+	bash "$1/test/install-deps.sh"
+	make -C "$1" -s
+	as_root make -C "$1" -s install
+}
+
 pg_bindir() {
 	pg_config --bindir
 }

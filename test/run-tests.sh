@@ -5,9 +5,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/test/lib.sh"
 
-bash "$ROOT/test/install-deps.sh"
-make -C "$ROOT" -s
-as_root make -C "$ROOT" -s install
+build_and_install "$ROOT"
 
 WORK=$(unprivileged_tree "$ROOT")
 status=0
