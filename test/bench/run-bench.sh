@@ -117,9 +117,9 @@ if [ "${1:-}" = "--inner" ]; then
 	# warm up both sides (the worker's first connection, node's JIT); from
 	# here on count every TLS handshake the worker makes
 	mock_reset
-	"${PSQL[@]}" -c "SELECT count(claude_complete('warm up ' || i)) FROM generate_series(1, 50) i" >/dev/null
+	"${PSQL[@]}" -c "SELECT count(claude_complete('warm up ' || i)) FROM generate_series(1, 1000) i" >/dev/null
 	EXT_TLS=$(mock_stat tls_handshakes)
-	"$T/bare_client" --url "$URL" --cacert "$CA" --key bench-key -n 50 --prefix 'warm up' >/dev/null
+	"$T/bare_client" --url "$URL" --cacert "$CA" --key bench-key -n 1000 --prefix 'warm up' >/dev/null
 
 	# N separate statements, for the client round trip
 	for i in $(seq "$N"); do echo "SELECT claude_complete('bench $i');"; done >"$T/separate.sql"
@@ -219,9 +219,7 @@ fi
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/test/lib.sh"
 
-bash "$ROOT/test/install-deps.sh"
-make -C "$ROOT" -s
-as_root make -C "$ROOT" -s install
+build_and_install "$ROOT"
 cc -O2 -o "$ROOT/test/bench/bare_client" "$ROOT/test/bench/bare_client.c" -lcurl
 
 BIN=$(pg_bindir)
