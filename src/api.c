@@ -13,6 +13,8 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/float.h"
+#include "utils/json.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -161,6 +163,17 @@ apply_defaults(Jsonb *req)
 											  JsonbPGetDatum(req)));
 }
 
+static void
+bad_reply(const ClaudeResult *result)
+{
+	ereport(ERROR,
+			(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
+			 errmsg("the Claude API sent a reply that is not a Messages response"),
+			 result->request_id[0] ?
+			 errdetail_internal("HTTP status %d, request-id: %s.",
+								result->http_status, result->request_id) : 0));
+}
+
 /* Send a validated request to /v1/messages and return the reply object. */
 static Jsonb *
 send_messages_request(Jsonb *req)
@@ -176,50 +189,31 @@ send_messages_request(Jsonb *req)
 	reply = claude_json_parse(reply_text, strlen(reply_text));
 	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
 		claude_json_get_container(&reply->root, "content", true) == NULL)
-		ereport(ERROR,
-				(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
-				 errmsg("the Claude API sent a reply that is not a Messages response"),
-				 result.request_id[0] ?
-				 errdetail_internal("HTTP status %d, request-id: %s.",
-									result.http_status, result.request_id) : 0));
+		bad_reply(&result);
 	return reply;
 }
 
-/* Concatenated text blocks of a reply. */
-static text *
-reply_text(Jsonb *reply)
+static void
+append_json_text(StringInfo buf, const char *key, text *t)
 {
-	JsonbContainer *content = claude_json_get_container(&reply->root, "content", true);
-	StringInfoData buf;
-	int			n = JsonContainerSize(content);
-
-	initStringInfo(&buf);
-	for (int i = 0; i < n; i++)
-	{
-		JsonbValue *block = getIthJsonbValueFromContainer(content, i);
-		char	   *type;
-		JsonbValue *t;
-
-		if (block->type != jbvBinary)
-			continue;
-		type = claude_json_get_string(block->val.binary.data, "type");
-		if (type == NULL || strcmp(type, "text") != 0)
-			continue;
-		t = claude_json_get(block->val.binary.data, "text");
-		if (t && t->type == jbvString)
-			appendBinaryStringInfo(&buf, t->val.string.val, t->val.string.len);
-	}
-	return cstring_to_text_with_len(buf.data, buf.len);
+	appendStringInfo(buf, ",\"%s\":", key);
+	escape_json(buf, text_to_cstring(t));
 }
 
+/*
+ * The request of claude_complete is printed directly with escape_json and
+ * the reply read in one pass: no jsonb is built on this path.
+ */
 Datum
 claude_complete(PG_FUNCTION_ARGS)
 {
 	text	   *prompt;
-	JsonbParseState *state = NULL;
-	JsonbValue *res;
 	char	   *model = claude_default_model;
 	int			max_tokens = claude_default_max_tokens;
+	StringInfoData req;
+	StringInfoData out;
+	char	   *reply;
+	ClaudeResult result;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
@@ -241,16 +235,17 @@ claude_complete(PG_FUNCTION_ARGS)
 			invalid_argument("max_tokens must be at least 1");
 	}
 
-	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	push_string(&state, "model", model, strlen(model));
-	push_numeric(&state, "max_tokens", int64_to_numeric(max_tokens));
+	initStringInfo(&req);
+	appendStringInfoString(&req, "{\"model\":");
+	escape_json(&req, model);
+	appendStringInfo(&req, ",\"max_tokens\":%d", max_tokens);
 	if (!PG_ARGISNULL(3))
 	{
 		text	   *system = PG_GETARG_TEXT_PP(3);
 
 		if (VARSIZE_ANY_EXHDR(system) == 0)
 			invalid_argument("system must not be empty (use NULL for none)");
-		push_string(&state, "system", VARDATA_ANY(system), VARSIZE_ANY_EXHDR(system));
+		append_json_text(&req, "system", system);
 	}
 	if (!PG_ARGISNULL(4))
 	{
@@ -258,20 +253,17 @@ claude_complete(PG_FUNCTION_ARGS)
 
 		if (isnan(temperature) || temperature < 0 || temperature > 1)
 			invalid_argument("temperature must be between 0 and 1");
-		push_numeric(&state, "temperature",
-					 DatumGetNumeric(DirectFunctionCall1(float8_numeric,
-														 Float8GetDatum(temperature))));
+		appendStringInfo(&req, ",\"temperature\":%s", float8out_internal(temperature));
 	}
-	push_key(&state, "messages");
-	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
-	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	push_string(&state, "role", "user", 4);
-	push_string(&state, "content", VARDATA_ANY(prompt), VARSIZE_ANY_EXHDR(prompt));
-	pushJsonbValue(&state, WJB_END_OBJECT, NULL);
-	pushJsonbValue(&state, WJB_END_ARRAY, NULL);
-	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	appendStringInfoString(&req, ",\"messages\":[{\"role\":\"user\"");
+	append_json_text(&req, "content", prompt);
+	appendStringInfoString(&req, "}]}");
 
-	PG_RETURN_TEXT_P(reply_text(send_messages_request(JsonbValueToJsonb(res))));
+	reply = claude_http_call(CLAUDE_POST, "/v1/messages", req.data, req.len, &result);
+	initStringInfo(&out);
+	if (!claude_reply_text(reply, strlen(reply), &out))
+		bad_reply(&result);
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
 }
 
 Datum

@@ -63,3 +63,140 @@ claude_json_get_container(JsonbContainer *obj, const char *key, bool array)
 		return NULL;
 	return c;
 }
+
+/*
+ * Reading the text of a Messages reply in one pass of the JSON parser,
+ * without building jsonb: claude_complete's hot path.
+ */
+#if PG_VERSION_NUM >= 160000
+#define SEM_RETURN JsonParseErrorType
+#define SEM_OK return JSON_SUCCESS
+#else
+#define SEM_RETURN void
+#define SEM_OK return
+#endif
+
+typedef struct ReplyTextState
+{
+	int			depth;			/* objects and arrays open */
+	bool		root_content;	/* the root field being read is "content" */
+	int			content_depth;	/* depth of the content array, 0 if outside */
+	const char *block_field;	/* field being read in a content block */
+	bool		block_is_text;
+	char	   *block_text;
+	StringInfo	out;
+	bool		found;
+} ReplyTextState;
+
+#define IN_BLOCK(st) ((st)->content_depth > 0 && (st)->depth == (st)->content_depth + 1)
+
+static SEM_RETURN
+rt_object_start(void *state)
+{
+	ReplyTextState *st = state;
+
+	st->depth++;
+	if (IN_BLOCK(st))
+	{
+		st->block_is_text = false;
+		st->block_text = NULL;
+		st->block_field = NULL;
+	}
+	SEM_OK;
+}
+
+static SEM_RETURN
+rt_object_end(void *state)
+{
+	ReplyTextState *st = state;
+
+	if (IN_BLOCK(st) && st->block_is_text && st->block_text)
+		appendStringInfoString(st->out, st->block_text);
+	st->depth--;
+	SEM_OK;
+}
+
+static SEM_RETURN
+rt_array_start(void *state)
+{
+	ReplyTextState *st = state;
+
+	st->depth++;
+	if (st->depth == 2 && st->root_content && st->content_depth == 0)
+	{
+		st->content_depth = st->depth;
+		st->found = true;
+	}
+	SEM_OK;
+}
+
+static SEM_RETURN
+rt_array_end(void *state)
+{
+	ReplyTextState *st = state;
+
+	if (st->depth == st->content_depth)
+		st->content_depth = 0;
+	st->depth--;
+	SEM_OK;
+}
+
+static SEM_RETURN
+rt_field_start(void *state, char *fname, bool isnull)
+{
+	ReplyTextState *st = state;
+
+	if (st->depth == 1)
+		st->root_content = (strcmp(fname, "content") == 0);
+	else if (IN_BLOCK(st))
+		st->block_field = fname;
+	SEM_OK;
+}
+
+static SEM_RETURN
+rt_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	ReplyTextState *st = state;
+
+	if (!IN_BLOCK(st) || st->block_field == NULL || tokentype != JSON_TOKEN_STRING)
+		SEM_OK;
+	if (strcmp(st->block_field, "type") == 0)
+		st->block_is_text = (strcmp(token, "text") == 0);
+	else if (strcmp(st->block_field, "text") == 0)
+		st->block_text = token;
+	SEM_OK;
+}
+
+/*
+ * Append the concatenated text blocks of a Messages reply to out.  Returns
+ * false if the reply is not valid JSON or has no top-level content array.
+ */
+bool
+claude_reply_text(const char *json, Size len, StringInfo out)
+{
+	JsonLexContext *lex;
+	JsonSemAction sem;
+	ReplyTextState st;
+
+	memset(&st, 0, sizeof(st));
+	st.out = out;
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &st;
+	sem.object_start = rt_object_start;
+	sem.object_end = rt_object_end;
+	sem.array_start = rt_array_start;
+	sem.array_end = rt_array_end;
+	sem.object_field_start = rt_field_start;
+	sem.scalar = rt_scalar;
+
+#if PG_VERSION_NUM >= 160000
+	lex = makeJsonLexContextCstringLen(NULL, (char *) json, len,
+									   GetDatabaseEncoding(), true);
+#else
+	lex = makeJsonLexContextCstringLen((char *) json, len,
+									   GetDatabaseEncoding(), true);
+#endif
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
+		return false;
+	return st.found;
+}
