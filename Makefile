@@ -2,7 +2,8 @@
 EXTENSION = claude
 MODULE_big = claude
 OBJS = src/claude.o src/guc.o src/secret.o src/queue.o src/request.o \
-       src/json.o src/errors.o src/http.o src/worker.o src/api.o
+       src/json.o src/errors.o src/http.o src/dispatch.o src/ratelimit.o \
+       src/worker.o src/api.o
 DATA = sql/claude--0.1.0.sql
 
 REGRESS = setup complete messages privileges

@@ -28,6 +28,8 @@ SELECT claude_complete('Hi', model => '');
 SELECT claude_complete('Hi', system => '');
 
 -- API errors carry the error type and message, one SQLSTATE per class
+-- (no retries here: they have TAP tests of their own)
+SET claude.max_retries = 0;
 SELECT claude_complete('[[mock:status=400]] bad');
 SELECT claude_complete('[[mock:status=401]] key');
 SELECT claude_complete('[[mock:status=404]] model');
@@ -66,5 +68,6 @@ EXCEPTION WHEN OTHERS THEN
   END;
 END $$;
 
+RESET claude.max_retries;
 -- calls work again after all of that, in the same session
 SELECT claude_complete('still here');

@@ -8,6 +8,7 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
 #include <math.h>
 
 #include "fmgr.h"
@@ -182,9 +183,11 @@ send_messages_request(Jsonb *req)
 	char	   *reply_text;
 	Jsonb	   *reply;
 	ClaudeResult result;
+	JsonbValue *max_tokens = claude_json_get(&req->root, "max_tokens");
 
 	body = JsonbToCString(NULL, &req->root, VARSIZE(req));
 	reply_text = claude_http_call(CLAUDE_POST, "/v1/messages", body, strlen(body),
+								  (int) Min(numeric_to_double(max_tokens->val.numeric), INT_MAX),
 								  &result);
 	reply = claude_json_parse(reply_text, strlen(reply_text));
 	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
@@ -259,7 +262,8 @@ claude_complete(PG_FUNCTION_ARGS)
 	append_json_text(&req, "content", prompt);
 	appendStringInfoString(&req, "}]}");
 
-	reply = claude_http_call(CLAUDE_POST, "/v1/messages", req.data, req.len, &result);
+	reply = claude_http_call(CLAUDE_POST, "/v1/messages", req.data, req.len,
+							 max_tokens, &result);
 	initStringInfo(&out);
 	if (!claude_reply_text(reply, strlen(reply), &out))
 		bad_reply(&result);

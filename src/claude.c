@@ -7,9 +7,11 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "storage/shmem.h"
 
 #include "guc.h"
 #include "queue.h"
+#include "ratelimit.h"
 #include "secret.h"
 #include "worker.h"
 
@@ -30,6 +32,7 @@ claude_shmem_request(void)
 		prev_shmem_request_hook();
 #endif
 	claude_queue_request_shmem();
+	RequestAddinShmemSpace(claude_limits_shmem_size());
 }
 
 static void
@@ -38,6 +41,7 @@ claude_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	claude_queue_shmem_startup();
+	claude_limits_shmem_startup();
 }
 
 void

@@ -21,33 +21,15 @@
 #include "guc.h"
 #include "http.h"
 #include "queue.h"
-#include "request.h"
+#include "transfer.h"
 
 #define MAX_RESPONSE_BYTES	((size_t) 1 << 30)
 #define EPOLL_BATCH 64
-
-typedef struct Transfer
-{
-	int			slot;
-	CURL	   *easy;
-	struct curl_slist *headers;
-	char	   *body;			/* malloc'd response */
-	size_t		body_len;
-	size_t		body_cap;
-	bool		too_large;
-	int			timeout_ms;
-	TimestampTz started;
-	char		request_id[64];
-	char		errbuf[CURL_ERROR_SIZE];
-	dlist_node	node;
-} Transfer;
 
 static CURLM *multi = NULL;
 static CURLSH *share = NULL;
 static int	epfd = -1;
 static TimestampTz timer_deadline = -1;	/* -1: no timer */
-static Transfer *transfers;		/* indexed by slot */
-static dlist_head active = DLIST_STATIC_INIT(active);
 
 /* idle easy handles, reused so that curl keeps their caches warm */
 static CURL **idle_easy;
@@ -145,26 +127,59 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 	return n;
 }
 
+/* Copy a header value without surrounding blanks into buf. */
+static void
+header_value(const char *v, size_t len, char *buf, size_t size)
+{
+	while (len > 0 && (*v == ' ' || *v == '\t'))
+		v++, len--;
+	while (len > 0 && (v[len - 1] == '\r' || v[len - 1] == '\n' || v[len - 1] == ' '))
+		len--;
+	len = Min(len, size - 1);
+	memcpy(buf, v, len);
+	buf[len] = '\0';
+}
+
 static size_t
 header_cb(char *data, size_t size, size_t nmemb, void *userp)
 {
 	Transfer   *t = userp;
 	size_t		n = size * nmemb;
+	const char *colon = memchr(data, ':', n);
+	size_t		namelen;
+	char		value[128];
 
-	if (n > 11 && pg_strncasecmp(data, "request-id:", 11) == 0)
+	if (colon == NULL)
+		return n;
+	namelen = colon - data;
+	header_value(colon + 1, n - namelen - 1, value, sizeof(value));
+
+#define IS(name) (namelen == strlen(name) && pg_strncasecmp(data, name, namelen) == 0)
+	if (IS("request-id"))
+		strlcpy(t->request_id, value, sizeof(t->request_id));
+	else if (IS("retry-after-ms"))
+		t->retry_after_ms = strtod(value, NULL);
+	else if (IS("retry-after") && t->retry_after_ms < 0)
 	{
-		const char *v = data + 11;
-		size_t		len = n - 11;
+		char	   *end;
+		double		secs = strtod(value, &end);
 
-		while (len > 0 && (*v == ' ' || *v == '\t'))
-			v++, len--;
-		while (len > 0 && (v[len - 1] == '\r' || v[len - 1] == '\n' ||
-						   v[len - 1] == ' '))
-			len--;
-		len = Min(len, sizeof(t->request_id) - 1);
-		memcpy(t->request_id, v, len);
-		t->request_id[len] = '\0';
+		if (end == value)
+		{
+			/* an HTTP date */
+			time_t		when = curl_getdate(value, NULL);
+
+			secs = when < 0 ? -1 : difftime(when, time(NULL));
+		}
+		if (secs >= 0)
+			t->retry_after_ms = secs * 1000;
 	}
+	else if (IS("x-should-retry"))
+		t->should_retry = (pg_strcasecmp(value, "true") == 0) ? 1 :
+			(pg_strcasecmp(value, "false") == 0) ? 0 : -1;
+	else
+		(void) claude_server_limits_header(&t->server, data, namelen, value);
+#undef IS
 	return n;
 }
 
@@ -194,9 +209,8 @@ claude_http_init(void)
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) claude_max_connections);
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) claude_max_connections);
 
-	transfers = calloc(claude_shared->nslots, sizeof(Transfer));
 	idle_easy = calloc(claude_shared->nslots, sizeof(CURL *));
-	if (transfers == NULL || idle_easy == NULL)
+	if (idle_easy == NULL)
 		elog(ERROR, "claude: out of memory");
 }
 
@@ -229,84 +243,69 @@ set_header(Transfer *t, const char *name, const char *value)
 	pfree(line);
 }
 
-static void
-end_transfer(Transfer *t)
+/* Stop the current attempt, if any, and keep its handle for reuse. */
+void
+claude_http_end(Transfer *t)
 {
+	if (t->easy == NULL)
+		return;
 	curl_multi_remove_handle(multi, t->easy);
 	curl_slist_free_all(t->headers);
-	free(t->body);
 	curl_easy_reset(t->easy);
 	idle_easy[n_idle_easy++] = t->easy;
-	dlist_delete(&t->node);
-	pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
-	memset(t, 0, sizeof(Transfer));
-	t->slot = -1;
+	t->easy = NULL;
+	t->headers = NULL;
 }
 
-static void
-fail_start(int slot, const char *why)
+/* Start an attempt of a transfer; false if curl could not take it. */
+bool
+claude_http_begin(Transfer *t)
 {
-	ClaudeResult r;
-
-	memset(&r, 0, sizeof(r));
-	r.transport = CLAUDE_TE_INTERNAL;
-	r.body = InvalidDsaPointer;
-	strlcpy(r.message, why, sizeof(r.message));
-	claude_slot_finish(slot, &r);
-}
-
-/* Begin the transfer of a slot the worker just took from the queue. */
-void
-claude_http_start(int slot)
-{
-	Transfer   *t = &transfers[slot];
-	ClaudeRequest req;
+	ClaudeRequest *req = &t->req;
 	CURL	   *e;
-	CURLMcode	mrc;
 
-	claude_request_unpack(dsa_get_address(claude_area(),
-										  claude_slots[slot].request), &req);
+	free(t->body);
+	t->body = NULL;
+	t->body_len = t->body_cap = 0;
+	t->too_large = false;
+	t->request_id[0] = '\0';
+	t->errbuf[0] = '\0';
+	t->retry_after_ms = -1;
+	t->should_retry = -1;
+	claude_server_limits_init(&t->server);
 
 	e = n_idle_easy > 0 ? idle_easy[--n_idle_easy] : curl_easy_init();
 	if (e == NULL)
-	{
-		fail_start(slot, "could not create a curl handle");
-		return;
-	}
-
-	memset(t, 0, sizeof(Transfer));
-	t->slot = slot;
+		return false;
 	t->easy = e;
-	t->timeout_ms = req.timeout_ms;
-	t->started = GetCurrentTimestamp();
 
-	set_header(t, "x-api-key", req.api_key);
-	set_header(t, "anthropic-version", req.version);
-	if (req.method == CLAUDE_POST)
+	set_header(t, "x-api-key", req->api_key);
+	set_header(t, "anthropic-version", req->version);
+	if (req->method == CLAUDE_POST)
 		t->headers = curl_slist_append(t->headers, "content-type: application/json");
 	/* no 100-continue round trip before large bodies */
 	t->headers = curl_slist_append(t->headers, "Expect:");
 	t->headers = curl_slist_append(t->headers, "user-agent: claude-postgresql/0.1");
 
-	curl_easy_setopt(e, CURLOPT_URL, req.url);
+	curl_easy_setopt(e, CURLOPT_URL, req->url);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
-	if (req.method == CLAUDE_POST)
+	if (req->method == CLAUDE_POST)
 	{
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req.body_len);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req.body);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
 	}
 	curl_easy_setopt(e, CURLOPT_SHARE, share);
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (req.ca_file && req.ca_file[0])
-		curl_easy_setopt(e, CURLOPT_CAINFO, req.ca_file);
+	if (req->ca_file && req->ca_file[0])
+		curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
 	/* an empty proxy turns off proxies from the environment, too */
-	curl_easy_setopt(e, CURLOPT_PROXY, req.proxy ? req.proxy : "");
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) req.timeout_ms);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(req.timeout_ms, 30000));
+	curl_easy_setopt(e, CURLOPT_PROXY, req->proxy ? req->proxy : "");
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) req->timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(req->timeout_ms, 30000));
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
@@ -319,73 +318,12 @@ claude_http_start(int slot)
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, t);
 
-	dlist_push_tail(&active, &t->node);
-	pg_atomic_fetch_add_u32(&claude_shared->in_flight, 1);
-	pg_atomic_fetch_add_u64(&claude_shared->requests, 1);
-
-	mrc = curl_multi_add_handle(multi, e);
-	if (mrc != CURLM_OK)
+	if (curl_multi_add_handle(multi, e) != CURLM_OK)
 	{
-		end_transfer(t);
-		fail_start(slot, curl_multi_strerror(mrc));
+		claude_http_end(t);
+		return false;
 	}
-}
-
-static void
-complete_transfer(Transfer *t, CURLcode code)
-{
-	ClaudeResult r;
-	long		status = 0;
-	int			slot = t->slot;
-
-	memset(&r, 0, sizeof(r));
-	r.body = InvalidDsaPointer;
-	r.attempts = 1;
-	r.elapsed_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
-	strlcpy(r.request_id, t->request_id, sizeof(r.request_id));
-
-	if (code == CURLE_OK)
-	{
-		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-		r.http_status = (int) status;
-		if (t->body_len > 0)
-		{
-			r.body = dsa_allocate_extended(claude_area(), t->body_len,
-										   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
-			if (DsaPointerIsValid(r.body))
-			{
-				memcpy(dsa_get_address(claude_area(), r.body), t->body, t->body_len);
-				r.body_len = t->body_len;
-			}
-			else
-			{
-				r.transport = CLAUDE_TE_INTERNAL;
-				snprintf(r.message, sizeof(r.message),
-						 "out of shared memory for a reply of %zu bytes", t->body_len);
-			}
-		}
-	}
-	else if (code == CURLE_OPERATION_TIMEDOUT)
-	{
-		r.transport = CLAUDE_TE_TIMEOUT;
-		snprintf(r.message, sizeof(r.message),
-				 "no complete reply within claude.request_timeout (%d ms)",
-				 t->timeout_ms);
-	}
-	else if (t->too_large)
-	{
-		r.transport = CLAUDE_TE_INTERNAL;
-		snprintf(r.message, sizeof(r.message), "reply too large");
-	}
-	else
-	{
-		r.transport = CLAUDE_TE_CONNECT;
-		strlcpy(r.message, t->errbuf[0] ? t->errbuf : curl_easy_strerror(code),
-				sizeof(r.message));
-	}
-
-	end_transfer(t);
-	claude_slot_finish(slot, &r);
+	return true;
 }
 
 static void
@@ -397,11 +335,14 @@ collect_done(void)
 	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 	{
 		Transfer   *t;
+		long		status = 0;
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
-		complete_transfer(t, msg->data.result);
+		if (msg->data.result == CURLE_OK)
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+		claude_dispatch_attempt_done(t, msg->data.result, status);
 	}
 }
 
@@ -445,42 +386,3 @@ claude_http_drive(bool sockets_ready)
 	collect_done();
 }
 
-/* Abort the transfers whose callers gave up. */
-void
-claude_http_abort_cancelled(void)
-{
-	dlist_mutable_iter iter;
-
-	if (pg_atomic_exchange_u32(&claude_shared->cancel_pending, 0) == 0)
-		return;
-
-	dlist_foreach_modify(iter, &active)
-	{
-		Transfer   *t = dlist_container(Transfer, node, iter.cur);
-
-		if (claude_slot_is_cancelled(t->slot))
-		{
-			int			slot = t->slot;
-
-			end_transfer(t);
-			claude_slot_release_cancelled(slot);
-		}
-	}
-}
-
-void
-claude_http_shutdown(void)
-{
-	dlist_mutable_iter iter;
-
-	if (multi == NULL)
-		return;
-	/* the slots themselves are failed by the queue's exit path */
-	dlist_foreach_modify(iter, &active)
-	{
-		Transfer   *t = dlist_container(Transfer, node, iter.cur);
-
-		curl_multi_remove_handle(multi, t->easy);
-		dlist_delete(&t->node);
-	}
-}

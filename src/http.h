@@ -9,8 +9,5 @@ extern void claude_http_init(void);
 extern int	claude_http_pollable_fd(void);
 extern long claude_http_timeout_ms(void);
 extern void claude_http_drive(bool sockets_ready);
-extern void claude_http_start(int slot);
-extern void claude_http_abort_cancelled(void);
-extern void claude_http_shutdown(void);
 
 #endif

@@ -200,3 +200,94 @@ claude_reply_text(const char *json, Size len, StringInfo out)
 		return false;
 	return st.found;
 }
+
+/* ---- usage of a reply, for settling rate-limit reservations ---- */
+
+typedef struct UsageState
+{
+	int			depth;
+	bool		in_usage;
+	const char *field;
+	double		input;
+	double		output;
+	bool		found;
+} UsageState;
+
+static SEM_RETURN
+us_object_start(void *state)
+{
+	UsageState *st = state;
+
+	st->depth++;
+	SEM_OK;
+}
+
+static SEM_RETURN
+us_object_end(void *state)
+{
+	UsageState *st = state;
+
+	if (st->depth == 2)
+		st->in_usage = false;
+	st->depth--;
+	SEM_OK;
+}
+
+static SEM_RETURN
+us_field_start(void *state, char *fname, bool isnull)
+{
+	UsageState *st = state;
+
+	if (st->depth == 1)
+	{
+		st->in_usage = (strcmp(fname, "usage") == 0);
+		st->found |= st->in_usage;
+	}
+	st->field = (st->in_usage && st->depth == 2) ? fname : NULL;
+	SEM_OK;
+}
+
+static SEM_RETURN
+us_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	UsageState *st = state;
+
+	if (st->field == NULL || tokentype != JSON_TOKEN_NUMBER)
+		SEM_OK;
+	if (strcmp(st->field, "input_tokens") == 0 ||
+		strcmp(st->field, "cache_creation_input_tokens") == 0)
+		st->input += strtod(token, NULL);
+	else if (strcmp(st->field, "output_tokens") == 0)
+		st->output += strtod(token, NULL);
+	SEM_OK;
+}
+
+/*
+ * Input (including cache writes) and output tokens of a reply's "usage".
+ * Never raises: it runs in the HTTP worker.
+ */
+bool
+claude_reply_usage(const char *json, Size len, double *input, double *output)
+{
+	JsonLexContext *lex;
+	JsonSemAction sem;
+	UsageState	st;
+
+	memset(&st, 0, sizeof(st));
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &st;
+	sem.object_start = us_object_start;
+	sem.object_end = us_object_end;
+	sem.object_field_start = us_field_start;
+	sem.scalar = us_scalar;
+#if PG_VERSION_NUM >= 160000
+	lex = makeJsonLexContextCstringLen(NULL, (char *) json, len, PG_UTF8, true);
+#else
+	lex = makeJsonLexContextCstringLen((char *) json, len, PG_UTF8, true);
+#endif
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || !st.found)
+		return false;
+	*input = st.input;
+	*output = st.output;
+	return true;
+}

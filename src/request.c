@@ -4,6 +4,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "mb/pg_wchar.h"
 #include "utils/memutils.h"
 
@@ -22,6 +24,8 @@ typedef struct PackedRequest
 	ClaudeMethod method;
 	int			timeout_ms;
 	int			max_retries;
+	double		input_tokens;
+	double		output_tokens;
 	Size		body_len;
 	Size		offsets[NSTRINGS];	/* 0 for NULL */
 } PackedRequest;
@@ -57,6 +61,8 @@ claude_request_pack(const ClaudeRequest *req)
 	packed->method = req->method;
 	packed->timeout_ms = req->timeout_ms;
 	packed->max_retries = req->max_retries;
+	packed->input_tokens = req->input_tokens;
+	packed->output_tokens = req->output_tokens;
 	packed->body_len = req->body_len;
 	p = (char *) packed + MAXALIGN(sizeof(PackedRequest));
 	for (int i = 0; i < NSTRINGS; i++)
@@ -86,6 +92,8 @@ claude_request_unpack(const char *blob, ClaudeRequest *req)
 	req->method = packed->method;
 	req->timeout_ms = packed->timeout_ms;
 	req->max_retries = packed->max_retries;
+	req->input_tokens = packed->input_tokens;
+	req->output_tokens = packed->output_tokens;
 	req->body_len = packed->body_len;
 	for (int i = 0; i < NSTRINGS; i++)
 		*strings[i] = packed->offsets[i] ? blob + packed->offsets[i] : NULL;
@@ -120,11 +128,15 @@ claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
 
 /*
  * One request, start to finish: returns the response body converted to the
- * server encoding, or raises the request's error.
+ * server encoding, or raises the request's error.  max_tokens > 0 marks a
+ * request that draws from the token limits: max_tokens output tokens, and
+ * input tokens estimated at four bytes of body each (corrected from the
+ * reply's usage).
  */
 char *
 claude_http_call(ClaudeMethod method, const char *path,
-				 const char *body, Size body_len, ClaudeResult *result)
+				 const char *body, Size body_len, int max_tokens,
+				 ClaudeResult *result)
 {
 	ClaudeRequest req;
 	char	   *utf8 = NULL;
@@ -138,6 +150,11 @@ claude_http_call(ClaudeMethod method, const char *path,
 	claude_request_from_settings(&req, method, path, utf8,
 								 utf8 == NULL ? 0 :
 								 utf8 == body ? body_len : strlen(utf8));
+	if (max_tokens > 0)
+	{
+		req.input_tokens = ceil(req.body_len / 4.0);
+		req.output_tokens = max_tokens;
+	}
 
 	slot = claude_slot_acquire();
 	packed = claude_request_pack(&req);

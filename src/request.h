@@ -24,6 +24,8 @@ typedef struct ClaudeRequest
 	ClaudeMethod method;
 	int			timeout_ms;
 	int			max_retries;
+	double		input_tokens;	/* estimate, for the rate limits */
+	double		output_tokens;	/* max_tokens, reserved from the limits */
 	const char *url;
 	const char *api_key;
 	const char *version;
@@ -40,6 +42,6 @@ extern void claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method
 										 Size body_len);
 extern char *claude_http_call(ClaudeMethod method, const char *path,
 							  const char *body, Size body_len,
-							  ClaudeResult *result);
+							  int max_tokens, ClaudeResult *result);
 
 #endif

@@ -19,6 +19,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "dispatch.h"
 #include "http.h"
 #include "queue.h"
 #include "worker.h"
@@ -39,10 +40,24 @@ claude_register_http_worker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
+/* Until curl's timer or the queue needs the worker; -1 for no limit. */
+static long
+sleep_ms(void)
+{
+	long		a = claude_http_timeout_ms();
+	long		b = claude_dispatch_timeout_ms();
+
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return Min(a, b);
+}
+
 static void
 worker_exit(int code, Datum arg)
 {
-	claude_http_shutdown();
+	claude_dispatch_shutdown();
 	claude_worker_unregister_self();
 }
 
@@ -60,6 +75,7 @@ claude_http_worker_main(Datum arg)
 
 	claude_require_shared();
 	claude_http_init();
+	claude_dispatch_init();
 	claude_worker_register_self();
 	before_shmem_exit(worker_exit, (Datum) 0);
 
@@ -81,15 +97,16 @@ claude_http_worker_main(Datum arg)
 		MemoryContext old = MemoryContextSwitchTo(loop_cxt);
 
 		while ((slot = claude_queue_pop()) >= 0)
-			claude_http_start(slot);
-		claude_http_abort_cancelled();
+			claude_dispatch_enqueue(slot);
+		claude_dispatch_abort_cancelled();
+		claude_dispatch_run();
 		claude_http_drive(false);
 
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(loop_cxt);
 
-		nevents = WaitEventSetWait(set, claude_http_timeout_ms(), events,
-								   lengthof(events), PG_WAIT_EXTENSION);
+		nevents = WaitEventSetWait(set, sleep_ms(), events, lengthof(events),
+								   PG_WAIT_EXTENSION);
 		for (int i = 0; i < nevents; i++)
 		{
 			if (events[i].events & WL_LATCH_SET)
@@ -104,6 +121,7 @@ claude_http_worker_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			claude_dispatch_configure();
 		}
 
 		old = MemoryContextSwitchTo(loop_cxt);

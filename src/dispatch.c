@@ -1,0 +1,340 @@
+/*
+ * dispatch.c
+ *		The HTTP worker's queue: who goes next, retries, and results.
+ *
+ * Requests leave in the order they were queued, across all sessions, as
+ * fast as the rate limits allow; a retry goes ahead of newer requests.
+ * Retried: 408, 409, 429, 5xx, 529, connection errors and timeouts, with
+ * exponential backoff (0.5 s doubling to 8 s, 0-25% jitter) unless the
+ * server says when (retry-after-ms, retry-after) or that it should not
+ * (x-should-retry).  Never retried: 400, 401, 403, 404, 413.  A request
+ * waiting for a retry or for the limits costs its caller nothing: the
+ * caller sleeps on its latch and can cancel at any time.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#if PG_VERSION_NUM >= 150000
+#include "common/pg_prng.h"
+#endif
+#include "utils/timestamp.h"
+
+#include "dispatch.h"
+#include "guc.h"
+#include "json.h"
+#include "ratelimit.h"
+#include "queue.h"
+#include "transfer.h"
+
+#define BACKOFF_FIRST_MS	500
+#define BACKOFF_MAX_MS		8000
+#define RETRY_AFTER_MAX_MS	(10 * 60 * 1000)
+
+static Transfer *transfers;		/* indexed by slot */
+static dlist_head waiting = DLIST_STATIC_INIT(waiting);
+static dlist_head backoff = DLIST_STATIC_INIT(backoff);
+static dlist_head running = DLIST_STATIC_INIT(running);
+static long limit_wait_ms = -1;	/* until the head of the queue may go */
+
+void
+claude_dispatch_init(void)
+{
+	transfers = calloc(claude_shared->nslots, sizeof(Transfer));
+	if (transfers == NULL)
+		elog(ERROR, "claude: out of memory");
+	claude_dispatch_configure();
+}
+
+/* Settings the worker reads itself: the limits (at start and on reload). */
+void
+claude_dispatch_configure(void)
+{
+	claude_limits_configure(claude_requests_per_minute,
+							claude_input_tokens_per_minute,
+							claude_output_tokens_per_minute);
+}
+
+/* Take over a slot the worker popped from the submit queue. */
+void
+claude_dispatch_enqueue(int slot)
+{
+	Transfer   *t = &transfers[slot];
+
+	memset(t, 0, sizeof(Transfer));
+	t->slot = slot;
+	claude_request_unpack(dsa_get_address(claude_area(), claude_slots[slot].request),
+						  &t->req);
+	t->cost.requests = 1;
+	t->cost.input_tokens = t->req.input_tokens;
+	t->cost.output_tokens = t->req.output_tokens;
+	t->state = XFER_WAITING;
+	t->queued_at = GetCurrentTimestamp();
+	dlist_push_tail(&waiting, &t->node);
+}
+
+static double
+jitter(void)
+{
+#if PG_VERSION_NUM >= 150000
+	return pg_prng_double(&pg_global_prng_state);
+#else
+	return (double) random() / ((double) MAX_RANDOM_VALUE + 1);
+#endif
+}
+
+/* Milliseconds to wait before retrying this attempt, or -1 for no retry. */
+static double
+retry_delay_ms(Transfer *t, CURLcode code, long status)
+{
+	double		delay;
+
+	if (t->attempts > t->req.max_retries)
+		return -1;
+	if (code == CURLE_OK)
+	{
+		if (status < 400 || status == 400 || status == 401 || status == 403 ||
+			status == 404 || status == 413)
+			return -1;
+		if (t->should_retry == 0)
+			return -1;
+		if (t->should_retry != 1 &&
+			!(status == 408 || status == 409 || status == 429 || status >= 500))
+			return -1;
+	}
+	else if (t->too_large)
+		return -1;
+
+	if (t->retry_after_ms >= 0)
+		return Min(t->retry_after_ms, RETRY_AFTER_MAX_MS);
+	delay = Min(BACKOFF_FIRST_MS * pow(2, t->attempts - 1), BACKOFF_MAX_MS);
+	return delay * (1.0 - 0.25 * jitter());
+}
+
+static void
+set_message(ClaudeResult *r, CURLcode code, Transfer *t)
+{
+	if (code == CURLE_OPERATION_TIMEDOUT)
+	{
+		r->transport = CLAUDE_TE_TIMEOUT;
+		snprintf(r->message, sizeof(r->message),
+				 "no complete reply within claude.request_timeout (%d ms)",
+				 t->req.timeout_ms);
+	}
+	else if (t->too_large)
+	{
+		r->transport = CLAUDE_TE_INTERNAL;
+		snprintf(r->message, sizeof(r->message), "reply too large");
+	}
+	else
+	{
+		r->transport = CLAUDE_TE_CONNECT;
+		strlcpy(r->message, t->errbuf[0] ? t->errbuf : curl_easy_strerror(code),
+				sizeof(r->message));
+	}
+}
+
+/* Hand the outcome of the last attempt to the caller. */
+static void
+finish(Transfer *t, CURLcode code, long status)
+{
+	ClaudeResult r;
+
+	memset(&r, 0, sizeof(r));
+	r.body = InvalidDsaPointer;
+	r.attempts = t->attempts;
+	r.elapsed_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
+	strlcpy(r.request_id, t->request_id, sizeof(r.request_id));
+
+	if (code != CURLE_OK)
+		set_message(&r, code, t);
+	else
+	{
+		r.http_status = (int) status;
+		if (t->body_len > 0)
+		{
+			r.body = dsa_allocate_extended(claude_area(), t->body_len,
+										   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
+			if (DsaPointerIsValid(r.body))
+			{
+				memcpy(dsa_get_address(claude_area(), r.body), t->body, t->body_len);
+				r.body_len = t->body_len;
+			}
+			else
+			{
+				r.transport = CLAUDE_TE_INTERNAL;
+				snprintf(r.message, sizeof(r.message),
+						 "out of shared memory for a reply of %zu bytes", t->body_len);
+			}
+		}
+	}
+	claude_http_end(t);
+	free(t->body);
+	t->body = NULL;
+	dlist_delete(&t->node);
+	claude_slot_finish(t->slot, &r);
+}
+
+/* Return what the reservation did not use to the token buckets. */
+static void
+settle(Transfer *t, long status)
+{
+	double		input = 0;
+	double		output = 0;
+
+	if (status >= 200 && status < 300 && t->body_len > 0 &&
+		(claude_input_tokens_per_minute > 0 || claude_output_tokens_per_minute > 0) &&
+		!claude_reply_usage(t->body, t->body_len, &input, &output))
+		input = t->cost.input_tokens, output = t->cost.output_tokens;
+	claude_limits_settle(&t->cost, input, output);
+}
+
+/* Called by http.c when an attempt ends, with or without a response. */
+void
+claude_dispatch_attempt_done(Transfer *t, CURLcode code, long status)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	double		delay;
+
+	pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
+	claude_limits_feedback(&t->server, now);
+	settle(t, code == CURLE_OK ? status : 0);
+	if (code == CURLE_OK && status == 429)
+		pg_atomic_fetch_add_u64(&claude_limit_counters->rate_limited, 1);
+
+	delay = retry_delay_ms(t, code, status);
+	if (delay < 0)
+	{
+		finish(t, code, status);
+		return;
+	}
+
+	/* a 429 holds back every request, not just this one */
+	if (code == CURLE_OK && status == 429)
+		claude_limits_pause_until(TimestampTzPlusMilliseconds(now, (int64) delay));
+	pg_atomic_fetch_add_u64(&claude_limit_counters->retries, 1);
+	claude_http_end(t);
+	dlist_delete(&t->node);
+	t->state = XFER_BACKOFF;
+	t->due = TimestampTzPlusMilliseconds(now, (int64) delay);
+	dlist_push_tail(&backoff, &t->node);
+}
+
+static void
+start_attempt(Transfer *t, TimestampTz now)
+{
+	if (t->throttled)
+		pg_atomic_fetch_add_u64(&claude_limit_counters->throttled_us, now - t->queued_at);
+	t->throttled = false;
+	t->state = XFER_RUNNING;
+	t->attempts++;
+	t->started = now;
+	dlist_push_tail(&running, &t->node);
+	pg_atomic_fetch_add_u32(&claude_shared->in_flight, 1);
+	pg_atomic_fetch_add_u64(&claude_shared->requests, 1);
+	if (!claude_http_begin(t))
+		claude_dispatch_attempt_done(t, CURLE_OUT_OF_MEMORY, 0);
+}
+
+/* Start every request the limits let through now, oldest first. */
+void
+claude_dispatch_run(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &backoff)
+	{
+		Transfer   *t = dlist_container(Transfer, node, iter.cur);
+
+		if (t->due <= now)
+		{
+			dlist_delete(&t->node);
+			t->state = XFER_WAITING;
+			t->queued_at = now;
+			dlist_push_head(&waiting, &t->node);
+		}
+	}
+
+	limit_wait_ms = -1;
+	while (!dlist_is_empty(&waiting))
+	{
+		Transfer   *t = dlist_head_element(Transfer, node, &waiting);
+		long		wait = claude_limits_admit(&t->cost, now);
+
+		if (wait > 0)
+		{
+			t->throttled = true;
+			limit_wait_ms = wait;
+			break;
+		}
+		dlist_delete(&t->node);
+		start_attempt(t, now);
+	}
+}
+
+/* How long the worker may sleep before the queue needs it, or -1. */
+long
+claude_dispatch_timeout_ms(void)
+{
+	long		timeout = limit_wait_ms;
+	TimestampTz now = GetCurrentTimestamp();
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &backoff)
+	{
+		Transfer   *t = dlist_container(Transfer, node, iter.cur);
+		long		ms = t->due <= now ? 0 : (long) ((t->due - now + 999) / 1000);
+
+		if (timeout < 0 || ms < timeout)
+			timeout = ms;
+	}
+	return timeout;
+}
+
+static void
+abort_list(dlist_head *list)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, list)
+	{
+		Transfer   *t = dlist_container(Transfer, node, iter.cur);
+
+		if (!claude_slot_is_cancelled(t->slot))
+			continue;
+		if (t->state == XFER_RUNNING)
+		{
+			claude_http_end(t);
+			pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
+			claude_limits_settle(&t->cost, 0, 0);
+		}
+		free(t->body);
+		t->body = NULL;
+		dlist_delete(&t->node);
+		claude_slot_release_cancelled(t->slot);
+	}
+}
+
+/* Drop the requests whose callers gave up, wherever they are. */
+void
+claude_dispatch_abort_cancelled(void)
+{
+	if (pg_atomic_exchange_u32(&claude_shared->cancel_pending, 0) == 0)
+		return;
+	abort_list(&waiting);
+	abort_list(&backoff);
+	abort_list(&running);
+}
+
+/* At exit: stop the transfers; the queue fails their slots. */
+void
+claude_dispatch_shutdown(void)
+{
+	dlist_mutable_iter iter;
+
+	if (transfers == NULL)
+		return;
+	dlist_foreach_modify(iter, &running)
+		claude_http_end(dlist_container(Transfer, node, iter.cur));
+}

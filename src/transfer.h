@@ -1,0 +1,60 @@
+/*
+ * transfer.h
+ *		A request while the HTTP worker owns it (worker-internal).
+ *
+ * A transfer waits for the rate limits, runs as a curl transfer, and may
+ * wait out a backoff and run again, until it finishes its slot.
+ */
+#ifndef CLAUDE_TRANSFER_H
+#define CLAUDE_TRANSFER_H
+
+#include <curl/curl.h>
+
+#include "datatype/timestamp.h"
+#include "lib/ilist.h"
+
+#include "ratelimit.h"
+#include "request.h"
+
+typedef enum TransferState
+{
+	XFER_WAITING,				/* for the rate limits */
+	XFER_RUNNING,				/* a curl transfer is under way */
+	XFER_BACKOFF				/* waiting to retry */
+} TransferState;
+
+typedef struct Transfer
+{
+	int			slot;
+	TransferState state;
+	ClaudeRequest req;			/* points into the packed request */
+	ClaudeCost	cost;
+	int			attempts;
+	bool		throttled;		/* had to wait for the limits */
+	TimestampTz queued_at;
+	TimestampTz due;			/* XFER_BACKOFF: next attempt */
+	dlist_node	node;
+
+	/* the current attempt */
+	CURL	   *easy;
+	struct curl_slist *headers;
+	char	   *body;			/* malloc'd response */
+	size_t		body_len;
+	size_t		body_cap;
+	bool		too_large;
+	TimestampTz started;
+	char		request_id[64];
+	char		errbuf[CURL_ERROR_SIZE];
+	double		retry_after_ms;	/* < 0: no retry-after header */
+	int			should_retry;	/* x-should-retry: -1 absent, 0, 1 */
+	ClaudeServerLimits server;
+} Transfer;
+
+/* http.c */
+extern bool claude_http_begin(Transfer *t);
+extern void claude_http_end(Transfer *t);
+
+/* dispatch.c */
+extern void claude_dispatch_attempt_done(Transfer *t, CURLcode code, long status);
+
+#endif
