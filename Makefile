@@ -38,5 +38,8 @@ demo:
 bench:
 	bash test/bench/run-bench.sh
 
+# PGXS tracks no header dependencies: a changed struct must rebuild all
+$(OBJS): $(wildcard $(srcdir)/src/*.h)
+
 print-regress:
 	@echo $(REGRESS)

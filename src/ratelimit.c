@@ -163,26 +163,35 @@ claude_limits_pause_until(TimestampTz until)
 	SpinLockRelease(&limits->mutex);
 }
 
+/*
+ * When a server with this much left gives the next unit: it refills
+ * linearly until reset, so one unit takes (reset - now) / (limit -
+ * remaining); without a limit, wait for the reset.
+ */
+static TimestampTz
+next_unit_at(double limit, double remaining, TimestampTz reset, TimestampTz now)
+{
+	if (remaining >= 1 || reset <= now)
+		return 0;
+	if (limit > remaining)
+		return now + (TimestampTz) ((reset - now) * (1 - remaining) / (limit - remaining));
+	return reset;
+}
+
 void
 claude_limits_feedback(const ClaudeServerLimits *server, TimestampTz now)
 {
 	SpinLockAcquire(&limits->mutex);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 	{
-		Bucket	   *b = &limits->buckets[i];
+		Bucket	   *b = &limits->buckets[i == 3 ? 1 : i];
 		double		remaining = server->remaining[i];
-		TimestampTz reset = server->reset[i];
 
-		if (i > 0 && server->tokens_remaining >= 0 &&
-			(remaining < 0 || server->tokens_remaining < remaining))
-		{
-			remaining = server->tokens_remaining;
-			reset = server->tokens_reset;
-		}
 		if (remaining < 0)
 			continue;
-		if (remaining < 1 && reset > now)
-			limits->paused_until = Max(limits->paused_until, reset);
+		limits->paused_until = Max(limits->paused_until,
+								   next_unit_at(server->limit[i], remaining,
+												server->reset[i], now));
 		if (b->per_minute > 0)
 		{
 			refill(b, now);
@@ -195,13 +204,12 @@ claude_limits_feedback(const ClaudeServerLimits *server, TimestampTz now)
 void
 claude_server_limits_init(ClaudeServerLimits *server)
 {
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 	{
+		server->limit[i] = -1;
 		server->remaining[i] = -1;
 		server->reset[i] = 0;
 	}
-	server->tokens_remaining = -1;
-	server->tokens_reset = 0;
 }
 
 /* RFC 3339 (2026-11-21T23:18:00Z, with optional fraction and offset). */
@@ -261,20 +269,13 @@ claude_server_limits_header(ClaudeServerLimits *server, const char *name,
 		if (namelen <= klen || pg_strncasecmp(name, kinds[i], klen) != 0 || name[klen] != '-')
 			continue;
 		what = name + klen + 1;
-		if (namelen - klen - 1 == 9 && pg_strncasecmp(what, "remaining", 9) == 0)
-		{
-			if (i == 3)
-				server->tokens_remaining = strtod(value, NULL);
-			else
-				server->remaining[i] = strtod(value, NULL);
-		}
-		else if (namelen - klen - 1 == 5 && pg_strncasecmp(what, "reset", 5) == 0)
-		{
-			if (i == 3)
-				server->tokens_reset = parse_rfc3339(value);
-			else
-				server->reset[i] = parse_rfc3339(value);
-		}
+		namelen -= klen + 1;
+		if (namelen == 5 && pg_strncasecmp(what, "limit", 5) == 0)
+			server->limit[i] = strtod(value, NULL);
+		else if (namelen == 9 && pg_strncasecmp(what, "remaining", 9) == 0)
+			server->remaining[i] = strtod(value, NULL);
+		else if (namelen == 5 && pg_strncasecmp(what, "reset", 5) == 0)
+			server->reset[i] = parse_rfc3339(value);
 		return true;
 	}
 	return false;

@@ -24,10 +24,10 @@ typedef struct ClaudeCost
 /* What a reply's headers say about the server's own limits. */
 typedef struct ClaudeServerLimits
 {
-	double		remaining[3];	/* requests, input tokens, output tokens; <0 unknown */
-	TimestampTz reset[3];		/* 0 unknown */
-	double		tokens_remaining;	/* combined tokens header; <0 unknown */
-	TimestampTz tokens_reset;
+	/* requests, input tokens, output tokens, and tokens combined */
+	double		limit[4];		/* < 0: unknown */
+	double		remaining[4];	/* < 0: unknown */
+	TimestampTz reset[4];		/* when full again; 0: unknown */
 } ClaudeServerLimits;
 
 typedef struct ClaudeLimitCounters

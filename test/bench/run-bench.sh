@@ -196,6 +196,38 @@ if [ "${1:-}" = "--inner" ]; then
 			"${C_TLS[r]}" "${C_WALL[r]}"
 	done
 
+	# ---- shared rate limit against a server that enforces the same limit:
+	# sessions call as fast as they can; the extension must keep the server
+	# busy at its limit without ever provoking a 429
+	RPM=${BENCH_RPM:-6000}
+	RL_SECS=${BENCH_RL_SECS:-12}
+	RL_WARM=2
+	RL_SESSIONS=${BENCH_RL_SESSIONS:-8}
+	"${PSQL[@]}" -c "ALTER SYSTEM SET claude.requests_per_minute = $RPM" -c "SELECT pg_reload_conf()" >/dev/null
+	mock_reset
+	curl -sSf -X POST -d "{\"rpm\": $RPM}" "http://127.0.0.1:$CPORT/config" >/dev/null
+	sleep 1
+	t0=$(now)
+	seq "$RL_SESSIONS" | xargs -P "$RL_SESSIONS" -I{} "${PSQL[@]}" -c "DO \$\$
+		DECLARE stop timestamptz := clock_timestamp() + interval '$RL_SECS s';
+		BEGIN
+			WHILE clock_timestamp() < stop LOOP
+				PERFORM claude_complete('limited {} ' || random());
+			END LOOP;
+		END \$\$" >/dev/null || die "rate-limited sessions failed"
+	curl -sSf "http://127.0.0.1:$CPORT/requests?since=0" >"$T/rl.json"
+	read -r RL_RATE RL_429_WARM RL_429_TOTAL < <(node -e '
+		const [file, t0, warm, secs] = [process.argv[1], +process.argv[2] * 1000, +process.argv[3], +process.argv[4]];
+		const r = JSON.parse(require("fs").readFileSync(file, "utf8"));
+		const from = t0 + warm * 1000, to = t0 + secs * 1000;
+		const ok = r.filter((x) => x.status === 200 && x.t_start >= from && x.t_start < to).length;
+		const late429 = r.filter((x) => x.status === 429 && x.t_start >= from).length;
+		const all429 = r.filter((x) => x.status === 429).length;
+		console.log((ok / ((to - from) / 1000)).toFixed(1), late429, all429);
+	' "$T/rl.json" "$t0" "$RL_WARM" "$RL_SECS")
+	"${PSQL[@]}" -c "ALTER SYSTEM RESET claude.requests_per_minute" -c "SELECT pg_reload_conf()" >/dev/null
+	curl -sSf -X POST -d '{"rpm": null}' "http://127.0.0.1:$CPORT/config" >/dev/null
+
 	b=$(median "${B_US[@]}")
 	e1=$(median "${E1_US[@]}")
 	es=$(median "${ES_US[@]}")
@@ -211,6 +243,7 @@ if [ "${1:-}" = "--inner" ]; then
 		per call, one statement each: extension $(calc %.0f "$es") us   bare curl $(calc %.0f "$b") us   ratio $(calc %.2f "$es / $b")x (includes the psql round trip)
 		$SESSIONS short-lived sessions:     $stls new TLS handshakes (max $stlsmax; $EXT_TLS by the worker in the whole bench, target <= $MAXCONN), $SESSIONS calls in $(calc %.2f "$swall") s
 		$SESSIONS new connections (curl):   $ctls TLS handshakes, $SESSIONS calls in $(calc %.2f "$cwall") s
+		rate limit $RPM/min, $RL_SESSIONS sessions: $RL_RATE requests/s = $(calc %.1f "$RL_RATE * 6000 / $RPM")% of the limit (target >= 95%), 429s after warm-up: $RL_429_WARM (target 0; $RL_429_TOTAL in all)
 	EOF
 	exit 0
 fi

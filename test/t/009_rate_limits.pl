@@ -76,6 +76,24 @@ ok($took < 4, sprintf('unused max_tokens are refunded: 8 calls took %.2f s (no r
 $node->append_conf('postgresql.conf', "claude.output_tokens_per_minute = 0\n");
 $node->reload;
 
+# first come, first served across sessions: at one request a second,
+# callers that queued 150 ms apart are sent in that order
+$node->append_conf('postgresql.conf', "claude.requests_per_minute = 60\n");
+$node->reload;
+$node->safe_psql('postgres', "SELECT claude_complete('drain the bucket')");
+$mock->reset;
+my @q;
+for my $i (1 .. 4)
+{
+	push @q, start_bg($node, "SELECT claude_complete('queued $i')");
+	usleep(150_000);
+}
+finish_bg($_) for @q;
+my @order = map { $_->{body}{messages}[0]{content} } sort { $a->{t_start} <=> $b->{t_start} } @{ $mock->requests(0) };
+is(join(',', @order), 'queued 1,queued 2,queued 3,queued 4', 'requests leave in the order they were queued');
+$node->append_conf('postgresql.conf', "claude.requests_per_minute = 0\n");
+$node->reload;
+
 # a 429 seen by one session pauses the others until its retry-after
 $mock->reset;
 $mock->fault({ status => 429, retry_after => '2' });
