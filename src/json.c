@@ -11,22 +11,25 @@
 
 #include "json.h"
 
+static JsonLexContext *
+make_lexer(const char *json, Size len, int encoding, bool need_escapes)
+{
+#if PG_VERSION_NUM >= 160000
+	return makeJsonLexContextCstringLen(NULL, (char *) json, len, encoding,
+										need_escapes);
+#else
+	return makeJsonLexContextCstringLen((char *) json, len, encoding,
+										need_escapes);
+#endif
+}
+
 /* The parsed text as jsonb, or NULL if it is not valid JSON. */
 Jsonb *
 claude_json_parse(const char *text, Size len)
 {
-	JsonLexContext *lex;
-	JsonParseErrorType err;
+	JsonLexContext *lex = make_lexer(text, len, GetDatabaseEncoding(), false);
 
-#if PG_VERSION_NUM >= 160000
-	lex = makeJsonLexContextCstringLen(NULL, (char *) text, len,
-									   GetDatabaseEncoding(), false);
-#else
-	lex = makeJsonLexContextCstringLen((char *) text, len,
-									   GetDatabaseEncoding(), false);
-#endif
-	err = pg_parse_json(lex, &nullSemAction);
-	if (err != JSON_SUCCESS)
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 		return NULL;
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
 											  CStringGetDatum(pnstrdup(text, len))));
@@ -189,13 +192,7 @@ claude_reply_text(const char *json, Size len, StringInfo out)
 	sem.object_field_start = rt_field_start;
 	sem.scalar = rt_scalar;
 
-#if PG_VERSION_NUM >= 160000
-	lex = makeJsonLexContextCstringLen(NULL, (char *) json, len,
-									   GetDatabaseEncoding(), true);
-#else
-	lex = makeJsonLexContextCstringLen((char *) json, len,
-									   GetDatabaseEncoding(), true);
-#endif
+	lex = make_lexer(json, len, GetDatabaseEncoding(), true);
 	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
 		return false;
 	return st.found;
@@ -280,11 +277,7 @@ claude_reply_usage(const char *json, Size len, double *input, double *output)
 	sem.object_end = us_object_end;
 	sem.object_field_start = us_field_start;
 	sem.scalar = us_scalar;
-#if PG_VERSION_NUM >= 160000
-	lex = makeJsonLexContextCstringLen(NULL, (char *) json, len, PG_UTF8, true);
-#else
-	lex = makeJsonLexContextCstringLen((char *) json, len, PG_UTF8, true);
-#endif
+	lex = make_lexer(json, len, PG_UTF8, true);
 	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || !st.found)
 		return false;
 	*input = st.input;

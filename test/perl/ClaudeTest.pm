@@ -12,7 +12,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(new_node write_key_file worker_pid wait_for_worker
-  start_bg finish_bg wait_until);
+  start_bg finish_bg cancel_bg wait_until);
 
 # Write a key file only the cluster's owner can read; returns its path.
 sub write_key_file
@@ -88,6 +88,18 @@ sub finish_bg
 	$h->{run}->finish;
 	chomp $h->{stdout};
 	return ($h->{run}->result(0), $h->{stdout}, $h->{stderr});
+}
+
+# Cancel the background call whose query contains $marker; returns
+# (exit code, stdout, stderr, ms from sending the cancel to the call's end).
+sub cancel_bg
+{
+	my ($node, $h, $marker) = @_;
+	my $t0 = time();
+	$node->safe_psql('postgres',
+		"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%$marker%' AND pid <> pg_backend_pid()");
+	my @r = finish_bg($h);
+	return (@r, (time() - $t0) * 1000);
 }
 
 # Poll $cond (a sub) every 10 ms until true or $timeout seconds pass.

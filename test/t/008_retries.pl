@@ -120,11 +120,7 @@ my $bg = start_bg($node, "SELECT claude_complete('cancel me')");
 ok(wait_until(sub { $mock->stats->{requests} == 1 && $mock->stats->{concurrency} == 0 }),
 	'the first attempt failed');
 usleep_ms(200);
-my $t0 = time();
-$node->safe_psql('postgres',
-	"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%cancel me%' AND pid <> pg_backend_pid()");
-my ($rc, $o, $e) = finish_bg($bg);
-my $ms = (time() - $t0) * 1000;
+my ($rc, $o, $e, $ms) = cancel_bg($node, $bg, 'cancel me');
 like($e, qr/canceling statement due to user request/, 'cancel during the backoff');
 cmp_ok($ms, '<', 2000, sprintf('returned %.0f ms after the cancel', $ms));
 # the 429 paused everything for 30 s: a new call is held, then cancelled

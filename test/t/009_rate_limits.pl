@@ -129,11 +129,7 @@ $node->safe_psql('postgres', "SELECT claude_complete('takes the only token')");
 $mock->reset;
 my $h = start_bg($node, "SELECT claude_complete('throttled')");
 usleep(300_000);
-$t0 = time();
-$node->safe_psql('postgres',
-	"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%throttled%' AND pid <> pg_backend_pid()");
-my ($rc, $out, $err) = finish_bg($h);
-my $ms = (time() - $t0) * 1000;
+my ($rc, $out, $err, $ms) = cancel_bg($node, $h, 'throttled');
 like($err, qr/canceling statement due to user request/, 'a throttled call can be cancelled');
 cmp_ok($ms, '<', 2000, sprintf('it returned %.0f ms after the cancel', $ms));
 is($mock->stats->{requests}, 0, 'and was never sent');
