@@ -14,12 +14,12 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
-#include "utils/float.h"
 #include "utils/json.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
+#include "cache.h"
 #include "errors.h"
 #include "guc.h"
 #include "json.h"
@@ -175,37 +175,72 @@ bad_reply(const ClaudeResult *result)
 								result->http_status, result->request_id) : 0));
 }
 
-/* Send a validated request to /v1/messages and return the reply object. */
-static Jsonb *
-send_messages_request(Jsonb *req)
+/*
+ * Send a Messages request (the canonical text of a validated request),
+ * through the cache unless it is off for this call.  Returns the reply as
+ * text (reply_text) or, from the cache, as jsonb (cached).
+ */
+static void
+send_messages(FunctionCallInfo fcinfo, int cache_argno, const char *body,
+			  int max_tokens, char **reply_text, Jsonb **cached,
+			  ClaudeResult *result)
 {
-	char	   *body;
-	char	   *reply_text;
-	Jsonb	   *reply;
-	ClaudeResult result;
-	JsonbValue *max_tokens = claude_json_get(&req->root, "max_tokens");
+	ClaudeCacheCall call;
 
-	body = JsonbToCString(NULL, &req->root, VARSIZE(req));
-	reply_text = claude_http_call(CLAUDE_POST, "/v1/messages", body, strlen(body),
-								  (int) Min(numeric_to_double(max_tokens->val.numeric), INT_MAX),
-								  &result);
-	reply = claude_json_parse(reply_text, strlen(reply_text));
-	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
-		claude_json_get_container(&reply->root, "content", true) == NULL)
-		bad_reply(&result);
-	return reply;
+	*reply_text = NULL;
+	*cached = NULL;
+	memset(result, 0, sizeof(*result));
+	if (claude_cache_begin(fcinfo, cache_argno, "/v1/messages", body, strlen(body),
+						   &call, cached))
+		return;
+	*reply_text = claude_http_call(CLAUDE_POST, "/v1/messages", body, strlen(body),
+								   max_tokens, &call, result);
 }
 
-static void
-append_json_text(StringInfo buf, const char *key, text *t)
+/* Concatenated text blocks of a reply held as jsonb. */
+static text *
+jsonb_reply_text(Jsonb *reply)
 {
-	appendStringInfo(buf, ",\"%s\":", key);
-	escape_json(buf, text_to_cstring(t));
+	JsonbContainer *content = claude_json_get_container(&reply->root, "content", true);
+	StringInfoData buf;
+	int			n = content ? JsonContainerSize(content) : 0;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *block = getIthJsonbValueFromContainer(content, i);
+		char	   *type;
+		JsonbValue *t;
+
+		if (block->type != jbvBinary)
+			continue;
+		type = claude_json_get_string(block->val.binary.data, "type");
+		if (type == NULL || strcmp(type, "text") != 0)
+			continue;
+		t = claude_json_get(block->val.binary.data, "text");
+		if (t && t->type == jbvString)
+			appendBinaryStringInfo(&buf, t->val.string.val, t->val.string.len);
+	}
+	return cstring_to_text_with_len(buf.data, buf.len);
 }
 
 /*
- * The request of claude_complete is printed directly with escape_json and
- * the reply read in one pass: no jsonb is built on this path.
+ * Append a JSON string member as jsonb prints it (", " between members,
+ * ": " after the key), so that the text below is jsonb's canonical form.
+ */
+static void
+append_member(StringInfo buf, const char *key, const char *value)
+{
+	appendStringInfo(buf, ", \"%s\": ", key);
+	escape_json(buf, value);
+}
+
+/*
+ * claude_complete prints its request directly in jsonb's canonical form
+ * (keys shorter first, then bytewise: model, system, messages, max_tokens,
+ * temperature), so it has the same cache key as the same request made with
+ * claude_messages, and reads the reply in one parser pass: no jsonb is
+ * built on this path.
  */
 Datum
 claude_complete(PG_FUNCTION_ARGS)
@@ -216,6 +251,7 @@ claude_complete(PG_FUNCTION_ARGS)
 	StringInfoData req;
 	StringInfoData out;
 	char	   *reply;
+	Jsonb	   *cached;
 	ClaudeResult result;
 
 	if (PG_ARGISNULL(0))
@@ -239,31 +275,35 @@ claude_complete(PG_FUNCTION_ARGS)
 	}
 
 	initStringInfo(&req);
-	appendStringInfoString(&req, "{\"model\":");
+	appendStringInfoString(&req, "{\"model\": ");
 	escape_json(&req, model);
-	appendStringInfo(&req, ",\"max_tokens\":%d", max_tokens);
 	if (!PG_ARGISNULL(3))
 	{
 		text	   *system = PG_GETARG_TEXT_PP(3);
 
 		if (VARSIZE_ANY_EXHDR(system) == 0)
 			invalid_argument("system must not be empty (use NULL for none)");
-		append_json_text(&req, "system", system);
+		append_member(&req, "system", text_to_cstring(system));
 	}
+	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
+	escape_json(&req, text_to_cstring(prompt));
+	appendStringInfo(&req, "}], \"max_tokens\": %d", max_tokens);
 	if (!PG_ARGISNULL(4))
 	{
 		double		temperature = PG_GETARG_FLOAT8(4);
 
 		if (isnan(temperature) || temperature < 0 || temperature > 1)
 			invalid_argument("temperature must be between 0 and 1");
-		appendStringInfo(&req, ",\"temperature\":%s", float8out_internal(temperature));
+		appendStringInfo(&req, ", \"temperature\": %s",
+						 DatumGetCString(DirectFunctionCall1(numeric_out,
+															 DirectFunctionCall1(float8_numeric,
+																				 Float8GetDatum(temperature)))));
 	}
-	appendStringInfoString(&req, ",\"messages\":[{\"role\":\"user\"");
-	append_json_text(&req, "content", prompt);
-	appendStringInfoString(&req, "}]}");
+	appendStringInfoChar(&req, '}');
 
-	reply = claude_http_call(CLAUDE_POST, "/v1/messages", req.data, req.len,
-							 max_tokens, &result);
+	send_messages(fcinfo, 5, req.data, max_tokens, &reply, &cached, &result);
+	if (cached)
+		PG_RETURN_TEXT_P(jsonb_reply_text(cached));
 	initStringInfo(&out);
 	if (!claude_reply_text(reply, strlen(reply), &out))
 		bad_reply(&result);
@@ -274,6 +314,10 @@ Datum
 claude_messages(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *req;
+	char	   *reply_text;
+	Jsonb	   *reply;
+	ClaudeResult result;
+	JsonbValue *max_tokens;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
@@ -281,5 +325,17 @@ claude_messages(PG_FUNCTION_ARGS)
 
 	req = PG_GETARG_JSONB_P(0);
 	validate_messages_request(req);
-	PG_RETURN_JSONB_P(send_messages_request(apply_defaults(req)));
+	req = apply_defaults(req);
+	max_tokens = claude_json_get(&req->root, "max_tokens");
+
+	send_messages(fcinfo, 1, JsonbToCString(NULL, &req->root, VARSIZE(req)),
+				  (int) Min(numeric_to_double(max_tokens->val.numeric), INT_MAX),
+				  &reply_text, &reply, &result);
+	if (reply)
+		PG_RETURN_JSONB_P(reply);
+	reply = claude_json_parse(reply_text, strlen(reply_text));
+	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
+		claude_json_get_container(&reply->root, "content", true) == NULL)
+		bad_reply(&result);
+	PG_RETURN_JSONB_P(reply);
 }

@@ -9,6 +9,8 @@
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 
+#include "cache.h"
+#include "dbworker.h"
 #include "guc.h"
 #include "queue.h"
 #include "ratelimit.h"
@@ -33,6 +35,8 @@ claude_shmem_request(void)
 #endif
 	claude_queue_request_shmem();
 	RequestAddinShmemSpace(claude_limits_shmem_size());
+	RequestAddinShmemSpace(claude_cache_shmem_size());
+	RequestAddinShmemSpace(claude_dbwork_shmem_size());
 }
 
 static void
@@ -42,6 +46,8 @@ claude_shmem_startup(void)
 		prev_shmem_startup_hook();
 	claude_queue_shmem_startup();
 	claude_limits_shmem_startup();
+	claude_cache_shmem_startup();
+	claude_dbwork_shmem_startup();
 }
 
 void

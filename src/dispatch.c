@@ -20,6 +20,7 @@
 #endif
 #include "utils/timestamp.h"
 
+#include "cache.h"
 #include "dispatch.h"
 #include "guc.h"
 #include "json.h"
@@ -151,6 +152,8 @@ finish(Transfer *t, CURLcode code, long status)
 	else
 	{
 		r.http_status = (int) status;
+		if (status >= 200 && status < 300)
+			claude_cache_store(&t->req, t->body, t->body_len);
 		if (t->body_len > 0)
 		{
 			r.body = dsa_allocate_extended(claude_area(), t->body_len,

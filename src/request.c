@@ -9,6 +9,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/memutils.h"
 
+#include "cache.h"
 #include "errors.h"
 #include "guc.h"
 #include "queue.h"
@@ -26,6 +27,11 @@ typedef struct PackedRequest
 	int			max_retries;
 	double		input_tokens;
 	double		output_tokens;
+	Oid			cache_dbid;
+	Oid			cache_nsp;
+	uint8		cache_key[32];
+	int			cache_ttl;
+	int			cache_lead;
 	Size		body_len;
 	Size		offsets[NSTRINGS];	/* 0 for NULL */
 } PackedRequest;
@@ -63,6 +69,11 @@ claude_request_pack(const ClaudeRequest *req)
 	packed->max_retries = req->max_retries;
 	packed->input_tokens = req->input_tokens;
 	packed->output_tokens = req->output_tokens;
+	packed->cache_dbid = req->cache_dbid;
+	packed->cache_nsp = req->cache_nsp;
+	memcpy(packed->cache_key, req->cache_key, sizeof(packed->cache_key));
+	packed->cache_ttl = req->cache_ttl;
+	packed->cache_lead = req->cache_lead;
 	packed->body_len = req->body_len;
 	p = (char *) packed + MAXALIGN(sizeof(PackedRequest));
 	for (int i = 0; i < NSTRINGS; i++)
@@ -94,6 +105,11 @@ claude_request_unpack(const char *blob, ClaudeRequest *req)
 	req->max_retries = packed->max_retries;
 	req->input_tokens = packed->input_tokens;
 	req->output_tokens = packed->output_tokens;
+	req->cache_dbid = packed->cache_dbid;
+	req->cache_nsp = packed->cache_nsp;
+	memcpy(req->cache_key, packed->cache_key, sizeof(req->cache_key));
+	req->cache_ttl = packed->cache_ttl;
+	req->cache_lead = packed->cache_lead;
 	req->body_len = packed->body_len;
 	for (int i = 0; i < NSTRINGS; i++)
 		*strings[i] = packed->offsets[i] ? blob + packed->offsets[i] : NULL;
@@ -136,7 +152,7 @@ claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
 char *
 claude_http_call(ClaudeMethod method, const char *path,
 				 const char *body, Size body_len, int max_tokens,
-				 ClaudeResult *result)
+				 ClaudeCacheCall *cache, ClaudeResult *result)
 {
 	ClaudeRequest req;
 	char	   *utf8 = NULL;
@@ -156,6 +172,8 @@ claude_http_call(ClaudeMethod method, const char *path,
 		req.output_tokens = max_tokens;
 	}
 
+	claude_cache_request(cache, &req);
+
 	slot = claude_slot_acquire();
 	packed = claude_request_pack(&req);
 	explicit_bzero((char *) req.api_key, strlen(req.api_key));
@@ -164,6 +182,7 @@ claude_http_call(ClaudeMethod method, const char *path,
 	response = claude_slot_take(slot, result);
 
 	claude_check_result(result, response);
+	claude_cache_sent(cache);
 	if (response == NULL)
 		return pstrdup("");
 	return pg_any_to_server(response, strlen(response), PG_UTF8);

@@ -26,6 +26,12 @@ typedef struct ClaudeRequest
 	int			max_retries;
 	double		input_tokens;	/* estimate, for the rate limits */
 	double		output_tokens;	/* max_tokens, reserved from the limits */
+	/* where a successful reply is cached (cache_dbid invalid: nowhere) */
+	Oid			cache_dbid;
+	Oid			cache_nsp;
+	uint8		cache_key[32];
+	int			cache_ttl;
+	int			cache_lead;
 	const char *url;
 	const char *api_key;
 	const char *version;
@@ -40,8 +46,9 @@ extern void claude_request_unpack(const char *blob, ClaudeRequest *req);
 extern void claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
 										 const char *path, const char *body,
 										 Size body_len);
+struct ClaudeCacheCall;
 extern char *claude_http_call(ClaudeMethod method, const char *path,
-							  const char *body, Size body_len,
-							  int max_tokens, ClaudeResult *result);
+							  const char *body, Size body_len, int max_tokens,
+							  struct ClaudeCacheCall *cache, ClaudeResult *result);
 
 #endif

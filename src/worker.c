@@ -18,7 +18,9 @@
 #include "storage/latch.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
+#include "dbworker.h"
 #include "dispatch.h"
 #include "http.h"
 #include "queue.h"
@@ -66,6 +68,7 @@ claude_http_worker_main(Datum arg)
 {
 	WaitEventSet *set;
 	MemoryContext loop_cxt;
+	TimestampTz last_check = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -101,6 +104,12 @@ claude_http_worker_main(Datum arg)
 		claude_dispatch_abort_cancelled();
 		claude_dispatch_run();
 		claude_http_drive(false);
+		if (TimestampDifferenceExceeds(last_check, GetCurrentTimestamp(), 1000))
+		{
+			/* databases with work left and no worker (after a crash) */
+			claude_dbwork_ensure_running();
+			last_check = GetCurrentTimestamp();
+		}
 
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(loop_cxt);

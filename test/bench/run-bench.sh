@@ -196,6 +196,33 @@ if [ "${1:-}" = "--inner" ]; then
 			"${C_TLS[r]}" "${C_WALL[r]}"
 	done
 
+	# ---- cache hit against the primary-key lookup it needs, same session
+	HITS=${BENCH_HITS:-20000}
+	"${PSQL[@]}" -c "SET claude.cache = on" -c "SELECT claude_complete('cached bench prompt')" >/dev/null
+	for _ in $(seq 100); do
+		[ "$("${PSQL[@]}" -c "SELECT count(*) FROM claude_cache")" = 1 ] && break
+		sleep 0.1
+	done
+	cat >"$T/hits.sql" <<-EOF
+		SET claude.cache = on;
+		\\timing on
+		DO \$\$ DECLARE k bytea := (SELECT key FROM claude_cache LIMIT 1); r jsonb;
+		BEGIN FOR i IN 1..$HITS LOOP SELECT response INTO r FROM claude_cache WHERE key = k; END LOOP; END \$\$;
+		DO \$\$ DECLARE t text;
+		BEGIN FOR i IN 1..$HITS LOOP t := claude_complete('cached bench prompt'); END LOOP; END \$\$;
+	EOF
+	declare -a PK_US HIT_US
+	for r in $(seq "$REPS"); do
+		mock_reset
+		out=$("${PSQL[@]}" -f "$T/hits.sql") || die "cache hit run failed"
+		check_requests "cache hits" 0
+		PK_US[r]=$(echo "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | sed -n 1p | awk -v n="$HITS" '{ printf "%.2f", $1 * 1000 / n }')
+		HIT_US[r]=$(echo "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | sed -n 2p | awk -v n="$HITS" '{ printf "%.2f", $1 * 1000 / n }')
+		printf 'round %d: primary-key lookup %s us, cache hit %s us\n' "$r" "${PK_US[r]}" "${HIT_US[r]}"
+	done
+	pk=$(median "${PK_US[@]}")
+	hit=$(median "${HIT_US[@]}")
+
 	# ---- shared rate limit against a server that enforces the same limit:
 	# sessions call as fast as they can; the extension must keep the server
 	# busy at its limit without ever provoking a 429
@@ -243,6 +270,7 @@ if [ "${1:-}" = "--inner" ]; then
 		per call, one statement each: extension $(calc %.0f "$es") us   bare curl $(calc %.0f "$b") us   ratio $(calc %.2f "$es / $b")x (includes the psql round trip)
 		$SESSIONS short-lived sessions:     $stls new TLS handshakes (max $stlsmax; $EXT_TLS by the worker in the whole bench, target <= $MAXCONN), $SESSIONS calls in $(calc %.2f "$swall") s
 		$SESSIONS new connections (curl):   $ctls TLS handshakes, $SESSIONS calls in $(calc %.2f "$cwall") s
+		cache hit:                    claude_complete $(calc %.1f "$hit") us   primary-key lookup $(calc %.1f "$pk") us   ratio $(calc %.2f "$hit / $pk")x (target <= 3.00x)
 		rate limit $RPM/min, $RL_SESSIONS sessions: $RL_RATE requests/s = $(calc %.1f "$RL_RATE * 6000 / $RPM")% of the limit (target >= 95%), 429s after warm-up: $RL_429_WARM (target 0; $RL_429_TOTAL in all)
 	EOF
 	exit 0

@@ -30,13 +30,16 @@ sub write_key_file
 #   key => API key for the key file (default 'test-key')
 #   conf => extra postgresql.conf lines
 #   preload => 0 to leave shared_preload_libraries alone
+#   init => { ... } options for PostgreSQL::Test::Cluster::init
+#   cache => 1 to keep the response cache on (most tests count requests)
 sub new_node
 {
 	my ($name, $mock, %opts) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	$node->init(%{ $opts{init} // {} });
 	my $conf = '';
 	$conf .= "shared_preload_libraries = 'claude'\n" if $opts{preload} // 1;
+	$conf .= "claude.cache = off\n" unless $opts{cache};
 	if ($mock)
 	{
 		my $keyfile = write_key_file($name, $opts{key} // 'test-key');
