@@ -94,21 +94,20 @@ claude_cache_shmem_size(void)
 					mul_size(claude_max_requests, sizeof(InflightEntry)));
 }
 
+static void
+init_cache(void *ptr)
+{
+	CacheShared *c = ptr;
+
+	c->lock = &(GetNamedLWLockTranche("claude"))->lock;
+	ConditionVariableInit(&c->released);
+	c->nentries = claude_max_requests;
+}
+
 void
 claude_cache_shmem_startup(void)
 {
-	bool		found;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	cache = ShmemInitStruct("claude cache", claude_cache_shmem_size(), &found);
-	if (!found)
-	{
-		memset(cache, 0, claude_cache_shmem_size());
-		cache->lock = &(GetNamedLWLockTranche("claude"))->lock;
-		ConditionVariableInit(&cache->released);
-		cache->nentries = claude_max_requests;
-	}
-	LWLockRelease(AddinShmemInitLock);
+	cache = claude_shmem_struct("claude cache", claude_cache_shmem_size(), init_cache);
 }
 
 /* ---- in-flight entries ---- */

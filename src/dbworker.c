@@ -63,21 +63,21 @@ claude_dbwork_shmem_size(void)
 	return MAXALIGN(sizeof(DbWorkShared));
 }
 
+static void
+init_dbwork(void *ptr)
+{
+	DbWorkShared *d = ptr;
+
+	SpinLockInit(&d->mutex);
+	for (int i = 0; i < CLAUDE_MAX_DATABASES; i++)
+		d->slots[i].head = d->slots[i].tail = InvalidDsaPointer;
+}
+
 void
 claude_dbwork_shmem_startup(void)
 {
-	bool		found;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	dbwork = ShmemInitStruct("claude db workers", claude_dbwork_shmem_size(), &found);
-	if (!found)
-	{
-		memset(dbwork, 0, sizeof(DbWorkShared));
-		SpinLockInit(&dbwork->mutex);
-		for (int i = 0; i < CLAUDE_MAX_DATABASES; i++)
-			dbwork->slots[i].head = dbwork->slots[i].tail = InvalidDsaPointer;
-	}
-	LWLockRelease(AddinShmemInitLock);
+	dbwork = claude_shmem_struct("claude db workers", claude_dbwork_shmem_size(),
+								 init_dbwork);
 }
 
 /*

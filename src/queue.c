@@ -106,6 +106,27 @@ claude_queue_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+/*
+ * A named struct in shared memory, zeroed and set up by init the first
+ * time (in the postmaster, or after a crash).
+ */
+void *
+claude_shmem_struct(const char *name, Size size, void (*init) (void *ptr))
+{
+	bool		found;
+	void	   *ptr;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	ptr = ShmemInitStruct(name, size, &found);
+	if (!found)
+	{
+		memset(ptr, 0, size);
+		init(ptr);
+	}
+	LWLockRelease(AddinShmemInitLock);
+	return ptr;
+}
+
 void
 claude_require_shared(void)
 {

@@ -92,6 +92,8 @@ extern ClaudeSlot *claude_slots;
 extern void claude_queue_request_shmem(void);
 extern void claude_queue_shmem_startup(void);
 extern void claude_require_shared(void);
+extern void *claude_shmem_struct(const char *name, Size size,
+								 void (*init) (void *ptr));
 extern dsa_area *claude_area(void);
 
 /* backend side */

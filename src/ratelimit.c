@@ -20,6 +20,7 @@
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
+#include "queue.h"
 #include "ratelimit.h"
 
 typedef struct Bucket
@@ -46,23 +47,23 @@ claude_limits_shmem_size(void)
 	return MAXALIGN(sizeof(LimitsShared));
 }
 
+static void
+init_limits(void *ptr)
+{
+	LimitsShared *l = ptr;
+
+	SpinLockInit(&l->mutex);
+	pg_atomic_init_u64(&l->counters.retries, 0);
+	pg_atomic_init_u64(&l->counters.rate_limited, 0);
+	pg_atomic_init_u64(&l->counters.throttled_us, 0);
+}
+
 void
 claude_limits_shmem_startup(void)
 {
-	bool		found;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	limits = ShmemInitStruct("claude limits", claude_limits_shmem_size(), &found);
-	if (!found)
-	{
-		memset(limits, 0, sizeof(LimitsShared));
-		SpinLockInit(&limits->mutex);
-		pg_atomic_init_u64(&limits->counters.retries, 0);
-		pg_atomic_init_u64(&limits->counters.rate_limited, 0);
-		pg_atomic_init_u64(&limits->counters.throttled_us, 0);
-	}
+	limits = claude_shmem_struct("claude limits", claude_limits_shmem_size(),
+								 init_limits);
 	claude_limit_counters = &limits->counters;
-	LWLockRelease(AddinShmemInitLock);
 }
 
 static double
