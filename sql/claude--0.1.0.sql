@@ -65,3 +65,50 @@ $$;
 COMMENT ON FUNCTION claude_cache_purge(interval) IS
 'Delete expired cache entries, and those created longer ago than older_than; returns how many';
 REVOKE EXECUTE ON FUNCTION claude_cache_purge(interval) FROM PUBLIC;
+
+CREATE FUNCTION claude_complete_many(
+    prompts text[],
+    model text DEFAULT NULL,
+    max_tokens int DEFAULT NULL,
+    system text DEFAULT NULL,
+    temperature float8 DEFAULT NULL,
+    cache boolean DEFAULT NULL)
+RETURNS TABLE(ord int, completion text, error text)
+AS 'MODULE_PATHNAME', 'claude_complete_many'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION claude_complete_many(text[], text, int, text, float8, boolean) IS
+'Send every prompt at once (bounded by the pool and the rate limits); one row per prompt, ord its position';
+REVOKE EXECUTE ON FUNCTION claude_complete_many(text[], text, int, text, float8, boolean) FROM PUBLIC;
+
+CREATE PROCEDURE claude_enrich(
+    tbl regclass,
+    target_column name,
+    prompt_template text,
+    model text DEFAULT NULL,
+    max_tokens int DEFAULT NULL,
+    system text DEFAULT NULL,
+    only_missing boolean DEFAULT true,
+    batch_size int DEFAULT 100,
+    mode text DEFAULT 'online')
+AS 'MODULE_PATHNAME', 'claude_enrich'
+LANGUAGE C;
+COMMENT ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text) IS
+'Fill target_column of every row from a prompt template ({column}), many requests at once, committing every batch_size rows';
+REVOKE EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text) FROM PUBLIC;
+
+CREATE FUNCTION claude_progress_rows(
+    OUT pid int, OUT relation regclass, OUT target_column name, OUT mode text,
+    OUT rows_done bigint, OUT rows_total bigint, OUT rows_failed bigint,
+    OUT started_at timestamptz, OUT updated_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'claude_progress_rows'
+LANGUAGE C VOLATILE;
+
+CREATE VIEW claude_progress AS
+SELECT pid, relation, target_column, mode, rows_done, rows_total, rows_failed,
+       round(100.0 * (rows_done + rows_failed) / nullif(rows_total, 0), 1) AS percent,
+       round(((rows_done + rows_failed) /
+              nullif(extract(epoch FROM updated_at - started_at), 0))::numeric, 1) AS rows_per_second,
+       started_at, updated_at
+FROM claude_progress_rows();
+COMMENT ON VIEW claude_progress IS 'Running claude_enrich work in this database';

@@ -19,6 +19,7 @@
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
+#include "api.h"
 #include "cache.h"
 #include "errors.h"
 #include "guc.h"
@@ -28,7 +29,7 @@
 PG_FUNCTION_INFO_V1(claude_complete);
 PG_FUNCTION_INFO_V1(claude_messages);
 
-static void
+void
 invalid_argument(const char *msg)
 {
 	ereport(ERROR,
@@ -191,15 +192,15 @@ send_messages(FunctionCallInfo fcinfo, int cache_argno, const char *body,
 	*cached = NULL;
 	memset(result, 0, sizeof(*result));
 	if (claude_cache_begin(fcinfo, cache_argno, "/v1/messages", body, strlen(body),
-						   &call, cached))
+						   true, &call, cached))
 		return;
 	*reply_text = claude_http_call(CLAUDE_POST, "/v1/messages", body, strlen(body),
 								   max_tokens, &call, result);
 }
 
 /* Concatenated text blocks of a reply held as jsonb. */
-static text *
-jsonb_reply_text(Jsonb *reply)
+text *
+claude_jsonb_reply_text(Jsonb *reply)
 {
 	JsonbContainer *content = claude_json_get_container(&reply->root, "content", true);
 	StringInfoData buf;
@@ -236,22 +237,93 @@ append_member(StringInfo buf, const char *key, const char *value)
 }
 
 /*
- * claude_complete prints its request directly in jsonb's canonical form
- * (keys shorter first, then bytewise: model, system, messages, max_tokens,
- * temperature), so it has the same cache key as the same request made with
- * claude_messages, and reads the reply in one parser pass: no jsonb is
- * built on this path.
+ * Read and check the arguments claude_complete and the bulk calls share;
+ * an argno < 0 means the function has no such argument.
  */
+void
+claude_complete_args(FunctionCallInfo fcinfo, int model_arg, int max_tokens_arg,
+					 int system_arg, int temperature_arg, ClaudeCompleteArgs *a)
+{
+	a->model = claude_default_model;
+	a->max_tokens = claude_default_max_tokens;
+	a->system = NULL;
+	a->temperature = NULL;
+
+	if (model_arg >= 0 && !PG_ARGISNULL(model_arg))
+	{
+		a->model = text_to_cstring(PG_GETARG_TEXT_PP(model_arg));
+		if (a->model[0] == '\0')
+			invalid_argument("model must not be empty (use NULL for claude.default_model)");
+	}
+	if (max_tokens_arg >= 0 && !PG_ARGISNULL(max_tokens_arg))
+	{
+		a->max_tokens = PG_GETARG_INT32(max_tokens_arg);
+		if (a->max_tokens < 1)
+			invalid_argument("max_tokens must be at least 1");
+	}
+	if (system_arg >= 0 && !PG_ARGISNULL(system_arg))
+	{
+		a->system = text_to_cstring(PG_GETARG_TEXT_PP(system_arg));
+		if (a->system[0] == '\0')
+			invalid_argument("system must not be empty (use NULL for none)");
+	}
+	if (temperature_arg >= 0 && !PG_ARGISNULL(temperature_arg))
+	{
+		double		temperature = PG_GETARG_FLOAT8(temperature_arg);
+
+		if (isnan(temperature) || temperature < 0 || temperature > 1)
+			invalid_argument("temperature must be between 0 and 1");
+		a->temperature = DatumGetCString(DirectFunctionCall1(numeric_out,
+															 DirectFunctionCall1(float8_numeric,
+																				 Float8GetDatum(temperature))));
+	}
+}
+
+/*
+ * The request of one user message, printed directly in jsonb's canonical
+ * form (keys shorter first, then bytewise: model, system, messages,
+ * max_tokens, temperature), so it has the same cache key as the same
+ * request made with claude_messages, without building any jsonb.
+ */
+char *
+claude_complete_body(const ClaudeCompleteArgs *a, const char *prompt)
+{
+	StringInfoData req;
+
+	initStringInfo(&req);
+	appendStringInfoString(&req, "{\"model\": ");
+	escape_json(&req, a->model);
+	if (a->system)
+		append_member(&req, "system", a->system);
+	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
+	escape_json(&req, prompt);
+	appendStringInfo(&req, "}], \"max_tokens\": %d", a->max_tokens);
+	if (a->temperature)
+		appendStringInfo(&req, ", \"temperature\": %s", a->temperature);
+	appendStringInfoChar(&req, '}');
+	return req.data;
+}
+
+/* The reply's text, read in one parser pass; NULL if it is not a reply. */
+text *
+claude_complete_text(const char *reply)
+{
+	StringInfoData out;
+
+	initStringInfo(&out);
+	if (reply == NULL || !claude_reply_text(reply, strlen(reply), &out))
+		return NULL;
+	return cstring_to_text_with_len(out.data, out.len);
+}
+
 Datum
 claude_complete(PG_FUNCTION_ARGS)
 {
 	text	   *prompt;
-	char	   *model = claude_default_model;
-	int			max_tokens = claude_default_max_tokens;
-	StringInfoData req;
-	StringInfoData out;
+	ClaudeCompleteArgs args;
 	char	   *reply;
 	Jsonb	   *cached;
+	text	   *result_text;
 	ClaudeResult result;
 
 	if (PG_ARGISNULL(0))
@@ -261,53 +333,15 @@ claude_complete(PG_FUNCTION_ARGS)
 	prompt = PG_GETARG_TEXT_PP(0);
 	if (VARSIZE_ANY_EXHDR(prompt) == 0)
 		invalid_argument("prompt must not be empty");
-	if (!PG_ARGISNULL(1))
-	{
-		model = text_to_cstring(PG_GETARG_TEXT_PP(1));
-		if (model[0] == '\0')
-			invalid_argument("model must not be empty (use NULL for claude.default_model)");
-	}
-	if (!PG_ARGISNULL(2))
-	{
-		max_tokens = PG_GETARG_INT32(2);
-		if (max_tokens < 1)
-			invalid_argument("max_tokens must be at least 1");
-	}
+	claude_complete_args(fcinfo, 1, 2, 3, 4, &args);
 
-	initStringInfo(&req);
-	appendStringInfoString(&req, "{\"model\": ");
-	escape_json(&req, model);
-	if (!PG_ARGISNULL(3))
-	{
-		text	   *system = PG_GETARG_TEXT_PP(3);
-
-		if (VARSIZE_ANY_EXHDR(system) == 0)
-			invalid_argument("system must not be empty (use NULL for none)");
-		append_member(&req, "system", text_to_cstring(system));
-	}
-	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
-	escape_json(&req, text_to_cstring(prompt));
-	appendStringInfo(&req, "}], \"max_tokens\": %d", max_tokens);
-	if (!PG_ARGISNULL(4))
-	{
-		double		temperature = PG_GETARG_FLOAT8(4);
-
-		if (isnan(temperature) || temperature < 0 || temperature > 1)
-			invalid_argument("temperature must be between 0 and 1");
-		appendStringInfo(&req, ", \"temperature\": %s",
-						 DatumGetCString(DirectFunctionCall1(numeric_out,
-															 DirectFunctionCall1(float8_numeric,
-																				 Float8GetDatum(temperature)))));
-	}
-	appendStringInfoChar(&req, '}');
-
-	send_messages(fcinfo, 5, req.data, max_tokens, &reply, &cached, &result);
+	send_messages(fcinfo, 5, claude_complete_body(&args, text_to_cstring(prompt)),
+				  args.max_tokens, &reply, &cached, &result);
 	if (cached)
-		PG_RETURN_TEXT_P(jsonb_reply_text(cached));
-	initStringInfo(&out);
-	if (!claude_reply_text(reply, strlen(reply), &out))
+		PG_RETURN_TEXT_P(claude_jsonb_reply_text(cached));
+	if ((result_text = claude_complete_text(reply)) == NULL)
 		bad_reply(&result);
-	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
+	PG_RETURN_TEXT_P(result_text);
 }
 
 Datum

@@ -354,17 +354,19 @@ lookup(Oid nsp, const uint8 *key)
 
 /*
  * Start a call: if the cache is on for it, compute its key and look it up.
- * Returns true with *hit set on a hit.  On a miss the call leads its key
- * (see lead_or_wait), so identical requests made meanwhile wait for it.
+ * Returns true with *hit set on a hit.  On a miss a coordinated call leads
+ * its key (see lead_or_wait), so identical requests made meanwhile wait
+ * for it; bulk calls, which must not wait on one row, do not coordinate.
  */
 bool
 claude_cache_begin(FunctionCallInfo fcinfo, int cache_argno,
 				   const char *path, const char *body, Size len,
-				   ClaudeCacheCall *call, Jsonb **hit)
+				   bool coordinate, ClaudeCacheCall *call, Jsonb **hit)
 {
 	memset(call, 0, sizeof(*call));
 	call->lead = -1;
-	call->enabled = (PG_NARGS() > cache_argno && !PG_ARGISNULL(cache_argno)) ?
+	call->enabled = (cache_argno >= 0 && PG_NARGS() > cache_argno &&
+					 !PG_ARGISNULL(cache_argno)) ?
 		PG_GETARG_BOOL(cache_argno) : claude_cache_enabled;
 	if (!call->enabled)
 		return false;
@@ -384,7 +386,7 @@ claude_cache_begin(FunctionCallInfo fcinfo, int cache_argno,
 			count_hit(call->nsp, call->key);
 			return true;
 		}
-		if (RecoveryInProgress())
+		if (RecoveryInProgress() || !coordinate)
 			return false;		/* a standby cannot store the reply */
 		call->lead = lead_or_wait(call->key);
 		if (call->lead != LEAD_FINISHED)

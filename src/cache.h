@@ -27,7 +27,7 @@ extern void claude_cache_shmem_startup(void);
 /* backend side */
 extern bool claude_cache_begin(FunctionCallInfo fcinfo, int cache_argno,
 							   const char *path, const char *body, Size len,
-							   ClaudeCacheCall *call, Jsonb **hit);
+							   bool coordinate, ClaudeCacheCall *call, Jsonb **hit);
 extern void claude_cache_request(const ClaudeCacheCall *call, ClaudeRequest *req);
 extern void claude_cache_sent(ClaudeCacheCall *call);
 

@@ -12,6 +12,7 @@
 #include "cache.h"
 #include "dbworker.h"
 #include "guc.h"
+#include "progress.h"
 #include "queue.h"
 #include "ratelimit.h"
 #include "secret.h"
@@ -37,6 +38,7 @@ claude_shmem_request(void)
 	RequestAddinShmemSpace(claude_limits_shmem_size());
 	RequestAddinShmemSpace(claude_cache_shmem_size());
 	RequestAddinShmemSpace(claude_dbwork_shmem_size());
+	RequestAddinShmemSpace(claude_progress_shmem_size());
 }
 
 static void
@@ -48,6 +50,7 @@ claude_shmem_startup(void)
 	claude_limits_shmem_startup();
 	claude_cache_shmem_startup();
 	claude_dbwork_shmem_startup();
+	claude_progress_shmem_startup();
 }
 
 void

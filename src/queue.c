@@ -273,10 +273,11 @@ register_backend_callbacks(void)
 }
 
 /*
- * Take a free slot, sleeping (interruptibly) while all are in use.
+ * Take a free slot; if none is free, sleep (interruptibly) until one is,
+ * or return -1 at once when !wait.
  */
 int
-claude_slot_acquire(void)
+claude_slot_acquire(bool wait)
 {
 	int			slot = -1;
 	ClaudeSlot *s;
@@ -291,12 +292,14 @@ claude_slot_acquire(void)
 		if (claude_shared->nfree > 0)
 			slot = freelist[--claude_shared->nfree];
 		SpinLockRelease(&claude_shared->mutex);
-		if (slot >= 0)
+		if (slot >= 0 || !wait)
 			break;
 		ConditionVariableTimedSleep(&claude_shared->slot_freed, 1000,
 									PG_WAIT_EXTENSION);
 	}
 	ConditionVariableCancelSleep();
+	if (slot < 0)
+		return -1;
 
 	s = &claude_slots[slot];
 	SpinLockAcquire(&s->mutex);

@@ -97,7 +97,7 @@ extern void *claude_shmem_struct(const char *name, Size size,
 extern dsa_area *claude_area(void);
 
 /* backend side */
-extern int	claude_slot_acquire(void);
+extern int	claude_slot_acquire(bool wait);
 extern void claude_slot_submit(int slot, dsa_pointer request);
 extern bool claude_slot_poll(int slot);
 extern void claude_slot_wait(int slot);

@@ -143,24 +143,25 @@ claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
 }
 
 /*
- * One request, start to finish: returns the response body converted to the
- * server encoding, or raises the request's error.  max_tokens > 0 marks a
- * request that draws from the token limits: max_tokens output tokens, and
- * input tokens estimated at four bytes of body each (corrected from the
- * reply's usage).
+ * Queue a request for the HTTP worker and return its slot, or -1 when no
+ * slot is free and !wait.  max_tokens > 0 marks a request that draws from
+ * the token limits: max_tokens output tokens, and input tokens estimated
+ * at four bytes of body each (corrected from the reply's usage).
  */
-char *
-claude_http_call(ClaudeMethod method, const char *path,
-				 const char *body, Size body_len, int max_tokens,
-				 ClaudeCacheCall *cache, ClaudeResult *result)
+int
+claude_request_submit(ClaudeMethod method, const char *path,
+					  const char *body, Size body_len, int max_tokens,
+					  ClaudeCacheCall *cache, bool wait)
 {
 	ClaudeRequest req;
 	char	   *utf8 = NULL;
-	char	   *response;
 	int			slot;
 	dsa_pointer packed;
 
 	claude_require_shared();
+	slot = claude_slot_acquire(wait);
+	if (slot < 0)
+		return -1;
 	if (body)
 		utf8 = pg_server_to_any(body, body_len, PG_UTF8);
 	claude_request_from_settings(&req, method, path, utf8,
@@ -171,19 +172,41 @@ claude_http_call(ClaudeMethod method, const char *path,
 		req.input_tokens = ceil(req.body_len / 4.0);
 		req.output_tokens = max_tokens;
 	}
-
 	claude_cache_request(cache, &req);
 
-	slot = claude_slot_acquire();
 	packed = claude_request_pack(&req);
 	explicit_bzero((char *) req.api_key, strlen(req.api_key));
 	claude_slot_submit(slot, packed);
-	claude_slot_wait(slot);
-	response = claude_slot_take(slot, result);
+	return slot;
+}
 
+/*
+ * The reply of a finished request in the server encoding (NULL if none),
+ * and the slot given back.  Does not raise for a failed request.
+ */
+char *
+claude_request_collect(int slot, ClaudeResult *result)
+{
+	char	   *response = claude_slot_take(slot, result);
+
+	if (response == NULL)
+		return NULL;
+	return pg_any_to_server(response, strlen(response), PG_UTF8);
+}
+
+/* One request, start to finish: the reply, or the request's error. */
+char *
+claude_http_call(ClaudeMethod method, const char *path,
+				 const char *body, Size body_len, int max_tokens,
+				 ClaudeCacheCall *cache, ClaudeResult *result)
+{
+	int			slot = claude_request_submit(method, path, body, body_len,
+											 max_tokens, cache, true);
+	char	   *response;
+
+	claude_slot_wait(slot);
+	response = claude_request_collect(slot, result);
 	claude_check_result(result, response);
 	claude_cache_sent(cache);
-	if (response == NULL)
-		return pstrdup("");
-	return pg_any_to_server(response, strlen(response), PG_UTF8);
+	return response ? response : pstrdup("");
 }

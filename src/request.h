@@ -47,6 +47,10 @@ extern void claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method
 										 const char *path, const char *body,
 										 Size body_len);
 struct ClaudeCacheCall;
+extern int	claude_request_submit(ClaudeMethod method, const char *path,
+								  const char *body, Size body_len, int max_tokens,
+								  struct ClaudeCacheCall *cache, bool wait);
+extern char *claude_request_collect(int slot, ClaudeResult *result);
 extern char *claude_http_call(ClaudeMethod method, const char *path,
 							  const char *body, Size body_len, int max_tokens,
 							  struct ClaudeCacheCall *cache, ClaudeResult *result);

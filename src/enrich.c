@@ -1,0 +1,422 @@
+/*
+ * enrich.c
+ *		CALL claude_enrich(tbl, target_column, prompt_template, ...):
+ *		fill a column for every row, many requests in flight at once.
+ *
+ * Rows are read in primary-key order, batch_size at a time (keyset
+ * pagination, so commits in between lose no place), and their prompts
+ * kept in flight through a pipe (bulk.c).  Each reply is written back by
+ * primary key as soon as it arrives; every batch_size rows are committed,
+ * so an interrupted run keeps what it finished, and a rerun (only_missing)
+ * continues with the rest, its paid but uncommitted replies coming from
+ * the cache.  A row whose request fails is reported at the end; the run
+ * goes on.  Inside a transaction block, where COMMIT is not allowed, it
+ * commits with that transaction, and says so.
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "api.h"
+#include "bulk.h"
+#include "progress.h"
+#include "queue.h"
+#include "template.h"
+
+PG_FUNCTION_INFO_V1(claude_enrich);
+
+#define PIPE_WINDOW		256
+#define NOTICE_EVERY_MS	10000
+#define MAX_REPORTED_FAILURES 10
+
+typedef struct EnrichRow
+{
+	Datum	   *pk;				/* primary key values */
+	char	   *key;			/* the key as text, for reports */
+	char	   *prompt;
+} EnrichRow;
+
+typedef struct Enrich
+{
+	MemoryContext cxt;			/* lives across commits */
+	Oid			relid;
+	char	   *relname;
+	int			npk;
+	Oid		   *pk_types;
+	int16	   *pk_len;
+	bool	   *pk_byval;
+	ClaudeTemplate *tmpl;
+	ClaudeCompleteArgs args;
+	int			batch_size;
+	SPIPlanPtr	first;			/* the first rows */
+	SPIPlanPtr	next;			/* rows after the last one read */
+	SPIPlanPtr	update;
+	Datum	   *last;			/* primary key of the last row read */
+	bool		have_last;
+	bool		exhausted;
+	EnrichRow **pending;		/* read, not yet sent */
+	int			npending;
+	int			pending_pos;
+	EnrichRow **inflight;		/* by tag */
+	int64		total;
+	int64		done;
+	int64		failed;
+	int64		since_commit;
+	StringInfoData failures;
+	TimestampTz started;
+	TimestampTz last_notice;
+} Enrich;
+
+static char *
+pk_list(Enrich *e, char **names)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < e->npk; i++)
+		appendStringInfo(&buf, "%s%s", i ? ", " : "", quote_identifier(names[i]));
+	return buf.data;
+}
+
+static char *
+param_list(int first, int n)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&buf, "%s$%d", i ? ", " : "", first + i);
+	return buf.data;
+}
+
+/* Look at the table and prepare the statements; fails before any request. */
+static void
+prepare(Enrich *e, const char *target, const char *template_text, bool only_missing)
+{
+	Relation	rel = relation_open(e->relid, AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	char	   *qualname;
+	char	  **pk_names;
+	char	   *pks;
+	char	   *target_type = NULL;
+	StringInfoData cols;
+	StringInfoData where;
+	Oid			pkidx = RelationGetPrimaryKeyIndex(rel);
+
+	e->relname = pstrdup(RelationGetRelationName(rel));
+	qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+										  e->relname);
+	if (!OidIsValid(pkidx))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table %s has no primary key", e->relname),
+				 errhint("claude_enrich writes each result back by primary key.")));
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), target) == 0)
+		{
+			if (att->attgenerated)
+				invalid_argument("the target column is a generated column");
+			target_type = format_type_with_typemod(att->atttypid, att->atttypmod);
+		}
+	}
+	if (target_type == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of table %s does not exist", target, e->relname)));
+	e->tmpl = claude_template_parse(template_text, desc, e->relname);
+
+	{
+		Relation	idx = index_open(pkidx, AccessShareLock);
+
+		e->npk = idx->rd_index->indnkeyatts;
+		e->pk_types = palloc(e->npk * sizeof(Oid));
+		e->pk_len = palloc(e->npk * sizeof(int16));
+		e->pk_byval = palloc(e->npk * sizeof(bool));
+		pk_names = palloc(e->npk * sizeof(char *));
+		for (int i = 0; i < e->npk; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, idx->rd_index->indkey.values[i] - 1);
+
+			pk_names[i] = pstrdup(NameStr(att->attname));
+			e->pk_types[i] = att->atttypid;
+			get_typlenbyval(att->atttypid, &e->pk_len[i], &e->pk_byval[i]);
+			if (strcmp(pk_names[i], target) == 0)
+				invalid_argument("the target column is part of the primary key");
+		}
+		index_close(idx, AccessShareLock);
+	}
+	relation_close(rel, AccessShareLock);
+	pks = pk_list(e, pk_names);
+
+	/* SELECT pk..., ROW(pk...)::text, column::text... */
+	initStringInfo(&cols);
+	appendStringInfo(&cols, "%s, ROW(%s)::text", pks, pks);
+	for (int i = 0; i < e->tmpl->ncolumns; i++)
+		appendStringInfo(&cols, ", %s::text AS claude_column_%d",
+						 quote_identifier(e->tmpl->columns[i]), i);
+	initStringInfo(&where);
+	appendStringInfoString(&where, only_missing ?
+						   psprintf("%s IS NULL", quote_identifier(target)) : "true");
+
+	e->first = SPI_prepare(psprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT %d",
+									cols.data, qualname, where.data, pks, e->batch_size),
+						   0, NULL);
+	e->next = SPI_prepare(psprintf("SELECT %s FROM %s WHERE %s AND (%s) > (%s) ORDER BY %s LIMIT %d",
+								   cols.data, qualname, where.data, pks,
+								   param_list(1, e->npk), pks, e->batch_size),
+						  e->npk, e->pk_types);
+	{
+		Oid		   *types = palloc((e->npk + 1) * sizeof(Oid));
+
+		types[0] = TEXTOID;
+		memcpy(types + 1, e->pk_types, e->npk * sizeof(Oid));
+		e->update = SPI_prepare(psprintf("UPDATE %s SET %s = $1::%s WHERE (%s) = (%s)",
+										 qualname, quote_identifier(target), target_type,
+										 pks, param_list(2, e->npk)),
+								e->npk + 1, types);
+	}
+	if (e->first == NULL || e->next == NULL || e->update == NULL)
+		elog(ERROR, "claude_enrich: could not prepare statements: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(e->first);
+	SPI_keepplan(e->next);
+	SPI_keepplan(e->update);
+
+	if (SPI_execute(psprintf("SELECT count(*) FROM %s WHERE %s", qualname, where.data),
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "claude_enrich: could not count rows");
+	e->total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										   1, &(bool) {false}));
+	e->last = palloc(e->npk * sizeof(Datum));
+}
+
+/* Read the next rows to do into pending. */
+static void
+read_rows(Enrich *e)
+{
+	MemoryContext old;
+	int			ret;
+	uint64		n;
+	char	  **values = palloc(Max(e->tmpl->ncolumns, 1) * sizeof(char *));
+
+	ret = e->have_last ? SPI_execute_plan(e->next, e->last, NULL, false, 0)
+		: SPI_execute_plan(e->first, NULL, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "claude_enrich: could not read rows");
+	n = SPI_processed;
+	old = MemoryContextSwitchTo(e->cxt);
+	e->npending = e->pending_pos = 0;
+	for (uint64 r = 0; r < n; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		EnrichRow  *row = palloc(sizeof(EnrichRow));
+		bool		isnull;
+
+		row->pk = palloc(e->npk * sizeof(Datum));
+		for (int i = 0; i < e->npk; i++)
+		{
+			Datum		d = SPI_getbinval(tup, desc, i + 1, &isnull);
+
+			row->pk[i] = datumCopy(d, e->pk_byval[i], e->pk_len[i]);
+			if (r == n - 1)
+				e->last[i] = datumCopy(d, e->pk_byval[i], e->pk_len[i]);
+		}
+		row->key = SPI_getvalue(tup, desc, e->npk + 1);
+		for (int i = 0; i < e->tmpl->ncolumns; i++)
+			values[i] = SPI_getvalue(tup, desc, e->npk + 2 + i);
+		row->prompt = claude_template_render(e->tmpl, values);
+		e->pending[e->npending++] = row;
+	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+	if (n > 0)
+		e->have_last = true;
+	if (n < (uint64) e->batch_size)
+		e->exhausted = true;
+}
+
+static void
+free_row(EnrichRow *row)
+{
+	pfree(row->prompt);
+	pfree(row->key);
+	pfree(row->pk);
+	pfree(row);
+}
+
+static void
+row_done(void *arg, int64 tag, text *completion, const char *error)
+{
+	Enrich	   *e = arg;
+	EnrichRow  *row = e->inflight[tag];
+
+	e->inflight[tag] = NULL;
+	if (error)
+	{
+		if (e->failed < MAX_REPORTED_FAILURES)
+			appendStringInfo(&e->failures, "\nrow %s: %s", row->key, error);
+		e->failed++;
+	}
+	else
+	{
+		Datum	   *values = palloc((e->npk + 1) * sizeof(Datum));
+
+		values[0] = PointerGetDatum(completion);
+		memcpy(values + 1, row->pk, e->npk * sizeof(Datum));
+		if (SPI_execute_plan(e->update, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "claude_enrich: could not update a row");
+		e->done++;
+	}
+	e->since_commit++;
+	free_row(row);
+	claude_progress_update(e->done, e->failed);
+}
+
+static void
+report(Enrich *e, bool final)
+{
+	double		secs = (double) (GetCurrentTimestamp() - e->started) / USECS_PER_SEC;
+	int64		finished = e->done + e->failed;
+	double		rate = secs > 0 ? finished / secs : 0;
+
+	if (final)
+		ereport(NOTICE,
+				(errmsg("claude_enrich: %lld rows of %s filled, %lld failed, in %.1f s (%.1f rows/s)",
+						(long long) e->done, e->relname, (long long) e->failed, secs, rate),
+				 e->failed ? errdetail_internal("First failures:%s", e->failures.data) : 0,
+				 e->failed ? errhint("Fix the cause and CALL claude_enrich again: it continues with the rows still missing.") : 0));
+	else
+		ereport(NOTICE,
+				(errmsg("claude_enrich: %lld of %lld rows done (%.0f%%), %.1f rows/s, about %.0f s left",
+						(long long) finished, (long long) e->total,
+						e->total ? 100.0 * finished / e->total : 100.0, rate,
+						rate > 0 ? (e->total - finished) / rate : 0)));
+	e->last_notice = GetCurrentTimestamp();
+}
+
+Datum
+claude_enrich(PG_FUNCTION_ARGS)
+{
+	Enrich	   *e;
+	char	   *target;
+	char	   *mode;
+	bool		only_missing;
+	bool		atomic;
+	ClaudePipe *pipe;
+	MemoryContext tmp;
+	MemoryContext cxt;
+
+	for (int i = 0; i < 3; i++)
+		if (PG_ARGISNULL(i))
+			invalid_argument("tbl, target_column and prompt_template must not be NULL");
+	claude_require_shared();
+	mode = PG_ARGISNULL(8) ? "online" : text_to_cstring(PG_GETARG_TEXT_PP(8));
+	if (strcmp(mode, "batch") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("claude_enrich mode 'batch' is not available yet"),
+				 errhint("Use mode => 'online'.")));
+	if (strcmp(mode, "online") != 0)
+		invalid_argument("mode must be 'online' or 'batch'");
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "claude_enrich",
+								ALLOCSET_DEFAULT_SIZES);
+	e = MemoryContextAllocZero(cxt, sizeof(Enrich));
+	e->cxt = cxt;
+	e->relid = PG_GETARG_OID(0);
+	target = pstrdup(NameStr(*PG_GETARG_NAME(1)));
+	only_missing = PG_ARGISNULL(6) ? true : PG_GETARG_BOOL(6);
+	e->batch_size = PG_ARGISNULL(7) ? 100 : PG_GETARG_INT32(7);
+	if (e->batch_size < 1)
+		invalid_argument("batch_size must be at least 1");
+	claude_complete_args(fcinfo, 3, 4, 5, -1, &e->args);
+
+	/* COMMIT is possible only in a CALL outside a transaction block */
+	atomic = !(fcinfo->context && IsA(fcinfo->context, CallContext) &&
+			   !castNode(CallContext, fcinfo->context)->atomic);
+	if (SPI_connect_ext(atomic ? 0 : SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+		elog(ERROR, "claude_enrich: SPI_connect failed");
+
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		prepare(e, target, text_to_cstring(PG_GETARG_TEXT_PP(2)), only_missing);
+		e->pending = palloc(e->batch_size * sizeof(EnrichRow *));
+		e->inflight = palloc0(PIPE_WINDOW * sizeof(EnrichRow *));
+		initStringInfo(&e->failures);
+		pipe = claude_pipe_create(PIPE_WINDOW);
+		MemoryContextSwitchTo(old);
+	}
+	if (atomic)
+		ereport(NOTICE,
+				(errmsg("claude_enrich runs inside a transaction block: its results are committed with that transaction"),
+				 errhint("CALL it outside a transaction block to commit every batch_size rows.")));
+
+	e->started = e->last_notice = GetCurrentTimestamp();
+	claude_progress_begin(e->relid, target, mode, e->total);
+	tmp = AllocSetContextCreate(cxt, "claude_enrich rows", ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		MemoryContext old = MemoryContextSwitchTo(tmp);
+
+		if (e->pending_pos == e->npending && !e->exhausted)
+			read_rows(e);
+		while (e->pending_pos < e->npending && !claude_pipe_full(pipe))
+		{
+			EnrichRow  *row = e->pending[e->pending_pos];
+			int			tag = 0;
+
+			while (e->inflight[tag] != NULL)
+				tag++;
+			e->inflight[tag] = row;
+			if (!claude_pipe_submit(pipe, fcinfo, -1, tag,
+									claude_complete_body(&e->args, row->prompt),
+									e->args.max_tokens, row_done, e))
+			{
+				e->inflight[tag] = NULL;
+				break;
+			}
+			e->pending_pos++;
+		}
+		if (claude_pipe_outstanding(pipe) > 0)
+			claude_pipe_collect(pipe, row_done, e);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(tmp);
+
+		if (!atomic && e->since_commit >= e->batch_size)
+		{
+			SPI_commit();
+			e->since_commit = 0;
+		}
+		if (TimestampDifferenceExceeds(e->last_notice, GetCurrentTimestamp(), NOTICE_EVERY_MS))
+			report(e, false);
+		if (e->exhausted && e->pending_pos == e->npending &&
+			claude_pipe_outstanding(pipe) == 0)
+			break;
+	}
+
+	report(e, true);
+	claude_progress_end();
+	SPI_finish();
+	MemoryContextDelete(cxt);
+	PG_RETURN_VOID();
+}
