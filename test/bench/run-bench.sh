@@ -41,6 +41,7 @@ if [ "${1:-}" = "--inner" ]; then
 				"$BIN/pg_ctl" -D "$T/data" -m immediate -t 10 -w stop >/dev/null 2>&1
 		fi
 		exec 9>&- # EOF on the mock's stdin: it exits
+		[ -n "${MOCK2_PID:-}" ] && kill "$MOCK2_PID" 2>/dev/null
 		if [ -n "$MOCK_PID" ]; then
 			for _ in $(seq 50); do kill -0 "$MOCK_PID" 2>/dev/null || break; sleep 0.1; done
 			kill "$MOCK_PID" 2>/dev/null
@@ -255,6 +256,43 @@ if [ "${1:-}" = "--inner" ]; then
 	"${PSQL[@]}" -c "ALTER SYSTEM RESET claude.requests_per_minute" -c "SELECT pg_reload_conf()" >/dev/null
 	curl -sSf -X POST -d '{"rpm": null}' "http://127.0.0.1:$CPORT/config" >/dev/null
 
+	# ---- bulk: 1,000 prompts at 200 ms server latency and 16 connections;
+	# the ideal is 16 / 0.2 s = 80 requests/s
+	BULK_N=${BENCH_BULK_N:-1000}
+	IDEAL=$((MAXCONN * 5))
+	curl -sSf -X POST -d '{"latency_ms": 200}' "http://127.0.0.1:$CPORT/config" >/dev/null
+	bulk_rate() { # label sql [settings]
+		local t0 t1
+		mock_reset
+		curl -sSf -X POST -d '{"latency_ms": 200}' "http://127.0.0.1:$CPORT/config" >/dev/null
+		t0=$(now)
+		"${PSQL[@]}" -c "SET claude.cache = off; ${3:-} $2" >/dev/null 2>&1 || die "$1 failed"
+		t1=$(now)
+		calc %.1f "$BULK_N / $(elapsed "$t0" "$t1")"
+	}
+	"${PSQL[@]}" -c "DROP TABLE IF EXISTS bench_docs; CREATE TABLE bench_docs (id int PRIMARY KEY, body text, summary text);
+		INSERT INTO bench_docs SELECT i, 'document ' || i, NULL FROM generate_series(1, $BULK_N) i" >/dev/null
+	MANY_RATE=$(bulk_rate complete_many "SELECT count(*) FROM claude_complete_many(array(SELECT 'bulk ' || i FROM generate_series(1, $BULK_N) i))")
+	check_requests complete_many "$BULK_N"
+	ENRICH_RATE=$(bulk_rate enrich "CALL claude_enrich('bench_docs', 'summary', 'Summarize: {body}', batch_size => 100)")
+	check_requests enrich "$BULK_N"
+	curl -sSf -X POST -d '{"latency_ms": 0}' "http://127.0.0.1:$CPORT/config" >/dev/null
+
+	# the same over HTTP/2, where the mock multiplexes streams on each connection
+	node "$T/mock-api.js" --cert "$T/certs/server.pem" --key "$T/certs/server.key" --http2 \
+		--port 0 --control-port 0 --keys bench-key --latency-ms 200 --max-lifetime-s 600 \
+		>"$T/mock2.out" 2>"$T/mock2.err" &
+	MOCK2_PID=$!
+	for _ in $(seq 100); do [ -s "$T/mock2.out" ] && break; sleep 0.1; done
+	APORT2=$(grep -o '"port":[0-9]*' "$T/mock2.out" | cut -d: -f2)
+	[ -n "$APORT2" ] || die "the HTTP/2 mock did not start"
+	"${PSQL[@]}" -c "UPDATE bench_docs SET summary = NULL" >/dev/null
+	H2="SET claude.base_url = 'https://localhost:$APORT2';"
+	MANY_H2=$(bulk_rate "complete_many over HTTP/2" "SELECT count(*) FROM claude_complete_many(array(SELECT 'bulk2 ' || i FROM generate_series(1, $BULK_N) i))" "$H2")
+	ENRICH_H2=$(bulk_rate "enrich over HTTP/2" "CALL claude_enrich('bench_docs', 'summary', 'Summarize: {body}', batch_size => 100)" "$H2")
+	kill "$MOCK2_PID" 2>/dev/null
+	MOCK2_PID=
+
 	b=$(median "${B_US[@]}")
 	e1=$(median "${E1_US[@]}")
 	es=$(median "${ES_US[@]}")
@@ -270,6 +308,10 @@ if [ "${1:-}" = "--inner" ]; then
 		per call, one statement each: extension $(calc %.0f "$es") us   bare curl $(calc %.0f "$b") us   ratio $(calc %.2f "$es / $b")x (includes the psql round trip)
 		$SESSIONS short-lived sessions:     $stls new TLS handshakes (max $stlsmax; $EXT_TLS by the worker in the whole bench, target <= $MAXCONN), $SESSIONS calls in $(calc %.2f "$swall") s
 		$SESSIONS new connections (curl):   $ctls TLS handshakes, $SESSIONS calls in $(calc %.2f "$cwall") s
+		bulk, $BULK_N prompts at 200 ms, $MAXCONN connections (ideal $IDEAL requests/s, target >= 90%):
+		  claude_complete_many:       $MANY_RATE requests/s = $(calc %.1f "$MANY_RATE * 100 / $IDEAL")% of ideal
+		  claude_enrich:              $ENRICH_RATE requests/s = $(calc %.1f "$ENRICH_RATE * 100 / $IDEAL")% of ideal
+		  over HTTP/2 (multiplexed):  complete_many $MANY_H2 requests/s, enrich $ENRICH_H2 requests/s ($(calc %.1f "$MANY_H2 / $IDEAL")x and $(calc %.1f "$ENRICH_H2 / $IDEAL")x the HTTP/1.1 ideal)
 		cache hit:                    claude_complete $(calc %.1f "$hit") us   primary-key lookup $(calc %.1f "$pk") us   ratio $(calc %.2f "$hit / $pk")x (target <= 3.00x)
 		rate limit $RPM/min, $RL_SESSIONS sessions: $RL_RATE requests/s = $(calc %.1f "$RL_RATE * 6000 / $RPM")% of the limit (target >= 95%), 429s after warm-up: $RL_429_WARM (target 0; $RL_429_TOTAL in all)
 	EOF
