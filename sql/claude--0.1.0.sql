@@ -107,8 +107,10 @@ LANGUAGE C VOLATILE;
 CREATE VIEW claude_progress AS
 SELECT pid, relation, target_column, mode, rows_done, rows_total, rows_failed,
        round(100.0 * (rows_done + rows_failed) / nullif(rows_total, 0), 1) AS percent,
-       round(((rows_done + rows_failed) /
-              nullif(extract(epoch FROM updated_at - started_at), 0))::numeric, 1) AS rows_per_second,
+       round(rate, 1) AS rows_per_second,
+       make_interval(secs => round((rows_total - rows_done - rows_failed) / nullif(rate, 0))) AS eta,
        started_at, updated_at
-FROM claude_progress_rows();
+FROM claude_progress_rows(),
+     LATERAL (SELECT ((rows_done + rows_failed) /
+                      nullif(extract(epoch FROM updated_at - started_at), 0))::numeric AS rate) r;
 COMMENT ON VIEW claude_progress IS 'Running claude_enrich work in this database';
