@@ -114,3 +114,44 @@ FROM claude_progress_rows(),
      LATERAL (SELECT ((rows_done + rows_failed) /
                       nullif(extract(epoch FROM updated_at - started_at), 0))::numeric AS rate) r;
 COMMENT ON VIEW claude_progress IS 'Running claude_enrich work in this database';
+
+-- Jobs of AFTER claude_enrich_trigger triggers: a logged table, so queued
+-- work survives crashes; closed to PUBLIC (requests are private).
+CREATE TABLE claude_jobs (
+    id bigserial PRIMARY KEY,
+    relid regclass NOT NULL,
+    pk jsonb NOT NULL,
+    target_column name NOT NULL,
+    request jsonb NOT NULL,
+    status text NOT NULL DEFAULT 'queued'
+        CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    attempts int NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX claude_jobs_due ON claude_jobs (next_attempt_at, id) WHERE status = 'queued';
+REVOKE ALL ON claude_jobs FROM PUBLIC;
+REVOKE ALL ON SEQUENCE claude_jobs_id_seq FROM PUBLIC;
+COMMENT ON TABLE claude_jobs IS
+'Queued and failed requests of AFTER claude_enrich_trigger triggers; done jobs are deleted';
+SELECT pg_catalog.pg_extension_config_dump('claude_jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('claude_jobs_id_seq', '');
+
+-- SECURITY DEFINER: the trigger queues jobs in claude_jobs, which the
+-- inserting role cannot read or write.
+CREATE FUNCTION claude_enrich_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'claude_enrich_trigger'
+LANGUAGE C SECURITY DEFINER;
+COMMENT ON FUNCTION claude_enrich_trigger() IS
+'Trigger: (target_column, prompt_template [, ''model=...'', ''max_tokens=...'', ''system=...'']); BEFORE fills the column now, AFTER queues a job';
+REVOKE EXECUTE ON FUNCTION claude_enrich_trigger() FROM PUBLIC;
+
+CREATE FUNCTION claude_jobs_retry()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'claude_jobs_retry'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION claude_jobs_retry() IS 'Queue every failed job again; returns how many';
+REVOKE EXECUTE ON FUNCTION claude_jobs_retry() FROM PUBLIC;

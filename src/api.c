@@ -191,8 +191,9 @@ send_messages(FunctionCallInfo fcinfo, int cache_argno, const char *body,
 	*reply_text = NULL;
 	*cached = NULL;
 	memset(result, 0, sizeof(*result));
-	if (claude_cache_begin(fcinfo, cache_argno, "/v1/messages", body, strlen(body),
-						   true, &call, cached))
+	if (claude_cache_begin(claude_cache_wanted(fcinfo, cache_argno),
+						   claude_extension_schema(fcinfo), "/v1/messages",
+						   body, strlen(body), true, &call, cached))
 		return;
 	*reply_text = claude_http_call(CLAUDE_POST, "/v1/messages", body, strlen(body),
 								   max_tokens, &call, result);

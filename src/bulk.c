@@ -37,16 +37,20 @@ typedef struct PipeItem
 
 struct ClaudePipe
 {
+	bool		cache;			/* use the cache */
+	Oid			nsp;			/* schema of claude_cache */
 	int			window;
 	int			n;
 	PipeItem   *items;
 };
 
 ClaudePipe *
-claude_pipe_create(int window)
+claude_pipe_create(int window, bool cache, Oid nsp)
 {
 	ClaudePipe *p = palloc0(sizeof(ClaudePipe));
 
+	p->cache = cache;
+	p->nsp = nsp;
 	claude_require_shared();
 	/* leave half the server's slots to other sessions */
 	p->window = Max(1, Min(window, claude_shared->nslots / 2));
@@ -61,6 +65,12 @@ claude_pipe_full(ClaudePipe *p)
 }
 
 int
+claude_pipe_room(ClaudePipe *p)
+{
+	return p->window - p->n;
+}
+
+int
 claude_pipe_outstanding(ClaudePipe *p)
 {
 	return p->n;
@@ -72,8 +82,7 @@ claude_pipe_outstanding(ClaudePipe *p)
  * free: collect, then submit again.
  */
 bool
-claude_pipe_submit(ClaudePipe *p, FunctionCallInfo fcinfo, int cache_argno,
-				   int64 tag, const char *body, int max_tokens,
+claude_pipe_submit(ClaudePipe *p, int64 tag, const char *body, int max_tokens,
 				   ClaudePipeDone done, void *arg)
 {
 	ClaudeCacheCall cache;
@@ -81,10 +90,10 @@ claude_pipe_submit(ClaudePipe *p, FunctionCallInfo fcinfo, int cache_argno,
 	int			slot;
 
 	Assert(!claude_pipe_full(p));
-	if (claude_cache_begin(fcinfo, cache_argno, "/v1/messages", body, strlen(body),
+	if (claude_cache_begin(p->cache, p->nsp, "/v1/messages", body, strlen(body),
 						   false, &cache, &hit))
 	{
-		done(arg, tag, claude_jsonb_reply_text(hit), NULL);
+		done(arg, tag, claude_jsonb_reply_text(hit), NULL, NULL);
 		return true;
 	}
 	/* with nothing of ours in flight, waiting for a slot cannot deadlock */
@@ -107,12 +116,34 @@ finish_item(PipeItem *item, ClaudePipeDone done, void *arg)
 	text	   *completion;
 
 	if (claude_result_failed(&result, reply, &failure))
-		done(arg, item->tag, NULL, failure.message);
+		done(arg, item->tag, NULL, failure.message, &result);
 	else if ((completion = claude_complete_text(reply)) == NULL)
 		done(arg, item->tag, NULL,
-			 "the Claude API sent a reply that is not a Messages response");
+			 "the Claude API sent a reply that is not a Messages response", &result);
 	else
-		done(arg, item->tag, completion, NULL);
+		done(arg, item->tag, completion, NULL, &result);
+}
+
+/* Hand every finished request to done, without waiting; true if any. */
+bool
+claude_pipe_poll(ClaudePipe *p, ClaudePipeDone done, void *arg)
+{
+	bool		any = false;
+
+	for (int i = 0; i < p->n;)
+	{
+		if (claude_slot_poll(p->items[i].slot))
+		{
+			PipeItem	item = p->items[i];
+
+			p->items[i] = p->items[--p->n];
+			finish_item(&item, done, arg);
+			any = true;
+		}
+		else
+			i++;
+	}
+	return any;
 }
 
 /*
@@ -124,22 +155,7 @@ claude_pipe_collect(ClaudePipe *p, ClaudePipeDone done, void *arg)
 {
 	for (;;)
 	{
-		bool		any = false;
-
-		for (int i = 0; i < p->n;)
-		{
-			if (claude_slot_poll(p->items[i].slot))
-			{
-				PipeItem	item = p->items[i];
-
-				p->items[i] = p->items[--p->n];
-				finish_item(&item, done, arg);
-				any = true;
-			}
-			else
-				i++;
-		}
-		if (any || p->n == 0)
+		if (claude_pipe_poll(p, done, arg) || p->n == 0)
 			return;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 1000, PG_WAIT_EXTENSION);
@@ -151,7 +167,8 @@ claude_pipe_collect(ClaudePipe *p, ClaudePipeDone done, void *arg)
 /* ---- claude_complete_many ---- */
 
 static void
-emit_row(void *arg, int64 tag, text *completion, const char *error)
+emit_row(void *arg, int64 tag, text *completion, const char *error,
+		 const ClaudeResult *result)
 {
 	ReturnSetInfo *rsinfo = arg;
 	Datum		values[3];
@@ -190,7 +207,8 @@ claude_complete_many(PG_FUNCTION_ARGS)
 		invalid_argument("prompts must be a one-dimensional array");
 	deconstruct_array(prompts, TEXTOID, -1, false, TYPALIGN_INT, &elems, &isnull, &n);
 
-	pipe = claude_pipe_create(n);
+	pipe = claude_pipe_create(n, claude_cache_wanted(fcinfo, 5),
+							  claude_extension_schema(fcinfo));
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "claude_complete_many",
 								ALLOCSET_DEFAULT_SIZES);
 	while (next < n || claude_pipe_outstanding(pipe) > 0)
@@ -202,10 +220,10 @@ claude_complete_many(PG_FUNCTION_ARGS)
 			char	   *prompt;
 
 			if (isnull[next])
-				emit_row(rsinfo, next + 1, NULL, NULL);
+				emit_row(rsinfo, next + 1, NULL, NULL, NULL);
 			else if ((prompt = TextDatumGetCString(elems[next]))[0] == '\0')
-				emit_row(rsinfo, next + 1, NULL, "prompt must not be empty");
-			else if (!claude_pipe_submit(pipe, fcinfo, 5, next + 1,
+				emit_row(rsinfo, next + 1, NULL, "prompt must not be empty", NULL);
+			else if (!claude_pipe_submit(pipe, next + 1,
 										 claude_complete_body(&args, prompt),
 										 args.max_tokens, emit_row, rsinfo))
 				break;

@@ -9,16 +9,22 @@
 
 typedef struct ClaudePipe ClaudePipe;
 
-/* A finished request: its completion, or else the error that ended it. */
-typedef void (*ClaudePipeDone) (void *arg, int64 tag, text *completion,
-								const char *error);
+#include "queue.h"
 
-extern ClaudePipe *claude_pipe_create(int window);
+/*
+ * A finished request: its completion, or else the error that ended it;
+ * result is NULL when no request was made (a cache hit).
+ */
+typedef void (*ClaudePipeDone) (void *arg, int64 tag, text *completion,
+								const char *error, const ClaudeResult *result);
+
+extern ClaudePipe *claude_pipe_create(int window, bool cache, Oid nsp);
 extern bool claude_pipe_full(ClaudePipe *p);
+extern int	claude_pipe_room(ClaudePipe *p);
 extern int	claude_pipe_outstanding(ClaudePipe *p);
-extern bool claude_pipe_submit(ClaudePipe *p, FunctionCallInfo fcinfo,
-							   int cache_argno, int64 tag, const char *body,
+extern bool claude_pipe_submit(ClaudePipe *p, int64 tag, const char *body,
 							   int max_tokens, ClaudePipeDone done, void *arg);
+extern bool claude_pipe_poll(ClaudePipe *p, ClaudePipeDone done, void *arg);
 extern void claude_pipe_collect(ClaudePipe *p, ClaudePipeDone done, void *arg);
 
 #endif

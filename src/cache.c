@@ -352,22 +352,36 @@ lookup(Oid nsp, const uint8 *key)
 	return result;
 }
 
+/* Whether a call uses the cache: its cache argument, else claude.cache. */
+bool
+claude_cache_wanted(FunctionCallInfo fcinfo, int cache_argno)
+{
+	if (cache_argno >= 0 && PG_NARGS() > cache_argno && !PG_ARGISNULL(cache_argno))
+		return PG_GETARG_BOOL(cache_argno);
+	return claude_cache_enabled;
+}
+
+/* The schema of the extension, as the schema of the function called. */
+Oid
+claude_extension_schema(FunctionCallInfo fcinfo)
+{
+	return get_func_namespace(fcinfo->flinfo->fn_oid);
+}
+
 /*
- * Start a call: if the cache is on for it, compute its key and look it up.
- * Returns true with *hit set on a hit.  On a miss a coordinated call leads
- * its key (see lead_or_wait), so identical requests made meanwhile wait
- * for it; bulk calls, which must not wait on one row, do not coordinate.
+ * Start a call: if the cache is on for it, compute its key and look it up
+ * in nsp.claude_cache.  Returns true with *hit set on a hit.  On a miss a
+ * coordinated call leads its key (see lead_or_wait), so identical requests
+ * made meanwhile wait for it; bulk calls, which must not wait on one row,
+ * do not coordinate.
  */
 bool
-claude_cache_begin(FunctionCallInfo fcinfo, int cache_argno,
-				   const char *path, const char *body, Size len,
-				   bool coordinate, ClaudeCacheCall *call, Jsonb **hit)
+claude_cache_begin(bool enabled, Oid nsp, const char *path, const char *body,
+				   Size len, bool coordinate, ClaudeCacheCall *call, Jsonb **hit)
 {
 	memset(call, 0, sizeof(*call));
 	call->lead = -1;
-	call->enabled = (cache_argno >= 0 && PG_NARGS() > cache_argno &&
-					 !PG_ARGISNULL(cache_argno)) ?
-		PG_GETARG_BOOL(cache_argno) : claude_cache_enabled;
+	call->enabled = enabled;
 	if (!call->enabled)
 		return false;
 
@@ -376,7 +390,7 @@ claude_cache_begin(FunctionCallInfo fcinfo, int cache_argno,
 		RegisterXactCallback(cache_xact_callback, NULL);
 		callbacks_registered = true;
 	}
-	call->nsp = get_func_namespace(fcinfo->flinfo->fn_oid);
+	call->nsp = nsp;
 	compute_key(path, body, len, call->key);
 
 	for (;;)

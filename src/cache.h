@@ -25,9 +25,11 @@ extern Size claude_cache_shmem_size(void);
 extern void claude_cache_shmem_startup(void);
 
 /* backend side */
-extern bool claude_cache_begin(FunctionCallInfo fcinfo, int cache_argno,
-							   const char *path, const char *body, Size len,
-							   bool coordinate, ClaudeCacheCall *call, Jsonb **hit);
+extern bool claude_cache_wanted(FunctionCallInfo fcinfo, int cache_argno);
+extern Oid	claude_extension_schema(FunctionCallInfo fcinfo);
+extern bool claude_cache_begin(bool enabled, Oid nsp, const char *path,
+							   const char *body, Size len, bool coordinate,
+							   ClaudeCacheCall *call, Jsonb **hit);
 extern void claude_cache_request(const ClaudeCacheCall *call, ClaudeRequest *req);
 extern void claude_cache_sent(ClaudeCacheCall *call);
 

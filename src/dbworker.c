@@ -31,8 +31,13 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_database.h"
 #include "cache.h"
 #include "dbworker.h"
+#include "jobs.h"
 #include "queue.h"
 
 #define IDLE_EXIT_MS	30000
@@ -230,6 +235,50 @@ claude_dbwork_ensure_running(void)
 	}
 }
 
+/* Wake (or start) the worker of a database to look for queued jobs. */
+void
+claude_jobs_kick(Oid dbid)
+{
+	ClaudeDbRecord *rec;
+	dsa_pointer dp = claude_dbwork_record(DBREC_JOBS, NULL, 0, NULL, 0, &rec);
+
+	if (DsaPointerIsValid(dp))
+		(void) claude_dbwork_enqueue(dbid, dp);
+}
+
+/*
+ * HTTP worker, at start: every database that accepts connections gets a
+ * look for jobs left queued or running before a restart or crash.
+ */
+void
+claude_dbwork_scan_databases(void)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	List	   *dbs = NIL;
+	ListCell   *lc;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (db->datallowconn && !db->datistemplate)
+			dbs = lappend_oid(dbs, db->oid);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+
+	foreach(lc, dbs)
+		claude_jobs_kick(lfirst_oid(lc));
+	list_free(dbs);
+}
+
 /* ---- the worker ---- */
 
 static void
@@ -288,13 +337,15 @@ apply_record(ClaudeDbRecord *rec)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
-	if (RecoveryInProgress())
-		return;					/* a standby cannot write */
+	if (RecoveryInProgress() || rec->kind == DBREC_JOBS)
+		return;					/* a standby cannot write; jobs: a wake-up */
 
 	PG_TRY();
 	{
 		char	   *nspname;
 
+		/* now() is the statement start: keep it current in a worker */
+		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
@@ -347,6 +398,30 @@ db_worker_exit(int code, Datum arg)
 	SpinLockRelease(&dbwork->mutex);
 }
 
+/* A round of the job queue; true if it has work left. */
+static bool
+run_jobs(MemoryContext cxt)
+{
+	bool		more = false;
+
+	PG_TRY();
+	{
+		more = claude_jobs_step();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		/* the abort gave back every slot in flight: queue those jobs again */
+		claude_jobs_reset();
+		more = true;
+	}
+	PG_END_TRY();
+	return more;
+}
+
 void
 claude_db_worker_main(Datum arg)
 {
@@ -376,6 +451,8 @@ claude_db_worker_main(Datum arg)
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
 	work_cxt = AllocSetContextCreate(TopMemoryContext, "claude db worker",
 									 ALLOCSET_DEFAULT_SIZES);
+	if (!RecoveryInProgress())
+		claude_jobs_start();
 
 	for (;;)
 	{
@@ -396,6 +473,9 @@ claude_db_worker_main(Datum arg)
 			dp = next;
 			idle_since = GetCurrentTimestamp();
 		}
+
+		if (!RecoveryInProgress() && run_jobs(work_cxt))
+			idle_since = GetCurrentTimestamp();
 
 		if (ShutdownRequestPending)
 			break;

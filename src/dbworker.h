@@ -13,7 +13,8 @@
 typedef enum ClaudeDbRecordKind
 {
 	DBREC_CACHE_WRITE,			/* a paid response to keep */
-	DBREC_CACHE_HITS			/* hits to count */
+	DBREC_CACHE_HITS,			/* hits to count */
+	DBREC_JOBS					/* look for queued jobs */
 } ClaudeDbRecordKind;
 
 typedef struct ClaudeDbRecord
@@ -39,6 +40,9 @@ extern dsa_pointer claude_dbwork_record(ClaudeDbRecordKind kind,
 										ClaudeDbRecord **rec);
 extern bool claude_dbwork_enqueue(Oid dbid, dsa_pointer rec);
 extern void claude_dbwork_ensure_running(void);
+extern void claude_jobs_kick(Oid dbid);
+extern void claude_jobs_kick_on_commit(void);
+extern void claude_dbwork_scan_databases(void);
 extern PGDLLEXPORT void claude_db_worker_main(Datum arg);
 
 #endif

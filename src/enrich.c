@@ -33,6 +33,8 @@
 
 #include "api.h"
 #include "bulk.h"
+#include "cache.h"
+#include "guc.h"
 #include "progress.h"
 #include "queue.h"
 #include "template.h"
@@ -263,7 +265,8 @@ free_row(EnrichRow *row)
 }
 
 static void
-row_done(void *arg, int64 tag, text *completion, const char *error)
+row_done(void *arg, int64 tag, text *completion, const char *error,
+		 const ClaudeResult *result)
 {
 	Enrich	   *e = arg;
 	EnrichRow  *row = e->inflight[tag];
@@ -362,7 +365,8 @@ claude_enrich(PG_FUNCTION_ARGS)
 		e->pending = palloc(e->batch_size * sizeof(EnrichRow *));
 		e->inflight = palloc0(PIPE_WINDOW * sizeof(EnrichRow *));
 		initStringInfo(&e->failures);
-		pipe = claude_pipe_create(PIPE_WINDOW);
+		pipe = claude_pipe_create(PIPE_WINDOW, claude_cache_enabled,
+								  claude_extension_schema(fcinfo));
 		MemoryContextSwitchTo(old);
 	}
 	if (atomic)
@@ -388,7 +392,7 @@ claude_enrich(PG_FUNCTION_ARGS)
 			while (e->inflight[tag] != NULL)
 				tag++;
 			e->inflight[tag] = row;
-			if (!claude_pipe_submit(pipe, fcinfo, -1, tag,
+			if (!claude_pipe_submit(pipe, tag,
 									claude_complete_body(&e->args, row->prompt),
 									e->args.max_tokens, row_done, e))
 			{

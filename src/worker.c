@@ -81,6 +81,8 @@ claude_http_worker_main(Datum arg)
 	claude_dispatch_init();
 	claude_worker_register_self();
 	before_shmem_exit(worker_exit, (Datum) 0);
+	/* jobs queued before a restart or crash need their workers */
+	claude_dbwork_scan_databases();
 
 	set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);

@@ -1,0 +1,326 @@
+/*
+ * jobs.c
+ *		The durable job queue of AFTER triggers, run by the database's
+ *		worker (dbworker.c).
+ *
+ * Jobs are claimed with FOR UPDATE SKIP LOCKED in a transaction of their
+ * own that also counts the attempt, so a failing job's attempts are never
+ * rolled back with it.  Claimed jobs go through one pipe (bulk.c), as many
+ * at once as the pool and the rate limits allow; each reply is written
+ * back by primary key and its job deleted, in a subtransaction, so one bad
+ * row cannot hurt the others.  Retryable failures (429, 5xx, connection,
+ * timeout) come back after an exponential backoff until claude.max_retries
+ * retries are used; other failures, and the last one, leave the job
+ * 'failed' with its error until claude_jobs_retry().  A job whose row is
+ * gone is finished quietly.  Jobs 'running' when a worker starts belong to
+ * a worker that died: they are queued again.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "bulk.h"
+#include "dbworker.h"
+#include "errors.h"
+#include "guc.h"
+#include "jobs.h"
+
+#define JOBS_WINDOW		256
+#define CLAIM_AT_LEAST	16
+#define BACKOFF_MAX_S	300
+
+typedef struct Job
+{
+	int64		id;
+	Oid			relid;
+	char	   *target;
+	char	   *pk;				/* jsonb text */
+	int			attempts;
+} Job;
+
+static MemoryContext jobs_cxt = NULL;
+static ClaudePipe *jobs_pipe = NULL;
+static Job *inflight[JOBS_WINDOW];
+static Oid	nsp = InvalidOid;	/* the extension's schema, if installed */
+static char *jobs_table;
+static int	max_attempts;
+
+static void
+run_sql(const char *sql, int nargs, Oid *types, Datum *values, int expect)
+{
+	int			ret = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+
+	if (ret != expect)
+		elog(ERROR, "claude jobs: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
+}
+
+static void
+begin(void)
+{
+	/* now() is the statement start: keep it current in a worker */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static void
+end(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * At worker start: find the extension, queue again what a dead worker left
+ * running, and send requests with no retries of their own (jobs retry).
+ */
+void
+claude_jobs_start(void)
+{
+	if (jobs_cxt == NULL)
+	{
+		char	   *retries = GetConfigOptionByName("claude.max_retries", NULL, false);
+
+		max_attempts = atoi(retries) + 1;
+		SetConfigOption("claude.max_retries", "0", PGC_SUSET, PGC_S_OVERRIDE);
+		jobs_cxt = AllocSetContextCreate(TopMemoryContext, "claude jobs",
+										 ALLOCSET_DEFAULT_SIZES);
+	}
+
+	begin();
+	{
+		Oid			ext = get_extension_oid("claude", true);
+		Oid			relid = InvalidOid;
+
+		nsp = InvalidOid;
+		if (OidIsValid(ext))
+		{
+			/* the schema of the extension's functions */
+			if (SPI_execute("SELECT n.oid FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+							"WHERE e.extname = 'claude'", true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+			{
+				bool		isnull;
+
+				nsp = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+				relid = get_relname_relid("claude_jobs", nsp);
+			}
+		}
+		if (OidIsValid(relid))
+		{
+			MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
+
+			jobs_table = quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs");
+			jobs_pipe = claude_pipe_create(JOBS_WINDOW, claude_cache_enabled, nsp);
+			MemoryContextSwitchTo(old);
+			run_sql(psprintf("UPDATE %s SET status = 'queued', updated_at = now() "
+							 "WHERE status = 'running'", jobs_table), 0, NULL, NULL, SPI_OK_UPDATE);
+		}
+		else
+			nsp = InvalidOid;
+	}
+	end();
+}
+
+static void
+set_failed_or_retry(Job *job, const char *error, bool retryable)
+{
+	Oid			types[3] = {INT8OID, TEXTOID, FLOAT8OID};
+	Datum		values[3];
+
+	values[0] = Int64GetDatum(job->id);
+	values[1] = CStringGetTextDatum(error);
+	values[2] = Float8GetDatum(Min(pow(2, job->attempts - 1), BACKOFF_MAX_S));
+	if (retryable && job->attempts < max_attempts)
+		run_sql(psprintf("UPDATE %s SET status = 'queued', last_error = $2, updated_at = now(), "
+						 "next_attempt_at = now() + $3 * interval '1 second' WHERE id = $1", jobs_table),
+				3, types, values, SPI_OK_UPDATE);
+	else
+		run_sql(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
+						 "WHERE id = $1", jobs_table), 2, types, values, SPI_OK_UPDATE);
+}
+
+/* Write a reply back by primary key; the job is done either way. */
+static void
+write_back(Job *job, text *completion)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+	StringInfoData where;
+	char	   *relname = get_rel_name(job->relid);
+	Datum		id = Int64GetDatum(job->id);
+	Oid			idtype = INT8OID;
+	Oid			target_type;
+	int32		target_typmod;
+	Oid			target_coll;
+
+	if (relname != NULL)
+	{
+		char	   *qualified = quote_qualified_identifier(get_namespace_name(get_rel_namespace(job->relid)),
+														   relname);
+
+		/* the key columns are the keys of the job's pk object */
+		initStringInfo(&where);
+		values[0] = CStringGetTextDatum(job->pk);
+		if (SPI_execute_with_args("SELECT string_agg(format('%I = ($2::jsonb->>%L)::%s', k, k, "
+								  "format_type(a.atttypid, a.atttypmod)), ' AND ') "
+								  "FROM jsonb_object_keys($1::jsonb) k "
+								  "JOIN pg_attribute a ON a.attrelid = $3 AND a.attname = k",
+								  3, (Oid[]) {TEXTOID, TEXTOID, OIDOID},
+								  (Datum[]) {values[0], values[0], ObjectIdGetDatum(job->relid)},
+								  NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "claude jobs: could not read the key of job %lld", (long long) job->id);
+		appendStringInfoString(&where, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+		get_atttypetypmodcoll(job->relid, get_attnum(job->relid, job->target),
+							  &target_type, &target_typmod, &target_coll);
+		values[0] = PointerGetDatum(completion);
+		values[1] = CStringGetTextDatum(job->pk);
+		run_sql(psprintf("UPDATE %s SET %s = $1::%s WHERE %s", qualified,
+						 quote_identifier(job->target),
+						 format_type_with_typemod(target_type, target_typmod), where.data),
+				2, types, values, SPI_OK_UPDATE);
+	}
+	run_sql(psprintf("DELETE FROM %s WHERE id = $1", jobs_table), 1, &idtype, &id, SPI_OK_DELETE);
+}
+
+/* A job's request is over: record its outcome in a subtransaction. */
+static void
+job_done(void *arg, int64 tag, text *completion, const char *error,
+		 const ClaudeResult *result)
+{
+	Job		   *job = inflight[tag];
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	inflight[tag] = NULL;
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		if (completion)
+			write_back(job, completion);
+		else
+			set_failed_or_retry(job, error, result == NULL || claude_result_retryable(result));
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		Datum		values[2];
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		values[0] = Int64GetDatum(job->id);
+		values[1] = CStringGetTextDatum(edata->message);
+		run_sql(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
+						 "WHERE id = $1", jobs_table), 2, (Oid[]) {INT8OID, TEXTOID}, values,
+				SPI_OK_UPDATE);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	pfree(job->target);
+	pfree(job->pk);
+	pfree(job);
+}
+
+/* Claim due jobs up to the jobs_pipe's room and send them. */
+static int
+claim(void)
+{
+	int			room = claude_pipe_room(jobs_pipe);
+	uint64		n;
+	SPITupleTable *claimed;
+
+	/* claim in bunches, not one job per round trip */
+	if (room == 0 || (room < CLAIM_AT_LEAST && claude_pipe_outstanding(jobs_pipe) > 0))
+		return 0;
+
+	run_sql(psprintf("UPDATE %s j SET status = 'running', attempts = attempts + 1, updated_at = now() "
+					 "WHERE id IN (SELECT id FROM %s WHERE status = 'queued' AND next_attempt_at <= now() "
+					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
+					 "RETURNING id, relid, target_column, pk::text, attempts, request::text, "
+					 "(request->>'max_tokens')::int",
+					 jobs_table, jobs_table, room), 0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
+	n = SPI_processed;
+	/* a cache hit is handed back at once, with SPI calls of its own */
+	claimed = SPI_tuptable;
+	for (uint64 r = 0; r < n; r++)
+	{
+		HeapTuple	tup = claimed->vals[r];
+		TupleDesc	desc = claimed->tupdesc;
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
+		Job		   *job = palloc(sizeof(Job));
+		int			tag = 0;
+
+		job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		job->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		job->target = SPI_getvalue(tup, desc, 3);
+		job->pk = SPI_getvalue(tup, desc, 4);
+		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		MemoryContextSwitchTo(old);
+		while (inflight[tag] != NULL)
+			tag++;
+		inflight[tag] = job;
+		/* with room in the jobs_pipe, submit waits for a slot rather than refuse */
+		while (!claude_pipe_submit(jobs_pipe, tag, SPI_getvalue(tup, desc, 6),
+								   DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull)),
+								   job_done, NULL))
+			claude_pipe_collect(jobs_pipe, job_done, NULL);
+	}
+	return (int) n;
+}
+
+/*
+ * One round: hand back finished jobs, claim and send due ones.  Returns
+ * whether there is job work left (in flight or queued, due or not).
+ */
+bool
+claude_jobs_step(void)
+{
+	bool		more;
+
+	/* the extension may have been created since the worker started */
+	if (!OidIsValid(nsp))
+		claude_jobs_start();
+	if (!OidIsValid(nsp))
+		return false;
+	begin();
+	claude_pipe_poll(jobs_pipe, job_done, NULL);
+	claim();
+	more = claude_pipe_outstanding(jobs_pipe) > 0;
+	if (!more)
+	{
+		run_sql(psprintf("SELECT 1 FROM %s WHERE status = 'queued' LIMIT 1", jobs_table),
+				0, NULL, NULL, SPI_OK_SELECT);
+		more = SPI_processed > 0;
+	}
+	end();
+	return more;
+}
+
+/* After an error in a round: what was in flight is lost, queue it again. */
+void
+claude_jobs_reset(void)
+{
+	if (!OidIsValid(nsp))
+		return;
+	memset(inflight, 0, sizeof(inflight));
+	MemoryContextReset(jobs_cxt);
+	jobs_pipe = NULL;
+	claude_jobs_start();
+}

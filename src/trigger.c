@@ -1,0 +1,240 @@
+/*
+ * trigger.c
+ *		claude_enrich_trigger(target_column, prompt_template [, 'model=...',
+ *		'max_tokens=...', 'system=...']).
+ *
+ * BEFORE ROW: fills NEW.target_column synchronously.  AFTER ROW: queues a
+ * job in claude_jobs within the inserting transaction (a rollback leaves
+ * none) and returns at once; when the transaction commits, the database's
+ * worker is told to look (claude_jobs_kick).
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "api.h"
+#include "cache.h"
+#include "dbworker.h"
+#include "errors.h"
+#include "guc.h"
+#include "queue.h"
+#include "request.h"
+#include "template.h"
+
+PG_FUNCTION_INFO_V1(claude_enrich_trigger);
+
+static bool jobs_queued = false;
+static bool callback_registered = false;
+
+static void
+kick_on_commit(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && jobs_queued)
+		claude_jobs_kick(MyDatabaseId);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+		jobs_queued = false;
+}
+
+/* Tell the database's worker, once this transaction commits, to look. */
+void
+claude_jobs_kick_on_commit(void)
+{
+	if (!callback_registered)
+	{
+		RegisterXactCallback(kick_on_commit, NULL);
+		callback_registered = true;
+	}
+	jobs_queued = true;
+}
+
+static void
+trigger_error(const char *msg)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("claude_enrich_trigger: %s", msg),
+			 errhint("Arguments: (target_column, prompt_template [, 'model=...', 'max_tokens=...', 'system=...']).")));
+}
+
+/* The prompt of a row, from the template and the row's values. */
+static char *
+render(ClaudeTemplate *t, HeapTuple tuple, TupleDesc desc)
+{
+	char	  **values = palloc(Max(t->ncolumns, 1) * sizeof(char *));
+
+	for (int i = 0; i < t->ncolumns; i++)
+		values[i] = SPI_getvalue(tuple, desc, SPI_fnumber(desc, t->columns[i]));
+	return claude_template_render(t, values);
+}
+
+/* {"column": "text value", ...} of the row's primary key. */
+static char *
+primary_key_json(Relation rel, HeapTuple tuple)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Oid			pkidx = RelationGetPrimaryKeyIndex(rel);
+	Relation	idx;
+	StringInfoData buf;
+
+	if (!OidIsValid(pkidx))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table %s has no primary key", RelationGetRelationName(rel)),
+				 errhint("An AFTER claude_enrich_trigger writes results back by primary key.")));
+	idx = index_open(pkidx, AccessShareLock);
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int i = 0; i < idx->rd_index->indnkeyatts; i++)
+	{
+		int			attno = idx->rd_index->indkey.values[i];
+
+		if (i > 0)
+			appendStringInfoString(&buf, ", ");
+		escape_json(&buf, NameStr(TupleDescAttr(desc, attno - 1)->attname));
+		appendStringInfoString(&buf, ": ");
+		escape_json(&buf, SPI_getvalue(tuple, desc, attno));
+	}
+	appendStringInfoChar(&buf, '}');
+	index_close(idx, AccessShareLock);
+	return buf.data;
+}
+
+Datum
+claude_enrich_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Trigger    *trig;
+	TupleDesc	desc;
+	HeapTuple	tuple;
+	int			target;
+	ClaudeTemplate *tmpl;
+	ClaudeCompleteArgs args;
+	char	   *body;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		trigger_error("not called as a trigger");
+	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+		!(TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) ||
+		!(TRIGGER_FIRED_BEFORE(td->tg_event) || TRIGGER_FIRED_AFTER(td->tg_event)))
+		trigger_error("it must be a BEFORE or AFTER ... FOR EACH ROW trigger on INSERT or UPDATE");
+	claude_require_shared();
+
+	trig = td->tg_trigger;
+	desc = RelationGetDescr(td->tg_relation);
+	tuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
+	if (trig->tgnargs < 2)
+		trigger_error("it needs a target column and a prompt template");
+	target = SPI_fnumber(desc, trig->tgargs[0]);
+	if (target <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("claude_enrich_trigger: column \"%s\" of table %s does not exist",
+						trig->tgargs[0], RelationGetRelationName(td->tg_relation))));
+	tmpl = claude_template_parse(trig->tgargs[1], desc, RelationGetRelationName(td->tg_relation));
+
+	memset(&args, 0, sizeof(args));
+	args.model = claude_default_model;
+	args.max_tokens = claude_default_max_tokens;
+	for (int i = 2; i < trig->tgnargs; i++)
+	{
+		char	   *opt = trig->tgargs[i];
+
+		if (strncmp(opt, "model=", 6) == 0 && opt[6])
+			args.model = opt + 6;
+		else if (strncmp(opt, "system=", 7) == 0 && opt[7])
+			args.system = opt + 7;
+		else if (strncmp(opt, "max_tokens=", 11) == 0 && (args.max_tokens = atoi(opt + 11)) >= 1)
+			continue;
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("claude_enrich_trigger: invalid option \"%s\"", opt),
+					 errhint("Options are 'model=<id>', 'max_tokens=<positive integer>' and 'system=<text>'.")));
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "claude_enrich_trigger: SPI_connect failed");
+	body = claude_complete_body(&args, render(tmpl, tuple, desc));
+
+	if (TRIGGER_FIRED_BEFORE(td->tg_event))
+	{
+		ClaudeCacheCall call;
+		ClaudeResult result;
+		Jsonb	   *hit;
+		text	   *reply;
+		Oid			typinput;
+		Oid			typioparam;
+		Datum		value;
+		bool		isnull = false;
+		Form_pg_attribute att = TupleDescAttr(desc, target - 1);
+
+		if (claude_cache_begin(claude_cache_enabled, claude_extension_schema(fcinfo),
+							   "/v1/messages", body, strlen(body), true, &call, &hit))
+			reply = claude_jsonb_reply_text(hit);
+		else if ((reply = claude_complete_text(claude_http_call(CLAUDE_POST, "/v1/messages",
+																body, strlen(body),
+																args.max_tokens, &call,
+																&result))) == NULL)
+			ereport(ERROR,
+					(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
+					 errmsg("the Claude API sent a reply that is not a Messages response")));
+		getTypeInputInfo(att->atttypid, &typinput, &typioparam);
+		value = OidInputFunctionCall(typinput, text_to_cstring(reply), typioparam, att->atttypmod);
+		tuple = heap_modify_tuple_by_cols(tuple, desc, 1, &target, &value, &isnull);
+		tuple = SPI_copytuple(tuple);
+	}
+	else
+	{
+		Oid			types[4] = {OIDOID, TEXTOID, TEXTOID, TEXTOID};
+		Datum		values[4];
+		char	   *table = quote_qualified_identifier(get_namespace_name(claude_extension_schema(fcinfo)),
+													   "claude_jobs");
+
+		values[0] = ObjectIdGetDatum(RelationGetRelid(td->tg_relation));
+		values[1] = CStringGetTextDatum(primary_key_json(td->tg_relation, tuple));
+		values[2] = CStringGetTextDatum(trig->tgargs[0]);
+		values[3] = CStringGetTextDatum(body);
+		if (SPI_execute_with_args(psprintf("INSERT INTO %s (relid, pk, target_column, request) "
+										   "VALUES ($1, $2::jsonb, $3, $4::jsonb)", table),
+								  4, types, values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "claude_enrich_trigger: could not queue a job");
+		claude_jobs_kick_on_commit();
+	}
+	SPI_finish();
+	return PointerGetDatum(tuple);
+}
+
+PG_FUNCTION_INFO_V1(claude_jobs_retry);
+
+/* Queue every failed job again, from scratch; returns how many. */
+Datum
+claude_jobs_retry(PG_FUNCTION_ARGS)
+{
+	int64		n;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "claude_jobs_retry: SPI_connect failed");
+	if (SPI_execute(psprintf("UPDATE %s SET status = 'queued', attempts = 0, "
+							 "next_attempt_at = now(), last_error = NULL, updated_at = now() "
+							 "WHERE status = 'failed'",
+							 quote_qualified_identifier(get_namespace_name(claude_extension_schema(fcinfo)),
+														"claude_jobs")),
+					false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "claude_jobs_retry: could not requeue jobs");
+	n = (int64) SPI_processed;
+	SPI_finish();
+	if (n > 0)
+		claude_jobs_kick_on_commit();
+	PG_RETURN_INT64(n);
+}
