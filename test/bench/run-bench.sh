@@ -293,6 +293,33 @@ if [ "${1:-}" = "--inner" ]; then
 	kill "$MOCK2_PID" 2>/dev/null
 	MOCK2_PID=
 
+	# ---- triggers: one INSERT of 10,000 rows with an AFTER trigger; time
+	# until every row is filled, against the ideal 16 connections / 20 ms
+	TRIG_N=${BENCH_TRIGGER_N:-10000}
+	TRIG_IDEAL=$((MAXCONN * 50))
+	"${PSQL[@]}" -c "DROP TABLE IF EXISTS bench_tickets;
+		CREATE TABLE bench_tickets (id int PRIMARY KEY, subject text, category text);
+		CREATE TRIGGER classify AFTER INSERT ON bench_tickets FOR EACH ROW
+		  EXECUTE FUNCTION claude_enrich_trigger('category', 'Classify: {subject}')" >/dev/null
+	mock_reset
+	curl -sSf -X POST -d '{"latency_ms": 20}' "http://127.0.0.1:$CPORT/config" >/dev/null
+	"${PSQL[@]}" -c "ALTER SYSTEM SET claude.cache = off" -c "SELECT pg_reload_conf()" >/dev/null
+	sleep 1
+	t0=$(now)
+	"${PSQL[@]}" -c "INSERT INTO bench_tickets SELECT i, 'ticket ' || i FROM generate_series(1, $TRIG_N) i" >/dev/null
+	t_insert=$(now)
+	for _ in $(seq 1200); do
+		[ "$("${PSQL[@]}" -c "SELECT count(category) FROM bench_tickets")" = "$TRIG_N" ] && break
+		sleep 0.1
+	done
+	t1=$(now)
+	[ "$("${PSQL[@]}" -c "SELECT count(category) FROM bench_tickets")" = "$TRIG_N" ] || die "trigger jobs did not finish"
+	TRIG_INSERT=$(elapsed "$t0" "$t_insert")
+	TRIG_ALL=$(elapsed "$t0" "$t1")
+	TRIG_REQ=$(mock_stat requests)
+	"${PSQL[@]}" -c "ALTER SYSTEM RESET claude.cache" -c "SELECT pg_reload_conf()" >/dev/null
+	curl -sSf -X POST -d '{"latency_ms": 0}' "http://127.0.0.1:$CPORT/config" >/dev/null
+
 	b=$(median "${B_US[@]}")
 	e1=$(median "${E1_US[@]}")
 	es=$(median "${ES_US[@]}")
@@ -312,6 +339,8 @@ if [ "${1:-}" = "--inner" ]; then
 		  claude_complete_many:       $MANY_RATE requests/s = $(calc %.1f "$MANY_RATE * 100 / $IDEAL")% of ideal
 		  claude_enrich:              $ENRICH_RATE requests/s = $(calc %.1f "$ENRICH_RATE * 100 / $IDEAL")% of ideal
 		  over HTTP/2 (multiplexed):  complete_many $MANY_H2 requests/s, enrich $ENRICH_H2 requests/s ($(calc %.1f "$MANY_H2 / $IDEAL")x and $(calc %.1f "$ENRICH_H2 / $IDEAL")x the HTTP/1.1 ideal)
+		triggers, one INSERT of $TRIG_N rows, 20 ms latency, $MAXCONN connections:
+		  INSERT returned in $(calc %.2f "$TRIG_INSERT") s; all rows filled in $(calc %.1f "$TRIG_ALL") s = $(calc %.1f "$TRIG_N / $TRIG_ALL") rows/s = $(calc %.1f "$TRIG_N * 100 / $TRIG_ALL / $TRIG_IDEAL")% of the ideal $TRIG_IDEAL/s ($TRIG_REQ requests)
 		cache hit:                    claude_complete $(calc %.1f "$hit") us   primary-key lookup $(calc %.1f "$pk") us   ratio $(calc %.2f "$hit / $pk")x (target <= 3.00x)
 		rate limit $RPM/min, $RL_SESSIONS sessions: $RL_RATE requests/s = $(calc %.1f "$RL_RATE * 6000 / $RPM")% of the limit (target >= 95%), 429s after warm-up: $RL_429_WARM (target 0; $RL_429_TOTAL in all)
 	EOF
