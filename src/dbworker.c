@@ -370,6 +370,8 @@ apply_record(ClaudeDbRecord *rec)
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		/* the abort gave back the job requests in flight: queue them again */
+		claude_jobs_reset();
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);

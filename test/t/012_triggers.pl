@@ -104,6 +104,17 @@ ok(wait_until(sub { $node->safe_psql('other', "SELECT count(category) FROM ticke
 	'the other database completes its jobs');
 ok(all_filled('tickets WHERE id >= 2000 AND id < 2010 AND true', 10), 'and so does this one');
 
+# a cache write that fails in the database worker (here: a constraint)
+# does not lose the job requests it has in flight
+sql("ALTER TABLE claude_cache ADD CONSTRAINT no_writes CHECK (model IS NULL) NOT VALID");
+$mock->reset;
+sql("INSERT INTO tickets SELECT i, 'busy ' || i FROM generate_series(3000, 3039) i");
+ok(wait_until(sub { requests() >= 4 }), 'jobs are in flight');
+sql("SET claude.cache = on; SELECT claude_complete('cached in the worker, which fails')");
+ok(all_filled('tickets WHERE id >= 3000 AND id < 3040 AND true', 40), 'every job still completes');
+is(sql("SELECT count(*) FROM claude_jobs"), '0', 'none is left behind');
+sql("ALTER TABLE claude_cache DROP CONSTRAINT no_writes");
+
 # bad trigger arguments are clear errors
 sql(q{CREATE TABLE bad (id int PRIMARY KEY, a text, b text)});
 for my $case (
