@@ -258,6 +258,7 @@ claude_dbwork_scan_databases(void)
 	HeapTuple	tup;
 	List	   *dbs = NIL;
 	ListCell   *lc;
+	MemoryContext caller = CurrentMemoryContext;
 
 	StartTransactionCommand();
 	(void) GetTransactionSnapshot();
@@ -268,11 +269,18 @@ claude_dbwork_scan_databases(void)
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
 
 		if (db->datallowconn && !db->datistemplate)
+		{
+			/* the list must outlive the transaction */
+			MemoryContext old = MemoryContextSwitchTo(caller);
+
 			dbs = lappend_oid(dbs, db->oid);
+			MemoryContextSwitchTo(old);
+		}
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
 
 	foreach(lc, dbs)
 		claude_jobs_kick(lfirst_oid(lc));

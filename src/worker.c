@@ -10,6 +10,7 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -69,6 +70,7 @@ claude_http_worker_main(Datum arg)
 	WaitEventSet *set;
 	MemoryContext loop_cxt;
 	TimestampTz last_check = 0;
+	bool		scanned = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -81,8 +83,6 @@ claude_http_worker_main(Datum arg)
 	claude_dispatch_init();
 	claude_worker_register_self();
 	before_shmem_exit(worker_exit, (Datum) 0);
-	/* jobs queued before a restart or crash need their workers */
-	claude_dbwork_scan_databases();
 
 	set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -108,7 +108,16 @@ claude_http_worker_main(Datum arg)
 		claude_http_drive(false);
 		if (TimestampDifferenceExceeds(last_check, GetCurrentTimestamp(), 1000))
 		{
-			/* databases with work left and no worker (after a crash) */
+			/*
+			 * Jobs queued before a restart or crash need their database's
+			 * worker (once writable: a standby runs no jobs); and databases
+			 * with work left need a worker again after one died.
+			 */
+			if (!scanned && !RecoveryInProgress())
+			{
+				claude_dbwork_scan_databases();
+				scanned = true;
+			}
 			claude_dbwork_ensure_running();
 			last_check = GetCurrentTimestamp();
 		}
