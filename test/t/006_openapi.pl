@@ -15,6 +15,11 @@ use ClaudeTest;
 my $root = abs_path(dirname(__FILE__) . '/../..');
 my $spec = $ENV{CLAUDE_OPENAPI} // "$root/../shared/anthropic-openapi.json";
 my $steady = "$root/test/steady/node_modules/.bin/steady";
+# CI always has ../shared beside the clone; a user's clone may not
+if (!-f $spec && !$ENV{CI})
+{
+	plan skip_all => "no OpenAPI description at $spec (put anthropic-openapi.json in ../shared)";
+}
 ok(-f $spec, "the OpenAPI description is at $spec") or BAIL_OUT('no OpenAPI file');
 ok(-x $steady, 'Steady is installed (test/install-deps.sh)') or BAIL_OUT('no Steady');
 
