@@ -13,6 +13,9 @@ export CLAUDE_OPENAPI="${CLAUDE_OPENAPI:-$PWD/test/steady/anthropic-openapi.json
 rm -rf tmp_check results regression.diffs regression.out
 mkdir -p tmp_check
 
+echo "== mock API self-check =="
+bash test/mock/selftest.sh | tail -n 1
+
 echo "== pg_regress =="
 perl -I test/perl test/regress.pl
 

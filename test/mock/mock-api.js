@@ -91,6 +91,7 @@ const config = {
     keys: opts.keys && opts.keys.length ? new Set(opts.keys) : null,
     rpm: null,
     ratelimit_headers: null,
+    batch_delay_ms: 1000,
 };
 
 let stats;
@@ -117,6 +118,7 @@ function zeroStats() {
         rate_limited: 0,
         proxy_tunnels: 0,
         keys: Object.create(null),
+        batches: 0,
     };
 }
 zeroStats();
@@ -353,6 +355,8 @@ function parseDirectives(text) {
             case 'reset': d.reset = true; break;
             case 'malformed': d.malformed = true; break;
             case 'truncate': d.truncate = true; break;
+            case 'batch_errored': d.batch_errored = true; break;
+            case 'batch_expired': d.batch_expired = true; break;
             default: break;
         }
     }
@@ -377,7 +381,10 @@ const MALFORMED_BODY = '{"id": "msg_broken", "content": [';
 // Deep copy of a parsed body for the request log: strings longer than
 // MAX_REC_STRING are cut, and at most MAX_REC_CHARS characters of strings are
 // kept per record in all (later strings become ""); either sets rec._truncated.
+// When budget.items is set (message batch requests), at most that many array
+// elements are kept in all (also sets rec._truncated).
 const MAX_REC_CHARS = 65536;
+const MAX_REC_BATCH_ITEMS = 1000;
 function truncForRecord(v, rec, budget) {
     if (budget === undefined)
         budget = { left: MAX_REC_CHARS };
@@ -390,8 +397,20 @@ function truncForRecord(v, rec, budget) {
         }
         return v;
     }
-    if (Array.isArray(v))
-        return v.map((x) => truncForRecord(x, rec, budget));
+    if (Array.isArray(v)) {
+        if (budget.items === undefined)
+            return v.map((x) => truncForRecord(x, rec, budget));
+        const out = [];
+        for (const x of v) {
+            if (budget.items <= 0) {
+                rec._truncated = true;
+                break;
+            }
+            budget.items--;
+            out.push(truncForRecord(x, rec, budget));
+        }
+        return out;
+    }
     if (v !== null && typeof v === 'object') {
         const o = {};
         for (const k of Object.keys(v))
@@ -558,10 +577,15 @@ function applyFault(ctx, f) {
 }
 
 function successBody(ctx, reply, inputChars, model) {
+    return messageJson(`msg_mock_${ctx.n}`, reply, inputChars, model);
+}
+
+// The JSON text of the Message that POST /v1/messages answers with.
+function messageJson(id, reply, inputChars, model) {
     if (inputChars === undefined)
         inputChars = reply.length;
     return JSON.stringify({
-        id: `msg_mock_${ctx.n}`,
+        id,
         type: 'message',
         role: 'assistant',
         model: model || 'claude-mock',
@@ -714,6 +738,345 @@ function handleModel(ctx, id) {
     send(ctx, 200, JSON.stringify(m));
 }
 
+// ----------------------------------------------------------- message batches
+//
+// Batches are kept in memory until /reset.  Each one ends batch_delay_ms
+// (a /config key, read at creation) after it was created; its state is
+// computed when it is looked at, so no timers are involved.  Per item, the
+// last user message decides the outcome: [[mock:batch_errored]] -> errored,
+// [[mock:batch_expired]] -> expired, otherwise succeeded with the reply that
+// POST /v1/messages would give (id msg_mock_b<k>).  Other directives are
+// ignored in batches.  A cancel makes the batch end 300 ms later with all
+// its items canceled.
+
+const BATCH_MAX_REQUESTS = 100000;
+const BATCH_CANCEL_MS = 300;
+const BATCH_EXPIRY_MS = 24 * 3600 * 1000;
+const CUSTOM_ID_RE = /^[a-zA-Z0-9_-]{1,64}$/;
+const ITEM_SUCCEEDED = 0;
+const ITEM_ERRORED = 1;
+const ITEM_EXPIRED = 2;
+const BATCH_ITEM_ERROR = JSON.stringify({
+    type: 'errored',
+    error: {
+        type: 'error',
+        error: { type: 'invalid_request_error', message: 'mock batch item error' },
+        request_id: null,
+    },
+});
+const BATCH_RESULTS_CHUNK = 1000;   // lines per res.write
+
+let batches = new Map();    // id -> batch, in creation order
+let batchSeq = 0;           // survives /reset, so ids are never reused
+let batchItemSeq = 0;       // for msg_mock_b<k>; survives /reset too
+
+const isoTime = (ms) => new Date(Math.floor(ms)).toISOString();
+
+// Validates a CreateMessageBatchParams body; returns the items as
+// {custom_id, kind, text, inputChars, model}.
+function validateBatch(body) {
+    if (!isObj(body))
+        invalid('Request body must be a JSON object');
+    for (const k of Object.keys(body))
+        if (k !== 'requests')
+            invalid(`${k}: Extra inputs are not permitted`);
+    const reqs = body.requests;
+    if (reqs === undefined)
+        invalid('requests: Field required');
+    if (!Array.isArray(reqs))
+        invalid('requests: Input should be a valid list');
+    if (reqs.length === 0)
+        invalid('requests: List should have at least 1 item after validation, not 0');
+    if (reqs.length > BATCH_MAX_REQUESTS)
+        invalid(`requests: List should have at most ${BATCH_MAX_REQUESTS} items after validation, not ${reqs.length}`);
+    const seen = new Set();
+    const items = new Array(reqs.length);
+    for (let i = 0; i < reqs.length; i++) {
+        const r = reqs[i];
+        const at = `requests.${i}`;
+        if (!isObj(r))
+            invalid(`${at}: Input should be a valid dictionary`);
+        for (const k of Object.keys(r))
+            if (k !== 'custom_id' && k !== 'params')
+                invalid(`${at}.${k}: Extra inputs are not permitted`);
+        const cid = r.custom_id;
+        if (cid === undefined)
+            invalid(`${at}.custom_id: Field required`);
+        if (typeof cid !== 'string')
+            invalid(`${at}.custom_id: Input should be a valid string`);
+        if (!CUSTOM_ID_RE.test(cid))
+            invalid(`${at}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'`);
+        if (seen.has(cid))
+            invalid(`${at}.custom_id: Duplicate custom_id '${cid}'; custom_id values must be unique within a batch`);
+        seen.add(cid);
+        const params = r.params;
+        if (params === undefined)
+            invalid(`${at}.params: Field required`);
+        if (!isObj(params))
+            invalid(`${at}.params: Input should be a valid dictionary`);
+        if (params.stream !== undefined && params.stream !== false)
+            invalid(`${at}.params.stream: streaming is not supported for message batches`);
+        let v;
+        try {
+            v = validateMessages(params, true);
+        } catch (e) {
+            if (e instanceof ValidationError)
+                invalid(`${at}.params.${e.message}`);
+            throw e;
+        }
+        const d = parseDirectives(v.lastUser);
+        const kind = d && d.batch_errored ? ITEM_ERRORED : d && d.batch_expired ? ITEM_EXPIRED : ITEM_SUCCEEDED;
+        items[i] = { custom_id: cid, kind, text: v.lastUser, inputChars: v.inputChars, model: params.model };
+    }
+    return items;
+}
+
+// Base URL of this server as the client addressed it.
+function baseUrl(ctx) {
+    const rh = ctx.req.headers;
+    let host = rh[':authority'] || rh.host;
+    if (typeof host !== 'string' || host.length === 0) {
+        const a = api.address();
+        host = `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+    }
+    return `https://${host}`;
+}
+
+// The MessageBatch object for b as of now (or as created, when fresh).
+function batchView(b, ctx, fresh) {
+    const t = now();
+    const ended = !fresh && t >= b.endsAt;
+    let counts;
+    if (!ended)
+        counts = { processing: b.items.length, succeeded: 0, errored: 0, canceled: 0, expired: 0 };
+    else if (b.cancelAt !== null)
+        counts = { processing: 0, succeeded: 0, errored: 0, canceled: b.items.length, expired: 0 };
+    else
+        counts = Object.assign({ processing: 0 }, b.counts);
+    return {
+        id: b.id,
+        type: 'message_batch',
+        processing_status: ended ? 'ended' : b.cancelAt !== null ? 'canceling' : 'in_progress',
+        request_counts: counts,
+        ended_at: ended ? isoTime(b.endsAt) : null,
+        created_at: isoTime(b.createdAt),
+        expires_at: isoTime(b.createdAt + BATCH_EXPIRY_MS),
+        archived_at: null,
+        cancel_initiated_at: b.cancelAt !== null ? isoTime(b.cancelAt) : null,
+        results_url: ended ? `${baseUrl(ctx)}/v1/messages/batches/${b.id}/results` : null,
+    };
+}
+
+function handleBatchCreate(ctx) {
+    if (!checkAuth(ctx))
+        return;
+    if (!parseBody(ctx))
+        return sendError(ctx, 400, 'invalid_request_error', 'There was an issue with your request body: invalid JSON');
+    let items;
+    try {
+        items = validateBatch(ctx.parsed);
+    } catch (e) {
+        if (e instanceof ValidationError)
+            return sendError(ctx, 400, 'invalid_request_error', e.message);
+        throw e;
+    }
+    const counts = { succeeded: 0, errored: 0, canceled: 0, expired: 0 };
+    for (const it of items) {
+        if (it.kind === ITEM_ERRORED)
+            counts.errored++;
+        else if (it.kind === ITEM_EXPIRED)
+            counts.expired++;
+        else
+            counts.succeeded++;
+    }
+    const t = now();
+    const b = {
+        id: `msgbatch_mock_${++batchSeq}`, items, counts, firstItem: batchItemSeq + 1,
+        createdAt: t, endsAt: t + config.batch_delay_ms, cancelAt: null,
+    };
+    batchItemSeq += items.length;
+    batches.set(b.id, b);
+    stats.batches++;
+    send(ctx, 200, JSON.stringify(batchView(b, ctx, true)));
+}
+
+function findBatch(ctx, id) {
+    const b = batches.get(id);
+    if (!b)
+        sendError(ctx, 404, 'not_found_error', `message_batch_id: no such message batch: ${id}`);
+    return b;
+}
+
+function handleBatchGet(ctx, id) {
+    if (!checkAuth(ctx))
+        return;
+    const b = findBatch(ctx, id);
+    if (b)
+        send(ctx, 200, JSON.stringify(batchView(b, ctx)));
+}
+
+function handleBatchDelete(ctx, id) {
+    if (!checkAuth(ctx))
+        return;
+    const b = findBatch(ctx, id);
+    if (!b)
+        return;
+    if (now() < b.endsAt)
+        return sendError(ctx, 400, 'invalid_request_error',
+            `message batch ${id} cannot be deleted while it is processing; cancel it first`);
+    batches.delete(id);
+    send(ctx, 200, JSON.stringify({ id, type: 'message_batch_deleted' }));
+}
+
+function handleBatchCancel(ctx, id) {
+    if (!checkAuth(ctx))
+        return;
+    const b = findBatch(ctx, id);
+    if (!b)
+        return;
+    const t = now();
+    if (t < b.endsAt && b.cancelAt === null) {
+        b.cancelAt = t;
+        b.endsAt = t + BATCH_CANCEL_MS;
+    }
+    send(ctx, 200, JSON.stringify(batchView(b, ctx)));
+}
+
+function batchResultLine(b, i) {
+    const it = b.items[i];
+    let result;
+    if (b.cancelAt !== null)
+        result = '{"type":"canceled"}';
+    else if (it.kind === ITEM_ERRORED)
+        result = BATCH_ITEM_ERROR;
+    else if (it.kind === ITEM_EXPIRED)
+        result = '{"type":"expired"}';
+    else
+        result = `{"type":"succeeded","message":${messageJson(`msg_mock_b${b.firstItem + i}`, it.text, it.inputChars, it.model)}}`;
+    return `{"custom_id":${JSON.stringify(it.custom_id)},"result":${result}}\n`;
+}
+
+function handleBatchResults(ctx, id) {
+    if (!checkAuth(ctx))
+        return;
+    const b = findBatch(ctx, id);
+    if (!b)
+        return;
+    if (now() < b.endsAt)
+        return sendError(ctx, 400, 'invalid_request_error',
+            `results not available yet: message batch ${id} has not ended`);
+    if (ctx.closed || ctx.responded)
+        return;
+    ctx.responded = true;
+    countStatus(ctx, 200);
+    const res = ctx.res;
+    const h = baseHeaders(ctx);
+    h['content-type'] = 'application/x-jsonl';
+    const n = b.items.length;
+    let i = 0;
+    const pump = () => {
+        try {
+            while (!ctx.closed && i < n) {
+                let chunk = '';
+                const end = Math.min(n, i + BATCH_RESULTS_CHUNK);
+                for (; i < end; i++)
+                    chunk += batchResultLine(b, i);
+                if (!res.write(chunk)) {
+                    res.once('drain', pump);
+                    return;
+                }
+            }
+            if (!ctx.closed) {
+                res.end();
+                if (ctx.done)
+                    ctx.done();
+            }
+        } catch (e) {
+            process.stderr.write(`mock-api.js: cannot send batch results: ${e.message}\n`);
+            killConnection(ctx, false);
+        }
+    };
+    try {
+        res.writeHead(200, h);
+    } catch (e) {
+        process.stderr.write(`mock-api.js: cannot send response: ${e.message}\n`);
+        return killConnection(ctx, false);
+    }
+    pump();
+}
+
+function handleBatchList(ctx) {
+    if (!checkAuth(ctx))
+        return;
+    const q = new URLSearchParams(ctx.query);
+    const all = [...batches.values()].reverse();     // newest first
+    let limit = all.length;
+    if (q.has('limit')) {
+        limit = Number(q.get('limit'));
+        if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+            return sendError(ctx, 400, 'invalid_request_error', 'limit: Input should be an integer between 1 and 1000');
+    }
+    let data;
+    let hasMore;
+    if (q.has('after_id')) {
+        const i = all.findIndex((b) => b.id === q.get('after_id'));
+        if (i < 0)
+            return sendError(ctx, 400, 'invalid_request_error', `after_id: unknown message batch ${q.get('after_id')}`);
+        data = all.slice(i + 1, i + 1 + limit);
+        hasMore = i + 1 + limit < all.length;
+    } else if (q.has('before_id')) {
+        const i = all.findIndex((b) => b.id === q.get('before_id'));
+        if (i < 0)
+            return sendError(ctx, 400, 'invalid_request_error', `before_id: unknown message batch ${q.get('before_id')}`);
+        const s = Math.max(0, i - limit);
+        data = all.slice(s, i);
+        hasMore = s > 0;
+    } else {
+        data = all.slice(0, limit);
+        hasMore = limit < all.length;
+    }
+    data = data.map((b) => batchView(b, ctx));
+    send(ctx, 200, JSON.stringify({
+        data,
+        has_more: hasMore,
+        first_id: data.length ? data[0].id : null,
+        last_id: data.length ? data[data.length - 1].id : null,
+    }));
+}
+
+// Routes /v1/messages/batches and below.
+function routeBatches(ctx) {
+    const p = ctx.path;
+    const method = ctx.req.method;
+    const notAllowed = () => sendError(ctx, 405, 'invalid_request_error', `Method ${method} not allowed for ${p}`);
+    if (p === '/v1/messages/batches') {
+        if (method === 'POST')
+            return handleBatchCreate(ctx);
+        if (method === 'GET')
+            return handleBatchList(ctx);
+        return notAllowed();
+    }
+    const parts = p.slice('/v1/messages/batches/'.length).split('/');
+    let id;
+    try {
+        id = decodeURIComponent(parts[0]);
+    } catch (e) {
+        id = parts[0];
+    }
+    if (parts.length === 1 && id.length) {
+        if (method === 'GET')
+            return handleBatchGet(ctx, id);
+        if (method === 'DELETE')
+            return handleBatchDelete(ctx, id);
+        return notAllowed();
+    }
+    if (parts.length === 2 && id.length && parts[1] === 'cancel')
+        return method === 'POST' ? handleBatchCancel(ctx, id) : notAllowed();
+    if (parts.length === 2 && id.length && parts[1] === 'results')
+        return method === 'GET' ? handleBatchResults(ctx, id) : notAllowed();
+    sendError(ctx, 404, 'not_found_error', `Not found: ${p}`);
+}
+
 function normal(ctx) {
     const p = ctx.path;
     const method = ctx.req.method;
@@ -730,6 +1093,8 @@ function normal(ctx) {
         return route('GET', () => handleModels(ctx));
     if (p.startsWith('/v1/models/'))
         return route('GET', () => handleModel(ctx, decodeURIComponent(p.slice('/v1/models/'.length))));
+    if (p === '/v1/messages/batches' || p.startsWith('/v1/messages/batches/'))
+        return routeBatches(ctx);
     sendError(ctx, 404, 'not_found_error', `Not found: ${p}`);
 }
 
@@ -748,7 +1113,8 @@ function onBody(ctx, buf) {
     ctx.bodyText = buf.length ? buf.toString('utf8') : '';
     if (buf.length) {
         if (parseBody(ctx)) {
-            rec.body = truncForRecord(ctx.parsed, rec);
+            rec.body = truncForRecord(ctx.parsed, rec, ctx.path.startsWith('/v1/messages/batches')
+                ? { left: MAX_REC_CHARS, items: MAX_REC_BATCH_ITEMS } : undefined);
         } else if (ctx.bodyText.length > MAX_REC_STRING) {
             rec.body = ctx.bodyText.slice(0, MAX_REC_STRING);
             rec._truncated = true;
@@ -917,8 +1283,9 @@ api.on('error', (e) => {
 //
 // POST /faults   object or array of fault objects, appended to the queue
 // DELETE /faults clear the queue;  GET /faults  list it
-// POST /config   {"latency_ms", "keys", "rpm", "ratelimit_headers"}; GET /config
+// POST /config   {"latency_ms", "keys", "rpm", "ratelimit_headers", "batch_delay_ms"}; GET /config
 // GET /stats, GET /requests?since=N, POST /reset, POST /shutdown
+// (/reset also forgets all message batches and sets batch_delay_ms back to 1000)
 
 const FAULT_KEYS = new Set(['status', 'error_type', 'message', 'retry_after', 'retry_after_ms', 'should_retry',
     'headers', 'delay_ms', 'hang', 'reset', 'malformed', 'truncate', 'body', 'count']);
@@ -942,7 +1309,7 @@ function checkFault(f) {
 function controlConfig(c) {
     if (!isObj(c))
         throw new Error('config must be an object');
-    const known = new Set(['latency_ms', 'keys', 'rpm', 'ratelimit_headers']);
+    const known = new Set(['latency_ms', 'keys', 'rpm', 'ratelimit_headers', 'batch_delay_ms']);
     for (const k of Object.keys(c))
         if (!known.has(k))
             throw new Error(`unknown config field: ${k}`);
@@ -957,6 +1324,9 @@ function controlConfig(c) {
         throw new Error('rpm must be a number >= 0 or null');
     if (c.ratelimit_headers !== undefined && c.ratelimit_headers !== null && !isObj(c.ratelimit_headers))
         throw new Error('ratelimit_headers must be an object or null');
+    if (c.batch_delay_ms !== undefined && c.batch_delay_ms !== null &&
+        !(typeof c.batch_delay_ms === 'number' && c.batch_delay_ms >= 0 && Number.isFinite(c.batch_delay_ms)))
+        throw new Error('batch_delay_ms must be a number >= 0 or null (default 1000)');
 
     if (c.latency_ms !== undefined)
         config.latency_ms = c.latency_ms || 0;
@@ -974,6 +1344,8 @@ function controlConfig(c) {
             config.ratelimit_headers = h;
         }
     }
+    if (c.batch_delay_ms !== undefined)
+        config.batch_delay_ms = c.batch_delay_ms === null ? 1000 : c.batch_delay_ms;
 }
 
 function configView() {
@@ -982,6 +1354,7 @@ function configView() {
         keys: config.keys ? [...config.keys] : null,
         rpm: config.rpm,
         ratelimit_headers: config.ratelimit_headers,
+        batch_delay_ms: config.batch_delay_ms,
     };
 }
 
@@ -1001,6 +1374,7 @@ function statsView() {
         proxy_tunnels: stats.proxy_tunnels,
         keys: stats.keys,
         faults_queued: faults.reduce((a, q) => a + q.remaining, 0),
+        batches: stats.batches,
     };
 }
 
@@ -1061,6 +1435,8 @@ function onControl(req, res) {
                     reqCounter = 0;
                     config.latency_ms = 0;
                     config.ratelimit_headers = null;
+                    config.batch_delay_ms = 1000;
+                    batches = new Map();
                     setRpm(null);
                     return reply(200, { ok: true });
                 case 'GET /health':

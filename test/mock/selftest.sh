@@ -145,6 +145,59 @@ process.exit(rs.content[0].text===rq.messages[0].content ? 0 : 1)' "$work/big.js
 q=$(curl -sS "$ctl/requests?since=2")
 expect "big record truncated" "$q" '"_truncated":true'
 
+# --- message batches
+ctlpost /reset >/dev/null
+r=$(curl -sS "$ctl/config"); expect "batch_delay_ms default" "$r" '"batch_delay_ms":1000'
+ctlpost /config '{"batch_delay_ms":300}' >/dev/null
+bitem() { printf '{"custom_id":"%s","params":%s}' "$1" "$(req "$2")"; }
+b3="{\"requests\":[$(bitem ok-1 'hello batch'),$(bitem err_2 'x [[mock:batch_errored]]'),$(bitem exp3 'y [[mock:batch_expired]]')]}"
+batch() { api /v1/messages/batches "${H[@]}" --data-binary "$1" "${@:2}"; }
+r=$(batch "$b3"); expect "batch create" "$r" '^200 \{"id":"msgbatch_mock_[0-9]+","type":"message_batch","processing_status":"in_progress","request_counts":\{"processing":3,"succeeded":0,"errored":0,"canceled":0,"expired":0\},"ended_at":null,"created_at":"20[0-9-]+T[0-9:.]+Z","expires_at":"20[0-9-]+T[0-9:.]+Z","archived_at":null,"cancel_initiated_at":null,"results_url":null\}$'
+b1=$(sed -E 's/.*"id":"([^"]+)".*/\1/' <<<"$r")
+r=$(api "/v1/messages/batches/$b1/results" "${H[@]}"); expect "batch results before end -> 400" "$r" '^400 .*invalid_request_error.*results not available yet'
+for _ in $(seq 1 50); do r=$(api "/v1/messages/batches/$b1" "${H[@]}"); [[ $r == *'"ended"'* ]] && break; sleep 0.1; done
+expect "batch ended" "$r" "^200 .*\"processing_status\":\"ended\",\"request_counts\":\\{\"processing\":0,\"succeeded\":1,\"errored\":1,\"canceled\":0,\"expired\":1\\},\"ended_at\":\"20.*\"results_url\":\"https://127.0.0.1:$port/v1/messages/batches/$b1/results\"\\}\$"
+r=$(api "/v1/messages/batches/$b1/results" "${H[@]}" -D -); expect "batch results content-type" "$r" 'content-type: application/x-jsonl'
+r=$(sed -E 's/"id":"msg_mock_b[0-9]+"/"id":"msg_mock_bK"/' "$work/body")
+ref=$(msg "$(req 'hello batch')"); ref=${ref#200 }; ref=$(sed -E 's/"id":"msg_mock_[0-9]+"/"id":"msg_mock_bK"/' <<<"$ref")
+[[ $(sed -n 1p <<<"$r") == "{\"custom_id\":\"ok-1\",\"result\":{\"type\":\"succeeded\",\"message\":$ref}}" ]] && ok "batch succeeded = /v1/messages reply" || notok "batch succeeded = /v1/messages reply" "$r | $ref"
+[[ $(sed -n 2p <<<"$r") == '{"custom_id":"err_2","result":{"type":"errored","error":{"type":"error","error":{"type":"invalid_request_error","message":"mock batch item error"},"request_id":null}}}' ]] && ok "batch errored line" || notok "batch errored line" "$r"
+[[ $(sed -n 3p <<<"$r") == '{"custom_id":"exp3","result":{"type":"expired"}}' && $(wc -l <<<"$r") -eq 3 ]] && ok "batch expired line" || notok "batch expired line" "$r"
+r=$(batch "$b3"); b2=$(sed -E 's/.*"id":"([^"]+)".*/\1/' <<<"$r")
+r=$(api "/v1/messages/batches/$b2/cancel" "${H[@]}" -X POST); expect "batch cancel -> canceling" "$r" '^200 .*"processing_status":"canceling",.*"cancel_initiated_at":"20[^"]+Z","results_url":null\}$'
+sleep 0.4
+r=$(api "/v1/messages/batches/$b2" "${H[@]}"); expect "canceled batch ended" "$r" '^200 .*"processing_status":"ended","request_counts":\{"processing":0,"succeeded":0,"errored":0,"canceled":3,"expired":0\}'
+r=$(api "/v1/messages/batches/$b2/results" "${H[@]}"); expect "canceled results" "$(tr '\n' '|' <<<"$r")" '^200 \{"custom_id":"ok-1","result":\{"type":"canceled"\}\}\|\{"custom_id":"err_2","result":\{"type":"canceled"\}\}\|\{"custom_id":"exp3","result":\{"type":"canceled"\}\}\|$'
+before=$(api "/v1/messages/batches/$b1" "${H[@]}")
+r=$(api "/v1/messages/batches/$b1/cancel" "${H[@]}" -X POST)
+[ "$r" == "$before" ] && ok "cancel of ended batch unchanged" || notok "cancel of ended batch unchanged" "$r"
+p=$(req x)
+for bad in "{\"requests\":[{\"custom_id\":\"bad id!\",\"params\":$p}]}" \
+    "{\"requests\":[{\"custom_id\":\"$(printf 'a%.0s' {1..65})\",\"params\":$p}]}" \
+    "{\"requests\":[{\"custom_id\":\"a\",\"params\":$p},{\"custom_id\":\"a\",\"params\":$p}]}" \
+    '{"requests":[]}' '{}' "{\"requests\":[{\"custom_id\":\"a\"}]}" \
+    '{"requests":[{"custom_id":"a","params":{"model":"m","messages":[{"role":"user","content":"x"}]}}]}' \
+    '{"requests":[{"custom_id":"a","params":{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"x"}]}}]}'; do
+    r=$(batch "$bad"); expect "batch 400 for ${bad:0:70}" "$r" '^400 \{"type":"error","error":\{"type":"invalid_request_error","message":'
+done
+r=$(api /v1/messages/batches -H 'anthropic-version: 2023-06-01' --data-binary "$b3"); expect "batch 401 no key" "$r" '^401 '
+r=$(api /v1/messages/batches/msgbatch_nope "${H[@]}"); expect "batch 404" "$r" '^404 .*not_found_error'
+r=$(api /v1/messages/batches "${H[@]}"); expect "batch list newest first" "$r" "^200 \\{\"data\":\\[\\{\"id\":\"$b2\".*\\{\"id\":\"$b1\".*\\],\"has_more\":false,\"first_id\":\"$b2\",\"last_id\":\"$b1\"\\}\$"
+s=$(curl -sS "$ctl/stats"); expect "stats batches=2" "$s" '"batches":2[,}]'
+expect "stats by_path batches" "$s" '"/v1/messages/batches":1[0-9],'
+q=$(curl -sS "$ctl/requests?since=1"); expect "batch request recorded" "$q" '"path":"/v1/messages/batches","status":200,.*"body":\{"requests":\[\{"custom_id":"ok-1"'
+# 100,000 items
+node -e 'const r=[];for(let i=0;i<100000;i++)r.push({custom_id:"i"+i,params:{model:"m",max_tokens:8,messages:[{role:"user",content:"t"+i}]}});process.stdout.write(JSON.stringify({requests:r}))' >"$work/b100k.json"
+ctlpost /config '{"batch_delay_ms":0}' >/dev/null
+r=$(batch @"$work/b100k.json"); expect "batch of 100000" "$r" '^200 .*"processing":100000,'
+b3=$(sed -E 's/.*"id":"([^"]+)".*/\1/' <<<"$r")
+r=$(api "/v1/messages/batches/$b3/results" "${H[@]}"); expect "100000 results" "$(wc -l <"$work/body") $(tail -1 "$work/body")" '^100000 \{"custom_id":"i99999","result":\{"type":"succeeded","message":\{"id":"msg_mock_b[0-9]+",.*"text":"t99999"'
+q=$(curl -sS "$ctl/requests?since=0" | node -e 'const a=JSON.parse(require("fs").readFileSync(0));const r=a.find(x=>x.body_bytes>1e6);console.log(r._truncated, r.body.requests.length < 100000)')
+expect "100000 batch record truncated" "$q" '^true true$'
+ctlpost /reset >/dev/null
+r=$(curl -sS "$ctl/config"); expect "/reset restores batch_delay_ms" "$r" '"batch_delay_ms":1000'
+r=$(api /v1/messages/batches "${H[@]}"); expect "/reset forgets batches" "$r" '^200 \{"data":\[\],"has_more":false,"first_id":null,"last_id":null\}$'
+
 echo "# $checks checks, $fails failed"
 if [ -n "$bench" ]; then
     "$node" "$here/bench.js" "$port" "$ca" ${h2:+h2}
