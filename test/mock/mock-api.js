@@ -900,24 +900,24 @@ function handleBatchCreate(ctx) {
     send(ctx, 200, JSON.stringify(batchView(b, ctx, true)));
 }
 
+// The batch named in the path, after the key check; null once an error
+// has been sent.
 function findBatch(ctx, id) {
+    if (!checkAuth(ctx))
+        return null;
     const b = batches.get(id);
     if (!b)
         sendError(ctx, 404, 'not_found_error', `message_batch_id: no such message batch: ${id}`);
-    return b;
+    return b || null;
 }
 
 function handleBatchGet(ctx, id) {
-    if (!checkAuth(ctx))
-        return;
     const b = findBatch(ctx, id);
     if (b)
         send(ctx, 200, JSON.stringify(batchView(b, ctx)));
 }
 
 function handleBatchDelete(ctx, id) {
-    if (!checkAuth(ctx))
-        return;
     const b = findBatch(ctx, id);
     if (!b)
         return;
@@ -929,8 +929,6 @@ function handleBatchDelete(ctx, id) {
 }
 
 function handleBatchCancel(ctx, id) {
-    if (!checkAuth(ctx))
-        return;
     const b = findBatch(ctx, id);
     if (!b)
         return;
@@ -957,8 +955,6 @@ function batchResultLine(b, i) {
 }
 
 function handleBatchResults(ctx, id) {
-    if (!checkAuth(ctx))
-        return;
     const b = findBatch(ctx, id);
     if (!b)
         return;
