@@ -289,6 +289,25 @@ claude_dbwork_scan_databases(void)
 
 /* ---- the worker ---- */
 
+/* A transaction with SPI and a snapshot, for the worker's own work. */
+void
+claude_dbwork_xact_begin(void)
+{
+	/* now() is the statement start: keep it current in a worker */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+void
+claude_dbwork_xact_end(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
 static void
 apply_write(ClaudeDbRecord *rec, const char *table)
 {
@@ -339,6 +358,21 @@ apply_hits(ClaudeDbRecord *rec, const char *table)
 		elog(ERROR, "claude: could not count cache hits in %s", table);
 }
 
+/*
+ * After an error: log it and abort.  The abort gives back every request
+ * slot this process owns, the job requests in flight included, so those
+ * jobs are queued again.
+ */
+static void
+recover(MemoryContext cxt)
+{
+	MemoryContextSwitchTo(cxt);
+	EmitErrorReport();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	claude_jobs_reset();
+}
+
 /* Apply one record in a transaction of its own; errors are logged. */
 static void
 apply_record(ClaudeDbRecord *rec)
@@ -352,11 +386,7 @@ apply_record(ClaudeDbRecord *rec)
 	{
 		char	   *nspname;
 
-		/* now() is the statement start: keep it current in a worker */
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		claude_dbwork_xact_begin();
 		pgstat_report_activity(STATE_RUNNING, "claude: storing cache entries");
 		nspname = get_namespace_name(rec->nsp);
 		if (nspname != NULL)
@@ -368,18 +398,11 @@ apply_record(ClaudeDbRecord *rec)
 			else
 				apply_hits(rec, table);
 		}
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		claude_dbwork_xact_end();
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		/* the abort gave back the job requests in flight: queue them again */
-		claude_jobs_reset();
+		recover(cxt);
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -420,12 +443,7 @@ run_jobs(MemoryContext cxt)
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		/* the abort gave back every slot in flight: queue those jobs again */
-		claude_jobs_reset();
+		recover(cxt);
 		more = true;
 	}
 	PG_END_TRY();

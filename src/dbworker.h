@@ -41,8 +41,9 @@ extern dsa_pointer claude_dbwork_record(ClaudeDbRecordKind kind,
 extern bool claude_dbwork_enqueue(Oid dbid, dsa_pointer rec);
 extern void claude_dbwork_ensure_running(void);
 extern void claude_jobs_kick(Oid dbid);
-extern void claude_jobs_kick_on_commit(void);
 extern void claude_dbwork_scan_databases(void);
+extern void claude_dbwork_xact_begin(void);
+extern void claude_dbwork_xact_end(void);
 extern PGDLLEXPORT void claude_db_worker_main(Datum arg);
 
 #endif

@@ -132,7 +132,7 @@ claude_result_failed(const ClaudeResult *result, const char *body,
 	return true;
 }
 
-void
+static void
 claude_raise_failure(const ClaudeFailure *failure)
 {
 	ereport(ERROR,

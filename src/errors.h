@@ -32,7 +32,6 @@ typedef struct ClaudeFailure
 
 extern bool claude_result_failed(const ClaudeResult *result, const char *body,
 								 ClaudeFailure *failure);
-extern void claude_raise_failure(const ClaudeFailure *failure) pg_attribute_noreturn();
 extern void claude_check_result(const ClaudeResult *result, const char *body);
 extern bool claude_result_retryable(const ClaudeResult *result);
 

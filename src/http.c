@@ -14,7 +14,6 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#include "lib/ilist.h"
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 

@@ -65,24 +65,6 @@ run_sql(const char *sql, int nargs, Oid *types, Datum *values, int expect)
 		elog(ERROR, "claude jobs: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
 }
 
-static void
-begin(void)
-{
-	/* now() is the statement start: keep it current in a worker */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-}
-
-static void
-end(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-}
-
 /*
  * At worker start: find the extension, queue again what a dead worker left
  * running, and send requests with no retries of their own (jobs retry).
@@ -100,7 +82,7 @@ claude_jobs_start(void)
 										 ALLOCSET_DEFAULT_SIZES);
 	}
 
-	begin();
+	claude_dbwork_xact_begin();
 	{
 		Oid			ext = get_extension_oid("claude", true);
 		Oid			relid = InvalidOid;
@@ -131,7 +113,7 @@ claude_jobs_start(void)
 		else
 			nsp = InvalidOid;
 	}
-	end();
+	claude_dbwork_xact_end();
 }
 
 static void
@@ -299,7 +281,7 @@ claude_jobs_step(void)
 		claude_jobs_start();
 	if (!OidIsValid(nsp))
 		return false;
-	begin();
+	claude_dbwork_xact_begin();
 	claude_pipe_poll(jobs_pipe, job_done, NULL);
 	claim();
 	more = claude_pipe_outstanding(jobs_pipe) > 0;
@@ -309,7 +291,7 @@ claude_jobs_step(void)
 				0, NULL, NULL, SPI_OK_SELECT);
 		more = SPI_processed > 0;
 	}
-	end();
+	claude_dbwork_xact_end();
 	return more;
 }
 

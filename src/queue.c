@@ -38,6 +38,8 @@ static SubTransactionId *owned_subid;
 static int	nowned;
 static bool callbacks_registered = false;
 
+static void claude_slot_abandon(int slot);
+
 /* how long a queued request waits for a missing worker before failing */
 #define WORKER_ABSENT_LIMIT_MS	10000
 
@@ -415,7 +417,7 @@ claude_slot_take(int slot, ClaudeResult *result)
  * Give up a slot in any state.  A request the worker may be reading is left
  * to the worker to free.
  */
-void
+static void
 claude_slot_abandon(int slot)
 {
 	ClaudeSlot *s = &claude_slots[slot];

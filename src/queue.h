@@ -102,7 +102,6 @@ extern void claude_slot_submit(int slot, dsa_pointer request);
 extern bool claude_slot_poll(int slot);
 extern void claude_slot_wait(int slot);
 extern char *claude_slot_take(int slot, ClaudeResult *result);
-extern void claude_slot_abandon(int slot);
 
 /* worker side */
 extern int	claude_queue_pop(void);

@@ -36,7 +36,7 @@ typedef struct PackedRequest
 	Size		offsets[NSTRINGS];	/* 0 for NULL */
 } PackedRequest;
 
-dsa_pointer
+static dsa_pointer
 claude_request_pack(const ClaudeRequest *req)
 {
 	const char *strings[NSTRINGS] = {req->url, req->api_key, req->version,
@@ -119,7 +119,7 @@ claude_request_unpack(const char *blob, ClaudeRequest *req)
  * Fill a request from the calling session's settings.  The key is looked
  * up now, so an unconfigured key fails before anything is queued.
  */
-void
+static void
 claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
 							 const char *path, const char *body, Size body_len)
 {

@@ -41,11 +41,7 @@ typedef struct ClaudeRequest
 	Size		body_len;
 } ClaudeRequest;
 
-extern dsa_pointer claude_request_pack(const ClaudeRequest *req);
 extern void claude_request_unpack(const char *blob, ClaudeRequest *req);
-extern void claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
-										 const char *path, const char *body,
-										 Size body_len);
 struct ClaudeCacheCall;
 extern int	claude_request_submit(ClaudeMethod method, const char *path,
 								  const char *body, Size body_len, int max_tokens,

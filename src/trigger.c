@@ -47,7 +47,7 @@ kick_on_commit(XactEvent event, void *arg)
 }
 
 /* Tell the database's worker, once this transaction commits, to look. */
-void
+static void
 claude_jobs_kick_on_commit(void)
 {
 	if (!callback_registered)
