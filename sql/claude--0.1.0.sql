@@ -104,17 +104,6 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'claude_progress_rows'
 LANGUAGE C VOLATILE;
 
-CREATE VIEW claude_progress AS
-SELECT pid, relation, target_column, mode, rows_done, rows_total, rows_failed,
-       round(100.0 * (rows_done + rows_failed) / nullif(rows_total, 0), 1) AS percent,
-       round(rate, 1) AS rows_per_second,
-       make_interval(secs => round((rows_total - rows_done - rows_failed) / nullif(rate, 0))) AS eta,
-       started_at, updated_at
-FROM claude_progress_rows(),
-     LATERAL (SELECT ((rows_done + rows_failed) /
-                      nullif(extract(epoch FROM updated_at - started_at), 0))::numeric AS rate) r;
-COMMENT ON VIEW claude_progress IS 'Running claude_enrich work in this database';
-
 -- Jobs of AFTER claude_enrich_trigger triggers: a logged table, so queued
 -- work survives crashes; closed to PUBLIC (requests are private).
 CREATE TABLE claude_jobs (
@@ -155,3 +144,138 @@ AS 'MODULE_PATHNAME', 'claude_jobs_retry'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION claude_jobs_retry() IS 'Queue every failed job again; returns how many';
 REVOKE EXECUTE ON FUNCTION claude_jobs_retry() FROM PUBLIC;
+
+-- List prices, USD per million tokens.  A row names a model id or an alias
+-- that prefixes ids (claude-sonnet-4-5 covers claude-sonnet-4-5-20250929);
+-- the longest match wins.  A model with no row costs NULL, not 0.
+CREATE TABLE claude_prices (
+    model text PRIMARY KEY,
+    input_usd_per_mtok numeric NOT NULL CHECK (input_usd_per_mtok >= 0),
+    output_usd_per_mtok numeric NOT NULL CHECK (output_usd_per_mtok >= 0),
+    price_date date NOT NULL
+);
+COMMENT ON TABLE claude_prices IS
+'USD per million input and output tokens by model id or alias prefix; cache writes cost 1.25x (5 min) or 2x (1 h) input, cache reads 0.1x, batches 0.5x';
+INSERT INTO claude_prices VALUES
+    ('claude-opus-4-7', 5, 25, '2026-05-06'),
+    ('claude-opus-4-6', 5, 25, '2026-05-06'),
+    ('claude-opus-4-5', 5, 25, '2026-05-06'),
+    ('claude-opus-4-1', 15, 75, '2026-05-06'),
+    ('claude-opus-4-0', 15, 75, '2026-05-06'),
+    ('claude-opus-4-2025', 15, 75, '2026-05-06'),
+    ('claude-sonnet-4', 3, 15, '2026-05-06'),
+    ('claude-3-7-sonnet', 3, 15, '2026-05-06'),
+    ('claude-haiku-4-5', 1, 5, '2026-05-06'),
+    ('claude-3-5-haiku', 0.80, 4, '2026-05-06'),
+    ('claude-3-haiku', 0.25, 1.25, '2026-05-06');
+-- admins keep prices current; their edits are worth a backup
+SELECT pg_catalog.pg_extension_config_dump('claude_prices', '');
+
+-- What a reply's usage object cost, from claude_prices; batch work is half price.
+CREATE FUNCTION claude_cost_usd(model text, usage jsonb, batch boolean DEFAULT false)
+RETURNS numeric
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- positional: a parameter named like a column of claude_prices loses to it
+    SELECT round((coalesce(($2->>'input_tokens')::numeric, 0) * p.input_usd_per_mtok
+            + coalesce(($2->>'output_tokens')::numeric, 0) * p.output_usd_per_mtok
+            + CASE WHEN $2->'cache_creation' IS NOT NULL AND jsonb_typeof($2->'cache_creation') = 'object'
+                   THEN coalesce(($2->'cache_creation'->>'ephemeral_5m_input_tokens')::numeric, 0) * 1.25
+                      + coalesce(($2->'cache_creation'->>'ephemeral_1h_input_tokens')::numeric, 0) * 2
+                   ELSE coalesce(($2->>'cache_creation_input_tokens')::numeric, 0) * 1.25
+              END * p.input_usd_per_mtok
+            + coalesce(($2->>'cache_read_input_tokens')::numeric, 0) * 0.1 * p.input_usd_per_mtok)
+           / 1000000 * CASE WHEN $3 THEN 0.5 ELSE 1 END, 8)
+    FROM @extschema@.claude_prices p
+    WHERE starts_with($1, p.model)
+    ORDER BY length(p.model) DESC
+    LIMIT 1
+$$;
+COMMENT ON FUNCTION claude_cost_usd(text, jsonb, boolean) IS
+'USD cost of a reply''s usage object at claude_prices (NULL for an unknown model); batch => half price';
+
+-- Message Batches submitted by claude_enrich(mode => 'batch').  id is the
+-- API's batch id, NULL while the batch is being submitted.  Closed to
+-- PUBLIC: requests are private.
+CREATE TABLE claude_batches (
+    local_id bigserial PRIMARY KEY,
+    id text UNIQUE,
+    relation regclass NOT NULL,
+    target_column name NOT NULL,
+    status text NOT NULL DEFAULT 'submitting'
+        CHECK (status IN ('submitting', 'in_progress', 'canceling', 'ended', 'failed')),
+    requests int NOT NULL DEFAULT 0,
+    processing int,
+    succeeded int,
+    errored int,
+    canceled int,
+    expired int,
+    rows_written int NOT NULL DEFAULT 0,
+    input_tokens bigint,
+    output_tokens bigint,
+    cost_usd numeric,
+    cache boolean NOT NULL,
+    submitted_by regrole NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    ended_at timestamptz,
+    expires_at timestamptz,
+    results_at timestamptz,
+    polled_at timestamptz,
+    error text
+);
+REVOKE ALL ON claude_batches FROM PUBLIC;
+REVOKE ALL ON SEQUENCE claude_batches_local_id_seq FROM PUBLIC;
+COMMENT ON TABLE claude_batches IS
+'Message Batches of claude_enrich(mode => ''batch''): API state, counts, tokens and cost; results_at is set once every result is written back';
+SELECT pg_catalog.pg_extension_config_dump('claude_batches', '');
+SELECT pg_catalog.pg_extension_config_dump('claude_batches_local_id_seq', '');
+
+-- One row per request of a batch: custom_id -> primary key of the row.
+CREATE TABLE claude_batch_items (
+    batch bigint NOT NULL REFERENCES claude_batches (local_id) ON DELETE CASCADE,
+    custom_id text NOT NULL CHECK (custom_id ~ '^[a-zA-Z0-9_-]{1,64}$'),
+    pk jsonb NOT NULL,
+    request jsonb NOT NULL,
+    cache_key bytea,
+    status text NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'succeeded', 'errored', 'canceled', 'expired')),
+    error text,
+    input_tokens int,
+    output_tokens int,
+    cost_usd numeric,
+    PRIMARY KEY (batch, custom_id)
+);
+REVOKE ALL ON claude_batch_items FROM PUBLIC;
+COMMENT ON TABLE claude_batch_items IS
+'The requests of each Message Batch: custom_id, the row''s primary key, the request, and its outcome';
+SELECT pg_catalog.pg_extension_config_dump('claude_batch_items', '');
+
+CREATE FUNCTION claude_batch_cancel(batch_id text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'claude_batch_cancel'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION claude_batch_cancel(text) IS
+'Ask the API to cancel a Message Batch; its finished rows are still written back. Returns the new status';
+REVOKE EXECUTE ON FUNCTION claude_batch_cancel(text) FROM PUBLIC;
+
+CREATE VIEW claude_progress AS
+SELECT pid, relation, target_column, mode, rows_done, rows_total, rows_failed,
+       round(100.0 * (rows_done + rows_failed) / nullif(rows_total, 0), 1) AS percent,
+       round(rate, 1) AS rows_per_second,
+       make_interval(secs => round((rows_total - rows_done - rows_failed) / nullif(rate, 0))) AS eta,
+       started_at, updated_at, batch_id
+FROM (SELECT pid, relation, target_column, mode, rows_done, rows_total, rows_failed,
+             started_at, updated_at, NULL::text AS batch_id
+      FROM claude_progress_rows()
+      UNION ALL
+      SELECT NULL, relation, target_column, 'batch',
+             coalesce(succeeded, 0), requests,
+             coalesce(errored, 0) + coalesce(canceled, 0) + coalesce(expired, 0),
+             created_at, coalesce(polled_at, created_at), id
+      FROM claude_batches
+      WHERE results_at IS NULL AND status <> 'failed') w,
+     LATERAL (SELECT ((rows_done + rows_failed) /
+                      nullif(extract(epoch FROM updated_at - started_at), 0))::numeric AS rate) r;
+COMMENT ON VIEW claude_progress IS
+'Running claude_enrich work in this database: online runs by session, and Message Batches until their results are written back';

@@ -35,6 +35,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/pg_database.h"
+#include "batch.h"
 #include "cache.h"
 #include "dbworker.h"
 #include "jobs.h"
@@ -300,6 +301,16 @@ claude_dbwork_xact_begin(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 }
 
+/* Run a statement through SPI that must return expect. */
+void
+claude_spi_run(const char *sql, int nargs, Oid *types, Datum *values, int expect)
+{
+	int			ret = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+
+	if (ret != expect)
+		elog(ERROR, "claude: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
+}
+
 void
 claude_dbwork_xact_end(void)
 {
@@ -308,22 +319,25 @@ claude_dbwork_xact_end(void)
 	CommitTransactionCommand();
 }
 
-static void
-apply_write(ClaudeDbRecord *rec, const char *table)
+/*
+ * Store a reply in a claude_cache table (server encoding), replacing an
+ * older entry of the same key.  ttl in seconds, 0: never expires.
+ */
+void
+claude_cache_insert(const char *table, const uint8 *key, const char *request,
+					const char *response, int ttl)
 {
-	const char *request = (const char *) rec + MAXALIGN(sizeof(ClaudeDbRecord));
-	const char *response = request + rec->request_len + 1;
 	Oid			types[4] = {BYTEAOID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[4];
-	bytea	   *key = palloc(VARHDRSZ + sizeof(rec->key));
+	bytea	   *k = palloc(VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
 	char	   *sql;
 
-	SET_VARSIZE(key, VARHDRSZ + sizeof(rec->key));
-	memcpy(VARDATA(key), rec->key, sizeof(rec->key));
-	values[0] = PointerGetDatum(key);
-	values[1] = CStringGetTextDatum(pg_any_to_server(request, rec->request_len, PG_UTF8));
-	values[2] = CStringGetTextDatum(pg_any_to_server(response, rec->response_len, PG_UTF8));
-	values[3] = Int32GetDatum(rec->ttl);
+	SET_VARSIZE(k, VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
+	memcpy(VARDATA(k), key, CLAUDE_CACHE_KEY_LEN);
+	values[0] = PointerGetDatum(k);
+	values[1] = CStringGetTextDatum(request);
+	values[2] = CStringGetTextDatum(response);
+	values[3] = Int32GetDatum(ttl);
 
 	sql = psprintf("INSERT INTO %s AS c (key, model, request, response, input_tokens, "
 				   "output_tokens, created_at, expires_at, hits) "
@@ -337,6 +351,18 @@ apply_write(ClaudeDbRecord *rec, const char *table)
 				   "created_at = excluded.created_at, expires_at = excluded.expires_at", table);
 	if (SPI_execute_with_args(sql, 4, types, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "claude: could not store a reply in %s", table);
+}
+
+static void
+apply_write(ClaudeDbRecord *rec, const char *table)
+{
+	const char *request = (const char *) rec + MAXALIGN(sizeof(ClaudeDbRecord));
+	const char *response = request + rec->request_len + 1;
+
+	claude_cache_insert(table, rec->key,
+						pg_any_to_server(request, rec->request_len, PG_UTF8),
+						pg_any_to_server(response, rec->response_len, PG_UTF8),
+						rec->ttl);
 }
 
 static void
@@ -371,6 +397,7 @@ recover(MemoryContext cxt)
 	FlushErrorState();
 	AbortCurrentTransaction();
 	claude_jobs_reset();
+	claude_batch_poll_reset();
 }
 
 /* Apply one record in a transaction of its own; errors are logged. */
@@ -431,15 +458,15 @@ db_worker_exit(int code, Datum arg)
 	SpinLockRelease(&dbwork->mutex);
 }
 
-/* A round of the job queue; true if it has work left. */
+/* A round of the job queue or the batches; true if it has work left. */
 static bool
-run_jobs(MemoryContext cxt)
+run_step(MemoryContext cxt, bool (*step) (void))
 {
 	bool		more = false;
 
 	PG_TRY();
 	{
-		more = claude_jobs_step();
+		more = step();
 	}
 	PG_CATCH();
 	{
@@ -502,8 +529,15 @@ claude_db_worker_main(Datum arg)
 			idle_since = GetCurrentTimestamp();
 		}
 
-		if (!RecoveryInProgress() && run_jobs(work_cxt))
-			idle_since = GetCurrentTimestamp();
+		if (!RecoveryInProgress())
+		{
+			bool		jobs = run_step(work_cxt, claude_jobs_step);
+			bool		batches = run_step(work_cxt, claude_batch_poll_step);
+
+			if (jobs || batches)
+				idle_since = GetCurrentTimestamp();
+			MemoryContextReset(work_cxt);
+		}
 
 		if (ShutdownRequestPending)
 			break;
@@ -531,8 +565,10 @@ claude_db_worker_main(Datum arg)
 				break;
 		}
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000, PG_WAIT_EXTENSION);
+		/* results being written back go on at once */
+		if (!claude_batch_poll_busy())
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 1000, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}

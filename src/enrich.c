@@ -34,6 +34,7 @@
 #include "api.h"
 #include "bulk.h"
 #include "cache.h"
+#include "enrich.h"
 #include "guc.h"
 #include "progress.h"
 #include "queue.h"
@@ -44,44 +45,6 @@ PG_FUNCTION_INFO_V1(claude_enrich);
 #define PIPE_WINDOW		256
 #define NOTICE_EVERY_MS	10000
 #define MAX_REPORTED_FAILURES 10
-
-typedef struct EnrichRow
-{
-	Datum	   *pk;				/* primary key values */
-	char	   *key;			/* the key as text, for reports */
-	char	   *prompt;
-} EnrichRow;
-
-typedef struct Enrich
-{
-	MemoryContext cxt;			/* lives across commits */
-	Oid			relid;
-	char	   *relname;
-	int			npk;
-	Oid		   *pk_types;
-	int16	   *pk_len;
-	bool	   *pk_byval;
-	ClaudeTemplate *tmpl;
-	ClaudeCompleteArgs args;
-	int			batch_size;
-	SPIPlanPtr	first;			/* the first rows */
-	SPIPlanPtr	next;			/* rows after the last one read */
-	SPIPlanPtr	update;
-	Datum	   *last;			/* primary key of the last row read */
-	bool		have_last;
-	bool		exhausted;
-	EnrichRow **pending;		/* read, not yet sent */
-	int			npending;
-	int			pending_pos;
-	EnrichRow **inflight;		/* by tag */
-	int64		total;
-	int64		done;
-	int64		failed;
-	int64		since_commit;
-	StringInfoData failures;
-	TimestampTz started;
-	TimestampTz last_notice;
-} Enrich;
 
 static char *
 pk_list(Enrich *e, char **names)
@@ -167,9 +130,13 @@ prepare(Enrich *e, const char *target, const char *template_text, bool only_miss
 	relation_close(rel, AccessShareLock);
 	pks = pk_list(e, pk_names);
 
-	/* SELECT pk..., ROW(pk...)::text, column::text... */
+	/* SELECT pk..., ROW(pk...)::text, jsonb_build_object(pk...)::text, column::text... */
 	initStringInfo(&cols);
-	appendStringInfo(&cols, "%s, ROW(%s)::text", pks, pks);
+	appendStringInfo(&cols, "%s, ROW(%s)::text, jsonb_build_object(", pks, pks);
+	for (int i = 0; i < e->npk; i++)
+		appendStringInfo(&cols, "%s%s, %s", i ? ", " : "",
+						 quote_literal_cstr(pk_names[i]), quote_identifier(pk_names[i]));
+	appendStringInfoString(&cols, ")::text");
 	for (int i = 0; i < e->tmpl->ncolumns; i++)
 		appendStringInfo(&cols, ", %s::text AS claude_column_%d",
 						 quote_identifier(e->tmpl->columns[i]), i);
@@ -210,8 +177,8 @@ prepare(Enrich *e, const char *target, const char *template_text, bool only_miss
 }
 
 /* Read the next rows to do into pending. */
-static void
-read_rows(Enrich *e)
+void
+claude_enrich_read_rows(Enrich *e)
 {
 	MemoryContext old;
 	int			ret;
@@ -242,8 +209,9 @@ read_rows(Enrich *e)
 				e->last[i] = datumCopy(d, e->pk_byval[i], e->pk_len[i]);
 		}
 		row->key = SPI_getvalue(tup, desc, e->npk + 1);
+		row->pkjson = SPI_getvalue(tup, desc, e->npk + 2);
 		for (int i = 0; i < e->tmpl->ncolumns; i++)
-			values[i] = SPI_getvalue(tup, desc, e->npk + 2 + i);
+			values[i] = SPI_getvalue(tup, desc, e->npk + 3 + i);
 		row->prompt = claude_template_render(e->tmpl, values);
 		e->pending[e->npending++] = row;
 	}
@@ -255,11 +223,12 @@ read_rows(Enrich *e)
 		e->exhausted = true;
 }
 
-static void
-free_row(EnrichRow *row)
+void
+claude_enrich_free_row(EnrichRow *row)
 {
 	pfree(row->prompt);
 	pfree(row->key);
+	pfree(row->pkjson);
 	pfree(row->pk);
 	pfree(row);
 }
@@ -289,7 +258,7 @@ row_done(void *arg, int64 tag, text *completion, const char *error,
 		e->done++;
 	}
 	e->since_commit++;
-	free_row(row);
+	claude_enrich_free_row(row);
 	claude_progress_update(e->done, e->failed);
 }
 
@@ -332,12 +301,7 @@ claude_enrich(PG_FUNCTION_ARGS)
 			invalid_argument("tbl, target_column and prompt_template must not be NULL");
 	claude_require_shared();
 	mode = PG_ARGISNULL(8) ? "online" : text_to_cstring(PG_GETARG_TEXT_PP(8));
-	if (strcmp(mode, "batch") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("claude_enrich mode 'batch' is not available yet"),
-				 errhint("Use mode => 'online'.")));
-	if (strcmp(mode, "online") != 0)
+	if (strcmp(mode, "online") != 0 && strcmp(mode, "batch") != 0)
 		invalid_argument("mode must be 'online' or 'batch'");
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "claude_enrich",
@@ -355,14 +319,33 @@ claude_enrich(PG_FUNCTION_ARGS)
 	/* COMMIT is possible only in a CALL outside a transaction block */
 	atomic = !(fcinfo->context && IsA(fcinfo->context, CallContext) &&
 			   !castNode(CallContext, fcinfo->context)->atomic);
+	/* a batch is paid for once submitted: its record must commit at once */
+	if (atomic && strcmp(mode, "batch") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("claude_enrich with mode => 'batch' cannot run inside a transaction block"),
+				 errdetail("It commits the record of each batch before it returns, so that no submitted batch is lost."),
+				 errhint("CALL it as a statement of its own.")));
 	if (SPI_connect_ext(atomic ? 0 : SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
 		elog(ERROR, "claude_enrich: SPI_connect failed");
 
 	{
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 
+		e->target = target;
+		/* a batch reads rows in larger pages: it commits per batch, not per page */
+		if (strcmp(mode, "batch") == 0)
+			e->batch_size = Max(e->batch_size, 1000);
 		prepare(e, target, text_to_cstring(PG_GETARG_TEXT_PP(2)), only_missing);
 		e->pending = palloc(e->batch_size * sizeof(EnrichRow *));
+		if (strcmp(mode, "batch") == 0)
+		{
+			claude_enrich_batch(e, fcinfo);
+			MemoryContextSwitchTo(old);
+			SPI_finish();
+			MemoryContextDelete(cxt);
+			PG_RETURN_VOID();
+		}
 		e->inflight = palloc0(PIPE_WINDOW * sizeof(EnrichRow *));
 		initStringInfo(&e->failures);
 		pipe = claude_pipe_create(PIPE_WINDOW, claude_cache_enabled,
@@ -383,7 +366,7 @@ claude_enrich(PG_FUNCTION_ARGS)
 		MemoryContext old = MemoryContextSwitchTo(tmp);
 
 		if (e->pending_pos == e->npending && !e->exhausted)
-			read_rows(e);
+			claude_enrich_read_rows(e);
 		while (e->pending_pos < e->npending && !claude_pipe_full(pipe))
 		{
 			EnrichRow  *row = e->pending[e->pending_pos];

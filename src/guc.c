@@ -34,6 +34,8 @@ int			claude_requests_per_minute = 0;
 int			claude_input_tokens_per_minute = 0;
 int			claude_output_tokens_per_minute = 0;
 int			claude_batch_poll_interval = 60;
+int			claude_batch_max_requests = 100000;
+int			claude_batch_max_size = 256 * 1024 * 1024;
 
 static const char *
 show_api_key(void)
@@ -132,6 +134,14 @@ claude_define_gucs(void)
 							"How often Message Batches are polled.",
 							NULL, &claude_batch_poll_interval, 60, 1, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("claude.batch_max_requests",
+							"Requests per Message Batch; more rows are split into several batches.",
+							NULL, &claude_batch_max_requests, 100000, 1, 100000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("claude.batch_max_size",
+							"Bytes per Message Batch request body; more are split into several batches.",
+							NULL, &claude_batch_max_size, 256 * 1024 * 1024, 1024, 256 * 1024 * 1024,
+							PGC_USERSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
 
 	/* sizes of shared memory can only be set at start-up */
 	if (process_shared_preload_libraries_in_progress)

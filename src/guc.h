@@ -23,6 +23,8 @@ extern int	claude_requests_per_minute;
 extern int	claude_input_tokens_per_minute;
 extern int	claude_output_tokens_per_minute;
 extern int	claude_batch_poll_interval;
+extern int	claude_batch_max_requests;
+extern int	claude_batch_max_size;
 
 extern void claude_define_gucs(void);
 

@@ -99,12 +99,41 @@ close_socket_cb(void *clientp, curl_socket_t s)
 	return close(s);
 }
 
+/* A successful body of a download goes to its file, never into memory. */
+static size_t
+write_output(Transfer *t, char *data, size_t n)
+{
+	if (t->out == NULL && (t->out = fopen(t->req.output_file, "w")) == NULL)
+	{
+		snprintf(t->out_error, sizeof(t->out_error), "could not create file \"%s\": %m",
+				 t->req.output_file);
+		t->out_failed = true;
+		return 0;
+	}
+	if (fwrite(data, 1, n, t->out) != n)
+	{
+		snprintf(t->out_error, sizeof(t->out_error), "could not write file \"%s\": %m",
+				 t->req.output_file);
+		t->out_failed = true;
+		return 0;
+	}
+	return n;
+}
+
 static size_t
 write_cb(char *data, size_t size, size_t nmemb, void *userp)
 {
 	Transfer   *t = userp;
 	size_t		n = size * nmemb;
 
+	if (t->req.output_file)
+	{
+		long		status = 0;
+
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+		if (status >= 200 && status < 300)
+			return write_output(t, data, n);
+	}
 	if (t->body_len + n > t->body_cap)
 	{
 		size_t		cap = Max(t->body_cap * 2, 16384);
@@ -242,10 +271,28 @@ set_header(Transfer *t, const char *name, const char *value)
 	pfree(line);
 }
 
+/* Close a download's file; false (out_error set) if it was not written. */
+bool
+claude_http_close_output(Transfer *t)
+{
+	bool		ok = !t->out_failed;
+
+	if (t->out != NULL && fclose(t->out) != 0 && ok)
+	{
+		snprintf(t->out_error, sizeof(t->out_error), "could not write file \"%s\": %m",
+				 t->req.output_file);
+		ok = false;
+	}
+	t->out = NULL;
+	t->out_failed = false;
+	return ok;
+}
+
 /* Stop the current attempt, if any, and keep its handle for reuse. */
 void
 claude_http_end(Transfer *t)
 {
+	(void) claude_http_close_output(t);
 	if (t->easy == NULL)
 		return;
 	curl_multi_remove_handle(multi, t->easy);
@@ -267,6 +314,7 @@ claude_http_begin(Transfer *t)
 	t->body = NULL;
 	t->body_len = t->body_cap = 0;
 	t->too_large = false;
+	(void) claude_http_close_output(t);
 	t->request_id[0] = '\0';
 	t->errbuf[0] = '\0';
 	t->retry_after_ms = -1;
@@ -280,7 +328,7 @@ claude_http_begin(Transfer *t)
 
 	set_header(t, "x-api-key", req->api_key);
 	set_header(t, "anthropic-version", req->version);
-	if (req->method == CLAUDE_POST)
+	if (req->method == CLAUDE_POST && req->body_len > 0)
 		t->headers = curl_slist_append(t->headers, "content-type: application/json");
 	/* no 100-continue round trip before large bodies */
 	t->headers = curl_slist_append(t->headers, "Expect:");
@@ -292,7 +340,8 @@ claude_http_begin(Transfer *t)
 	if (req->method == CLAUDE_POST)
 	{
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
+		/* never NULL: curl would read the body from stdin */
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
 	}
 	curl_easy_setopt(e, CURLOPT_SHARE, share);
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
@@ -303,7 +352,14 @@ claude_http_begin(Transfer *t)
 		curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
 	/* an empty proxy turns off proxies from the environment, too */
 	curl_easy_setopt(e, CURLOPT_PROXY, req->proxy ? req->proxy : "");
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) req->timeout_ms);
+	if (req->output_file)
+	{
+		/* a download may take long: give up only when it stalls */
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long) Max(req->timeout_ms / 1000, 1));
+	}
+	else
+		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) req->timeout_ms);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(req->timeout_ms, 30000));
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);

@@ -56,15 +56,6 @@ static Oid	nsp = InvalidOid;	/* the extension's schema, if installed */
 static char *jobs_table;
 static int	max_attempts;
 
-static void
-run_sql(const char *sql, int nargs, Oid *types, Datum *values, int expect)
-{
-	int			ret = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
-
-	if (ret != expect)
-		elog(ERROR, "claude jobs: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
-}
-
 /*
  * At worker start: find the extension, queue again what a dead worker left
  * running, and send requests with no retries of their own (jobs retry).
@@ -107,7 +98,7 @@ claude_jobs_start(void)
 			jobs_table = quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs");
 			jobs_pipe = claude_pipe_create(JOBS_WINDOW, claude_cache_enabled, nsp);
 			MemoryContextSwitchTo(old);
-			run_sql(psprintf("UPDATE %s SET status = 'queued', updated_at = now() "
+			claude_spi_run(psprintf("UPDATE %s SET status = 'queued', updated_at = now() "
 							 "WHERE status = 'running'", jobs_table), 0, NULL, NULL, SPI_OK_UPDATE);
 		}
 		else
@@ -126,55 +117,62 @@ set_failed_or_retry(Job *job, const char *error, bool retryable)
 	values[1] = CStringGetTextDatum(error);
 	values[2] = Float8GetDatum(Min(pow(2, job->attempts - 1), BACKOFF_MAX_S));
 	if (retryable && job->attempts < max_attempts)
-		run_sql(psprintf("UPDATE %s SET status = 'queued', last_error = $2, updated_at = now(), "
+		claude_spi_run(psprintf("UPDATE %s SET status = 'queued', last_error = $2, updated_at = now(), "
 						 "next_attempt_at = now() + $3 * interval '1 second' WHERE id = $1", jobs_table),
 				3, types, values, SPI_OK_UPDATE);
 	else
-		run_sql(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
+		claude_spi_run(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
 						 "WHERE id = $1", jobs_table), 2, types, values, SPI_OK_UPDATE);
+}
+
+/*
+ * Set target of the row whose primary key is the jsonb object pkjson; the
+ * key columns are the object's keys.  False if the table is gone.
+ */
+bool
+claude_update_by_pk(Oid relid, const char *target, const char *pkjson, text *value)
+{
+	char	   *relname = get_rel_name(relid);
+	Datum		pk = CStringGetTextDatum(pkjson);
+	char	   *where;
+	Oid			target_type;
+	int32		target_typmod;
+	Oid			target_coll;
+
+	if (relname == NULL)
+		return false;
+	if (SPI_execute_with_args("SELECT string_agg(format('%I = ($2::jsonb->>%L)::%s', k, k, "
+							  "format_type(a.atttypid, a.atttypmod)), ' AND ') "
+							  "FROM jsonb_object_keys($1::jsonb) k "
+							  "JOIN pg_attribute a ON a.attrelid = $3 AND a.attname = k",
+							  3, (Oid[]) {TEXTOID, TEXTOID, OIDOID},
+							  (Datum[]) {pk, pk, ObjectIdGetDatum(relid)},
+							  NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "claude: could not read the key %s of %s", pkjson, relname);
+	where = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (where == NULL)
+		elog(ERROR, "claude: the key %s does not name columns of %s", pkjson, relname);
+	get_atttypetypmodcoll(relid, get_attnum(relid, target),
+						  &target_type, &target_typmod, &target_coll);
+	claude_spi_run(psprintf("UPDATE %s SET %s = $1::%s WHERE %s",
+					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												relname),
+					 quote_identifier(target),
+					 format_type_with_typemod(target_type, target_typmod), where),
+			2, (Oid[]) {TEXTOID, TEXTOID}, (Datum[]) {PointerGetDatum(value), pk},
+			SPI_OK_UPDATE);
+	return true;
 }
 
 /* Write a reply back by primary key; the job is done either way. */
 static void
 write_back(Job *job, text *completion)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2];
-	StringInfoData where;
-	char	   *relname = get_rel_name(job->relid);
 	Datum		id = Int64GetDatum(job->id);
 	Oid			idtype = INT8OID;
-	Oid			target_type;
-	int32		target_typmod;
-	Oid			target_coll;
 
-	if (relname != NULL)
-	{
-		char	   *qualified = quote_qualified_identifier(get_namespace_name(get_rel_namespace(job->relid)),
-														   relname);
-
-		/* the key columns are the keys of the job's pk object */
-		initStringInfo(&where);
-		values[0] = CStringGetTextDatum(job->pk);
-		if (SPI_execute_with_args("SELECT string_agg(format('%I = ($2::jsonb->>%L)::%s', k, k, "
-								  "format_type(a.atttypid, a.atttypmod)), ' AND ') "
-								  "FROM jsonb_object_keys($1::jsonb) k "
-								  "JOIN pg_attribute a ON a.attrelid = $3 AND a.attname = k",
-								  3, (Oid[]) {TEXTOID, TEXTOID, OIDOID},
-								  (Datum[]) {values[0], values[0], ObjectIdGetDatum(job->relid)},
-								  NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "claude jobs: could not read the key of job %lld", (long long) job->id);
-		appendStringInfoString(&where, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-		get_atttypetypmodcoll(job->relid, get_attnum(job->relid, job->target),
-							  &target_type, &target_typmod, &target_coll);
-		values[0] = PointerGetDatum(completion);
-		values[1] = CStringGetTextDatum(job->pk);
-		run_sql(psprintf("UPDATE %s SET %s = $1::%s WHERE %s", qualified,
-						 quote_identifier(job->target),
-						 format_type_with_typemod(target_type, target_typmod), where.data),
-				2, types, values, SPI_OK_UPDATE);
-	}
-	run_sql(psprintf("DELETE FROM %s WHERE id = $1", jobs_table), 1, &idtype, &id, SPI_OK_DELETE);
+	(void) claude_update_by_pk(job->relid, job->target, job->pk, completion);
+	claude_spi_run(psprintf("DELETE FROM %s WHERE id = $1", jobs_table), 1, &idtype, &id, SPI_OK_DELETE);
 }
 
 /* A job's request is over: record its outcome in a subtransaction. */
@@ -207,7 +205,7 @@ job_done(void *arg, int64 tag, text *completion, const char *error,
 		RollbackAndReleaseCurrentSubTransaction();
 		values[0] = Int64GetDatum(job->id);
 		values[1] = CStringGetTextDatum(edata->message);
-		run_sql(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
+		claude_spi_run(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
 						 "WHERE id = $1", jobs_table), 2, (Oid[]) {INT8OID, TEXTOID}, values,
 				SPI_OK_UPDATE);
 	}
@@ -231,7 +229,7 @@ claim(void)
 	if (room == 0 || (room < CLAIM_AT_LEAST && claude_pipe_outstanding(jobs_pipe) > 0))
 		return 0;
 
-	run_sql(psprintf("UPDATE %s j SET status = 'running', attempts = attempts + 1, updated_at = now() "
+	claude_spi_run(psprintf("UPDATE %s j SET status = 'running', attempts = attempts + 1, updated_at = now() "
 					 "WHERE id IN (SELECT id FROM %s WHERE status = 'queued' AND next_attempt_at <= now() "
 					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
 					 "RETURNING id, relid, target_column, pk::text, attempts, request::text, "
@@ -287,7 +285,7 @@ claude_jobs_step(void)
 	more = claude_pipe_outstanding(jobs_pipe) > 0;
 	if (!more)
 	{
-		run_sql(psprintf("SELECT 1 FROM %s WHERE status = 'queued' LIMIT 1", jobs_table),
+		claude_spi_run(psprintf("SELECT 1 FROM %s WHERE status = 'queued' LIMIT 1", jobs_table),
 				0, NULL, NULL, SPI_OK_SELECT);
 		more = SPI_processed > 0;
 	}

@@ -8,5 +8,7 @@
 extern void claude_jobs_start(void);
 extern bool claude_jobs_step(void);
 extern void claude_jobs_reset(void);
+extern bool claude_update_by_pk(Oid relid, const char *target, const char *pkjson,
+								text *value);
 
 #endif

@@ -17,7 +17,7 @@
 #include "secret.h"
 
 #define PACKED_MAGIC 0x436c6431	/* "Cld1" */
-#define NSTRINGS 6
+#define NSTRINGS 7
 
 typedef struct PackedRequest
 {
@@ -25,6 +25,7 @@ typedef struct PackedRequest
 	ClaudeMethod method;
 	int			timeout_ms;
 	int			max_retries;
+	bool		not_idempotent;
 	double		input_tokens;
 	double		output_tokens;
 	Oid			cache_dbid;
@@ -40,7 +41,7 @@ static dsa_pointer
 claude_request_pack(const ClaudeRequest *req)
 {
 	const char *strings[NSTRINGS] = {req->url, req->api_key, req->version,
-	req->ca_file, req->proxy, req->body};
+	req->ca_file, req->proxy, req->output_file, req->body};
 	Size		lengths[NSTRINGS];
 	Size		size = MAXALIGN(sizeof(PackedRequest));
 	dsa_pointer dp;
@@ -67,6 +68,7 @@ claude_request_pack(const ClaudeRequest *req)
 	packed->method = req->method;
 	packed->timeout_ms = req->timeout_ms;
 	packed->max_retries = req->max_retries;
+	packed->not_idempotent = req->not_idempotent;
 	packed->input_tokens = req->input_tokens;
 	packed->output_tokens = req->output_tokens;
 	packed->cache_dbid = req->cache_dbid;
@@ -96,13 +98,14 @@ claude_request_unpack(const char *blob, ClaudeRequest *req)
 {
 	const PackedRequest *packed = (const PackedRequest *) blob;
 	const char **strings[NSTRINGS] = {&req->url, &req->api_key, &req->version,
-	&req->ca_file, &req->proxy, &req->body};
+	&req->ca_file, &req->proxy, &req->output_file, &req->body};
 
 	if (packed->magic != PACKED_MAGIC)
 		elog(ERROR, "claude: corrupt request in shared memory");
 	req->method = packed->method;
 	req->timeout_ms = packed->timeout_ms;
 	req->max_retries = packed->max_retries;
+	req->not_idempotent = packed->not_idempotent;
 	req->input_tokens = packed->input_tokens;
 	req->output_tokens = packed->output_tokens;
 	req->cache_dbid = packed->cache_dbid;
@@ -142,16 +145,10 @@ claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
 	req->body_len = body_len;
 }
 
-/*
- * Queue a request for the HTTP worker and return its slot, or -1 when no
- * slot is free and !wait.  max_tokens > 0 marks a request that draws from
- * the token limits: max_tokens output tokens, and input tokens estimated
- * at four bytes of body each (corrected from the reply's usage).
- */
-int
-claude_request_submit(ClaudeMethod method, const char *path,
-					  const char *body, Size body_len, int max_tokens,
-					  ClaudeCacheCall *cache, bool wait)
+static int
+submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
+	   int max_tokens, ClaudeCacheCall *cache, const char *output_file,
+	   bool not_idempotent, bool wait)
 {
 	ClaudeRequest req;
 	char	   *utf8 = NULL;
@@ -172,12 +169,50 @@ claude_request_submit(ClaudeMethod method, const char *path,
 		req.input_tokens = ceil(req.body_len / 4.0);
 		req.output_tokens = max_tokens;
 	}
+	req.output_file = output_file;
+	req.not_idempotent = not_idempotent;
 	claude_cache_request(cache, &req);
 
 	packed = claude_request_pack(&req);
 	explicit_bzero((char *) req.api_key, strlen(req.api_key));
 	claude_slot_submit(slot, packed);
 	return slot;
+}
+
+/*
+ * Queue a request for the HTTP worker and return its slot, or -1 when no
+ * slot is free and !wait.  max_tokens > 0 marks a request that draws from
+ * the token limits: max_tokens output tokens, and input tokens estimated
+ * at four bytes of body each (corrected from the reply's usage).
+ */
+int
+claude_request_submit(ClaudeMethod method, const char *path,
+					  const char *body, Size body_len, int max_tokens,
+					  ClaudeCacheCall *cache, bool wait)
+{
+	return submit(method, path, body, body_len, max_tokens, cache, NULL, false, wait);
+}
+
+/*
+ * Queue a GET whose successful body the HTTP worker writes to output_file
+ * (relative to the data directory), for replies too large for memory; an
+ * error reply still comes back in the slot.  -1 when no slot is free.
+ */
+int
+claude_request_download(const char *path, const char *output_file)
+{
+	return submit(CLAUDE_GET, path, NULL, 0, 0, NULL, output_file, false, false);
+}
+
+/*
+ * Queue a POST that creates something at the API (a batch): retried after
+ * an error reply, never after a transport error, which may come after the
+ * server acted on it.  Waits for a slot.
+ */
+int
+claude_request_create(const char *path, const char *body, Size body_len)
+{
+	return submit(CLAUDE_POST, path, body, body_len, 0, NULL, NULL, true, true);
 }
 
 /*

@@ -24,6 +24,7 @@ typedef struct ClaudeRequest
 	ClaudeMethod method;
 	int			timeout_ms;
 	int			max_retries;
+	bool		not_idempotent; /* no retry after a transport error */
 	double		input_tokens;	/* estimate, for the rate limits */
 	double		output_tokens;	/* max_tokens, reserved from the limits */
 	/* where a successful reply is cached (cache_dbid invalid: nowhere) */
@@ -39,6 +40,7 @@ typedef struct ClaudeRequest
 	const char *proxy;
 	const char *body;			/* NULL for GET */
 	Size		body_len;
+	const char *output_file;	/* a 2xx body goes here, not to the slot */
 } ClaudeRequest;
 
 extern void claude_request_unpack(const char *blob, ClaudeRequest *req);
@@ -46,6 +48,8 @@ struct ClaudeCacheCall;
 extern int	claude_request_submit(ClaudeMethod method, const char *path,
 								  const char *body, Size body_len, int max_tokens,
 								  struct ClaudeCacheCall *cache, bool wait);
+extern int	claude_request_download(const char *path, const char *output_file);
+extern int	claude_request_create(const char *path, const char *body, Size body_len);
 extern char *claude_request_collect(int slot, ClaudeResult *result);
 extern char *claude_http_call(ClaudeMethod method, const char *path,
 							  const char *body, Size body_len, int max_tokens,

@@ -1,0 +1,505 @@
+/*
+ * batch.c
+ *		claude_enrich(mode => 'batch'): rows sent to the Message Batches API
+ *		from the calling session; and claude_batch_cancel.
+ *
+ * Rows are read as in online mode.  A row already answered in the cache is
+ * filled at once; a row still waiting in an unfinished batch is skipped;
+ * every other row becomes one request of a batch (custom_id -> primary key
+ * in claude_batch_items), split whenever a batch would exceed
+ * claude.batch_max_requests or claude.batch_max_size.
+ *
+ * A batch is paid for once the API accepts it, so its record is committed
+ * before it is sent: a 'submitting' row in claude_batches with its items.
+ * The reply fills in the API's id and state, committed at once.  An error
+ * reply deletes the record (nothing was created); an interrupted submission
+ * leaves it 'failed' with a warning that the batch may exist.  While it
+ * submits, the session holds an advisory lock on the record, so the
+ * database's worker can tell a submission whose session died from one
+ * under way.  Bookkeeping runs as the extension's owner: the caller needs
+ * EXECUTE on claude_enrich, not rights on the tables.  The worker polls the
+ * batches and writes results back (batch_poll.c).
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+#include "api.h"
+#include "batch.h"
+#include "cache.h"
+#include "dbworker.h"
+#include "enrich.h"
+#include "errors.h"
+#include "guc.h"
+#include "queue.h"
+#include "request.h"
+
+PG_FUNCTION_INFO_V1(claude_batch_cancel);
+
+/* field4 of our advisory locks, apart from pg_advisory_lock's 1 and 2 */
+#define LOCKTAG_CLAUDE_BATCH 0x434C
+#define ITEM_OVERHEAD	64		/* {"custom_id":"r…","params":…}, */
+
+typedef struct Submission
+{
+	Enrich	   *e;
+	ClaudeBatchTables tables;
+	Oid			owner;			/* of the extension */
+	Oid			caller;
+	int			save_sec;
+	bool		cache;
+	SPIPlanPtr	new_batch;
+	SPIPlanPtr	new_item;
+	char	  **waiting;		/* sorted keys of rows in unfinished batches */
+	int			nwaiting;
+	int64		local_id;		/* the batch being filled, 0 if none */
+	StringInfoData body;
+	int			nitems;
+	int64		submitted;
+	int64		from_cache;
+	int64		skipped;
+	int			nbatches;
+	StringInfoData ids;
+} Submission;
+
+bool
+claude_batch_tables(Oid nsp, ClaudeBatchTables *t)
+{
+	char	   *name = get_namespace_name(nsp);
+
+	if (name == NULL || !OidIsValid(get_relname_relid("claude_batches", nsp)))
+		return false;
+	t->nsp = nsp;
+	t->schema = pstrdup(quote_identifier(name));
+	t->batches = quote_qualified_identifier(name, "claude_batches");
+	t->items = quote_qualified_identifier(name, "claude_batch_items");
+	t->cache = quote_qualified_identifier(name, "claude_cache");
+	return true;
+}
+
+void
+claude_batch_lock_tag(LOCKTAG *tag, int64 local_id)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) ((uint64) local_id >> 32),
+						 (uint32) local_id, LOCKTAG_CLAUDE_BATCH);
+}
+
+/* The API's view of a batch (a MessageBatch object) into its row. */
+void
+claude_batch_record_state(const ClaudeBatchTables *t, int64 local_id,
+						  const char *batch_json)
+{
+	claude_spi_run(psprintf("UPDATE %s SET id = coalesce(r->>'id', id), "
+							"status = r->>'processing_status', "
+							"processing = (r->'request_counts'->>'processing')::int, "
+							"succeeded = (r->'request_counts'->>'succeeded')::int, "
+							"errored = (r->'request_counts'->>'errored')::int, "
+							"canceled = (r->'request_counts'->>'canceled')::int, "
+							"expired = (r->'request_counts'->>'expired')::int, "
+							"created_at = coalesce((r->>'created_at')::timestamptz, created_at), "
+							"ended_at = (r->>'ended_at')::timestamptz, "
+							"expires_at = (r->>'expires_at')::timestamptz, "
+							"polled_at = now(), error = NULL "
+							"FROM (SELECT $2::jsonb AS r) s WHERE local_id = $1", t->batches),
+				   2, (Oid[]) {INT8OID, TEXTOID},
+				   (Datum[]) {Int64GetDatum(local_id), CStringGetTextDatum(batch_json)},
+				   SPI_OK_UPDATE);
+}
+
+/* A failed request about a batch; fatal ends it for good. */
+void
+claude_batch_record_error(const ClaudeBatchTables *t, int64 local_id,
+						  const char *error, bool fatal)
+{
+	claude_spi_run(psprintf("UPDATE %s SET error = $2, polled_at = now(), "
+							"status = CASE WHEN $3 THEN 'failed' ELSE status END "
+							"WHERE local_id = $1", t->batches),
+				   3, (Oid[]) {INT8OID, TEXTOID, BOOLOID},
+				   (Datum[]) {Int64GetDatum(local_id), CStringGetTextDatum(error),
+		BoolGetDatum(fatal)}, SPI_OK_UPDATE);
+}
+
+static Oid
+extension_owner(void)
+{
+	bool		isnull;
+
+	if (SPI_execute("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'claude'",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "claude: extension not found");
+	return DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										  1, &isnull));
+}
+
+/* Bookkeeping runs as the extension's owner, rows of the table as the caller. */
+static void
+as_owner(Submission *s)
+{
+	GetUserIdAndSecContext(&s->caller, &s->save_sec);
+	SetUserIdAndSecContext(s->owner, s->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+static void
+as_caller(Submission *s)
+{
+	SetUserIdAndSecContext(s->caller, s->save_sec);
+}
+
+static int
+compare_keys(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Keys of the rows already waiting in unfinished batches of this column. */
+static void
+load_waiting(Submission *s)
+{
+	Enrich	   *e = s->e;
+
+	as_owner(s);
+	if (SPI_execute_with_args(psprintf("SELECT i.pk::text FROM %s i JOIN %s b ON b.local_id = i.batch "
+									   "WHERE b.relation = $1 AND b.target_column = $2 "
+									   "AND b.results_at IS NULL AND b.status <> 'failed' "
+									   "AND i.status = 'pending' ORDER BY 1",
+									   s->tables.items, s->tables.batches),
+							  2, (Oid[]) {OIDOID, TEXTOID},
+							  (Datum[]) {ObjectIdGetDatum(e->relid), CStringGetTextDatum(e->target)},
+							  NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "claude_enrich: could not read claude_batch_items");
+	as_caller(s);
+	s->nwaiting = (int) SPI_processed;
+	s->waiting = palloc(Max(s->nwaiting, 1) * sizeof(char *));
+	for (int i = 0; i < s->nwaiting; i++)
+		s->waiting[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+	/* sort in C: the collation's ORDER BY need not agree with strcmp */
+	qsort(s->waiting, s->nwaiting, sizeof(char *), compare_keys);
+	SPI_freetuptable(SPI_tuptable);
+}
+
+static void
+prepare_plans(Submission *s)
+{
+	as_owner(s);
+	s->new_batch = SPI_prepare(psprintf("INSERT INTO %s (relation, target_column, cache, submitted_by) "
+										"VALUES ($1, $2, $3, $4) RETURNING local_id", s->tables.batches),
+							   4, (Oid[]) {REGCLASSOID, NAMEOID, BOOLOID, REGROLEOID});
+	s->new_item = SPI_prepare(psprintf("INSERT INTO %s (batch, custom_id, pk, request, cache_key) "
+									   "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)", s->tables.items),
+							  5, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID});
+	as_caller(s);
+	if (s->new_batch == NULL || s->new_item == NULL)
+		elog(ERROR, "claude_enrich: could not prepare statements: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(s->new_batch);
+	SPI_keepplan(s->new_item);
+}
+
+static void
+start_batch(Submission *s)
+{
+	Datum		values[4];
+	bool		isnull;
+
+	values[0] = ObjectIdGetDatum(s->e->relid);
+	values[1] = CStringGetDatum(s->e->target);
+	values[2] = BoolGetDatum(s->cache);
+	values[3] = ObjectIdGetDatum(s->caller);
+	as_owner(s);
+	if (SPI_execute_plan(s->new_batch, values, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "claude_enrich: could not record a batch");
+	as_caller(s);
+	s->local_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											  1, &isnull));
+	resetStringInfo(&s->body);
+	appendStringInfoString(&s->body, "{\"requests\":[");
+	s->nitems = 0;
+}
+
+/*
+ * POST the batch being filled.  Returns normally once the API accepted it
+ * and its id is committed; otherwise raises, having deleted the record
+ * (error reply) or marked it failed (outcome unknown).
+ */
+static void
+send_batch(Submission *s)
+{
+	LOCKTAG		tag;
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner;
+	volatile bool rejected = false;
+	ErrorData  *volatile edata = NULL;
+
+	appendStringInfoString(&s->body, "]}");
+	as_owner(s);
+	claude_spi_run(psprintf("UPDATE %s SET requests = $2 WHERE local_id = $1", s->tables.batches),
+				   2, (Oid[]) {INT8OID, INT4OID},
+				   (Datum[]) {Int64GetDatum(s->local_id), Int32GetDatum(s->nitems)},
+				   SPI_OK_UPDATE);
+	as_caller(s);
+	claude_batch_lock_tag(&tag, s->local_id);
+	(void) LockAcquire(&tag, ExclusiveLock, true, false);
+	SPI_commit();
+
+	/* the commit began a new transaction: its resource owner is current */
+	owner = CurrentResourceOwner;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		ClaudeResult result;
+		int			slot = claude_request_create(CLAUDE_BATCHES_PATH, s->body.data, s->body.len);
+		char	   *reply;
+
+		claude_slot_wait(slot);
+		reply = claude_request_collect(slot, &result);
+		/* an error reply means nothing was created */
+		rejected = result.http_status >= 400;
+		claude_check_result(&result, reply);
+		as_owner(s);
+		claude_batch_record_state(&s->tables, s->local_id, reply);
+		as_caller(s);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+
+	as_owner(s);
+	if (edata == NULL)
+	{
+		if (SPI_execute(psprintf("SELECT id FROM %s WHERE local_id = %lld", s->tables.batches,
+								 (long long) s->local_id), false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "claude_enrich: could not read claude_batches");
+		appendStringInfo(&s->ids, "%s%s", s->nbatches ? ", " : "",
+						 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+		s->nbatches++;
+		s->submitted += s->nitems;
+	}
+	else if (rejected)
+		claude_spi_run(psprintf("DELETE FROM %s WHERE local_id = %lld", s->tables.batches,
+								(long long) s->local_id), 0, NULL, NULL, SPI_OK_DELETE);
+	else
+		claude_batch_record_error(&s->tables, s->local_id,
+								  psprintf("submission interrupted (%s): the batch may exist at the API "
+										   "without its id here", edata->message), true);
+	as_caller(s);
+	SPI_commit();
+	LockRelease(&tag, ExclusiveLock, true);
+	s->local_id = 0;
+
+	if (edata != NULL)
+	{
+		if (s->nbatches > 0)
+			ereport(NOTICE,
+					(errmsg("claude_enrich: %lld rows were submitted before the error, in %s",
+							(long long) s->submitted, s->ids.data)));
+		ReThrowError(edata);
+	}
+}
+
+static bool
+waiting_in_batch(Submission *s, const char *pkjson)
+{
+	return s->nwaiting > 0 &&
+		bsearch(&pkjson, s->waiting, s->nwaiting, sizeof(char *), compare_keys) != NULL;
+}
+
+static void
+add_row(Submission *s, EnrichRow *row)
+{
+	Enrich	   *e = s->e;
+	char	   *body = claude_complete_body(&e->args, row->prompt);
+	Size		len = strlen(body);
+	ClaudeCacheCall call;
+	Jsonb	   *hit;
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+	char		custom_id[16];
+	bytea	   *key;
+
+	if (waiting_in_batch(s, row->pkjson))
+	{
+		s->skipped++;
+		return;
+	}
+	if (claude_cache_begin(s->cache, s->tables.nsp, "/v1/messages", body, len, false,
+						   &call, &hit))
+	{
+		Datum	   *update = palloc((e->npk + 1) * sizeof(Datum));
+
+		update[0] = PointerGetDatum(claude_jsonb_reply_text(hit));
+		memcpy(update + 1, row->pk, e->npk * sizeof(Datum));
+		if (SPI_execute_plan(e->update, update, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "claude_enrich: could not update a row");
+		s->from_cache++;
+		return;
+	}
+
+	if (s->local_id != 0 &&
+		(s->nitems >= claude_batch_max_requests ||
+		 s->body.len + len + ITEM_OVERHEAD > (Size) claude_batch_max_size))
+		send_batch(s);
+	if (s->local_id == 0)
+		start_batch(s);
+
+	snprintf(custom_id, sizeof(custom_id), "r%d", ++s->nitems);
+	appendStringInfo(&s->body, "%s{\"custom_id\":\"%s\",\"params\":",
+					 s->nitems > 1 ? "," : "", custom_id);
+	appendBinaryStringInfo(&s->body, body, len);
+	appendStringInfoChar(&s->body, '}');
+
+	values[0] = Int64GetDatum(s->local_id);
+	values[1] = CStringGetTextDatum(custom_id);
+	values[2] = CStringGetTextDatum(row->pkjson);
+	values[3] = PointerGetDatum(cstring_to_text_with_len(body, len));
+	if (call.enabled)
+	{
+		key = palloc(VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
+		SET_VARSIZE(key, VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
+		memcpy(VARDATA(key), call.key, CLAUDE_CACHE_KEY_LEN);
+		values[4] = PointerGetDatum(key);
+	}
+	else
+		nulls[4] = true;
+	as_owner(s);
+	if (SPI_execute_plan(s->new_item, values, (char[]) {' ', ' ', ' ', ' ', nulls[4] ? 'n' : ' '},
+						 false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "claude_enrich: could not record a batch request");
+	as_caller(s);
+}
+
+/* claude_enrich(mode => 'batch'), in a non-atomic CALL after prepare(). */
+void
+claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo)
+{
+	Submission	s;
+	MemoryContext tmp = AllocSetContextCreate(e->cxt, "claude_enrich batch rows",
+											  ALLOCSET_DEFAULT_SIZES);
+
+	memset(&s, 0, sizeof(s));
+	s.e = e;
+	s.cache = claude_cache_enabled;
+	s.caller = GetUserId();
+	if (!claude_batch_tables(claude_extension_schema(fcinfo), &s.tables))
+		elog(ERROR, "claude_enrich: claude_batches is missing");
+	s.owner = extension_owner();
+	initStringInfo(&s.body);
+	initStringInfo(&s.ids);
+	prepare_plans(&s);
+	load_waiting(&s);
+
+	while (!e->exhausted)
+	{
+		MemoryContext old = MemoryContextSwitchTo(tmp);
+
+		claude_enrich_read_rows(e);
+		for (int i = 0; i < e->npending; i++)
+		{
+			add_row(&s, e->pending[i]);
+			claude_enrich_free_row(e->pending[i]);
+		}
+		e->npending = 0;
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(tmp);
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (s.local_id != 0)
+		send_batch(&s);
+	else
+		SPI_commit();			/* the rows filled from the cache */
+
+	if (s.skipped > 0)
+		ereport(NOTICE,
+				(errmsg("claude_enrich: %lld rows of %s skipped: they wait in Message Batches that have not ended",
+						(long long) s.skipped, e->relname)));
+	if (s.nbatches == 0)
+		ereport(NOTICE,
+				(errmsg("claude_enrich: no Message Batch needed for %s, %lld rows filled from the cache",
+						e->relname, (long long) s.from_cache)));
+	else
+	{
+		ereport(NOTICE,
+				(errmsg("claude_enrich: %lld rows of %s submitted in %d Message Batch%s: %s; %lld rows filled from the cache",
+						(long long) s.submitted, e->relname, s.nbatches,
+						s.nbatches > 1 ? "es" : "", s.ids.data, (long long) s.from_cache),
+				 errhint("The database's worker writes results back when a batch ends; see claude_batches and claude_progress.")));
+		/* the worker polls the new batches */
+		claude_jobs_kick(MyDatabaseId);
+	}
+}
+
+/* claude_batch_cancel(batch_id): ask the API to stop a batch. */
+Datum
+claude_batch_cancel(PG_FUNCTION_ARGS)
+{
+	ClaudeBatchTables tables;
+	char	   *id;
+	int64		local_id;
+	Oid			submitted_by;
+	bool		isnull;
+	char	   *reply;
+	ClaudeResult result;
+	char	   *status;
+	Oid			save_user;
+	int			save_sec;
+
+	if (PG_ARGISNULL(0))
+		invalid_argument("batch_id must not be NULL");
+	id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	claude_require_shared();
+	if (!claude_batch_tables(claude_extension_schema(fcinfo), &tables))
+		elog(ERROR, "claude_batch_cancel: claude_batches is missing");
+
+	SPI_connect();
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(extension_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_execute_with_args(psprintf("SELECT local_id, submitted_by FROM %s WHERE id = $1",
+									   tables.batches),
+							  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(id)},
+							  NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "claude_batch_cancel: could not read claude_batches");
+	SetUserIdAndSecContext(save_user, save_sec);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("Message Batch \"%s\" is not in claude_batches", id)));
+	local_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	submitted_by = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (!has_privs_of_role(GetUserId(), submitted_by))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to cancel Message Batch \"%s\"", id),
+				 errdetail("Only roles with the privileges of its submitter %s may cancel it.",
+						   GetUserNameFromId(submitted_by, false))));
+
+	reply = claude_http_call(CLAUDE_POST, psprintf("%s/%s/cancel", CLAUDE_BATCHES_PATH, id),
+							 NULL, 0, 0, NULL, &result);
+	SetUserIdAndSecContext(extension_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	claude_batch_record_state(&tables, local_id, reply);
+	/* poll it again soon: a canceled batch ends quickly */
+	claude_spi_run(psprintf("UPDATE %s SET polled_at = NULL WHERE local_id = %lld RETURNING status",
+							tables.batches, (long long) local_id),
+				   0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
+	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	SetUserIdAndSecContext(save_user, save_sec);
+	SPI_finish();
+	claude_jobs_kick(MyDatabaseId);
+	PG_RETURN_TEXT_P(cstring_to_text(status));
+}
