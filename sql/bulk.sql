@@ -30,7 +30,15 @@ CALL claude_enrich('items', 'nope', '{qty}');
 CALL claude_enrich('items', 'id', '{qty}');
 CALL claude_enrich('items', 'label', '{qty}', batch_size => 0);
 CALL claude_enrich('items', 'label', '{qty}', mode => 'fast');
+-- batch mode commits its records, so not inside a transaction block
+BEGIN;
 CALL claude_enrich('items', 'label', '{qty}', mode => 'batch');
+ROLLBACK;
+-- nothing missing: no batch
+CALL claude_enrich('items', 'label', '{qty}', mode => 'batch');
+SELECT count(*) FROM claude_batches;
+SET claude.batch_max_requests = 0;
+SET claude.batch_max_size = '512B';
 CALL claude_enrich(NULL, 'label', '{qty}');
 CREATE TABLE nokey (a text, b text);
 CALL claude_enrich('nokey', 'b', '{a}');

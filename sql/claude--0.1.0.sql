@@ -168,6 +168,7 @@ INSERT INTO claude_prices VALUES
     ('claude-haiku-4-5', 1, 5, '2026-05-06'),
     ('claude-3-5-haiku', 0.80, 4, '2026-05-06'),
     ('claude-3-haiku', 0.25, 1.25, '2026-05-06');
+GRANT SELECT ON claude_prices TO PUBLIC;
 -- admins keep prices current; their edits are worth a backup
 SELECT pg_catalog.pg_extension_config_dump('claude_prices', '');
 

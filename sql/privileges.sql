@@ -1,6 +1,9 @@
 -- Spending functions are not executable by PUBLIC.
 SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_can_execute
-FROM pg_proc p WHERE p.proname IN ('claude_complete', 'claude_messages') ORDER BY 1;
+FROM pg_proc p WHERE p.proname LIKE 'claude\_%' ORDER BY 1;
+-- nor are requests, replies and batches readable; list prices are
+SELECT c.relname, has_table_privilege('public', c.oid, 'SELECT') AS public_can_read
+FROM pg_class c WHERE c.relname LIKE 'claude\_%' AND c.relkind IN ('r', 'v') ORDER BY 1;
 
 CREATE ROLE claude_plain LOGIN;
 CREATE ROLE claude_granted LOGIN;

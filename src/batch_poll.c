@@ -187,7 +187,9 @@ status_done(const ClaudeBatchTables *t)
 	claude_batch_record_state(t, current, reply);
 	claude_spi_run(psprintf("SELECT status = 'ended' FROM %s WHERE local_id = %lld",
 							t->batches, (long long) current), 0, NULL, NULL, SPI_OK_SELECT);
-	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+	/* the row may have been deleted meanwhile */
+	if (SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		start_download();
 }
 

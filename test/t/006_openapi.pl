@@ -30,7 +30,7 @@ my $h = IPC::Run::start([ $steady, '--host', '127.0.0.1', '-p', $port, '--log-fo
 my $up = wait_until(sub { HTTP::Tiny->new(timeout => 1)->get("http://127.0.0.1:$port/")->{status} != 599 }, 60);
 ok($up, 'Steady is listening');
 
-my $node = new_node('openapi', undef, conf => "claude.base_url = 'http://127.0.0.1:$port'\nclaude.api_key = 'sk-steady'\n");
+my $node = new_node('openapi', undef, conf => "claude.base_url = 'http://127.0.0.1:$port'\nclaude.api_key = 'sk-steady'\nclaude.batch_poll_interval = 1\n");
 
 my @valid = (
 	[ 'claude_complete, defaults', q{SELECT claude_complete('Hello') IS NOT NULL} ],
@@ -68,6 +68,19 @@ for my $case (@valid)
 	is($out, 't', "accepted: $name") or diag($err);
 }
 
+# Message Batches: claude_enrich's create, the worker's poll, and cancel
+$node->safe_psql('postgres', q{
+	CREATE TABLE docs (id int PRIMARY KEY, body text, summary text);
+	INSERT INTO docs VALUES (1, 'one'), (2, E'two \u00e9 "quoted"');});
+my ($brc, $bout, $berr) = $node->psql('postgres',
+	q{CALL claude_enrich('docs', 'summary', 'Summarize: {body}', system => 'Be brief', max_tokens => 50, mode => 'batch')});
+is($brc, 0, 'accepted: a Message Batch created by claude_enrich') or diag($berr);
+my $batch = $node->safe_psql('postgres', 'SELECT id FROM claude_batches');
+ok(wait_until(sub { grep { m{"path":"/v1/messages/batches/\Q$batch\E"} } split /\n/, slurp_file($steady_log) }, 30),
+	'the worker polls the batch');
+($brc, $bout, $berr) = $node->psql('postgres', "SELECT claude_batch_cancel('$batch') IS NOT NULL");
+is($bout, 't', 'accepted: claude_batch_cancel') or diag($berr);
+
 # the check is real: a request the extension passes through unchecked but
 # the schema forbids is refused by Steady
 my ($rc, $out, $err) = $node->psql('postgres',
@@ -75,9 +88,13 @@ my ($rc, $out, $err) = $node->psql('postgres',
 like($err, qr/Claude API error 400/, 'Steady refuses an invalid request (the validator is active)');
 
 # and Steady's own log agrees: every request reached it, one was refused
-my @lines = grep { /"path":"\/v1\/messages"/ } split /\n/, slurp_file($steady_log);
+my @log = split /\n/, slurp_file($steady_log);
+my @lines = grep { /"path":"\/v1\/messages"/ } @log;
 is(scalar(grep { /"status":200/ } @lines), scalar(@valid), 'Steady logged every valid request as 200');
 is(scalar(grep { /"status":400/ } @lines), 1, 'and only the invalid one as 400');
+my @batch_lines = grep { m{"path":"/v1/messages/batches} } @log;
+cmp_ok(scalar(@batch_lines), '>=', 3, 'the batch requests reached Steady');
+is(scalar(grep { !/"status":200/ } @batch_lines), 0, 'and every one was valid') or diag(join("\n", @batch_lines));
 
 $node->stop;
 $h->kill_kill;
