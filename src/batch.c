@@ -25,7 +25,10 @@
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/fd.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -47,7 +50,7 @@ PG_FUNCTION_INFO_V1(claude_batch_cancel);
 
 /* field4 of our advisory locks, apart from pg_advisory_lock's 1 and 2 */
 #define LOCKTAG_CLAUDE_BATCH 0x434C
-#define ITEM_OVERHEAD	64		/* {"custom_id":"r…","params":…}, */
+#define ITEM_OVERHEAD	64		/* {"custom_id":"r…","params":…}, and "]}" */
 
 typedef struct Submission
 {
@@ -62,7 +65,9 @@ typedef struct Submission
 	char	  **waiting;		/* sorted keys of rows in unfinished batches */
 	int			nwaiting;
 	int64		local_id;		/* the batch being filled, 0 if none */
-	StringInfoData body;
+	File		file;			/* its body (UTF-8), a temporary file */
+	off_t		size;			/* bytes in the file */
+	StringInfoData buf;			/* bytes not yet in the file */
 	int			nitems;
 	int64		submitted;
 	int64		from_cache;
@@ -204,6 +209,43 @@ prepare_plans(Submission *s)
 	SPI_keepplan(s->new_item);
 }
 
+/*
+ * The body of a batch being filled; at most one, closed (and deleted) when
+ * the batch is sent, or by the next submission of the session after an
+ * error.
+ */
+static File body_file = -1;
+
+static void
+close_body(void)
+{
+	if (body_file >= 0)
+		FileClose(body_file);
+	body_file = -1;
+}
+
+static void
+flush_body(Submission *s)
+{
+	if (s->buf.len == 0)
+		return;
+	if (FileWrite(s->file, s->buf.data, s->buf.len, s->size, WAIT_EVENT_BUFFILE_WRITE) != s->buf.len)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not write file \"%s\": %m", FilePathName(s->file))));
+	s->size += s->buf.len;
+	resetStringInfo(&s->buf);
+}
+
+/* Append UTF-8 bytes to the body of the batch. */
+static void
+append_body(Submission *s, const char *data, Size len)
+{
+	appendBinaryStringInfo(&s->buf, data, len);
+	if (s->buf.len >= 65536)
+		flush_body(s);
+}
+
 static void
 start_batch(Submission *s)
 {
@@ -220,8 +262,11 @@ start_batch(Submission *s)
 	as_caller(s);
 	s->local_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 											  1, &isnull));
-	resetStringInfo(&s->body);
-	appendStringInfoString(&s->body, "{\"requests\":[");
+	close_body();
+	body_file = s->file = OpenTemporaryFile(true);
+	s->size = 0;
+	resetStringInfo(&s->buf);
+	append_body(s, "{\"requests\":[", 13);
 	s->nitems = 0;
 }
 
@@ -239,7 +284,8 @@ send_batch(Submission *s)
 	volatile bool rejected = false;
 	ErrorData  *volatile edata = NULL;
 
-	appendStringInfoString(&s->body, "]}");
+	append_body(s, "]}", 2);
+	flush_body(s);
 	as_owner(s);
 	claude_spi_run(psprintf("UPDATE %s SET requests = $2 WHERE local_id = $1", s->tables.batches),
 				   2, (Oid[]) {INT8OID, INT4OID},
@@ -257,7 +303,8 @@ send_batch(Submission *s)
 	PG_TRY();
 	{
 		ClaudeResult result;
-		int			slot = claude_request_create(CLAUDE_BATCHES_PATH, s->body.data, s->body.len);
+		int			slot = claude_request_create(CLAUDE_BATCHES_PATH, FilePathName(s->file),
+												 (Size) s->size);
 		char	   *reply;
 
 		claude_slot_wait(slot);
@@ -280,6 +327,7 @@ send_batch(Submission *s)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
+	close_body();
 
 	as_owner(s);
 	if (edata == NULL)
@@ -332,7 +380,10 @@ add_row(Submission *s, EnrichRow *row)
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
 	char		custom_id[16];
+	char		head[64];
 	bytea	   *key;
+	char	   *utf8;
+	Size		utf8_len;
 
 	if (waiting_in_batch(s, row->pkjson))
 	{
@@ -352,18 +403,21 @@ add_row(Submission *s, EnrichRow *row)
 		return;
 	}
 
+	utf8 = pg_server_to_any(body, len, PG_UTF8);
+	utf8_len = utf8 == body ? len : strlen(utf8);
 	if (s->local_id != 0 &&
 		(s->nitems >= claude_batch_max_requests ||
-		 s->body.len + len + ITEM_OVERHEAD > (Size) claude_batch_max_size))
+		 s->size + s->buf.len + utf8_len + ITEM_OVERHEAD > (Size) claude_batch_max_size))
 		send_batch(s);
 	if (s->local_id == 0)
 		start_batch(s);
 
 	snprintf(custom_id, sizeof(custom_id), "r%d", ++s->nitems);
-	appendStringInfo(&s->body, "%s{\"custom_id\":\"%s\",\"params\":",
-					 s->nitems > 1 ? "," : "", custom_id);
-	appendBinaryStringInfo(&s->body, body, len);
-	appendStringInfoChar(&s->body, '}');
+	snprintf(head, sizeof(head), "%s{\"custom_id\":\"%s\",\"params\":",
+			 s->nitems > 1 ? "," : "", custom_id);
+	append_body(s, head, strlen(head));
+	append_body(s, utf8, utf8_len);
+	append_body(s, "}", 1);
 
 	values[0] = Int64GetDatum(s->local_id);
 	values[1] = CStringGetTextDatum(custom_id);
@@ -400,8 +454,9 @@ claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo)
 	if (!claude_batch_tables(claude_extension_schema(fcinfo), &s.tables))
 		elog(ERROR, "claude_enrich: claude_batches is missing");
 	s.owner = extension_owner();
-	initStringInfo(&s.body);
+	initStringInfo(&s.buf);
 	initStringInfo(&s.ids);
+	close_body();				/* left by an earlier submission that failed */
 	prepare_plans(&s);
 	load_waiting(&s);
 

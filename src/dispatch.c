@@ -103,7 +103,7 @@ retry_delay_ms(Transfer *t, CURLcode code, long status)
 			!(status == 408 || status == 409 || status == 429 || status >= 500))
 			return -1;
 	}
-	else if (t->too_large || t->out_failed || t->req.not_idempotent)
+	else if (t->too_large || t->file_failed || t->req.not_idempotent)
 		return -1;
 
 	if (t->retry_after_ms >= 0)
@@ -122,10 +122,10 @@ set_message(ClaudeResult *r, CURLcode code, Transfer *t)
 				 "no complete reply within claude.request_timeout (%d ms)",
 				 t->req.timeout_ms);
 	}
-	else if (t->out_failed)
+	else if (t->file_failed)
 	{
 		r->transport = CLAUDE_TE_INTERNAL;
-		strlcpy(r->message, t->out_error, sizeof(r->message));
+		strlcpy(r->message, t->file_error, sizeof(r->message));
 	}
 	else if (t->too_large)
 	{
@@ -159,10 +159,10 @@ finish(Transfer *t, CURLcode code, long status)
 		r.http_status = (int) status;
 		if (status >= 200 && status < 300)
 			claude_cache_store(&t->req, t->body, t->body_len);
-		if (t->req.output_file && !claude_http_close_output(t))
+		if (t->req.output_file && !claude_http_close_files(t))
 		{
 			r.transport = CLAUDE_TE_INTERNAL;
-			strlcpy(r.message, t->out_error, sizeof(r.message));
+			strlcpy(r.message, t->file_error, sizeof(r.message));
 		}
 		if (t->body_len > 0)
 		{

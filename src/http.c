@@ -99,22 +99,48 @@ close_socket_cb(void *clientp, curl_socket_t s)
 	return close(s);
 }
 
+/* The body of an upload comes from its file, never from memory. */
+static size_t
+read_cb(char *buf, size_t size, size_t nitems, void *userp)
+{
+	Transfer   *t = userp;
+	size_t		n = fread(buf, 1, size * nitems, t->in);
+
+	if (n == 0 && ferror(t->in))
+	{
+		snprintf(t->file_error, sizeof(t->file_error), "could not read file \"%s\": %m",
+				 t->req.input_file);
+		t->file_failed = true;
+		return CURL_READFUNC_ABORT;
+	}
+	return n;
+}
+
+/* curl rewinds an upload to send it again on a fresh connection */
+static int
+seek_cb(void *userp, curl_off_t offset, int origin)
+{
+	Transfer   *t = userp;
+
+	return fseeko(t->in, (off_t) offset, origin) == 0 ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_FAIL;
+}
+
 /* A successful body of a download goes to its file, never into memory. */
 static size_t
 write_output(Transfer *t, char *data, size_t n)
 {
 	if (t->out == NULL && (t->out = fopen(t->req.output_file, "w")) == NULL)
 	{
-		snprintf(t->out_error, sizeof(t->out_error), "could not create file \"%s\": %m",
+		snprintf(t->file_error, sizeof(t->file_error), "could not create file \"%s\": %m",
 				 t->req.output_file);
-		t->out_failed = true;
+		t->file_failed = true;
 		return 0;
 	}
 	if (fwrite(data, 1, n, t->out) != n)
 	{
-		snprintf(t->out_error, sizeof(t->out_error), "could not write file \"%s\": %m",
+		snprintf(t->file_error, sizeof(t->file_error), "could not write file \"%s\": %m",
 				 t->req.output_file);
-		t->out_failed = true;
+		t->file_failed = true;
 		return 0;
 	}
 	return n;
@@ -271,20 +297,27 @@ set_header(Transfer *t, const char *name, const char *value)
 	pfree(line);
 }
 
-/* Close a download's file; false (out_error set) if it was not written. */
+/*
+ * Close the files of an attempt; false (file_error set) if a download was
+ * not written in full.
+ */
 bool
-claude_http_close_output(Transfer *t)
+claude_http_close_files(Transfer *t)
 {
-	bool		ok = !t->out_failed;
+	bool		ok = !t->file_failed;
+
+	if (t->in != NULL)
+		fclose(t->in);
+	t->in = NULL;
 
 	if (t->out != NULL && fclose(t->out) != 0 && ok)
 	{
-		snprintf(t->out_error, sizeof(t->out_error), "could not write file \"%s\": %m",
+		snprintf(t->file_error, sizeof(t->file_error), "could not write file \"%s\": %m",
 				 t->req.output_file);
 		ok = false;
 	}
 	t->out = NULL;
-	t->out_failed = false;
+	t->file_failed = false;
 	return ok;
 }
 
@@ -292,7 +325,7 @@ claude_http_close_output(Transfer *t)
 void
 claude_http_end(Transfer *t)
 {
-	(void) claude_http_close_output(t);
+	(void) claude_http_close_files(t);
 	if (t->easy == NULL)
 		return;
 	curl_multi_remove_handle(multi, t->easy);
@@ -314,13 +347,20 @@ claude_http_begin(Transfer *t)
 	t->body = NULL;
 	t->body_len = t->body_cap = 0;
 	t->too_large = false;
-	(void) claude_http_close_output(t);
+	(void) claude_http_close_files(t);
 	t->request_id[0] = '\0';
 	t->errbuf[0] = '\0';
 	t->retry_after_ms = -1;
 	t->should_retry = -1;
 	claude_server_limits_init(&t->server);
 
+	if (req->input_file && (t->in = fopen(req->input_file, "r")) == NULL)
+	{
+		snprintf(t->file_error, sizeof(t->file_error), "could not open file \"%s\": %m",
+				 req->input_file);
+		t->file_failed = true;
+		return false;
+	}
 	e = n_idle_easy > 0 ? idle_easy[--n_idle_easy] : curl_easy_init();
 	if (e == NULL)
 		return false;
@@ -340,8 +380,17 @@ claude_http_begin(Transfer *t)
 	if (req->method == CLAUDE_POST)
 	{
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
-		/* never NULL: curl would read the body from stdin */
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+		if (req->input_file)
+		{
+			curl_easy_setopt(e, CURLOPT_POST, 1L);
+			curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
+			curl_easy_setopt(e, CURLOPT_READDATA, t);
+			curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
+			curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+		}
+		else
+			/* never NULL: curl would read the body from stdin */
+			curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
 	}
 	curl_easy_setopt(e, CURLOPT_SHARE, share);
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);

@@ -17,7 +17,7 @@
 #include "secret.h"
 
 #define PACKED_MAGIC 0x436c6431	/* "Cld1" */
-#define NSTRINGS 7
+#define NSTRINGS 8
 
 typedef struct PackedRequest
 {
@@ -41,7 +41,7 @@ static dsa_pointer
 claude_request_pack(const ClaudeRequest *req)
 {
 	const char *strings[NSTRINGS] = {req->url, req->api_key, req->version,
-	req->ca_file, req->proxy, req->output_file, req->body};
+	req->ca_file, req->proxy, req->input_file, req->output_file, req->body};
 	Size		lengths[NSTRINGS];
 	Size		size = MAXALIGN(sizeof(PackedRequest));
 	dsa_pointer dp;
@@ -98,7 +98,7 @@ claude_request_unpack(const char *blob, ClaudeRequest *req)
 {
 	const PackedRequest *packed = (const PackedRequest *) blob;
 	const char **strings[NSTRINGS] = {&req->url, &req->api_key, &req->version,
-	&req->ca_file, &req->proxy, &req->output_file, &req->body};
+	&req->ca_file, &req->proxy, &req->input_file, &req->output_file, &req->body};
 
 	if (packed->magic != PACKED_MAGIC)
 		elog(ERROR, "claude: corrupt request in shared memory");
@@ -147,8 +147,8 @@ claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
 
 static int
 submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
-	   int max_tokens, ClaudeCacheCall *cache, const char *output_file,
-	   bool not_idempotent, bool wait)
+	   int max_tokens, ClaudeCacheCall *cache, const char *input_file,
+	   const char *output_file, bool not_idempotent, bool wait)
 {
 	ClaudeRequest req;
 	char	   *utf8 = NULL;
@@ -168,6 +168,11 @@ submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 	{
 		req.input_tokens = ceil(req.body_len / 4.0);
 		req.output_tokens = max_tokens;
+	}
+	if (input_file)
+	{
+		req.input_file = input_file;
+		req.body_len = body_len;
 	}
 	req.output_file = output_file;
 	req.not_idempotent = not_idempotent;
@@ -190,7 +195,7 @@ claude_request_submit(ClaudeMethod method, const char *path,
 					  const char *body, Size body_len, int max_tokens,
 					  ClaudeCacheCall *cache, bool wait)
 {
-	return submit(method, path, body, body_len, max_tokens, cache, NULL, false, wait);
+	return submit(method, path, body, body_len, max_tokens, cache, NULL, NULL, false, wait);
 }
 
 /*
@@ -201,18 +206,19 @@ claude_request_submit(ClaudeMethod method, const char *path,
 int
 claude_request_download(const char *path, const char *output_file)
 {
-	return submit(CLAUDE_GET, path, NULL, 0, 0, NULL, output_file, false, false);
+	return submit(CLAUDE_GET, path, NULL, 0, 0, NULL, NULL, output_file, false, false);
 }
 
 /*
- * Queue a POST that creates something at the API (a batch): retried after
- * an error reply, never after a transport error, which may come after the
- * server acted on it.  Waits for a slot.
+ * Queue a POST that creates something at the API (a batch), its body the
+ * size bytes of input_file (UTF-8, relative to the data directory, read by
+ * the HTTP worker): retried after an error reply, never after a transport
+ * error, which may come after the server acted on it.  Waits for a slot.
  */
 int
-claude_request_create(const char *path, const char *body, Size body_len)
+claude_request_create(const char *path, const char *input_file, Size size)
 {
-	return submit(CLAUDE_POST, path, body, body_len, 0, NULL, NULL, true, true);
+	return submit(CLAUDE_POST, path, NULL, size, 0, NULL, input_file, NULL, true, true);
 }
 
 /*

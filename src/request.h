@@ -40,6 +40,7 @@ typedef struct ClaudeRequest
 	const char *proxy;
 	const char *body;			/* NULL for GET */
 	Size		body_len;
+	const char *input_file;		/* body_len bytes of body are here instead */
 	const char *output_file;	/* a 2xx body goes here, not to the slot */
 } ClaudeRequest;
 
@@ -49,7 +50,7 @@ extern int	claude_request_submit(ClaudeMethod method, const char *path,
 								  const char *body, Size body_len, int max_tokens,
 								  struct ClaudeCacheCall *cache, bool wait);
 extern int	claude_request_download(const char *path, const char *output_file);
-extern int	claude_request_create(const char *path, const char *body, Size body_len);
+extern int	claude_request_create(const char *path, const char *input_file, Size size);
 extern char *claude_request_collect(int slot, ClaudeResult *result);
 extern char *claude_http_call(ClaudeMethod method, const char *path,
 							  const char *body, Size body_len, int max_tokens,

@@ -42,9 +42,10 @@ typedef struct Transfer
 	size_t		body_len;
 	size_t		body_cap;
 	bool		too_large;
+	FILE	   *in;				/* req.input_file, the body to send */
 	FILE	   *out;			/* req.output_file, once a 2xx body comes */
-	bool		out_failed;
-	char		out_error[256];
+	bool		file_failed;	/* either could not be read or written */
+	char		file_error[256];
 	TimestampTz started;
 	char		request_id[64];
 	char		errbuf[CURL_ERROR_SIZE];
@@ -56,7 +57,7 @@ typedef struct Transfer
 /* http.c */
 extern bool claude_http_begin(Transfer *t);
 extern void claude_http_end(Transfer *t);
-extern bool claude_http_close_output(Transfer *t);
+extern bool claude_http_close_files(Transfer *t);
 
 /* dispatch.c */
 extern void claude_dispatch_attempt_done(Transfer *t, CURLcode code, long status);

@@ -9,12 +9,18 @@
 #      handle, kept alive) vs. N claude_complete() calls in one statement and
 #      vs. N one-call statements from one psql session;
 #   b. 100 short-lived psql sessions (10 at a time) each making one call: how
-#      many TLS handshakes the mock saw, vs. 100 curl(1) processes.
+#      many TLS handshakes the mock saw, vs. 100 curl(1) processes;
+#   c. a cache hit vs. the primary-key lookup it needs;
+#   d. a shared requests-per-minute limit against the mock enforcing it;
+#   e. claude_complete_many and claude_enrich at 200 ms latency (HTTP/1.1, 2);
+#   f. an INSERT of 10,000 rows with an AFTER trigger, until all are filled;
+#   g. a Message Batch of 20,000 2 kB rows: submission, write-back, memory.
 # Reports medians.  No timing assertions: it fails only if something does not
 # run.
 #
 # Environment: BENCH_N (default 2000), BENCH_REPS (3), BENCH_SESSIONS (100),
-# BENCH_PARALLEL (10), BENCH_KEEP=1 keeps the temporary directory.
+# BENCH_PARALLEL (10), BENCH_BULK_N (1000), BENCH_TRIGGER_N (10000),
+# BENCH_BATCH_N (20000), BENCH_KEEP=1 keeps the temporary directory.
 set -euo pipefail
 
 # ------------------------------------------------------------- inner phase
@@ -320,6 +326,34 @@ if [ "${1:-}" = "--inner" ]; then
 	"${PSQL[@]}" -c "ALTER SYSTEM RESET claude.cache" -c "SELECT pg_reload_conf()" >/dev/null
 	curl -sSf -X POST -d '{"latency_ms": 0}' "http://127.0.0.1:$CPORT/config" >/dev/null
 
+	# ---- Message Batches: BATCH_N rows of 2 kB each through claude_enrich(mode
+	# => 'batch'): submission rate, write-back rate once the batch has ended,
+	# and the peak memory of the processes that handle the results file
+	BATCH_N=${BENCH_BATCH_N:-20000}
+	mock_reset
+	curl -sSf -X POST -d '{"batch_delay_ms": 0}' "http://127.0.0.1:$CPORT/config" >/dev/null
+	"${PSQL[@]}" -c "ALTER SYSTEM SET claude.batch_poll_interval = 1" -c "SELECT pg_reload_conf()" >/dev/null
+	"${PSQL[@]}" -c "DROP TABLE IF EXISTS bench_batch; CREATE TABLE bench_batch (id int PRIMARY KEY, body text, summary text);
+		INSERT INTO bench_batch SELECT i, i || ' ' || repeat('x', 2000) FROM generate_series(1, $BATCH_N) i" >/dev/null
+	t0=$(now)
+	"${PSQL[@]}" -c "CALL claude_enrich('bench_batch', 'summary', 'Summarize: {body}', mode => 'batch')" >/dev/null 2>&1 ||
+		die "batch submission failed"
+	t_submit=$(now)
+	for _ in $(seq 3000); do
+		[ "$("${PSQL[@]}" -c "SELECT count(*) FROM claude_batches WHERE relation = 'bench_batch'::regclass AND results_at IS NULL")" = 0 ] && break
+		sleep 0.1
+	done
+	t1=$(now)
+	[ "$("${PSQL[@]}" -c "SELECT count(summary) FROM bench_batch")" = "$BATCH_N" ] || die "batch results were not all written back"
+	BATCH_SUBMIT=$(elapsed "$t0" "$t_submit")
+	BATCH_APPLY=$(elapsed "$t_submit" "$t1")
+	BATCH_BYTES=$("${PSQL[@]}" -c "SELECT sum(length(summary)) + $BATCH_N * 400 FROM bench_batch")
+	hwm() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo '?'; }
+	HTTP_HWM=$(hwm "$WPID")
+	DBW_PID=$("${PSQL[@]}" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'claude db worker' AND datname = current_database()")
+	DBW_HWM=$(hwm "$DBW_PID")
+	"${PSQL[@]}" -c "ALTER SYSTEM RESET claude.batch_poll_interval" -c "SELECT pg_reload_conf()" >/dev/null
+
 	b=$(median "${B_US[@]}")
 	e1=$(median "${E1_US[@]}")
 	es=$(median "${ES_US[@]}")
@@ -342,6 +376,9 @@ if [ "${1:-}" = "--inner" ]; then
 		triggers, one INSERT of $TRIG_N rows, 20 ms latency, $MAXCONN connections:
 		  INSERT returned in $(calc %.2f "$TRIG_INSERT") s; all rows filled in $(calc %.1f "$TRIG_ALL") s = $(calc %.1f "$TRIG_N / $TRIG_ALL") rows/s = $(calc %.1f "$TRIG_N * 100 / $TRIG_ALL / $TRIG_IDEAL")% of the ideal $TRIG_IDEAL/s ($TRIG_REQ requests)
 		cache hit:                    claude_complete $(calc %.1f "$hit") us   primary-key lookup $(calc %.1f "$pk") us   ratio $(calc %.2f "$hit / $pk")x (target <= 3.00x)
+		Message Batch of $BATCH_N rows of 2 kB (results about $(calc %.0f "$BATCH_BYTES / 1048576") MB of JSONL):
+		  submitted in $(calc %.2f "$BATCH_SUBMIT") s ($(calc %.0f "$BATCH_N / $BATCH_SUBMIT") rows/s); results written back $(calc %.1f "$BATCH_APPLY") s after submission ($(calc %.0f "$BATCH_N / $BATCH_APPLY") rows/s, polling every second)
+		  peak memory: HTTP worker $HTTP_HWM MB, database worker $DBW_HWM MB (results streamed to a file, read a line at a time)
 		rate limit $RPM/min, $RL_SESSIONS sessions: $RL_RATE requests/s = $(calc %.1f "$RL_RATE * 6000 / $RPM")% of the limit (target >= 95%), 429s after warm-up: $RL_429_WARM (target 0; $RL_429_TOTAL in all)
 	EOF
 	exit 0

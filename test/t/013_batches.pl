@@ -83,6 +83,7 @@ is(sql("SELECT concat_ws(' ', status, succeeded, errored, expired, canceled, row
 	'ended 7 1 1 0 7', 'the batch counts match');
 is(sql("SELECT count(*) FROM claude_progress"), '0', 'and it left claude_progress');
 is(sql("SELECT count(*) FROM claude_cache"), '8', 'succeeded results are in the cache');
+is(sql("SELECT count(*) FROM pg_ls_tmpdir()"), '0', 'the request body and results files are gone');
 
 # costs at the batch discount
 is(sql("SELECT cost_usd > 0 AND cost_usd * 2 = (SELECT sum(claude_cost_usd('claude-sonnet-4-6', "
@@ -195,6 +196,8 @@ ok(wait_until(sub { sql("SELECT summary FROM mine") eq 'Mine: analyst row' }), '
 ($rc, $out, $err) = $node->psql('postgres', 'SELECT count(*) FROM claude_batch_items', extra_params => [ '-U', 'analyst' ]);
 like($err, qr/permission denied/, 'but cannot read claude_batch_items');
 is(sql("SELECT submitted_by FROM claude_batches WHERE relation = 'mine'::regclass"), 'analyst', 'the batch records its submitter');
+
+ok(wait_until(sub { sql("SELECT count(*) FROM pg_ls_tmpdir()") == 0 }), 'no temporary file is left behind');
 
 $node->stop;
 $mock->stop;
