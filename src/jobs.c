@@ -126,6 +126,72 @@ set_failed_or_retry(Job *job, const char *error, bool retryable)
 }
 
 /*
+ * The UPDATE of the last (table, column) written back, prepared once per
+ * transaction: the table cannot change under the lock the first UPDATE
+ * takes, and the plan goes with SPI_finish at the end of the transaction.
+ */
+static struct
+{
+	bool		valid;
+	Oid			relid;
+	NameData	target;
+	SPIPlanPtr	plan;
+} pk_update;
+
+static void
+pk_update_xact_callback(XactEvent event, void *arg)
+{
+	pk_update.valid = false;
+}
+
+static SPIPlanPtr
+prepare_update(Oid relid, const char *relname, const char *target, Datum pk)
+{
+	static bool registered = false;
+	char	   *where;
+	Oid			target_type;
+	int32		target_typmod;
+	Oid			target_coll;
+
+	if (pk_update.valid && pk_update.relid == relid &&
+		strcmp(NameStr(pk_update.target), target) == 0)
+		return pk_update.plan;
+	if (!registered)
+	{
+		RegisterXactCallback(pk_update_xact_callback, NULL);
+		registered = true;
+	}
+	pk_update.valid = false;
+	if (SPI_execute_with_args("SELECT string_agg(format('%I = ($2::jsonb->>%L)::%s', k, k, "
+							  "format_type(a.atttypid, a.atttypmod)), ' AND ') "
+							  "FROM jsonb_object_keys($1::jsonb) k "
+							  "JOIN pg_attribute a ON a.attrelid = $2 AND a.attname = k",
+							  2, (Oid[]) {TEXTOID, OIDOID},
+							  (Datum[]) {pk, ObjectIdGetDatum(relid)},
+							  NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "claude: could not read the key of %s", relname);
+	where = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (where == NULL)
+		elog(ERROR, "claude: the key %s does not name columns of %s",
+			 TextDatumGetCString(pk), relname);
+	get_atttypetypmodcoll(relid, get_attnum(relid, target),
+						  &target_type, &target_typmod, &target_coll);
+	pk_update.plan = SPI_prepare(psprintf("UPDATE %s SET %s = $1::%s WHERE %s",
+										  quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+																	 relname),
+										  quote_identifier(target),
+										  format_type_with_typemod(target_type, target_typmod), where),
+								 2, (Oid[]) {TEXTOID, TEXTOID});
+	if (pk_update.plan == NULL)
+		elog(ERROR, "claude: could not prepare the update of %s: %s", relname,
+			 SPI_result_code_string(SPI_result));
+	pk_update.relid = relid;
+	namestrcpy(&pk_update.target, target);
+	pk_update.valid = true;
+	return pk_update.plan;
+}
+
+/*
  * Set target of the row whose primary key is the jsonb object pkjson; the
  * key columns are the object's keys.  False if the table is gone.
  */
@@ -134,33 +200,13 @@ claude_update_by_pk(Oid relid, const char *target, const char *pkjson, text *val
 {
 	char	   *relname = get_rel_name(relid);
 	Datum		pk = CStringGetTextDatum(pkjson);
-	char	   *where;
-	Oid			target_type;
-	int32		target_typmod;
-	Oid			target_coll;
+	SPIPlanPtr	plan;
 
 	if (relname == NULL)
 		return false;
-	if (SPI_execute_with_args("SELECT string_agg(format('%I = ($2::jsonb->>%L)::%s', k, k, "
-							  "format_type(a.atttypid, a.atttypmod)), ' AND ') "
-							  "FROM jsonb_object_keys($1::jsonb) k "
-							  "JOIN pg_attribute a ON a.attrelid = $3 AND a.attname = k",
-							  3, (Oid[]) {TEXTOID, TEXTOID, OIDOID},
-							  (Datum[]) {pk, pk, ObjectIdGetDatum(relid)},
-							  NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "claude: could not read the key %s of %s", pkjson, relname);
-	where = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	if (where == NULL)
-		elog(ERROR, "claude: the key %s does not name columns of %s", pkjson, relname);
-	get_atttypetypmodcoll(relid, get_attnum(relid, target),
-						  &target_type, &target_typmod, &target_coll);
-	claude_spi_run(psprintf("UPDATE %s SET %s = $1::%s WHERE %s",
-					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-												relname),
-					 quote_identifier(target),
-					 format_type_with_typemod(target_type, target_typmod), where),
-			2, (Oid[]) {TEXTOID, TEXTOID}, (Datum[]) {PointerGetDatum(value), pk},
-			SPI_OK_UPDATE);
+	plan = prepare_update(relid, relname, target, pk);
+	if (SPI_execute_plan(plan, (Datum[]) {PointerGetDatum(value), pk}, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "claude: could not write a reply back to %s", relname);
 	return true;
 }
 

@@ -62,6 +62,15 @@ if [ "${1:-}" = "--inner" ]; then
 	elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
 	median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 	calc() { awk "BEGIN { printf \"$1\", $2 }"; }
+	# wait_sql query expected tries [command run each try]: poll every 0.1 s
+	wait_sql() {
+		for _ in $(seq "$3"); do
+			[ "$("${PSQL[@]}" -c "$1")" = "$2" ] && return 0
+			[ -n "${4:-}" ] && "$4"
+			sleep 0.1
+		done
+		return 0
+	}
 
 	# ---- mock API
 	bash "$T/make-certs.sh" "$T/certs"
@@ -314,10 +323,7 @@ if [ "${1:-}" = "--inner" ]; then
 	t0=$(now)
 	"${PSQL[@]}" -c "INSERT INTO bench_tickets SELECT i, 'ticket ' || i FROM generate_series(1, $TRIG_N) i" >/dev/null
 	t_insert=$(now)
-	for _ in $(seq 1200); do
-		[ "$("${PSQL[@]}" -c "SELECT count(category) FROM bench_tickets")" = "$TRIG_N" ] && break
-		sleep 0.1
-	done
+	wait_sql "SELECT count(category) FROM bench_tickets" "$TRIG_N" 1200
 	t1=$(now)
 	[ "$("${PSQL[@]}" -c "SELECT count(category) FROM bench_tickets")" = "$TRIG_N" ] || die "trigger jobs did not finish"
 	TRIG_INSERT=$(elapsed "$t0" "$t_insert")
@@ -339,19 +345,27 @@ if [ "${1:-}" = "--inner" ]; then
 	"${PSQL[@]}" -c "CALL claude_enrich('bench_batch', 'summary', 'Summarize: {body}', mode => 'batch')" >/dev/null 2>&1 ||
 		die "batch submission failed"
 	t_submit=$(now)
-	for _ in $(seq 3000); do
-		[ "$("${PSQL[@]}" -c "SELECT count(*) FROM claude_batches WHERE relation = 'bench_batch'::regclass AND results_at IS NULL")" = 0 ] && break
-		sleep 0.1
-	done
+	DBW_PID=
+	rss() { awk '/RssAnon/ { print int($2 / 1024) }' "/proc/$1/status" 2>/dev/null || echo 0; }
+	HTTP_RSS=0
+	DBW_RSS=0
+	sample_rss() {
+		local r
+		r=$(rss "$WPID")
+		[ "$r" -gt "$HTTP_RSS" ] && HTTP_RSS=$r
+		[ -n "$DBW_PID" ] || DBW_PID=$("${PSQL[@]}" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'claude db worker' AND datname = current_database()")
+		if [ -n "$DBW_PID" ]; then
+			r=$(rss "$DBW_PID")
+			[ "$r" -gt "$DBW_RSS" ] && DBW_RSS=$r
+		fi
+		return 0
+	}
+	wait_sql "SELECT count(*) FROM claude_batches WHERE relation = 'bench_batch'::regclass AND results_at IS NULL" 0 3000 sample_rss
 	t1=$(now)
 	[ "$("${PSQL[@]}" -c "SELECT count(summary) FROM bench_batch")" = "$BATCH_N" ] || die "batch results were not all written back"
 	BATCH_SUBMIT=$(elapsed "$t0" "$t_submit")
 	BATCH_APPLY=$(elapsed "$t_submit" "$t1")
 	BATCH_BYTES=$("${PSQL[@]}" -c "SELECT sum(length(summary)) + $BATCH_N * 400 FROM bench_batch")
-	hwm() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo '?'; }
-	HTTP_HWM=$(hwm "$WPID")
-	DBW_PID=$("${PSQL[@]}" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'claude db worker' AND datname = current_database()")
-	DBW_HWM=$(hwm "$DBW_PID")
 	"${PSQL[@]}" -c "ALTER SYSTEM RESET claude.batch_poll_interval" -c "SELECT pg_reload_conf()" >/dev/null
 
 	b=$(median "${B_US[@]}")
@@ -378,7 +392,7 @@ if [ "${1:-}" = "--inner" ]; then
 		cache hit:                    claude_complete $(calc %.1f "$hit") us   primary-key lookup $(calc %.1f "$pk") us   ratio $(calc %.2f "$hit / $pk")x (target <= 3.00x)
 		Message Batch of $BATCH_N rows of 2 kB (results about $(calc %.0f "$BATCH_BYTES / 1048576") MB of JSONL):
 		  submitted in $(calc %.2f "$BATCH_SUBMIT") s ($(calc %.0f "$BATCH_N / $BATCH_SUBMIT") rows/s); results written back $(calc %.1f "$BATCH_APPLY") s after submission ($(calc %.0f "$BATCH_N / $BATCH_APPLY") rows/s, polling every second)
-		  peak memory: HTTP worker $HTTP_HWM MB, database worker $DBW_HWM MB (results streamed to a file, read a line at a time)
+		  private memory (RssAnon, peak of samples every 0.1 s): HTTP worker $HTTP_RSS MB, database worker $DBW_RSS MB (results go through a file)
 		rate limit $RPM/min, $RL_SESSIONS sessions: $RL_RATE requests/s = $(calc %.1f "$RL_RATE * 6000 / $RPM")% of the limit (target >= 95%), 429s after warm-up: $RL_429_WARM (target 0; $RL_429_TOTAL in all)
 	EOF
 	exit 0

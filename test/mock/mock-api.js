@@ -21,6 +21,7 @@ const crypto = require('crypto');
 const { performance } = require('perf_hooks');
 
 const MAX_BODY = 64 * 1024 * 1024;
+const MAX_BATCH_BODY = 256 * 1024 * 1024;      // the Message Batches limit
 const MAX_RECORDS = 2000;
 const MAX_REC_STRING = 4096;
 const MAX_PATH_KEYS = 1000;
@@ -1177,8 +1178,9 @@ function onRequest(req, res) {
     res.on('error', noop);
     req.on('error', noop);
 
+    const maxBody = path === '/v1/messages/batches' ? MAX_BATCH_BODY : MAX_BODY;
     const cl = rh['content-length'];
-    if (cl !== undefined && Number(cl) > MAX_BODY) {
+    if (cl !== undefined && Number(cl) > maxBody) {
         rec.body_bytes = Number(cl);
         if (req.httpVersionMajor === 1)
             res.shouldKeepAlive = false;
@@ -1193,7 +1195,7 @@ function onRequest(req, res) {
         if (tooLarge)
             return;
         size += c.length;
-        if (size > MAX_BODY) {
+        if (size > maxBody) {
             tooLarge = true;
             chunks.length = 0;
             rec.body_bytes = size;
