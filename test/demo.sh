@@ -69,6 +69,25 @@ FROM claude_messages('{"max_tokens": 50, "messages": [{"role": "user", "content"
 -- one pooled worker serves every session
 SELECT backend_type, count(*) FROM pg_stat_activity WHERE backend_type LIKE 'claude%' GROUP BY 1;
 SQL
+as_user "${PSQL[@]}" -e <<'SQL'
+-- fill a column from a prompt template, many requests at once
+CREATE TABLE tickets (id int PRIMARY KEY, subject text, category text);
+INSERT INTO tickets VALUES (1, 'App crashes on login'), (2, 'How do I export my data?'), (3, 'Please add dark mode');
+CALL claude_enrich('tickets', 'category', 'Answer bug, question or request only. Ticket: {subject}', max_tokens => 10);
+SELECT id, subject, category FROM tickets ORDER BY id;
+SQL
+if [ -z "${ANTHROPIC_API_KEY:-}" ]; then
+	# the mock ends batches within a second; the real API may take hours
+	echo "The same rows through the Message Batches API (half price), written back by a worker:"
+	as_user "${PSQL[@]}" -q -c "ALTER SYSTEM SET claude.batch_poll_interval = 1" -c "SELECT pg_reload_conf()" >/dev/null
+	as_user "${PSQL[@]}" -c "CALL claude_enrich('tickets', 'category', 'Batch: {subject}', mode => 'batch', only_missing => false)"
+	for _ in $(seq 300); do
+		[ "$(as_user "${PSQL[@]}" -Atc "SELECT count(*) FROM claude_batches WHERE results_at IS NULL")" = 0 ] && break
+		sleep 0.1
+	done
+	as_user "${PSQL[@]}" -e -c "SELECT id, status, requests, succeeded, rows_written, cost_usd FROM claude_batches" \
+		-c "SELECT id, category FROM tickets ORDER BY id"
+fi
 echo "An error, with its SQLSTATE class:"
 as_user "${PSQL[@]}" -v VERBOSITY=verbose -c "SELECT claude_complete('x', max_tokens => 0)" 2>&1 | head -2 || true
 
