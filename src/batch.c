@@ -24,6 +24,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -49,7 +50,8 @@
 PG_FUNCTION_INFO_V1(claude_batch_cancel);
 
 /* field4 of our advisory locks, apart from pg_advisory_lock's 1 and 2 */
-#define LOCKTAG_CLAUDE_BATCH 0x434C
+#define LOCKTAG_CLAUDE_BATCH 0x434C		/* a batch being submitted */
+#define LOCKTAG_CLAUDE_SUBMIT 0x434D	/* a column whose rows are submitted */
 #define ITEM_OVERHEAD	64		/* {"custom_id":"r…","params":…}, and "]}" */
 
 typedef struct Submission
@@ -444,6 +446,7 @@ void
 claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo)
 {
 	Submission	s;
+	LOCKTAG		tag;
 	MemoryContext tmp = AllocSetContextCreate(e->cxt, "claude_enrich batch rows",
 											  ALLOCSET_DEFAULT_SIZES);
 
@@ -458,27 +461,48 @@ claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo)
 	initStringInfo(&s.ids);
 	close_body();				/* left by an earlier submission that failed */
 	prepare_plans(&s);
-	load_waiting(&s);
 
-	while (!e->exhausted)
+	/*
+	 * One submission per column at a time, across commits: a second one
+	 * would not see the first one's rows as waiting yet.
+	 */
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, e->relid,
+						 hash_bytes((const unsigned char *) e->target, strlen(e->target)),
+						 LOCKTAG_CLAUDE_SUBMIT);
+	if (LockAcquire(&tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("another session is submitting Message Batches for column \"%s\" of %s",
+						e->target, e->relname),
+				 errhint("Wait for it to return, then CALL again: rows it submitted are skipped.")));
+	PG_TRY();
 	{
-		MemoryContext old = MemoryContextSwitchTo(tmp);
-
-		claude_enrich_read_rows(e);
-		for (int i = 0; i < e->npending; i++)
+		load_waiting(&s);
+		while (!e->exhausted)
 		{
-			add_row(&s, e->pending[i]);
-			claude_enrich_free_row(e->pending[i]);
+			MemoryContext old = MemoryContextSwitchTo(tmp);
+
+			claude_enrich_read_rows(e);
+			for (int i = 0; i < e->npending; i++)
+			{
+				add_row(&s, e->pending[i]);
+				claude_enrich_free_row(e->pending[i]);
+			}
+			e->npending = 0;
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(tmp);
+			CHECK_FOR_INTERRUPTS();
 		}
-		e->npending = 0;
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(tmp);
-		CHECK_FOR_INTERRUPTS();
+		if (s.local_id != 0)
+			send_batch(&s);
+		else
+			SPI_commit();		/* the rows filled from the cache */
 	}
-	if (s.local_id != 0)
-		send_batch(&s);
-	else
-		SPI_commit();			/* the rows filled from the cache */
+	PG_FINALLY();
+	{
+		LockRelease(&tag, ExclusiveLock, true);
+	}
+	PG_END_TRY();
 
 	if (s.skipped > 0)
 		ereport(NOTICE,

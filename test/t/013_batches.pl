@@ -178,6 +178,9 @@ sql("DELETE FROM claude_batches WHERE id IS NULL");
 $mock->fault({ hang => 1 });
 my $bg = start_bg($node, "CALL claude_enrich('many', 'summary', 'Die: {body}', mode => 'batch')");
 ok(wait_until(sub { sql("SELECT count(*) FROM claude_batches WHERE status = 'submitting'") == 1 }), 'a submission is under way');
+($rc, $out, $err) = $node->psql('postgres', "CALL claude_enrich('many', 'summary', 'Twice: {body}', mode => 'batch')");
+like($err, qr/another session is submitting Message Batches for column "summary" of many/,
+	'a second submission for the same column meanwhile is refused');
 sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%Die: {body}%' AND pid <> pg_backend_pid()");
 finish_bg($bg);
 ok(wait_until(sub { sql("SELECT status FROM claude_batches WHERE id IS NULL") eq 'failed' }), 'the worker marks it failed');
