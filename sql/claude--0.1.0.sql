@@ -112,6 +112,7 @@ CREATE TABLE claude_jobs (
     pk jsonb NOT NULL,
     target_column name NOT NULL,
     request jsonb NOT NULL,
+    role regrole NOT NULL,
     status text NOT NULL DEFAULT 'queued'
         CHECK (status IN ('queued', 'running', 'done', 'failed')),
     attempts int NOT NULL DEFAULT 0,
@@ -280,3 +281,109 @@ FROM (SELECT pid, relation, target_column, mode, rows_done, rows_total, rows_fai
                       nullif(extract(epoch FROM updated_at - started_at), 0))::numeric AS rate) r;
 COMMENT ON VIEW claude_progress IS
 'Running claude_enrich work in this database: online runs by session, and Message Batches until their results are written back';
+
+-- ---- statistics, usage and budgets ----
+
+CREATE FUNCTION claude_stats_row(
+    OUT requests bigint, OUT succeeded bigint, OUT failed bigint, OUT retries bigint,
+    OUT rate_limited bigint, OUT throttled bigint, OUT cache_hits bigint, OUT cache_misses bigint,
+    OUT input_tokens bigint, OUT output_tokens bigint, OUT cost_usd numeric,
+    OUT latency_p50_ms float8, OUT latency_p95_ms float8, OUT latency_p99_ms float8,
+    OUT connections int, OUT in_flight int, OUT queued int, OUT since timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'claude_stats_row'
+LANGUAGE C VOLATILE;
+
+CREATE VIEW claude_stats AS SELECT * FROM claude_stats_row();
+COMMENT ON VIEW claude_stats IS
+'Requests of the whole server since the last claude_stats_reset(): outcomes, retries, limits, cache, tokens, cost, latency percentiles and the pool''s gauges';
+
+CREATE FUNCTION claude_stats_reset()
+RETURNS void
+AS 'MODULE_PATHNAME', 'claude_stats_reset'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION claude_stats_reset() IS 'Zero the counters of claude_stats and claude_metrics() (superuser)';
+REVOKE EXECUTE ON FUNCTION claude_stats_reset() FROM PUBLIC;
+
+CREATE FUNCTION claude_metrics()
+RETURNS text
+AS 'MODULE_PATHNAME', 'claude_metrics'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION claude_metrics() IS 'claude_stats in the Prometheus text exposition format';
+
+-- server-wide figures: for monitoring roles, not for everyone
+REVOKE ALL ON claude_stats FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION claude_stats_row() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION claude_metrics() FROM PUBLIC;
+GRANT SELECT ON claude_stats TO pg_monitor;
+GRANT EXECUTE ON FUNCTION claude_stats_row() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION claude_metrics() TO pg_monitor;
+
+-- Usage per role and UTC day, as flushed by the database's worker.
+CREATE TABLE claude_usage_log (
+    day date NOT NULL,
+    role regrole NOT NULL,
+    requests bigint NOT NULL DEFAULT 0,
+    input_tokens bigint NOT NULL DEFAULT 0,
+    output_tokens bigint NOT NULL DEFAULT 0,
+    cache_write_tokens bigint NOT NULL DEFAULT 0,
+    cache_read_tokens bigint NOT NULL DEFAULT 0,
+    cost_usd numeric NOT NULL DEFAULT 0,
+    unpriced_requests bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, role)
+);
+REVOKE ALL ON claude_usage_log FROM PUBLIC;
+COMMENT ON TABLE claude_usage_log IS 'Usage per role and UTC day (see the view claude_usage)';
+SELECT pg_catalog.pg_extension_config_dump('claude_usage_log', '');
+
+CREATE FUNCTION claude_usage_pending(
+    OUT day date, OUT role regrole, OUT requests bigint, OUT input_tokens bigint,
+    OUT output_tokens bigint, OUT cache_write_tokens bigint, OUT cache_read_tokens bigint,
+    OUT cost_usd numeric, OUT unpriced_requests bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'claude_usage_pending'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION claude_usage_pending() IS
+'Usage in shared memory not yet flushed to claude_usage_log; a role sees its own rows, a superuser all';
+
+CREATE VIEW claude_usage WITH (security_barrier) AS
+SELECT day, role,
+       sum(requests)::bigint AS requests,
+       sum(input_tokens)::bigint AS input_tokens,
+       sum(output_tokens)::bigint AS output_tokens,
+       sum(cache_write_tokens)::bigint AS cache_write_tokens,
+       sum(cache_read_tokens)::bigint AS cache_read_tokens,
+       sum(cost_usd) AS cost_usd,
+       sum(unpriced_requests)::bigint AS unpriced_requests
+FROM (SELECT * FROM claude_usage_log
+      UNION ALL
+      SELECT * FROM claude_usage_pending()) u
+WHERE role = to_regrole(current_user)
+   OR (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+GROUP BY day, role;
+COMMENT ON VIEW claude_usage IS
+'Requests, tokens and cost per role and UTC day; a role sees its own rows, a superuser all (cost_usd leaves out unpriced_requests)';
+GRANT SELECT ON claude_usage TO PUBLIC;
+
+-- Per-role daily budgets (NULL: unlimited), enforced before a request is sent.
+CREATE TABLE claude_budgets (
+    role regrole PRIMARY KEY,
+    requests_per_day bigint CHECK (requests_per_day >= 0),
+    tokens_per_day bigint CHECK (tokens_per_day >= 0),
+    usd_per_day numeric CHECK (usd_per_day >= 0)
+);
+REVOKE ALL ON claude_budgets FROM PUBLIC;
+COMMENT ON TABLE claude_budgets IS
+'Daily budgets per role (NULL: unlimited); a call over budget fails with SQLSTATE CL402';
+SELECT pg_catalog.pg_extension_config_dump('claude_budgets', '');
+
+-- sessions read prices and budgets again once a change commits
+CREATE FUNCTION claude_config_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'claude_config_changed'
+LANGUAGE C;
+REVOKE EXECUTE ON FUNCTION claude_config_changed() FROM PUBLIC;
+CREATE TRIGGER claude_budgets_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON claude_budgets
+    FOR EACH STATEMENT EXECUTE FUNCTION claude_config_changed();
+CREATE TRIGGER claude_prices_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON claude_prices
+    FOR EACH STATEMENT EXECUTE FUNCTION claude_config_changed();

@@ -46,6 +46,7 @@
 #include "guc.h"
 #include "queue.h"
 #include "request.h"
+#include "usage.h"
 
 PG_FUNCTION_INFO_V1(claude_batch_cancel);
 
@@ -286,6 +287,8 @@ send_batch(Submission *s)
 	volatile bool rejected = false;
 	ErrorData  *volatile edata = NULL;
 
+	/* a spent budget stops the submission (the batch counts as it ends) */
+	claude_budget_check(s->caller);
 	append_body(s, "]}", 2);
 	flush_body(s);
 	as_owner(s);

@@ -39,6 +39,7 @@
 #include "jobs.h"
 #include "queue.h"
 #include "request.h"
+#include "usage.h"
 
 #define APPLY_LINES		1000
 #define TEMP_DIR		"base/" PG_TEMP_FILES_DIR
@@ -64,6 +65,7 @@ typedef struct Target
 	Oid			relid;
 	char	   *column;
 	bool		cache;
+	Oid			role;			/* its submitter, whose usage it is */
 	SPIPlanPtr	lookup;
 	int			written;
 } Target;
@@ -271,6 +273,17 @@ apply_message(const ClaudeBatchTables *t, Target *target, const char *custom_id,
 				   (Datum[]) {Int64GetDatum(current), CStringGetTextDatum(custom_id),
 		CStringGetTextDatum(message)}, SPI_OK_UPDATE);
 	target->written++;
+	{
+		ClaudeUsage u;
+		double		price_in;
+		double		price_out;
+
+		if (claude_reply_usage(message, strlen(message), &u))
+		{
+			claude_price_of(request, strlen(request), &price_in, &price_out);
+			claude_usage_add(target->role, &u, claude_usage_cost(&u, price_in, price_out, true));
+		}
+	}
 }
 
 /* One result line, in a subtransaction; a failure is the item's error. */
@@ -379,7 +392,7 @@ apply_some(const ClaudeBatchTables *t)
 	int			n = 0;
 	bool		more = true;
 
-	claude_spi_run(psprintf("SELECT relation::oid, target_column::text, cache FROM %s "
+	claude_spi_run(psprintf("SELECT relation::oid, target_column::text, cache, submitted_by::oid FROM %s "
 							"WHERE local_id = %lld", t->batches, (long long) current),
 				   0, NULL, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
@@ -392,6 +405,7 @@ apply_some(const ClaudeBatchTables *t)
 	target.relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	target.column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	target.cache = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	target.role = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 	target.written = 0;
 	target.lookup = SPI_prepare(psprintf("SELECT i.custom_id, i.pk::text, i.status, r->>'type', "
 										 "(r->'message')::text, "

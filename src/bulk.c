@@ -26,6 +26,7 @@
 #include "cache.h"
 #include "errors.h"
 #include "queue.h"
+#include "usage.h"
 
 PG_FUNCTION_INFO_V1(claude_complete_many);
 
@@ -88,12 +89,19 @@ claude_pipe_submit(ClaudePipe *p, int64 tag, const char *body, int max_tokens,
 	ClaudeCacheCall cache;
 	Jsonb	   *hit;
 	int			slot;
+	char	   *why;
 
 	Assert(!claude_pipe_full(p));
 	if (claude_cache_begin(p->cache, p->nsp, "/v1/messages", body, strlen(body),
 						   false, &cache, &hit))
 	{
 		done(arg, tag, claude_jsonb_reply_text(hit), NULL, NULL);
+		return true;
+	}
+	/* a spent budget fails this request, not the others */
+	if (!claude_budget_allows(claude_request_owner(), &why))
+	{
+		done(arg, tag, NULL, claude_budget_message(claude_request_owner(), why), NULL);
 		return true;
 	}
 	/* with nothing of ours in flight, waiting for a slot cannot deadlock */

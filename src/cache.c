@@ -47,6 +47,7 @@
 #include "utils/timestamp.h"
 
 #include "cache.h"
+#include "stats.h"
 #include "dbworker.h"
 #include "guc.h"
 #include "queue.h"
@@ -398,10 +399,14 @@ claude_cache_begin(bool enabled, Oid nsp, const char *path, const char *body,
 		if ((*hit = lookup(call->nsp, call->key)) != NULL)
 		{
 			count_hit(call->nsp, call->key);
+			claude_stats_cache(true);
 			return true;
 		}
 		if (RecoveryInProgress() || !coordinate)
+		{
+			claude_stats_cache(false);
 			return false;		/* a standby cannot store the reply */
+		}
 		call->lead = lead_or_wait(call->key);
 		if (call->lead != LEAD_FINISHED)
 			break;
@@ -409,6 +414,7 @@ claude_cache_begin(bool enabled, Oid nsp, const char *path, const char *body,
 	if (call->lead < 0)
 		call->lead = -1;
 	owned_lead = call->lead;
+	claude_stats_cache(false);
 	return false;
 }
 

@@ -16,6 +16,8 @@
 #include "queue.h"
 #include "ratelimit.h"
 #include "secret.h"
+#include "stats.h"
+#include "usage.h"
 #include "worker.h"
 
 PG_MODULE_MAGIC;
@@ -39,6 +41,8 @@ claude_shmem_request(void)
 	RequestAddinShmemSpace(claude_cache_shmem_size());
 	RequestAddinShmemSpace(claude_dbwork_shmem_size());
 	RequestAddinShmemSpace(claude_progress_shmem_size());
+	RequestAddinShmemSpace(claude_stats_shmem_size());
+	RequestAddinShmemSpace(claude_usage_shmem_size());
 }
 
 static void
@@ -51,6 +55,8 @@ claude_shmem_startup(void)
 	claude_cache_shmem_startup();
 	claude_dbwork_shmem_startup();
 	claude_progress_shmem_startup();
+	claude_stats_shmem_startup();
+	claude_usage_shmem_startup();
 }
 
 void

@@ -40,9 +40,11 @@
 #include "dbworker.h"
 #include "jobs.h"
 #include "queue.h"
+#include "usage.h"
 
 #define IDLE_EXIT_MS	30000
 #define START_RETRY_MS	10000
+#define USAGE_FLUSH_MS	5000
 
 typedef struct DbSlot
 {
@@ -477,11 +479,19 @@ run_step(MemoryContext cxt, bool (*step) (void))
 	return more;
 }
 
+static bool
+flush_usage(void)
+{
+	claude_usage_flush();
+	return false;
+}
+
 void
 claude_db_worker_main(Datum arg)
 {
 	Oid			dbid;
 	TimestampTz idle_since = GetCurrentTimestamp();
+	TimestampTz flushed_at = 0;
 	MemoryContext work_cxt;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -536,6 +546,11 @@ claude_db_worker_main(Datum arg)
 
 			if (jobs || batches)
 				idle_since = GetCurrentTimestamp();
+			if (TimestampDifferenceExceeds(flushed_at, GetCurrentTimestamp(), USAGE_FLUSH_MS))
+			{
+				(void) run_step(work_cxt, flush_usage);
+				flushed_at = GetCurrentTimestamp();
+			}
 			MemoryContextReset(work_cxt);
 		}
 
@@ -572,5 +587,8 @@ claude_db_worker_main(Datum arg)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
+	/* what this database used since the last flush survives the exit */
+	if (!RecoveryInProgress())
+		(void) run_step(work_cxt, flush_usage);
 	proc_exit(0);
 }

@@ -26,6 +26,8 @@
 #include "json.h"
 #include "ratelimit.h"
 #include "queue.h"
+#include "stats.h"
+#include "usage.h"
 #include "transfer.h"
 
 #define BACKOFF_FIRST_MS	500
@@ -44,6 +46,7 @@ claude_dispatch_init(void)
 	transfers = calloc(claude_shared->nslots, sizeof(Transfer));
 	if (transfers == NULL)
 		elog(ERROR, "claude: out of memory");
+	claude_stats_worker_started();
 	claude_dispatch_configure();
 }
 
@@ -70,8 +73,25 @@ claude_dispatch_enqueue(int slot)
 	t->cost.input_tokens = t->req.input_tokens;
 	t->cost.output_tokens = t->req.output_tokens;
 	t->state = XFER_WAITING;
-	t->queued_at = GetCurrentTimestamp();
+	t->created = t->queued_at = GetCurrentTimestamp();
 	dlist_push_tail(&waiting, &t->node);
+	claude_stats_taken();
+}
+
+/*
+ * The end of a request, for the statistics and, for a Messages request,
+ * the usage of its role.
+ */
+static void
+account(Transfer *t, int http_status, bool transport_error, bool cancelled)
+{
+	const ClaudeUsage *u = t->have_usage ? &t->usage : NULL;
+	double		cost = u ? claude_usage_cost(u, t->req.price_in, t->req.price_out, false) : -1;
+
+	claude_stats_done(http_status, transport_error, cancelled,
+					  (double) (GetCurrentTimestamp() - t->created) / 1000.0, u, cost);
+	if (t->req.output_tokens > 0)
+		claude_usage_done(&t->req, t->attempts > 0, u, cost);
 }
 
 static double
@@ -181,6 +201,7 @@ finish(Transfer *t, CURLcode code, long status)
 			}
 		}
 	}
+	account(t, r.http_status, r.transport != CLAUDE_TE_NONE, false);
 	claude_http_end(t);
 	free(t->body);
 	t->body = NULL;
@@ -188,16 +209,23 @@ finish(Transfer *t, CURLcode code, long status)
 	claude_slot_finish(t->slot, &r);
 }
 
-/* Return what the reservation did not use to the token buckets. */
+/*
+ * Read the usage of a successful Messages reply (for the limits, the
+ * statistics and the cost), and return what the reservation did not use to
+ * the token buckets.
+ */
 static void
 settle(Transfer *t, long status)
 {
 	double		input = 0;
 	double		output = 0;
 
-	if (status >= 200 && status < 300 && t->body_len > 0 &&
-		(claude_input_tokens_per_minute > 0 || claude_output_tokens_per_minute > 0) &&
-		!claude_reply_usage(t->body, t->body_len, &input, &output))
+	t->have_usage = false;
+	if (status >= 200 && status < 300 && t->body_len > 0 && t->req.output_tokens > 0)
+		t->have_usage = claude_reply_usage(t->body, t->body_len, &t->usage);
+	if (t->have_usage)
+		input = t->usage.input + t->usage.cache_write, output = t->usage.output;
+	else if (status >= 200 && status < 300)
 		input = t->cost.input_tokens, output = t->cost.output_tokens;
 	claude_limits_settle(&t->cost, input, output);
 }
@@ -237,7 +265,10 @@ static void
 start_attempt(Transfer *t, TimestampTz now)
 {
 	if (t->throttled)
+	{
 		pg_atomic_fetch_add_u64(&claude_limit_counters->throttled_us, now - t->queued_at);
+		claude_stats_throttled();
+	}
 	t->throttled = false;
 	t->state = XFER_RUNNING;
 	t->attempts++;
@@ -322,6 +353,7 @@ abort_list(dlist_head *list)
 			pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
 			claude_limits_settle(&t->cost, 0, 0);
 		}
+		account(t, 0, false, true);
 		free(t->body);
 		t->body = NULL;
 		dlist_delete(&t->node);
@@ -350,4 +382,12 @@ claude_dispatch_shutdown(void)
 		return;
 	dlist_foreach_modify(iter, &running)
 		claude_http_end(dlist_container(Transfer, node, iter.cur));
+	/* they end with the worker: count them, give back their reservations */
+	for (int i = 0; i < 3; i++)
+	{
+		dlist_head *list = i == 0 ? &waiting : i == 1 ? &backoff : &running;
+
+		dlist_foreach_modify(iter, list)
+			account(dlist_container(Transfer, node, iter.cur), 0, true, false);
+	}
 }

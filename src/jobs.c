@@ -35,6 +35,7 @@
 #include "errors.h"
 #include "guc.h"
 #include "jobs.h"
+#include "usage.h"
 
 #define JOBS_WINDOW		256
 #define CLAIM_AT_LEAST	16
@@ -47,6 +48,7 @@ typedef struct Job
 	char	   *target;
 	char	   *pk;				/* jsonb text */
 	int			attempts;
+	Oid			role;			/* who queued it, whose budget it uses */
 } Job;
 
 static MemoryContext jobs_cxt = NULL;
@@ -279,7 +281,7 @@ claim(void)
 					 "WHERE id IN (SELECT id FROM %s WHERE status = 'queued' AND next_attempt_at <= now() "
 					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
 					 "RETURNING id, relid, target_column, pk::text, attempts, request::text, "
-					 "(request->>'max_tokens')::int",
+					 "(request->>'max_tokens')::int, role::oid",
 					 jobs_table, jobs_table, room), 0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
 	n = SPI_processed;
 	/* a cache hit is handed back at once, with SPI calls of its own */
@@ -298,15 +300,18 @@ claim(void)
 		job->target = SPI_getvalue(tup, desc, 3);
 		job->pk = SPI_getvalue(tup, desc, 4);
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		job->role = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 		MemoryContextSwitchTo(old);
 		while (inflight[tag] != NULL)
 			tag++;
 		inflight[tag] = job;
 		/* with room in the jobs_pipe, submit waits for a slot rather than refuse */
+		claude_request_role = job->role;
 		while (!claude_pipe_submit(jobs_pipe, tag, SPI_getvalue(tup, desc, 6),
 								   DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull)),
 								   job_done, NULL))
 			claude_pipe_collect(jobs_pipe, job_done, NULL);
+		claude_request_role = InvalidOid;
 	}
 	return (int) n;
 }
@@ -343,6 +348,7 @@ claude_jobs_step(void)
 void
 claude_jobs_reset(void)
 {
+	claude_request_role = InvalidOid;
 	if (!OidIsValid(nsp))
 		return;
 	memset(inflight, 0, sizeof(inflight));

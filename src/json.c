@@ -198,15 +198,15 @@ claude_reply_text(const char *json, Size len, StringInfo out)
 	return st.found;
 }
 
-/* ---- usage of a reply, for settling rate-limit reservations ---- */
+/* ---- usage of a reply: rate limits, statistics and costs ---- */
 
 typedef struct UsageState
 {
 	int			depth;
 	bool		in_usage;
+	bool		in_creation;	/* usage.cache_creation */
 	const char *field;
-	double		input;
-	double		output;
+	ClaudeUsage *usage;
 	bool		found;
 } UsageState;
 
@@ -226,6 +226,8 @@ us_object_end(void *state)
 
 	if (st->depth == 2)
 		st->in_usage = false;
+	if (st->depth == 3)
+		st->in_creation = false;
 	st->depth--;
 	SEM_OK;
 }
@@ -240,7 +242,10 @@ us_field_start(void *state, char *fname, bool isnull)
 		st->in_usage = (strcmp(fname, "usage") == 0);
 		st->found |= st->in_usage;
 	}
-	st->field = (st->in_usage && st->depth == 2) ? fname : NULL;
+	if (st->depth == 2 && st->in_usage)
+		st->in_creation = (strcmp(fname, "cache_creation") == 0);
+	st->field = (st->in_usage && (st->depth == 2 || (st->depth == 3 && st->in_creation))) ?
+		fname : NULL;
 	SEM_OK;
 }
 
@@ -248,39 +253,67 @@ static SEM_RETURN
 us_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	UsageState *st = state;
+	ClaudeUsage *u = st->usage;
+	double		v;
 
 	if (st->field == NULL || tokentype != JSON_TOKEN_NUMBER)
 		SEM_OK;
-	if (strcmp(st->field, "input_tokens") == 0 ||
-		strcmp(st->field, "cache_creation_input_tokens") == 0)
-		st->input += strtod(token, NULL);
+	v = strtod(token, NULL);
+	if (st->depth == 3)
+	{
+		if (strcmp(st->field, "ephemeral_1h_input_tokens") == 0)
+			u->cache_write_1h += v;
+	}
+	else if (strcmp(st->field, "input_tokens") == 0)
+		u->input += v;
+	else if (strcmp(st->field, "cache_creation_input_tokens") == 0)
+		u->cache_write += v;
+	else if (strcmp(st->field, "cache_read_input_tokens") == 0)
+		u->cache_read += v;
 	else if (strcmp(st->field, "output_tokens") == 0)
-		st->output += strtod(token, NULL);
+		u->output += v;
 	SEM_OK;
 }
 
 /*
- * Input (including cache writes) and output tokens of a reply's "usage".
- * Never raises: it runs in the HTTP worker.
+ * The "usage" object of a reply: input, output, cache write (of which 1 h)
+ * and cache read tokens.  Never raises: it runs in the HTTP worker.
  */
 bool
-claude_reply_usage(const char *json, Size len, double *input, double *output)
+claude_reply_usage(const char *json, Size len, ClaudeUsage *usage)
 {
 	JsonLexContext *lex;
 	JsonSemAction sem;
 	UsageState	st;
 
 	memset(&st, 0, sizeof(st));
+	memset(usage, 0, sizeof(*usage));
 	memset(&sem, 0, sizeof(sem));
+	st.usage = usage;
 	sem.semstate = &st;
 	sem.object_start = us_object_start;
 	sem.object_end = us_object_end;
 	sem.object_field_start = us_field_start;
 	sem.scalar = us_scalar;
 	lex = make_lexer(json, len, PG_UTF8, true);
-	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || !st.found)
-		return false;
-	*input = st.input;
-	*output = st.output;
-	return true;
+	return pg_parse_json(lex, &sem) == JSON_SUCCESS && st.found;
+}
+
+/*
+ * USD for a reply's usage at list prices per million tokens, or -1 when
+ * the price is unknown: cache writes cost 1.25x input (2x for one hour),
+ * cache reads 0.1x, and batches half of it all.
+ */
+double
+claude_usage_cost(const ClaudeUsage *u, double price_in, double price_out, bool batch)
+{
+	double		cost;
+
+	if (price_in < 0 || price_out < 0)
+		return -1;
+	cost = u->input * price_in + u->output * price_out +
+		(u->cache_write - u->cache_write_1h) * price_in * 1.25 +
+		u->cache_write_1h * price_in * 2 +
+		u->cache_read * price_in * 0.1;
+	return cost / 1000000.0 * (batch ? 0.5 : 1);
 }

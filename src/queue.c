@@ -57,7 +57,7 @@ void
 claude_queue_request_shmem(void)
 {
 	RequestAddinShmemSpace(queue_shmem_size(claude_max_requests));
-	RequestNamedLWLockTranche("claude", 1);
+	RequestNamedLWLockTranche("claude", 2);	/* queue and cache; usage */
 }
 
 void

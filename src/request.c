@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/memutils.h"
 
 #include "cache.h"
@@ -15,6 +16,7 @@
 #include "queue.h"
 #include "request.h"
 #include "secret.h"
+#include "usage.h"
 
 #define PACKED_MAGIC 0x436c6431	/* "Cld1" */
 #define NSTRINGS 8
@@ -33,6 +35,11 @@ typedef struct PackedRequest
 	uint8		cache_key[32];
 	int			cache_ttl;
 	int			cache_lead;
+	Oid			dbid;
+	Oid			role;
+	double		price_in;
+	double		price_out;
+	int32		reserved_day;
 	Size		body_len;
 	Size		offsets[NSTRINGS];	/* 0 for NULL */
 } PackedRequest;
@@ -76,6 +83,11 @@ claude_request_pack(const ClaudeRequest *req)
 	memcpy(packed->cache_key, req->cache_key, sizeof(packed->cache_key));
 	packed->cache_ttl = req->cache_ttl;
 	packed->cache_lead = req->cache_lead;
+	packed->dbid = req->dbid;
+	packed->role = req->role;
+	packed->price_in = req->price_in;
+	packed->price_out = req->price_out;
+	packed->reserved_day = req->reserved_day;
 	packed->body_len = req->body_len;
 	p = (char *) packed + MAXALIGN(sizeof(PackedRequest));
 	for (int i = 0; i < NSTRINGS; i++)
@@ -91,6 +103,12 @@ claude_request_pack(const ClaudeRequest *req)
 		p += lengths[i] + 1;
 	}
 	return dp;
+}
+
+static void
+claude_request_set_reservation(dsa_pointer dp, int32 day)
+{
+	((PackedRequest *) dsa_get_address(claude_area(), dp))->reserved_day = day;
 }
 
 void
@@ -113,6 +131,11 @@ claude_request_unpack(const char *blob, ClaudeRequest *req)
 	memcpy(req->cache_key, packed->cache_key, sizeof(req->cache_key));
 	req->cache_ttl = packed->cache_ttl;
 	req->cache_lead = packed->cache_lead;
+	req->dbid = packed->dbid;
+	req->role = packed->role;
+	req->price_in = packed->price_in;
+	req->price_out = packed->price_out;
+	req->reserved_day = packed->reserved_day;
 	req->body_len = packed->body_len;
 	for (int i = 0; i < NSTRINGS; i++)
 		*strings[i] = packed->offsets[i] ? blob + packed->offsets[i] : NULL;
@@ -154,8 +177,12 @@ submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 	char	   *utf8 = NULL;
 	int			slot;
 	dsa_pointer packed;
+	Oid			role = claude_request_owner();
 
 	claude_require_shared();
+	/* Messages requests are priced and come under their role's budget */
+	if (max_tokens > 0)
+		claude_budget_prepare(role);
 	slot = claude_slot_acquire(wait);
 	if (slot < 0)
 		return -1;
@@ -164,10 +191,15 @@ submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 	claude_request_from_settings(&req, method, path, utf8,
 								 utf8 == NULL ? 0 :
 								 utf8 == body ? body_len : strlen(utf8));
+	req.dbid = MyDatabaseId;
+	req.role = role;
+	req.price_in = req.price_out = -1;
+	req.reserved_day = -1;
 	if (max_tokens > 0)
 	{
 		req.input_tokens = ceil(req.body_len / 4.0);
 		req.output_tokens = max_tokens;
+		claude_price_of(body, body_len, &req.price_in, &req.price_out);
 	}
 	if (input_file)
 	{
@@ -180,6 +212,19 @@ submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 
 	packed = claude_request_pack(&req);
 	explicit_bzero((char *) req.api_key, strlen(req.api_key));
+	if (max_tokens > 0)
+	{
+		/* last, so that nothing can fail with the reservation held */
+		char	   *why = NULL;
+		int32		day = claude_budget_reserve(role, &why);
+
+		if (day == -2)
+		{
+			dsa_free(claude_area(), packed);
+			claude_budget_refuse(role, why);
+		}
+		claude_request_set_reservation(packed, day);
+	}
 	claude_slot_submit(slot, packed);
 	return slot;
 }

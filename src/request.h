@@ -33,6 +33,12 @@ typedef struct ClaudeRequest
 	uint8		cache_key[32];
 	int			cache_ttl;
 	int			cache_lead;
+	/* whose request it is, what it costs, and a budget reservation */
+	Oid			dbid;
+	Oid			role;
+	double		price_in;		/* USD per million tokens; < 0: unknown */
+	double		price_out;
+	int32		reserved_day;	/* a budget reservation on that day, or -1 */
 	const char *url;
 	const char *api_key;
 	const char *version;

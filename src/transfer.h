@@ -13,6 +13,7 @@
 #include "datatype/timestamp.h"
 #include "lib/ilist.h"
 
+#include "json.h"
 #include "ratelimit.h"
 #include "request.h"
 
@@ -31,6 +32,7 @@ typedef struct Transfer
 	ClaudeCost	cost;
 	int			attempts;
 	bool		throttled;		/* had to wait for the limits */
+	TimestampTz created;		/* taken from the submit queue */
 	TimestampTz queued_at;
 	TimestampTz due;			/* XFER_BACKOFF: next attempt */
 	dlist_node	node;
@@ -51,6 +53,8 @@ typedef struct Transfer
 	char		errbuf[CURL_ERROR_SIZE];
 	double		retry_after_ms;	/* < 0: no retry-after header */
 	int			should_retry;	/* x-should-retry: -1 absent, 0, 1 */
+	bool		have_usage;		/* of a successful Messages reply */
+	ClaudeUsage usage;
 	ClaudeServerLimits server;
 } Transfer;
 

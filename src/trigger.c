@@ -31,6 +31,7 @@
 #include "queue.h"
 #include "request.h"
 #include "template.h"
+#include "usage.h"
 
 PG_FUNCTION_INFO_V1(claude_enrich_trigger);
 
@@ -196,8 +197,8 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		Oid			types[4] = {OIDOID, TEXTOID, TEXTOID, TEXTOID};
-		Datum		values[4];
+		Oid			types[5] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID};
+		Datum		values[5];
 		char	   *table = quote_qualified_identifier(get_namespace_name(claude_extension_schema(fcinfo)),
 													   "claude_jobs");
 
@@ -205,9 +206,11 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 		values[1] = CStringGetTextDatum(primary_key_json(td->tg_relation, tuple));
 		values[2] = CStringGetTextDatum(trig->tgargs[0]);
 		values[3] = CStringGetTextDatum(body);
-		if (SPI_execute_with_args(psprintf("INSERT INTO %s (relid, pk, target_column, request) "
-										   "VALUES ($1, $2::jsonb, $3, $4::jsonb)", table),
-								  4, types, values, NULL, false, 0) != SPI_OK_INSERT)
+		/* the job is the inserting role's, whose budget it uses */
+		values[4] = ObjectIdGetDatum(claude_request_owner());
+		if (SPI_execute_with_args(psprintf("INSERT INTO %s (relid, pk, target_column, request, role) "
+										   "VALUES ($1, $2::jsonb, $3, $4::jsonb, $5)", table),
+								  5, types, values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "claude_enrich_trigger: could not queue a job");
 		claude_jobs_kick_on_commit();
 	}

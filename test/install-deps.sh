@@ -6,7 +6,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/test/lib.sh"
 
 PACKAGES="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev
-libipc-run-perl openssl curl nodejs npm make gcc"
+libipc-run-perl openssl curl nodejs npm make gcc python3 python3-prometheus-client"
 missing=""
 for p in $PACKAGES; do
 	# nodejs may come from another repository that bundles npm
