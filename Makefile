@@ -7,7 +7,7 @@ OBJS = src/claude.o src/guc.o src/secret.o src/queue.o src/request.o \
        src/template.o src/progress.o src/enrich.o src/trigger.o src/jobs.o src/batch.o src/batch_poll.o src/stats.o src/usage.o
 DATA = sql/claude--0.1.0.sql
 
-REGRESS = setup complete messages privileges cache bulk triggers
+REGRESS = setup complete messages privileges cache bulk triggers stats
 REGRESS_OPTS = --load-extension=claude
 
 PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Wno-unused-parameter \
