@@ -133,8 +133,17 @@ sql("INSERT INTO claude_budgets (role, tokens_per_day) VALUES ('bob', 1)");
 ($rc, $out, $err) = as_role('bob', "SELECT claude_complete('bob 3', cache => false)");
 like($err, qr/tokens_per_day 1\)/, 'tokens_per_day stops bob once his tokens reach it');
 
+# the plain case: requests_per_day = 2 refuses the third call
+sql("CREATE ROLE dave LOGIN; GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO dave;
+	INSERT INTO claude_budgets (role, requests_per_day) VALUES ('dave', 2);");
+my @dave = map { [ as_role('dave', "SELECT claude_complete('dave $_', cache => false)") ] } 1 .. 3;
+is(join(' ', map { $_->[0] } @dave), '0 0 3', 'dave (requests_per_day = 2): two calls pass, the third fails');
+like($dave[2][2], qr/budget/, 'with a budget error');
+($rc, $out, $err) = as_role('carol', "SELECT claude_complete('carol 0', cache => false)");
+is($rc, 0, 'while carol goes on');
+
 # concurrent sessions cannot overshoot
-sql("INSERT INTO claude_budgets (role, requests_per_day) VALUES ('carol', 5)");
+sql("INSERT INTO claude_budgets (role, requests_per_day) VALUES ('carol', 6)");
 $mock->reset;
 my @bg = map { start_bg($node, "SET ROLE carol; SELECT claude_complete('[[mock:delay=500]] carol $_', cache => false)") } 1 .. 12;
 my ($ok, $refused) = (0, 0);
@@ -144,7 +153,7 @@ for my $h (@bg)
 	$ok++ if $brc == 0;
 	$refused++ if $berr =~ /budget/;
 }
-is("$ok $refused", '5 7', '12 concurrent calls of a 5-request budget: exactly 5 succeed');
+is("$ok $refused", '5 7', '12 concurrent calls with 5 requests left in the budget: exactly 5 succeed');
 is($mock->stats->{requests}, 5, 'and the API saw 5 requests');
 
 # Message Batches count for their submitter as their results are written
