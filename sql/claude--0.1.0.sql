@@ -387,3 +387,54 @@ CREATE TRIGGER claude_budgets_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCA
     FOR EACH STATEMENT EXECUTE FUNCTION claude_config_changed();
 CREATE TRIGGER claude_prices_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON claude_prices
     FOR EACH STATEMENT EXECUTE FUNCTION claude_config_changed();
+
+-- ---- structured output, token counting, models, images ----
+
+CREATE FUNCTION claude_extract(
+    input text,
+    schema jsonb,
+    instructions text DEFAULT NULL,
+    model text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'claude_extract'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION claude_extract(text, jsonb, text, text) IS
+'Structured output: the JSON object, matching schema, that Claude extracts from input (a forced tool call)';
+REVOKE EXECUTE ON FUNCTION claude_extract(text, jsonb, text, text) FROM PUBLIC;
+
+CREATE FUNCTION claude_classify(
+    input text,
+    labels text[],
+    instructions text DEFAULT NULL,
+    model text DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'claude_classify'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION claude_classify(text, text[], text, text) IS
+'Exactly one of labels for input (a forced tool call with an enum)';
+REVOKE EXECUTE ON FUNCTION claude_classify(text, text[], text, text) FROM PUBLIC;
+
+CREATE FUNCTION claude_count_tokens(
+    prompt text,
+    model text DEFAULT NULL,
+    system text DEFAULT NULL)
+RETURNS int
+AS 'MODULE_PATHNAME', 'claude_count_tokens'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION claude_count_tokens(text, text, text) IS
+'Input tokens of one user message, from /v1/messages/count_tokens';
+REVOKE EXECUTE ON FUNCTION claude_count_tokens(text, text, text) FROM PUBLIC;
+
+CREATE FUNCTION claude_models()
+RETURNS TABLE(id text, display_name text, created_at timestamptz)
+AS 'MODULE_PATHNAME', 'claude_models'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION claude_models() IS 'The models the API key may use, from /v1/models (every page)';
+REVOKE EXECUTE ON FUNCTION claude_models() FROM PUBLIC;
+
+CREATE FUNCTION claude_image(data bytea, media_type text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'claude_image'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION claude_image(bytea, text) IS
+'A base64 image content block (image/jpeg, png, gif or webp) to put in a claude_messages request';

@@ -165,8 +165,8 @@ apply_defaults(Jsonb *req)
 											  JsonbPGetDatum(req)));
 }
 
-static void
-bad_reply(const ClaudeResult *result)
+void
+claude_bad_reply(const ClaudeResult *result)
 {
 	ereport(ERROR,
 			(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
@@ -177,14 +177,15 @@ bad_reply(const ClaudeResult *result)
 }
 
 /*
- * Send a Messages request (the canonical text of a validated request),
- * through the cache unless it is off for this call.  Returns the reply as
- * text (reply_text) or, from the cache, as jsonb (cached).
+ * Send a request (the canonical text of a validated body) to path, through
+ * the cache unless it is off for this call.  Returns the reply as text
+ * (reply_text) or, from the cache, as jsonb (cached).  max_tokens > 0
+ * marks a Messages request (token limits, budgets, usage).
  */
-static void
-send_messages(FunctionCallInfo fcinfo, int cache_argno, const char *body,
-			  int max_tokens, char **reply_text, Jsonb **cached,
-			  ClaudeResult *result)
+void
+claude_send(FunctionCallInfo fcinfo, int cache_argno, const char *path,
+			const char *body, int max_tokens, char **reply_text, Jsonb **cached,
+			ClaudeResult *result)
 {
 	ClaudeCacheCall call;
 
@@ -192,10 +193,10 @@ send_messages(FunctionCallInfo fcinfo, int cache_argno, const char *body,
 	*cached = NULL;
 	memset(result, 0, sizeof(*result));
 	if (claude_cache_begin(claude_cache_wanted(fcinfo, cache_argno),
-						   claude_extension_schema(fcinfo), "/v1/messages",
+						   claude_extension_schema(fcinfo), path,
 						   body, strlen(body), true, &call, cached))
 		return;
-	*reply_text = claude_http_call(CLAUDE_POST, "/v1/messages", body, strlen(body),
+	*reply_text = claude_http_call(CLAUDE_POST, path, body, strlen(body),
 								   max_tokens, &call, result);
 }
 
@@ -249,6 +250,7 @@ claude_complete_args(FunctionCallInfo fcinfo, int model_arg, int max_tokens_arg,
 	a->max_tokens = claude_default_max_tokens;
 	a->system = NULL;
 	a->temperature = NULL;
+	a->cache_system = false;
 
 	if (model_arg >= 0 && !PG_ARGISNULL(model_arg))
 	{
@@ -294,7 +296,14 @@ claude_complete_body(const ClaudeCompleteArgs *a, const char *prompt)
 	initStringInfo(&req);
 	appendStringInfoString(&req, "{\"model\": ");
 	escape_json(&req, a->model);
-	if (a->system)
+	if (a->system && a->cache_system)
+	{
+		/* a block, keys in canonical order: text, type, cache_control */
+		appendStringInfoString(&req, ", \"system\": [{\"text\": ");
+		escape_json(&req, a->system);
+		appendStringInfoString(&req, ", \"type\": \"text\", \"cache_control\": {\"type\": \"ephemeral\"}}]");
+	}
+	else if (a->system)
 		append_member(&req, "system", a->system);
 	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
 	escape_json(&req, prompt);
@@ -303,6 +312,17 @@ claude_complete_body(const ClaudeCompleteArgs *a, const char *prompt)
 		appendStringInfo(&req, ", \"temperature\": %s", a->temperature);
 	appendStringInfoChar(&req, '}');
 	return req.data;
+}
+
+/*
+ * Work that sends the same system prompt with many rows (claude_enrich,
+ * the trigger) marks a long one for prompt caching: every row after the
+ * first reads it at a tenth of the input price.
+ */
+void
+claude_cache_shared_system(ClaudeCompleteArgs *a)
+{
+	a->cache_system = a->system != NULL && strlen(a->system) >= CLAUDE_CACHE_SYSTEM_MIN;
 }
 
 /* The reply's text, read in one parser pass; NULL if it is not a reply. */
@@ -336,12 +356,12 @@ claude_complete(PG_FUNCTION_ARGS)
 		invalid_argument("prompt must not be empty");
 	claude_complete_args(fcinfo, 1, 2, 3, 4, &args);
 
-	send_messages(fcinfo, 5, claude_complete_body(&args, text_to_cstring(prompt)),
-				  args.max_tokens, &reply, &cached, &result);
+	claude_send(fcinfo, 5, "/v1/messages", claude_complete_body(&args, text_to_cstring(prompt)),
+				args.max_tokens, &reply, &cached, &result);
 	if (cached)
 		PG_RETURN_TEXT_P(claude_jsonb_reply_text(cached));
 	if ((result_text = claude_complete_text(reply)) == NULL)
-		bad_reply(&result);
+		claude_bad_reply(&result);
 	PG_RETURN_TEXT_P(result_text);
 }
 
@@ -363,14 +383,14 @@ claude_messages(PG_FUNCTION_ARGS)
 	req = apply_defaults(req);
 	max_tokens = claude_json_get(&req->root, "max_tokens");
 
-	send_messages(fcinfo, 1, JsonbToCString(NULL, &req->root, VARSIZE(req)),
-				  (int) Min(numeric_to_double(max_tokens->val.numeric), INT_MAX),
-				  &reply_text, &reply, &result);
+	claude_send(fcinfo, 1, "/v1/messages", JsonbToCString(NULL, &req->root, VARSIZE(req)),
+				(int) Min(numeric_to_double(max_tokens->val.numeric), INT_MAX),
+				&reply_text, &reply, &result);
 	if (reply)
 		PG_RETURN_JSONB_P(reply);
 	reply = claude_json_parse(reply_text, strlen(reply_text));
 	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
 		claude_json_get_container(&reply->root, "content", true) == NULL)
-		bad_reply(&result);
+		claude_bad_reply(&result);
 	PG_RETURN_JSONB_P(reply);
 }

@@ -14,9 +14,24 @@ typedef struct ClaudeCompleteArgs
 	int			max_tokens;
 	char	   *system;			/* NULL: none */
 	char	   *temperature;	/* as a JSON number; NULL: none */
+	bool		cache_system;	/* mark system with cache_control */
 } ClaudeCompleteArgs;
 
+/*
+ * A system prompt shared by many rows is marked for prompt caching from
+ * this size on: about 1,024 tokens, the smallest prefix Sonnet and Opus
+ * cache (a shorter one would be billed in full anyway).
+ */
+#define CLAUDE_CACHE_SYSTEM_MIN 4096
+
+extern void claude_cache_shared_system(ClaudeCompleteArgs *a);
+
 extern void invalid_argument(const char *msg) pg_attribute_noreturn();
+struct ClaudeResult;
+extern void claude_bad_reply(const struct ClaudeResult *result) pg_attribute_noreturn();
+extern void claude_send(FunctionCallInfo fcinfo, int cache_argno, const char *path,
+						const char *body, int max_tokens, char **reply_text,
+						Jsonb **cached, struct ClaudeResult *result);
 extern void claude_complete_args(FunctionCallInfo fcinfo, int model_arg,
 								 int max_tokens_arg, int system_arg,
 								 int temperature_arg, ClaudeCompleteArgs *a);

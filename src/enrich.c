@@ -315,6 +315,7 @@ claude_enrich(PG_FUNCTION_ARGS)
 	if (e->batch_size < 1)
 		invalid_argument("batch_size must be at least 1");
 	claude_complete_args(fcinfo, 3, 4, 5, -1, &e->args);
+	claude_cache_shared_system(&e->args);
 
 	/* COMMIT is possible only in a CALL outside a transaction block */
 	atomic = !(fcinfo->context && IsA(fcinfo->context, CallContext) &&

@@ -164,6 +164,7 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 					 errhint("Options are 'model=<id>', 'max_tokens=<positive integer>' and 'system=<text>'.")));
 	}
 
+	claude_cache_shared_system(&args);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "claude_enrich_trigger: SPI_connect failed");
 	body = claude_complete_body(&args, render(tmpl, tuple, desc));

@@ -93,6 +93,7 @@ const config = {
     rpm: null,
     ratelimit_headers: null,
     batch_delay_ms: 1000,
+    models_page_size: null,     // a server may return fewer models than asked
 };
 
 let stats;
@@ -309,6 +310,12 @@ function validateMessages(body, needMaxTokens) {
                     invalid(`messages.${i}.content.${j}.text: Input should be a valid string`);
             });
         }
+        if (Array.isArray(m.content))
+            m.content.forEach((b, j) => {
+                if (b.type === 'image')
+                    validateImage(b, `messages.${i}.content.${j}`);
+                validateCacheControl(b, `messages.${i}.content.${j}`);
+            });
         const t = contentText(m.content);
         chars += charCount(t);
         if (m.role === 'user')
@@ -321,6 +328,7 @@ function validateMessages(body, needMaxTokens) {
             body.system.forEach((b, j) => {
                 if (!isObj(b) || b.type !== 'text' || typeof b.text !== 'string')
                     invalid(`system.${j}: Input should be a text block`);
+                validateCacheControl(b, `system.${j}`);
                 chars += charCount(b.text);
             });
         } else {
@@ -333,7 +341,102 @@ function validateMessages(body, needMaxTokens) {
     }
     if (body.stream === true)
         invalid('stream: streaming is not supported by the mock server');
-    return { lastUser, inputChars: chars };
+    const tool = validateTools(body);
+    return { lastUser, inputChars: chars, tool };
+}
+
+const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/gif', 'image/webp']);
+
+function validateImage(b, at) {
+    const src = b.source;
+    if (!isObj(src) || src.type !== 'base64')
+        invalid(`${at}.source: Input should be a base64 image source`);
+    if (!IMAGE_TYPES.has(src.media_type))
+        invalid(`${at}.source.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'`);
+    if (typeof src.data !== 'string' || src.data.length === 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(src.data))
+        invalid(`${at}.source.data: Input should be base64 data`);
+}
+
+function validateCacheControl(b, at) {
+    if (b.cache_control === undefined || b.cache_control === null)
+        return;
+    if (!isObj(b.cache_control) || b.cache_control.type !== 'ephemeral')
+        invalid(`${at}.cache_control: Input should be {"type": "ephemeral"}`);
+}
+
+// Checks tools and tool_choice; returns the tool a reply must call, if any.
+function validateTools(body) {
+    const names = new Map();
+    if (body.tools !== undefined) {
+        if (!Array.isArray(body.tools))
+            invalid('tools: Input should be a valid list');
+        body.tools.forEach((t, i) => {
+            if (!isObj(t) || typeof t.name !== 'string' || !/^[a-zA-Z0-9_-]{1,128}$/.test(t.name))
+                invalid(`tools.${i}.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$'`);
+            if (!isObj(t.input_schema) || t.input_schema.type !== 'object')
+                invalid(`tools.${i}.input_schema.type: Input should be 'object'`);
+            if (names.has(t.name))
+                invalid(`tools: Tool names must be unique (${t.name})`);
+            names.set(t.name, t);
+        });
+    }
+    const c = body.tool_choice;
+    if (c === undefined)
+        return null;
+    if (!isObj(c) || !['auto', 'any', 'tool', 'none'].includes(c.type))
+        invalid("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'");
+    if (c.type === 'tool') {
+        if (!names.has(c.name))
+            invalid(`tool_choice.name: no tool named ${c.name}`);
+        return names.get(c.name);
+    }
+    return null;
+}
+
+// A tool input that matches schema, drawn from text: an enum takes the
+// value the text mentions (else its first), a string the text itself.
+function toolInput(schema, text) {
+    if (!isObj(schema))
+        return null;
+    if (Array.isArray(schema.enum) && schema.enum.length) {
+        const hit = schema.enum.find((v) => typeof v === 'string' && text.includes(v));
+        return hit !== undefined ? hit : schema.enum[0];
+    }
+    switch (schema.type) {
+        case 'object': {
+            const o = {};
+            for (const [k, sub] of Object.entries(schema.properties || {}))
+                o[k] = toolInput(sub, text);
+            return o;
+        }
+        case 'array': return schema.items ? [toolInput(schema.items, text)] : [];
+        case 'integer': return charCount(text);
+        case 'number': return charCount(text) / 2;
+        case 'boolean': return true;
+        case 'null': return null;
+        default: return text;
+    }
+}
+
+// Prompt caching: a prefix up to a block marked cache_control is written
+// the first time and read afterwards (until /reset).
+const promptCache = new Set();
+
+function cacheUsage(body) {
+    const blocks = [];
+    if (Array.isArray(body.system))
+        blocks.push(...body.system);
+    let marked = -1;
+    blocks.forEach((b, i) => { if (isObj(b) && b.cache_control) marked = i; });
+    if (marked < 0)
+        return null;
+    const prefix = blocks.slice(0, marked + 1).map((b) => b.text).join('');
+    const key = crypto.createHash('sha256').update(String(body.model) + '\0' + prefix).digest('hex');
+    const n = tokens(charCount(prefix));
+    if (promptCache.has(key))
+        return { chars: charCount(prefix), usage: { cache_creation_input_tokens: 0, cache_read_input_tokens: n } };
+    promptCache.add(key);
+    return { chars: charCount(prefix), usage: { cache_creation_input_tokens: n, cache_read_input_tokens: 0 } };
 }
 
 const tokens = (chars) => Math.max(1, Math.ceil(chars / 4));
@@ -358,6 +461,7 @@ function parseDirectives(text) {
             case 'truncate': d.truncate = true; break;
             case 'batch_errored': d.batch_errored = true; break;
             case 'batch_expired': d.batch_expired = true; break;
+            case 'no_tool': d.no_tool = true; break;
             default: break;
         }
     }
@@ -577,12 +681,19 @@ function applyFault(ctx, f) {
     });
 }
 
-function successBody(ctx, reply, inputChars, model) {
-    return messageJson(`msg_mock_${ctx.n}`, reply, inputChars, model);
+function successBody(ctx, reply, inputChars, model, cached) {
+    return messageJson(`msg_mock_${ctx.n}`, reply, inputChars, model, cached);
+}
+
+function usageOf(inputChars, outputChars, cached) {
+    if (!cached)
+        return { input_tokens: tokens(inputChars), output_tokens: tokens(outputChars) };
+    return Object.assign({ input_tokens: tokens(Math.max(0, inputChars - cached.chars)) }, cached.usage,
+        { output_tokens: tokens(outputChars) });
 }
 
 // The JSON text of the Message that POST /v1/messages answers with.
-function messageJson(id, reply, inputChars, model) {
+function messageJson(id, reply, inputChars, model, cached) {
     if (inputChars === undefined)
         inputChars = reply.length;
     return JSON.stringify({
@@ -593,7 +704,23 @@ function messageJson(id, reply, inputChars, model) {
         content: [{ type: 'text', text: reply }],
         stop_reason: 'end_turn',
         stop_sequence: null,
-        usage: { input_tokens: tokens(inputChars), output_tokens: tokens(charCount(reply)) },
+        usage: usageOf(inputChars, charCount(reply), cached),
+    });
+}
+
+// A reply that calls the forced tool with an input that fits its schema.
+function toolUseBody(ctx, v, model, cached) {
+    const input = toolInput(v.tool.input_schema, v.lastUser);
+    const out = JSON.stringify(input);
+    return JSON.stringify({
+        id: `msg_mock_${ctx.n}`,
+        type: 'message',
+        role: 'assistant',
+        model: model || 'claude-mock',
+        content: [{ type: 'tool_use', id: `toolu_mock_${ctx.n}`, name: v.tool.name, input }],
+        stop_reason: 'tool_use',
+        stop_sequence: null,
+        usage: usageOf(v.inputChars, charCount(out), cached),
     });
 }
 
@@ -654,8 +781,11 @@ function handleMessages(ctx) {
         throw e;
     }
     const model = ctx.parsed.model;
-    const respond = () => send(ctx, 200, successBody(ctx, v.lastUser, v.inputChars, model));
     const d = parseDirectives(v.lastUser);
+    const cached = cacheUsage(ctx.parsed);
+    const respond = () => send(ctx, 200,
+        v.tool && !(d && d.no_tool) ? toolUseBody(ctx, v, model, cached)
+            : successBody(ctx, v.lastUser, v.inputChars, model, cached));
     if (!d)
         return respond();
     later(ctx, d.delay_ms, () => {
@@ -700,6 +830,8 @@ function handleModels(ctx) {
         if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
             return sendError(ctx, 400, 'invalid_request_error', 'limit: Input should be an integer between 1 and 1000');
     }
+    if (config.models_page_size)
+        limit = Math.min(limit, config.models_page_size);
     let start = 0;
     let end = MODELS.length;
     if (q.has('after_id')) {
@@ -1013,6 +1145,8 @@ function handleBatchList(ctx) {
         if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
             return sendError(ctx, 400, 'invalid_request_error', 'limit: Input should be an integer between 1 and 1000');
     }
+    if (config.models_page_size)
+        limit = Math.min(limit, config.models_page_size);
     let data;
     let hasMore;
     if (q.has('after_id')) {
@@ -1307,7 +1441,7 @@ function checkFault(f) {
 function controlConfig(c) {
     if (!isObj(c))
         throw new Error('config must be an object');
-    const known = new Set(['latency_ms', 'keys', 'rpm', 'ratelimit_headers', 'batch_delay_ms']);
+    const known = new Set(['latency_ms', 'keys', 'rpm', 'ratelimit_headers', 'batch_delay_ms', 'models_page_size']);
     for (const k of Object.keys(c))
         if (!known.has(k))
             throw new Error(`unknown config field: ${k}`);
@@ -1342,8 +1476,14 @@ function controlConfig(c) {
             config.ratelimit_headers = h;
         }
     }
+    if (c.models_page_size !== undefined && c.models_page_size !== null &&
+        !(Number.isInteger(c.models_page_size) && c.models_page_size >= 1))
+        throw new Error('models_page_size must be an integer >= 1 or null');
+
     if (c.batch_delay_ms !== undefined)
         config.batch_delay_ms = c.batch_delay_ms === null ? 1000 : c.batch_delay_ms;
+    if (c.models_page_size !== undefined)
+        config.models_page_size = c.models_page_size;
 }
 
 function configView() {
@@ -1353,6 +1493,7 @@ function configView() {
         rpm: config.rpm,
         ratelimit_headers: config.ratelimit_headers,
         batch_delay_ms: config.batch_delay_ms,
+        models_page_size: config.models_page_size,
     };
 }
 
@@ -1434,6 +1575,8 @@ function onControl(req, res) {
                     config.latency_ms = 0;
                     config.ratelimit_headers = null;
                     config.batch_delay_ms = 1000;
+                    config.models_page_size = null;
+                    promptCache.clear();
                     batches = new Map();
                     setRpm(null);
                     return reply(200, { ok: true });

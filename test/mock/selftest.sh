@@ -54,7 +54,7 @@ r=$(msg '{"model":"claude-sonnet-4-6","max_tokens":16,"messages":[{"role":"user"
 expect "echo reply" "$r" '^200 .*"content":\[\{"type":"text","text":"hello \\"world\\" \\\\ \\u0001 😀 é"\}\]'
 expect "usage" "$r" '"usage":\{"input_tokens":[0-9]+,"output_tokens":[0-9]+\}'
 r=$(api /v1/messages "${H[@]}" -D - --data-binary "$(req hi)"); expect "request-id header" "$r" 'request-id: req_mock_[0-9]+'
-r=$(msg '{"model":"m","max_tokens":5,"system":[{"type":"text","text":"sys"}],"messages":[{"role":"user","content":[{"type":"text","text":"ab"},{"type":"image","source":{}},{"type":"text","text":"cd"}]},{"role":"assistant","content":"x"}]}')
+r=$(msg '{"model":"m","max_tokens":5,"system":[{"type":"text","text":"sys"}],"messages":[{"role":"user","content":[{"type":"text","text":"ab"},{"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw0KGgo="}},{"type":"text","text":"cd"}]},{"role":"assistant","content":"x"}]}')
 expect "block concat" "$r" '^200 .*"text":"abcd"'
 r=$(api /v1/messages -H 'x-api-key: nope' -H 'anthropic-version: 2023-06-01' --data-binary "$(req hi)")
 expect "401 wrong key" "$r" '^401 \{"type":"error","error":\{"type":"authentication_error"'
@@ -76,6 +76,30 @@ r=$(api /v1/messages/count_tokens "${H[@]}" --data-binary '{"model":"m","message
 expect "count_tokens" "$r" '^200 \{"input_tokens":2\}'
 r=$(api '/v1/models?limit=2' "${H[@]}"); expect "models page 1" "$r" '^200 .*"has_more":true,"first_id":"claude-sonnet-4-6","last_id":"claude-opus-4-5"'
 r=$(api '/v1/models?limit=10&after_id=claude-opus-4-5' "${H[@]}"); expect "models page 2" "$r" '^200 .*"has_more":false,"first_id":"claude-haiku-4-5","last_id":"claude-opus-4-1"'
+ctlpost /config '{"models_page_size":1}' >/dev/null
+r=$(api '/v1/models?limit=1000' "${H[@]}"); expect "models_page_size caps a page" "$r" '^200 .*"has_more":true,"first_id":"claude-sonnet-4-6","last_id":"claude-sonnet-4-6"'
+ctlpost /config '{"models_page_size":null}' >/dev/null
+
+# --- tools, images, prompt caching
+T='"tools":[{"name":"pick","input_schema":{"type":"object","properties":{"label":{"type":"string","enum":["bug","question"]},"n":{"type":"integer"}},"required":["label"]}}]'
+r=$(msg '{"model":"m","max_tokens":50,'"$T"',"tool_choice":{"type":"tool","name":"pick"},"messages":[{"role":"user","content":"a question"}]}')
+expect "forced tool: tool_use with the enum value the text names" "$r" '^200 .*"content":\[\{"type":"tool_use","id":"toolu_mock_[0-9]+","name":"pick","input":\{"label":"question","n":10\}\}\],"stop_reason":"tool_use"'
+r=$(msg '{"model":"m","max_tokens":50,'"$T"',"tool_choice":{"type":"tool","name":"pick"},"messages":[{"role":"user","content":"[[mock:no_tool]] text"}]}')
+expect "[[mock:no_tool]]: a text reply instead" "$r" '^200 .*"stop_reason":"end_turn"'
+r=$(msg '{"model":"m","max_tokens":50,'"$T"',"tool_choice":{"type":"tool","name":"other"},"messages":[{"role":"user","content":"x"}]}')
+expect "tool_choice naming no tool: 400" "$r" '^400 .*tool_choice.name'
+r=$(msg '{"model":"m","max_tokens":50,"tools":[{"name":"t","input_schema":{"type":"string"}}],"messages":[{"role":"user","content":"x"}]}')
+expect "input_schema not an object: 400" "$r" '^400 .*input_schema.type'
+r=$(msg '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/bmp","data":"AAAA"}}]}]}')
+expect "unsupported image type: 400" "$r" '^400 .*media_type'
+S='"system":[{"type":"text","text":"'"$(printf 'long shared instructions %.0s' {1..20})"'","cache_control":{"type":"ephemeral"}}]'
+r=$(msg '{"model":"m","max_tokens":5,'"$S"',"messages":[{"role":"user","content":"row 1"}]}')
+expect "cache_control: the first request writes the prefix" "$r" '"cache_creation_input_tokens":[1-9][0-9]*,"cache_read_input_tokens":0'
+r=$(msg '{"model":"m","max_tokens":5,'"$S"',"messages":[{"role":"user","content":"row 2"}]}')
+expect "cache_control: the next one reads it" "$r" '"cache_creation_input_tokens":0,"cache_read_input_tokens":[1-9]'
+r=$(msg '{"model":"m","max_tokens":5,"system":[{"type":"text","text":"x","cache_control":{"type":"forever"}}],"messages":[{"role":"user","content":"y"}]}')
+expect "bad cache_control: 400" "$r" '^400 .*cache_control'
+
 r=$(api /v1/nope "${H[@]}"); expect "404" "$r" '^404 .*not_found_error'
 
 # --- directives

@@ -68,6 +68,29 @@ for my $case (@valid)
 	is($out, 't', "accepted: $name") or diag($err);
 }
 
+# Steady answers with generated examples, not a tool call: for these only
+# the request is checked (Steady answers 400 to an invalid one)
+my @shapes = (
+	[ 'claude_extract (forced tool with the schema)',
+		q{SELECT claude_extract('Alice is 30', '{"type": "object", "properties": {"name": {"type": "string"},
+		  "age": {"type": "integer"}}, "required": ["name", "age"]}', instructions => 'Extract.')} ],
+	[ 'claude_classify (forced tool with an enum)',
+		q{SELECT claude_classify('It crashes', ARRAY['bug', 'question', 'request'], model => 'claude-haiku-4-5')} ],
+	[ 'claude_enrich with a long system prompt marked for prompt caching',
+		q{CREATE TABLE pc (id int PRIMARY KEY, t text, s text); INSERT INTO pc VALUES (1, 'row');
+		  CALL claude_enrich('pc', 's', 'Label: {t}', system => repeat('Shared instructions. ', 300))} ],
+);
+for my $case (@shapes)
+{
+	my ($name, $sql) = @$case;
+	my ($rc, $out, $err) = $node->psql('postgres', $sql);
+	unlike($err, qr/Claude API error 4\d\d/, "accepted: $name") or diag($err);
+}
+my ($crc, $cout, $cerr) = $node->psql('postgres', q{SELECT claude_count_tokens('Hello', system => 'Be brief') > 0});
+is($cout, 't', 'accepted: claude_count_tokens') or diag($cerr);
+($crc, $cout, $cerr) = $node->psql('postgres', q{SELECT count(*) > 0 FROM claude_models()});
+is($cout, 't', 'accepted: claude_models') or diag($cerr);
+
 # Message Batches: claude_enrich's create, the worker's poll, and cancel
 $node->safe_psql('postgres', q{
 	CREATE TABLE docs (id int PRIMARY KEY, body text, summary text);
@@ -90,7 +113,12 @@ like($err, qr/Claude API error 400/, 'Steady refuses an invalid request (the val
 # and Steady's own log agrees: every request reached it, one was refused
 my @log = split /\n/, slurp_file($steady_log);
 my @lines = grep { /"path":"\/v1\/messages"/ } @log;
-is(scalar(grep { /"status":200/ } @lines), scalar(@valid), 'Steady logged every valid request as 200');
+is(scalar(grep { /"status":200/ } @lines), scalar(@valid) + scalar(@shapes), 'Steady logged every valid request as 200');
+for my $path ('/v1/messages/count_tokens', '/v1/models')
+{
+	my @l = grep { /"path":"\Q$path\E[?"]/ } @log;
+	ok(@l && !grep({ !/"status":200/ } @l), "and every request to $path") or diag(join("\n", @l));
+}
 is(scalar(grep { /"status":400/ } @lines), 1, 'and only the invalid one as 400');
 my @batch_lines = grep { m{"path":"/v1/messages/batches} } @log;
 cmp_ok(scalar(@batch_lines), '>=', 3, 'the batch requests reached Steady');
