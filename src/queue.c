@@ -24,6 +24,8 @@
 #include "errors.h"
 #include "guc.h"
 #include "queue.h"
+#include "request.h"
+#include "usage.h"
 
 ClaudeShared *claude_shared = NULL;
 ClaudeSlot *claude_slots = NULL;
@@ -448,6 +450,21 @@ claude_slot_abandon(int slot)
  * Next queued slot, now marked running, or -1.  Slots cancelled while
  * queued are freed on the way.
  */
+/*
+ * A request its caller gave up before the worker took it: nothing was
+ * sent, but a budget reservation it holds must be given back.
+ */
+static void
+release_dropped(int slot)
+{
+	ClaudeRequest req;
+
+	claude_request_unpack(dsa_get_address(claude_area(), claude_slots[slot].request), &req);
+	if (req.output_tokens > 0)
+		claude_usage_done(&req, false, NULL, -1);
+	claude_slot_release_cancelled(slot);
+}
+
 int
 claude_queue_pop(void)
 {
@@ -478,7 +495,7 @@ claude_queue_pop(void)
 
 		if (!cancelled)
 			return slot;
-		claude_slot_release_cancelled(slot);
+		release_dropped(slot);
 	}
 }
 

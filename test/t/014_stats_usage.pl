@@ -142,6 +142,19 @@ like($dave[2][2], qr/budget/, 'with a budget error');
 ($rc, $out, $err) = as_role('carol', "SELECT claude_complete('carol 0', cache => false)");
 is($rc, 0, 'while carol goes on');
 
+# a cancelled request gives its reservation back (and counts, since it was sent)
+sql("CREATE ROLE erin LOGIN; GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO erin;
+	INSERT INTO claude_budgets (role, requests_per_day) VALUES ('erin', 2);");
+($rc, $out, $err) = $node->psql('postgres', "SET statement_timeout = '300ms'; SELECT claude_complete('[[mock:hang]] erin', cache => false)",
+	extra_params => [ '-U', 'erin' ]);
+like($err, qr/statement timeout/, 'erin\'s first call hangs and is cancelled');
+ok(wait_until(sub { sql("SELECT requests FROM claude_usage WHERE role = 'erin'::regrole") eq '1' }),
+	'it reached the API, so it counts');
+($rc, $out, $err) = as_role('erin', "SELECT claude_complete('erin 2', cache => false)");
+is($rc, 0, 'her second call is allowed: the cancelled one holds no reservation') or diag($err);
+($rc, $out, $err) = as_role('erin', "SELECT claude_complete('erin 3', cache => false)");
+like($err, qr/budget/, 'her third is refused');
+
 # concurrent sessions cannot overshoot
 sql("INSERT INTO claude_budgets (role, requests_per_day) VALUES ('carol', 6)");
 $mock->reset;
