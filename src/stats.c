@@ -144,14 +144,7 @@ claude_stats_done(int http_status, bool transport_error, bool cancelled,
 		pg_atomic_fetch_add_u64(&stats->by_status[http_status], 1);
 
 	if (usage)
-	{
-		pg_atomic_fetch_add_u64(&stats->input_tokens, (uint64) usage->input);
-		pg_atomic_fetch_add_u64(&stats->output_tokens, (uint64) usage->output);
-		pg_atomic_fetch_add_u64(&stats->cache_write_tokens, (uint64) usage->cache_write);
-		pg_atomic_fetch_add_u64(&stats->cache_read_tokens, (uint64) usage->cache_read);
-	}
-	if (cost > 0)
-		pg_atomic_fetch_add_u64(&stats->cost_nusd, (uint64) (cost * 1e9 + 0.5));
+		claude_stats_billed(usage, cost);
 
 	if (cancelled)
 		return;					/* its latency is the caller's patience */
@@ -159,6 +152,21 @@ claude_stats_done(int http_status, bool transport_error, bool cancelled,
 		b++;
 	pg_atomic_fetch_add_u64(&stats->buckets[b], 1);
 	pg_atomic_fetch_add_u64(&stats->latency_us, (uint64) (latency_ms * 1000));
+}
+
+/*
+ * Tokens and cost (< 0: unknown) billed: of a reply, or of a Message Batch
+ * result as it is written back.
+ */
+void
+claude_stats_billed(const ClaudeUsage *usage, double cost)
+{
+	pg_atomic_fetch_add_u64(&stats->input_tokens, (uint64) usage->input);
+	pg_atomic_fetch_add_u64(&stats->output_tokens, (uint64) usage->output);
+	pg_atomic_fetch_add_u64(&stats->cache_write_tokens, (uint64) usage->cache_write);
+	pg_atomic_fetch_add_u64(&stats->cache_read_tokens, (uint64) usage->cache_read);
+	if (cost > 0)
+		pg_atomic_fetch_add_u64(&stats->cost_nusd, (uint64) (cost * 1e9 + 0.5));
 }
 
 void

@@ -18,6 +18,8 @@ extern void claude_stats_throttled(void);
 extern void claude_stats_done(int http_status, bool transport_error, bool cancelled,
 							  double latency_ms, const ClaudeUsage *usage, double cost);
 
+extern void claude_stats_billed(const ClaudeUsage *usage, double cost);
+
 /* backends */
 extern void claude_stats_cache(bool hit);
 

@@ -42,6 +42,7 @@
 #include "dbworker.h"
 #include "errors.h"
 #include "queue.h"
+#include "stats.h"
 #include "usage.h"
 
 PG_FUNCTION_INFO_V1(claude_usage_pending);
@@ -227,6 +228,7 @@ claude_usage_add(Oid role, const ClaudeUsage *u, double cost)
 
 	counts_of(&c, u, cost);
 	record(MyDatabaseId, role, &c, -1, &was_clean);
+	claude_stats_billed(u, cost);
 }
 
 /* ---- prices and budgets, as this session last read them ---- */

@@ -75,6 +75,11 @@ CREATE TABLE tickets (id int PRIMARY KEY, subject text, category text);
 INSERT INTO tickets VALUES (1, 'App crashes on login'), (2, 'How do I export my data?'), (3, 'Please add dark mode');
 CALL claude_enrich('tickets', 'category', 'Answer bug, question or request only. Ticket: {subject}', max_tokens => 10);
 SELECT id, subject, category FROM tickets ORDER BY id;
+-- structured output: exactly one label, or a JSON object that fits a schema
+SELECT claude_classify('The app crashes when I log in', ARRAY['bug', 'question', 'request']);
+SELECT claude_extract('Invoice 1042 from ACME Corp, total 99.50 EUR',
+  '{"type": "object", "properties": {"customer": {"type": "string"}, "total": {"type": "number"}},
+    "required": ["customer", "total"]}');
 SQL
 if [ -z "${ANTHROPIC_API_KEY:-}" ]; then
 	# the mock ends batches within a second; the real API may take hours
@@ -88,6 +93,11 @@ if [ -z "${ANTHROPIC_API_KEY:-}" ]; then
 	as_user "${PSQL[@]}" -e -c "SELECT id, status, requests, succeeded, rows_written, cost_usd FROM claude_batches" \
 		-c "SELECT id, category FROM tickets ORDER BY id"
 fi
+as_user "${PSQL[@]}" -e <<'SQL'
+-- what it all did and cost
+SELECT requests, succeeded, failed, cache_hits, input_tokens, output_tokens, cost_usd, latency_p50_ms FROM claude_stats;
+SELECT day, role, requests, input_tokens, output_tokens, cost_usd FROM claude_usage;
+SQL
 echo "An error, with its SQLSTATE class:"
 as_user "${PSQL[@]}" -v VERBOSITY=verbose -c "SELECT claude_complete('x', max_tokens => 0)" 2>&1 | head -2 || true
 

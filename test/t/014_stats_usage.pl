@@ -176,6 +176,7 @@ sql("GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, t
 	INSERT INTO docs SELECT i, 'doc ' || i FROM generate_series(1, 3) i;
 	ALTER SYSTEM SET claude.batch_poll_interval = 1; SELECT pg_reload_conf();");
 $mock->config({ batch_delay_ms => 200 });
+sql("SELECT claude_stats_reset()");
 my $before = sql("SELECT requests FROM claude_usage WHERE role = 'bob'::regrole");
 my $cost_before = sql("SELECT cost_usd FROM claude_usage WHERE role = 'bob'::regrole");
 ($rc, $out, $err) = as_role('bob', "CALL claude_enrich('docs', 'summary', 'Doc: {body}', mode => 'batch')");
@@ -186,6 +187,9 @@ ok(wait_until(sub { sql("SELECT results_at IS NOT NULL FROM claude_batches") eq 
 is(sql("SELECT round(u.cost_usd - $cost_before, 9) = round(b.cost_usd, 9) AND b.cost_usd > 0 "
 	  . "FROM claude_usage u, claude_batches b WHERE u.role = 'bob'::regrole"), 't',
 	'at the batch price: bob\'s cost grew by the batch\'s half-price cost');
+is(sql("SELECT s.input_tokens = b.input_tokens AND s.output_tokens = b.output_tokens "
+	  . "AND round(s.cost_usd, 6) = round(b.cost_usd, 6) FROM claude_stats s, claude_batches b"),
+	't', 'and claude_stats bills the batch\'s tokens and cost too');
 
 $node->stop;
 $mock->stop;
