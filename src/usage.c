@@ -603,6 +603,7 @@ claude_usage_flush(void)
 	UsageEntry *e;
 	int32		day = today();
 	char	   *table;
+	volatile bool gone = false;
 	MemoryContext cxt = CurrentMemoryContext;
 
 	if (!registered)
@@ -642,10 +643,12 @@ claude_usage_flush(void)
 		claude_dbwork_xact_begin();
 		if (SPI_execute("SELECT quote_ident(n.nspname) || '.claude_usage_log' FROM pg_catalog.pg_extension x "
 						"JOIN pg_catalog.pg_namespace n ON n.oid = x.extnamespace WHERE x.extname = 'claude'",
-						true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "claude: extension not found");
-		table = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		for (int i = 0; i < nflushing; i++)
+						true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "claude: could not look for the extension");
+		/* dropped since: there is nowhere to keep it */
+		gone = SPI_processed != 1;
+		table = gone ? NULL : SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		for (int i = 0; !gone && i < nflushing; i++)
 		{
 			UsageCounts *c = &flushing[i].counts;
 			HeapTuple	tup;
@@ -696,7 +699,7 @@ claude_usage_flush(void)
 		{
 			memset(&e->flushing, 0, sizeof(e->flushing));
 			e->base = flushing[i].counts;
-			e->loaded = true;
+			e->loaded = !gone;
 		}
 	}
 	LWLockRelease(usage->lock);
