@@ -21,42 +21,48 @@
 #define PACKED_MAGIC 0x436c6431	/* "Cld1" */
 #define NSTRINGS 8
 
+/*
+ * The request's fixed fields, copied whole, with its strings behind it;
+ * the copy's string pointers are NULL, offsets say where each one is.
+ */
 typedef struct PackedRequest
 {
 	uint32		magic;
-	ClaudeMethod method;
-	int			timeout_ms;
-	int			max_retries;
-	bool		not_idempotent;
-	double		input_tokens;
-	double		output_tokens;
-	Oid			cache_dbid;
-	Oid			cache_nsp;
-	uint8		cache_key[32];
-	int			cache_ttl;
-	int			cache_lead;
-	Oid			dbid;
-	Oid			role;
-	double		price_in;
-	double		price_out;
-	int32		reserved_day;
-	Size		body_len;
+	ClaudeRequest fields;
 	Size		offsets[NSTRINGS];	/* 0 for NULL */
 } PackedRequest;
+
+/* The string fields of a request; the body last (it has a length). */
+static void
+string_fields(ClaudeRequest *r, const char **fields[NSTRINGS])
+{
+	fields[0] = &r->url;
+	fields[1] = &r->api_key;
+	fields[2] = &r->version;
+	fields[3] = &r->ca_file;
+	fields[4] = &r->proxy;
+	fields[5] = &r->input_file;
+	fields[6] = &r->output_file;
+	fields[7] = &r->body;
+}
 
 static dsa_pointer
 claude_request_pack(const ClaudeRequest *req)
 {
-	const char *strings[NSTRINGS] = {req->url, req->api_key, req->version,
-	req->ca_file, req->proxy, req->input_file, req->output_file, req->body};
+	ClaudeRequest copy = *req;
+	const char **fields[NSTRINGS];
+	const char *strings[NSTRINGS];
 	Size		lengths[NSTRINGS];
 	Size		size = MAXALIGN(sizeof(PackedRequest));
 	dsa_pointer dp;
 	PackedRequest *packed;
 	char	   *p;
 
+	string_fields(&copy, fields);
 	for (int i = 0; i < NSTRINGS; i++)
 	{
+		strings[i] = *fields[i];
+		*fields[i] = NULL;
 		lengths[i] = strings[i] == NULL ? 0 :
 			(i == NSTRINGS - 1 ? req->body_len : strlen(strings[i]));
 		if (strings[i] != NULL)
@@ -72,23 +78,7 @@ claude_request_pack(const ClaudeRequest *req)
 
 	packed = dsa_get_address(claude_area(), dp);
 	packed->magic = PACKED_MAGIC;
-	packed->method = req->method;
-	packed->timeout_ms = req->timeout_ms;
-	packed->max_retries = req->max_retries;
-	packed->not_idempotent = req->not_idempotent;
-	packed->input_tokens = req->input_tokens;
-	packed->output_tokens = req->output_tokens;
-	packed->cache_dbid = req->cache_dbid;
-	packed->cache_nsp = req->cache_nsp;
-	memcpy(packed->cache_key, req->cache_key, sizeof(packed->cache_key));
-	packed->cache_ttl = req->cache_ttl;
-	packed->cache_lead = req->cache_lead;
-	packed->dbid = req->dbid;
-	packed->role = req->role;
-	packed->price_in = req->price_in;
-	packed->price_out = req->price_out;
-	packed->reserved_day = req->reserved_day;
-	packed->body_len = req->body_len;
+	packed->fields = copy;
 	p = (char *) packed + MAXALIGN(sizeof(PackedRequest));
 	for (int i = 0; i < NSTRINGS; i++)
 	{
@@ -108,37 +98,21 @@ claude_request_pack(const ClaudeRequest *req)
 static void
 claude_request_set_reservation(dsa_pointer dp, int32 day)
 {
-	((PackedRequest *) dsa_get_address(claude_area(), dp))->reserved_day = day;
+	((PackedRequest *) dsa_get_address(claude_area(), dp))->fields.reserved_day = day;
 }
 
 void
 claude_request_unpack(const char *blob, ClaudeRequest *req)
 {
 	const PackedRequest *packed = (const PackedRequest *) blob;
-	const char **strings[NSTRINGS] = {&req->url, &req->api_key, &req->version,
-	&req->ca_file, &req->proxy, &req->input_file, &req->output_file, &req->body};
+	const char **fields[NSTRINGS];
 
 	if (packed->magic != PACKED_MAGIC)
 		elog(ERROR, "claude: corrupt request in shared memory");
-	req->method = packed->method;
-	req->timeout_ms = packed->timeout_ms;
-	req->max_retries = packed->max_retries;
-	req->not_idempotent = packed->not_idempotent;
-	req->input_tokens = packed->input_tokens;
-	req->output_tokens = packed->output_tokens;
-	req->cache_dbid = packed->cache_dbid;
-	req->cache_nsp = packed->cache_nsp;
-	memcpy(req->cache_key, packed->cache_key, sizeof(req->cache_key));
-	req->cache_ttl = packed->cache_ttl;
-	req->cache_lead = packed->cache_lead;
-	req->dbid = packed->dbid;
-	req->role = packed->role;
-	req->price_in = packed->price_in;
-	req->price_out = packed->price_out;
-	req->reserved_day = packed->reserved_day;
-	req->body_len = packed->body_len;
+	*req = packed->fields;
+	string_fields(req, fields);
 	for (int i = 0; i < NSTRINGS; i++)
-		*strings[i] = packed->offsets[i] ? blob + packed->offsets[i] : NULL;
+		*fields[i] = packed->offsets[i] ? blob + packed->offsets[i] : NULL;
 }
 
 /*
