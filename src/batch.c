@@ -139,13 +139,11 @@ claude_batch_record_error(const ClaudeBatchTables *t, int64 local_id,
 static Oid
 extension_owner(void)
 {
-	bool		isnull;
+	Oid			owner;
 
-	if (SPI_execute("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'claude'",
-					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (!claude_extension_find(NULL, &owner))
 		elog(ERROR, "claude: extension not found");
-	return DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-										  1, &isnull));
+	return owner;
 }
 
 /* Bookkeeping runs as the extension's owner, rows of the table as the caller. */

@@ -73,14 +73,9 @@ typedef struct Target
 static bool
 find_tables(ClaudeBatchTables *t)
 {
-	bool		isnull;
+	Oid			nsp;
 
-	if (SPI_execute("SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname = 'claude'",
-					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		return false;
-	return claude_batch_tables(DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-															  SPI_tuptable->tupdesc, 1,
-															  &isnull)), t);
+	return claude_extension_find(&nsp, NULL) && claude_batch_tables(nsp, t);
 }
 
 /*

@@ -303,6 +303,27 @@ claude_dbwork_xact_begin(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 }
 
+/*
+ * The schema and owner of the extension in this database, or false when it
+ * is not installed.  Needs an SPI connection; either output may be NULL.
+ */
+bool
+claude_extension_find(Oid *nsp, Oid *owner)
+{
+	bool		isnull;
+
+	if (SPI_execute("SELECT extnamespace, extowner FROM pg_catalog.pg_extension "
+					"WHERE extname = 'claude'", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "claude: could not read pg_extension");
+	if (SPI_processed != 1)
+		return false;
+	if (nsp)
+		*nsp = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (owner)
+		*owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	return true;
+}
+
 /* Run a statement through SPI that must return expect. */
 void
 claude_spi_run(const char *sql, int nargs, Oid *types, Datum *values, int expect)

@@ -21,7 +21,6 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -77,22 +76,11 @@ claude_jobs_start(void)
 
 	claude_dbwork_xact_begin();
 	{
-		Oid			ext = get_extension_oid("claude", true);
 		Oid			relid = InvalidOid;
 
 		nsp = InvalidOid;
-		if (OidIsValid(ext))
-		{
-			/* the schema of the extension's functions */
-			if (SPI_execute("SELECT n.oid FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-							"WHERE e.extname = 'claude'", true, 1) == SPI_OK_SELECT && SPI_processed == 1)
-			{
-				bool		isnull;
-
-				nsp = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-				relid = get_relname_relid("claude_jobs", nsp);
-			}
-		}
+		if (claude_extension_find(&nsp, NULL))
+			relid = get_relname_relid("claude_jobs", nsp);
 		if (OidIsValid(relid))
 		{
 			MemoryContext old = MemoryContextSwitchTo(jobs_cxt);

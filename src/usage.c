@@ -289,15 +289,10 @@ load_config(void)
 	config.nsp = InvalidOid;
 
 	SPI_connect();
-	if (SPI_execute("SELECT extnamespace, extowner FROM pg_catalog.pg_extension WHERE extname = 'claude'",
-					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	if (claude_extension_find(&config.nsp, &config.owner))
 	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		const char *schema;
 
-		config.nsp = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
-		config.owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 		schema = quote_identifier(get_namespace_name(config.nsp));
 
 		/* the tables are closed to PUBLIC: read them as their owner */
@@ -604,6 +599,7 @@ claude_usage_flush(void)
 	int32		day = today();
 	char	   *table;
 	volatile bool gone = false;
+	Oid			nsp;
 	MemoryContext cxt = CurrentMemoryContext;
 
 	if (!registered)
@@ -641,13 +637,9 @@ claude_usage_flush(void)
 	PG_TRY();
 	{
 		claude_dbwork_xact_begin();
-		if (SPI_execute("SELECT quote_ident(n.nspname) || '.claude_usage_log' FROM pg_catalog.pg_extension x "
-						"JOIN pg_catalog.pg_namespace n ON n.oid = x.extnamespace WHERE x.extname = 'claude'",
-						true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "claude: could not look for the extension");
 		/* dropped since: there is nowhere to keep it */
-		gone = SPI_processed != 1;
-		table = gone ? NULL : SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		gone = !claude_extension_find(&nsp, NULL);
+		table = gone ? NULL : quote_qualified_identifier(get_namespace_name(nsp), "claude_usage_log");
 		for (int i = 0; !gone && i < nflushing; i++)
 		{
 			UsageCounts *c = &flushing[i].counts;
