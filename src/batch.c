@@ -537,6 +537,7 @@ claude_batch_cancel(PG_FUNCTION_ARGS)
 	char	   *reply;
 	ClaudeResult result;
 	char	   *status;
+	Oid			owner;
 	Oid			save_user;
 	int			save_sec;
 
@@ -548,8 +549,9 @@ claude_batch_cancel(PG_FUNCTION_ARGS)
 		elog(ERROR, "claude_batch_cancel: claude_batches is missing");
 
 	SPI_connect();
+	owner = extension_owner();
 	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(extension_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	if (SPI_execute_with_args(psprintf("SELECT local_id, submitted_by FROM %s WHERE id = $1",
 									   tables.batches),
 							  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(id)},
@@ -571,7 +573,7 @@ claude_batch_cancel(PG_FUNCTION_ARGS)
 
 	reply = claude_http_call(CLAUDE_POST, psprintf("%s/%s/cancel", CLAUDE_BATCHES_PATH, id),
 							 NULL, 0, 0, NULL, &result);
-	SetUserIdAndSecContext(extension_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	claude_batch_record_state(&tables, local_id, reply);
 	/* poll it again soon: a canceled batch ends quickly */
 	claude_spi_run(psprintf("UPDATE %s SET polled_at = NULL WHERE local_id = %lld RETURNING status",
