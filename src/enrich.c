@@ -130,16 +130,21 @@ prepare(Enrich *e, const char *target, const char *template_text, bool only_miss
 	relation_close(rel, AccessShareLock);
 	pks = pk_list(e, pk_names);
 
-	/* SELECT pk..., ROW(pk...)::text, jsonb_build_object(pk...)::text, column::text... */
+	/* SELECT pk..., ROW(pk...)::text, column::text... [, jsonb_build_object(pk...)::text] */
 	initStringInfo(&cols);
-	appendStringInfo(&cols, "%s, ROW(%s)::text, jsonb_build_object(", pks, pks);
-	for (int i = 0; i < e->npk; i++)
-		appendStringInfo(&cols, "%s%s, %s", i ? ", " : "",
-						 quote_literal_cstr(pk_names[i]), quote_identifier(pk_names[i]));
-	appendStringInfoString(&cols, ")::text");
+	appendStringInfo(&cols, "%s, ROW(%s)::text", pks, pks);
 	for (int i = 0; i < e->tmpl->ncolumns; i++)
 		appendStringInfo(&cols, ", %s::text AS claude_column_%d",
 						 quote_identifier(e->tmpl->columns[i]), i);
+	/* only batches keep the key as jsonb (claude_batch_items.pk) */
+	if (e->want_pkjson)
+	{
+		appendStringInfoString(&cols, ", jsonb_build_object(");
+		for (int i = 0; i < e->npk; i++)
+			appendStringInfo(&cols, "%s%s, %s", i ? ", " : "",
+							 quote_literal_cstr(pk_names[i]), quote_identifier(pk_names[i]));
+		appendStringInfoString(&cols, ")::text");
+	}
 	initStringInfo(&where);
 	appendStringInfoString(&where, only_missing ?
 						   psprintf("%s IS NULL", quote_identifier(target)) : "true");
@@ -209,9 +214,10 @@ claude_enrich_read_rows(Enrich *e)
 				e->last[i] = datumCopy(d, e->pk_byval[i], e->pk_len[i]);
 		}
 		row->key = SPI_getvalue(tup, desc, e->npk + 1);
-		row->pkjson = SPI_getvalue(tup, desc, e->npk + 2);
 		for (int i = 0; i < e->tmpl->ncolumns; i++)
-			values[i] = SPI_getvalue(tup, desc, e->npk + 3 + i);
+			values[i] = SPI_getvalue(tup, desc, e->npk + 2 + i);
+		row->pkjson = e->want_pkjson ?
+			SPI_getvalue(tup, desc, e->npk + 2 + e->tmpl->ncolumns) : NULL;
 		row->prompt = claude_template_render(e->tmpl, values);
 		e->pending[e->npending++] = row;
 	}
@@ -228,7 +234,8 @@ claude_enrich_free_row(EnrichRow *row)
 {
 	pfree(row->prompt);
 	pfree(row->key);
-	pfree(row->pkjson);
+	if (row->pkjson)
+		pfree(row->pkjson);
 	pfree(row->pk);
 	pfree(row);
 }
@@ -336,7 +343,10 @@ claude_enrich(PG_FUNCTION_ARGS)
 		e->target = target;
 		/* a batch reads rows in larger pages: it commits per batch, not per page */
 		if (strcmp(mode, "batch") == 0)
+		{
 			e->batch_size = Max(e->batch_size, 1000);
+			e->want_pkjson = true;
+		}
 		prepare(e, target, text_to_cstring(PG_GETARG_TEXT_PP(2)), only_missing);
 		e->pending = palloc(e->batch_size * sizeof(EnrichRow *));
 		if (strcmp(mode, "batch") == 0)

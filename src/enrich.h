@@ -16,7 +16,7 @@ typedef struct EnrichRow
 {
 	Datum	   *pk;				/* primary key values */
 	char	   *key;			/* the key as text, for reports */
-	char	   *pkjson;			/* the key as a jsonb object */
+	char	   *pkjson;			/* the key as a jsonb object (batches only) */
 	char	   *prompt;
 } EnrichRow;
 
@@ -39,6 +39,7 @@ typedef struct Enrich
 	Datum	   *last;			/* primary key of the last row read */
 	bool		have_last;
 	bool		exhausted;
+	bool		want_pkjson;	/* read each key as jsonb too */
 	EnrichRow **pending;		/* read, not yet sent */
 	int			npending;
 	int			pending_pos;
