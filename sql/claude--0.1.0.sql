@@ -129,12 +129,14 @@ COMMENT ON TABLE claude_jobs IS
 SELECT pg_catalog.pg_extension_config_dump('claude_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('claude_jobs_id_seq', '');
 
--- SECURITY DEFINER: the trigger queues jobs in claude_jobs, which the
--- inserting role cannot read or write.
+-- Runs with the rights of the role that fired it (not SECURITY DEFINER):
+-- the target column's type input and domain checks run as that role.  Only
+-- its INSERT into claude_jobs runs as the extension's owner (in C, with a
+-- pinned search_path and nothing of the user's inside).
 CREATE FUNCTION claude_enrich_trigger()
 RETURNS trigger
 AS 'MODULE_PATHNAME', 'claude_enrich_trigger'
-LANGUAGE C SECURITY DEFINER;
+LANGUAGE C;
 COMMENT ON FUNCTION claude_enrich_trigger() IS
 'Trigger: (target_column, prompt_template [, ''model=...'', ''max_tokens=...'', ''system=...'']); BEFORE fills the column now, AFTER queues a job';
 REVOKE EXECUTE ON FUNCTION claude_enrich_trigger() FROM PUBLIC;
@@ -276,7 +278,10 @@ FROM (SELECT pid, relation, target_column, mode, rows_done, rows_total, rows_fai
              coalesce(errored, 0) + coalesce(canceled, 0) + coalesce(expired, 0),
              created_at, coalesce(polled_at, created_at), id
       FROM claude_batches
-      WHERE results_at IS NULL AND status <> 'failed') w,
+      WHERE results_at IS NULL AND status <> 'failed'
+        -- as claude_progress_rows(): one's own work, or all with pg_read_all_stats
+        AND (pg_catalog.pg_has_role(submitted_by, 'USAGE')
+             OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE'))) w,
      LATERAL (SELECT ((rows_done + rows_failed) /
                       nullif(extract(epoch FROM updated_at - started_at), 0))::numeric AS rate) r;
 COMMENT ON VIEW claude_progress IS
@@ -358,7 +363,7 @@ SELECT day, role,
 FROM (SELECT * FROM claude_usage_log
       UNION ALL
       SELECT * FROM claude_usage_pending()) u
-WHERE role = to_regrole(current_user)
+WHERE role::pg_catalog.oid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)
    OR (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
 GROUP BY day, role;
 COMMENT ON VIEW claude_usage IS
@@ -370,7 +375,8 @@ CREATE TABLE claude_budgets (
     role regrole PRIMARY KEY,
     requests_per_day bigint CHECK (requests_per_day >= 0),
     tokens_per_day bigint CHECK (tokens_per_day >= 0),
-    usd_per_day numeric CHECK (usd_per_day >= 0)
+    -- NaN and Infinity would mean "no limit" by accident: NULL says it
+    usd_per_day numeric CHECK (usd_per_day >= 0 AND usd_per_day < 'Infinity')
 );
 REVOKE ALL ON claude_budgets FROM PUBLIC;
 COMMENT ON TABLE claude_budgets IS

@@ -46,6 +46,7 @@
 #include "guc.h"
 #include "queue.h"
 #include "request.h"
+#include "security.h"
 #include "usage.h"
 
 PG_FUNCTION_INFO_V1(claude_batch_cancel);
@@ -61,7 +62,7 @@ typedef struct Submission
 	ClaudeBatchTables tables;
 	Oid			owner;			/* of the extension */
 	Oid			caller;
-	int			save_sec;
+	ClaudeRoleSwitch as_owner;
 	bool		cache;
 	SPIPlanPtr	new_batch;
 	SPIPlanPtr	new_item;
@@ -150,14 +151,13 @@ extension_owner(void)
 static void
 as_owner(Submission *s)
 {
-	GetUserIdAndSecContext(&s->caller, &s->save_sec);
-	SetUserIdAndSecContext(s->owner, s->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	claude_become(&s->as_owner, s->owner, false);
 }
 
 static void
 as_caller(Submission *s)
 {
-	SetUserIdAndSecContext(s->caller, s->save_sec);
+	claude_unbecome(&s->as_owner);
 }
 
 static int
@@ -285,8 +285,11 @@ send_batch(Submission *s)
 	volatile bool rejected = false;
 	ErrorData  *volatile edata = NULL;
 
-	/* a spent budget stops the submission (the batch counts as it ends) */
-	claude_budget_check(s->caller);
+	/*
+	 * Every request of the batch, and of those this call sent before it,
+	 * must fit the budget: they count only as their results arrive.
+	 */
+	claude_budget_check(s->caller, s->submitted + s->nitems);
 	append_body(s, "]}", 2);
 	flush_body(s);
 	as_owner(s);
@@ -538,8 +541,7 @@ claude_batch_cancel(PG_FUNCTION_ARGS)
 	ClaudeResult result;
 	char	   *status;
 	Oid			owner;
-	Oid			save_user;
-	int			save_sec;
+	ClaudeRoleSwitch as_owner;
 
 	if (PG_ARGISNULL(0))
 		invalid_argument("batch_id must not be NULL");
@@ -550,14 +552,13 @@ claude_batch_cancel(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	owner = extension_owner();
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	if (SPI_execute_with_args(psprintf("SELECT local_id, submitted_by FROM %s WHERE id = $1",
-									   tables.batches),
+	claude_become(&as_owner, owner, false);
+	if (SPI_execute_with_args(psprintf("SELECT local_id, submitted_by FROM %s "
+									   "WHERE id OPERATOR(pg_catalog.=) $1", tables.batches),
 							  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(id)},
 							  NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "claude_batch_cancel: could not read claude_batches");
-	SetUserIdAndSecContext(save_user, save_sec);
+	claude_unbecome(&as_owner);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -573,14 +574,14 @@ claude_batch_cancel(PG_FUNCTION_ARGS)
 
 	reply = claude_http_call(CLAUDE_POST, psprintf("%s/%s/cancel", CLAUDE_BATCHES_PATH, id),
 							 NULL, 0, 0, NULL, &result);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	claude_become(&as_owner, owner, false);
 	claude_batch_record_state(&tables, local_id, reply);
 	/* poll it again soon: a canceled batch ends quickly */
 	claude_spi_run(psprintf("UPDATE %s SET polled_at = NULL WHERE local_id = %lld RETURNING status",
 							tables.batches, (long long) local_id),
 				   0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
 	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	SetUserIdAndSecContext(save_user, save_sec);
+	claude_unbecome(&as_owner);
 	SPI_finish();
 	claude_jobs_kick(MyDatabaseId);
 	PG_RETURN_TEXT_P(cstring_to_text(status));

@@ -39,6 +39,7 @@
 #include "jobs.h"
 #include "queue.h"
 #include "request.h"
+#include "secret.h"
 #include "usage.h"
 
 #define APPLY_LINES		1000
@@ -111,7 +112,7 @@ static void
 start_status(void)
 {
 	slot = claude_request_submit(CLAUDE_GET, psprintf("%s/%s", CLAUDE_BATCHES_PATH, current_id),
-								 NULL, 0, 0, NULL, false);
+								 NULL, 0, 0, NULL, 0);
 	phase = slot < 0 ? POLL_IDLE : POLL_STATUS;
 }
 
@@ -232,24 +233,68 @@ set_item(const ClaudeBatchTables *t, const char *custom_id, const char *status,
 							t->items),
 				   4, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID},
 				   (Datum[]) {Int64GetDatum(current), CStringGetTextDatum(custom_id),
-		CStringGetTextDatum(status), error ? CStringGetTextDatum(error) : (Datum) 0},
+		CStringGetTextDatum(status), CStringGetTextDatum(claude_redact(error ? error : "", 0))},
 				   SPI_OK_UPDATE);
 }
 
-/* A succeeded result: the row, the cache, and the item with its cost. */
+/*
+ * Write a completion to its row as the batch's submitter, restricted: its
+ * privileges, row security and the table's own code apply as to its own
+ * UPDATE.  In a subtransaction of its own, so that a refused write leaves
+ * the paid reply in the cache and the item; returns why nothing was
+ * written, or NULL.
+ */
+static char *
+write_row(Target *target, const char *pk, text *completion)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile why = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		if (claude_update_by_pk(target->relid, target->column, pk, completion, target->role) <= 0)
+			why = psprintf("no row was written: the row with key %s is gone, or row-level security hides it from role %s",
+						   pk, GetUserNameFromId(target->role, true));
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		why = psprintf("not written: %s", edata->message);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return why;
+}
+
+/*
+ * A succeeded result: the cache, the row, and the item with its cost.  A
+ * row that could not be written keeps its item 'succeeded' (it was paid)
+ * with the reason in error: a rerun of claude_enrich fills it from the
+ * cache.
+ */
 static void
 apply_message(const ClaudeBatchTables *t, Target *target, const char *custom_id,
 			  const char *pk, const char *message, const char *request, Datum key,
 			  bool key_null)
 {
 	text	   *completion = claude_complete_text(message);
+	char	   *not_written;
 
 	if (completion == NULL)
 	{
 		set_item(t, custom_id, "errored", "the Claude API sent a result that is not a Messages response");
 		return;
 	}
-	(void) claude_update_by_pk(target->relid, target->column, pk, completion);
 	if (target->cache && !key_null)
 	{
 		bytea	   *k = DatumGetByteaPP(key);
@@ -258,16 +303,22 @@ apply_message(const ClaudeBatchTables *t, Target *target, const char *custom_id,
 			claude_cache_insert(t->cache, (uint8 *) VARDATA_ANY(k), request, message,
 								claude_cache_ttl);
 	}
-	claude_spi_run(psprintf("UPDATE %s SET status = 'succeeded', error = NULL, "
-							"input_tokens = (m->'usage'->>'input_tokens')::int, "
-							"output_tokens = (m->'usage'->>'output_tokens')::int, "
-							"cost_usd = %s.claude_cost_usd(m->>'model', m->'usage', true) "
-							"FROM (SELECT $3::jsonb AS m) s WHERE batch = $1 AND custom_id = $2",
+	not_written = write_row(target, pk, completion);
+	if (SPI_execute_with_args(psprintf("UPDATE %s SET status = 'succeeded', error = $4, "
+							"input_tokens = (m OPERATOR(pg_catalog.->) 'usage' OPERATOR(pg_catalog.->>) 'input_tokens')::pg_catalog.int4, "
+							"output_tokens = (m OPERATOR(pg_catalog.->) 'usage' OPERATOR(pg_catalog.->>) 'output_tokens')::pg_catalog.int4, "
+							"cost_usd = %s.claude_cost_usd(m OPERATOR(pg_catalog.->>) 'model', m OPERATOR(pg_catalog.->) 'usage', true) "
+							"FROM (SELECT $3::pg_catalog.jsonb AS m) s "
+							"WHERE batch OPERATOR(pg_catalog.=) $1 AND custom_id OPERATOR(pg_catalog.=) $2",
 							t->items, t->schema),
-				   3, (Oid[]) {INT8OID, TEXTOID, TEXTOID},
-				   (Datum[]) {Int64GetDatum(current), CStringGetTextDatum(custom_id),
-		CStringGetTextDatum(message)}, SPI_OK_UPDATE);
-	target->written++;
+							  4, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID},
+							  (Datum[]) {Int64GetDatum(current), CStringGetTextDatum(custom_id),
+			CStringGetTextDatum(message),
+			not_written ? CStringGetTextDatum(claude_redact(not_written, 0)) : (Datum) 0},
+							  not_written ? NULL : "   n", false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "claude: could not record a batch result");
+	if (not_written == NULL)
+		target->written++;
 	{
 		ClaudeUsage u;
 		double		price_in;

@@ -26,6 +26,7 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -40,6 +41,7 @@
 #include "dbworker.h"
 #include "jobs.h"
 #include "queue.h"
+#include "security.h"
 #include "usage.h"
 
 #define IDLE_EXIT_MS	30000
@@ -313,7 +315,8 @@ claude_extension_find(Oid *nsp, Oid *owner)
 	bool		isnull;
 
 	if (SPI_execute("SELECT extnamespace, extowner FROM pg_catalog.pg_extension "
-					"WHERE extname = 'claude'", true, 1) != SPI_OK_SELECT)
+					"WHERE extname OPERATOR(pg_catalog.=) 'claude'::pg_catalog.name",
+					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "claude: could not read pg_extension");
 	if (SPI_processed != 1)
 		return false;
@@ -535,6 +538,8 @@ claude_db_worker_main(Datum arg)
 	before_shmem_exit(db_worker_exit, (Datum) 0);
 
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+	/* not the database's default: its owner may have set one for us */
+	SetConfigOption("search_path", CLAUDE_SAFE_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION);
 	work_cxt = AllocSetContextCreate(TopMemoryContext, "claude db worker",
 									 ALLOCSET_DEFAULT_SIZES);
 	if (!RecoveryInProgress())

@@ -19,16 +19,19 @@
 #include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/timestamp.h"
 
 #include "api.h"
@@ -80,11 +83,27 @@ prepare(Enrich *e, const char *target, const char *template_text, bool only_miss
 	char	   *target_type = NULL;
 	StringInfoData cols;
 	StringInfoData where;
+	const char *lock;
 	Oid			pkidx = RelationGetPrimaryKeyIndex(rel);
 
 	e->relname = pstrdup(RelationGetRelationName(rel));
 	qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 										  e->relname);
+	/* nothing is paid for a write that cannot happen */
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("claude_enrich cannot run during recovery"),
+				 errhint("Call it on the primary.")));
+	if (RELATION_IS_OTHER_TEMP(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot access temporary tables of other sessions")));
+	if (rel->rd_rel->relkind != RELKIND_RELATION &&
+		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", e->relname)));
 	if (!OidIsValid(pkidx))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -98,7 +117,16 @@ prepare(Enrich *e, const char *target, const char *template_text, bool only_miss
 		{
 			if (att->attgenerated)
 				invalid_argument("the target column is a generated column");
-			target_type = format_type_with_typemod(att->atttypid, att->atttypmod);
+			/* as the executor checks it: on the table, else on the column */
+			if (pg_class_aclcheck(e->relid, GetUserId(), ACL_UPDATE) != ACLCHECK_OK &&
+				pg_attribute_aclcheck(e->relid, att->attnum, GetUserId(), ACL_UPDATE) != ACLCHECK_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to update column \"%s\" of table %s",
+								target, e->relname),
+						 errdetail("claude_enrich writes the results with the rights of the role that calls it.")));
+			target_type = format_type_extended(att->atttypid, att->atttypmod,
+											   FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
 		}
 	}
 	if (target_type == NULL)
@@ -132,29 +160,36 @@ prepare(Enrich *e, const char *target, const char *template_text, bool only_miss
 
 	/* SELECT pk..., ROW(pk...)::text, column::text... [, jsonb_build_object(pk...)::text] */
 	initStringInfo(&cols);
-	appendStringInfo(&cols, "%s, ROW(%s)::text", pks, pks);
+	appendStringInfo(&cols, "%s, ROW(%s)::pg_catalog.text", pks, pks);
 	for (int i = 0; i < e->tmpl->ncolumns; i++)
-		appendStringInfo(&cols, ", %s::text AS claude_column_%d",
+		appendStringInfo(&cols, ", %s::pg_catalog.text AS claude_column_%d",
 						 quote_identifier(e->tmpl->columns[i]), i);
 	/* only batches keep the key as jsonb (claude_batch_items.pk) */
 	if (e->want_pkjson)
 	{
-		appendStringInfoString(&cols, ", jsonb_build_object(");
+		appendStringInfoString(&cols, ", pg_catalog.jsonb_build_object(");
 		for (int i = 0; i < e->npk; i++)
 			appendStringInfo(&cols, "%s%s, %s", i ? ", " : "",
 							 quote_literal_cstr(pk_names[i]), quote_identifier(pk_names[i]));
-		appendStringInfoString(&cols, ")::text");
+		appendStringInfoString(&cols, ")::pg_catalog.text");
 	}
 	initStringInfo(&where);
 	appendStringInfoString(&where, only_missing ?
 						   psprintf("%s IS NULL", quote_identifier(target)) : "true");
 
-	e->first = SPI_prepare(psprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT %d",
-									cols.data, qualname, where.data, pks, e->batch_size),
+	/*
+	 * Under row security, read only rows the caller may update: a locking
+	 * read applies the UPDATE policies too, so no row is paid for that its
+	 * write would skip.
+	 */
+	lock = check_enable_rls(e->relid, InvalidOid, false) == RLS_ENABLED ?
+		" FOR NO KEY UPDATE" : "";
+	e->first = SPI_prepare(psprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT %d%s",
+									cols.data, qualname, where.data, pks, e->batch_size, lock),
 						   0, NULL);
-	e->next = SPI_prepare(psprintf("SELECT %s FROM %s WHERE %s AND (%s) > (%s) ORDER BY %s LIMIT %d",
+	e->next = SPI_prepare(psprintf("SELECT %s FROM %s WHERE %s AND (%s) > (%s) ORDER BY %s LIMIT %d%s",
 								   cols.data, qualname, where.data, pks,
-								   param_list(1, e->npk), pks, e->batch_size),
+								   param_list(1, e->npk), pks, e->batch_size, lock),
 						  e->npk, e->pk_types);
 	{
 		Oid		   *types = palloc((e->npk + 1) * sizeof(Oid));
@@ -173,7 +208,7 @@ prepare(Enrich *e, const char *target, const char *template_text, bool only_miss
 	SPI_keepplan(e->next);
 	SPI_keepplan(e->update);
 
-	if (SPI_execute(psprintf("SELECT count(*) FROM %s WHERE %s", qualname, where.data),
+	if (SPI_execute(psprintf("SELECT pg_catalog.count(*) FROM %s WHERE %s", qualname, where.data),
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "claude_enrich: could not count rows");
 	e->total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,

@@ -20,6 +20,8 @@
 #include <math.h>
 
 #include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_operator.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -28,12 +30,16 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
 
 #include "bulk.h"
 #include "dbworker.h"
 #include "errors.h"
 #include "guc.h"
 #include "jobs.h"
+#include "secret.h"
+#include "security.h"
 #include "usage.h"
 
 #define JOBS_WINDOW		256
@@ -116,14 +122,15 @@ set_failed_or_retry(Job *job, const char *error, bool retryable)
 }
 
 /*
- * The UPDATE of the last (table, column) written back, prepared once per
- * transaction: the table cannot change under the lock the first UPDATE
+ * The UPDATE of the last (table, column, role) written back, prepared once
+ * per transaction: the table cannot change under the lock the first UPDATE
  * takes, and the plan goes with SPI_finish at the end of the transaction.
  */
 static struct
 {
 	bool		valid;
 	Oid			relid;
+	Oid			role;
 	NameData	target;
 	SPIPlanPtr	plan;
 } pk_update;
@@ -134,16 +141,82 @@ pk_update_xact_callback(XactEvent event, void *arg)
 	pk_update.valid = false;
 }
 
-static SPIPlanPtr
-prepare_update(Oid relid, const char *relname, const char *target, Datum pk)
+/* OPERATOR(schema.=) of a type's default equality, immune to search_path */
+static char *
+equality_operator(Oid type, const char *relname)
 {
-	static bool registered = false;
-	char	   *where;
+	TypeCacheEntry *tc = lookup_type_cache(type, TYPECACHE_EQ_OPR);
+	HeapTuple	tup;
+	Form_pg_operator op;
+	char	   *result;
+
+	if (!OidIsValid(tc->eq_opr) ||
+		!HeapTupleIsValid(tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(tc->eq_opr))))
+		elog(ERROR, "claude: the key of %s has a type with no equality operator", relname);
+	op = (Form_pg_operator) GETSTRUCT(tup);
+	result = psprintf("OPERATOR(%s.%s)", quote_identifier(get_namespace_name(op->oprnamespace)),
+					  NameStr(op->oprname));
+	ReleaseSysCache(tup);
+	return result;
+}
+
+/*
+ * UPDATE table SET target = $1::type WHERE key = ($2->>'key')::type ...,
+ * every name qualified and every operator named by its schema.
+ */
+static char *
+update_statement(Oid relid, const char *relname, const char *target, Datum pk)
+{
+	StringInfoData sql;
 	Oid			target_type;
 	int32		target_typmod;
 	Oid			target_coll;
+	SPITupleTable *keys;
 
-	if (pk_update.valid && pk_update.relid == relid &&
+	if (SPI_execute_with_args("SELECT k, a.atttypid, a.atttypmod "
+							  "FROM pg_catalog.jsonb_object_keys($1::pg_catalog.jsonb) k "
+							  "JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) $2 "
+							  "AND a.attname OPERATOR(pg_catalog.=) k::pg_catalog.name "
+							  "AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
+							  2, (Oid[]) {TEXTOID, OIDOID},
+							  (Datum[]) {pk, ObjectIdGetDatum(relid)},
+							  NULL, true, 0) != SPI_OK_SELECT || SPI_processed == 0)
+		elog(ERROR, "claude: the key %s does not name columns of %s",
+			 TextDatumGetCString(pk), relname);
+	keys = SPI_tuptable;
+	get_atttypetypmodcoll(relid, get_attnum(relid, target),
+						  &target_type, &target_typmod, &target_coll);
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "UPDATE %s SET %s = $1::%s WHERE ",
+					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												relname),
+					 quote_identifier(target),
+					 format_type_extended(target_type, target_typmod,
+										  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		char	   *key = SPI_getvalue(keys->vals[i], keys->tupdesc, 1);
+		Oid			type = DatumGetObjectId(SPI_getbinval(keys->vals[i], keys->tupdesc, 2, &isnull));
+		int32		typmod = DatumGetInt32(SPI_getbinval(keys->vals[i], keys->tupdesc, 3, &isnull));
+
+		appendStringInfo(&sql, "%s%s %s ($2::pg_catalog.jsonb OPERATOR(pg_catalog.->>) %s)::%s",
+						 i > 0 ? " AND " : "", quote_identifier(key),
+						 equality_operator(type, relname), quote_literal_cstr(key),
+						 format_type_extended(type, typmod,
+											  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+	}
+	return sql.data;
+}
+
+/* Prepared as role: privileges and row security are role's, at plan time too. */
+static SPIPlanPtr
+prepare_update(Oid relid, const char *relname, const char *target, Datum pk, Oid role)
+{
+	static bool registered = false;
+	char	   *sql;
+
+	if (pk_update.valid && pk_update.relid == relid && pk_update.role == role &&
 		strcmp(NameStr(pk_update.target), target) == 0)
 		return pk_update.plan;
 	if (!registered)
@@ -152,52 +225,56 @@ prepare_update(Oid relid, const char *relname, const char *target, Datum pk)
 		registered = true;
 	}
 	pk_update.valid = false;
-	if (SPI_execute_with_args("SELECT string_agg(format('%I = ($2::jsonb->>%L)::%s', k, k, "
-							  "format_type(a.atttypid, a.atttypmod)), ' AND ') "
-							  "FROM jsonb_object_keys($1::jsonb) k "
-							  "JOIN pg_attribute a ON a.attrelid = $2 AND a.attname = k",
-							  2, (Oid[]) {TEXTOID, OIDOID},
-							  (Datum[]) {pk, ObjectIdGetDatum(relid)},
-							  NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "claude: could not read the key of %s", relname);
-	where = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	if (where == NULL)
-		elog(ERROR, "claude: the key %s does not name columns of %s",
-			 TextDatumGetCString(pk), relname);
-	get_atttypetypmodcoll(relid, get_attnum(relid, target),
-						  &target_type, &target_typmod, &target_coll);
-	pk_update.plan = SPI_prepare(psprintf("UPDATE %s SET %s = $1::%s WHERE %s",
-										  quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-																	 relname),
-										  quote_identifier(target),
-										  format_type_with_typemod(target_type, target_typmod), where),
-								 2, (Oid[]) {TEXTOID, TEXTOID});
+	sql = update_statement(relid, relname, target, pk);
+	pk_update.plan = SPI_prepare(sql, 2, (Oid[]) {TEXTOID, TEXTOID});
 	if (pk_update.plan == NULL)
 		elog(ERROR, "claude: could not prepare the update of %s: %s", relname,
 			 SPI_result_code_string(SPI_result));
 	pk_update.relid = relid;
+	pk_update.role = role;
 	namestrcpy(&pk_update.target, target);
 	pk_update.valid = true;
 	return pk_update.plan;
 }
 
 /*
- * Set target of the row whose primary key is the jsonb object pkjson; the
- * key columns are the object's keys.  False if the table is gone.
+ * Set target of the row whose primary key is the jsonb object pkjson (the
+ * key columns are the object's keys), as role, restricted: the table's
+ * privileges, row security, triggers and checks apply as to role's own
+ * UPDATE.  Returns the rows updated (0: gone, or hidden from role), or -1
+ * when the table is gone.
  */
-bool
-claude_update_by_pk(Oid relid, const char *target, const char *pkjson, text *value)
+int64
+claude_update_by_pk(Oid relid, const char *target, const char *pkjson, text *value,
+					Oid role)
 {
 	char	   *relname = get_rel_name(relid);
 	Datum		pk = CStringGetTextDatum(pkjson);
 	SPIPlanPtr	plan;
+	ClaudeRoleSwitch as_role;
 
 	if (relname == NULL)
-		return false;
-	plan = prepare_update(relid, relname, target, pk);
+		return -1;
+	claude_become(&as_role, role, true);
+	plan = prepare_update(relid, relname, target, pk, role);
 	if (SPI_execute_plan(plan, (Datum[]) {PointerGetDatum(value), pk}, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "claude: could not write a reply back to %s", relname);
-	return true;
+	claude_unbecome(&as_role);
+	return (int64) SPI_processed;
+}
+
+/* The owner of a table, whose automation its triggers are; invalid if gone. */
+Oid
+claude_table_owner(Oid relid)
+{
+	HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tp))
+		return InvalidOid;
+	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+	ReleaseSysCache(tp);
+	return owner;
 }
 
 /* Write a reply back by primary key; the job is done either way. */
@@ -207,7 +284,11 @@ write_back(Job *job, text *completion)
 	Datum		id = Int64GetDatum(job->id);
 	Oid			idtype = INT8OID;
 
-	(void) claude_update_by_pk(job->relid, job->target, job->pk, completion);
+	Oid			owner = claude_table_owner(job->relid);
+
+	/* the trigger is the table owner's automation: write with its rights */
+	if (OidIsValid(owner))
+		(void) claude_update_by_pk(job->relid, job->target, job->pk, completion, owner);
 	claude_spi_run(psprintf("DELETE FROM %s WHERE id = $1", jobs_table), 1, &idtype, &id, SPI_OK_DELETE);
 }
 
@@ -240,7 +321,7 @@ job_done(void *arg, int64 tag, text *completion, const char *error,
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		values[0] = Int64GetDatum(job->id);
-		values[1] = CStringGetTextDatum(edata->message);
+		values[1] = CStringGetTextDatum(claude_redact(edata->message, 0));
 		claude_spi_run(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
 						 "WHERE id = $1", jobs_table), 2, (Oid[]) {INT8OID, TEXTOID}, values,
 				SPI_OK_UPDATE);

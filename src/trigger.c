@@ -6,7 +6,9 @@
  * BEFORE ROW: fills NEW.target_column synchronously.  AFTER ROW: queues a
  * job in claude_jobs within the inserting transaction (a rollback leaves
  * none) and returns at once; when the transaction commits, the database's
- * worker is told to look (claude_jobs_kick).
+ * worker is told to look (claude_jobs_kick).  It runs with the rights of
+ * whoever fired it; only the INSERT into claude_jobs runs as the
+ * extension's owner.
  */
 #include "postgres.h"
 
@@ -30,6 +32,7 @@
 #include "guc.h"
 #include "queue.h"
 #include "request.h"
+#include "security.h"
 #include "template.h"
 #include "usage.h"
 
@@ -109,6 +112,38 @@ primary_key_json(Relation rel, HeapTuple tuple)
 	appendStringInfoChar(&buf, '}');
 	index_close(idx, AccessShareLock);
 	return buf.data;
+}
+
+/*
+ * Queue the job of an AFTER trigger.  claude_jobs is closed to the
+ * inserting role: this one INSERT runs as the extension's owner, with
+ * values computed beforehand and no expression of the user's inside.
+ */
+static void
+queue_job(TriggerData *td, HeapTuple tuple, const char *body)
+{
+	Oid			types[5] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID};
+	Datum		values[5];
+	Oid			nsp;
+	Oid			owner;
+	ClaudeRoleSwitch as_owner;
+
+	if (!claude_extension_find(&nsp, &owner))
+		elog(ERROR, "claude_enrich_trigger: the extension claude is not installed");
+	values[0] = ObjectIdGetDatum(RelationGetRelid(td->tg_relation));
+	values[1] = CStringGetTextDatum(primary_key_json(td->tg_relation, tuple));
+	values[2] = CStringGetTextDatum(td->tg_trigger->tgargs[0]);
+	values[3] = CStringGetTextDatum(body);
+	/* the job is the inserting role's, whose budget it uses */
+	values[4] = ObjectIdGetDatum(claude_request_owner());
+	claude_become(&as_owner, owner, false);
+	if (SPI_execute_with_args(psprintf("INSERT INTO %s (relid, pk, target_column, request, role) "
+									   "VALUES ($1, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5)",
+									   quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs")),
+							  5, types, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "claude_enrich_trigger: could not queue a job");
+	claude_unbecome(&as_owner);
+	claude_jobs_kick_on_commit();
 }
 
 Datum
@@ -197,24 +232,7 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 		tuple = SPI_copytuple(tuple);
 	}
 	else
-	{
-		Oid			types[5] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID};
-		Datum		values[5];
-		char	   *table = quote_qualified_identifier(get_namespace_name(claude_extension_schema(fcinfo)),
-													   "claude_jobs");
-
-		values[0] = ObjectIdGetDatum(RelationGetRelid(td->tg_relation));
-		values[1] = CStringGetTextDatum(primary_key_json(td->tg_relation, tuple));
-		values[2] = CStringGetTextDatum(trig->tgargs[0]);
-		values[3] = CStringGetTextDatum(body);
-		/* the job is the inserting role's, whose budget it uses */
-		values[4] = ObjectIdGetDatum(claude_request_owner());
-		if (SPI_execute_with_args(psprintf("INSERT INTO %s (relid, pk, target_column, request, role) "
-										   "VALUES ($1, $2::jsonb, $3, $4::jsonb, $5)", table),
-								  5, types, values, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "claude_enrich_trigger: could not queue a job");
-		claude_jobs_kick_on_commit();
-	}
+		queue_job(td, tuple, body);
 	SPI_finish();
 	return PointerGetDatum(tuple);
 }

@@ -24,6 +24,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type_d.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -42,6 +43,7 @@
 #include "dbworker.h"
 #include "errors.h"
 #include "queue.h"
+#include "security.h"
 #include "stats.h"
 #include "usage.h"
 
@@ -275,8 +277,7 @@ static void
 load_config(void)
 {
 	uint32		generation = pg_atomic_read_u32(&usage->config_generation);
-	Oid			save_user;
-	int			save_sec;
+	ClaudeRoleSwitch as_owner;
 	bool		isnull;
 
 	if (config.generation == generation && config.dbid == MyDatabaseId)
@@ -296,9 +297,9 @@ load_config(void)
 		schema = quote_identifier(get_namespace_name(config.nsp));
 
 		/* the tables are closed to PUBLIC: read them as their owner */
-		GetUserIdAndSecContext(&save_user, &save_sec);
-		SetUserIdAndSecContext(config.owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		if (SPI_execute(psprintf("SELECT model, input_usd_per_mtok::float8, output_usd_per_mtok::float8 "
+		claude_become(&as_owner, config.owner, false);
+		if (SPI_execute(psprintf("SELECT model, input_usd_per_mtok::pg_catalog.float8, "
+								 "output_usd_per_mtok::pg_catalog.float8 "
 								 "FROM %s.claude_prices", schema), true, 0) == SPI_OK_SELECT)
 		{
 			config.prices = MemoryContextAlloc(config.cxt, Max(SPI_processed, 1) * sizeof(Price));
@@ -312,8 +313,9 @@ load_config(void)
 				p->out = getfloat(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
 			}
 		}
-		if (SPI_execute(psprintf("SELECT role::oid, requests_per_day::float8, tokens_per_day::float8, "
-								 "usd_per_day::float8 FROM %s.claude_budgets", schema),
+		if (SPI_execute(psprintf("SELECT role::pg_catalog.oid, requests_per_day::pg_catalog.float8, "
+								 "tokens_per_day::pg_catalog.float8, usd_per_day::pg_catalog.float8 "
+								 "FROM %s.claude_budgets", schema),
 						true, 0) == SPI_OK_SELECT)
 		{
 			config.budgets = MemoryContextAlloc(config.cxt, Max(SPI_processed, 1) * sizeof(Budget));
@@ -326,7 +328,7 @@ load_config(void)
 					b->limit[k] = getfloat(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, k + 2);
 			}
 		}
-		SetUserIdAndSecContext(save_user, save_sec);
+		claude_unbecome(&as_owner);
 	}
 	SPI_finish();
 	config.generation = generation;
@@ -399,10 +401,9 @@ claude_budget_prepare(Oid role)
 	bool		loaded;
 	UsageCounts base;
 	int32		day = today();
-	Oid			save_user;
-	int			save_sec;
+	ClaudeRoleSwitch as_owner;
 
-	if (budget_of(role) == NULL)
+	if (budget_of(role) == NULL || RecoveryInProgress())
 		return;
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
 	e = entry_for(MyDatabaseId, role, day);
@@ -413,11 +414,11 @@ claude_budget_prepare(Oid role)
 
 	memset(&base, 0, sizeof(base));
 	SPI_connect();
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(config.owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	claude_become(&as_owner, config.owner, false);
 	if (SPI_execute_with_args(psprintf("SELECT requests, input_tokens, output_tokens, cache_write_tokens, "
-									   "cache_read_tokens, cost_usd::float8 FROM %s.claude_usage_log "
-									   "WHERE day = $1 AND role = $2",
+									   "cache_read_tokens, cost_usd::pg_catalog.float8 FROM %s.claude_usage_log "
+									   "WHERE day OPERATOR(pg_catalog.=) $1 "
+									   "AND role::pg_catalog.oid OPERATOR(pg_catalog.=) $2",
 									   quote_identifier(get_namespace_name(config.nsp))),
 							  2, (Oid[]) {DATEOID, OIDOID},
 							  (Datum[]) {DateADTGetDatum(day), ObjectIdGetDatum(role)},
@@ -434,7 +435,7 @@ claude_budget_prepare(Oid role)
 		base.cache_read = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 		base.cost = getfloat(tup, desc, 6);
 	}
-	SetUserIdAndSecContext(save_user, save_sec);
+	claude_unbecome(&as_owner);
 	SPI_finish();
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
@@ -447,12 +448,15 @@ claude_budget_prepare(Oid role)
 	LWLockRelease(usage->lock);
 }
 
+/* why, for a standby: its usage is never recorded, so it cannot count */
+static const char standby_why[] = "standby";
+
 /*
- * Whether role's budget allows one more request today; if reserve, count
- * it as in flight at once.  Never raises; false with *why set.
+ * Whether role's budget allows n more requests today; if reserve, count
+ * one as in flight at once.  Never raises; false with *why set.
  */
 static bool
-budget_allows(Oid role, bool reserve, char **why)
+budget_allows(Oid role, bool reserve, int64 n, char **why)
 {
 	Budget	   *b = budget_of(role);
 	UsageEntry *e;
@@ -460,6 +464,11 @@ budget_allows(Oid role, bool reserve, char **why)
 
 	if (b == NULL)
 		return true;
+	if (RecoveryInProgress())
+	{
+		*why = (char *) standby_why;
+		return false;
+	}
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
 	e = entry_for(MyDatabaseId, role, today());
 	if (e != NULL)
@@ -469,7 +478,7 @@ budget_allows(Oid role, bool reserve, char **why)
 
 		counts_add(&used, &e->delta, 1);
 		counts_add(&used, &e->flushing, 1);
-		value[0] = used.requests + e->reserved + 1;
+		value[0] = used.requests + e->reserved + n;
 		value[1] = used.input + used.output + used.cache_write + used.cache_read;
 		value[2] = used.cost;
 		for (int k = 0; k < 3 && ok; k++)
@@ -499,13 +508,16 @@ claude_budget_reserve(Oid role, char **why)
 {
 	if (budget_of(role) == NULL)
 		return -1;
-	return budget_allows(role, true, why) ? today() : -2;
+	return budget_allows(role, true, 1, why) ? today() : -2;
 }
 
 /* The message of a spent budget. */
 char *
 claude_budget_message(Oid role, const char *why)
 {
+	if (why == standby_why)
+		return psprintf("role %s has a daily budget, which a standby cannot account for",
+						GetUserNameFromId(role, true));
 	return psprintf("daily budget of role %s is spent (%s)", GetUserNameFromId(role, true), why);
 }
 
@@ -515,7 +527,11 @@ claude_budget_refuse(Oid role, const char *why)
 	ereport(ERROR,
 			(errcode(CLAUDE_ERRCODE_BUDGET),
 			 errmsg_internal("%s", claude_budget_message(role, why)),
+			 why == standby_why ?
+			 errdetail("Usage is recorded on the primary only.") :
 			 errdetail("Usage is counted per UTC day in claude_usage."),
+			 why == standby_why ?
+			 errhint("Make the call on the primary.") :
 			 errhint("An administrator can raise it in claude_budgets; the change applies at once.")));
 }
 
@@ -524,16 +540,20 @@ bool
 claude_budget_allows(Oid role, char **why)
 {
 	claude_budget_prepare(role);
-	return budget_allows(role, false, why);
+	return budget_allows(role, false, 1, why);
 }
 
-/* A check alone, for work that reserves nothing (a batch submission). */
+/*
+ * A check alone, for work that reserves nothing: n requests about to be
+ * sent at once (a batch submission) must all fit.
+ */
 void
-claude_budget_check(Oid role)
+claude_budget_check(Oid role, int64 n)
 {
 	char	   *why;
 
-	if (!claude_budget_allows(role, &why))
+	claude_budget_prepare(role);
+	if (!budget_allows(role, false, n, &why))
 		claude_budget_refuse(role, why);
 }
 
@@ -647,7 +667,7 @@ claude_usage_flush(void)
 			TupleDesc	desc;
 			bool		isnull;
 
-			claude_spi_run(psprintf("INSERT INTO %s AS u VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric, $9) "
+			claude_spi_run(psprintf("INSERT INTO %s AS u VALUES ($1, $2, $3, $4, $5, $6, $7, $8::pg_catalog.numeric, $9) "
 									"ON CONFLICT (day, role) DO UPDATE SET requests = u.requests + excluded.requests, "
 									"input_tokens = u.input_tokens + excluded.input_tokens, "
 									"output_tokens = u.output_tokens + excluded.output_tokens, "
@@ -656,7 +676,7 @@ claude_usage_flush(void)
 									"cost_usd = u.cost_usd + excluded.cost_usd, "
 									"unpriced_requests = u.unpriced_requests + excluded.unpriced_requests "
 									"RETURNING requests, input_tokens, output_tokens, cache_write_tokens, "
-									"cache_read_tokens, cost_usd::float8, unpriced_requests", table),
+									"cache_read_tokens, cost_usd::pg_catalog.float8, unpriced_requests", table),
 						   9, (Oid[]) {DATEOID, OIDOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, FLOAT8OID, INT8OID},
 						   (Datum[]) {DateADTGetDatum(flushing[i].key.day), ObjectIdGetDatum(flushing[i].key.role),
 				Int64GetDatum(c->requests), Int64GetDatum(c->input), Int64GetDatum(c->output),

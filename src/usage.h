@@ -18,7 +18,7 @@ extern void claude_price_of(const char *body, Size len, double *price_in,
 extern void claude_budget_prepare(Oid role);
 extern int32 claude_budget_reserve(Oid role, char **why);
 extern void claude_budget_refuse(Oid role, const char *why) pg_attribute_noreturn();
-extern void claude_budget_check(Oid role);
+extern void claude_budget_check(Oid role, int64 n);
 extern bool claude_budget_allows(Oid role, char **why);
 extern char *claude_budget_message(Oid role, const char *why);
 extern Oid	claude_request_owner(void);

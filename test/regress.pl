@@ -25,6 +25,7 @@ print $c "shared_preload_libraries = 'claude'\n";
 print $c "claude.base_url = '" . $mock->base_url . "'\n";
 print $c "claude.ca_file = '" . $mock->ca_file . "'\n";
 print $c "claude.api_key_file = '$keyfile'\n";
+print $c "claude.batch_poll_interval = 1\n";
 close $c;
 
 my $rc = system($ENV{PG_REGRESS},

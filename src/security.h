@@ -1,0 +1,25 @@
+/*
+ * security.h
+ *		Running the extension's SQL immune to search_path, and running it
+ *		as another role: the extension's owner for bookkeeping, the role
+ *		that asked (restricted) for writes to its tables.
+ */
+#ifndef CLAUDE_SECURITY_H
+#define CLAUDE_SECURITY_H
+
+/* the search_path every statement of the extension is parsed under */
+#define CLAUDE_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
+typedef struct ClaudeRoleSwitch
+{
+	Oid			save_user;
+	int			save_sec;
+	int			nest;			/* GUC nest level to pop */
+} ClaudeRoleSwitch;
+
+extern int	claude_pin_search_path(void);
+extern void claude_unpin_search_path(int nest);
+extern void claude_become(ClaudeRoleSwitch *s, Oid role, bool restricted);
+extern void claude_unbecome(ClaudeRoleSwitch *s);
+
+#endif
