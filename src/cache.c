@@ -51,6 +51,7 @@
 #include "dbworker.h"
 #include "guc.h"
 #include "queue.h"
+#include "usage.h"
 
 /* an in-flight entry older than this is taken to be abandoned */
 #define LEAD_STALE_MS (10 * 60 * 1000)
@@ -281,13 +282,22 @@ cache_xact_callback(XactEvent event, void *arg)
 
 /* ---- lookups ---- */
 
+/*
+ * With claude.cache_scope = role the key names the role that pays, so
+ * a role is served only replies it paid for: another role's identical
+ * prompt is a miss, no reply leaks, and no hit tells what others asked.
+ */
 static void
 compute_key(const char *path, const char *body, Size len, uint8 *key)
 {
 	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	char		scope[32] = "";
 
+	if (claude_cache_scope == CLAUDE_CACHE_SCOPE_ROLE)
+		snprintf(scope, sizeof(scope), "role %u\n", claude_request_owner());
 	if (ctx == NULL ||
 		pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) scope, strlen(scope)) < 0 ||
 		pg_cryptohash_update(ctx, (const uint8 *) path, strlen(path)) < 0 ||
 		pg_cryptohash_update(ctx, (const uint8 *) "\n", 1) < 0 ||
 		pg_cryptohash_update(ctx, (const uint8 *) claude_anthropic_version,

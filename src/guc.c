@@ -28,6 +28,7 @@ int			claude_request_timeout = 120000;
 int			claude_max_retries = 3;
 bool		claude_cache_enabled = true;
 int			claude_cache_ttl = 0;
+int			claude_cache_scope = CLAUDE_CACHE_SCOPE_ROLE;
 int			claude_max_connections = 16;
 int			claude_max_requests = 1024;
 int			claude_requests_per_minute = 0;
@@ -36,6 +37,12 @@ int			claude_output_tokens_per_minute = 0;
 int			claude_batch_poll_interval = 60;
 int			claude_batch_max_requests = 100000;
 int			claude_batch_max_size = 256 * 1024 * 1024;
+
+static const struct config_enum_entry cache_scope_options[] = {
+	{"role", CLAUDE_CACHE_SCOPE_ROLE, false},
+	{"database", CLAUDE_CACHE_SCOPE_DATABASE, false},
+	{NULL, 0, false}
+};
 
 static const char *
 show_api_key(void)
@@ -118,6 +125,10 @@ claude_define_gucs(void)
 							"Lifetime of new cache entries; 0 means they never expire.",
 							NULL, &claude_cache_ttl, 0, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomEnumVariable("claude.cache_scope",
+							 "Who is served a cached reply: the role that paid for it (role), or every role of the database (database).",
+							 NULL, &claude_cache_scope, CLAUDE_CACHE_SCOPE_ROLE, cache_scope_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("claude.requests_per_minute",
 							"Requests per minute for the whole server; 0 means no limit.",
 							NULL, &claude_requests_per_minute, 0, 0, INT_MAX,

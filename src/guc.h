@@ -17,6 +17,7 @@ extern int	claude_request_timeout;
 extern int	claude_max_retries;
 extern bool claude_cache_enabled;
 extern int	claude_cache_ttl;
+extern int	claude_cache_scope;
 extern int	claude_max_connections;
 extern int	claude_max_requests;
 extern int	claude_requests_per_minute;
@@ -25,6 +26,12 @@ extern int	claude_output_tokens_per_minute;
 extern int	claude_batch_poll_interval;
 extern int	claude_batch_max_requests;
 extern int	claude_batch_max_size;
+
+typedef enum ClaudeCacheScope
+{
+	CLAUDE_CACHE_SCOPE_ROLE,	/* a role is served only what it paid for */
+	CLAUDE_CACHE_SCOPE_DATABASE /* every role of the database shares */
+} ClaudeCacheScope;
 
 extern void claude_define_gucs(void);
 

@@ -81,7 +81,8 @@ like($err, qr/permission denied/, 'and plain roles do not read it');
 
 # ---- usage per role and day
 sql("SET claude.cache = off");
-for my $i (1 .. 2) { ($rc, $out, $err) = as_role('alice', "SELECT claude_complete('alice $i', cache => false)"); }
+# alice's replies are cached (misses count as requests): one is a hit below
+for my $i (1 .. 2) { ($rc, $out, $err) = as_role('alice', "SELECT claude_complete('alice $i', cache => true)"); }
 ($rc, $out, $err) = as_role('bob', "SELECT claude_complete('bob 1', cache => false)");
 ($rc, $out, $err) = as_role('alice', "SELECT role || ' ' || requests || ' ' || (input_tokens > 0) || ' ' || (cost_usd > 0) FROM claude_usage");
 is($out, 'alice 2 true true', 'alice sees her own usage today: 2 requests, tokens, cost');
@@ -124,8 +125,8 @@ like($err, qr/budget of role alice is spent \(requests_per_day 5\)/, 'the 6th is
 like($err, qr/CL402/, 'SQLSTATE CL402');
 ($rc, $out, $err) = as_role('bob', "SELECT claude_complete('bob 2', cache => false)");
 is($rc, 0, 'bob is not affected');
-($rc, $out, $err) = as_role('alice', "SELECT claude_complete('one', cache => true)");
-is($rc, 0, 'a cache hit costs alice nothing and is allowed');
+($rc, $out, $err) = as_role('alice', "SELECT claude_complete('alice 1', cache => true)");
+is($rc, 0, 'a cache hit of her own reply costs alice nothing and is allowed');
 sql("UPDATE claude_budgets SET requests_per_day = 6 WHERE role = 'alice'::regrole");
 ($rc, $out, $err) = as_role('alice', "SELECT claude_complete('alice 7', cache => false)");
 is($rc, 0, 'a raised budget applies at once, without a restart');
