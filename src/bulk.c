@@ -53,8 +53,8 @@ claude_pipe_create(int window, bool cache, Oid nsp)
 	p->cache = cache;
 	p->nsp = nsp;
 	claude_require_shared();
-	/* leave half the server's slots to other sessions */
-	p->window = Max(1, Min(window, claude_shared->nslots / 2));
+	/* a session's share of the server's slots */
+	p->window = Max(1, Min(window, claude_shared->nslots / CLAUDE_SLOTS_RESERVED));
 	p->items = palloc(p->window * sizeof(PipeItem));
 	return p;
 }
@@ -106,7 +106,8 @@ claude_pipe_submit(ClaudePipe *p, int64 tag, const char *body, int max_tokens,
 	}
 	/* with nothing of ours in flight, waiting for a slot cannot deadlock */
 	slot = claude_request_submit(CLAUDE_POST, "/v1/messages", body, strlen(body),
-								 max_tokens, &cache, p->n == 0);
+								 max_tokens, &cache,
+								 CLAUDE_SUBMIT_BULK | (p->n == 0 ? CLAUDE_SUBMIT_WAIT : 0));
 	if (slot < 0)
 		return false;
 	p->items[p->n].tag = tag;

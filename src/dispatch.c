@@ -2,8 +2,13 @@
  * dispatch.c
  *		The HTTP worker's queue: who goes next, retries, and results.
  *
- * Requests leave in the order they were queued, across all sessions, as
- * fast as the rate limits allow; a retry goes ahead of newer requests.
+ * Requests wait in one queue per role and leave in turn, one role after
+ * the other, as fast as the rate limits allow and never more at once than
+ * the pool can carry (claude.max_connections, times the streams of a
+ * connection once the server multiplexes): a role's backlog of thousands
+ * cannot hold back another role's single call for more than the next free
+ * connection.  Within a role, requests keep their order; a retry goes
+ * ahead of newer requests.
  * Retried: 408, 409, 429, 5xx, 529, connection errors and timeouts, with
  * exponential backoff (0.5 s doubling to 8 s, 0-25% jitter) unless the
  * server says when (retry-after-ms, retry-after) or that it should not
@@ -34,17 +39,31 @@
 #define BACKOFF_MAX_MS		8000
 #define RETRY_AFTER_MAX_MS	(10 * 60 * 1000)
 
+/* streams per connection counted on once the server speaks HTTP/2 */
+#define STREAMS_PER_CONNECTION	100
+
+/* The requests of one role waiting to start. */
+typedef struct RoleQueue
+{
+	Oid			role;			/* meaningless while waiting is empty */
+	dlist_head	waiting;
+} RoleQueue;
+
 static Transfer *transfers;		/* indexed by slot */
-static dlist_head waiting = DLIST_STATIC_INIT(waiting);
+static RoleQueue *queues;		/* at most one per slot */
+static int	nqueues;			/* entries ever used */
+static int	next_queue;			/* whose turn it is */
+static int	nrunning;
 static dlist_head backoff = DLIST_STATIC_INIT(backoff);
 static dlist_head running = DLIST_STATIC_INIT(running);
-static long limit_wait_ms = -1;	/* until the head of the queue may go */
+static long limit_wait_ms = -1;	/* until the next request may go */
 
 void
 claude_dispatch_init(void)
 {
 	transfers = calloc(claude_shared->nslots, sizeof(Transfer));
-	if (transfers == NULL)
+	queues = calloc(claude_shared->nslots, sizeof(RoleQueue));
+	if (transfers == NULL || queues == NULL)
 		elog(ERROR, "claude: out of memory");
 	claude_stats_worker_started();
 	claude_dispatch_configure();
@@ -57,6 +76,62 @@ claude_dispatch_configure(void)
 	claude_limits_configure(claude_requests_per_minute,
 							claude_input_tokens_per_minute,
 							claude_output_tokens_per_minute);
+}
+
+/* Queue a transfer to start; ahead of its role's others for a retry. */
+static void
+make_waiting(Transfer *t, bool ahead)
+{
+	RoleQueue  *q = NULL;
+	int			unused = -1;
+
+	for (int i = 0; i < nqueues; i++)
+	{
+		if (queues[i].role == t->req.role)
+		{
+			q = &queues[i];
+			break;
+		}
+		if (unused < 0 && dlist_is_empty(&queues[i].waiting))
+			unused = i;			/* empty: free for another role */
+	}
+	if (q == NULL)
+	{
+		q = &queues[unused >= 0 ? unused : nqueues++];
+		q->role = t->req.role;
+		dlist_init(&q->waiting);
+	}
+	t->state = XFER_WAITING;
+	if (ahead)
+		dlist_push_head(&q->waiting, &t->node);
+	else
+		dlist_push_tail(&q->waiting, &t->node);
+}
+
+/* Take a transfer off its waiting queue (or any other list). */
+static void
+unlink_transfer(Transfer *t)
+{
+	dlist_delete(&t->node);
+	if (t->state == XFER_RUNNING)
+		nrunning--;
+}
+
+/* The queue whose turn it is, or NULL when nothing waits. */
+static RoleQueue *
+queue_in_turn(void)
+{
+	for (int n = 0; n < nqueues; n++)
+	{
+		RoleQueue  *q = &queues[(next_queue + n) % nqueues];
+
+		if (!dlist_is_empty(&q->waiting))
+		{
+			next_queue = (next_queue + n) % nqueues;
+			return q;
+		}
+	}
+	return NULL;
 }
 
 /* Take over a slot the worker popped from the submit queue. */
@@ -72,9 +147,8 @@ claude_dispatch_enqueue(int slot)
 	t->cost.requests = 1;
 	t->cost.input_tokens = t->req.input_tokens;
 	t->cost.output_tokens = t->req.output_tokens;
-	t->state = XFER_WAITING;
 	t->created = t->queued_at = GetCurrentTimestamp();
-	dlist_push_tail(&waiting, &t->node);
+	make_waiting(t, false);
 	claude_stats_taken();
 }
 
@@ -205,7 +279,7 @@ finish(Transfer *t, CURLcode code, long status)
 	claude_http_end(t);
 	free(t->body);
 	t->body = NULL;
-	dlist_delete(&t->node);
+	unlink_transfer(t);
 	claude_slot_finish(t->slot, &r);
 }
 
@@ -255,7 +329,7 @@ claude_dispatch_attempt_done(Transfer *t, CURLcode code, long status)
 		claude_limits_pause_until(TimestampTzPlusMilliseconds(now, (int64) delay));
 	pg_atomic_fetch_add_u64(&claude_limit_counters->retries, 1);
 	claude_http_end(t);
-	dlist_delete(&t->node);
+	unlink_transfer(t);
 	t->state = XFER_BACKOFF;
 	t->due = TimestampTzPlusMilliseconds(now, (int64) delay);
 	dlist_push_tail(&backoff, &t->node);
@@ -274,18 +348,26 @@ start_attempt(Transfer *t, TimestampTz now)
 	t->attempts++;
 	t->started = now;
 	dlist_push_tail(&running, &t->node);
+	nrunning++;
 	pg_atomic_fetch_add_u32(&claude_shared->in_flight, 1);
 	pg_atomic_fetch_add_u64(&claude_shared->requests, 1);
 	if (!claude_http_begin(t))
 		claude_dispatch_attempt_done(t, CURLE_OUT_OF_MEMORY, 0);
 }
 
-/* Start every request the limits let through now, oldest first. */
+/*
+ * Start what the limits and the pool let through now, the roles taking
+ * turns.  Past the pool's capacity requests wait here, not in curl, so
+ * that whoever comes next is chosen by turn rather than by arrival.
+ */
 void
 claude_dispatch_run(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	dlist_mutable_iter iter;
+	int			capacity = claude_max_connections *
+		(claude_http_multiplexing() ? STREAMS_PER_CONNECTION : 1);
+	RoleQueue  *q;
 
 	dlist_foreach_modify(iter, &backoff)
 	{
@@ -294,16 +376,15 @@ claude_dispatch_run(void)
 		if (t->due <= now)
 		{
 			dlist_delete(&t->node);
-			t->state = XFER_WAITING;
 			t->queued_at = now;
-			dlist_push_head(&waiting, &t->node);
+			make_waiting(t, true);
 		}
 	}
 
 	limit_wait_ms = -1;
-	while (!dlist_is_empty(&waiting))
+	while (nrunning < capacity && (q = queue_in_turn()) != NULL)
 	{
-		Transfer   *t = dlist_head_element(Transfer, node, &waiting);
+		Transfer   *t = dlist_head_element(Transfer, node, &q->waiting);
 		long		wait = claude_limits_admit(&t->cost, now);
 
 		if (wait > 0)
@@ -312,7 +393,8 @@ claude_dispatch_run(void)
 			limit_wait_ms = wait;
 			break;
 		}
-		dlist_delete(&t->node);
+		unlink_transfer(t);
+		next_queue = (q - queues + 1) % nqueues;
 		start_attempt(t, now);
 	}
 }
@@ -356,7 +438,7 @@ abort_list(dlist_head *list)
 		account(t, 0, false, true);
 		free(t->body);
 		t->body = NULL;
-		dlist_delete(&t->node);
+		unlink_transfer(t);
 		claude_slot_release_cancelled(t->slot);
 	}
 }
@@ -367,7 +449,8 @@ claude_dispatch_abort_cancelled(void)
 {
 	if (pg_atomic_exchange_u32(&claude_shared->cancel_pending, 0) == 0)
 		return;
-	abort_list(&waiting);
+	for (int i = 0; i < nqueues; i++)
+		abort_list(&queues[i].waiting);
 	abort_list(&backoff);
 	abort_list(&running);
 }
@@ -383,9 +466,9 @@ claude_dispatch_shutdown(void)
 	dlist_foreach_modify(iter, &running)
 		claude_http_end(dlist_container(Transfer, node, iter.cur));
 	/* they end with the worker: count them, give back their reservations */
-	for (int i = 0; i < 3; i++)
+	for (int i = -2; i < nqueues; i++)
 	{
-		dlist_head *list = i == 0 ? &waiting : i == 1 ? &backoff : &running;
+		dlist_head *list = i == -2 ? &backoff : i == -1 ? &running : &queues[i].waiting;
 
 		dlist_foreach_modify(iter, list)
 			account(dlist_container(Transfer, node, iter.cur), 0, true, false);

@@ -28,6 +28,7 @@
 static CURLM *multi = NULL;
 static CURLSH *share = NULL;
 static int	epfd = -1;
+static bool multiplexing = false;	/* the server speaks HTTP/2 */
 static TimestampTz timer_deadline = -1;	/* -1: no timer */
 
 /* idle easy handles, reused so that curl keeps their caches warm */
@@ -445,9 +446,22 @@ collect_done(void)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
 		if (msg->data.result == CURLE_OK)
+		{
+			long		version = 0;
+
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_HTTP_VERSION, &version);
+			multiplexing = version == CURL_HTTP_VERSION_2_0;
+		}
 		claude_dispatch_attempt_done(t, msg->data.result, status);
 	}
+}
+
+/* Whether the server's last reply came over HTTP/2, many streams a connection. */
+bool
+claude_http_multiplexing(void)
+{
+	return multiplexing;
 }
 
 /*

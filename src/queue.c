@@ -278,22 +278,25 @@ register_backend_callbacks(void)
 
 /*
  * Take a free slot; if none is free, sleep (interruptibly) until one is,
- * or return -1 at once when !wait.
+ * or return -1 at once when !wait.  Bulk work leaves the last quarter of
+ * the slots to single calls, so that no backlog can keep them waiting.
  */
 int
-claude_slot_acquire(bool wait)
+claude_slot_acquire(bool wait, bool bulk)
 {
 	int			slot = -1;
 	ClaudeSlot *s;
+	int			reserve;
 
 	claude_require_shared();
 	register_backend_callbacks();
 	(void) claude_area();
+	reserve = bulk ? claude_shared->nslots / CLAUDE_SLOTS_RESERVED : 0;
 
 	for (;;)
 	{
 		SpinLockAcquire(&claude_shared->mutex);
-		if (claude_shared->nfree > 0)
+		if (claude_shared->nfree > reserve)
 			slot = freelist[--claude_shared->nfree];
 		SpinLockRelease(&claude_shared->mutex);
 		if (slot >= 0 || !wait)

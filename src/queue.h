@@ -97,7 +97,10 @@ extern void *claude_shmem_struct(const char *name, Size size,
 extern dsa_area *claude_area(void);
 
 /* backend side */
-extern int	claude_slot_acquire(bool wait);
+/* one slot in this many is kept for single calls; a session's bulk work takes at most as many */
+#define CLAUDE_SLOTS_RESERVED 4
+
+extern int	claude_slot_acquire(bool wait, bool bulk);
 extern void claude_slot_submit(int slot, dsa_pointer request);
 extern bool claude_slot_poll(int slot);
 extern void claude_slot_wait(int slot);

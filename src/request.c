@@ -145,7 +145,7 @@ claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
 static int
 submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 	   int max_tokens, ClaudeCacheCall *cache, const char *input_file,
-	   const char *output_file, bool not_idempotent, bool wait)
+	   const char *output_file, bool not_idempotent, int flags)
 {
 	ClaudeRequest req;
 	char	   *utf8 = NULL;
@@ -157,7 +157,8 @@ submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 	/* Messages requests are priced and come under their role's budget */
 	if (max_tokens > 0)
 		claude_budget_prepare(role);
-	slot = claude_slot_acquire(wait);
+	slot = claude_slot_acquire((flags & CLAUDE_SUBMIT_WAIT) != 0,
+							   (flags & CLAUDE_SUBMIT_BULK) != 0);
 	if (slot < 0)
 		return -1;
 	if (body)
@@ -205,16 +206,16 @@ submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 
 /*
  * Queue a request for the HTTP worker and return its slot, or -1 when no
- * slot is free and !wait.  max_tokens > 0 marks a request that draws from
+ * slot is free and not CLAUDE_SUBMIT_WAIT.  max_tokens > 0 marks a request that draws from
  * the token limits: max_tokens output tokens, and input tokens estimated
  * at four bytes of body each (corrected from the reply's usage).
  */
 int
 claude_request_submit(ClaudeMethod method, const char *path,
 					  const char *body, Size body_len, int max_tokens,
-					  ClaudeCacheCall *cache, bool wait)
+					  ClaudeCacheCall *cache, int flags)
 {
-	return submit(method, path, body, body_len, max_tokens, cache, NULL, NULL, false, wait);
+	return submit(method, path, body, body_len, max_tokens, cache, NULL, NULL, false, flags);
 }
 
 /*
@@ -225,7 +226,7 @@ claude_request_submit(ClaudeMethod method, const char *path,
 int
 claude_request_download(const char *path, const char *output_file)
 {
-	return submit(CLAUDE_GET, path, NULL, 0, 0, NULL, NULL, output_file, false, false);
+	return submit(CLAUDE_GET, path, NULL, 0, 0, NULL, NULL, output_file, false, 0);
 }
 
 /*
@@ -237,7 +238,7 @@ claude_request_download(const char *path, const char *output_file)
 int
 claude_request_create(const char *path, const char *input_file, Size size)
 {
-	return submit(CLAUDE_POST, path, NULL, size, 0, NULL, input_file, NULL, true, true);
+	return submit(CLAUDE_POST, path, NULL, size, 0, NULL, input_file, NULL, true, CLAUDE_SUBMIT_WAIT);
 }
 
 /*
@@ -261,7 +262,7 @@ claude_http_call(ClaudeMethod method, const char *path,
 				 ClaudeCacheCall *cache, ClaudeResult *result)
 {
 	int			slot = claude_request_submit(method, path, body, body_len,
-											 max_tokens, cache, true);
+											 max_tokens, cache, CLAUDE_SUBMIT_WAIT);
 	char	   *response;
 
 	claude_slot_wait(slot);

@@ -52,9 +52,13 @@ typedef struct ClaudeRequest
 
 extern void claude_request_unpack(const char *blob, ClaudeRequest *req);
 struct ClaudeCacheCall;
+/* claude_request_submit: wait for a free slot; bulk work (see claude_slot_acquire) */
+#define CLAUDE_SUBMIT_WAIT	1
+#define CLAUDE_SUBMIT_BULK	2
+
 extern int	claude_request_submit(ClaudeMethod method, const char *path,
 								  const char *body, Size body_len, int max_tokens,
-								  struct ClaudeCacheCall *cache, bool wait);
+								  struct ClaudeCacheCall *cache, int flags);
 extern int	claude_request_download(const char *path, const char *output_file);
 extern int	claude_request_create(const char *path, const char *input_file, Size size);
 extern char *claude_request_collect(int slot, ClaudeResult *result);

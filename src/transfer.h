@@ -62,6 +62,7 @@ typedef struct Transfer
 extern bool claude_http_begin(Transfer *t);
 extern void claude_http_end(Transfer *t);
 extern bool claude_http_close_files(Transfer *t);
+extern bool claude_http_multiplexing(void);
 
 /* dispatch.c */
 extern void claude_dispatch_attempt_done(Transfer *t, CURLcode code, long status);

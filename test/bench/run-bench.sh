@@ -14,7 +14,8 @@
 #   d. a shared requests-per-minute limit against the mock enforcing it;
 #   e. claude_complete_many and claude_enrich at 200 ms latency (HTTP/1.1, 2);
 #   f. an INSERT of 10,000 rows with an AFTER trigger, until all are filled;
-#   g. a Message Batch of 20,000 2 kB rows: submission, write-back, memory.
+#   g. a Message Batch of 20,000 2 kB rows: submission, write-back, memory;
+#   h. a single call of one role beside another role's 2 x 3,000 bulk prompts.
 # Reports medians.  No timing assertions: it fails only if something does not
 # run.
 #
@@ -308,6 +309,37 @@ if [ "${1:-}" = "--inner" ]; then
 	kill "$MOCK2_PID" 2>/dev/null
 	MOCK2_PID=
 
+	# ---- fair share: one role's single call beside another role's bulk
+	# work (two sessions of FAIR_N prompts each) at 20 ms latency; its
+	# latency against the same call with nothing else running
+	FAIR_N=${BENCH_FAIR_N:-3000}
+	curl -sSf -X POST -d '{"latency_ms": 20}' "http://127.0.0.1:$CPORT/config" >/dev/null
+	"${PSQL[@]}" -c "DROP ROLE IF EXISTS bench_bulk" -c "CREATE ROLE bench_bulk" \
+		-c "GRANT EXECUTE ON FUNCTION claude_complete_many(text[], text, int, text, float8, boolean) TO bench_bulk" >/dev/null
+	single_ms() {
+		"${PSQL[@]}" -c "DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); t text;
+			BEGIN t := claude_complete('single ' || random());
+			RAISE NOTICE 'ms=%', round(extract(epoch FROM clock_timestamp() - t0) * 1000, 1); END \$\$" 2>&1 |
+			sed -n 's/.*ms=\([0-9.]*\).*/\1/p'
+	}
+	declare -a ALONE_MS BESIDE_MS
+	for i in $(seq 5); do ALONE_MS[i]=$(single_ms); done
+	for s in 1 2; do
+		"${PSQL[@]}" -c "SET ROLE bench_bulk" -c "SELECT count(*) FROM claude_complete_many(array(SELECT 'fair $s ' || i || ' ' || random() FROM generate_series(1, $FAIR_N) i))" >/dev/null &
+	done
+	wait_sql "SELECT in_flight + queued > 200 FROM claude_stats" t 100
+	for i in $(seq 5); do
+		BESIDE_MS[i]=$(single_ms)
+		sleep 0.3
+	done
+	FAIR_BACKLOG=$("${PSQL[@]}" -c "SELECT in_flight + queued FROM claude_stats")
+	wait || die "bulk sessions failed"
+	curl -sSf -X POST -d '{"latency_ms": 0}' "http://127.0.0.1:$CPORT/config" >/dev/null
+	FAIR_ALONE=$(median "${ALONE_MS[@]}")
+	FAIR_BESIDE=$(median "${BESIDE_MS[@]}")
+	printf 'fair share: single call alone %s ms, beside 2 x %s bulk prompts %s ms (backlog still %s)\n' \
+		"$FAIR_ALONE" "$FAIR_N" "$FAIR_BESIDE" "$FAIR_BACKLOG"
+
 	# ---- triggers: one INSERT of 10,000 rows with an AFTER trigger; time
 	# until every row is filled, against the ideal 16 connections / 20 ms
 	TRIG_N=${BENCH_TRIGGER_N:-10000}
@@ -387,6 +419,8 @@ if [ "${1:-}" = "--inner" ]; then
 		  claude_complete_many:       $MANY_RATE requests/s = $(calc %.1f "$MANY_RATE * 100 / $IDEAL")% of ideal
 		  claude_enrich:              $ENRICH_RATE requests/s = $(calc %.1f "$ENRICH_RATE * 100 / $IDEAL")% of ideal
 		  over HTTP/2 (multiplexed):  complete_many $MANY_H2 requests/s, enrich $ENRICH_H2 requests/s ($(calc %.1f "$MANY_H2 / $IDEAL")x and $(calc %.1f "$ENRICH_H2 / $IDEAL")x the HTTP/1.1 ideal)
+		fair share, 20 ms latency, $MAXCONN connections: a single call beside another role's 2 x $FAIR_N bulk prompts
+		  median $(calc %.1f "$FAIR_BESIDE") ms, alone $(calc %.1f "$FAIR_ALONE") ms: $(calc %.2f "$FAIR_BESIDE / $FAIR_ALONE")x (target: at most one connection's wait, <= 2x), backlog behind it: $FAIR_BACKLOG requests
 		triggers, one INSERT of $TRIG_N rows, 20 ms latency, $MAXCONN connections:
 		  INSERT returned in $(calc %.2f "$TRIG_INSERT") s; all rows filled in $(calc %.1f "$TRIG_ALL") s = $(calc %.1f "$TRIG_N / $TRIG_ALL") rows/s = $(calc %.1f "$TRIG_N * 100 / $TRIG_ALL / $TRIG_IDEAL")% of the ideal $TRIG_IDEAL/s ($TRIG_REQ requests)
 		cache hit:                    claude_complete $(calc %.1f "$hit") us   primary-key lookup $(calc %.1f "$pk") us   ratio $(calc %.2f "$hit / $pk")x (target <= 3.00x)
