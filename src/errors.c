@@ -7,8 +7,9 @@
  */
 #include "postgres.h"
 
-#include "json.h"
 #include "errors.h"
+#include "json.h"
+#include "secret.h"
 
 #define MAX_API_MESSAGE 1000
 
@@ -69,13 +70,9 @@ request_detail(const ClaudeResult *result, const char *extra)
 	return buf.data;
 }
 
-/*
- * Describe the failure of a finished request, if it failed.  A 2xx status
- * with a body counts as success; the caller validates the body.
- */
-bool
-claude_result_failed(const ClaudeResult *result, const char *body,
-					 ClaudeFailure *failure)
+static bool
+describe_failure(const ClaudeResult *result, const char *body,
+				 ClaudeFailure *failure)
 {
 	memset(failure, 0, sizeof(*failure));
 
@@ -119,8 +116,9 @@ claude_result_failed(const ClaudeResult *result, const char *body,
 		char	   *type = err ? claude_json_get_string(err, "type") : NULL;
 		char	   *msg = err ? claude_json_get_string(err, "message") : NULL;
 
-		if (msg && strlen(msg) > MAX_API_MESSAGE)
-			msg[MAX_API_MESSAGE] = '\0';
+		/* redacted whole, then cut: a cut key would no longer be found */
+		msg = claude_redact(msg, MAX_API_MESSAGE);
+		type = claude_redact(type, 100);
 		failure->sqlerrcode = errcode_for_status(result->http_status);
 		failure->message = psprintf("Claude API error %d %s: %s",
 									result->http_status,
@@ -129,6 +127,23 @@ claude_result_failed(const ClaudeResult *result, const char *body,
 		failure->detail = request_detail(result, NULL);
 		failure->hint = hint_for_status(result->http_status);
 	}
+	return true;
+}
+
+/*
+ * Describe the failure of a finished request, if it failed, with every
+ * text redacted: what it says may be stored (a row's error, a job's
+ * last_error) or shown to any role.  A 2xx status with a body counts as
+ * success; the caller validates the body.
+ */
+bool
+claude_result_failed(const ClaudeResult *result, const char *body,
+					 ClaudeFailure *failure)
+{
+	if (!describe_failure(result, body, failure))
+		return false;
+	failure->message = claude_redact(failure->message, 0);
+	failure->detail = claude_redact(failure->detail, 0);
 	return true;
 }
 

@@ -8,10 +8,12 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/spin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -24,6 +26,7 @@ typedef struct ProgressEntry
 {
 	pid_t		pid;			/* 0: free */
 	Oid			dbid;
+	Oid			role;			/* whose work it is */
 	Oid			relid;
 	NameData	column;
 	char		mode[16];
@@ -110,6 +113,7 @@ claude_progress_begin(Oid relid, const char *column, const char *mode, int64 tot
 
 			e->pid = MyProcPid;
 			e->dbid = MyDatabaseId;
+			e->role = GetUserId();
 			e->relid = relid;
 			namestrcpy(&e->column, column);
 			strlcpy(e->mode, mode, sizeof(e->mode));
@@ -135,11 +139,16 @@ claude_progress_update(int64 done, int64 failed)
 	SpinLockRelease(&progress->mutex);
 }
 
-/* The running work of this database, for the claude_progress view. */
+/*
+ * The running work of this database, for the claude_progress view: a role
+ * sees its own (and that of roles whose privileges it has), members of
+ * pg_read_all_stats see all.
+ */
 Datum
 claude_progress_rows(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		all = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
 
 	InitMaterializedSRF(fcinfo, 0);
 	claude_require_shared();
@@ -152,7 +161,8 @@ claude_progress_rows(PG_FUNCTION_ARGS)
 		SpinLockAcquire(&progress->mutex);
 		e = progress->entries[i];
 		SpinLockRelease(&progress->mutex);
-		if (e.pid == 0 || e.dbid != MyDatabaseId)
+		if (e.pid == 0 || e.dbid != MyDatabaseId ||
+			!(all || has_privs_of_role(GetUserId(), e.role)))
 			continue;
 		values[0] = Int32GetDatum(e.pid);
 		values[1] = ObjectIdGetDatum(e.relid);

@@ -13,6 +13,7 @@
 
 #include <sys/stat.h>
 
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "tcop/tcopprot.h"
@@ -131,6 +132,18 @@ claude_resolve_api_key(void)
 
 /* ---- log redaction ---- */
 
+#define NSECRETS	3
+#define MIN_SECRET	8			/* shorter values are no key worth hiding */
+
+/* Every key this process may send. */
+static void
+key_list(const char *secrets[NSECRETS])
+{
+	secrets[0] = claude_api_key_setting;
+	secrets[1] = file_key;
+	secrets[2] = getenv("ANTHROPIC_API_KEY");
+}
+
 static char *
 replace_all(const char *s, const char *secret)
 {
@@ -147,6 +160,18 @@ replace_all(const char *s, const char *secret)
 	}
 	appendStringInfoString(&buf, s);
 	return buf.data;
+}
+
+static char *
+redact_keys(char *text)
+{
+	const char *secrets[NSECRETS];
+
+	key_list(secrets);
+	for (int i = 0; i < NSECRETS; i++)
+		if (secrets[i] && strlen(secrets[i]) >= MIN_SECRET && strstr(text, secrets[i]))
+			text = replace_all(text, secrets[i]);
+	return text;
 }
 
 static const char *
@@ -167,7 +192,6 @@ static char *
 redact_text(char *text)
 {
 	const char *at;
-	const char *secrets[3];
 
 	if (text == NULL)
 		return NULL;
@@ -183,13 +207,45 @@ redact_text(char *text)
 			text = psprintf("%.*s [value redacted]", (int) (end - text), text);
 	}
 
-	secrets[0] = claude_api_key_setting;
-	secrets[1] = file_key;
-	secrets[2] = getenv("ANTHROPIC_API_KEY");
-	for (int i = 0; i < lengthof(secrets); i++)
-		if (secrets[i] && strlen(secrets[i]) >= 8 && strstr(text, secrets[i]))
-			text = replace_all(text, secrets[i]);
-	return text;
+	return redact_keys(text);
+}
+
+/*
+ * A copy of text fit to be stored or shown: every key replaced, a tail
+ * that could be the start of a key (text cut by someone else) dropped, and
+ * at most maxlen bytes (0: no limit), cut at a character boundary.
+ */
+char *
+claude_redact(const char *text, int maxlen)
+{
+	char	   *r;
+	const char *secrets[NSECRETS];
+	int			len;
+
+	if (text == NULL)
+		return NULL;
+	r = redact_keys(pstrdup(text));
+	len = strlen(r);
+	key_list(secrets);
+	for (int i = 0; i < NSECRETS; i++)
+	{
+		int			slen = secrets[i] ? strlen(secrets[i]) : 0;
+
+		if (slen < MIN_SECRET)
+			continue;
+		for (int k = Min(slen - 1, len); k >= 4; k--)
+		{
+			if (strncmp(r + len - k, secrets[i], k) == 0)
+			{
+				r = psprintf("%.*s********", len - k, r);
+				len = strlen(r);
+				break;
+			}
+		}
+	}
+	if (maxlen > 0 && len > maxlen)
+		r[pg_mbcliplen(r, len, maxlen)] = '\0';
+	return r;
 }
 
 static void

@@ -7,5 +7,6 @@
 
 extern char *claude_resolve_api_key(void);
 extern void claude_install_log_redaction(void);
+extern char *claude_redact(const char *text, int maxlen);
 
 #endif
