@@ -35,7 +35,6 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
 
 #include "api.h"
 #include "batch.h"
@@ -271,6 +270,31 @@ start_batch(Submission *s)
 	s->nitems = 0;
 }
 
+typedef struct Post
+{
+	Submission *s;
+	bool		rejected;		/* an error reply: nothing was created */
+} Post;
+
+static void
+post_batch(void *arg)
+{
+	Post	   *post = arg;
+	Submission *s = post->s;
+	ClaudeResult result;
+	int			slot = claude_request_create(CLAUDE_BATCHES_PATH, FilePathName(s->file),
+											 (Size) s->size);
+	char	   *reply;
+
+	claude_slot_wait(slot);
+	reply = claude_request_collect(slot, &result);
+	post->rejected = result.http_status >= 400;
+	claude_check_result(&result, reply);
+	as_owner(s);
+	claude_batch_record_state(&s->tables, s->local_id, reply);
+	as_caller(s);
+}
+
 /*
  * POST the batch being filled.  Returns normally once the API accepted it
  * and its id is committed; otherwise raises, having deleted the record
@@ -280,10 +304,8 @@ static void
 send_batch(Submission *s)
 {
 	LOCKTAG		tag;
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner;
-	volatile bool rejected = false;
-	ErrorData  *volatile edata = NULL;
+	Post		post = {s, false};
+	ErrorData  *edata;
 
 	/*
 	 * Every request of the batch, and of those this call sent before it,
@@ -302,37 +324,8 @@ send_batch(Submission *s)
 	(void) LockAcquire(&tag, ExclusiveLock, true, false);
 	SPI_commit();
 
-	/* the commit began a new transaction: its resource owner is current */
-	owner = CurrentResourceOwner;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		ClaudeResult result;
-		int			slot = claude_request_create(CLAUDE_BATCHES_PATH, FilePathName(s->file),
-												 (Size) s->size);
-		char	   *reply;
-
-		claude_slot_wait(slot);
-		reply = claude_request_collect(slot, &result);
-		/* an error reply means nothing was created */
-		rejected = result.http_status >= 400;
-		claude_check_result(&result, reply);
-		as_owner(s);
-		claude_batch_record_state(&s->tables, s->local_id, reply);
-		as_caller(s);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
+	/* the commit began a new transaction: the subtransaction is in it */
+	edata = claude_subxact(post_batch, &post);
 	close_body();
 
 	as_owner(s);
@@ -346,7 +339,7 @@ send_batch(Submission *s)
 		s->nbatches++;
 		s->submitted += s->nitems;
 	}
-	else if (rejected)
+	else if (post.rejected)
 		claude_spi_run(psprintf("DELETE FROM %s WHERE local_id = %lld", s->tables.batches,
 								(long long) s->local_id), 0, NULL, NULL, SPI_OK_DELETE);
 	else

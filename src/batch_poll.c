@@ -28,7 +28,6 @@
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
 
 #include "api.h"
 #include "batch.h"
@@ -237,6 +236,26 @@ set_item(const ClaudeBatchTables *t, const char *custom_id, const char *status,
 				   SPI_OK_UPDATE);
 }
 
+/* What write_row writes, and why it wrote nothing. */
+typedef struct RowWrite
+{
+	Target	   *target;
+	const char *pk;
+	text	   *completion;
+	char	   *why;
+} RowWrite;
+
+static void
+write_row_body(void *arg)
+{
+	RowWrite   *w = arg;
+
+	if (claude_update_by_pk(w->target->relid, w->target->column, w->pk, w->completion,
+							w->target->role) <= 0)
+		w->why = psprintf("no row was written: the row with key %s is gone, or row-level security hides it from role %s",
+						  w->pk, GetUserNameFromId(w->target->role, true));
+}
+
 /*
  * Write a completion to its row as the batch's submitter, restricted: its
  * privileges, row security and the table's own code apply as to its own
@@ -247,33 +266,10 @@ set_item(const ClaudeBatchTables *t, const char *custom_id, const char *status,
 static char *
 write_row(Target *target, const char *pk, text *completion)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	char	   *volatile why = NULL;
+	RowWrite	w = {target, pk, completion, NULL};
+	ErrorData  *edata = claude_subxact(write_row_body, &w);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		if (claude_update_by_pk(target->relid, target->column, pk, completion, target->role) <= 0)
-			why = psprintf("no row was written: the row with key %s is gone, or row-level security hides it from role %s",
-						   pk, GetUserNameFromId(target->role, true));
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		why = psprintf("not written: %s", edata->message);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return why;
+	return edata ? psprintf("not written: %s", edata->message) : w.why;
 }
 
 /*
@@ -332,76 +328,71 @@ apply_message(const ClaudeBatchTables *t, Target *target, const char *custom_id,
 	}
 }
 
+/* One result line, and what is known of it should it fail. */
+typedef struct Line
+{
+	const ClaudeBatchTables *t;
+	Target	   *target;
+	const char *text;
+	char	   *custom_id;		/* once known */
+} Line;
+
+static void
+apply_line_body(void *arg)
+{
+	Line	   *l = arg;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		key_null;
+	Datum		key;
+	char	   *type;
+
+	if (SPI_execute_plan(l->target->lookup,
+						 (Datum[]) {CStringGetTextDatum(l->text), Int64GetDatum(current)},
+						 NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "claude: could not read claude_batch_items");
+	if (SPI_processed != 1)
+	{
+		elog(WARNING, "claude: Message Batch %s has a result for a request it does not know",
+			 current_id);
+		return;
+	}
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	l->custom_id = SPI_getvalue(tup, desc, 1);
+	type = SPI_getvalue(tup, desc, 4);
+	key = SPI_getbinval(tup, desc, 8, &key_null);
+	if (!key_null)
+		key = PointerGetDatum(PG_DETOAST_DATUM_COPY(key));
+	if (strcmp(SPI_getvalue(tup, desc, 3), "pending") != 0)
+		 /* written before a restart */ ;
+	else if (type != NULL && strcmp(type, "succeeded") == 0)
+		apply_message(l->t, l->target, l->custom_id, SPI_getvalue(tup, desc, 2),
+					  SPI_getvalue(tup, desc, 5), SPI_getvalue(tup, desc, 7),
+					  key, key_null);
+	else if (type != NULL &&
+			 (strcmp(type, "errored") == 0 || strcmp(type, "canceled") == 0 ||
+			  strcmp(type, "expired") == 0))
+		set_item(l->t, l->custom_id, type, SPI_getvalue(tup, desc, 6));
+	else
+		set_item(l->t, l->custom_id, "errored",
+				 psprintf("unknown result type \"%s\"", type ? type : ""));
+}
+
 /* One result line, in a subtransaction; a failure is the item's error. */
 static void
-apply_line(const ClaudeBatchTables *t, Target *target, const char *line)
+apply_line(const ClaudeBatchTables *t, Target *target, const char *text)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	char	   *volatile custom_id = NULL;
+	Line		l = {t, target, text, NULL};
+	ErrorData  *edata = claude_subxact(apply_line_body, &l);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		HeapTuple	tup;
-		TupleDesc	desc;
-		bool		key_null;
-		Datum		key;
-
-		if (SPI_execute_plan(target->lookup,
-							 (Datum[]) {CStringGetTextDatum(line), Int64GetDatum(current)},
-							 NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "claude: could not read claude_batch_items");
-		if (SPI_processed == 1)
-		{
-			char	   *type;
-
-			tup = SPI_tuptable->vals[0];
-			desc = SPI_tuptable->tupdesc;
-			custom_id = SPI_getvalue(tup, desc, 1);
-			type = SPI_getvalue(tup, desc, 4);
-			key = SPI_getbinval(tup, desc, 8, &key_null);
-			if (!key_null)
-				key = PointerGetDatum(PG_DETOAST_DATUM_COPY(key));
-			if (strcmp(SPI_getvalue(tup, desc, 3), "pending") != 0)
-				 /* written before a restart */ ;
-			else if (type != NULL && strcmp(type, "succeeded") == 0)
-				apply_message(t, target, custom_id, SPI_getvalue(tup, desc, 2),
-							  SPI_getvalue(tup, desc, 5), SPI_getvalue(tup, desc, 7),
-							  key, key_null);
-			else if (type != NULL &&
-					 (strcmp(type, "errored") == 0 || strcmp(type, "canceled") == 0 ||
-					  strcmp(type, "expired") == 0))
-				set_item(t, custom_id, type, SPI_getvalue(tup, desc, 6));
-			else
-				set_item(t, custom_id, "errored",
-						 psprintf("unknown result type \"%s\"", type ? type : ""));
-		}
-		else
-			elog(WARNING, "claude: Message Batch %s has a result for a request it does not know",
-				 current_id);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (custom_id != NULL)
-			set_item(t, custom_id, "errored", edata->message);
-		else
-			elog(WARNING, "claude: a result line of Message Batch %s could not be read: %s",
-				 current_id, edata->message);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
+	if (edata == NULL)
+		return;
+	if (l.custom_id != NULL)
+		set_item(t, l.custom_id, "errored", edata->message);
+	else
+		elog(WARNING, "claude: a result line of Message Batch %s could not be read: %s",
+			 current_id, edata->message);
 }
 
 /* Every line written: totals, and the batch is done. */

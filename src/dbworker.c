@@ -29,6 +29,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -335,6 +336,38 @@ claude_spi_run(const char *sql, int nargs, Oid *types, Datum *values, int expect
 
 	if (ret != expect)
 		elog(ERROR, "claude: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
+}
+
+/*
+ * Run fn(arg) in a subtransaction of its own: NULL when it succeeded, else
+ * its error (the subtransaction rolled back), in the caller's context, so
+ * that one row's failure is recorded and the others go on.
+ */
+ErrorData *
+claude_subxact(void (*fn) (void *arg), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
 }
 
 void

@@ -20,7 +20,6 @@
 #include <math.h>
 
 #include "access/xact.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
@@ -263,20 +262,6 @@ claude_update_by_pk(Oid relid, const char *target, const char *pkjson, text *val
 	return (int64) SPI_processed;
 }
 
-/* The owner of a table, whose automation its triggers are; invalid if gone. */
-Oid
-claude_table_owner(Oid relid)
-{
-	HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tp))
-		return InvalidOid;
-	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
-	ReleaseSysCache(tp);
-	return owner;
-}
-
 /* Write a reply back by primary key; the job is done either way. */
 static void
 write_back(Job *job, text *completion)
@@ -284,7 +269,7 @@ write_back(Job *job, text *completion)
 	Datum		id = Int64GetDatum(job->id);
 	Oid			idtype = INT8OID;
 
-	Oid			owner = claude_table_owner(job->relid);
+	Oid			owner = claude_rel_owner(job->relid);
 
 	/* the trigger is the table owner's automation: write with its rights */
 	if (OidIsValid(owner))
@@ -292,46 +277,43 @@ write_back(Job *job, text *completion)
 	claude_spi_run(psprintf("DELETE FROM %s WHERE id = $1", jobs_table), 1, &idtype, &id, SPI_OK_DELETE);
 }
 
+typedef struct JobOutcome
+{
+	Job		   *job;
+	text	   *completion;
+	const char *error;
+	const ClaudeResult *result;
+} JobOutcome;
+
+static void
+record_outcome(void *arg)
+{
+	JobOutcome *o = arg;
+
+	if (o->completion)
+		write_back(o->job, o->completion);
+	else
+		set_failed_or_retry(o->job, o->error,
+							o->result == NULL || claude_result_retryable(o->result));
+}
+
 /* A job's request is over: record its outcome in a subtransaction. */
 static void
 job_done(void *arg, int64 tag, text *completion, const char *error,
 		 const ClaudeResult *result)
 {
-	Job		   *job = inflight[tag];
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	JobOutcome	o = {inflight[tag], completion, error, result};
+	ErrorData  *edata;
 
 	inflight[tag] = NULL;
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		if (completion)
-			write_back(job, completion);
-		else
-			set_failed_or_retry(job, error, result == NULL || claude_result_retryable(result));
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		Datum		values[2];
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		values[0] = Int64GetDatum(job->id);
-		values[1] = CStringGetTextDatum(claude_redact(edata->message, 0));
+	if ((edata = claude_subxact(record_outcome, &o)) != NULL)
 		claude_spi_run(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
-						 "WHERE id = $1", jobs_table), 2, (Oid[]) {INT8OID, TEXTOID}, values,
-				SPI_OK_UPDATE);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	pfree(job->target);
-	pfree(job->pk);
-	pfree(job);
+								"WHERE id = $1", jobs_table), 2, (Oid[]) {INT8OID, TEXTOID},
+					   (Datum[]) {Int64GetDatum(o.job->id),
+			CStringGetTextDatum(claude_redact(edata->message, 0))}, SPI_OK_UPDATE);
+	pfree(o.job->target);
+	pfree(o.job->pk);
+	pfree(o.job);
 }
 
 /* Claim due jobs up to the jobs_pipe's room and send them. */

@@ -10,6 +10,5 @@ extern bool claude_jobs_step(void);
 extern void claude_jobs_reset(void);
 extern int64 claude_update_by_pk(Oid relid, const char *target, const char *pkjson,
 								 text *value, Oid role);
-extern Oid	claude_table_owner(Oid relid);
 
 #endif

@@ -197,7 +197,8 @@ slot_to_freelist(int i)
 	SpinLockAcquire(&claude_shared->mutex);
 	freelist[claude_shared->nfree++] = i;
 	SpinLockRelease(&claude_shared->mutex);
-	ConditionVariableSignal(&claude_shared->slot_freed);
+	/* all: a bulk waiter may not take what a single call may */
+	ConditionVariableBroadcast(&claude_shared->slot_freed);
 }
 
 static void

@@ -206,9 +206,10 @@ submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 
 /*
  * Queue a request for the HTTP worker and return its slot, or -1 when no
- * slot is free and not CLAUDE_SUBMIT_WAIT.  max_tokens > 0 marks a request that draws from
- * the token limits: max_tokens output tokens, and input tokens estimated
- * at four bytes of body each (corrected from the reply's usage).
+ * slot is free and flags lack CLAUDE_SUBMIT_WAIT.  max_tokens > 0 marks a
+ * request that draws from the token limits: max_tokens output tokens, and
+ * input tokens estimated at four bytes of body each (corrected from the
+ * reply's usage).
  */
 int
 claude_request_submit(ClaudeMethod method, const char *path,

@@ -14,8 +14,10 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_class.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/syscache.h"
 
 #include "security.h"
 
@@ -56,4 +58,18 @@ claude_unbecome(ClaudeRoleSwitch *s)
 {
 	claude_unpin_search_path(s->nest);
 	SetUserIdAndSecContext(s->save_user, s->save_sec);
+}
+
+/* The owner of a relation (invalid if it is gone), from the syscache. */
+Oid
+claude_rel_owner(Oid relid)
+{
+	HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tp))
+		return InvalidOid;
+	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+	ReleaseSysCache(tp);
+	return owner;
 }

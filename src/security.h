@@ -21,5 +21,6 @@ extern int	claude_pin_search_path(void);
 extern void claude_unpin_search_path(int nest);
 extern void claude_become(ClaudeRoleSwitch *s, Oid role, bool restricted);
 extern void claude_unbecome(ClaudeRoleSwitch *s);
+extern Oid	claude_rel_owner(Oid relid);
 
 #endif

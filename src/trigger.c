@@ -120,16 +120,17 @@ primary_key_json(Relation rel, HeapTuple tuple)
  * values computed beforehand and no expression of the user's inside.
  */
 static void
-queue_job(TriggerData *td, HeapTuple tuple, const char *body)
+queue_job(TriggerData *td, HeapTuple tuple, const char *body, Oid nsp)
 {
 	Oid			types[5] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID};
 	Datum		values[5];
-	Oid			nsp;
-	Oid			owner;
+	Oid			jobs = get_relname_relid("claude_jobs", nsp);
+	Oid			owner = claude_rel_owner(jobs);
 	ClaudeRoleSwitch as_owner;
 
-	if (!claude_extension_find(&nsp, &owner))
-		elog(ERROR, "claude_enrich_trigger: the extension claude is not installed");
+	/* made by CREATE EXTENSION: its owner is the extension's */
+	if (!OidIsValid(owner))
+		elog(ERROR, "claude_enrich_trigger: claude_jobs is missing");
 	values[0] = ObjectIdGetDatum(RelationGetRelid(td->tg_relation));
 	values[1] = CStringGetTextDatum(primary_key_json(td->tg_relation, tuple));
 	values[2] = CStringGetTextDatum(td->tg_trigger->tgargs[0]);
@@ -232,7 +233,7 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 		tuple = SPI_copytuple(tuple);
 	}
 	else
-		queue_job(td, tuple, body);
+		queue_job(td, tuple, body, claude_extension_schema(fcinfo));
 	SPI_finish();
 	return PointerGetDatum(tuple);
 }

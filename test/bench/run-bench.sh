@@ -324,8 +324,10 @@ if [ "${1:-}" = "--inner" ]; then
 	}
 	declare -a ALONE_MS BESIDE_MS
 	for i in $(seq 5); do ALONE_MS[i]=$(single_ms); done
+	FAIR_PIDS=()
 	for s in 1 2; do
 		"${PSQL[@]}" -c "SET ROLE bench_bulk" -c "SELECT count(*) FROM claude_complete_many(array(SELECT 'fair $s ' || i || ' ' || random() FROM generate_series(1, $FAIR_N) i))" >/dev/null &
+		FAIR_PIDS+=($!)
 	done
 	wait_sql "SELECT in_flight + queued > 200 FROM claude_stats" t 100
 	for i in $(seq 5); do
@@ -333,7 +335,7 @@ if [ "${1:-}" = "--inner" ]; then
 		sleep 0.3
 	done
 	FAIR_BACKLOG=$("${PSQL[@]}" -c "SELECT in_flight + queued FROM claude_stats")
-	wait || die "bulk sessions failed"
+	wait "${FAIR_PIDS[@]}" || die "bulk sessions failed"
 	curl -sSf -X POST -d '{"latency_ms": 0}' "http://127.0.0.1:$CPORT/config" >/dev/null
 	FAIR_ALONE=$(median "${ALONE_MS[@]}")
 	FAIR_BESIDE=$(median "${BESIDE_MS[@]}")
