@@ -101,11 +101,17 @@ claude_batch_lock_tag(LOCKTAG *tag, int64 local_id)
 						 (uint32) local_id, LOCKTAG_CLAUDE_BATCH);
 }
 
-/* The API's view of a batch (a MessageBatch object) into its row. */
+/* The API's view of a batch (a MessageBatch object, UTF-8) into its row. */
 void
 claude_batch_record_state(const ClaudeBatchTables *t, int64 local_id,
 						  const char *batch_json)
 {
+	char	   *server = claude_utf8_to_server(batch_json, strlen(batch_json));
+
+	if (server == NULL)
+		ereport(ERROR,
+				(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
+				 errmsg("the Claude API sent a Message Batch the database encoding cannot hold")));
 	claude_spi_run(psprintf("UPDATE %s SET id = coalesce(r->>'id', id), "
 							"status = r->>'processing_status', "
 							"processing = (r->'request_counts'->>'processing')::int, "
@@ -119,7 +125,7 @@ claude_batch_record_state(const ClaudeBatchTables *t, int64 local_id,
 							"polled_at = now(), error = NULL "
 							"FROM (SELECT $2::jsonb AS r) s WHERE local_id = $1", t->batches),
 				   2, (Oid[]) {INT8OID, TEXTOID},
-				   (Datum[]) {Int64GetDatum(local_id), CStringGetTextDatum(batch_json)},
+				   (Datum[]) {Int64GetDatum(local_id), CStringGetTextDatum(server)},
 				   SPI_OK_UPDATE);
 }
 

@@ -7,6 +7,8 @@
  */
 #include "postgres.h"
 
+#include "mb/pg_wchar.h"
+
 #include "errors.h"
 #include "json.h"
 #include "secret.h"
@@ -70,6 +72,22 @@ request_detail(const ClaudeResult *result, const char *extra)
 	return buf.data;
 }
 
+/*
+ * A text of the server's, decoded to UTF-8, fit for the database: as it is
+ * in a UTF-8 database when valid, else its printable ASCII with '?' for
+ * the rest (never a conversion error instead of the API's message).
+ */
+static char *
+readable(StringInfo s)
+{
+	if (GetDatabaseEncoding() == PG_UTF8 && pg_verify_mbstr(PG_UTF8, s->data, s->len, true))
+		return s->data;
+	for (int i = 0; i < s->len; i++)
+		if ((unsigned char) s->data[i] >= 0x80 || (unsigned char) s->data[i] < 0x20)
+			s->data[i] = '?';
+	return s->data;
+}
+
 static bool
 describe_failure(const ClaudeResult *result, const char *body,
 				 ClaudeFailure *failure)
@@ -104,26 +122,36 @@ describe_failure(const ClaudeResult *result, const char *body,
 			failure->message = psprintf("claude HTTP worker error: %s",
 										result->message);
 			return true;
+		case CLAUDE_TE_REPLY:
+			failure->sqlerrcode = CLAUDE_ERRCODE_BAD_RESPONSE;
+			failure->message = psprintf("the Claude API sent a reply that could not be read: %s",
+										result->message);
+			failure->detail = request_detail(result, NULL);
+			return true;
 	}
 
 	if (result->http_status >= 200 && result->http_status < 300)
 		return false;
 
 	{
-		Jsonb	   *reply = body ? claude_json_parse(body, strlen(body)) : NULL;
-		JsonbContainer *err = reply ?
-			claude_json_get_container(&reply->root, "error", false) : NULL;
-		char	   *type = err ? claude_json_get_string(err, "type") : NULL;
-		char	   *msg = err ? claude_json_get_string(err, "message") : NULL;
+		StringInfoData type;
+		StringInfoData msg;
 
-		/* redacted whole, then cut: a cut key would no longer be found */
-		msg = claude_redact(msg, MAX_API_MESSAGE);
-		type = claude_redact(type, 100);
+		initStringInfo(&type);
+		initStringInfo(&msg);
+		if (body)
+			claude_reply_error(body, strlen(body), &type, &msg);
 		failure->sqlerrcode = errcode_for_status(result->http_status);
-		failure->message = psprintf("Claude API error %d %s: %s",
-									result->http_status,
-									type ? type : "http_error",
-									msg ? msg : "(no error message in the reply)");
+		if (result->http_status >= 300 && result->http_status < 400)
+			failure->message = psprintf("Claude API redirect %d not followed",
+										result->http_status);
+		else
+			/* redacted whole, then cut: a cut key would no longer be found */
+			failure->message = psprintf("Claude API error %d %s: %s",
+										result->http_status,
+										type.len ? claude_redact(readable(&type), 100) : "http_error",
+										msg.len ? claude_redact(readable(&msg), MAX_API_MESSAGE) :
+										"(no error message in the reply)");
 		failure->detail = request_detail(result, NULL);
 		failure->hint = hint_for_status(result->http_status);
 	}
@@ -174,6 +202,7 @@ claude_result_retryable(const ClaudeResult *result)
 	int			status = result->http_status;
 
 	if (result->transport != CLAUDE_TE_NONE)
-		return result->transport != CLAUDE_TE_INTERNAL;
+		return result->transport != CLAUDE_TE_INTERNAL &&
+			result->transport != CLAUDE_TE_REPLY;
 	return status == 408 || status == 409 || status == 429 || status >= 500;
 }

@@ -10,29 +10,45 @@
 #include "utils/fmgrprotos.h"
 
 #include "json.h"
+#include "request.h"
 
-static JsonLexContext *
-make_lexer(const char *json, Size len, int encoding, bool need_escapes)
-{
-#if PG_VERSION_NUM >= 160000
-	return makeJsonLexContextCstringLen(NULL, (char *) json, len, encoding,
-										need_escapes);
-#else
-	return makeJsonLexContextCstringLen((char *) json, len, encoding,
-										need_escapes);
-#endif
-}
-
-/* The parsed text as jsonb, or NULL if it is not valid JSON. */
+/*
+ * A reply (UTF-8, as it came) as jsonb in the database's encoding, or NULL
+ * if it is not JSON, nests too deep, or holds what jsonb or the database's
+ * encoding cannot (\u0000, a character with no equivalent): a bad reply,
+ * whoever reads it, never an error of another class.
+ */
 Jsonb *
 claude_json_parse(const char *text, Size len)
 {
-	JsonLexContext *lex = make_lexer(text, len, GetDatabaseEncoding(), false);
+	char	   *server;
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile result = NULL;
 
-	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+	if (!claude_json_scan(text, len, NULL, NULL) ||
+		(server = claude_utf8_to_server(text, len)) == NULL)
 		return NULL;
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-											  CStringGetDatum(pnstrdup(text, len))));
+	PG_TRY();
+	{
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(server)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* only what the text itself caused; a cancel goes on */
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_UNTRANSLATABLE_CHARACTER &&
+			edata->sqlerrcode != ERRCODE_CHARACTER_NOT_IN_REPERTOIRE &&
+			edata->sqlerrcode != ERRCODE_INVALID_TEXT_REPRESENTATION &&
+			edata->sqlerrcode != ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE &&
+			edata->sqlerrcode != ERRCODE_PROGRAM_LIMIT_EXCEEDED)
+			PG_RE_THROW();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	return result;
 }
 
 JsonbValue *
@@ -67,236 +83,90 @@ claude_json_get_container(JsonbContainer *obj, const char *key, bool array)
 	return c;
 }
 
-/*
- * Reading the text of a Messages reply in one pass of the JSON parser,
- * without building jsonb: claude_complete's hot path.
- */
-#if PG_VERSION_NUM >= 160000
-#define SEM_RETURN JsonParseErrorType
-#define SEM_OK return JSON_SUCCESS
-#else
-#define SEM_RETURN void
-#define SEM_OK return
-#endif
+/* ---- the text of a Messages reply: claude_complete's hot path ---- */
 
-typedef struct ReplyTextState
+typedef struct ReplyText
 {
-	int			depth;			/* objects and arrays open */
-	bool		root_content;	/* the root field being read is "content" */
-	int			content_depth;	/* depth of the content array, 0 if outside */
-	const char *block_field;	/* field being read in a content block */
-	bool		block_is_text;
-	char	   *block_text;
-	StringInfo	out;
-	bool		found;
-} ReplyTextState;
+	StringInfo	out;			/* UTF-8 */
+	bool		found;			/* a content array */
+	bool		bad;			/* a text block whose text is no string */
+	int			block;			/* the block being read */
+	bool		is_text;		/* its type is "text" */
+	const char *text;			/* its text, undecoded */
+	int			text_len;
+} ReplyText;
 
-#define IN_BLOCK(st) ((st)->content_depth > 0 && (st)->depth == (st)->content_depth + 1)
-
-static SEM_RETURN
-rt_object_start(void *state)
+static void
+end_block(ReplyText *st)
 {
-	ReplyTextState *st = state;
+	if (st->is_text && st->text != NULL)
+		st->bad |= !claude_json_unescape(st->text, st->text_len, st->out);
+	else if (st->is_text)
+		st->bad = true;
+	st->is_text = false;
+	st->text = NULL;
+}
 
-	st->depth++;
-	if (IN_BLOCK(st))
+static void
+text_found(void *arg, const ClaudeJsonKey *path, int depth, const char *tok, int len,
+		   bool string)
+{
+	ReplyText  *st = arg;
+
+	if (depth < 1 || !claude_json_key_is(&path[0], "content"))
+		return;
+	if (depth == 1)
 	{
-		st->block_is_text = false;
-		st->block_text = NULL;
-		st->block_field = NULL;
+		st->bad = true;			/* content is no array */
+		return;
 	}
-	SEM_OK;
-}
-
-static SEM_RETURN
-rt_object_end(void *state)
-{
-	ReplyTextState *st = state;
-
-	if (IN_BLOCK(st) && st->block_is_text && st->block_text)
-		appendStringInfoString(st->out, st->block_text);
-	st->depth--;
-	SEM_OK;
-}
-
-static SEM_RETURN
-rt_array_start(void *state)
-{
-	ReplyTextState *st = state;
-
-	st->depth++;
-	if (st->depth == 2 && st->root_content && st->content_depth == 0)
+	st->found = true;
+	if (path[1].key != NULL)
+		st->bad = true;			/* content is an object */
+	if (depth != 3)
+		return;
+	if (path[1].index != st->block)
 	{
-		st->content_depth = st->depth;
-		st->found = true;
+		end_block(st);
+		st->block = path[1].index;
 	}
-	SEM_OK;
-}
-
-static SEM_RETURN
-rt_array_end(void *state)
-{
-	ReplyTextState *st = state;
-
-	if (st->depth == st->content_depth)
-		st->content_depth = 0;
-	st->depth--;
-	SEM_OK;
-}
-
-static SEM_RETURN
-rt_field_start(void *state, char *fname, bool isnull)
-{
-	ReplyTextState *st = state;
-
-	if (st->depth == 1)
-		st->root_content = (strcmp(fname, "content") == 0);
-	else if (IN_BLOCK(st))
-		st->block_field = fname;
-	SEM_OK;
-}
-
-static SEM_RETURN
-rt_scalar(void *state, char *token, JsonTokenType tokentype)
-{
-	ReplyTextState *st = state;
-
-	if (!IN_BLOCK(st) || st->block_field == NULL || tokentype != JSON_TOKEN_STRING)
-		SEM_OK;
-	if (strcmp(st->block_field, "type") == 0)
-		st->block_is_text = (strcmp(token, "text") == 0);
-	else if (strcmp(st->block_field, "text") == 0)
-		st->block_text = token;
-	SEM_OK;
+	if (claude_json_key_is(&path[2], "type"))
+		st->is_text = string && len == 4 && memcmp(tok, "text", 4) == 0;
+	else if (claude_json_key_is(&path[2], "text"))
+	{
+		if (string)
+			st->text = tok, st->text_len = len;
+		else
+			st->bad = true;
+	}
 }
 
 /*
- * Append the concatenated text blocks of a Messages reply to out.  Returns
- * false if the reply is not valid JSON or has no top-level content array.
+ * The concatenated text blocks of a Messages reply (UTF-8, as it came), in
+ * the database's encoding, appended to out.  False when it is not a reply:
+ * not JSON, no content array or an empty one, a text block whose text is
+ * not a string, or text the database's encoding cannot hold.  Never raises.
  */
 bool
 claude_reply_text(const char *json, Size len, StringInfo out)
 {
-	JsonLexContext *lex;
-	JsonSemAction sem;
-	ReplyTextState st;
+	StringInfoData utf8;
+	ReplyText	st;
+	char	   *server;
 
+	initStringInfo(&utf8);
 	memset(&st, 0, sizeof(st));
-	st.out = out;
-	memset(&sem, 0, sizeof(sem));
-	sem.semstate = &st;
-	sem.object_start = rt_object_start;
-	sem.object_end = rt_object_end;
-	sem.array_start = rt_array_start;
-	sem.array_end = rt_array_end;
-	sem.object_field_start = rt_field_start;
-	sem.scalar = rt_scalar;
-
-	lex = make_lexer(json, len, GetDatabaseEncoding(), true);
-	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
+	st.out = &utf8;
+	if (!claude_json_scan(json, len, text_found, &st))
 		return false;
-	return st.found;
-}
-
-/* ---- usage of a reply: rate limits, statistics and costs ---- */
-
-typedef struct UsageState
-{
-	int			depth;
-	bool		in_usage;
-	bool		in_creation;	/* usage.cache_creation */
-	const char *field;
-	ClaudeUsage *usage;
-	bool		found;
-} UsageState;
-
-static SEM_RETURN
-us_object_start(void *state)
-{
-	UsageState *st = state;
-
-	st->depth++;
-	SEM_OK;
-}
-
-static SEM_RETURN
-us_object_end(void *state)
-{
-	UsageState *st = state;
-
-	if (st->depth == 2)
-		st->in_usage = false;
-	if (st->depth == 3)
-		st->in_creation = false;
-	st->depth--;
-	SEM_OK;
-}
-
-static SEM_RETURN
-us_field_start(void *state, char *fname, bool isnull)
-{
-	UsageState *st = state;
-
-	if (st->depth == 1)
-	{
-		st->in_usage = (strcmp(fname, "usage") == 0);
-		st->found |= st->in_usage;
-	}
-	if (st->depth == 2 && st->in_usage)
-		st->in_creation = (strcmp(fname, "cache_creation") == 0);
-	st->field = (st->in_usage && (st->depth == 2 || (st->depth == 3 && st->in_creation))) ?
-		fname : NULL;
-	SEM_OK;
-}
-
-static SEM_RETURN
-us_scalar(void *state, char *token, JsonTokenType tokentype)
-{
-	UsageState *st = state;
-	ClaudeUsage *u = st->usage;
-	double		v;
-
-	if (st->field == NULL || tokentype != JSON_TOKEN_NUMBER)
-		SEM_OK;
-	v = strtod(token, NULL);
-	if (st->depth == 3)
-	{
-		if (strcmp(st->field, "ephemeral_1h_input_tokens") == 0)
-			u->cache_write_1h += v;
-	}
-	else if (strcmp(st->field, "input_tokens") == 0)
-		u->input += v;
-	else if (strcmp(st->field, "cache_creation_input_tokens") == 0)
-		u->cache_write += v;
-	else if (strcmp(st->field, "cache_read_input_tokens") == 0)
-		u->cache_read += v;
-	else if (strcmp(st->field, "output_tokens") == 0)
-		u->output += v;
-	SEM_OK;
-}
-
-/*
- * The "usage" object of a reply: input, output, cache write (of which 1 h)
- * and cache read tokens.  Never raises: it runs in the HTTP worker.
- */
-bool
-claude_reply_usage(const char *json, Size len, ClaudeUsage *usage)
-{
-	JsonLexContext *lex;
-	JsonSemAction sem;
-	UsageState	st;
-
-	memset(&st, 0, sizeof(st));
-	memset(usage, 0, sizeof(*usage));
-	memset(&sem, 0, sizeof(sem));
-	st.usage = usage;
-	sem.semstate = &st;
-	sem.object_start = us_object_start;
-	sem.object_end = us_object_end;
-	sem.object_field_start = us_field_start;
-	sem.scalar = us_scalar;
-	lex = make_lexer(json, len, PG_UTF8, true);
-	return pg_parse_json(lex, &sem) == JSON_SUCCESS && st.found;
+	end_block(&st);
+	/* an empty content array has no element: found stays false */
+	if (!st.found || st.bad ||
+		!pg_verify_mbstr(PG_UTF8, utf8.data, utf8.len, true) ||
+		(server = claude_utf8_to_server(utf8.data, utf8.len)) == NULL)
+		return false;
+	appendStringInfoString(out, server);
+	return true;
 }
 
 /*

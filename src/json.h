@@ -24,7 +24,26 @@ typedef struct ClaudeUsage
 	double		cache_read;
 } ClaudeUsage;
 
+/* jsonscan.c: reading what a server sent without ever raising */
+#define CLAUDE_JSON_MAX_DEPTH	1000
+#define CLAUDE_MAX_TOKENS		1e9	/* larger token counts are not believed */
+
+typedef struct ClaudeJsonKey
+{
+	const char *key;			/* undecoded, in the text; NULL in an array */
+	int			len;
+	int			index;			/* in an array: the element's position */
+} ClaudeJsonKey;
+
+typedef void (*ClaudeJsonFound) (void *arg, const ClaudeJsonKey *path, int depth,
+								 const char *token, int len, bool string);
+
+extern bool claude_json_scan(const char *json, Size len, ClaudeJsonFound found, void *arg);
+extern bool claude_json_key_is(const ClaudeJsonKey *k, const char *name);
+extern bool claude_json_unescape(const char *s, int len, StringInfo out);
 extern bool claude_reply_usage(const char *json, Size len, ClaudeUsage *usage);
+extern void claude_reply_error(const char *json, Size len, StringInfo type,
+							   StringInfo message);
 extern double claude_usage_cost(const ClaudeUsage *u, double price_in, double price_out,
 								bool batch);
 

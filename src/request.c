@@ -6,6 +6,7 @@
 
 #include <math.h>
 
+#include "catalog/namespace.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
@@ -132,6 +133,7 @@ claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
 	memset(req, 0, sizeof(*req));
 	req->method = method;
 	req->timeout_ms = claude_request_timeout;
+	req->max_reply = claude_max_reply_size;
 	req->max_retries = claude_max_retries;
 	req->url = psprintf("%.*s%s", baselen, base, path);
 	req->api_key = claude_resolve_api_key();
@@ -243,8 +245,10 @@ claude_request_create(const char *path, const char *input_file, Size size)
 }
 
 /*
- * The reply of a finished request in the server encoding (NULL if none),
- * and the slot given back.  Does not raise for a failed request.
+ * The reply of a finished request as it came, UTF-8 (NULL if none), and the
+ * slot given back.  Never raises for what a server sent: a reply that is
+ * not valid UTF-8 (or holds a NUL byte) is a failed request (CL002).  Those
+ * who read it convert what they take of it with claude_utf8_to_server.
  */
 char *
 claude_request_collect(int slot, ClaudeResult *result)
@@ -253,7 +257,43 @@ claude_request_collect(int slot, ClaudeResult *result)
 
 	if (response == NULL)
 		return NULL;
-	return pg_any_to_server(response, strlen(response), PG_UTF8);
+	if (!pg_verify_mbstr(PG_UTF8, response, result->body_len, true))
+	{
+		pfree(response);
+		result->transport = CLAUDE_TE_REPLY;
+		strlcpy(result->message, "the reply is not valid UTF-8", sizeof(result->message));
+		return NULL;
+	}
+	return response;
+}
+
+/*
+ * UTF-8 text in the database's encoding, or NULL when a character has no
+ * equivalent there.  Never raises.  A SQL_ASCII database takes the bytes
+ * as they are.
+ */
+char *
+claude_utf8_to_server(const char *s, Size len)
+{
+	int			enc = GetDatabaseEncoding();
+	Oid			proc;
+	Size		size;
+	char	   *out;
+
+	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
+		return pnstrdup(s, len);
+	proc = FindDefaultConversionProc(PG_UTF8, enc);
+	size = len * MAX_CONVERSION_GROWTH + 1;
+	if (!OidIsValid(proc) || len > INT_MAX / MAX_CONVERSION_GROWTH)
+		return NULL;
+	out = palloc_extended(size, MCXT_ALLOC_HUGE);
+	if (pg_do_encoding_conversion_buf(proc, PG_UTF8, enc, (unsigned char *) s, (int) len,
+									  (unsigned char *) out, (int) size, true) < (int) len)
+	{
+		pfree(out);
+		return NULL;
+	}
+	return out;
 }
 
 /* One request, start to finish: the reply, or the request's error. */

@@ -23,6 +23,7 @@ typedef struct ClaudeRequest
 {
 	ClaudeMethod method;
 	int			timeout_ms;
+	Size		max_reply;		/* bytes of body kept in memory, at most */
 	int			max_retries;
 	bool		not_idempotent; /* no retry after a transport error */
 	double		input_tokens;	/* estimate, for the rate limits */
@@ -62,6 +63,7 @@ extern int	claude_request_submit(ClaudeMethod method, const char *path,
 extern int	claude_request_download(const char *path, const char *output_file);
 extern int	claude_request_create(const char *path, const char *input_file, Size size);
 extern char *claude_request_collect(int slot, ClaudeResult *result);
+extern char *claude_utf8_to_server(const char *s, Size len);
 extern char *claude_http_call(ClaudeMethod method, const char *path,
 							  const char *body, Size body_len, int max_tokens,
 							  struct ClaudeCacheCall *cache, ClaudeResult *result);

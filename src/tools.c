@@ -11,6 +11,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include <ctype.h>
 #include <limits.h>
 
@@ -28,6 +30,9 @@
 #include "guc.h"
 #include "json.h"
 #include "request.h"
+
+/* claude_models() follows at most this many pages */
+#define MAX_MODEL_PAGES 100
 
 PG_FUNCTION_INFO_V1(claude_extract);
 PG_FUNCTION_INFO_V1(claude_classify);
@@ -215,6 +220,7 @@ claude_classify(PG_FUNCTION_ARGS)
 Datum
 claude_count_tokens(PG_FUNCTION_ARGS)
 {
+	double		tokens;
 	ClaudeCompleteArgs args;
 	StringInfoData req;
 	char	   *body;
@@ -250,8 +256,12 @@ claude_count_tokens(PG_FUNCTION_ARGS)
 	count = reply ? claude_json_get(&reply->root, "input_tokens") : NULL;
 	if (count == NULL || count->type != jbvNumeric)
 		claude_bad_reply(&result);
-	PG_RETURN_INT32(DatumGetInt32(DirectFunctionCall1(numeric_int4,
-													  NumericGetDatum(count->val.numeric))));
+	/* a count: a whole number from 0, nothing else is believed */
+	tokens = strtod(DatumGetCString(DirectFunctionCall1(numeric_out,
+														NumericGetDatum(count->val.numeric))), NULL);
+	if (!(tokens >= 0 && tokens <= CLAUDE_MAX_TOKENS) || tokens != floor(tokens))
+		claude_bad_reply(&result);
+	PG_RETURN_INT32((int32) tokens);
 }
 
 /* claude_models(): every model the key may use, following the pages. */
@@ -261,6 +271,8 @@ claude_models(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *after = NULL;
 	bool		more = true;
+	List	   *seen = NIL;		/* every last_id so far */
+	ListCell   *lc;
 
 	InitMaterializedSRF(fcinfo, 0);
 	claude_require_shared();
@@ -317,9 +329,13 @@ claude_models(PG_FUNCTION_ARGS)
 		}
 		has_more = claude_json_get(&reply->root, "has_more");
 		last = claude_json_get_string(&reply->root, "last_id");
-		/* a page that does not move on ends the list */
-		more = has_more && has_more->type == jbvBool && has_more->val.boolean && last && n > 0 &&
-			(after == NULL || strcmp(after, last) != 0);
+		/* a page that does not move on, or comes back, ends the list */
+		more = has_more && has_more->type == jbvBool && has_more->val.boolean && last && n > 0;
+		foreach(lc, seen)
+			if (more && strcmp((char *) lfirst(lc), last) == 0)
+				more = false;
+		seen = lappend(seen, last);
+		more = more && list_length(seen) < MAX_MODEL_PAGES;
 		after = last;
 	}
 	return (Datum) 0;
