@@ -113,6 +113,7 @@ static void
 unlink_transfer(Transfer *t)
 {
 	dlist_delete(&t->node);
+	t->node.prev = t->node.next = NULL;	/* detached (see claude_dispatch_fail) */
 	if (t->state == XFER_RUNNING)
 		nrunning--;
 }
@@ -162,6 +163,9 @@ account(Transfer *t, int http_status, bool transport_error, bool cancelled)
 	const ClaudeUsage *u = t->have_usage ? &t->usage : NULL;
 	double		cost = u ? claude_usage_cost(u, t->req.price_in, t->req.price_out, false) : -1;
 
+	if (t->accounted)
+		return;
+	t->accounted = true;
 	claude_stats_done(http_status, transport_error, cancelled,
 					  (double) (GetCurrentTimestamp() - t->created) / 1000.0, u, cost);
 	if (t->req.output_tokens > 0)
@@ -223,8 +227,9 @@ set_message(ClaudeResult *r, CURLcode code, Transfer *t)
 	}
 	else if (t->too_large)
 	{
-		r->transport = CLAUDE_TE_INTERNAL;
-		snprintf(r->message, sizeof(r->message), "reply too large");
+		r->transport = CLAUDE_TE_REPLY;
+		snprintf(r->message, sizeof(r->message),
+				 "the reply is larger than claude.max_reply_size (%zu bytes)", t->req.max_reply);
 	}
 	else
 	{
@@ -280,6 +285,33 @@ finish(Transfer *t, CURLcode code, long status)
 	free(t->body);
 	t->body = NULL;
 	unlink_transfer(t);
+	t->finished = true;
+	claude_slot_finish(t->slot, &r);
+}
+
+/*
+ * Fail a request whose handling raised, wherever it got to: unless its
+ * slot has a result, it gets this one (CL002), and the worker goes on.
+ */
+void
+claude_dispatch_fail(Transfer *t, const char *why)
+{
+	ClaudeResult r;
+
+	if (t->finished)
+		return;
+	if (t->node.next != NULL)
+		unlink_transfer(t);
+	claude_http_end(t);
+	free(t->body);
+	t->body = NULL;
+	account(t, 0, true, false);
+	memset(&r, 0, sizeof(r));
+	r.body = InvalidDsaPointer;
+	r.transport = CLAUDE_TE_REPLY;
+	r.attempts = t->attempts;
+	strlcpy(r.message, why, sizeof(r.message));
+	t->finished = true;
 	claude_slot_finish(t->slot, &r);
 }
 

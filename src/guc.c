@@ -29,6 +29,7 @@ int			claude_max_retries = 3;
 bool		claude_cache_enabled = true;
 int			claude_cache_ttl = 0;
 int			claude_cache_scope = CLAUDE_CACHE_SCOPE_ROLE;
+int			claude_max_reply_size = 64 * 1024 * 1024;
 int			claude_max_connections = 16;
 int			claude_max_requests = 1024;
 int			claude_requests_per_minute = 0;
@@ -129,6 +130,10 @@ claude_define_gucs(void)
 							 "Who is served a cached reply: the role that paid for it (role), or every role of the database (database).",
 							 NULL, &claude_cache_scope, CLAUDE_CACHE_SCOPE_ROLE, cache_scope_options,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("claude.max_reply_size",
+							"Largest reply accepted; a larger one fails as it arrives, never buffered whole.",
+							NULL, &claude_max_reply_size, 64 * 1024 * 1024, 1024, INT_MAX,
+							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	DefineCustomIntVariable("claude.requests_per_minute",
 							"Requests per minute for the whole server; 0 means no limit.",
 							NULL, &claude_requests_per_minute, 0, 0, INT_MAX,

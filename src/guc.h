@@ -18,6 +18,7 @@ extern int	claude_max_retries;
 extern bool claude_cache_enabled;
 extern int	claude_cache_ttl;
 extern int	claude_cache_scope;
+extern int	claude_max_reply_size;
 extern int	claude_max_connections;
 extern int	claude_max_requests;
 extern int	claude_requests_per_minute;

@@ -22,7 +22,6 @@
 #include "queue.h"
 #include "transfer.h"
 
-#define MAX_RESPONSE_BYTES	((size_t) 1 << 30)
 #define EPOLL_BATCH 64
 
 static CURLM *multi = NULL;
@@ -161,6 +160,12 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 		if (status >= 200 && status < 300)
 			return write_output(t, data, n);
 	}
+	/* past claude.max_reply_size the transfer ends, nothing more is kept */
+	if (t->body_len + n > t->req.max_reply)
+	{
+		t->too_large = true;
+		return 0;
+	}
 	if (t->body_len + n > t->body_cap)
 	{
 		size_t		cap = Max(t->body_cap * 2, 16384);
@@ -168,8 +173,8 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 
 		while (cap < t->body_len + n)
 			cap *= 2;
-		if (cap > MAX_RESPONSE_BYTES ||
-			(grown = realloc(t->body, cap)) == NULL)
+		cap = Min(cap, t->req.max_reply);
+		if ((grown = realloc(t->body, cap)) == NULL)
 		{
 			t->too_large = true;
 			return 0;
@@ -395,7 +400,12 @@ claude_http_begin(Transfer *t)
 	}
 	curl_easy_setopt(e, CURLOPT_SHARE, share);
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
-	curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+	/*
+	 * Wait to multiplex only on a server known to multiplex: on a cold pool
+	 * every request would wait on the first connection, and on one request
+	 * that never gets its headers.
+	 */
+	curl_easy_setopt(e, CURLOPT_PIPEWAIT, multiplexing ? 1L : 0L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (req->ca_file && req->ca_file[0])
@@ -431,6 +441,30 @@ claude_http_begin(Transfer *t)
 	return true;
 }
 
+/*
+ * Hand an attempt's outcome to the queue.  Nothing a server sends may stop
+ * the worker: should handling this reply raise anyway (a defect), that one
+ * request fails and every other goes on.
+ */
+static void
+attempt_done(Transfer *t, CURLcode code, long status)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		claude_dispatch_attempt_done(t, code, status);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		claude_dispatch_fail(t, "the HTTP worker could not handle the reply");
+	}
+	PG_END_TRY();
+}
+
 static void
 collect_done(void)
 {
@@ -453,7 +487,7 @@ collect_done(void)
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_HTTP_VERSION, &version);
 			multiplexing = version == CURL_HTTP_VERSION_2_0;
 		}
-		claude_dispatch_attempt_done(t, msg->data.result, status);
+		attempt_done(t, msg->data.result, status);
 	}
 }
 

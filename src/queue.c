@@ -42,6 +42,9 @@ static bool callbacks_registered = false;
 
 static void claude_slot_abandon(int slot);
 
+/* replies this large leave the DSA area trimmed after them */
+#define DSA_TRIM_BYTES	(1024 * 1024)
+
 /* how long a queued request waits for a missing worker before failing */
 #define WORKER_ABSENT_LIMIT_MS	10000
 
@@ -414,6 +417,9 @@ claude_slot_take(int slot, ClaudeResult *result)
 	}
 	result->body = InvalidDsaPointer;
 	free_slot_memory(s);
+	/* give a large reply's memory back to the system, not to the next one */
+	if (result->body_len > DSA_TRIM_BYTES)
+		dsa_trim(claude_area());
 	forget_owned(slot);
 	slot_to_freelist(slot);
 	return body;

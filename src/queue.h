@@ -34,7 +34,8 @@ typedef enum ClaudeTransportError
 	CLAUDE_TE_CONNECT,			/* DNS, TCP, TLS, reset, truncated reply */
 	CLAUDE_TE_TIMEOUT,			/* claude.request_timeout elapsed */
 	CLAUDE_TE_WORKER,			/* the HTTP worker exited or is missing */
-	CLAUDE_TE_INTERNAL			/* out of memory and the like */
+	CLAUDE_TE_INTERNAL,			/* out of memory and the like */
+	CLAUDE_TE_REPLY				/* a reply the worker could not handle */
 } ClaudeTransportError;
 
 typedef struct ClaudeResult

@@ -23,6 +23,10 @@
 #include "queue.h"
 #include "ratelimit.h"
 
+/* what a server's headers may claim, at most */
+#define SERVER_RESET_MAX_MS		(60 * 1000)
+#define SERVER_COUNT_MAX		1e12
+
 typedef struct Bucket
 {
 	int			per_minute;		/* 0: no limit */
@@ -100,6 +104,8 @@ claude_limits_configure(int rpm, int itpm, int otpm)
 		if (b->per_minute > 0)
 			b->level = Min(b->level, capacity(b));
 	}
+	/* whatever a server said, a reload or a new worker starts afresh */
+	limits->paused_until = 0;
 	SpinLockRelease(&limits->mutex);
 }
 
@@ -139,20 +145,26 @@ claude_limits_admit(const ClaudeCost *cost, TimestampTz now)
 	return (long) ceil(wait_us / 1000.0);
 }
 
+/*
+ * Correct a bucket by what a reply says was used: never above full, and
+ * never owing more than a minute of the limit, whatever the reply said.
+ */
+static void
+settle(Bucket *b, double reserved, double used)
+{
+	if (b->per_minute > 0)
+		b->level = Max(-(double) b->per_minute,
+					   Min(capacity(b), b->level + reserved - used));
+}
+
 /* Correct a reservation with what the reply says was used. */
 void
 claude_limits_settle(const ClaudeCost *reserved, double input_used,
 					 double output_used)
 {
 	SpinLockAcquire(&limits->mutex);
-	if (limits->buckets[1].per_minute > 0)
-		limits->buckets[1].level = Min(capacity(&limits->buckets[1]),
-									   limits->buckets[1].level +
-									   reserved->input_tokens - input_used);
-	if (limits->buckets[2].per_minute > 0)
-		limits->buckets[2].level = Min(capacity(&limits->buckets[2]),
-									   limits->buckets[2].level +
-									   reserved->output_tokens - output_used);
+	settle(&limits->buckets[1], reserved->input_tokens, input_used);
+	settle(&limits->buckets[2], reserved->output_tokens, output_used);
 	SpinLockRelease(&limits->mutex);
 }
 
@@ -174,8 +186,10 @@ next_unit_at(double limit, double remaining, TimestampTz reset, TimestampTz now)
 {
 	if (remaining >= 1 || reset <= now)
 		return 0;
+	/* per-minute limits: a reset further ahead is not believed */
+	reset = Min(reset, TimestampTzPlusMilliseconds(now, SERVER_RESET_MAX_MS));
 	if (limit > remaining)
-		return now + (TimestampTz) ((reset - now) * (1 - remaining) / (limit - remaining));
+		return Min(reset, now + (TimestampTz) ((reset - now) * (1 - remaining) / (limit - remaining)));
 	return reset;
 }
 
@@ -249,6 +263,18 @@ parse_rfc3339(const char *s)
 	return result - (TimestampTz) tz * USECS_PER_SEC + (TimestampTz) (frac * USECS_PER_SEC);
 }
 
+/* A count in a header: finite, from 0 to a bound; else -1 (unknown). */
+static double
+header_count(const char *value)
+{
+	char	   *end;
+	double		v = strtod(value, &end);
+
+	if (end == value || !(v >= 0 && v <= SERVER_COUNT_MAX))
+		return -1;
+	return v;
+}
+
 /* Record an anthropic-ratelimit-* header; returns false for other headers. */
 bool
 claude_server_limits_header(ClaudeServerLimits *server, const char *name,
@@ -272,9 +298,9 @@ claude_server_limits_header(ClaudeServerLimits *server, const char *name,
 		what = name + klen + 1;
 		namelen -= klen + 1;
 		if (namelen == 5 && pg_strncasecmp(what, "limit", 5) == 0)
-			server->limit[i] = strtod(value, NULL);
+			server->limit[i] = header_count(value);
 		else if (namelen == 9 && pg_strncasecmp(what, "remaining", 9) == 0)
-			server->remaining[i] = strtod(value, NULL);
+			server->remaining[i] = header_count(value);
 		else if (namelen == 5 && pg_strncasecmp(what, "reset", 5) == 0)
 			server->reset[i] = parse_rfc3339(value);
 		return true;

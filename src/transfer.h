@@ -28,6 +28,8 @@ typedef struct Transfer
 {
 	int			slot;
 	TransferState state;
+	bool		accounted;		/* its statistics and usage are counted */
+	bool		finished;		/* its slot has its result */
 	ClaudeRequest req;			/* points into the packed request */
 	ClaudeCost	cost;
 	int			attempts;
@@ -66,5 +68,6 @@ extern bool claude_http_multiplexing(void);
 
 /* dispatch.c */
 extern void claude_dispatch_attempt_done(Transfer *t, CURLcode code, long status);
+extern void claude_dispatch_fail(Transfer *t, const char *why);
 
 #endif
