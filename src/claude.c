@@ -79,4 +79,5 @@ _PG_init(void)
 	shmem_startup_hook = claude_shmem_startup;
 
 	claude_register_http_worker();
+	claude_dbwork_install_hooks();
 }

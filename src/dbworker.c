@@ -12,6 +12,8 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "executor/spi.h"
@@ -48,6 +50,8 @@
 #define IDLE_EXIT_MS	30000
 #define START_RETRY_MS	10000
 #define USAGE_FLUSH_MS	5000
+#define RELEASE_WAIT_MS	5000
+#define RELEASE_HOLD_MS	10000
 
 typedef struct DbSlot
 {
@@ -55,6 +59,7 @@ typedef struct DbSlot
 	pid_t		pid;			/* its worker, 0 if none */
 	Latch	   *latch;
 	TimestampTz start_requested;	/* 0 unless a start is pending */
+	TimestampTz held_until;		/* no worker before (see claude_dbwork_release) */
 	dsa_pointer head;
 	dsa_pointer tail;
 } DbSlot;
@@ -198,7 +203,7 @@ claude_dbwork_enqueue(Oid dbid, dsa_pointer rec)
 			s->head = rec;
 		s->tail = rec;
 		latch = s->latch;
-		if (s->pid == 0 &&
+		if (s->pid == 0 && now >= s->held_until &&
 			(s->start_requested == 0 ||
 			 TimestampDifferenceExceeds(s->start_requested, now, START_RETRY_MS)))
 		{
@@ -227,7 +232,7 @@ claude_dbwork_ensure_running(void)
 
 		SpinLockAcquire(&dbwork->mutex);
 		if (dbwork->slots[i].dbid != InvalidOid && dbwork->slots[i].pid == 0 &&
-			DsaPointerIsValid(dbwork->slots[i].head) &&
+			DsaPointerIsValid(dbwork->slots[i].head) && now >= dbwork->slots[i].held_until &&
 			(dbwork->slots[i].start_requested == 0 ||
 			 TimestampDifferenceExceeds(dbwork->slots[i].start_requested, now,
 										START_RETRY_MS)))
@@ -238,6 +243,78 @@ claude_dbwork_ensure_running(void)
 		SpinLockRelease(&dbwork->mutex);
 		if (OidIsValid(dbid))
 			start_worker(i, dbid);
+	}
+}
+
+/* The slot of a database, or -1. */
+static int
+slot_of(Oid dbid)
+{
+	for (int i = 0; i < CLAUDE_MAX_DATABASES; i++)
+		if (dbwork->slots[i].dbid == dbid)
+			return i;
+	return -1;
+}
+
+/*
+ * Before a command that needs a database to itself (DROP DATABASE, ALTER
+ * DATABASE ... SET TABLESPACE or RENAME, CREATE DATABASE ... TEMPLATE):
+ * ask its worker to leave, start none for a while, and wait (cancellably,
+ * a few seconds at most) until it is gone.  Its queued work stays queued.
+ */
+void
+claude_dbwork_release(Oid dbid)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RELEASE_WAIT_MS);
+
+	for (;;)
+	{
+		int			i;
+		pid_t		pid = 0;
+
+		SpinLockAcquire(&dbwork->mutex);
+		if ((i = slot_of(dbid)) >= 0)
+		{
+			dbwork->slots[i].held_until =
+				TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RELEASE_HOLD_MS);
+			pid = dbwork->slots[i].pid;
+		}
+		SpinLockRelease(&dbwork->mutex);
+		if (pid == 0 || GetCurrentTimestamp() >= deadline)
+			return;
+		(void) kill(pid, SIGTERM);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* After DROP DATABASE: its queued work has nowhere to go. */
+void
+claude_dbwork_forget(Oid dbid)
+{
+	dsa_pointer dp = InvalidDsaPointer;
+	int			i;
+
+	SpinLockAcquire(&dbwork->mutex);
+	if ((i = slot_of(dbid)) >= 0 && dbwork->slots[i].pid == 0)
+	{
+		dp = dbwork->slots[i].head;
+		dbwork->slots[i].head = dbwork->slots[i].tail = InvalidDsaPointer;
+		dbwork->slots[i].dbid = InvalidOid;
+		dbwork->slots[i].held_until = 0;
+	}
+	SpinLockRelease(&dbwork->mutex);
+	while (DsaPointerIsValid(dp))
+	{
+		ClaudeDbRecord *rec = dsa_get_address(claude_area(), dp);
+		dsa_pointer next = rec->next;
+
+		if (rec->kind == DBREC_CACHE_WRITE)
+			claude_cache_release_lead(dbid, rec->key, rec->lead);
+		dsa_free(claude_area(), dp);
+		dp = next;
 	}
 }
 

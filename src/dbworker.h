@@ -40,6 +40,9 @@ extern dsa_pointer claude_dbwork_record(ClaudeDbRecordKind kind,
 										ClaudeDbRecord **rec);
 extern bool claude_dbwork_enqueue(Oid dbid, dsa_pointer rec);
 extern void claude_dbwork_ensure_running(void);
+extern void claude_dbwork_release(Oid dbid);
+extern void claude_dbwork_forget(Oid dbid);
+extern void claude_dbwork_install_hooks(void);
 extern void claude_jobs_kick(Oid dbid);
 extern void claude_dbwork_scan_databases(void);
 extern void claude_dbwork_xact_begin(void);

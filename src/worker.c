@@ -12,6 +12,7 @@
 
 #include "access/xlog.h"
 #include "miscadmin.h"
+#include "storage/procsignal.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -135,6 +136,9 @@ claude_http_worker_main(Datum arg)
 				sockets_ready = true;
 		}
 
+		/* as every process must: DROP DATABASE waits for this */
+		if (ProcSignalBarrierPending)
+			ProcessProcSignalBarrier();
 		if (ShutdownRequestPending)
 			proc_exit(1);
 		if (ConfigReloadPending)
