@@ -35,6 +35,8 @@ SET claude.ca_file = '/tmp/ca.pem';
 SET claude.proxy = 'http://evil.example.com:3128';
 SET claude.anthropic_version = '2099-01-01';
 SET claude.cache_ttl = 5;
+SET claude.cache_scope = 'database';
+SET claude.max_reply_size = '1GB';
 -- user-level settings are fine
 SET claude.default_model = 'claude-haiku-4-5';
 SET claude.request_timeout = '30s';

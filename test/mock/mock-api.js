@@ -93,6 +93,7 @@ const config = {
     rpm: null,
     ratelimit_headers: null,
     batch_delay_ms: 1000,
+    hang_handshakes: 0,         // the next N connections never get a ServerHello
     models_page_size: null,     // a server may return fewer models than asked
 };
 
@@ -673,6 +674,8 @@ function applyFault(ctx, f) {
             const body = f.body !== undefined ? String(f.body) : successBody(ctx, 'truncated reply from the mock server');
             return doTruncate(ctx, f.status || 200, body, h);
         }
+        if (f.body_base64 !== undefined)     // raw bytes, valid UTF-8 or not
+            return send(ctx, f.status || 200, Buffer.from(String(f.body_base64), 'base64'), h);
         if (f.body !== undefined)
             return send(ctx, f.status || 200, typeof f.body === 'string' ? f.body : JSON.stringify(f.body), h);
         if (f.status)
@@ -1373,6 +1376,23 @@ if ('timeout' in api)
 if (opts.http2)
     api.setTimeout(0);
 
+// Before TLS sees a new connection: hold it, unread, to hang its handshake
+// (TLS's own listener never gets it; the socket stays open until the
+// client gives up).
+const tlsListeners = api.listeners('connection');
+const heldSockets = new Set();
+api.removeAllListeners('connection');
+api.on('connection', (sock) => {
+    if (config.hang_handshakes > 0) {
+        config.hang_handshakes--;
+        heldSockets.add(sock);
+        sock.on('error', noop);
+        sock.once('close', () => heldSockets.delete(sock));
+        return;
+    }
+    for (const l of tlsListeners)
+        l.call(api, sock);
+});
 api.on('connection', (sock) => {
     stats.tcp_connections++;
     openConnections++;
@@ -1420,7 +1440,7 @@ api.on('error', (e) => {
 // (/reset also forgets all message batches and sets batch_delay_ms back to 1000)
 
 const FAULT_KEYS = new Set(['status', 'error_type', 'message', 'retry_after', 'retry_after_ms', 'should_retry',
-    'headers', 'delay_ms', 'hang', 'reset', 'malformed', 'truncate', 'body', 'count']);
+    'headers', 'delay_ms', 'hang', 'reset', 'malformed', 'truncate', 'body', 'body_base64', 'count']);
 
 function checkFault(f) {
     if (!isObj(f))
@@ -1441,7 +1461,8 @@ function checkFault(f) {
 function controlConfig(c) {
     if (!isObj(c))
         throw new Error('config must be an object');
-    const known = new Set(['latency_ms', 'keys', 'rpm', 'ratelimit_headers', 'batch_delay_ms', 'models_page_size']);
+    const known = new Set(['latency_ms', 'keys', 'rpm', 'ratelimit_headers', 'batch_delay_ms', 'models_page_size',
+        'hang_handshakes']);
     for (const k of Object.keys(c))
         if (!known.has(k))
             throw new Error(`unknown config field: ${k}`);
@@ -1480,10 +1501,16 @@ function controlConfig(c) {
         !(Number.isInteger(c.models_page_size) && c.models_page_size >= 1))
         throw new Error('models_page_size must be an integer >= 1 or null');
 
+    if (c.hang_handshakes !== undefined &&
+        !(Number.isInteger(c.hang_handshakes) && c.hang_handshakes >= 0))
+        throw new Error('hang_handshakes must be an integer >= 0');
+
     if (c.batch_delay_ms !== undefined)
         config.batch_delay_ms = c.batch_delay_ms === null ? 1000 : c.batch_delay_ms;
     if (c.models_page_size !== undefined)
         config.models_page_size = c.models_page_size;
+    if (c.hang_handshakes !== undefined)
+        config.hang_handshakes = c.hang_handshakes;
 }
 
 function configView() {
@@ -1494,6 +1521,7 @@ function configView() {
         ratelimit_headers: config.ratelimit_headers,
         batch_delay_ms: config.batch_delay_ms,
         models_page_size: config.models_page_size,
+        hang_handshakes: config.hang_handshakes,
     };
 }
 
@@ -1576,6 +1604,7 @@ function onControl(req, res) {
                     config.ratelimit_headers = null;
                     config.batch_delay_ms = 1000;
                     config.models_page_size = null;
+                    config.hang_handshakes = 0;
                     promptCache.clear();
                     batches = new Map();
                     setRpm(null);
