@@ -398,13 +398,14 @@ add_row(Submission *s, EnrichRow *row)
 	if (claude_cache_begin(s->cache, s->tables.nsp, "/v1/messages", body, len, false,
 						   &call, &hit))
 	{
-		Datum	   *update = palloc((e->npk + 1) * sizeof(Datum));
+		/* a cached reply that does not fit is reported and the row skipped */
+		char	   *why = claude_enrich_write(e, row, claude_jsonb_reply_text(hit));
 
-		update[0] = PointerGetDatum(claude_jsonb_reply_text(hit));
-		memcpy(update + 1, row->pk, e->npk * sizeof(Datum));
-		if (SPI_execute_plan(e->update, update, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "claude_enrich: could not update a row");
-		s->from_cache++;
+		if (why != NULL)
+			ereport(NOTICE,
+					(errmsg("claude_enrich: row %s not filled from the cache: %s", row->key, why)));
+		else
+			s->from_cache++;
 		return;
 	}
 

@@ -650,6 +650,8 @@ claude_db_worker_main(Datum arg)
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
 	/* not the database's default: its owner may have set one for us */
 	SetConfigOption("search_path", CLAUDE_SAFE_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION);
+	/* keys of jobs and batches parse as their sessions printed them */
+	claude_fix_output_settings();
 	work_cxt = AllocSetContextCreate(TopMemoryContext, "claude db worker",
 									 ALLOCSET_DEFAULT_SIZES);
 	if (!RecoveryInProgress())

@@ -36,10 +36,12 @@
 
 #include "api.h"
 #include "bulk.h"
+#include "dbworker.h"
 #include "cache.h"
 #include "enrich.h"
 #include "guc.h"
 #include "progress.h"
+#include "security.h"
 #include "queue.h"
 #include "template.h"
 
@@ -125,8 +127,7 @@ prepare(Enrich *e, const char *target, const char *template_text, bool only_miss
 						 errmsg("permission denied to update column \"%s\" of table %s",
 								target, e->relname),
 						 errdetail("claude_enrich writes the results with the rights of the role that calls it.")));
-			target_type = format_type_extended(att->atttypid, att->atttypmod,
-											   FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
+			target_type = claude_assigned_text("$1", att->atttypid, att->atttypmod);
 		}
 	}
 	if (target_type == NULL)
@@ -196,7 +197,7 @@ prepare(Enrich *e, const char *target, const char *template_text, bool only_miss
 
 		types[0] = TEXTOID;
 		memcpy(types + 1, e->pk_types, e->npk * sizeof(Oid));
-		e->update = SPI_prepare(psprintf("UPDATE %s SET %s = $1::%s WHERE (%s) = (%s)",
+		e->update = SPI_prepare(psprintf("UPDATE %s SET %s = %s WHERE (%s) = (%s)",
 										 qualname, quote_identifier(target), target_type,
 										 pks, param_list(2, e->npk)),
 								e->npk + 1, types);
@@ -222,9 +223,16 @@ claude_enrich_read_rows(Enrich *e)
 {
 	MemoryContext old;
 	int			ret;
+	int			nest;
 	uint64		n;
 	char	  **values = palloc(Max(e->tmpl->ncolumns, 1) * sizeof(char *));
 
+	/*
+	 * Values print the same whatever the session set: keys kept as jsonb
+	 * (batches) parse back in the worker, and prompts (and so cache keys)
+	 * do not depend on DateStyle or extra_float_digits.
+	 */
+	nest = claude_pin_output_settings();
 	ret = e->have_last ? SPI_execute_plan(e->next, e->last, NULL, false, 0)
 		: SPI_execute_plan(e->first, NULL, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
@@ -258,6 +266,7 @@ claude_enrich_read_rows(Enrich *e)
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
+	claude_pop_settings(nest);
 	if (n > 0)
 		e->have_last = true;
 	if (n < (uint64) e->batch_size)
@@ -273,6 +282,47 @@ claude_enrich_free_row(EnrichRow *row)
 		pfree(row->pkjson);
 	pfree(row->pk);
 	pfree(row);
+}
+
+/* One row's UPDATE, for claude_subxact. */
+typedef struct RowWrite
+{
+	Enrich	   *e;
+	EnrichRow  *row;
+	text	   *value;
+	uint64		written;
+} RowWrite;
+
+static void
+write_row(void *arg)
+{
+	RowWrite   *w = arg;
+	Datum	   *values = palloc((w->e->npk + 1) * sizeof(Datum));
+
+	values[0] = PointerGetDatum(w->value);
+	memcpy(values + 1, w->row->pk, w->e->npk * sizeof(Datum));
+	if (SPI_execute_plan(w->e->update, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "claude_enrich: could not update a row");
+	w->written = SPI_processed;
+}
+
+/*
+ * Write a reply to its row, in a subtransaction of its own: a reply that
+ * does not fit the column (too long, not a number, a CHECK) fails this row
+ * alone, with the type's own error.  Returns why nothing was written, or
+ * NULL; a row gone, or hidden from the caller's UPDATE, is not written.
+ */
+char *
+claude_enrich_write(Enrich *e, EnrichRow *row, text *value)
+{
+	RowWrite	w = {e, row, value, 0};
+	ErrorData  *edata = claude_subxact(write_row, &w);
+
+	if (edata != NULL)
+		return edata->message;
+	if (w.written == 0)
+		return "no row was written: it is gone, or row-level security hides it";
+	return NULL;
 }
 
 static void
@@ -291,13 +341,16 @@ row_done(void *arg, int64 tag, text *completion, const char *error,
 	}
 	else
 	{
-		Datum	   *values = palloc((e->npk + 1) * sizeof(Datum));
+		char	   *why = claude_enrich_write(e, row, completion);
 
-		values[0] = PointerGetDatum(completion);
-		memcpy(values + 1, row->pk, e->npk * sizeof(Datum));
-		if (SPI_execute_plan(e->update, values, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "claude_enrich: could not update a row");
-		e->done++;
+		if (why == NULL)
+			e->done++;
+		else
+		{
+			if (e->failed < MAX_REPORTED_FAILURES)
+				appendStringInfo(&e->failures, "\nrow %s: %s", row->key, why);
+			e->failed++;
+		}
 	}
 	e->since_commit++;
 	claude_enrich_free_row(row);

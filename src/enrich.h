@@ -55,6 +55,7 @@ typedef struct Enrich
 
 extern void claude_enrich_read_rows(Enrich *e);
 extern void claude_enrich_free_row(EnrichRow *row);
+extern char *claude_enrich_write(Enrich *e, EnrichRow *row, text *value);
 extern void claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo);
 
 #endif

@@ -186,12 +186,11 @@ update_statement(Oid relid, const char *relname, const char *target, Datum pk)
 	get_atttypetypmodcoll(relid, get_attnum(relid, target),
 						  &target_type, &target_typmod, &target_coll);
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "UPDATE %s SET %s = $1::%s WHERE ",
+	appendStringInfo(&sql, "UPDATE %s SET %s = %s WHERE ",
 					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 												relname),
 					 quote_identifier(target),
-					 format_type_extended(target_type, target_typmod,
-										  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+					 claude_assigned_text("$1", target_type, target_typmod));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -389,6 +388,14 @@ claude_jobs_step(void)
 	{
 		claude_spi_run(psprintf("SELECT 1 FROM %s WHERE status = 'queued' LIMIT 1", jobs_table),
 				0, NULL, NULL, SPI_OK_SELECT);
+		more = SPI_processed > 0;
+	}
+	/* a prepared transaction may hold jobs: look again after COMMIT PREPARED */
+	if (!more)
+	{
+		claude_spi_run("SELECT 1 FROM pg_catalog.pg_prepared_xacts "
+					   "WHERE database OPERATOR(pg_catalog.=) pg_catalog.current_database() LIMIT 1",
+					   0, NULL, NULL, SPI_OK_SELECT);
 		more = SPI_processed > 0;
 	}
 	claude_dbwork_xact_end();

@@ -15,6 +15,9 @@
 #include "postgres.h"
 
 #include "catalog/pg_class.h"
+#include "catalog/pg_type_d.h"
+#include "parser/parse_coerce.h"
+#include "utils/builtins.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/syscache.h"
@@ -34,7 +37,7 @@ claude_pin_search_path(void)
 }
 
 void
-claude_unpin_search_path(int nest)
+claude_pop_settings(int nest)
 {
 	AtEOXact_GUC(false, nest);
 }
@@ -56,7 +59,7 @@ claude_become(ClaudeRoleSwitch *s, Oid role, bool restricted)
 void
 claude_unbecome(ClaudeRoleSwitch *s)
 {
-	claude_unpin_search_path(s->nest);
+	claude_pop_settings(s->nest);
 	SetUserIdAndSecContext(s->save_user, s->save_sec);
 }
 
@@ -72,4 +75,56 @@ claude_rel_owner(Oid relid)
 	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
 	ReleaseSysCache(tp);
 	return owner;
+}
+
+/*
+ * expr (text) as a value of a column of type typid/typmod, with the
+ * assignment semantics of INSERT and UPDATE: a too-long string fails
+ * rather than being cut.  Where text has no assignment cast (numbers,
+ * json), the type's input function converts it and fails on what does
+ * not fit.  Every name is qualified.
+ */
+char *
+claude_assigned_text(const char *expr, Oid typid, int32 typmod)
+{
+	Oid			text_type = TEXTOID;
+
+	if (can_coerce_type(1, &text_type, &typid, COERCION_ASSIGNMENT))
+		return pstrdup(expr);
+	return psprintf("%s::%s", expr,
+					format_type_extended(typid, typmod,
+										 FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+}
+
+/* how values print: fixed wherever a key is printed to be parsed elsewhere */
+static const char *const output_settings[][2] = {
+	{"DateStyle", "ISO, YMD"},
+	{"IntervalStyle", "postgres"},
+	{"extra_float_digits", "3"},
+	{"bytea_output", "hex"},
+};
+
+/*
+ * From here on, values print the same whatever the session set: a primary
+ * key printed by one session (DateStyle = 'SQL, DMY', extra_float_digits =
+ * -10) parses back to the same row in the database worker.  Returns the
+ * nest level to pop with claude_pop_settings.
+ */
+int
+claude_pin_output_settings(void)
+{
+	int			nest = NewGUCNestLevel();
+
+	for (int i = 0; i < lengthof(output_settings); i++)
+		(void) set_config_option(output_settings[i][0], output_settings[i][1],
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+/* The same for a whole process (the database worker), at its start. */
+void
+claude_fix_output_settings(void)
+{
+	for (int i = 0; i < lengthof(output_settings); i++)
+		SetConfigOption(output_settings[i][0], output_settings[i][1], PGC_USERSET, PGC_S_SESSION);
 }

@@ -18,9 +18,12 @@ typedef struct ClaudeRoleSwitch
 } ClaudeRoleSwitch;
 
 extern int	claude_pin_search_path(void);
-extern void claude_unpin_search_path(int nest);
+extern void claude_pop_settings(int nest);
 extern void claude_become(ClaudeRoleSwitch *s, Oid role, bool restricted);
 extern void claude_unbecome(ClaudeRoleSwitch *s);
 extern Oid	claude_rel_owner(Oid relid);
+extern char *claude_assigned_text(const char *expr, Oid typid, int32 typmod);
+extern int	claude_pin_output_settings(void);
+extern void claude_fix_output_settings(void);
 
 #endif

@@ -12,6 +12,9 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+#include <limits.h>
+
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
@@ -21,6 +24,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -44,9 +48,10 @@ static bool callback_registered = false;
 static void
 kick_on_commit(XactEvent event, void *arg)
 {
-	if (event == XACT_EVENT_COMMIT && jobs_queued)
+	/* prepared: the worker watches until COMMIT PREPARED (see jobs.c) */
+	if ((event == XACT_EVENT_COMMIT || event == XACT_EVENT_PREPARE) && jobs_queued)
 		claude_jobs_kick(MyDatabaseId);
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PREPARE || event == XACT_EVENT_ABORT)
 		jobs_queued = false;
 }
 
@@ -76,13 +81,19 @@ static char *
 render(ClaudeTemplate *t, HeapTuple tuple, TupleDesc desc)
 {
 	char	  **values = palloc(Max(t->ncolumns, 1) * sizeof(char *));
+	int			nest = claude_pin_output_settings();	/* as claude_enrich */
 
 	for (int i = 0; i < t->ncolumns; i++)
 		values[i] = SPI_getvalue(tuple, desc, SPI_fnumber(desc, t->columns[i]));
+	claude_pop_settings(nest);
 	return claude_template_render(t, values);
 }
 
-/* {"column": "text value", ...} of the row's primary key. */
+/*
+ * {"column": "text value", ...} of the row's primary key, printed under
+ * fixed settings so that the worker finds the same row whatever this
+ * session's DateStyle or extra_float_digits.
+ */
 static char *
 primary_key_json(Relation rel, HeapTuple tuple)
 {
@@ -90,6 +101,7 @@ primary_key_json(Relation rel, HeapTuple tuple)
 	Oid			pkidx = RelationGetPrimaryKeyIndex(rel);
 	Relation	idx;
 	StringInfoData buf;
+	int			nest;
 
 	if (!OidIsValid(pkidx))
 		ereport(ERROR,
@@ -97,6 +109,7 @@ primary_key_json(Relation rel, HeapTuple tuple)
 				 errmsg("table %s has no primary key", RelationGetRelationName(rel)),
 				 errhint("An AFTER claude_enrich_trigger writes results back by primary key.")));
 	idx = index_open(pkidx, AccessShareLock);
+	nest = claude_pin_output_settings();
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	for (int i = 0; i < idx->rd_index->indnkeyatts; i++)
@@ -110,8 +123,67 @@ primary_key_json(Relation rel, HeapTuple tuple)
 		escape_json(&buf, SPI_getvalue(tuple, desc, attno));
 	}
 	appendStringInfoChar(&buf, '}');
+	claude_pop_settings(nest);
 	index_close(idx, AccessShareLock);
 	return buf.data;
+}
+
+/* A whole number from 1 to INT_MAX, and nothing after it. */
+static bool
+parse_positive(const char *s, int *out)
+{
+	char	   *end;
+	long		v;
+
+	if (!isdigit((unsigned char) *s))
+		return false;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 1 || v > INT_MAX)
+		return false;
+	*out = (int) v;
+	return true;
+}
+
+/* Whether a column has the same value in both tuples (binary equality). */
+static bool
+same_value(HeapTuple a, HeapTuple b, TupleDesc desc, int attno)
+{
+	Form_pg_attribute att = TupleDescAttr(desc, attno - 1);
+	bool		anull;
+	bool		bnull;
+	Datum		av = heap_getattr(a, attno, desc, &anull);
+	Datum		bv = heap_getattr(b, attno, desc, &bnull);
+
+	if (anull || bnull)
+		return anull && bnull;
+	return datumIsEqual(av, bv, att->attbyval, att->attlen);
+}
+
+/*
+ * Whether the row needs a reply.  INSERT: when the target is NULL (a value
+ * the statement gives is kept).  UPDATE: when a column the prompt uses
+ * changed and the statement left the target alone (or set it NULL): a
+ * changed input gets a new reply; an UPDATE of other columns, of the
+ * target itself, or a job's own write-back, gets none.
+ */
+static bool
+wanted(TriggerData *td, ClaudeTemplate *tmpl, int target)
+{
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	HeapTuple	newtup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
+	bool		input_changed = false;
+
+	if (heap_attisnull(newtup, target, desc) == false &&
+		(!TRIGGER_FIRED_BY_UPDATE(td->tg_event) ||
+		 !same_value(td->tg_trigtuple, newtup, desc, target)))
+		return false;
+	if (!TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		return true;
+	for (int i = 0; i < tmpl->ncolumns && !input_changed; i++)
+		input_changed = !same_value(td->tg_trigtuple, newtup, desc,
+									SPI_fnumber(desc, tmpl->columns[i]));
+	return input_changed;
 }
 
 /*
@@ -191,7 +263,7 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 			args.model = opt + 6;
 		else if (strncmp(opt, "system=", 7) == 0 && opt[7])
 			args.system = opt + 7;
-		else if (strncmp(opt, "max_tokens=", 11) == 0 && (args.max_tokens = atoi(opt + 11)) >= 1)
+		else if (strncmp(opt, "max_tokens=", 11) == 0 && parse_positive(opt + 11, &args.max_tokens))
 			continue;
 		else
 			ereport(ERROR,
@@ -199,6 +271,10 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 					 errmsg("claude_enrich_trigger: invalid option \"%s\"", opt),
 					 errhint("Options are 'model=<id>', 'max_tokens=<positive integer>' and 'system=<text>'.")));
 	}
+
+	/* nothing to do: no request, no job (the write-back of a job is such an UPDATE) */
+	if (!wanted(td, tmpl, target))
+		return PointerGetDatum(tuple);
 
 	claude_cache_shared_system(&args);
 	if (SPI_connect() != SPI_OK_CONNECT)
