@@ -52,15 +52,26 @@ SELECT pg_catalog.pg_extension_config_dump('claude_cache', '');
 
 CREATE FUNCTION claude_cache_purge(older_than interval DEFAULT NULL)
 RETURNS bigint
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    n bigint;
+BEGIN
+    -- '-1 day' would mean "everything created before tomorrow"
+    IF older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must not be negative'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'claude_cache_purge(''30 days'') deletes entries created more than 30 days ago.';
+    END IF;
     WITH gone AS (
         DELETE FROM @extschema@.claude_cache
         WHERE expires_at <= now()
            OR created_at < now() - older_than
         RETURNING 1)
-    SELECT count(*) FROM gone
+    SELECT count(*) INTO n FROM gone;
+    RETURN n;
+END
 $$;
 COMMENT ON FUNCTION claude_cache_purge(interval) IS
 'Delete expired cache entries, and those created longer ago than older_than; returns how many';

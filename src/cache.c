@@ -87,6 +87,7 @@ typedef struct PendingHit
 static PendingHit pending[MAX_PENDING_HITS];
 static int	npending = 0;
 static int	owned_lead = -1;
+static SubTransactionId owned_lead_subid;	/* that took it */
 static bool callbacks_registered = false;
 
 Size
@@ -252,6 +253,30 @@ count_hit(Oid nsp, const uint8 *key)
 }
 
 static void
+release_owned_lead(void)
+{
+	LWLockAcquire(cache->lock, LW_EXCLUSIVE);
+	if (cache->entries[owned_lead].leader == MyProcPid)
+		release_entry(owned_lead);
+	LWLockRelease(cache->lock);
+	ConditionVariableBroadcast(&cache->released);
+	owned_lead = -1;
+}
+
+/*
+ * A subtransaction that failed (a PL/pgSQL EXCEPTION block caught the call)
+ * gives back the key it led, or the same request later in the transaction,
+ * and everyone else's, would wait for it.
+ */
+static void
+cache_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && owned_lead >= 0 && owned_lead_subid >= mySubid)
+		release_owned_lead();
+}
+
+static void
 cache_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
@@ -266,13 +291,7 @@ cache_xact_callback(XactEvent event, void *arg)
 				hand_over_hits();
 			if (owned_lead >= 0 && event != XACT_EVENT_COMMIT &&
 				event != XACT_EVENT_PARALLEL_COMMIT)
-			{
-				LWLockAcquire(cache->lock, LW_EXCLUSIVE);
-				if (cache->entries[owned_lead].leader == MyProcPid)
-					release_entry(owned_lead);
-				LWLockRelease(cache->lock);
-				ConditionVariableBroadcast(&cache->released);
-			}
+				release_owned_lead();
 			owned_lead = -1;
 			break;
 		default:
@@ -399,6 +418,7 @@ claude_cache_begin(bool enabled, Oid nsp, const char *path, const char *body,
 	if (!callbacks_registered)
 	{
 		RegisterXactCallback(cache_xact_callback, NULL);
+		RegisterSubXactCallback(cache_subxact_callback, NULL);
 		callbacks_registered = true;
 	}
 	call->nsp = nsp;
@@ -424,6 +444,7 @@ claude_cache_begin(bool enabled, Oid nsp, const char *path, const char *body,
 	if (call->lead < 0)
 		call->lead = -1;
 	owned_lead = call->lead;
+	owned_lead_subid = GetCurrentSubTransactionId();
 	claude_stats_cache(false);
 	return false;
 }

@@ -256,8 +256,12 @@ finish(Transfer *t, CURLcode code, long status)
 	else
 	{
 		r.http_status = (int) status;
-		if (status >= 200 && status < 300)
+		/* a Messages reply only if a caller would take it: never cache garbage */
+		if (status >= 200 && status < 300 &&
+			(t->req.output_tokens == 0 || claude_reply_is_message(t->body, t->body_len)))
 			claude_cache_store(&t->req, t->body, t->body_len);
+		else if (status >= 200 && status < 300 && OidIsValid(t->req.cache_dbid))
+			claude_cache_release_lead(t->req.cache_dbid, t->req.cache_key, t->req.cache_lead);
 		if (t->req.output_file && !claude_http_close_files(t))
 		{
 			r.transport = CLAUDE_TE_INTERNAL;

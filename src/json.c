@@ -87,7 +87,7 @@ claude_json_get_container(JsonbContainer *obj, const char *key, bool array)
 
 typedef struct ReplyText
 {
-	StringInfo	out;			/* UTF-8 */
+	StringInfo	out;			/* UTF-8; NULL: only check */
 	bool		found;			/* a content array */
 	bool		bad;			/* a text block whose text is no string */
 	int			block;			/* the block being read */
@@ -96,10 +96,23 @@ typedef struct ReplyText
 	int			text_len;
 } ReplyText;
 
+/* Whether undecoded JSON string text holds \u0000. */
+static bool
+has_nul_escape(const char *s, int len)
+{
+	for (int i = 0; i + 5 < len; i++)
+		if (s[i] == '\\' && s[i + 1] == 'u' &&
+			strncmp(s + i + 2, "0000", 4) == 0 && (i == 0 || s[i - 1] != '\\'))
+			return true;
+	return false;
+}
+
 static void
 end_block(ReplyText *st)
 {
-	if (st->is_text && st->text != NULL)
+	if (st->is_text && st->text != NULL && st->out == NULL)
+		st->bad |= has_nul_escape(st->text, st->text_len);
+	else if (st->is_text && st->text != NULL)
 		st->bad |= !claude_json_unescape(st->text, st->text_len, st->out);
 	else if (st->is_text)
 		st->bad = true;
@@ -139,6 +152,23 @@ text_found(void *arg, const ClaudeJsonKey *path, int depth, const char *tok, int
 		else
 			st->bad = true;
 	}
+}
+
+/*
+ * Whether a reply (UTF-8) is a Messages response a caller would accept,
+ * read as claude_reply_text does but decoding nothing: only such a reply
+ * is worth caching.  Never raises, allocates nothing: the HTTP worker.
+ */
+bool
+claude_reply_is_message(const char *json, Size len)
+{
+	ReplyText	st;
+
+	memset(&st, 0, sizeof(st));
+	if (!claude_json_scan(json, len, text_found, &st))
+		return false;
+	end_block(&st);
+	return st.found && !st.bad;
 }
 
 /*

@@ -14,6 +14,7 @@ extern char *claude_json_get_string(JsonbContainer *obj, const char *key);
 extern JsonbContainer *claude_json_get_container(JsonbContainer *obj,
 												 const char *key, bool array);
 extern bool claude_reply_text(const char *json, Size len, StringInfo out);
+extern bool claude_reply_is_message(const char *json, Size len);
 /* token counts of a reply */
 typedef struct ClaudeUsage
 {
