@@ -124,6 +124,11 @@ CREATE TABLE claude_jobs (
     target_column name NOT NULL,
     request jsonb NOT NULL,
     role regrole NOT NULL,
+    -- the columns the prompt uses, and the MD5 of their values (printed
+    -- under fixed settings) when queued: the reply is written only to a
+    -- row that still holds them
+    inputs text[] NOT NULL DEFAULT '{}',
+    inputs_md5 text,
     status text NOT NULL DEFAULT 'queued'
         CHECK (status IN ('queued', 'running', 'done', 'failed')),
     attempts int NOT NULL DEFAULT 0,
@@ -159,18 +164,24 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION claude_jobs_retry() IS 'Queue every failed job again; returns how many';
 REVOKE EXECUTE ON FUNCTION claude_jobs_retry() FROM PUBLIC;
 
--- List prices, USD per million tokens.  A row names a model id or an alias
--- that prefixes ids (claude-sonnet-4-5 covers claude-sonnet-4-5-20250929);
--- the longest match wins.  A model with no row costs NULL, not 0.
-CREATE TABLE claude_prices (
+-- Prices, USD per million tokens.  A row names a model id or an alias that
+-- prefixes ids (claude-sonnet-4-5 covers claude-sonnet-4-5-20250929); the
+-- longest match wins.  A model with no row costs NULL, not 0.
+--
+-- claude_prices is what admins read and edit with plain SQL: the list
+-- prices this version ships (claude_list_prices, made by CREATE EXTENSION
+-- and never dumped) with the admins' own rows and edits
+-- (claude_price_overrides, dumped) laid over them.  A dump holds only what
+-- an admin changed, so a restore never meets the shipped rows twice.
+CREATE TABLE claude_list_prices (
     model text PRIMARY KEY,
-    input_usd_per_mtok numeric NOT NULL CHECK (input_usd_per_mtok >= 0),
-    output_usd_per_mtok numeric NOT NULL CHECK (output_usd_per_mtok >= 0),
+    input_usd_per_mtok numeric NOT NULL,
+    output_usd_per_mtok numeric NOT NULL,
     price_date date NOT NULL
 );
-COMMENT ON TABLE claude_prices IS
-'USD per million input and output tokens by model id or alias prefix; cache writes cost 1.25x (5 min) or 2x (1 h) input, cache reads 0.1x, batches 0.5x';
-INSERT INTO claude_prices VALUES
+COMMENT ON TABLE claude_list_prices IS
+'The list prices this version of claude ships; edit claude_prices instead';
+INSERT INTO claude_list_prices VALUES
     ('claude-opus-4-7', 5, 25, '2026-05-06'),
     ('claude-opus-4-6', 5, 25, '2026-05-06'),
     ('claude-opus-4-5', 5, 25, '2026-05-06'),
@@ -182,9 +193,78 @@ INSERT INTO claude_prices VALUES
     ('claude-haiku-4-5', 1, 5, '2026-05-06'),
     ('claude-3-5-haiku', 0.80, 4, '2026-05-06'),
     ('claude-3-haiku', 0.25, 1.25, '2026-05-06');
+GRANT SELECT ON claude_list_prices TO PUBLIC;
+
+-- a row per model an admin added, changed or removed (removed: a list
+-- price that no longer applies)
+CREATE TABLE claude_price_overrides (
+    model text PRIMARY KEY,
+    input_usd_per_mtok numeric CHECK (input_usd_per_mtok >= 0),
+    output_usd_per_mtok numeric CHECK (output_usd_per_mtok >= 0),
+    price_date date,
+    removed boolean NOT NULL DEFAULT false,
+    CHECK (removed OR (input_usd_per_mtok IS NOT NULL AND output_usd_per_mtok IS NOT NULL
+                       AND price_date IS NOT NULL))
+);
+COMMENT ON TABLE claude_price_overrides IS
+'The rows of claude_prices an admin added, changed or removed; edit claude_prices instead';
+GRANT SELECT ON claude_price_overrides TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('claude_price_overrides', '');
+
+CREATE VIEW claude_prices AS
+SELECT model, input_usd_per_mtok, output_usd_per_mtok, price_date
+FROM claude_price_overrides WHERE NOT removed
+UNION ALL
+SELECT l.model, l.input_usd_per_mtok, l.output_usd_per_mtok, l.price_date
+FROM claude_list_prices l
+WHERE NOT EXISTS (SELECT FROM claude_price_overrides o WHERE o.model = l.model);
+COMMENT ON VIEW claude_prices IS
+'USD per million input and output tokens by model id or alias prefix; cache writes cost 1.25x (5 min) or 2x (1 h) input, cache reads 0.1x, batches 0.5x.  Edit it with plain INSERT, UPDATE and DELETE';
 GRANT SELECT ON claude_prices TO PUBLIC;
--- admins keep prices current; their edits are worth a backup
-SELECT pg_catalog.pg_extension_config_dump('claude_prices', '');
+
+-- INSERT, UPDATE and DELETE on claude_prices, as on a table: they run with
+-- the rights of whoever edits (who needs them on claude_price_overrides)
+CREATE FUNCTION claude_prices_edit()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        IF NEW.input_usd_per_mtok IS NULL OR NEW.output_usd_per_mtok IS NULL OR NEW.price_date IS NULL THEN
+            RAISE EXCEPTION 'a price needs input_usd_per_mtok, output_usd_per_mtok and price_date'
+                USING ERRCODE = 'not_null_violation';
+        END IF;
+        IF (TG_OP = 'INSERT' OR NEW.model IS DISTINCT FROM OLD.model)
+           AND EXISTS (SELECT FROM @extschema@.claude_prices p WHERE p.model = NEW.model) THEN
+            RAISE EXCEPTION 'duplicate key value violates unique constraint "claude_prices_pkey"'
+                USING ERRCODE = 'unique_violation', DETAIL = format('Key (model)=(%s) already exists.', NEW.model);
+        END IF;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') AND (TG_OP = 'DELETE' OR NEW.model IS DISTINCT FROM OLD.model) THEN
+        IF EXISTS (SELECT FROM @extschema@.claude_list_prices l WHERE l.model = OLD.model) THEN
+            INSERT INTO @extschema@.claude_price_overrides AS o (model, removed) VALUES (OLD.model, true)
+            ON CONFLICT (model) DO UPDATE SET removed = true, input_usd_per_mtok = NULL,
+                output_usd_per_mtok = NULL, price_date = NULL;
+        ELSE
+            DELETE FROM @extschema@.claude_price_overrides o WHERE o.model = OLD.model;
+        END IF;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO @extschema@.claude_price_overrides AS o
+            (model, input_usd_per_mtok, output_usd_per_mtok, price_date, removed)
+        VALUES (NEW.model, NEW.input_usd_per_mtok, NEW.output_usd_per_mtok, NEW.price_date, false)
+        ON CONFLICT (model) DO UPDATE SET input_usd_per_mtok = excluded.input_usd_per_mtok,
+            output_usd_per_mtok = excluded.output_usd_per_mtok, price_date = excluded.price_date,
+            removed = false;
+        RETURN NEW;
+    END IF;
+    RETURN OLD;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION claude_prices_edit() FROM PUBLIC;
+CREATE TRIGGER claude_prices_edit INSTEAD OF INSERT OR UPDATE OR DELETE ON claude_prices
+    FOR EACH ROW EXECUTE FUNCTION claude_prices_edit();
 
 -- What a reply's usage object cost, from claude_prices; batch work is half price.
 CREATE FUNCTION claude_cost_usd(model text, usage jsonb, batch boolean DEFAULT false)
@@ -402,7 +482,7 @@ LANGUAGE C;
 REVOKE EXECUTE ON FUNCTION claude_config_changed() FROM PUBLIC;
 CREATE TRIGGER claude_budgets_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON claude_budgets
     FOR EACH STATEMENT EXECUTE FUNCTION claude_config_changed();
-CREATE TRIGGER claude_prices_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON claude_prices
+CREATE TRIGGER claude_prices_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON claude_price_overrides
     FOR EACH STATEMENT EXECUTE FUNCTION claude_config_changed();
 
 -- ---- structured output, token counting, models, images ----
@@ -455,3 +535,17 @@ AS 'MODULE_PATHNAME', 'claude_image'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION claude_image(bytea, text) IS
 'A base64 image content block (image/jpeg, png, gif or webp) to put in a claude_messages request';
+
+-- Whoever owns the database may dump and restore it (pg_dump reads the
+-- dumped tables, a restore writes them and sets their sequences): the
+-- database's owner reads and writes the extension's dumped tables.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pg_database_owner') THEN
+        GRANT SELECT, INSERT ON claude_cache, claude_jobs, claude_batches, claude_batch_items,
+            claude_usage_log, claude_budgets, claude_price_overrides TO pg_database_owner;
+        GRANT SELECT, UPDATE, USAGE ON SEQUENCE claude_jobs_id_seq, claude_batches_local_id_seq
+            TO pg_database_owner;
+    END IF;
+END
+$$;
