@@ -251,7 +251,7 @@ write_row_body(void *arg)
 	RowWrite   *w = arg;
 
 	if (claude_update_by_pk(w->target->relid, w->target->column, w->pk, w->completion,
-							w->target->role) <= 0)
+							w->target->role, NULL, NULL) <= 0)
 		w->why = psprintf("no row was written: the row with key %s is gone, or row-level security hides it from role %s",
 						  w->pk, GetUserNameFromId(w->target->role, true));
 }

@@ -53,6 +53,8 @@ typedef struct Job
 	char	   *pk;				/* jsonb text */
 	int			attempts;
 	Oid			role;			/* who queued it, whose budget it uses */
+	char	   *inputs;			/* SQL of its row's inputs as text, or NULL */
+	char	   *inputs_md5;		/* their MD5 when it was queued, or NULL */
 } Job;
 
 static MemoryContext jobs_cxt = NULL;
@@ -131,6 +133,7 @@ static struct
 	Oid			relid;
 	Oid			role;
 	NameData	target;
+	char	   *inputs;			/* the inputs it checks, or NULL */
 	SPIPlanPtr	plan;
 } pk_update;
 
@@ -209,13 +212,16 @@ update_statement(Oid relid, const char *relname, const char *target, Datum pk)
 
 /* Prepared as role: privileges and row security are role's, at plan time too. */
 static SPIPlanPtr
-prepare_update(Oid relid, const char *relname, const char *target, Datum pk, Oid role)
+prepare_update(Oid relid, const char *relname, const char *target, Datum pk, Oid role,
+			   const char *inputs)
 {
 	static bool registered = false;
 	char	   *sql;
 
 	if (pk_update.valid && pk_update.relid == relid && pk_update.role == role &&
-		strcmp(NameStr(pk_update.target), target) == 0)
+		strcmp(NameStr(pk_update.target), target) == 0 &&
+		(inputs == NULL ? pk_update.inputs == NULL :
+		 pk_update.inputs != NULL && strcmp(pk_update.inputs, inputs) == 0))
 		return pk_update.plan;
 	if (!registered)
 	{
@@ -224,13 +230,18 @@ prepare_update(Oid relid, const char *relname, const char *target, Datum pk, Oid
 	}
 	pk_update.valid = false;
 	sql = update_statement(relid, relname, target, pk);
-	pk_update.plan = SPI_prepare(sql, 2, (Oid[]) {TEXTOID, TEXTOID});
+	/* the row must still hold the inputs its reply answers */
+	if (inputs != NULL)
+		sql = psprintf("%s AND pg_catalog.md5(pg_catalog.concat_ws(',', %s)) OPERATOR(pg_catalog.=) $3",
+					   sql, inputs);
+	pk_update.plan = SPI_prepare(sql, 3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID});
 	if (pk_update.plan == NULL)
 		elog(ERROR, "claude: could not prepare the update of %s: %s", relname,
 			 SPI_result_code_string(SPI_result));
 	pk_update.relid = relid;
 	pk_update.role = role;
 	namestrcpy(&pk_update.target, target);
+	pk_update.inputs = inputs ? MemoryContextStrdup(TopTransactionContext, inputs) : NULL;
 	pk_update.valid = true;
 	return pk_update.plan;
 }
@@ -244,7 +255,7 @@ prepare_update(Oid relid, const char *relname, const char *target, Datum pk, Oid
  */
 int64
 claude_update_by_pk(Oid relid, const char *target, const char *pkjson, text *value,
-					Oid role)
+					Oid role, const char *inputs, const char *inputs_md5)
 {
 	char	   *relname = get_rel_name(relid);
 	Datum		pk = CStringGetTextDatum(pkjson);
@@ -254,8 +265,12 @@ claude_update_by_pk(Oid relid, const char *target, const char *pkjson, text *val
 	if (relname == NULL)
 		return -1;
 	claude_become(&as_role, role, true);
-	plan = prepare_update(relid, relname, target, pk, role);
-	if (SPI_execute_plan(plan, (Datum[]) {PointerGetDatum(value), pk}, NULL, false, 0) != SPI_OK_UPDATE)
+	if (inputs_md5 == NULL)
+		inputs = NULL;
+	plan = prepare_update(relid, relname, target, pk, role, inputs);
+	if (SPI_execute_plan(plan, (Datum[]) {PointerGetDatum(value), pk,
+		inputs ? CStringGetTextDatum(inputs_md5) : (Datum) 0},
+						 inputs ? NULL : "  n", false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "claude: could not write a reply back to %s", relname);
 	claude_unbecome(&as_role);
 	return (int64) SPI_processed;
@@ -272,7 +287,8 @@ write_back(Job *job, text *completion)
 
 	/* the trigger is the table owner's automation: write with its rights */
 	if (OidIsValid(owner))
-		(void) claude_update_by_pk(job->relid, job->target, job->pk, completion, owner);
+		(void) claude_update_by_pk(job->relid, job->target, job->pk, completion, owner,
+								   job->inputs, job->inputs_md5);
 	claude_spi_run(psprintf("DELETE FROM %s WHERE id = $1", jobs_table), 1, &idtype, &id, SPI_OK_DELETE);
 }
 
@@ -312,6 +328,10 @@ job_done(void *arg, int64 tag, text *completion, const char *error,
 			CStringGetTextDatum(claude_redact(edata->message, 0))}, SPI_OK_UPDATE);
 	pfree(o.job->target);
 	pfree(o.job->pk);
+	if (o.job->inputs)
+		pfree(o.job->inputs);
+	if (o.job->inputs_md5)
+		pfree(o.job->inputs_md5);
 	pfree(o.job);
 }
 
@@ -331,7 +351,9 @@ claim(void)
 					 "WHERE id IN (SELECT id FROM %s WHERE status = 'queued' AND next_attempt_at <= now() "
 					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
 					 "RETURNING id, relid, target_column, pk::text, attempts, request::text, "
-					 "(request->>'max_tokens')::int, role::oid",
+					 "(request->>'max_tokens')::int, role::oid, inputs_md5, "
+					 "(SELECT string_agg(format('pg_catalog.quote_nullable(%%I::pg_catalog.text)', c), ', ' ORDER BY o) "
+					 "FROM unnest(inputs) WITH ORDINALITY u(c, o))",
 					 jobs_table, jobs_table, room), 0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
 	n = SPI_processed;
 	/* a cache hit is handed back at once, with SPI calls of its own */
@@ -351,6 +373,8 @@ claim(void)
 		job->pk = SPI_getvalue(tup, desc, 4);
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 		job->role = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
+		job->inputs_md5 = SPI_getvalue(tup, desc, 9);
+		job->inputs = SPI_getvalue(tup, desc, 10);
 		MemoryContextSwitchTo(old);
 		while (inflight[tag] != NULL)
 			tag++;

@@ -21,8 +21,10 @@
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
 #include "commands/trigger.h"
+#include "common/md5.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/json.h"
@@ -76,16 +78,31 @@ trigger_error(const char *msg)
 			 errhint("Arguments: (target_column, prompt_template [, 'model=...', 'max_tokens=...', 'system=...']).")));
 }
 
-/* The prompt of a row, from the template and the row's values. */
+/*
+ * The prompt of a row, from the template and the row's values; and in
+ * *inputs the MD5 of those values as the database worker computes them
+ * (claude_inputs_md5_sql), to find the row still asking this when the
+ * reply comes.
+ */
 static char *
-render(ClaudeTemplate *t, HeapTuple tuple, TupleDesc desc)
+render(ClaudeTemplate *t, HeapTuple tuple, TupleDesc desc, char **inputs)
 {
 	char	  **values = palloc(Max(t->ncolumns, 1) * sizeof(char *));
 	int			nest = claude_pin_output_settings();	/* as claude_enrich */
+	StringInfoData all;
+	char		md5[33];
 
+	initStringInfo(&all);
 	for (int i = 0; i < t->ncolumns; i++)
+	{
 		values[i] = SPI_getvalue(tuple, desc, SPI_fnumber(desc, t->columns[i]));
+		appendStringInfo(&all, "%s%s", i > 0 ? "," : "",
+						 values[i] ? quote_literal_cstr(values[i]) : "NULL");
+	}
 	claude_pop_settings(nest);
+	if (!pg_md5_hash(all.data, all.len, md5, &(const char *) {NULL}))
+		elog(ERROR, "claude_enrich_trigger: could not compute an MD5");
+	*inputs = pstrdup(md5);
 	return claude_template_render(t, values);
 }
 
@@ -192,10 +209,12 @@ wanted(TriggerData *td, ClaudeTemplate *tmpl, int target)
  * values computed beforehand and no expression of the user's inside.
  */
 static void
-queue_job(TriggerData *td, HeapTuple tuple, const char *body, Oid nsp)
+queue_job(TriggerData *td, HeapTuple tuple, const char *body, Oid nsp,
+		  ClaudeTemplate *tmpl, const char *inputs_md5)
 {
-	Oid			types[5] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID};
-	Datum		values[5];
+	Oid			types[7] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTARRAYOID, TEXTOID};
+	Datum		values[7];
+	Datum	   *names = palloc(Max(tmpl->ncolumns, 1) * sizeof(Datum));
 	Oid			jobs = get_relname_relid("claude_jobs", nsp);
 	Oid			owner = claude_rel_owner(jobs);
 	ClaudeRoleSwitch as_owner;
@@ -209,11 +228,15 @@ queue_job(TriggerData *td, HeapTuple tuple, const char *body, Oid nsp)
 	values[3] = CStringGetTextDatum(body);
 	/* the job is the inserting role's, whose budget it uses */
 	values[4] = ObjectIdGetDatum(claude_request_owner());
+	for (int i = 0; i < tmpl->ncolumns; i++)
+		names[i] = CStringGetTextDatum(tmpl->columns[i]);
+	values[5] = PointerGetDatum(construct_array(names, tmpl->ncolumns, TEXTOID, -1, false, TYPALIGN_INT));
+	values[6] = CStringGetTextDatum(inputs_md5);
 	claude_become(&as_owner, owner, false);
-	if (SPI_execute_with_args(psprintf("INSERT INTO %s (relid, pk, target_column, request, role) "
-									   "VALUES ($1, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5)",
+	if (SPI_execute_with_args(psprintf("INSERT INTO %s (relid, pk, target_column, request, role, inputs, inputs_md5) "
+									   "VALUES ($1, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5, $6, $7)",
 									   quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs")),
-							  5, types, values, NULL, false, 0) != SPI_OK_INSERT)
+							  7, types, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "claude_enrich_trigger: could not queue a job");
 	claude_unbecome(&as_owner);
 	claude_jobs_kick_on_commit();
@@ -222,6 +245,7 @@ queue_job(TriggerData *td, HeapTuple tuple, const char *body, Oid nsp)
 Datum
 claude_enrich_trigger(PG_FUNCTION_ARGS)
 {
+	char	   *inputs_md5;
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	Trigger    *trig;
 	TupleDesc	desc;
@@ -279,7 +303,7 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 	claude_cache_shared_system(&args);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "claude_enrich_trigger: SPI_connect failed");
-	body = claude_complete_body(&args, render(tmpl, tuple, desc));
+	body = claude_complete_body(&args, render(tmpl, tuple, desc, &inputs_md5));
 
 	if (TRIGGER_FIRED_BEFORE(td->tg_event))
 	{
@@ -309,7 +333,7 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 		tuple = SPI_copytuple(tuple);
 	}
 	else
-		queue_job(td, tuple, body, claude_extension_schema(fcinfo));
+		queue_job(td, tuple, body, claude_extension_schema(fcinfo), tmpl, inputs_md5);
 	SPI_finish();
 	return PointerGetDatum(tuple);
 }
