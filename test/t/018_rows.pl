@@ -37,6 +37,22 @@ is(sql("SELECT string_agg(d || ' ' || summary, ', ' ORDER BY d) FROM by_date"),
 is(sql("SELECT string_agg(k || ' ' || summary, ', ' ORDER BY k) FROM by_float"),
 	'1 S: one, 1.000001 S: one and a bit', 'extra_float_digits = -10: 1.000001 did not overwrite 1');
 
+# keys swapped while their jobs are in flight: neither reply lands on the other row
+sql(q{
+	CREATE TABLE swap (id int PRIMARY KEY, body text, summary text);
+	CREATE TRIGGER f AFTER INSERT ON swap FOR EACH ROW
+	  EXECUTE FUNCTION claude_enrich_trigger('summary', 'Swap: {body}');
+});
+$mock->config({ latency_ms => 1500 });
+sql("INSERT INTO swap VALUES (1, 'apple'), (2, 'pear')");
+ok(wait_until(sub { sql("SELECT count(*) FROM claude_jobs WHERE relid = 'swap'::regclass AND status = 'running'") eq '2' }),
+	'two jobs in flight');
+sql("UPDATE swap SET id = 3 WHERE id = 1; UPDATE swap SET id = 1 WHERE id = 2; UPDATE swap SET id = 2 WHERE id = 3;");
+ok(wait_until(sub { sql("SELECT count(*) FROM claude_jobs WHERE relid = 'swap'::regclass") eq '0' }), 'both jobs end');
+$mock->config({ latency_ms => 0 });
+is(sql("SELECT count(*) FROM swap WHERE summary IS NOT NULL AND summary <> 'Swap: ' || body"), '0',
+	'no reply landed on a row that did not ask it (the keys were swapped)');
+
 # ---- assignment semantics: a reply that does not fit fails its row alone
 sql(q{
 	CREATE TABLE small (id int PRIMARY KEY, body text, label varchar(5), n int);
