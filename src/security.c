@@ -16,9 +16,11 @@
 
 #include "catalog/pg_class.h"
 #include "catalog/pg_type_d.h"
+#include "miscadmin.h"
 #include "parser/parse_coerce.h"
 #include "utils/builtins.h"
-#include "miscadmin.h"
+#include "utils/bytea.h"
+#include "utils/float.h"
 #include "utils/guc.h"
 #include "utils/syscache.h"
 
@@ -39,6 +41,8 @@ claude_pin_search_path(void)
 void
 claude_pop_settings(int nest)
 {
+	if (nest < 0)
+		return;					/* nothing was pinned */
 	AtEOXact_GUC(false, nest);
 }
 
@@ -113,7 +117,13 @@ static const char *const output_settings[][2] = {
 int
 claude_pin_output_settings(void)
 {
-	int			nest = NewGUCNestLevel();
+	int			nest;
+
+	/* the defaults print as the fixed settings do: nothing to pin (hot path) */
+	if (DateStyle == USE_ISO_DATES && IntervalStyle == INTSTYLE_POSTGRES &&
+		extra_float_digits > 0 && bytea_output == BYTEA_OUTPUT_HEX)
+		return -1;
+	nest = NewGUCNestLevel();
 
 	for (int i = 0; i < lengthof(output_settings); i++)
 		(void) set_config_option(output_settings[i][0], output_settings[i][1],
