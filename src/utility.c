@@ -11,6 +11,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "nodes/parsenodes.h"
@@ -52,8 +53,13 @@ database_needed(Node *stmt)
 	}
 	dbid = name ? get_database_oid(name, true) : InvalidOid;
 	/* only for whoever may run the command: nobody else stops the worker */
+#if PG_VERSION_NUM >= 160000
+	if (OidIsValid(dbid) && !object_ownercheck(DatabaseRelationId, dbid, GetUserId()))
+		return InvalidOid;
+#else
 	if (OidIsValid(dbid) && !pg_database_ownercheck(dbid, GetUserId()))
 		return InvalidOid;
+#endif
 	return dbid;
 }
 
