@@ -85,6 +85,17 @@ ok(wait_until(sub { sql("SELECT status FROM claude_jobs WHERE relid = 'small_job
 like(sql("SELECT last_error FROM claude_jobs WHERE relid = 'small_jobs'::regclass"), qr/value too long/,
 	'with the type\'s error, not a cut value');
 is(sql("SELECT label IS NULL FROM small_jobs"), 't', 'and the row keeps NULL');
+# a row the UPDATE does not write (here a trigger skips it) is not counted as filled
+sql(q{
+	CREATE TABLE skipped (id int PRIMARY KEY, body text, summary text);
+	INSERT INTO skipped VALUES (1, 'a'), (2, 'b'), (3, 'c');
+	CREATE FUNCTION skip_two() RETURNS trigger LANGUAGE plpgsql AS
+	  $$ BEGIN IF NEW.id = 2 THEN RETURN NULL; END IF; RETURN NEW; END $$;
+	CREATE TRIGGER skip BEFORE UPDATE ON skipped FOR EACH ROW EXECUTE FUNCTION skip_two();
+});
+($rc, $out, $err) = $node->psql('postgres', "CALL claude_enrich('skipped', 'summary', 'Skip: {body}')");
+like($err, qr/2 rows of skipped filled, 1 failed/, 'an UPDATE that wrote no row counts as failed, not filled');
+like($err, qr/row \(2\): no row was written/, 'and says so for that row');
 my $bad_utf8 = encode_base64('{"type":"message","content":[{"type":"text","text":"bad ' . "\xff" . '"}],'
 	  . '"usage":{"input_tokens":1,"output_tokens":1}}', '');
 sql("CREATE TABLE utf (id int PRIMARY KEY, body text, summary text); INSERT INTO utf SELECT i, 'u' || i FROM generate_series(1, 10) i");
