@@ -96,23 +96,10 @@ typedef struct ReplyText
 	int			text_len;
 } ReplyText;
 
-/* Whether undecoded JSON string text holds \u0000. */
-static bool
-has_nul_escape(const char *s, int len)
-{
-	for (int i = 0; i + 5 < len; i++)
-		if (s[i] == '\\' && s[i + 1] == 'u' &&
-			strncmp(s + i + 2, "0000", 4) == 0 && (i == 0 || s[i - 1] != '\\'))
-			return true;
-	return false;
-}
-
 static void
 end_block(ReplyText *st)
 {
-	if (st->is_text && st->text != NULL && st->out == NULL)
-		st->bad |= has_nul_escape(st->text, st->text_len);
-	else if (st->is_text && st->text != NULL)
+	if (st->is_text && st->text != NULL)
 		st->bad |= !claude_json_unescape(st->text, st->text_len, st->out);
 	else if (st->is_text)
 		st->bad = true;

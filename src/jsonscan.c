@@ -248,7 +248,8 @@ append_utf8(StringInfo out, unsigned int c)
  * Decode a string found by claude_json_scan (well-formed) into UTF-8 bytes:
  * a lone surrogate or \u0000 becomes U+FFFD, and for \u0000 (which no
  * PostgreSQL text can hold) the result is false.  Raw bytes are copied as
- * they are; the caller validates them.
+ * they are; the caller validates them.  With out NULL it only checks, and
+ * allocates nothing (the HTTP worker).
  */
 bool
 claude_json_unescape(const char *s, int len, StringInfo out)
@@ -262,7 +263,9 @@ claude_json_unescape(const char *s, int len, StringInfo out)
 
 		if (*s != '\\')
 		{
-			appendStringInfoChar(out, *s++);
+			if (out)
+				appendStringInfoChar(out, *s);
+			s++;
 			continue;
 		}
 		s++;
@@ -304,7 +307,8 @@ claude_json_unescape(const char *s, int len, StringInfo out)
 				c = (unsigned char) *s;	/* " \ / */
 				break;
 		}
-		append_utf8(out, c);
+		if (out)
+			append_utf8(out, c);
 		s++;
 	}
 	return !nul;
