@@ -82,7 +82,7 @@ prepare(Enrich *e, const char *target, const char *template_text, bool only_miss
 	char	   *qualname;
 	char	  **pk_names;
 	char	   *pks;
-	char	   *target_type = NULL;
+	char	   *assigned = NULL;	/* $1 as the target column takes it */
 	StringInfoData cols;
 	StringInfoData where;
 	const char *lock;
@@ -127,10 +127,10 @@ prepare(Enrich *e, const char *target, const char *template_text, bool only_miss
 						 errmsg("permission denied to update column \"%s\" of table %s",
 								target, e->relname),
 						 errdetail("claude_enrich writes the results with the rights of the role that calls it.")));
-			target_type = claude_assigned_text("$1", att->atttypid, att->atttypmod);
+			assigned = claude_assigned_text("$1", att->atttypid, att->atttypmod);
 		}
 	}
-	if (target_type == NULL)
+	if (assigned == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("column \"%s\" of table %s does not exist", target, e->relname)));
@@ -198,7 +198,7 @@ prepare(Enrich *e, const char *target, const char *template_text, bool only_miss
 		types[0] = TEXTOID;
 		memcpy(types + 1, e->pk_types, e->npk * sizeof(Oid));
 		e->update = SPI_prepare(psprintf("UPDATE %s SET %s = %s WHERE (%s) = (%s)",
-										 qualname, quote_identifier(target), target_type,
+										 qualname, quote_identifier(target), assigned,
 										 pks, param_list(2, e->npk)),
 								e->npk + 1, types);
 	}
@@ -331,26 +331,16 @@ row_done(void *arg, int64 tag, text *completion, const char *error,
 {
 	Enrich	   *e = arg;
 	EnrichRow  *row = e->inflight[tag];
+	const char *why = error ? error : claude_enrich_write(e, row, completion);
 
 	e->inflight[tag] = NULL;
-	if (error)
-	{
-		if (e->failed < MAX_REPORTED_FAILURES)
-			appendStringInfo(&e->failures, "\nrow %s: %s", row->key, error);
-		e->failed++;
-	}
+	if (why == NULL)
+		e->done++;
 	else
 	{
-		char	   *why = claude_enrich_write(e, row, completion);
-
-		if (why == NULL)
-			e->done++;
-		else
-		{
-			if (e->failed < MAX_REPORTED_FAILURES)
-				appendStringInfo(&e->failures, "\nrow %s: %s", row->key, why);
-			e->failed++;
-		}
+		if (e->failed < MAX_REPORTED_FAILURES)
+			appendStringInfo(&e->failures, "\nrow %s: %s", row->key, why);
+		e->failed++;
 	}
 	e->since_commit++;
 	claude_enrich_free_row(row);

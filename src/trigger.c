@@ -78,32 +78,37 @@ trigger_error(const char *msg)
 			 errhint("Arguments: (target_column, prompt_template [, 'model=...', 'max_tokens=...', 'system=...']).")));
 }
 
-/*
- * The prompt of a row, from the template and the row's values; and in
- * *inputs the MD5 of those values as the database worker computes them
- * (claude_inputs_md5_sql), to find the row still asking this when the
- * reply comes.
- */
-static char *
-render(ClaudeTemplate *t, HeapTuple tuple, TupleDesc desc, char **inputs)
+/* The values of the template's columns in a row, printed as claude_enrich prints them. */
+static char **
+input_values(ClaudeTemplate *t, HeapTuple tuple, TupleDesc desc)
 {
 	char	  **values = palloc(Max(t->ncolumns, 1) * sizeof(char *));
-	int			nest = claude_pin_output_settings();	/* as claude_enrich */
+	int			nest = claude_pin_output_settings();
+
+	for (int i = 0; i < t->ncolumns; i++)
+		values[i] = SPI_getvalue(tuple, desc, SPI_fnumber(desc, t->columns[i]));
+	claude_pop_settings(nest);
+	return values;
+}
+
+/*
+ * The MD5 of those values, as the database worker computes it over the row
+ * (jobs.c: md5 of concat_ws(',', quote_nullable(column::text), ...)), to
+ * write a job's reply only to a row that still holds them.
+ */
+static char *
+inputs_md5(ClaudeTemplate *t, char **values)
+{
 	StringInfoData all;
 	char		md5[33];
 
 	initStringInfo(&all);
 	for (int i = 0; i < t->ncolumns; i++)
-	{
-		values[i] = SPI_getvalue(tuple, desc, SPI_fnumber(desc, t->columns[i]));
 		appendStringInfo(&all, "%s%s", i > 0 ? "," : "",
 						 values[i] ? quote_literal_cstr(values[i]) : "NULL");
-	}
-	claude_pop_settings(nest);
 	if (!pg_md5_hash(all.data, all.len, md5, &(const char *) {NULL}))
 		elog(ERROR, "claude_enrich_trigger: could not compute an MD5");
-	*inputs = pstrdup(md5);
-	return claude_template_render(t, values);
+	return pstrdup(md5);
 }
 
 /*
@@ -245,7 +250,6 @@ queue_job(TriggerData *td, HeapTuple tuple, const char *body, Oid nsp,
 Datum
 claude_enrich_trigger(PG_FUNCTION_ARGS)
 {
-	char	   *inputs_md5;
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	Trigger    *trig;
 	TupleDesc	desc;
@@ -253,6 +257,7 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 	int			target;
 	ClaudeTemplate *tmpl;
 	ClaudeCompleteArgs args;
+	char	  **values;
 	char	   *body;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -303,7 +308,8 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 	claude_cache_shared_system(&args);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "claude_enrich_trigger: SPI_connect failed");
-	body = claude_complete_body(&args, render(tmpl, tuple, desc, &inputs_md5));
+	values = input_values(tmpl, tuple, desc);
+	body = claude_complete_body(&args, claude_template_render(tmpl, values));
 
 	if (TRIGGER_FIRED_BEFORE(td->tg_event))
 	{
@@ -333,7 +339,8 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 		tuple = SPI_copytuple(tuple);
 	}
 	else
-		queue_job(td, tuple, body, claude_extension_schema(fcinfo), tmpl, inputs_md5);
+		queue_job(td, tuple, body, claude_extension_schema(fcinfo), tmpl,
+				  inputs_md5(tmpl, values));
 	SPI_finish();
 	return PointerGetDatum(tuple);
 }
