@@ -1,10 +1,9 @@
 # claude: call Anthropic's Claude Messages API from PostgreSQL
 EXTENSION = claude
 MODULE_big = claude
-OBJS = src/claude.o src/guc.o src/secret.o src/queue.o src/request.o \
-       src/json.o src/errors.o src/http.o src/dispatch.o src/ratelimit.o \
-       src/cache.o src/dbworker.o src/worker.o src/api.o src/bulk.o \
-       src/template.o src/progress.o src/enrich.o src/trigger.o src/jobs.o src/batch.o src/batch_poll.o src/stats.o src/usage.o src/tools.o src/security.o src/jsonscan.o src/utility.o
+# one folder per process that runs the code: see README, Architecture
+SRCS = $(sort $(wildcard $(srcdir)/src/*.c $(srcdir)/src/*/*.c))
+OBJS = $(patsubst $(srcdir)/%.c,%.o,$(SRCS))
 DATA = sql/claude--0.1.0.sql
 
 REGRESS = setup complete messages privileges cache bulk triggers stats structured search_path
@@ -40,7 +39,7 @@ bench:
 	bash test/bench/run-bench.sh
 
 # PGXS tracks no header dependencies: a changed struct must rebuild all
-$(OBJS): $(wildcard $(srcdir)/src/*.h)
+$(OBJS): $(wildcard $(srcdir)/src/*/*.h)
 
 print-regress:
 	@echo $(REGRESS)

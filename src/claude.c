@@ -9,16 +9,16 @@
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 
-#include "cache.h"
-#include "dbworker.h"
-#include "guc.h"
-#include "progress.h"
-#include "queue.h"
-#include "ratelimit.h"
-#include "secret.h"
-#include "stats.h"
-#include "usage.h"
-#include "worker.h"
+#include "client/cache.h"
+#include "dbworker/dbworker.h"
+#include "common/guc.h"
+#include "shmem/progress.h"
+#include "shmem/slots.h"
+#include "shmem/ratelimit.h"
+#include "common/secret.h"
+#include "shmem/stats.h"
+#include "client/budget.h"
+#include "httpworker/worker.h"
 
 PG_MODULE_MAGIC;
 

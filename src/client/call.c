@@ -1,0 +1,314 @@
+/*
+ * request.c
+ *		Packing requests for the HTTP worker, and the synchronous call path.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "catalog/namespace.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/memutils.h"
+
+#include "client/cache.h"
+#include "common/errors.h"
+#include "common/guc.h"
+#include "shmem/slots.h"
+#include "client/call.h"
+#include "common/secret.h"
+#include "client/budget.h"
+
+#define PACKED_MAGIC 0x436c6431	/* "Cld1" */
+#define NSTRINGS 8
+
+/*
+ * The request's fixed fields, copied whole, with its strings behind it;
+ * the copy's string pointers are NULL, offsets say where each one is.
+ */
+typedef struct PackedRequest
+{
+	uint32		magic;
+	ClaudeRequest fields;
+	Size		offsets[NSTRINGS];	/* 0 for NULL */
+} PackedRequest;
+
+/* The string fields of a request; the body last (it has a length). */
+static void
+string_fields(ClaudeRequest *r, const char **fields[NSTRINGS])
+{
+	fields[0] = &r->url;
+	fields[1] = &r->api_key;
+	fields[2] = &r->version;
+	fields[3] = &r->ca_file;
+	fields[4] = &r->proxy;
+	fields[5] = &r->input_file;
+	fields[6] = &r->output_file;
+	fields[7] = &r->body;
+}
+
+static dsa_pointer
+claude_request_pack(const ClaudeRequest *req)
+{
+	ClaudeRequest copy = *req;
+	const char **fields[NSTRINGS];
+	const char *strings[NSTRINGS];
+	Size		lengths[NSTRINGS];
+	Size		size = MAXALIGN(sizeof(PackedRequest));
+	dsa_pointer dp;
+	PackedRequest *packed;
+	char	   *p;
+
+	string_fields(&copy, fields);
+	for (int i = 0; i < NSTRINGS; i++)
+	{
+		strings[i] = *fields[i];
+		*fields[i] = NULL;
+		lengths[i] = strings[i] == NULL ? 0 :
+			(i == NSTRINGS - 1 ? req->body_len : strlen(strings[i]));
+		if (strings[i] != NULL)
+			size = add_size(size, lengths[i] + 1);
+	}
+
+	dp = dsa_allocate_extended(claude_area(), size,
+							   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
+	if (!DsaPointerIsValid(dp))
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of shared memory for a request of %zu bytes", size)));
+
+	packed = dsa_get_address(claude_area(), dp);
+	packed->magic = PACKED_MAGIC;
+	packed->fields = copy;
+	p = (char *) packed + MAXALIGN(sizeof(PackedRequest));
+	for (int i = 0; i < NSTRINGS; i++)
+	{
+		if (strings[i] == NULL)
+		{
+			packed->offsets[i] = 0;
+			continue;
+		}
+		packed->offsets[i] = p - (char *) packed;
+		memcpy(p, strings[i], lengths[i]);
+		p[lengths[i]] = '\0';
+		p += lengths[i] + 1;
+	}
+	return dp;
+}
+
+static void
+claude_request_set_reservation(dsa_pointer dp, int32 day)
+{
+	((PackedRequest *) dsa_get_address(claude_area(), dp))->fields.reserved_day = day;
+}
+
+void
+claude_request_unpack(const char *blob, ClaudeRequest *req)
+{
+	const PackedRequest *packed = (const PackedRequest *) blob;
+	const char **fields[NSTRINGS];
+
+	if (packed->magic != PACKED_MAGIC)
+		elog(ERROR, "claude: corrupt request in shared memory");
+	*req = packed->fields;
+	string_fields(req, fields);
+	for (int i = 0; i < NSTRINGS; i++)
+		*fields[i] = packed->offsets[i] ? blob + packed->offsets[i] : NULL;
+}
+
+/*
+ * Fill a request from the calling session's settings.  The key is looked
+ * up now, so an unconfigured key fails before anything is queued.
+ */
+static void
+claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
+							 const char *path, const char *body, Size body_len)
+{
+	const char *base = claude_base_url;
+	int			baselen = strlen(base);
+
+	while (baselen > 0 && base[baselen - 1] == '/')
+		baselen--;
+
+	memset(req, 0, sizeof(*req));
+	req->method = method;
+	req->timeout_ms = claude_request_timeout;
+	req->max_reply = claude_max_reply_size;
+	req->max_retries = claude_max_retries;
+	req->url = psprintf("%.*s%s", baselen, base, path);
+	req->api_key = claude_resolve_api_key();
+	req->version = claude_anthropic_version;
+	req->ca_file = claude_ca_file;
+	req->proxy = claude_proxy;
+	req->body = body;
+	req->body_len = body_len;
+}
+
+static int
+submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
+	   int max_tokens, ClaudeCacheCall *cache, const char *input_file,
+	   const char *output_file, bool not_idempotent, int flags)
+{
+	ClaudeRequest req;
+	char	   *utf8 = NULL;
+	int			slot;
+	dsa_pointer packed;
+	Oid			role = claude_request_owner();
+
+	claude_require_shared();
+	/* Messages requests are priced and come under their role's budget */
+	if (max_tokens > 0)
+		claude_budget_prepare(role);
+	slot = claude_slot_acquire((flags & CLAUDE_SUBMIT_WAIT) != 0,
+							   (flags & CLAUDE_SUBMIT_BULK) != 0);
+	if (slot < 0)
+		return -1;
+	if (body)
+		utf8 = pg_server_to_any(body, body_len, PG_UTF8);
+	claude_request_from_settings(&req, method, path, utf8,
+								 utf8 == NULL ? 0 :
+								 utf8 == body ? body_len : strlen(utf8));
+	req.dbid = MyDatabaseId;
+	req.role = role;
+	req.price_in = req.price_out = -1;
+	req.reserved_day = -1;
+	if (max_tokens > 0)
+	{
+		req.input_tokens = ceil(req.body_len / 4.0);
+		req.output_tokens = max_tokens;
+		claude_price_of(body, body_len, &req.price_in, &req.price_out);
+	}
+	if (input_file)
+	{
+		req.input_file = input_file;
+		req.body_len = body_len;
+	}
+	req.output_file = output_file;
+	req.not_idempotent = not_idempotent;
+	claude_cache_request(cache, &req);
+
+	packed = claude_request_pack(&req);
+	explicit_bzero((char *) req.api_key, strlen(req.api_key));
+	if (max_tokens > 0)
+	{
+		/* last, so that nothing can fail with the reservation held */
+		char	   *why = NULL;
+		int32		day = claude_budget_reserve(role, &why);
+
+		if (day == -2)
+		{
+			dsa_free(claude_area(), packed);
+			claude_budget_refuse(role, why);
+		}
+		claude_request_set_reservation(packed, day);
+	}
+	claude_slot_submit(slot, packed);
+	return slot;
+}
+
+/*
+ * Queue a request for the HTTP worker and return its slot, or -1 when no
+ * slot is free and flags lack CLAUDE_SUBMIT_WAIT.  max_tokens > 0 marks a
+ * request that draws from the token limits: max_tokens output tokens, and
+ * input tokens estimated at four bytes of body each (corrected from the
+ * reply's usage).
+ */
+int
+claude_request_submit(ClaudeMethod method, const char *path,
+					  const char *body, Size body_len, int max_tokens,
+					  ClaudeCacheCall *cache, int flags)
+{
+	return submit(method, path, body, body_len, max_tokens, cache, NULL, NULL, false, flags);
+}
+
+/*
+ * Queue a GET whose successful body the HTTP worker writes to output_file
+ * (relative to the data directory), for replies too large for memory; an
+ * error reply still comes back in the slot.  -1 when no slot is free.
+ */
+int
+claude_request_download(const char *path, const char *output_file)
+{
+	return submit(CLAUDE_GET, path, NULL, 0, 0, NULL, NULL, output_file, false, 0);
+}
+
+/*
+ * Queue a POST that creates something at the API (a batch), its body the
+ * size bytes of input_file (UTF-8, relative to the data directory, read by
+ * the HTTP worker): retried after an error reply, never after a transport
+ * error, which may come after the server acted on it.  Waits for a slot.
+ */
+int
+claude_request_create(const char *path, const char *input_file, Size size)
+{
+	return submit(CLAUDE_POST, path, NULL, size, 0, NULL, input_file, NULL, true, CLAUDE_SUBMIT_WAIT);
+}
+
+/*
+ * The reply of a finished request as it came, UTF-8 (NULL if none), and the
+ * slot given back.  Never raises for what a server sent: a reply that is
+ * not valid UTF-8 (or holds a NUL byte) is a failed request (CL002).  Those
+ * who read it convert what they take of it with claude_utf8_to_server.
+ */
+char *
+claude_request_collect(int slot, ClaudeResult *result)
+{
+	char	   *response = claude_slot_take(slot, result);
+
+	if (response == NULL)
+		return NULL;
+	if (!pg_verify_mbstr(PG_UTF8, response, result->body_len, true))
+	{
+		pfree(response);
+		result->transport = CLAUDE_TE_REPLY;
+		strlcpy(result->message, "the reply is not valid UTF-8", sizeof(result->message));
+		return NULL;
+	}
+	return response;
+}
+
+/*
+ * UTF-8 text in the database's encoding, or NULL when a character has no
+ * equivalent there.  Never raises.  A SQL_ASCII database takes the bytes
+ * as they are.
+ */
+char *
+claude_utf8_to_server(const char *s, Size len)
+{
+	int			enc = GetDatabaseEncoding();
+	Oid			proc;
+	Size		size;
+	char	   *out;
+
+	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
+		return pnstrdup(s, len);
+	proc = FindDefaultConversionProc(PG_UTF8, enc);
+	size = len * MAX_CONVERSION_GROWTH + 1;
+	if (!OidIsValid(proc) || len > INT_MAX / MAX_CONVERSION_GROWTH)
+		return NULL;
+	out = palloc_extended(size, MCXT_ALLOC_HUGE);
+	if (pg_do_encoding_conversion_buf(proc, PG_UTF8, enc, (unsigned char *) s, (int) len,
+									  (unsigned char *) out, (int) size, true) < (int) len)
+	{
+		pfree(out);
+		return NULL;
+	}
+	return out;
+}
+
+/* One request, start to finish: the reply, or the request's error. */
+char *
+claude_http_call(ClaudeMethod method, const char *path,
+				 const char *body, Size body_len, int max_tokens,
+				 ClaudeCacheCall *cache, ClaudeResult *result)
+{
+	int			slot = claude_request_submit(method, path, body, body_len,
+											 max_tokens, cache, CLAUDE_SUBMIT_WAIT);
+	char	   *response;
+
+	claude_slot_wait(slot);
+	response = claude_request_collect(slot, result);
+	claude_check_result(result, response);
+	claude_cache_sent(cache);
+	return response ? response : pstrdup("");
+}

@@ -1,0 +1,247 @@
+/*
+ * bulk.c
+ *		Many requests in flight from one session: the pipe, and
+ *		claude_complete_many on top of it.
+ *
+ * A pipe keeps up to a window of requests queued at the HTTP worker and
+ * hands each reply over as soon as it arrives; the worker's pool and the
+ * shared rate limits decide how fast they go.  A backend never blocks on a
+ * slot while it holds finished ones: it collects those first.  A failed
+ * request is reported for its row and the others go on; a cancel gives
+ * back every slot through the queue's abort callbacks.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type_d.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+#include "functions/complete.h"
+#include "client/pipe.h"
+#include "client/cache.h"
+#include "common/errors.h"
+#include "shmem/slots.h"
+#include "client/budget.h"
+
+PG_FUNCTION_INFO_V1(claude_complete_many);
+
+typedef struct PipeItem
+{
+	int64		tag;
+	int			slot;
+} PipeItem;
+
+struct ClaudePipe
+{
+	bool		cache;			/* use the cache */
+	Oid			nsp;			/* schema of claude_cache */
+	int			window;
+	int			n;
+	PipeItem   *items;
+};
+
+ClaudePipe *
+claude_pipe_create(int window, bool cache, Oid nsp)
+{
+	ClaudePipe *p = palloc0(sizeof(ClaudePipe));
+
+	p->cache = cache;
+	p->nsp = nsp;
+	claude_require_shared();
+	/* a session's share of the server's slots */
+	p->window = Max(1, Min(window, claude_shared->nslots / CLAUDE_SLOTS_RESERVED));
+	p->items = palloc(p->window * sizeof(PipeItem));
+	return p;
+}
+
+bool
+claude_pipe_full(ClaudePipe *p)
+{
+	return p->n >= p->window;
+}
+
+int
+claude_pipe_room(ClaudePipe *p)
+{
+	return p->window - p->n;
+}
+
+int
+claude_pipe_outstanding(ClaudePipe *p)
+{
+	return p->n;
+}
+
+/*
+ * Send one request body of claude_complete's shape, or answer it from the
+ * cache at once.  Returns false, sending nothing, when no request slot is
+ * free: collect, then submit again.
+ */
+bool
+claude_pipe_submit(ClaudePipe *p, int64 tag, const char *body, int max_tokens,
+				   ClaudePipeDone done, void *arg)
+{
+	ClaudeCacheCall cache;
+	Jsonb	   *hit;
+	int			slot;
+	char	   *why;
+
+	Assert(!claude_pipe_full(p));
+	if (claude_cache_begin(p->cache, p->nsp, "/v1/messages", body, strlen(body),
+						   false, &cache, &hit))
+	{
+		done(arg, tag, claude_jsonb_reply_text(hit), NULL, NULL);
+		return true;
+	}
+	/* a spent budget fails this request, not the others */
+	if (!claude_budget_allows(claude_request_owner(), &why))
+	{
+		done(arg, tag, NULL, claude_budget_message(claude_request_owner(), why), NULL);
+		return true;
+	}
+	/* with nothing of ours in flight, waiting for a slot cannot deadlock */
+	slot = claude_request_submit(CLAUDE_POST, "/v1/messages", body, strlen(body),
+								 max_tokens, &cache,
+								 CLAUDE_SUBMIT_BULK | (p->n == 0 ? CLAUDE_SUBMIT_WAIT : 0));
+	if (slot < 0)
+		return false;
+	p->items[p->n].tag = tag;
+	p->items[p->n].slot = slot;
+	p->n++;
+	return true;
+}
+
+static void
+finish_item(PipeItem *item, ClaudePipeDone done, void *arg)
+{
+	ClaudeResult result;
+	ClaudeFailure failure;
+	char	   *reply = claude_request_collect(item->slot, &result);
+	text	   *completion;
+
+	if (claude_result_failed(&result, reply, &failure))
+		done(arg, item->tag, NULL, failure.message, &result);
+	else if ((completion = claude_complete_text(reply)) == NULL)
+		done(arg, item->tag, NULL,
+			 "the Claude API sent a reply that is not a Messages response", &result);
+	else
+		done(arg, item->tag, completion, NULL, &result);
+}
+
+/* Hand every finished request to done, without waiting; true if any. */
+bool
+claude_pipe_poll(ClaudePipe *p, ClaudePipeDone done, void *arg)
+{
+	bool		any = false;
+
+	for (int i = 0; i < p->n;)
+	{
+		if (claude_slot_poll(p->items[i].slot))
+		{
+			PipeItem	item = p->items[i];
+
+			p->items[i] = p->items[--p->n];
+			finish_item(&item, done, arg);
+			any = true;
+		}
+		else
+			i++;
+	}
+	return any;
+}
+
+/*
+ * Sleep until at least one request in flight is finished, and hand every
+ * finished one to done.
+ */
+void
+claude_pipe_collect(ClaudePipe *p, ClaudePipeDone done, void *arg)
+{
+	for (;;)
+	{
+		if (claude_pipe_poll(p, done, arg) || p->n == 0)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* ---- claude_complete_many ---- */
+
+static void
+emit_row(void *arg, int64 tag, text *completion, const char *error,
+		 const ClaudeResult *result)
+{
+	ReturnSetInfo *rsinfo = arg;
+	Datum		values[3];
+	bool		nulls[3] = {false, completion == NULL, error == NULL};
+
+	values[0] = Int32GetDatum((int32) tag);
+	values[1] = completion ? PointerGetDatum(completion) : (Datum) 0;
+	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/*
+ * Rows come back as replies arrive, each with the 1-based position of its
+ * prompt in ord: ORDER BY ord for the input order.
+ */
+Datum
+claude_complete_many(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ClaudeCompleteArgs args;
+	ArrayType  *prompts;
+	Datum	   *elems;
+	bool	   *isnull;
+	int			n;
+	int			next = 0;
+	ClaudePipe *pipe;
+	MemoryContext tmp;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (PG_ARGISNULL(0))
+		return (Datum) 0;
+	claude_require_shared();
+	claude_complete_args(fcinfo, 1, 2, 3, 4, &args);
+	prompts = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(prompts) > 1)
+		invalid_argument("prompts must be a one-dimensional array");
+	deconstruct_array(prompts, TEXTOID, -1, false, TYPALIGN_INT, &elems, &isnull, &n);
+
+	pipe = claude_pipe_create(n, claude_cache_wanted(fcinfo, 5),
+							  claude_extension_schema(fcinfo));
+	tmp = AllocSetContextCreate(CurrentMemoryContext, "claude_complete_many",
+								ALLOCSET_DEFAULT_SIZES);
+	while (next < n || claude_pipe_outstanding(pipe) > 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(tmp);
+
+		while (next < n && !claude_pipe_full(pipe))
+		{
+			char	   *prompt;
+
+			if (isnull[next])
+				emit_row(rsinfo, next + 1, NULL, NULL, NULL);
+			else if ((prompt = TextDatumGetCString(elems[next]))[0] == '\0')
+				emit_row(rsinfo, next + 1, NULL, "prompt must not be empty", NULL);
+			else if (!claude_pipe_submit(pipe, next + 1,
+										 claude_complete_body(&args, prompt),
+										 args.max_tokens, emit_row, rsinfo))
+				break;
+			next++;
+		}
+		if (claude_pipe_outstanding(pipe) > 0)
+			claude_pipe_collect(pipe, emit_row, rsinfo);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(tmp);
+	}
+	return (Datum) 0;
+}

@@ -1,0 +1,30 @@
+/*
+ * bulk.h
+ *		Many requests in flight from one session.
+ */
+#ifndef CLAUDE_BULK_H
+#define CLAUDE_BULK_H
+
+#include "fmgr.h"
+
+typedef struct ClaudePipe ClaudePipe;
+
+#include "shmem/slots.h"
+
+/*
+ * A finished request: its completion, or else the error that ended it;
+ * result is NULL when no request was made (a cache hit).
+ */
+typedef void (*ClaudePipeDone) (void *arg, int64 tag, text *completion,
+								const char *error, const ClaudeResult *result);
+
+extern ClaudePipe *claude_pipe_create(int window, bool cache, Oid nsp);
+extern bool claude_pipe_full(ClaudePipe *p);
+extern int	claude_pipe_room(ClaudePipe *p);
+extern int	claude_pipe_outstanding(ClaudePipe *p);
+extern bool claude_pipe_submit(ClaudePipe *p, int64 tag, const char *body,
+							   int max_tokens, ClaudePipeDone done, void *arg);
+extern bool claude_pipe_poll(ClaudePipe *p, ClaudePipeDone done, void *arg);
+extern void claude_pipe_collect(ClaudePipe *p, ClaudePipeDone done, void *arg);
+
+#endif

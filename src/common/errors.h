@@ -1,0 +1,38 @@
+/*
+ * errors.h
+ *		SQLSTATEs of the claude extension and reporting of failed requests.
+ *
+ * Class CL is ours.  The codes follow the HTTP status they mostly stand
+ * for, so they are easy to remember.
+ */
+#ifndef CLAUDE_ERRORS_H
+#define CLAUDE_ERRORS_H
+
+#include "shmem/slots.h"
+
+#define CLAUDE_ERRCODE_CONNECTION	MAKE_SQLSTATE('C','L','0','0','1')
+#define CLAUDE_ERRCODE_BAD_RESPONSE	MAKE_SQLSTATE('C','L','0','0','2')
+#define CLAUDE_ERRCODE_WORKER		MAKE_SQLSTATE('C','L','0','0','3')
+#define CLAUDE_ERRCODE_INVALID_REQUEST	MAKE_SQLSTATE('C','L','4','0','0')
+#define CLAUDE_ERRCODE_AUTH			MAKE_SQLSTATE('C','L','4','0','1')
+#define CLAUDE_ERRCODE_BUDGET		MAKE_SQLSTATE('C','L','4','0','2')
+#define CLAUDE_ERRCODE_NOT_FOUND	MAKE_SQLSTATE('C','L','4','0','4')
+#define CLAUDE_ERRCODE_TIMEOUT		MAKE_SQLSTATE('C','L','4','0','8')
+#define CLAUDE_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('C','L','4','2','9')
+#define CLAUDE_ERRCODE_SERVER		MAKE_SQLSTATE('C','L','5','0','0')
+
+/* A failed request, described without raising (for per-row errors). */
+typedef struct ClaudeFailure
+{
+	int			sqlerrcode;
+	char	   *message;
+	char	   *detail;
+	char	   *hint;
+} ClaudeFailure;
+
+extern bool claude_result_failed(const ClaudeResult *result, const char *body,
+								 ClaudeFailure *failure);
+extern void claude_check_result(const ClaudeResult *result, const char *body);
+extern bool claude_result_retryable(const ClaudeResult *result);
+
+#endif

@@ -1,0 +1,206 @@
+/*
+ * json.c
+ *		Parsing replies without throwing, and reading fields of them.
+ */
+#include "postgres.h"
+
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+
+#include "common/json.h"
+#include "client/call.h"
+
+/*
+ * A reply (UTF-8, as it came) as jsonb in the database's encoding, or NULL
+ * if it is not JSON, nests too deep, or holds what jsonb or the database's
+ * encoding cannot (\u0000, a character with no equivalent): a bad reply,
+ * whoever reads it, never an error of another class.
+ */
+Jsonb *
+claude_json_parse(const char *text, Size len)
+{
+	char	   *server;
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile result = NULL;
+
+	if (!claude_json_scan(text, len, NULL, NULL) ||
+		(server = claude_utf8_to_server(text, len)) == NULL)
+		return NULL;
+	PG_TRY();
+	{
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(server)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* only what the text itself caused; a cancel goes on */
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_UNTRANSLATABLE_CHARACTER &&
+			edata->sqlerrcode != ERRCODE_CHARACTER_NOT_IN_REPERTOIRE &&
+			edata->sqlerrcode != ERRCODE_INVALID_TEXT_REPRESENTATION &&
+			edata->sqlerrcode != ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE &&
+			edata->sqlerrcode != ERRCODE_PROGRAM_LIMIT_EXCEEDED)
+			PG_RE_THROW();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	return result;
+}
+
+JsonbValue *
+claude_json_get(JsonbContainer *obj, const char *key)
+{
+	if (obj == NULL || !JsonContainerIsObject(obj))
+		return NULL;
+	return getKeyJsonValueFromContainer(obj, key, strlen(key), NULL);
+}
+
+char *
+claude_json_get_string(JsonbContainer *obj, const char *key)
+{
+	JsonbValue *v = claude_json_get(obj, key);
+
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+JsonbContainer *
+claude_json_get_container(JsonbContainer *obj, const char *key, bool array)
+{
+	JsonbValue *v = claude_json_get(obj, key);
+	JsonbContainer *c;
+
+	if (v == NULL || v->type != jbvBinary)
+		return NULL;
+	c = v->val.binary.data;
+	if (array ? !JsonContainerIsArray(c) : !JsonContainerIsObject(c))
+		return NULL;
+	return c;
+}
+
+/* ---- the text of a Messages reply: claude_complete's hot path ---- */
+
+typedef struct ReplyText
+{
+	StringInfo	out;			/* UTF-8; NULL: only check */
+	bool		found;			/* a content array */
+	bool		bad;			/* a text block whose text is no string */
+	int			block;			/* the block being read */
+	bool		is_text;		/* its type is "text" */
+	const char *text;			/* its text, undecoded */
+	int			text_len;
+} ReplyText;
+
+static void
+end_block(ReplyText *st)
+{
+	if (st->is_text && st->text != NULL)
+		st->bad |= !claude_json_unescape(st->text, st->text_len, st->out);
+	else if (st->is_text)
+		st->bad = true;
+	st->is_text = false;
+	st->text = NULL;
+}
+
+static void
+text_found(void *arg, const ClaudeJsonKey *path, int depth, const char *tok, int len,
+		   bool string)
+{
+	ReplyText  *st = arg;
+
+	if (depth < 1 || !claude_json_key_is(&path[0], "content"))
+		return;
+	if (depth == 1)
+	{
+		st->bad = true;			/* content is no array */
+		return;
+	}
+	st->found = true;
+	if (path[1].key != NULL)
+		st->bad = true;			/* content is an object */
+	if (depth != 3)
+		return;
+	if (path[1].index != st->block)
+	{
+		end_block(st);
+		st->block = path[1].index;
+	}
+	if (claude_json_key_is(&path[2], "type"))
+		st->is_text = string && len == 4 && memcmp(tok, "text", 4) == 0;
+	else if (claude_json_key_is(&path[2], "text"))
+	{
+		if (string)
+			st->text = tok, st->text_len = len;
+		else
+			st->bad = true;
+	}
+}
+
+/*
+ * Whether a reply (UTF-8) is a Messages response a caller would accept,
+ * read as claude_reply_text does but decoding nothing: only such a reply
+ * is worth caching.  Never raises, allocates nothing: the HTTP worker.
+ */
+bool
+claude_reply_is_message(const char *json, Size len)
+{
+	ReplyText	st;
+
+	memset(&st, 0, sizeof(st));
+	if (!claude_json_scan(json, len, text_found, &st))
+		return false;
+	end_block(&st);
+	return st.found && !st.bad;
+}
+
+/*
+ * The concatenated text blocks of a Messages reply (UTF-8, as it came), in
+ * the database's encoding, appended to out.  False when it is not a reply:
+ * not JSON, no content array or an empty one, a text block whose text is
+ * not a string, or text the database's encoding cannot hold.  Never raises.
+ */
+bool
+claude_reply_text(const char *json, Size len, StringInfo out)
+{
+	StringInfoData utf8;
+	ReplyText	st;
+	char	   *server;
+
+	initStringInfo(&utf8);
+	memset(&st, 0, sizeof(st));
+	st.out = &utf8;
+	if (!claude_json_scan(json, len, text_found, &st))
+		return false;
+	end_block(&st);
+	/* an empty content array has no element: found stays false */
+	if (!st.found || st.bad ||
+		!pg_verify_mbstr(PG_UTF8, utf8.data, utf8.len, true) ||
+		(server = claude_utf8_to_server(utf8.data, utf8.len)) == NULL)
+		return false;
+	appendStringInfoString(out, server);
+	return true;
+}
+
+/*
+ * USD for a reply's usage at list prices per million tokens, or -1 when
+ * the price is unknown: cache writes cost 1.25x input (2x for one hour),
+ * cache reads 0.1x, and batches half of it all.
+ */
+double
+claude_usage_cost(const ClaudeUsage *u, double price_in, double price_out, bool batch)
+{
+	double		cost;
+
+	if (price_in < 0 || price_out < 0)
+		return -1;
+	cost = u->input * price_in + u->output * price_out +
+		(u->cache_write - u->cache_write_1h) * price_in * 1.25 +
+		u->cache_write_1h * price_in * 2 +
+		u->cache_read * price_in * 0.1;
+	return cost / 1000000.0 * (batch ? 0.5 : 1);
+}

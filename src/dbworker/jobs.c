@@ -1,0 +1,440 @@
+/*
+ * jobs.c
+ *		The durable job queue of AFTER triggers, run by the database's
+ *		worker (dbworker.c).
+ *
+ * Jobs are claimed with FOR UPDATE SKIP LOCKED in a transaction of their
+ * own that also counts the attempt, so a failing job's attempts are never
+ * rolled back with it.  Claimed jobs go through one pipe (bulk.c), as many
+ * at once as the pool and the rate limits allow; each reply is written
+ * back by primary key and its job deleted, in a subtransaction, so one bad
+ * row cannot hurt the others.  Retryable failures (429, 5xx, connection,
+ * timeout) come back after an exponential backoff until claude.max_retries
+ * retries are used; other failures, and the last one, leave the job
+ * 'failed' with its error until claude_jobs_retry().  A job whose row is
+ * gone is finished quietly.  Jobs 'running' when a worker starts belong to
+ * a worker that died: they are queued again.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "catalog/pg_operator.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+
+#include "client/pipe.h"
+#include "dbworker/dbworker.h"
+#include "common/errors.h"
+#include "common/guc.h"
+#include "dbworker/jobs.h"
+#include "common/secret.h"
+#include "common/security.h"
+#include "client/budget.h"
+
+#define JOBS_WINDOW		256
+#define CLAIM_AT_LEAST	16
+#define BACKOFF_MAX_S	300
+
+typedef struct Job
+{
+	int64		id;
+	Oid			relid;
+	char	   *target;
+	char	   *pk;				/* jsonb text */
+	int			attempts;
+	Oid			role;			/* who queued it, whose budget it uses */
+	char	   *inputs;			/* SQL of its row's inputs as text, or NULL */
+	char	   *inputs_md5;		/* their MD5 when it was queued, or NULL */
+} Job;
+
+static MemoryContext jobs_cxt = NULL;
+static ClaudePipe *jobs_pipe = NULL;
+static Job *inflight[JOBS_WINDOW];
+static Oid	nsp = InvalidOid;	/* the extension's schema, if installed */
+static char *jobs_table;
+static int	max_attempts;
+
+/*
+ * At worker start: find the extension, queue again what a dead worker left
+ * running, and send requests with no retries of their own (jobs retry).
+ */
+void
+claude_jobs_start(void)
+{
+	if (jobs_cxt == NULL)
+	{
+		char	   *retries = GetConfigOptionByName("claude.max_retries", NULL, false);
+
+		max_attempts = atoi(retries) + 1;
+		SetConfigOption("claude.max_retries", "0", PGC_SUSET, PGC_S_OVERRIDE);
+		jobs_cxt = AllocSetContextCreate(TopMemoryContext, "claude jobs",
+										 ALLOCSET_DEFAULT_SIZES);
+	}
+
+	claude_dbwork_xact_begin();
+	{
+		Oid			relid = InvalidOid;
+
+		nsp = InvalidOid;
+		if (claude_extension_find(&nsp, NULL))
+			relid = get_relname_relid("claude_jobs", nsp);
+		if (OidIsValid(relid))
+		{
+			MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
+
+			jobs_table = quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs");
+			jobs_pipe = claude_pipe_create(JOBS_WINDOW, claude_cache_enabled, nsp);
+			MemoryContextSwitchTo(old);
+			claude_spi_run(psprintf("UPDATE %s SET status = 'queued', updated_at = now() "
+							 "WHERE status = 'running'", jobs_table), 0, NULL, NULL, SPI_OK_UPDATE);
+		}
+		else
+			nsp = InvalidOid;
+	}
+	claude_dbwork_xact_end();
+}
+
+static void
+set_failed_or_retry(Job *job, const char *error, bool retryable)
+{
+	Oid			types[3] = {INT8OID, TEXTOID, FLOAT8OID};
+	Datum		values[3];
+
+	values[0] = Int64GetDatum(job->id);
+	values[1] = CStringGetTextDatum(error);
+	values[2] = Float8GetDatum(Min(pow(2, job->attempts - 1), BACKOFF_MAX_S));
+	if (retryable && job->attempts < max_attempts)
+		claude_spi_run(psprintf("UPDATE %s SET status = 'queued', last_error = $2, updated_at = now(), "
+						 "next_attempt_at = now() + $3 * interval '1 second' WHERE id = $1", jobs_table),
+				3, types, values, SPI_OK_UPDATE);
+	else
+		claude_spi_run(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
+						 "WHERE id = $1", jobs_table), 2, types, values, SPI_OK_UPDATE);
+}
+
+/*
+ * The UPDATE of the last (table, column, role) written back, prepared once
+ * per transaction: the table cannot change under the lock the first UPDATE
+ * takes, and the plan goes with SPI_finish at the end of the transaction.
+ */
+static struct
+{
+	bool		valid;
+	Oid			relid;
+	Oid			role;
+	NameData	target;
+	char	   *inputs;			/* the inputs it checks, or NULL */
+	SPIPlanPtr	plan;
+} pk_update;
+
+static void
+pk_update_xact_callback(XactEvent event, void *arg)
+{
+	pk_update.valid = false;
+}
+
+/* OPERATOR(schema.=) of a type's default equality, immune to search_path */
+static char *
+equality_operator(Oid type, const char *relname)
+{
+	TypeCacheEntry *tc = lookup_type_cache(type, TYPECACHE_EQ_OPR);
+	HeapTuple	tup;
+	Form_pg_operator op;
+	char	   *result;
+
+	if (!OidIsValid(tc->eq_opr) ||
+		!HeapTupleIsValid(tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(tc->eq_opr))))
+		elog(ERROR, "claude: the key of %s has a type with no equality operator", relname);
+	op = (Form_pg_operator) GETSTRUCT(tup);
+	result = psprintf("OPERATOR(%s.%s)", quote_identifier(get_namespace_name(op->oprnamespace)),
+					  NameStr(op->oprname));
+	ReleaseSysCache(tup);
+	return result;
+}
+
+/*
+ * UPDATE table SET target = $1::type WHERE key = ($2->>'key')::type ...,
+ * every name qualified and every operator named by its schema.
+ */
+static char *
+update_statement(Oid relid, const char *relname, const char *target, Datum pk)
+{
+	StringInfoData sql;
+	Oid			target_type;
+	int32		target_typmod;
+	Oid			target_coll;
+	SPITupleTable *keys;
+
+	if (SPI_execute_with_args("SELECT k, a.atttypid, a.atttypmod "
+							  "FROM pg_catalog.jsonb_object_keys($1::pg_catalog.jsonb) k "
+							  "JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) $2 "
+							  "AND a.attname OPERATOR(pg_catalog.=) k::pg_catalog.name "
+							  "AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
+							  2, (Oid[]) {TEXTOID, OIDOID},
+							  (Datum[]) {pk, ObjectIdGetDatum(relid)},
+							  NULL, true, 0) != SPI_OK_SELECT || SPI_processed == 0)
+		elog(ERROR, "claude: the key %s does not name columns of %s",
+			 TextDatumGetCString(pk), relname);
+	keys = SPI_tuptable;
+	get_atttypetypmodcoll(relid, get_attnum(relid, target),
+						  &target_type, &target_typmod, &target_coll);
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "UPDATE %s SET %s = %s WHERE ",
+					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												relname),
+					 quote_identifier(target),
+					 claude_assigned_text("$1", target_type, target_typmod));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		char	   *key = SPI_getvalue(keys->vals[i], keys->tupdesc, 1);
+		Oid			type = DatumGetObjectId(SPI_getbinval(keys->vals[i], keys->tupdesc, 2, &isnull));
+		int32		typmod = DatumGetInt32(SPI_getbinval(keys->vals[i], keys->tupdesc, 3, &isnull));
+
+		appendStringInfo(&sql, "%s%s %s ($2::pg_catalog.jsonb OPERATOR(pg_catalog.->>) %s)::%s",
+						 i > 0 ? " AND " : "", quote_identifier(key),
+						 equality_operator(type, relname), quote_literal_cstr(key),
+						 format_type_extended(type, typmod,
+											  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+	}
+	return sql.data;
+}
+
+/* Prepared as role: privileges and row security are role's, at plan time too. */
+static SPIPlanPtr
+prepare_update(Oid relid, const char *relname, const char *target, Datum pk, Oid role,
+			   const char *inputs)
+{
+	static bool registered = false;
+	char	   *sql;
+
+	if (pk_update.valid && pk_update.relid == relid && pk_update.role == role &&
+		strcmp(NameStr(pk_update.target), target) == 0 &&
+		(inputs == NULL ? pk_update.inputs == NULL :
+		 pk_update.inputs != NULL && strcmp(pk_update.inputs, inputs) == 0))
+		return pk_update.plan;
+	if (!registered)
+	{
+		RegisterXactCallback(pk_update_xact_callback, NULL);
+		registered = true;
+	}
+	pk_update.valid = false;
+	sql = update_statement(relid, relname, target, pk);
+	/* the row must still hold the inputs its reply answers */
+	if (inputs != NULL)
+		sql = psprintf("%s AND pg_catalog.md5(pg_catalog.concat_ws(',', %s)) OPERATOR(pg_catalog.=) $3",
+					   sql, inputs);
+	pk_update.plan = SPI_prepare(sql, 3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID});
+	if (pk_update.plan == NULL)
+		elog(ERROR, "claude: could not prepare the update of %s: %s", relname,
+			 SPI_result_code_string(SPI_result));
+	pk_update.relid = relid;
+	pk_update.role = role;
+	namestrcpy(&pk_update.target, target);
+	pk_update.inputs = inputs ? MemoryContextStrdup(TopTransactionContext, inputs) : NULL;
+	pk_update.valid = true;
+	return pk_update.plan;
+}
+
+/*
+ * Set target of the row whose primary key is the jsonb object pkjson (the
+ * key columns are the object's keys), as role, restricted: the table's
+ * privileges, row security, triggers and checks apply as to role's own
+ * UPDATE.  Returns the rows updated (0: gone, or hidden from role), or -1
+ * when the table is gone.
+ */
+int64
+claude_update_by_pk(Oid relid, const char *target, const char *pkjson, text *value,
+					Oid role, const char *inputs, const char *inputs_md5)
+{
+	char	   *relname = get_rel_name(relid);
+	Datum		pk = CStringGetTextDatum(pkjson);
+	SPIPlanPtr	plan;
+	ClaudeRoleSwitch as_role;
+
+	if (relname == NULL)
+		return -1;
+	claude_become(&as_role, role, true);
+	if (inputs_md5 == NULL)
+		inputs = NULL;
+	plan = prepare_update(relid, relname, target, pk, role, inputs);
+	if (SPI_execute_plan(plan, (Datum[]) {PointerGetDatum(value), pk,
+		inputs ? CStringGetTextDatum(inputs_md5) : (Datum) 0},
+						 inputs ? NULL : "  n", false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "claude: could not write a reply back to %s", relname);
+	claude_unbecome(&as_role);
+	return (int64) SPI_processed;
+}
+
+/* Write a reply back by primary key; the job is done either way. */
+static void
+write_back(Job *job, text *completion)
+{
+	Datum		id = Int64GetDatum(job->id);
+	Oid			idtype = INT8OID;
+
+	Oid			owner = claude_rel_owner(job->relid);
+
+	/* the trigger is the table owner's automation: write with its rights */
+	if (OidIsValid(owner))
+		(void) claude_update_by_pk(job->relid, job->target, job->pk, completion, owner,
+								   job->inputs, job->inputs_md5);
+	claude_spi_run(psprintf("DELETE FROM %s WHERE id = $1", jobs_table), 1, &idtype, &id, SPI_OK_DELETE);
+}
+
+typedef struct JobOutcome
+{
+	Job		   *job;
+	text	   *completion;
+	const char *error;
+	const ClaudeResult *result;
+} JobOutcome;
+
+static void
+record_outcome(void *arg)
+{
+	JobOutcome *o = arg;
+
+	if (o->completion)
+		write_back(o->job, o->completion);
+	else
+		set_failed_or_retry(o->job, o->error,
+							o->result == NULL || claude_result_retryable(o->result));
+}
+
+/* A job's request is over: record its outcome in a subtransaction. */
+static void
+job_done(void *arg, int64 tag, text *completion, const char *error,
+		 const ClaudeResult *result)
+{
+	JobOutcome	o = {inflight[tag], completion, error, result};
+	ErrorData  *edata;
+
+	inflight[tag] = NULL;
+	if ((edata = claude_subxact(record_outcome, &o)) != NULL)
+		claude_spi_run(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
+								"WHERE id = $1", jobs_table), 2, (Oid[]) {INT8OID, TEXTOID},
+					   (Datum[]) {Int64GetDatum(o.job->id),
+			CStringGetTextDatum(claude_redact(edata->message, 0))}, SPI_OK_UPDATE);
+	pfree(o.job->target);
+	pfree(o.job->pk);
+	if (o.job->inputs)
+		pfree(o.job->inputs);
+	if (o.job->inputs_md5)
+		pfree(o.job->inputs_md5);
+	pfree(o.job);
+}
+
+/* Claim due jobs up to the jobs_pipe's room and send them. */
+static int
+claim(void)
+{
+	int			room = claude_pipe_room(jobs_pipe);
+	uint64		n;
+	SPITupleTable *claimed;
+
+	/* claim in bunches, not one job per round trip */
+	if (room == 0 || (room < CLAIM_AT_LEAST && claude_pipe_outstanding(jobs_pipe) > 0))
+		return 0;
+
+	claude_spi_run(psprintf("UPDATE %s j SET status = 'running', attempts = attempts + 1, updated_at = now() "
+					 "WHERE id IN (SELECT id FROM %s WHERE status = 'queued' AND next_attempt_at <= now() "
+					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
+					 "RETURNING id, relid, target_column, pk::text, attempts, request::text, "
+					 "(request->>'max_tokens')::int, role::oid, inputs_md5, "
+					 "(SELECT string_agg(format('pg_catalog.quote_nullable(%%I::pg_catalog.text)', c), ', ' ORDER BY o) "
+					 "FROM unnest(inputs) WITH ORDINALITY u(c, o))",
+					 jobs_table, jobs_table, room), 0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
+	n = SPI_processed;
+	/* a cache hit is handed back at once, with SPI calls of its own */
+	claimed = SPI_tuptable;
+	for (uint64 r = 0; r < n; r++)
+	{
+		HeapTuple	tup = claimed->vals[r];
+		TupleDesc	desc = claimed->tupdesc;
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
+		Job		   *job = palloc(sizeof(Job));
+		int			tag = 0;
+
+		job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		job->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		job->target = SPI_getvalue(tup, desc, 3);
+		job->pk = SPI_getvalue(tup, desc, 4);
+		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		job->role = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
+		job->inputs_md5 = SPI_getvalue(tup, desc, 9);
+		job->inputs = SPI_getvalue(tup, desc, 10);
+		MemoryContextSwitchTo(old);
+		while (inflight[tag] != NULL)
+			tag++;
+		inflight[tag] = job;
+		/* with room in the jobs_pipe, submit waits for a slot rather than refuse */
+		claude_request_role = job->role;
+		while (!claude_pipe_submit(jobs_pipe, tag, SPI_getvalue(tup, desc, 6),
+								   DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull)),
+								   job_done, NULL))
+			claude_pipe_collect(jobs_pipe, job_done, NULL);
+		claude_request_role = InvalidOid;
+	}
+	return (int) n;
+}
+
+/*
+ * One round: hand back finished jobs, claim and send due ones.  Returns
+ * whether there is job work left (in flight or queued, due or not).
+ */
+bool
+claude_jobs_step(void)
+{
+	bool		more;
+
+	/* the extension may have been created since the worker started */
+	if (!OidIsValid(nsp))
+		claude_jobs_start();
+	if (!OidIsValid(nsp))
+		return false;
+	claude_dbwork_xact_begin();
+	claude_pipe_poll(jobs_pipe, job_done, NULL);
+	claim();
+	more = claude_pipe_outstanding(jobs_pipe) > 0;
+	if (!more)
+	{
+		claude_spi_run(psprintf("SELECT 1 FROM %s WHERE status = 'queued' LIMIT 1", jobs_table),
+				0, NULL, NULL, SPI_OK_SELECT);
+		more = SPI_processed > 0;
+	}
+	/* a prepared transaction may hold jobs: look again after COMMIT PREPARED */
+	if (!more)
+	{
+		claude_spi_run("SELECT 1 FROM pg_catalog.pg_prepared_xacts "
+					   "WHERE database OPERATOR(pg_catalog.=) pg_catalog.current_database() LIMIT 1",
+					   0, NULL, NULL, SPI_OK_SELECT);
+		more = SPI_processed > 0;
+	}
+	claude_dbwork_xact_end();
+	return more;
+}
+
+/* After an error in a round: what was in flight is lost, queue it again. */
+void
+claude_jobs_reset(void)
+{
+	claude_request_role = InvalidOid;
+	if (!OidIsValid(nsp))
+		return;
+	memset(inflight, 0, sizeof(inflight));
+	MemoryContextReset(jobs_cxt);
+	jobs_pipe = NULL;
+	claude_jobs_start();
+}

@@ -1,0 +1,588 @@
+/*
+ * batch.c
+ *		claude_enrich(mode => 'batch'): rows sent to the Message Batches API
+ *		from the calling session; and claude_batch_cancel.
+ *
+ * Rows are read as in online mode.  A row already answered in the cache is
+ * filled at once; a row still waiting in an unfinished batch is skipped;
+ * every other row becomes one request of a batch (custom_id -> primary key
+ * in claude_batch_items), split whenever a batch would exceed
+ * claude.batch_max_requests or claude.batch_max_size.
+ *
+ * A batch is paid for once the API accepts it, so its record is committed
+ * before it is sent: a 'submitting' row in claude_batches with its items.
+ * The reply fills in the API's id and state, committed at once.  An error
+ * reply deletes the record (nothing was created); an interrupted submission
+ * leaves it 'failed' with a warning that the batch may exist.  While it
+ * submits, the session holds an advisory lock on the record, so the
+ * database's worker can tell a submission whose session died from one
+ * under way.  Bookkeeping runs as the extension's owner: the caller needs
+ * EXECUTE on claude_enrich, not rights on the tables.  The worker polls the
+ * batches and writes results back (batch_poll.c).
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/fd.h"
+#include "storage/lmgr.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "functions/complete.h"
+#include "functions/batch.h"
+#include "client/cache.h"
+#include "dbworker/dbworker.h"
+#include "functions/enrich.h"
+#include "common/errors.h"
+#include "common/guc.h"
+#include "shmem/slots.h"
+#include "client/call.h"
+#include "common/security.h"
+#include "client/budget.h"
+
+PG_FUNCTION_INFO_V1(claude_batch_cancel);
+
+/* field4 of our advisory locks, apart from pg_advisory_lock's 1 and 2 */
+#define LOCKTAG_CLAUDE_BATCH 0x434C		/* a batch being submitted */
+#define LOCKTAG_CLAUDE_SUBMIT 0x434D	/* a column whose rows are submitted */
+#define ITEM_OVERHEAD	64		/* {"custom_id":"r…","params":…}, and "]}" */
+
+typedef struct Submission
+{
+	Enrich	   *e;
+	ClaudeBatchTables tables;
+	Oid			owner;			/* of the extension */
+	Oid			caller;
+	ClaudeRoleSwitch as_owner;
+	bool		cache;
+	SPIPlanPtr	new_batch;
+	SPIPlanPtr	new_item;
+	char	  **waiting;		/* sorted keys of rows in unfinished batches */
+	int			nwaiting;
+	int64		local_id;		/* the batch being filled, 0 if none */
+	File		file;			/* its body (UTF-8), a temporary file */
+	off_t		size;			/* bytes in the file */
+	StringInfoData buf;			/* bytes not yet in the file */
+	int			nitems;
+	int64		submitted;
+	int64		from_cache;
+	int64		skipped;
+	int			nbatches;
+	StringInfoData ids;
+} Submission;
+
+bool
+claude_batch_tables(Oid nsp, ClaudeBatchTables *t)
+{
+	char	   *name = get_namespace_name(nsp);
+
+	if (name == NULL || !OidIsValid(get_relname_relid("claude_batches", nsp)))
+		return false;
+	t->nsp = nsp;
+	t->schema = pstrdup(quote_identifier(name));
+	t->batches = quote_qualified_identifier(name, "claude_batches");
+	t->items = quote_qualified_identifier(name, "claude_batch_items");
+	t->cache = quote_qualified_identifier(name, "claude_cache");
+	return true;
+}
+
+void
+claude_batch_lock_tag(LOCKTAG *tag, int64 local_id)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) ((uint64) local_id >> 32),
+						 (uint32) local_id, LOCKTAG_CLAUDE_BATCH);
+}
+
+/* The API's view of a batch (a MessageBatch object, UTF-8) into its row. */
+void
+claude_batch_record_state(const ClaudeBatchTables *t, int64 local_id,
+						  const char *batch_json)
+{
+	char	   *server = claude_utf8_to_server(batch_json, strlen(batch_json));
+
+	if (server == NULL)
+		ereport(ERROR,
+				(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
+				 errmsg("the Claude API sent a Message Batch the database encoding cannot hold")));
+	claude_spi_run(psprintf("UPDATE %s SET id = coalesce(r->>'id', id), "
+							"status = r->>'processing_status', "
+							"processing = (r->'request_counts'->>'processing')::int, "
+							"succeeded = (r->'request_counts'->>'succeeded')::int, "
+							"errored = (r->'request_counts'->>'errored')::int, "
+							"canceled = (r->'request_counts'->>'canceled')::int, "
+							"expired = (r->'request_counts'->>'expired')::int, "
+							"created_at = coalesce((r->>'created_at')::timestamptz, created_at), "
+							"ended_at = (r->>'ended_at')::timestamptz, "
+							"expires_at = (r->>'expires_at')::timestamptz, "
+							"polled_at = now(), error = NULL "
+							"FROM (SELECT $2::jsonb AS r) s WHERE local_id = $1", t->batches),
+				   2, (Oid[]) {INT8OID, TEXTOID},
+				   (Datum[]) {Int64GetDatum(local_id), CStringGetTextDatum(server)},
+				   SPI_OK_UPDATE);
+}
+
+/* A failed request about a batch; fatal ends it for good. */
+void
+claude_batch_record_error(const ClaudeBatchTables *t, int64 local_id,
+						  const char *error, bool fatal)
+{
+	claude_spi_run(psprintf("UPDATE %s SET error = $2, polled_at = now(), "
+							"status = CASE WHEN $3 THEN 'failed' ELSE status END "
+							"WHERE local_id = $1", t->batches),
+				   3, (Oid[]) {INT8OID, TEXTOID, BOOLOID},
+				   (Datum[]) {Int64GetDatum(local_id), CStringGetTextDatum(error),
+		BoolGetDatum(fatal)}, SPI_OK_UPDATE);
+}
+
+static Oid
+extension_owner(void)
+{
+	Oid			owner;
+
+	if (!claude_extension_find(NULL, &owner))
+		elog(ERROR, "claude: extension not found");
+	return owner;
+}
+
+/* Bookkeeping runs as the extension's owner, rows of the table as the caller. */
+static void
+as_owner(Submission *s)
+{
+	claude_become(&s->as_owner, s->owner, false);
+}
+
+static void
+as_caller(Submission *s)
+{
+	claude_unbecome(&s->as_owner);
+}
+
+static int
+compare_keys(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Keys of the rows already waiting in unfinished batches of this column. */
+static void
+load_waiting(Submission *s)
+{
+	Enrich	   *e = s->e;
+
+	as_owner(s);
+	if (SPI_execute_with_args(psprintf("SELECT i.pk::text FROM %s i JOIN %s b ON b.local_id = i.batch "
+									   "WHERE b.relation = $1 AND b.target_column = $2 "
+									   "AND b.results_at IS NULL AND b.status <> 'failed' "
+									   "AND i.status = 'pending' ORDER BY 1",
+									   s->tables.items, s->tables.batches),
+							  2, (Oid[]) {OIDOID, TEXTOID},
+							  (Datum[]) {ObjectIdGetDatum(e->relid), CStringGetTextDatum(e->target)},
+							  NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "claude_enrich: could not read claude_batch_items");
+	as_caller(s);
+	s->nwaiting = (int) SPI_processed;
+	s->waiting = palloc(Max(s->nwaiting, 1) * sizeof(char *));
+	for (int i = 0; i < s->nwaiting; i++)
+		s->waiting[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+	/* sort in C: the collation's ORDER BY need not agree with strcmp */
+	qsort(s->waiting, s->nwaiting, sizeof(char *), compare_keys);
+	SPI_freetuptable(SPI_tuptable);
+}
+
+static void
+prepare_plans(Submission *s)
+{
+	as_owner(s);
+	s->new_batch = SPI_prepare(psprintf("INSERT INTO %s (relation, target_column, cache, submitted_by) "
+										"VALUES ($1, $2, $3, $4) RETURNING local_id", s->tables.batches),
+							   4, (Oid[]) {REGCLASSOID, NAMEOID, BOOLOID, REGROLEOID});
+	s->new_item = SPI_prepare(psprintf("INSERT INTO %s (batch, custom_id, pk, request, cache_key) "
+									   "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)", s->tables.items),
+							  5, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID});
+	as_caller(s);
+	if (s->new_batch == NULL || s->new_item == NULL)
+		elog(ERROR, "claude_enrich: could not prepare statements: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(s->new_batch);
+	SPI_keepplan(s->new_item);
+}
+
+/*
+ * The body of a batch being filled; at most one, closed (and deleted) when
+ * the batch is sent, or by the next submission of the session after an
+ * error.
+ */
+static File body_file = -1;
+
+static void
+close_body(void)
+{
+	if (body_file >= 0)
+		FileClose(body_file);
+	body_file = -1;
+}
+
+static void
+flush_body(Submission *s)
+{
+	if (s->buf.len == 0)
+		return;
+	if (FileWrite(s->file, s->buf.data, s->buf.len, s->size, WAIT_EVENT_BUFFILE_WRITE) != s->buf.len)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not write file \"%s\": %m", FilePathName(s->file))));
+	s->size += s->buf.len;
+	resetStringInfo(&s->buf);
+}
+
+/* Append UTF-8 bytes to the body of the batch. */
+static void
+append_body(Submission *s, const char *data, Size len)
+{
+	appendBinaryStringInfo(&s->buf, data, len);
+	if (s->buf.len >= 65536)
+		flush_body(s);
+}
+
+static void
+start_batch(Submission *s)
+{
+	Datum		values[4];
+	bool		isnull;
+
+	values[0] = ObjectIdGetDatum(s->e->relid);
+	values[1] = CStringGetDatum(s->e->target);
+	values[2] = BoolGetDatum(s->cache);
+	values[3] = ObjectIdGetDatum(s->caller);
+	as_owner(s);
+	if (SPI_execute_plan(s->new_batch, values, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "claude_enrich: could not record a batch");
+	as_caller(s);
+	s->local_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											  1, &isnull));
+	close_body();
+	body_file = s->file = OpenTemporaryFile(true);
+	s->size = 0;
+	resetStringInfo(&s->buf);
+	append_body(s, "{\"requests\":[", 13);
+	s->nitems = 0;
+}
+
+typedef struct Post
+{
+	Submission *s;
+	bool		rejected;		/* an error reply: nothing was created */
+} Post;
+
+static void
+post_batch(void *arg)
+{
+	Post	   *post = arg;
+	Submission *s = post->s;
+	ClaudeResult result;
+	int			slot = claude_request_create(CLAUDE_BATCHES_PATH, FilePathName(s->file),
+											 (Size) s->size);
+	char	   *reply;
+
+	claude_slot_wait(slot);
+	reply = claude_request_collect(slot, &result);
+	post->rejected = result.http_status >= 400;
+	claude_check_result(&result, reply);
+	as_owner(s);
+	claude_batch_record_state(&s->tables, s->local_id, reply);
+	as_caller(s);
+}
+
+/*
+ * POST the batch being filled.  Returns normally once the API accepted it
+ * and its id is committed; otherwise raises, having deleted the record
+ * (error reply) or marked it failed (outcome unknown).
+ */
+static void
+send_batch(Submission *s)
+{
+	LOCKTAG		tag;
+	Post		post = {s, false};
+	ErrorData  *edata;
+
+	/*
+	 * Every request of the batch, and of those this call sent before it,
+	 * must fit the budget: they count only as their results arrive.
+	 */
+	claude_budget_check(s->caller, s->submitted + s->nitems);
+	append_body(s, "]}", 2);
+	flush_body(s);
+	as_owner(s);
+	claude_spi_run(psprintf("UPDATE %s SET requests = $2 WHERE local_id = $1", s->tables.batches),
+				   2, (Oid[]) {INT8OID, INT4OID},
+				   (Datum[]) {Int64GetDatum(s->local_id), Int32GetDatum(s->nitems)},
+				   SPI_OK_UPDATE);
+	as_caller(s);
+	claude_batch_lock_tag(&tag, s->local_id);
+	(void) LockAcquire(&tag, ExclusiveLock, true, false);
+	SPI_commit();
+
+	/* the commit began a new transaction: the subtransaction is in it */
+	edata = claude_subxact(post_batch, &post);
+	close_body();
+
+	as_owner(s);
+	if (edata == NULL)
+	{
+		if (SPI_execute(psprintf("SELECT id FROM %s WHERE local_id = %lld", s->tables.batches,
+								 (long long) s->local_id), false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "claude_enrich: could not read claude_batches");
+		appendStringInfo(&s->ids, "%s%s", s->nbatches ? ", " : "",
+						 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+		s->nbatches++;
+		s->submitted += s->nitems;
+	}
+	else if (post.rejected)
+		claude_spi_run(psprintf("DELETE FROM %s WHERE local_id = %lld", s->tables.batches,
+								(long long) s->local_id), 0, NULL, NULL, SPI_OK_DELETE);
+	else
+		claude_batch_record_error(&s->tables, s->local_id,
+								  psprintf("submission interrupted (%s): the batch may exist at the API "
+										   "without its id here", edata->message), true);
+	as_caller(s);
+	SPI_commit();
+	LockRelease(&tag, ExclusiveLock, true);
+	s->local_id = 0;
+
+	if (edata != NULL)
+	{
+		if (s->nbatches > 0)
+			ereport(NOTICE,
+					(errmsg("claude_enrich: %lld rows were submitted before the error, in %s",
+							(long long) s->submitted, s->ids.data)));
+		ReThrowError(edata);
+	}
+}
+
+static bool
+waiting_in_batch(Submission *s, const char *pkjson)
+{
+	return s->nwaiting > 0 &&
+		bsearch(&pkjson, s->waiting, s->nwaiting, sizeof(char *), compare_keys) != NULL;
+}
+
+static void
+add_row(Submission *s, EnrichRow *row)
+{
+	Enrich	   *e = s->e;
+	char	   *body = claude_complete_body(&e->args, row->prompt);
+	Size		len = strlen(body);
+	ClaudeCacheCall call;
+	Jsonb	   *hit;
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+	char		custom_id[16];
+	char		head[64];
+	bytea	   *key;
+	char	   *utf8;
+	Size		utf8_len;
+
+	if (waiting_in_batch(s, row->pkjson))
+	{
+		s->skipped++;
+		return;
+	}
+	if (claude_cache_begin(s->cache, s->tables.nsp, "/v1/messages", body, len, false,
+						   &call, &hit))
+	{
+		/* a cached reply that does not fit is reported and the row skipped */
+		char	   *why = claude_enrich_write(e, row, claude_jsonb_reply_text(hit));
+
+		if (why != NULL)
+			ereport(NOTICE,
+					(errmsg("claude_enrich: row %s not filled from the cache: %s", row->key, why)));
+		else
+			s->from_cache++;
+		return;
+	}
+
+	utf8 = pg_server_to_any(body, len, PG_UTF8);
+	utf8_len = utf8 == body ? len : strlen(utf8);
+	if (s->local_id != 0 &&
+		(s->nitems >= claude_batch_max_requests ||
+		 s->size + s->buf.len + utf8_len + ITEM_OVERHEAD > (Size) claude_batch_max_size))
+		send_batch(s);
+	if (s->local_id == 0)
+		start_batch(s);
+
+	snprintf(custom_id, sizeof(custom_id), "r%d", ++s->nitems);
+	snprintf(head, sizeof(head), "%s{\"custom_id\":\"%s\",\"params\":",
+			 s->nitems > 1 ? "," : "", custom_id);
+	append_body(s, head, strlen(head));
+	append_body(s, utf8, utf8_len);
+	append_body(s, "}", 1);
+
+	values[0] = Int64GetDatum(s->local_id);
+	values[1] = CStringGetTextDatum(custom_id);
+	values[2] = CStringGetTextDatum(row->pkjson);
+	values[3] = PointerGetDatum(cstring_to_text_with_len(body, len));
+	if (call.enabled)
+	{
+		key = palloc(VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
+		SET_VARSIZE(key, VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
+		memcpy(VARDATA(key), call.key, CLAUDE_CACHE_KEY_LEN);
+		values[4] = PointerGetDatum(key);
+	}
+	else
+		nulls[4] = true;
+	as_owner(s);
+	if (SPI_execute_plan(s->new_item, values, (char[]) {' ', ' ', ' ', ' ', nulls[4] ? 'n' : ' '},
+						 false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "claude_enrich: could not record a batch request");
+	as_caller(s);
+}
+
+/* claude_enrich(mode => 'batch'), in a non-atomic CALL after prepare(). */
+void
+claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo)
+{
+	Submission	s;
+	LOCKTAG		tag;
+	MemoryContext tmp = AllocSetContextCreate(e->cxt, "claude_enrich batch rows",
+											  ALLOCSET_DEFAULT_SIZES);
+
+	memset(&s, 0, sizeof(s));
+	s.e = e;
+	s.cache = claude_cache_enabled;
+	s.caller = GetUserId();
+	if (!claude_batch_tables(claude_extension_schema(fcinfo), &s.tables))
+		elog(ERROR, "claude_enrich: claude_batches is missing");
+	s.owner = extension_owner();
+	initStringInfo(&s.buf);
+	initStringInfo(&s.ids);
+	close_body();				/* left by an earlier submission that failed */
+	prepare_plans(&s);
+
+	/*
+	 * One submission per column at a time, across commits: a second one
+	 * would not see the first one's rows as waiting yet.
+	 */
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, e->relid,
+						 hash_bytes((const unsigned char *) e->target, strlen(e->target)),
+						 LOCKTAG_CLAUDE_SUBMIT);
+	if (LockAcquire(&tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("another session is submitting Message Batches for column \"%s\" of %s",
+						e->target, e->relname),
+				 errhint("Wait for it to return, then CALL again: rows it submitted are skipped.")));
+	PG_TRY();
+	{
+		load_waiting(&s);
+		while (!e->exhausted)
+		{
+			MemoryContext old = MemoryContextSwitchTo(tmp);
+
+			claude_enrich_read_rows(e);
+			for (int i = 0; i < e->npending; i++)
+			{
+				add_row(&s, e->pending[i]);
+				claude_enrich_free_row(e->pending[i]);
+			}
+			e->npending = 0;
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(tmp);
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (s.local_id != 0)
+			send_batch(&s);
+		else
+			SPI_commit();		/* the rows filled from the cache */
+	}
+	PG_FINALLY();
+	{
+		LockRelease(&tag, ExclusiveLock, true);
+	}
+	PG_END_TRY();
+
+	if (s.skipped > 0)
+		ereport(NOTICE,
+				(errmsg("claude_enrich: %lld rows of %s skipped: they wait in Message Batches that have not ended",
+						(long long) s.skipped, e->relname)));
+	if (s.nbatches == 0)
+		ereport(NOTICE,
+				(errmsg("claude_enrich: no Message Batch needed for %s, %lld rows filled from the cache",
+						e->relname, (long long) s.from_cache)));
+	else
+	{
+		ereport(NOTICE,
+				(errmsg("claude_enrich: %lld rows of %s submitted in %d Message Batch%s: %s; %lld rows filled from the cache",
+						(long long) s.submitted, e->relname, s.nbatches,
+						s.nbatches > 1 ? "es" : "", s.ids.data, (long long) s.from_cache),
+				 errhint("The database's worker writes results back when a batch ends; see claude_batches and claude_progress.")));
+		/* the worker polls the new batches */
+		claude_jobs_kick(MyDatabaseId);
+	}
+}
+
+/* claude_batch_cancel(batch_id): ask the API to stop a batch. */
+Datum
+claude_batch_cancel(PG_FUNCTION_ARGS)
+{
+	ClaudeBatchTables tables;
+	char	   *id;
+	int64		local_id;
+	Oid			submitted_by;
+	bool		isnull;
+	char	   *reply;
+	ClaudeResult result;
+	char	   *status;
+	Oid			owner;
+	ClaudeRoleSwitch as_owner;
+
+	if (PG_ARGISNULL(0))
+		invalid_argument("batch_id must not be NULL");
+	id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	claude_require_shared();
+	if (!claude_batch_tables(claude_extension_schema(fcinfo), &tables))
+		elog(ERROR, "claude_batch_cancel: claude_batches is missing");
+
+	SPI_connect();
+	owner = extension_owner();
+	claude_become(&as_owner, owner, false);
+	if (SPI_execute_with_args(psprintf("SELECT local_id, submitted_by FROM %s "
+									   "WHERE id OPERATOR(pg_catalog.=) $1", tables.batches),
+							  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(id)},
+							  NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "claude_batch_cancel: could not read claude_batches");
+	claude_unbecome(&as_owner);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("Message Batch \"%s\" is not in claude_batches", id)));
+	local_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	submitted_by = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (!has_privs_of_role(GetUserId(), submitted_by))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to cancel Message Batch \"%s\"", id),
+				 errdetail("Only roles with the privileges of its submitter %s may cancel it.",
+						   GetUserNameFromId(submitted_by, false))));
+
+	reply = claude_http_call(CLAUDE_POST, psprintf("%s/%s/cancel", CLAUDE_BATCHES_PATH, id),
+							 NULL, 0, 0, NULL, &result);
+	claude_become(&as_owner, owner, false);
+	claude_batch_record_state(&tables, local_id, reply);
+	/* poll it again soon: a canceled batch ends quickly */
+	claude_spi_run(psprintf("UPDATE %s SET polled_at = NULL WHERE local_id = %lld RETURNING status",
+							tables.batches, (long long) local_id),
+				   0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
+	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	claude_unbecome(&as_owner);
+	SPI_finish();
+	claude_jobs_kick(MyDatabaseId);
+	PG_RETURN_TEXT_P(cstring_to_text(status));
+}

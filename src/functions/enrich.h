@@ -1,0 +1,61 @@
+/*
+ * enrich.h
+ *		claude_enrich's view of a table, shared by its online and batch modes.
+ */
+#ifndef CLAUDE_ENRICH_H
+#define CLAUDE_ENRICH_H
+
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/timestamp.h"
+
+#include "functions/complete.h"
+#include "common/template.h"
+
+typedef struct EnrichRow
+{
+	Datum	   *pk;				/* primary key values */
+	char	   *key;			/* the key as text, for reports */
+	char	   *pkjson;			/* the key as a jsonb object (batches only) */
+	char	   *prompt;
+} EnrichRow;
+
+typedef struct Enrich
+{
+	MemoryContext cxt;			/* lives across commits */
+	Oid			relid;
+	char	   *relname;
+	char	   *target;
+	int			npk;
+	Oid		   *pk_types;
+	int16	   *pk_len;
+	bool	   *pk_byval;
+	ClaudeTemplate *tmpl;
+	ClaudeCompleteArgs args;
+	int			batch_size;
+	SPIPlanPtr	first;			/* the first rows */
+	SPIPlanPtr	next;			/* rows after the last one read */
+	SPIPlanPtr	update;
+	Datum	   *last;			/* primary key of the last row read */
+	bool		have_last;
+	bool		exhausted;
+	bool		want_pkjson;	/* read each key as jsonb too */
+	EnrichRow **pending;		/* read, not yet sent */
+	int			npending;
+	int			pending_pos;
+	EnrichRow **inflight;		/* by tag */
+	int64		total;
+	int64		done;
+	int64		failed;
+	int64		since_commit;
+	StringInfoData failures;
+	TimestampTz started;
+	TimestampTz last_notice;
+} Enrich;
+
+extern void claude_enrich_read_rows(Enrich *e);
+extern void claude_enrich_free_row(EnrichRow *row);
+extern char *claude_enrich_write(Enrich *e, EnrichRow *row, text *value);
+extern void claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo);
+
+#endif

@@ -1,0 +1,401 @@
+/*
+ * tools.c
+ *		Structured output (claude_extract, claude_classify), token counting,
+ *		the model list and image blocks.
+ *
+ * claude_extract and claude_classify force one tool whose input_schema is
+ * what the caller wants back, so the reply is a JSON object that fits it,
+ * never free text.  Their requests are printed in jsonb's canonical form
+ * and go through the same path as claude_messages: cache, limits, budgets,
+ * statistics.  Every argument is checked before anything is sent.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include <ctype.h>
+#include <limits.h>
+
+#include "catalog/pg_type_d.h"
+#include "common/base64.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+
+#include "functions/complete.h"
+#include "common/errors.h"
+#include "common/guc.h"
+#include "common/json.h"
+#include "client/call.h"
+
+/* claude_models() follows at most this many pages */
+#define MAX_MODEL_PAGES 100
+
+PG_FUNCTION_INFO_V1(claude_extract);
+PG_FUNCTION_INFO_V1(claude_classify);
+PG_FUNCTION_INFO_V1(claude_count_tokens);
+PG_FUNCTION_INFO_V1(claude_models);
+PG_FUNCTION_INFO_V1(claude_image);
+
+#define IMAGE_MAX_BYTES (5 * 1024 * 1024)
+
+/* Text of JSON in jsonb's canonical form (the cache key and the pricing rely on it). */
+static char *
+canonical(const char *json)
+{
+	Jsonb	   *j = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+
+	return JsonbToCString(NULL, &j->root, VARSIZE(j));
+}
+
+/*
+ * The request that forces tool `name` with `schema` (JSON text) on one
+ * user message.
+ */
+static char *
+tool_request(FunctionCallInfo fcinfo, int model_arg, int instructions_arg,
+			 const char *input, const char *name, const char *description,
+			 const char *schema)
+{
+	ClaudeCompleteArgs args;
+	StringInfoData req;
+
+	claude_complete_args(fcinfo, model_arg, -1, instructions_arg, -1, &args);
+	initStringInfo(&req);
+	appendStringInfoString(&req, "{\"model\": ");
+	escape_json(&req, args.model);
+	appendStringInfo(&req, ", \"max_tokens\": %d", args.max_tokens);
+	if (args.system)
+	{
+		appendStringInfoString(&req, ", \"system\": ");
+		escape_json(&req, args.system);
+	}
+	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
+	escape_json(&req, input);
+	appendStringInfo(&req, "}], \"tools\": [{\"name\": \"%s\", \"description\": ", name);
+	escape_json(&req, description);
+	appendStringInfo(&req, ", \"input_schema\": %s}], \"tool_choice\": {\"type\": \"tool\", \"name\": \"%s\"}}",
+					 schema, name);
+	return canonical(req.data);
+}
+
+/* Send a tool request; the input the reply gives the tool, as jsonb. */
+static Jsonb *
+call_tool(FunctionCallInfo fcinfo, const char *body, const char *name)
+{
+	char	   *reply_text;
+	Jsonb	   *reply;
+	ClaudeResult result;
+	JsonbContainer *content;
+	char	   *stop_reason;
+	int			n;
+
+	claude_send(fcinfo, -1, "/v1/messages", body, claude_default_max_tokens, &reply_text, &reply, &result);
+	if (reply == NULL)
+		reply = claude_json_parse(reply_text, strlen(reply_text));
+	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
+		(content = claude_json_get_container(&reply->root, "content", true)) == NULL)
+		claude_bad_reply(&result);
+	n = JsonContainerSize(content);
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *block = getIthJsonbValueFromContainer(content, i);
+		char	   *type;
+		char	   *tool;
+		JsonbValue *input;
+
+		if (block->type != jbvBinary)
+			continue;
+		type = claude_json_get_string(block->val.binary.data, "type");
+		tool = claude_json_get_string(block->val.binary.data, "name");
+		input = claude_json_get(block->val.binary.data, "input");
+		if (type && strcmp(type, "tool_use") == 0 && tool && strcmp(tool, name) == 0 &&
+			input && input->type == jbvBinary && JsonContainerIsObject(input->val.binary.data))
+			return JsonbValueToJsonb(input);
+	}
+	stop_reason = claude_json_get_string(&reply->root, "stop_reason");
+	ereport(ERROR,
+			(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
+			 errmsg("the reply does not call the tool \"%s\" (stop_reason: %s)",
+					name, stop_reason ? stop_reason : "none"),
+			 errhint("With stop_reason max_tokens, raise claude.default_max_tokens.")));
+	pg_unreachable();
+}
+
+/* claude_extract(input, schema, instructions, model): the tool input. */
+Datum
+claude_extract(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *schema;
+	char	   *type;
+	char	   *body;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	if (PG_ARGISNULL(1))
+		invalid_argument("schema must not be NULL");
+	claude_require_shared();
+	schema = PG_GETARG_JSONB_P(1);
+	if (!JB_ROOT_IS_OBJECT(schema) || JB_ROOT_IS_SCALAR(schema))
+		invalid_argument("schema must be a JSON Schema object, such as {\"type\": \"object\", \"properties\": {...}}");
+	type = claude_json_get_string(&schema->root, "type");
+	if (claude_json_get(&schema->root, "type") != NULL && (type == NULL || strcmp(type, "object") != 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("schema must describe an object (\"type\": \"object\")"),
+				 errhint("Wrap other values in an object property.")));
+	if (type == NULL)
+		schema = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+													DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"type\": \"object\"}")),
+													JsonbPGetDatum(schema)));
+	body = tool_request(fcinfo, 3, 2, text_to_cstring(PG_GETARG_TEXT_PP(0)), "extract",
+						"Record the data requested, taken from the user's message.",
+						JsonbToCString(NULL, &schema->root, VARSIZE(schema)));
+	PG_RETURN_JSONB_P(call_tool(fcinfo, body, "extract"));
+}
+
+/* claude_classify(input, labels, instructions, model): one of labels. */
+Datum
+claude_classify(PG_FUNCTION_ARGS)
+{
+	ArrayType  *labels;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	StringInfoData schema;
+	char	   *label;
+	Jsonb	   *input;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	if (PG_ARGISNULL(1))
+		invalid_argument("labels must not be NULL");
+	claude_require_shared();
+	labels = PG_GETARG_ARRAYTYPE_P(1);
+	if (ARR_NDIM(labels) > 1)
+		invalid_argument("labels must be a one-dimensional array");
+	deconstruct_array(labels, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		invalid_argument("labels must not be empty");
+
+	initStringInfo(&schema);
+	appendStringInfoString(&schema, "{\"type\": \"object\", \"required\": [\"label\"], "
+						   "\"properties\": {\"label\": {\"type\": \"string\", \"enum\": [");
+	for (int i = 0; i < n; i++)
+	{
+		char	   *l;
+
+		if (nulls[i] || (l = TextDatumGetCString(elems[i]))[0] == '\0')
+			invalid_argument("labels must not contain NULL or empty strings");
+		for (int j = 0; j < i; j++)
+			if (strcmp(l, TextDatumGetCString(elems[j])) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("labels must be distinct: \"%s\" appears twice", l)));
+		if (i > 0)
+			appendStringInfoString(&schema, ", ");
+		escape_json(&schema, l);
+	}
+	appendStringInfoString(&schema, "]}}}");
+
+	input = call_tool(fcinfo,
+					  tool_request(fcinfo, 3, 2, text_to_cstring(PG_GETARG_TEXT_PP(0)), "classify",
+								   "Record the one label that fits the user's message best.",
+								   schema.data),
+					  "classify");
+	label = claude_json_get_string(&input->root, "label");
+	for (int i = 0; label != NULL && i < n; i++)
+		if (strcmp(label, TextDatumGetCString(elems[i])) == 0)
+			PG_RETURN_TEXT_P(cstring_to_text(label));
+	ereport(ERROR,
+			(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
+			 errmsg("the reply chose \"%s\", which is not one of the labels", label ? label : "(nothing)")));
+	pg_unreachable();
+}
+
+/* claude_count_tokens(prompt, model, system): input tokens of the message. */
+Datum
+claude_count_tokens(PG_FUNCTION_ARGS)
+{
+	double		tokens;
+	ClaudeCompleteArgs args;
+	StringInfoData req;
+	char	   *body;
+	char	   *reply_text;
+	Jsonb	   *reply;
+	ClaudeResult result;
+	JsonbValue *count;
+	char	   *prompt;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	claude_require_shared();
+	prompt = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (prompt[0] == '\0')
+		invalid_argument("prompt must not be empty");
+	claude_complete_args(fcinfo, 1, -1, 2, -1, &args);
+	initStringInfo(&req);
+	appendStringInfoString(&req, "{\"model\": ");
+	escape_json(&req, args.model);
+	if (args.system)
+	{
+		appendStringInfoString(&req, ", \"system\": ");
+		escape_json(&req, args.system);
+	}
+	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
+	escape_json(&req, prompt);
+	appendStringInfoString(&req, "}]}");
+	body = canonical(req.data);
+
+	claude_send(fcinfo, -1, "/v1/messages/count_tokens", body, 0, &reply_text, &reply, &result);
+	if (reply == NULL)
+		reply = claude_json_parse(reply_text, strlen(reply_text));
+	count = reply ? claude_json_get(&reply->root, "input_tokens") : NULL;
+	if (count == NULL || count->type != jbvNumeric)
+		claude_bad_reply(&result);
+	/* a count: a whole number from 0, nothing else is believed */
+	tokens = strtod(DatumGetCString(DirectFunctionCall1(numeric_out,
+														NumericGetDatum(count->val.numeric))), NULL);
+	if (!(tokens >= 0 && tokens <= CLAUDE_MAX_TOKENS) || tokens != floor(tokens))
+		claude_bad_reply(&result);
+	PG_RETURN_INT32((int32) tokens);
+}
+
+/* claude_models(): every model the key may use, following the pages. */
+Datum
+claude_models(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *after = NULL;
+	bool		more = true;
+	List	   *seen = NIL;		/* every last_id so far */
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	claude_require_shared();
+	while (more)
+	{
+		ClaudeResult result;
+		StringInfoData path;
+		char	   *reply_text;
+		Jsonb	   *reply;
+		JsonbContainer *data;
+		JsonbValue *has_more;
+		char	   *last;
+		int			n;
+
+		initStringInfo(&path);
+		appendStringInfoString(&path, "/v1/models?limit=1000");
+		if (after)
+		{
+			/* model ids are [a-z0-9.-]: nothing to escape in a query */
+			for (char *p = after; *p; p++)
+				if (!(isalnum((unsigned char) *p) || *p == '-' || *p == '.' || *p == '_'))
+					claude_bad_reply(&result);
+			appendStringInfo(&path, "&after_id=%s", after);
+		}
+		reply_text = claude_http_call(CLAUDE_GET, path.data, NULL, 0, 0, NULL, &result);
+		reply = claude_json_parse(reply_text, strlen(reply_text));
+		if (reply == NULL || (data = claude_json_get_container(&reply->root, "data", true)) == NULL)
+			claude_bad_reply(&result);
+		n = JsonContainerSize(data);
+		for (int i = 0; i < n; i++)
+		{
+			JsonbValue *m = getIthJsonbValueFromContainer(data, i);
+			Datum		values[3];
+			bool		nulls[3] = {false, false, false};
+			char	   *id;
+			char	   *name;
+			char	   *created;
+
+			if (m->type != jbvBinary)
+				continue;
+			id = claude_json_get_string(m->val.binary.data, "id");
+			name = claude_json_get_string(m->val.binary.data, "display_name");
+			created = claude_json_get_string(m->val.binary.data, "created_at");
+			if (id == NULL)
+				continue;
+			values[0] = CStringGetTextDatum(id);
+			values[1] = name ? CStringGetTextDatum(name) : (Datum) 0;
+			nulls[1] = name == NULL;
+			if (created)
+				values[2] = DirectFunctionCall3(timestamptz_in, CStringGetDatum(created),
+												ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+			nulls[2] = created == NULL;
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+		has_more = claude_json_get(&reply->root, "has_more");
+		last = claude_json_get_string(&reply->root, "last_id");
+		/* a page that does not move on, or comes back, ends the list */
+		more = has_more && has_more->type == jbvBool && has_more->val.boolean && last && n > 0;
+		foreach(lc, seen)
+			if (more && strcmp((char *) lfirst(lc), last) == 0)
+				more = false;
+		seen = lappend(seen, last);
+		more = more && list_length(seen) < MAX_MODEL_PAGES;
+		after = last;
+	}
+	return (Datum) 0;
+}
+
+/* Whether data starts like an image of media_type. */
+static bool
+looks_like(const char *media_type, const unsigned char *d, int len)
+{
+	if (strcmp(media_type, "image/png") == 0)
+		return len >= 8 && memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0;
+	if (strcmp(media_type, "image/jpeg") == 0)
+		return len >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF;
+	if (strcmp(media_type, "image/gif") == 0)
+		return len >= 6 && (memcmp(d, "GIF87a", 6) == 0 || memcmp(d, "GIF89a", 6) == 0);
+	return len >= 12 && memcmp(d, "RIFF", 4) == 0 && memcmp(d + 8, "WEBP", 4) == 0;
+}
+
+/* claude_image(data, media_type): a base64 image block for claude_messages. */
+Datum
+claude_image(PG_FUNCTION_ARGS)
+{
+	bytea	   *data;
+	char	   *media_type;
+	int			len;
+	int			enclen;
+	char	   *b64;
+	StringInfoData block;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	data = PG_GETARG_BYTEA_PP(0);
+	media_type = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (strcmp(media_type, "image/jpeg") != 0 && strcmp(media_type, "image/png") != 0 &&
+		strcmp(media_type, "image/gif") != 0 && strcmp(media_type, "image/webp") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unsupported image media type \"%s\"", media_type),
+				 errhint("Use image/jpeg, image/png, image/gif or image/webp.")));
+	len = VARSIZE_ANY_EXHDR(data);
+	if (len == 0)
+		invalid_argument("image data must not be empty");
+	if (len > IMAGE_MAX_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("image of %d bytes is larger than the API accepts (5 MB)", len)));
+	if (!looks_like(media_type, (unsigned char *) VARDATA_ANY(data), len))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the data is not an image of type %s", media_type)));
+
+	enclen = pg_b64_enc_len(len);
+	b64 = palloc(enclen + 1);
+	enclen = pg_b64_encode(VARDATA_ANY(data), len, b64, enclen);
+	if (enclen < 0)
+		elog(ERROR, "claude_image: base64 encoding failed");
+	b64[enclen] = '\0';
+	initStringInfo(&block);
+	appendStringInfoString(&block, "{\"type\": \"image\", \"source\": {\"type\": \"base64\", \"media_type\": ");
+	escape_json(&block, media_type);
+	appendStringInfo(&block, ", \"data\": \"%s\"}}", b64);
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(block.data)));
+}

@@ -1,0 +1,370 @@
+/*
+ * trigger.c
+ *		claude_enrich_trigger(target_column, prompt_template [, 'model=...',
+ *		'max_tokens=...', 'system=...']).
+ *
+ * BEFORE ROW: fills NEW.target_column synchronously.  AFTER ROW: queues a
+ * job in claude_jobs within the inserting transaction (a rollback leaves
+ * none) and returns at once; when the transaction commits, the database's
+ * worker is told to look (claude_jobs_kick).  It runs with the rights of
+ * whoever fired it; only the INSERT into claude_jobs runs as the
+ * extension's owner.
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+#include <limits.h>
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "commands/trigger.h"
+#include "common/md5.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "functions/complete.h"
+#include "client/cache.h"
+#include "dbworker/dbworker.h"
+#include "common/errors.h"
+#include "common/guc.h"
+#include "shmem/slots.h"
+#include "client/call.h"
+#include "common/security.h"
+#include "common/template.h"
+#include "client/budget.h"
+
+PG_FUNCTION_INFO_V1(claude_enrich_trigger);
+
+static bool jobs_queued = false;
+static bool callback_registered = false;
+
+static void
+kick_on_commit(XactEvent event, void *arg)
+{
+	/* prepared: the worker watches until COMMIT PREPARED (see jobs.c) */
+	if ((event == XACT_EVENT_COMMIT || event == XACT_EVENT_PREPARE) && jobs_queued)
+		claude_jobs_kick(MyDatabaseId);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PREPARE || event == XACT_EVENT_ABORT)
+		jobs_queued = false;
+}
+
+/* Tell the database's worker, once this transaction commits, to look. */
+static void
+claude_jobs_kick_on_commit(void)
+{
+	if (!callback_registered)
+	{
+		RegisterXactCallback(kick_on_commit, NULL);
+		callback_registered = true;
+	}
+	jobs_queued = true;
+}
+
+static void
+trigger_error(const char *msg)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("claude_enrich_trigger: %s", msg),
+			 errhint("Arguments: (target_column, prompt_template [, 'model=...', 'max_tokens=...', 'system=...']).")));
+}
+
+/* The values of the template's columns in a row, printed as claude_enrich prints them. */
+static char **
+input_values(ClaudeTemplate *t, HeapTuple tuple, TupleDesc desc)
+{
+	char	  **values = palloc(Max(t->ncolumns, 1) * sizeof(char *));
+	int			nest = claude_pin_output_settings();
+
+	for (int i = 0; i < t->ncolumns; i++)
+		values[i] = SPI_getvalue(tuple, desc, SPI_fnumber(desc, t->columns[i]));
+	claude_pop_settings(nest);
+	return values;
+}
+
+/*
+ * The MD5 of those values, as the database worker computes it over the row
+ * (jobs.c: md5 of concat_ws(',', quote_nullable(column::text), ...)), to
+ * write a job's reply only to a row that still holds them.
+ */
+static char *
+inputs_md5(ClaudeTemplate *t, char **values)
+{
+	StringInfoData all;
+	char		md5[33];
+
+	initStringInfo(&all);
+	for (int i = 0; i < t->ncolumns; i++)
+		appendStringInfo(&all, "%s%s", i > 0 ? "," : "",
+						 values[i] ? quote_literal_cstr(values[i]) : "NULL");
+	if (!pg_md5_hash(all.data, all.len, md5, &(const char *) {NULL}))
+		elog(ERROR, "claude_enrich_trigger: could not compute an MD5");
+	return pstrdup(md5);
+}
+
+/*
+ * {"column": "text value", ...} of the row's primary key, printed under
+ * fixed settings so that the worker finds the same row whatever this
+ * session's DateStyle or extra_float_digits.
+ */
+static char *
+primary_key_json(Relation rel, HeapTuple tuple)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Oid			pkidx = RelationGetPrimaryKeyIndex(rel);
+	Relation	idx;
+	StringInfoData buf;
+	int			nest;
+
+	if (!OidIsValid(pkidx))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table %s has no primary key", RelationGetRelationName(rel)),
+				 errhint("An AFTER claude_enrich_trigger writes results back by primary key.")));
+	idx = index_open(pkidx, AccessShareLock);
+	nest = claude_pin_output_settings();
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int i = 0; i < idx->rd_index->indnkeyatts; i++)
+	{
+		int			attno = idx->rd_index->indkey.values[i];
+
+		if (i > 0)
+			appendStringInfoString(&buf, ", ");
+		escape_json(&buf, NameStr(TupleDescAttr(desc, attno - 1)->attname));
+		appendStringInfoString(&buf, ": ");
+		escape_json(&buf, SPI_getvalue(tuple, desc, attno));
+	}
+	appendStringInfoChar(&buf, '}');
+	claude_pop_settings(nest);
+	index_close(idx, AccessShareLock);
+	return buf.data;
+}
+
+/* A whole number from 1 to INT_MAX, and nothing after it. */
+static bool
+parse_positive(const char *s, int *out)
+{
+	char	   *end;
+	long		v;
+
+	if (!isdigit((unsigned char) *s))
+		return false;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 1 || v > INT_MAX)
+		return false;
+	*out = (int) v;
+	return true;
+}
+
+/* Whether a column has the same value in both tuples (binary equality). */
+static bool
+same_value(HeapTuple a, HeapTuple b, TupleDesc desc, int attno)
+{
+	Form_pg_attribute att = TupleDescAttr(desc, attno - 1);
+	bool		anull;
+	bool		bnull;
+	Datum		av = heap_getattr(a, attno, desc, &anull);
+	Datum		bv = heap_getattr(b, attno, desc, &bnull);
+
+	if (anull || bnull)
+		return anull && bnull;
+	return datumIsEqual(av, bv, att->attbyval, att->attlen);
+}
+
+/*
+ * Whether the row needs a reply.  INSERT: when the target is NULL (a value
+ * the statement gives is kept).  UPDATE: when a column the prompt uses
+ * changed and the statement left the target alone (or set it NULL): a
+ * changed input gets a new reply; an UPDATE of other columns, of the
+ * target itself, or a job's own write-back, gets none.
+ */
+static bool
+wanted(TriggerData *td, ClaudeTemplate *tmpl, int target)
+{
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	HeapTuple	newtup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
+	bool		input_changed = false;
+
+	if (heap_attisnull(newtup, target, desc) == false &&
+		(!TRIGGER_FIRED_BY_UPDATE(td->tg_event) ||
+		 !same_value(td->tg_trigtuple, newtup, desc, target)))
+		return false;
+	if (!TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		return true;
+	for (int i = 0; i < tmpl->ncolumns && !input_changed; i++)
+		input_changed = !same_value(td->tg_trigtuple, newtup, desc,
+									SPI_fnumber(desc, tmpl->columns[i]));
+	return input_changed;
+}
+
+/*
+ * Queue the job of an AFTER trigger.  claude_jobs is closed to the
+ * inserting role: this one INSERT runs as the extension's owner, with
+ * values computed beforehand and no expression of the user's inside.
+ */
+static void
+queue_job(TriggerData *td, HeapTuple tuple, const char *body, Oid nsp,
+		  ClaudeTemplate *tmpl, const char *inputs_md5)
+{
+	Oid			types[7] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTARRAYOID, TEXTOID};
+	Datum		values[7];
+	Datum	   *names = palloc(Max(tmpl->ncolumns, 1) * sizeof(Datum));
+	Oid			jobs = get_relname_relid("claude_jobs", nsp);
+	Oid			owner = claude_rel_owner(jobs);
+	ClaudeRoleSwitch as_owner;
+
+	/* made by CREATE EXTENSION: its owner is the extension's */
+	if (!OidIsValid(owner))
+		elog(ERROR, "claude_enrich_trigger: claude_jobs is missing");
+	values[0] = ObjectIdGetDatum(RelationGetRelid(td->tg_relation));
+	values[1] = CStringGetTextDatum(primary_key_json(td->tg_relation, tuple));
+	values[2] = CStringGetTextDatum(td->tg_trigger->tgargs[0]);
+	values[3] = CStringGetTextDatum(body);
+	/* the job is the inserting role's, whose budget it uses */
+	values[4] = ObjectIdGetDatum(claude_request_owner());
+	for (int i = 0; i < tmpl->ncolumns; i++)
+		names[i] = CStringGetTextDatum(tmpl->columns[i]);
+	values[5] = PointerGetDatum(construct_array(names, tmpl->ncolumns, TEXTOID, -1, false, TYPALIGN_INT));
+	values[6] = CStringGetTextDatum(inputs_md5);
+	claude_become(&as_owner, owner, false);
+	if (SPI_execute_with_args(psprintf("INSERT INTO %s (relid, pk, target_column, request, role, inputs, inputs_md5) "
+									   "VALUES ($1, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5, $6, $7)",
+									   quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs")),
+							  7, types, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "claude_enrich_trigger: could not queue a job");
+	claude_unbecome(&as_owner);
+	claude_jobs_kick_on_commit();
+}
+
+Datum
+claude_enrich_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Trigger    *trig;
+	TupleDesc	desc;
+	HeapTuple	tuple;
+	int			target;
+	ClaudeTemplate *tmpl;
+	ClaudeCompleteArgs args;
+	char	  **values;
+	char	   *body;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		trigger_error("not called as a trigger");
+	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+		!(TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) ||
+		!(TRIGGER_FIRED_BEFORE(td->tg_event) || TRIGGER_FIRED_AFTER(td->tg_event)))
+		trigger_error("it must be a BEFORE or AFTER ... FOR EACH ROW trigger on INSERT or UPDATE");
+	claude_require_shared();
+
+	trig = td->tg_trigger;
+	desc = RelationGetDescr(td->tg_relation);
+	tuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
+	if (trig->tgnargs < 2)
+		trigger_error("it needs a target column and a prompt template");
+	target = SPI_fnumber(desc, trig->tgargs[0]);
+	if (target <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("claude_enrich_trigger: column \"%s\" of table %s does not exist",
+						trig->tgargs[0], RelationGetRelationName(td->tg_relation))));
+	tmpl = claude_template_parse(trig->tgargs[1], desc, RelationGetRelationName(td->tg_relation));
+
+	memset(&args, 0, sizeof(args));
+	args.model = claude_default_model;
+	args.max_tokens = claude_default_max_tokens;
+	for (int i = 2; i < trig->tgnargs; i++)
+	{
+		char	   *opt = trig->tgargs[i];
+
+		if (strncmp(opt, "model=", 6) == 0 && opt[6])
+			args.model = opt + 6;
+		else if (strncmp(opt, "system=", 7) == 0 && opt[7])
+			args.system = opt + 7;
+		else if (strncmp(opt, "max_tokens=", 11) == 0 && parse_positive(opt + 11, &args.max_tokens))
+			continue;
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("claude_enrich_trigger: invalid option \"%s\"", opt),
+					 errhint("Options are 'model=<id>', 'max_tokens=<positive integer>' and 'system=<text>'.")));
+	}
+
+	/* nothing to do: no request, no job (the write-back of a job is such an UPDATE) */
+	if (!wanted(td, tmpl, target))
+		return PointerGetDatum(tuple);
+
+	claude_cache_shared_system(&args);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "claude_enrich_trigger: SPI_connect failed");
+	values = input_values(tmpl, tuple, desc);
+	body = claude_complete_body(&args, claude_template_render(tmpl, values));
+
+	if (TRIGGER_FIRED_BEFORE(td->tg_event))
+	{
+		ClaudeCacheCall call;
+		ClaudeResult result;
+		Jsonb	   *hit;
+		text	   *reply;
+		Oid			typinput;
+		Oid			typioparam;
+		Datum		value;
+		bool		isnull = false;
+		Form_pg_attribute att = TupleDescAttr(desc, target - 1);
+
+		if (claude_cache_begin(claude_cache_enabled, claude_extension_schema(fcinfo),
+							   "/v1/messages", body, strlen(body), true, &call, &hit))
+			reply = claude_jsonb_reply_text(hit);
+		else if ((reply = claude_complete_text(claude_http_call(CLAUDE_POST, "/v1/messages",
+																body, strlen(body),
+																args.max_tokens, &call,
+																&result))) == NULL)
+			ereport(ERROR,
+					(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
+					 errmsg("the Claude API sent a reply that is not a Messages response")));
+		getTypeInputInfo(att->atttypid, &typinput, &typioparam);
+		value = OidInputFunctionCall(typinput, text_to_cstring(reply), typioparam, att->atttypmod);
+		tuple = heap_modify_tuple_by_cols(tuple, desc, 1, &target, &value, &isnull);
+		tuple = SPI_copytuple(tuple);
+	}
+	else
+		queue_job(td, tuple, body, claude_extension_schema(fcinfo), tmpl,
+				  inputs_md5(tmpl, values));
+	SPI_finish();
+	return PointerGetDatum(tuple);
+}
+
+PG_FUNCTION_INFO_V1(claude_jobs_retry);
+
+/* Queue every failed job again, from scratch; returns how many. */
+Datum
+claude_jobs_retry(PG_FUNCTION_ARGS)
+{
+	int64		n;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "claude_jobs_retry: SPI_connect failed");
+	if (SPI_execute(psprintf("UPDATE %s SET status = 'queued', attempts = 0, "
+							 "next_attempt_at = now(), last_error = NULL, updated_at = now() "
+							 "WHERE status = 'failed'",
+							 quote_qualified_identifier(get_namespace_name(claude_extension_schema(fcinfo)),
+														"claude_jobs")),
+					false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "claude_jobs_retry: could not requeue jobs");
+	n = (int64) SPI_processed;
+	SPI_finish();
+	if (n > 0)
+		claude_jobs_kick_on_commit();
+	PG_RETURN_INT64(n);
+}

@@ -1,0 +1,512 @@
+/*
+ * dispatch.c
+ *		The HTTP worker's queue: who goes next, retries, and results.
+ *
+ * Requests wait in one queue per role and leave in turn, one role after
+ * the other, as fast as the rate limits allow and never more at once than
+ * the pool can carry (claude.max_connections, times the streams of a
+ * connection once the server multiplexes): a role's backlog of thousands
+ * cannot hold back another role's single call for more than the next free
+ * connection.  Within a role, requests keep their order; a retry goes
+ * ahead of newer requests.
+ * Retried: 408, 409, 429, 5xx, 529, connection errors and timeouts, with
+ * exponential backoff (0.5 s doubling to 8 s, 0-25% jitter) unless the
+ * server says when (retry-after-ms, retry-after) or that it should not
+ * (x-should-retry).  Never retried: 400, 401, 403, 404, 413.  A request
+ * waiting for a retry or for the limits costs its caller nothing: the
+ * caller sleeps on its latch and can cancel at any time.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#if PG_VERSION_NUM >= 150000
+#include "common/pg_prng.h"
+#endif
+#include "utils/timestamp.h"
+
+#include "client/cache.h"
+#include "httpworker/dispatch.h"
+#include "common/guc.h"
+#include "common/json.h"
+#include "shmem/ratelimit.h"
+#include "shmem/slots.h"
+#include "shmem/stats.h"
+#include "client/budget.h"
+#include "httpworker/transfer.h"
+
+#define BACKOFF_FIRST_MS	500
+#define BACKOFF_MAX_MS		8000
+#define RETRY_AFTER_MAX_MS	(10 * 60 * 1000)
+
+/* streams per connection counted on once the server speaks HTTP/2 */
+#define STREAMS_PER_CONNECTION	100
+
+/* The requests of one role waiting to start. */
+typedef struct RoleQueue
+{
+	Oid			role;			/* meaningless while waiting is empty */
+	dlist_head	waiting;
+} RoleQueue;
+
+static Transfer *transfers;		/* indexed by slot */
+static RoleQueue *queues;		/* at most one per slot */
+static int	nqueues;			/* entries ever used */
+static int	next_queue;			/* whose turn it is */
+static int	nrunning;
+static dlist_head backoff = DLIST_STATIC_INIT(backoff);
+static dlist_head running = DLIST_STATIC_INIT(running);
+static long limit_wait_ms = -1;	/* until the next request may go */
+
+void
+claude_dispatch_init(void)
+{
+	transfers = calloc(claude_shared->nslots, sizeof(Transfer));
+	queues = calloc(claude_shared->nslots, sizeof(RoleQueue));
+	if (transfers == NULL || queues == NULL)
+		elog(ERROR, "claude: out of memory");
+	claude_stats_worker_started();
+	claude_dispatch_configure();
+}
+
+/* Settings the worker reads itself: the limits (at start and on reload). */
+void
+claude_dispatch_configure(void)
+{
+	claude_limits_configure(claude_requests_per_minute,
+							claude_input_tokens_per_minute,
+							claude_output_tokens_per_minute);
+}
+
+/* Queue a transfer to start; ahead of its role's others for a retry. */
+static void
+make_waiting(Transfer *t, bool ahead)
+{
+	RoleQueue  *q = NULL;
+	int			unused = -1;
+
+	for (int i = 0; i < nqueues; i++)
+	{
+		if (queues[i].role == t->req.role)
+		{
+			q = &queues[i];
+			break;
+		}
+		if (unused < 0 && dlist_is_empty(&queues[i].waiting))
+			unused = i;			/* empty: free for another role */
+	}
+	if (q == NULL)
+	{
+		q = &queues[unused >= 0 ? unused : nqueues++];
+		q->role = t->req.role;
+		dlist_init(&q->waiting);
+	}
+	t->state = XFER_WAITING;
+	if (ahead)
+		dlist_push_head(&q->waiting, &t->node);
+	else
+		dlist_push_tail(&q->waiting, &t->node);
+}
+
+/* Take a transfer off its waiting queue (or any other list). */
+static void
+unlink_transfer(Transfer *t)
+{
+	dlist_delete(&t->node);
+	t->node.prev = t->node.next = NULL;	/* detached (see claude_dispatch_fail) */
+	if (t->state == XFER_RUNNING)
+		nrunning--;
+}
+
+/* The queue whose turn it is, or NULL when nothing waits. */
+static RoleQueue *
+queue_in_turn(void)
+{
+	for (int n = 0; n < nqueues; n++)
+	{
+		RoleQueue  *q = &queues[(next_queue + n) % nqueues];
+
+		if (!dlist_is_empty(&q->waiting))
+		{
+			next_queue = (next_queue + n) % nqueues;
+			return q;
+		}
+	}
+	return NULL;
+}
+
+/* Take over a slot the worker popped from the submit queue. */
+void
+claude_dispatch_enqueue(int slot)
+{
+	Transfer   *t = &transfers[slot];
+
+	memset(t, 0, sizeof(Transfer));
+	t->slot = slot;
+	claude_request_unpack(dsa_get_address(claude_area(), claude_slots[slot].request),
+						  &t->req);
+	t->cost.requests = 1;
+	t->cost.input_tokens = t->req.input_tokens;
+	t->cost.output_tokens = t->req.output_tokens;
+	t->created = t->queued_at = GetCurrentTimestamp();
+	make_waiting(t, false);
+	claude_stats_taken();
+}
+
+/*
+ * The end of a request, for the statistics and, for a Messages request,
+ * the usage of its role.
+ */
+static void
+account(Transfer *t, int http_status, bool transport_error, bool cancelled)
+{
+	const ClaudeUsage *u = t->have_usage ? &t->usage : NULL;
+	double		cost = u ? claude_usage_cost(u, t->req.price_in, t->req.price_out, false) : -1;
+
+	if (t->accounted)
+		return;
+	t->accounted = true;
+	claude_stats_done(http_status, transport_error, cancelled,
+					  (double) (GetCurrentTimestamp() - t->created) / 1000.0, u, cost);
+	if (t->req.output_tokens > 0)
+		claude_usage_done(&t->req, t->attempts > 0, u, cost);
+}
+
+static double
+jitter(void)
+{
+#if PG_VERSION_NUM >= 150000
+	return pg_prng_double(&pg_global_prng_state);
+#else
+	return (double) random() / ((double) MAX_RANDOM_VALUE + 1);
+#endif
+}
+
+/* Milliseconds to wait before retrying this attempt, or -1 for no retry. */
+static double
+retry_delay_ms(Transfer *t, CURLcode code, long status)
+{
+	double		delay;
+
+	if (t->attempts > t->req.max_retries)
+		return -1;
+	if (code == CURLE_OK)
+	{
+		if (status < 400 || status == 400 || status == 401 || status == 403 ||
+			status == 404 || status == 413)
+			return -1;
+		if (t->should_retry == 0)
+			return -1;
+		if (t->should_retry != 1 &&
+			!(status == 408 || status == 409 || status == 429 || status >= 500))
+			return -1;
+	}
+	else if (t->too_large || t->file_failed || t->req.not_idempotent)
+		return -1;
+
+	if (t->retry_after_ms >= 0)
+		return Min(t->retry_after_ms, RETRY_AFTER_MAX_MS);
+	delay = Min(BACKOFF_FIRST_MS * pow(2, t->attempts - 1), BACKOFF_MAX_MS);
+	return delay * (1.0 - 0.25 * jitter());
+}
+
+static void
+set_message(ClaudeResult *r, CURLcode code, Transfer *t)
+{
+	if (code == CURLE_OPERATION_TIMEDOUT)
+	{
+		r->transport = CLAUDE_TE_TIMEOUT;
+		snprintf(r->message, sizeof(r->message),
+				 "no complete reply within claude.request_timeout (%d ms)",
+				 t->req.timeout_ms);
+	}
+	else if (t->file_failed)
+	{
+		r->transport = CLAUDE_TE_INTERNAL;
+		strlcpy(r->message, t->file_error, sizeof(r->message));
+	}
+	else if (t->too_large)
+	{
+		r->transport = CLAUDE_TE_REPLY;
+		snprintf(r->message, sizeof(r->message),
+				 "the reply is larger than claude.max_reply_size (%zu bytes)", t->req.max_reply);
+	}
+	else
+	{
+		r->transport = CLAUDE_TE_CONNECT;
+		strlcpy(r->message, t->errbuf[0] ? t->errbuf : curl_easy_strerror(code),
+				sizeof(r->message));
+	}
+}
+
+/* Hand the outcome of the last attempt to the caller. */
+static void
+finish(Transfer *t, CURLcode code, long status)
+{
+	ClaudeResult r;
+
+	memset(&r, 0, sizeof(r));
+	r.body = InvalidDsaPointer;
+	r.attempts = t->attempts;
+	r.elapsed_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
+	strlcpy(r.request_id, t->request_id, sizeof(r.request_id));
+
+	if (code != CURLE_OK)
+		set_message(&r, code, t);
+	else
+	{
+		r.http_status = (int) status;
+		/* a Messages reply only if a caller would take it: never cache garbage */
+		if (status >= 200 && status < 300 &&
+			(t->req.output_tokens == 0 || claude_reply_is_message(t->body, t->body_len)))
+			claude_cache_store(&t->req, t->body, t->body_len);
+		else if (status >= 200 && status < 300 && OidIsValid(t->req.cache_dbid))
+			claude_cache_release_lead(t->req.cache_dbid, t->req.cache_key, t->req.cache_lead);
+		if (t->req.output_file && !claude_http_close_files(t))
+		{
+			r.transport = CLAUDE_TE_INTERNAL;
+			strlcpy(r.message, t->file_error, sizeof(r.message));
+		}
+		if (t->body_len > 0)
+		{
+			r.body = dsa_allocate_extended(claude_area(), t->body_len,
+										   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
+			if (DsaPointerIsValid(r.body))
+			{
+				memcpy(dsa_get_address(claude_area(), r.body), t->body, t->body_len);
+				r.body_len = t->body_len;
+			}
+			else
+			{
+				r.transport = CLAUDE_TE_INTERNAL;
+				snprintf(r.message, sizeof(r.message),
+						 "out of shared memory for a reply of %zu bytes", t->body_len);
+			}
+		}
+	}
+	account(t, r.http_status, r.transport != CLAUDE_TE_NONE, false);
+	claude_http_end(t);
+	free(t->body);
+	t->body = NULL;
+	unlink_transfer(t);
+	t->finished = true;
+	claude_slot_finish(t->slot, &r);
+}
+
+/*
+ * Fail a request whose handling raised, wherever it got to: unless its
+ * slot has a result, it gets this one (CL002), and the worker goes on.
+ */
+void
+claude_dispatch_fail(Transfer *t, const char *why)
+{
+	ClaudeResult r;
+
+	if (t->finished)
+		return;
+	if (t->node.next != NULL)
+		unlink_transfer(t);
+	claude_http_end(t);
+	free(t->body);
+	t->body = NULL;
+	account(t, 0, true, false);
+	memset(&r, 0, sizeof(r));
+	r.body = InvalidDsaPointer;
+	r.transport = CLAUDE_TE_REPLY;
+	r.attempts = t->attempts;
+	strlcpy(r.message, why, sizeof(r.message));
+	t->finished = true;
+	claude_slot_finish(t->slot, &r);
+}
+
+/*
+ * Read the usage of a successful Messages reply (for the limits, the
+ * statistics and the cost), and return what the reservation did not use to
+ * the token buckets.
+ */
+static void
+settle(Transfer *t, long status)
+{
+	double		input = 0;
+	double		output = 0;
+
+	t->have_usage = false;
+	if (status >= 200 && status < 300 && t->body_len > 0 && t->req.output_tokens > 0)
+		t->have_usage = claude_reply_usage(t->body, t->body_len, &t->usage);
+	if (t->have_usage)
+		input = t->usage.input + t->usage.cache_write, output = t->usage.output;
+	else if (status >= 200 && status < 300)
+		input = t->cost.input_tokens, output = t->cost.output_tokens;
+	claude_limits_settle(&t->cost, input, output);
+}
+
+/* Called by http.c when an attempt ends, with or without a response. */
+void
+claude_dispatch_attempt_done(Transfer *t, CURLcode code, long status)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	double		delay;
+
+	pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
+	claude_limits_feedback(&t->server, now);
+	settle(t, code == CURLE_OK ? status : 0);
+	if (code == CURLE_OK && status == 429)
+		pg_atomic_fetch_add_u64(&claude_limit_counters->rate_limited, 1);
+
+	delay = retry_delay_ms(t, code, status);
+	if (delay < 0)
+	{
+		finish(t, code, status);
+		return;
+	}
+
+	/* a 429 holds back every request, not just this one */
+	if (code == CURLE_OK && status == 429)
+		claude_limits_pause_until(TimestampTzPlusMilliseconds(now, (int64) delay));
+	pg_atomic_fetch_add_u64(&claude_limit_counters->retries, 1);
+	claude_http_end(t);
+	unlink_transfer(t);
+	t->state = XFER_BACKOFF;
+	t->due = TimestampTzPlusMilliseconds(now, (int64) delay);
+	dlist_push_tail(&backoff, &t->node);
+}
+
+static void
+start_attempt(Transfer *t, TimestampTz now)
+{
+	if (t->throttled)
+	{
+		pg_atomic_fetch_add_u64(&claude_limit_counters->throttled_us, now - t->queued_at);
+		claude_stats_throttled();
+	}
+	t->throttled = false;
+	t->state = XFER_RUNNING;
+	t->attempts++;
+	t->started = now;
+	dlist_push_tail(&running, &t->node);
+	nrunning++;
+	pg_atomic_fetch_add_u32(&claude_shared->in_flight, 1);
+	pg_atomic_fetch_add_u64(&claude_shared->requests, 1);
+	if (!claude_http_begin(t))
+		claude_dispatch_attempt_done(t, CURLE_OUT_OF_MEMORY, 0);
+}
+
+/*
+ * Start what the limits and the pool let through now, the roles taking
+ * turns.  Past the pool's capacity requests wait here, not in curl, so
+ * that whoever comes next is chosen by turn rather than by arrival.
+ */
+void
+claude_dispatch_run(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	dlist_mutable_iter iter;
+	int			capacity = claude_max_connections *
+		(claude_http_multiplexing() ? STREAMS_PER_CONNECTION : 1);
+	RoleQueue  *q;
+
+	dlist_foreach_modify(iter, &backoff)
+	{
+		Transfer   *t = dlist_container(Transfer, node, iter.cur);
+
+		if (t->due <= now)
+		{
+			dlist_delete(&t->node);
+			t->queued_at = now;
+			make_waiting(t, true);
+		}
+	}
+
+	limit_wait_ms = -1;
+	while (nrunning < capacity && (q = queue_in_turn()) != NULL)
+	{
+		Transfer   *t = dlist_head_element(Transfer, node, &q->waiting);
+		long		wait = claude_limits_admit(&t->cost, now);
+
+		if (wait > 0)
+		{
+			t->throttled = true;
+			limit_wait_ms = wait;
+			break;
+		}
+		unlink_transfer(t);
+		next_queue = (q - queues + 1) % nqueues;
+		start_attempt(t, now);
+	}
+}
+
+/* How long the worker may sleep before the queue needs it, or -1. */
+long
+claude_dispatch_timeout_ms(void)
+{
+	long		timeout = limit_wait_ms;
+	TimestampTz now = GetCurrentTimestamp();
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &backoff)
+	{
+		Transfer   *t = dlist_container(Transfer, node, iter.cur);
+		long		ms = t->due <= now ? 0 : (long) ((t->due - now + 999) / 1000);
+
+		if (timeout < 0 || ms < timeout)
+			timeout = ms;
+	}
+	return timeout;
+}
+
+static void
+abort_list(dlist_head *list)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, list)
+	{
+		Transfer   *t = dlist_container(Transfer, node, iter.cur);
+
+		if (!claude_slot_is_cancelled(t->slot))
+			continue;
+		if (t->state == XFER_RUNNING)
+		{
+			claude_http_end(t);
+			pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
+			claude_limits_settle(&t->cost, 0, 0);
+		}
+		account(t, 0, false, true);
+		free(t->body);
+		t->body = NULL;
+		unlink_transfer(t);
+		claude_slot_release_cancelled(t->slot);
+	}
+}
+
+/* Drop the requests whose callers gave up, wherever they are. */
+void
+claude_dispatch_abort_cancelled(void)
+{
+	if (pg_atomic_exchange_u32(&claude_shared->cancel_pending, 0) == 0)
+		return;
+	for (int i = 0; i < nqueues; i++)
+		abort_list(&queues[i].waiting);
+	abort_list(&backoff);
+	abort_list(&running);
+}
+
+/* At exit: stop the transfers; the queue fails their slots. */
+void
+claude_dispatch_shutdown(void)
+{
+	dlist_mutable_iter iter;
+
+	if (transfers == NULL)
+		return;
+	dlist_foreach_modify(iter, &running)
+		claude_http_end(dlist_container(Transfer, node, iter.cur));
+	/* they end with the worker: count them, give back their reservations */
+	for (int i = -2; i < nqueues; i++)
+	{
+		dlist_head *list = i == -2 ? &backoff : i == -1 ? &running : &queues[i].waiting;
+
+		dlist_foreach_modify(iter, list)
+			account(dlist_container(Transfer, node, iter.cur), 0, true, false);
+	}
+}

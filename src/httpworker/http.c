@@ -1,0 +1,540 @@
+/*
+ * http.c
+ *		Transfers of the HTTP worker, on one libcurl multi handle.
+ *
+ * curl tells us which sockets to watch; we keep them in an epoll set of our
+ * own, whose descriptor the worker's WaitEventSet watches next to its
+ * latch.  One multi handle means one connection cache (keep-alive, HTTP/2
+ * multiplexing), and a share handle adds TLS sessions and DNS for the
+ * whole server.  Callbacks never raise errors: they run inside libcurl.
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+
+#include "common/guc.h"
+#include "httpworker/http.h"
+#include "shmem/slots.h"
+#include "httpworker/transfer.h"
+
+#define EPOLL_BATCH 64
+
+static CURLM *multi = NULL;
+static CURLSH *share = NULL;
+static int	epfd = -1;
+static bool multiplexing = false;	/* the server speaks HTTP/2 */
+static TimestampTz timer_deadline = -1;	/* -1: no timer */
+
+/* idle easy handles, reused so that curl keeps their caches warm */
+static CURL **idle_easy;
+static int	n_idle_easy;
+
+static int
+socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct epoll_event ev;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (socketp)
+			(void) epoll_ctl(epfd, EPOLL_CTL_DEL, s, NULL);
+		curl_multi_assign(multi, s, NULL);
+		return 0;
+	}
+
+	memset(&ev, 0, sizeof(ev));
+	ev.data.fd = s;
+	if (what & CURL_POLL_IN)
+		ev.events |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		ev.events |= EPOLLOUT;
+
+	if (socketp)
+	{
+		if (epoll_ctl(epfd, EPOLL_CTL_MOD, s, &ev) != 0)
+			elog(LOG, "claude: epoll_ctl MOD failed: %m");
+	}
+	else
+	{
+		if (epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev) != 0)
+			elog(LOG, "claude: epoll_ctl ADD failed: %m");
+		curl_multi_assign(multi, s, (void *) 1);
+	}
+	return 0;
+}
+
+static int
+timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+		timer_deadline = -1;
+	else
+		timer_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 timeout_ms);
+	return 0;
+}
+
+static curl_socket_t
+open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+	curl_socket_t s = socket(addr->family, addr->socktype, addr->protocol);
+
+	if (s != CURL_SOCKET_BAD)
+	{
+		pg_atomic_fetch_add_u64(&claude_shared->connections_opened, 1);
+		pg_atomic_fetch_add_u32(&claude_shared->connections_open, 1);
+	}
+	return s;
+}
+
+static int
+close_socket_cb(void *clientp, curl_socket_t s)
+{
+	pg_atomic_fetch_sub_u32(&claude_shared->connections_open, 1);
+	return close(s);
+}
+
+/* The body of an upload comes from its file, never from memory. */
+static size_t
+read_cb(char *buf, size_t size, size_t nitems, void *userp)
+{
+	Transfer   *t = userp;
+	size_t		n = fread(buf, 1, size * nitems, t->in);
+
+	if (n == 0 && ferror(t->in))
+	{
+		snprintf(t->file_error, sizeof(t->file_error), "could not read file \"%s\": %m",
+				 t->req.input_file);
+		t->file_failed = true;
+		return CURL_READFUNC_ABORT;
+	}
+	return n;
+}
+
+/* curl rewinds an upload to send it again on a fresh connection */
+static int
+seek_cb(void *userp, curl_off_t offset, int origin)
+{
+	Transfer   *t = userp;
+
+	return fseeko(t->in, (off_t) offset, origin) == 0 ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_FAIL;
+}
+
+/* A successful body of a download goes to its file, never into memory. */
+static size_t
+write_output(Transfer *t, char *data, size_t n)
+{
+	if (t->out == NULL && (t->out = fopen(t->req.output_file, "w")) == NULL)
+	{
+		snprintf(t->file_error, sizeof(t->file_error), "could not create file \"%s\": %m",
+				 t->req.output_file);
+		t->file_failed = true;
+		return 0;
+	}
+	if (fwrite(data, 1, n, t->out) != n)
+	{
+		snprintf(t->file_error, sizeof(t->file_error), "could not write file \"%s\": %m",
+				 t->req.output_file);
+		t->file_failed = true;
+		return 0;
+	}
+	return n;
+}
+
+static size_t
+write_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	Transfer   *t = userp;
+	size_t		n = size * nmemb;
+
+	if (t->req.output_file)
+	{
+		long		status = 0;
+
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+		if (status >= 200 && status < 300)
+			return write_output(t, data, n);
+	}
+	/* past claude.max_reply_size the transfer ends, nothing more is kept */
+	if (t->body_len + n > t->req.max_reply)
+	{
+		t->too_large = true;
+		return 0;
+	}
+	if (t->body_len + n > t->body_cap)
+	{
+		size_t		cap = Max(t->body_cap * 2, 16384);
+		char	   *grown;
+
+		while (cap < t->body_len + n)
+			cap *= 2;
+		cap = Min(cap, t->req.max_reply);
+		if ((grown = realloc(t->body, cap)) == NULL)
+		{
+			t->too_large = true;
+			return 0;
+		}
+		t->body = grown;
+		t->body_cap = cap;
+	}
+	memcpy(t->body + t->body_len, data, n);
+	t->body_len += n;
+	return n;
+}
+
+/* Copy a header value without surrounding blanks into buf. */
+static void
+header_value(const char *v, size_t len, char *buf, size_t size)
+{
+	while (len > 0 && (*v == ' ' || *v == '\t'))
+		v++, len--;
+	while (len > 0 && (v[len - 1] == '\r' || v[len - 1] == '\n' || v[len - 1] == ' '))
+		len--;
+	len = Min(len, size - 1);
+	memcpy(buf, v, len);
+	buf[len] = '\0';
+}
+
+static size_t
+header_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	Transfer   *t = userp;
+	size_t		n = size * nmemb;
+	const char *colon = memchr(data, ':', n);
+	size_t		namelen;
+	char		value[128];
+
+	if (colon == NULL)
+		return n;
+	namelen = colon - data;
+	header_value(colon + 1, n - namelen - 1, value, sizeof(value));
+
+#define IS(name) (namelen == strlen(name) && pg_strncasecmp(data, name, namelen) == 0)
+	if (IS("request-id"))
+		strlcpy(t->request_id, value, sizeof(t->request_id));
+	else if (IS("retry-after-ms"))
+		t->retry_after_ms = strtod(value, NULL);
+	else if (IS("retry-after") && t->retry_after_ms < 0)
+	{
+		char	   *end;
+		double		secs = strtod(value, &end);
+
+		if (end == value)
+		{
+			/* an HTTP date */
+			time_t		when = curl_getdate(value, NULL);
+
+			secs = when < 0 ? -1 : difftime(when, time(NULL));
+		}
+		if (secs >= 0)
+			t->retry_after_ms = secs * 1000;
+	}
+	else if (IS("x-should-retry"))
+		t->should_retry = (pg_strcasecmp(value, "true") == 0) ? 1 :
+			(pg_strcasecmp(value, "false") == 0) ? 0 : -1;
+	else
+		(void) claude_server_limits_header(&t->server, data, namelen, value);
+#undef IS
+	return n;
+}
+
+void
+claude_http_init(void)
+{
+	CURLcode	rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+
+	if (rc != CURLE_OK)
+		elog(ERROR, "claude: curl_global_init failed: %s", curl_easy_strerror(rc));
+
+	epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (epfd < 0)
+		elog(ERROR, "claude: epoll_create1 failed: %m");
+
+	multi = curl_multi_init();
+	share = curl_share_init();
+	if (multi == NULL || share == NULL)
+		elog(ERROR, "claude: could not initialize libcurl");
+	curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) claude_max_connections);
+	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) claude_max_connections);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) claude_max_connections);
+
+	idle_easy = calloc(claude_shared->nslots, sizeof(CURL *));
+	if (idle_easy == NULL)
+		elog(ERROR, "claude: out of memory");
+}
+
+int
+claude_http_pollable_fd(void)
+{
+	return epfd;
+}
+
+/* Milliseconds until curl's timer fires, or -1. */
+long
+claude_http_timeout_ms(void)
+{
+	long		secs;
+	int			usecs;
+
+	if (timer_deadline < 0)
+		return -1;
+	TimestampDifference(GetCurrentTimestamp(), timer_deadline, &secs, &usecs);
+	return secs * 1000 + (usecs + 999) / 1000;
+}
+
+static void
+set_header(Transfer *t, const char *name, const char *value)
+{
+	char	   *line = psprintf("%s: %s", name, value);
+
+	t->headers = curl_slist_append(t->headers, line);
+	explicit_bzero(line, strlen(line));
+	pfree(line);
+}
+
+/*
+ * Close the files of an attempt; false (file_error set) if a download was
+ * not written in full.
+ */
+bool
+claude_http_close_files(Transfer *t)
+{
+	bool		ok = !t->file_failed;
+
+	if (t->in != NULL)
+		fclose(t->in);
+	t->in = NULL;
+
+	if (t->out != NULL && fclose(t->out) != 0 && ok)
+	{
+		snprintf(t->file_error, sizeof(t->file_error), "could not write file \"%s\": %m",
+				 t->req.output_file);
+		ok = false;
+	}
+	t->out = NULL;
+	t->file_failed = false;
+	return ok;
+}
+
+/* Stop the current attempt, if any, and keep its handle for reuse. */
+void
+claude_http_end(Transfer *t)
+{
+	(void) claude_http_close_files(t);
+	if (t->easy == NULL)
+		return;
+	curl_multi_remove_handle(multi, t->easy);
+	curl_slist_free_all(t->headers);
+	curl_easy_reset(t->easy);
+	idle_easy[n_idle_easy++] = t->easy;
+	t->easy = NULL;
+	t->headers = NULL;
+}
+
+/* Start an attempt of a transfer; false if curl could not take it. */
+bool
+claude_http_begin(Transfer *t)
+{
+	ClaudeRequest *req = &t->req;
+	CURL	   *e;
+
+	free(t->body);
+	t->body = NULL;
+	t->body_len = t->body_cap = 0;
+	t->too_large = false;
+	(void) claude_http_close_files(t);
+	t->request_id[0] = '\0';
+	t->errbuf[0] = '\0';
+	t->retry_after_ms = -1;
+	t->should_retry = -1;
+	claude_server_limits_init(&t->server);
+
+	if (req->input_file && (t->in = fopen(req->input_file, "r")) == NULL)
+	{
+		snprintf(t->file_error, sizeof(t->file_error), "could not open file \"%s\": %m",
+				 req->input_file);
+		t->file_failed = true;
+		return false;
+	}
+	e = n_idle_easy > 0 ? idle_easy[--n_idle_easy] : curl_easy_init();
+	if (e == NULL)
+		return false;
+	t->easy = e;
+
+	set_header(t, "x-api-key", req->api_key);
+	set_header(t, "anthropic-version", req->version);
+	if (req->method == CLAUDE_POST && req->body_len > 0)
+		t->headers = curl_slist_append(t->headers, "content-type: application/json");
+	/* no 100-continue round trip before large bodies */
+	t->headers = curl_slist_append(t->headers, "Expect:");
+	t->headers = curl_slist_append(t->headers, "user-agent: claude-postgresql/0.1");
+
+	curl_easy_setopt(e, CURLOPT_URL, req->url);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+	if (req->method == CLAUDE_POST)
+	{
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
+		if (req->input_file)
+		{
+			curl_easy_setopt(e, CURLOPT_POST, 1L);
+			curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
+			curl_easy_setopt(e, CURLOPT_READDATA, t);
+			curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
+			curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+		}
+		else
+			/* never NULL: curl would read the body from stdin */
+			curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+	}
+	curl_easy_setopt(e, CURLOPT_SHARE, share);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+	/*
+	 * Wait to multiplex only on a server known to multiplex: on a cold pool
+	 * every request would wait on the first connection, and on one request
+	 * that never gets its headers.
+	 */
+	curl_easy_setopt(e, CURLOPT_PIPEWAIT, multiplexing ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (req->ca_file && req->ca_file[0])
+		curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+	/* an empty proxy turns off proxies from the environment, too */
+	curl_easy_setopt(e, CURLOPT_PROXY, req->proxy ? req->proxy : "");
+	if (req->output_file)
+	{
+		/* a download may take long: give up only when it stalls */
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long) Max(req->timeout_ms / 1000, 1));
+	}
+	else
+		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) req->timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(req->timeout_ms, 30000));
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+
+	if (curl_multi_add_handle(multi, e) != CURLM_OK)
+	{
+		claude_http_end(t);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Hand an attempt's outcome to the queue.  Nothing a server sends may stop
+ * the worker: should handling this reply raise anyway (a defect), that one
+ * request fails and every other goes on.
+ */
+static void
+attempt_done(Transfer *t, CURLcode code, long status)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		claude_dispatch_attempt_done(t, code, status);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		claude_dispatch_fail(t, "the HTTP worker could not handle the reply");
+	}
+	PG_END_TRY();
+}
+
+static void
+collect_done(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		Transfer   *t;
+		long		status = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		if (msg->data.result == CURLE_OK)
+		{
+			long		version = 0;
+
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_HTTP_VERSION, &version);
+			multiplexing = version == CURL_HTTP_VERSION_2_0;
+		}
+		attempt_done(t, msg->data.result, status);
+	}
+}
+
+/* Whether the server's last reply came over HTTP/2, many streams a connection. */
+bool
+claude_http_multiplexing(void)
+{
+	return multiplexing;
+}
+
+/*
+ * Let curl act on ready sockets and on its timer, then hand finished
+ * transfers back.
+ */
+void
+claude_http_drive(bool sockets_ready)
+{
+	int			running;
+
+	if (sockets_ready)
+	{
+		struct epoll_event events[EPOLL_BATCH];
+		int			n;
+
+		do
+		{
+			n = epoll_wait(epfd, events, EPOLL_BATCH, 0);
+			for (int i = 0; i < n; i++)
+			{
+				int			flags = 0;
+
+				if (events[i].events & EPOLLIN)
+					flags |= CURL_CSELECT_IN;
+				if (events[i].events & EPOLLOUT)
+					flags |= CURL_CSELECT_OUT;
+				if (events[i].events & (EPOLLERR | EPOLLHUP))
+					flags |= CURL_CSELECT_ERR;
+				curl_multi_socket_action(multi, events[i].data.fd, flags, &running);
+			}
+		} while (n == EPOLL_BATCH);
+	}
+
+	if (timer_deadline >= 0 && GetCurrentTimestamp() >= timer_deadline)
+	{
+		timer_deadline = -1;
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	collect_done();
+}
+

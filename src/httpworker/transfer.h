@@ -1,0 +1,73 @@
+/*
+ * transfer.h
+ *		A request while the HTTP worker owns it (worker-internal).
+ *
+ * A transfer waits for the rate limits, runs as a curl transfer, and may
+ * wait out a backoff and run again, until it finishes its slot.
+ */
+#ifndef CLAUDE_TRANSFER_H
+#define CLAUDE_TRANSFER_H
+
+#include <curl/curl.h>
+
+#include "datatype/timestamp.h"
+#include "lib/ilist.h"
+
+#include "common/json.h"
+#include "shmem/ratelimit.h"
+#include "client/call.h"
+
+typedef enum TransferState
+{
+	XFER_WAITING,				/* for the rate limits */
+	XFER_RUNNING,				/* a curl transfer is under way */
+	XFER_BACKOFF				/* waiting to retry */
+} TransferState;
+
+typedef struct Transfer
+{
+	int			slot;
+	TransferState state;
+	bool		accounted;		/* its statistics and usage are counted */
+	bool		finished;		/* its slot has its result */
+	ClaudeRequest req;			/* points into the packed request */
+	ClaudeCost	cost;
+	int			attempts;
+	bool		throttled;		/* had to wait for the limits */
+	TimestampTz created;		/* taken from the submit queue */
+	TimestampTz queued_at;
+	TimestampTz due;			/* XFER_BACKOFF: next attempt */
+	dlist_node	node;
+
+	/* the current attempt */
+	CURL	   *easy;
+	struct curl_slist *headers;
+	char	   *body;			/* malloc'd response */
+	size_t		body_len;
+	size_t		body_cap;
+	bool		too_large;
+	FILE	   *in;				/* req.input_file, the body to send */
+	FILE	   *out;			/* req.output_file, once a 2xx body comes */
+	bool		file_failed;	/* either could not be read or written */
+	char		file_error[256];
+	TimestampTz started;
+	char		request_id[64];
+	char		errbuf[CURL_ERROR_SIZE];
+	double		retry_after_ms;	/* < 0: no retry-after header */
+	int			should_retry;	/* x-should-retry: -1 absent, 0, 1 */
+	bool		have_usage;		/* of a successful Messages reply */
+	ClaudeUsage usage;
+	ClaudeServerLimits server;
+} Transfer;
+
+/* http.c */
+extern bool claude_http_begin(Transfer *t);
+extern void claude_http_end(Transfer *t);
+extern bool claude_http_close_files(Transfer *t);
+extern bool claude_http_multiplexing(void);
+
+/* dispatch.c */
+extern void claude_dispatch_attempt_done(Transfer *t, CURLcode code, long status);
+extern void claude_dispatch_fail(Transfer *t, const char *why);
+
+#endif

@@ -1,0 +1,155 @@
+/*
+ * worker.c
+ *		The one HTTP worker of the server.
+ *
+ * It sleeps in a WaitEventSet on its latch (new or cancelled requests),
+ * on curl's sockets (through one epoll descriptor, see http.c) and on
+ * curl's timer.  It never sleeps while work is waiting.  On SIGTERM it
+ * exits with code 1, so the postmaster restarts it alone; its exit
+ * callback fails the requests it had in flight, so no caller hangs.
+ */
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "miscadmin.h"
+#include "storage/procsignal.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "dbworker/dbworker.h"
+#include "httpworker/dispatch.h"
+#include "httpworker/http.h"
+#include "shmem/slots.h"
+#include "httpworker/worker.h"
+
+void
+claude_register_http_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "claude");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "claude_http_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "claude http worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "claude http worker");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Until curl's timer or the queue needs the worker; -1 for no limit. */
+static long
+sleep_ms(void)
+{
+	long		a = claude_http_timeout_ms();
+	long		b = claude_dispatch_timeout_ms();
+
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return Min(a, b);
+}
+
+static void
+worker_exit(int code, Datum arg)
+{
+	claude_dispatch_shutdown();
+	claude_worker_unregister_self();
+}
+
+void
+claude_http_worker_main(Datum arg)
+{
+	WaitEventSet *set;
+	MemoryContext loop_cxt;
+	TimestampTz last_check = 0;
+	bool		scanned = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	/* no database: this only makes the worker visible in pg_stat_activity */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	claude_require_shared();
+	claude_http_init();
+	claude_dispatch_init();
+	claude_worker_register_self();
+	before_shmem_exit(worker_exit, (Datum) 0);
+
+	set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(set, WL_SOCKET_READABLE, claude_http_pollable_fd(), NULL, NULL);
+
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "claude worker loop",
+									 ALLOCSET_DEFAULT_SIZES);
+	elog(LOG, "claude http worker started");
+
+	for (;;)
+	{
+		WaitEvent	events[3];
+		int			nevents;
+		bool		sockets_ready = false;
+		int			slot;
+		MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+
+		while ((slot = claude_queue_pop()) >= 0)
+			claude_dispatch_enqueue(slot);
+		claude_dispatch_abort_cancelled();
+		claude_dispatch_run();
+		claude_http_drive(false);
+		if (TimestampDifferenceExceeds(last_check, GetCurrentTimestamp(), 1000))
+		{
+			/*
+			 * Jobs queued before a restart or crash need their database's
+			 * worker (once writable: a standby runs no jobs); and databases
+			 * with work left need a worker again after one died.
+			 */
+			if (!scanned && !RecoveryInProgress())
+			{
+				claude_dbwork_scan_databases();
+				scanned = true;
+			}
+			claude_dbwork_ensure_running();
+			last_check = GetCurrentTimestamp();
+		}
+
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(loop_cxt);
+
+		nevents = WaitEventSetWait(set, sleep_ms(), events, lengthof(events),
+								   PG_WAIT_EXTENSION);
+		for (int i = 0; i < nevents; i++)
+		{
+			if (events[i].events & WL_LATCH_SET)
+				ResetLatch(MyLatch);
+			if (events[i].events & WL_SOCKET_READABLE)
+				sockets_ready = true;
+		}
+
+		/* as every process must: DROP DATABASE waits for this */
+		if (ProcSignalBarrierPending)
+			ProcessProcSignalBarrier();
+		if (ShutdownRequestPending)
+			proc_exit(1);
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			claude_dispatch_configure();
+		}
+
+		old = MemoryContextSwitchTo(loop_cxt);
+		claude_http_drive(sockets_ready);
+		MemoryContextSwitchTo(old);
+	}
+}

@@ -1,0 +1,618 @@
+/*
+ * queue.c
+ *		Request slots in shared memory and the DSA area that holds bodies.
+ *
+ * Slot ownership: a backend owns the slots it acquired until it takes the
+ * result.  If it errors out, is cancelled or exits first, the slot is
+ * marked cancelled and the worker, which may still be using the request
+ * body, frees it.  Backends remember their slots so that transaction abort
+ * and process exit give them back without any PG_TRY in the callers.
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "common/errors.h"
+#include "common/guc.h"
+#include "shmem/slots.h"
+#include "client/call.h"
+#include "client/budget.h"
+
+ClaudeShared *claude_shared = NULL;
+ClaudeSlot *claude_slots = NULL;
+static int *freelist;			/* nfree entries in use */
+static int *ring;				/* queue_len entries from queue_head */
+
+static dsa_area *area = NULL;
+
+/* slots this backend owns, and the subtransaction that acquired each */
+static int *owned;
+static SubTransactionId *owned_subid;
+static int	nowned;
+static bool callbacks_registered = false;
+
+static void claude_slot_abandon(int slot);
+
+/* replies this large leave the DSA area trimmed after them */
+#define DSA_TRIM_BYTES	(1024 * 1024)
+
+/* how long a queued request waits for a missing worker before failing */
+#define WORKER_ABSENT_LIMIT_MS	10000
+
+static Size
+queue_shmem_size(int nslots)
+{
+	Size		size = MAXALIGN(sizeof(ClaudeShared));
+
+	size = add_size(size, mul_size(nslots, sizeof(ClaudeSlot)));
+	size = add_size(size, mul_size(2 * nslots, sizeof(int)));
+	return size;
+}
+
+void
+claude_queue_request_shmem(void)
+{
+	RequestAddinShmemSpace(queue_shmem_size(claude_max_requests));
+	RequestNamedLWLockTranche("claude", 2);	/* queue and cache; usage */
+}
+
+void
+claude_queue_shmem_startup(void)
+{
+	bool		found;
+	char	   *base;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	base = ShmemInitStruct("claude", queue_shmem_size(claude_max_requests),
+						   &found);
+	claude_shared = (ClaudeShared *) base;
+	claude_slots = (ClaudeSlot *) (base + MAXALIGN(sizeof(ClaudeShared)));
+	freelist = (int *) (claude_slots + claude_max_requests);
+	ring = freelist + claude_max_requests;
+
+	if (!found)
+	{
+		ClaudeShared *s = claude_shared;
+
+		memset(s, 0, sizeof(ClaudeShared));
+		s->lock = &(GetNamedLWLockTranche("claude"))->lock;
+		s->dsa_tranche = LWLockNewTrancheId();
+		s->area_handle = DSM_HANDLE_INVALID;
+		SpinLockInit(&s->mutex);
+		s->nslots = claude_max_requests;
+		pg_atomic_init_u32(&s->cancel_pending, 0);
+		ConditionVariableInit(&s->slot_freed);
+		pg_atomic_init_u64(&s->requests, 0);
+		pg_atomic_init_u64(&s->connections_opened, 0);
+		pg_atomic_init_u32(&s->connections_open, 0);
+		pg_atomic_init_u32(&s->in_flight, 0);
+
+		for (int i = 0; i < s->nslots; i++)
+		{
+			ClaudeSlot *slot = &claude_slots[i];
+
+			memset(slot, 0, sizeof(ClaudeSlot));
+			SpinLockInit(&slot->mutex);
+			slot->state = SLOT_FREE;
+			slot->request = InvalidDsaPointer;
+			slot->result.body = InvalidDsaPointer;
+			/* hand out low slot numbers first */
+			freelist[s->nslots - 1 - i] = i;
+		}
+		s->nfree = s->nslots;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * A named struct in shared memory, zeroed and set up by init the first
+ * time (in the postmaster, or after a crash).
+ */
+void *
+claude_shmem_struct(const char *name, Size size, void (*init) (void *ptr))
+{
+	bool		found;
+	void	   *ptr;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	ptr = ShmemInitStruct(name, size, &found);
+	if (!found)
+	{
+		memset(ptr, 0, size);
+		init(ptr);
+	}
+	LWLockRelease(AddinShmemInitLock);
+	return ptr;
+}
+
+void
+claude_require_shared(void)
+{
+	if (claude_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("claude must be loaded via shared_preload_libraries"),
+				 errhint("Add 'claude' to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/*
+ * The DSA area is created by whichever process needs it first and pinned,
+ * so it lives until the next server restart.
+ */
+dsa_area *
+claude_area(void)
+{
+	MemoryContext old;
+
+	if (area != NULL)
+		return area;
+
+	claude_require_shared();
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	LWLockRegisterTranche(claude_shared->dsa_tranche, "claude_dsa");
+	LWLockAcquire(claude_shared->lock, LW_EXCLUSIVE);
+	if (claude_shared->area_handle == DSM_HANDLE_INVALID)
+	{
+		area = dsa_create(claude_shared->dsa_tranche);
+		dsa_pin(area);
+		claude_shared->area_handle = dsa_get_handle(area);
+	}
+	else
+		area = dsa_attach(claude_shared->area_handle);
+	dsa_pin_mapping(area);
+	LWLockRelease(claude_shared->lock);
+	MemoryContextSwitchTo(old);
+	return area;
+}
+
+static void
+free_slot_memory(ClaudeSlot *slot)
+{
+	if (DsaPointerIsValid(slot->request))
+		dsa_free(claude_area(), slot->request);
+	if (DsaPointerIsValid(slot->result.body))
+		dsa_free(claude_area(), slot->result.body);
+	slot->request = InvalidDsaPointer;
+	slot->result.body = InvalidDsaPointer;
+}
+
+/* Put a slot whose memory is already freed back on the free list. */
+static void
+slot_to_freelist(int i)
+{
+	ClaudeSlot *slot = &claude_slots[i];
+
+	SpinLockAcquire(&slot->mutex);
+	slot->state = SLOT_FREE;
+	slot->owner_latch = NULL;
+	slot->owner_pid = 0;
+	SpinLockRelease(&slot->mutex);
+
+	SpinLockAcquire(&claude_shared->mutex);
+	freelist[claude_shared->nfree++] = i;
+	SpinLockRelease(&claude_shared->mutex);
+	/* all: a bulk waiter may not take what a single call may */
+	ConditionVariableBroadcast(&claude_shared->slot_freed);
+}
+
+static void
+wake_worker(void)
+{
+	Latch	   *latch;
+
+	SpinLockAcquire(&claude_shared->mutex);
+	latch = claude_shared->worker_latch;
+	SpinLockRelease(&claude_shared->mutex);
+	if (latch)
+		SetLatch(latch);
+}
+
+/* ---- backend side ---- */
+
+static void
+forget_owned(int slot)
+{
+	for (int i = nowned - 1; i >= 0; i--)
+	{
+		if (owned[i] == slot)
+		{
+			owned[i] = owned[nowned - 1];
+			owned_subid[i] = owned_subid[nowned - 1];
+			nowned--;
+			return;
+		}
+	}
+}
+
+static void
+abandon_owned(SubTransactionId from_subid)
+{
+	for (int i = nowned - 1; i >= 0; i--)
+	{
+		if (owned_subid[i] >= from_subid)
+			claude_slot_abandon(owned[i]);
+	}
+}
+
+static void
+queue_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		abandon_owned(InvalidSubTransactionId);
+}
+
+static void
+queue_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		abandon_owned(mySubid);
+}
+
+static void
+queue_exit_callback(int code, Datum arg)
+{
+	abandon_owned(InvalidSubTransactionId);
+}
+
+static void
+register_backend_callbacks(void)
+{
+	if (callbacks_registered)
+		return;
+	owned = MemoryContextAlloc(TopMemoryContext,
+							   claude_shared->nslots * sizeof(int));
+	owned_subid = MemoryContextAlloc(TopMemoryContext,
+									 claude_shared->nslots * sizeof(SubTransactionId));
+	nowned = 0;
+	RegisterXactCallback(queue_xact_callback, NULL);
+	RegisterSubXactCallback(queue_subxact_callback, NULL);
+	before_shmem_exit(queue_exit_callback, (Datum) 0);
+	callbacks_registered = true;
+}
+
+/*
+ * Take a free slot; if none is free, sleep (interruptibly) until one is,
+ * or return -1 at once when !wait.  Bulk work leaves the last quarter of
+ * the slots to single calls, so that no backlog can keep them waiting.
+ */
+int
+claude_slot_acquire(bool wait, bool bulk)
+{
+	int			slot = -1;
+	ClaudeSlot *s;
+	int			reserve;
+
+	claude_require_shared();
+	register_backend_callbacks();
+	(void) claude_area();
+	reserve = bulk ? claude_shared->nslots / CLAUDE_SLOTS_RESERVED : 0;
+
+	for (;;)
+	{
+		SpinLockAcquire(&claude_shared->mutex);
+		if (claude_shared->nfree > reserve)
+			slot = freelist[--claude_shared->nfree];
+		SpinLockRelease(&claude_shared->mutex);
+		if (slot >= 0 || !wait)
+			break;
+		ConditionVariableTimedSleep(&claude_shared->slot_freed, 1000,
+									PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+	if (slot < 0)
+		return -1;
+
+	s = &claude_slots[slot];
+	SpinLockAcquire(&s->mutex);
+	s->generation++;
+	s->owner_latch = MyLatch;
+	s->owner_pid = MyProcPid;
+	s->request = InvalidDsaPointer;
+	memset(&s->result, 0, sizeof(ClaudeResult));
+	s->result.body = InvalidDsaPointer;
+	SpinLockRelease(&s->mutex);
+
+	owned[nowned] = slot;
+	owned_subid[nowned] = GetCurrentSubTransactionId();
+	nowned++;
+	return slot;
+}
+
+void
+claude_slot_submit(int slot, dsa_pointer request)
+{
+	ClaudeSlot *s = &claude_slots[slot];
+	int			n = claude_shared->nslots;
+
+	SpinLockAcquire(&s->mutex);
+	s->request = request;
+	s->state = SLOT_QUEUED;
+	s->in_ring = true;
+	SpinLockRelease(&s->mutex);
+
+	SpinLockAcquire(&claude_shared->mutex);
+	ring[(claude_shared->queue_head + claude_shared->queue_len) % n] = slot;
+	claude_shared->queue_len++;
+	SpinLockRelease(&claude_shared->mutex);
+	wake_worker();
+}
+
+bool
+claude_slot_poll(int slot)
+{
+	ClaudeSlot *s = &claude_slots[slot];
+	bool		done;
+
+	SpinLockAcquire(&s->mutex);
+	done = (s->state == SLOT_DONE);
+	SpinLockRelease(&s->mutex);
+	return done;
+}
+
+/*
+ * Sleep until the slot has a result.  Cancel, statement_timeout and
+ * termination arrive as latch wake-ups and leave through
+ * CHECK_FOR_INTERRUPTS; the abort callbacks then give the slot back.
+ */
+void
+claude_slot_wait(int slot)
+{
+	TimestampTz absent_since = 0;
+
+	for (;;)
+	{
+		if (claude_slot_poll(slot))
+			return;
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+
+		/* no worker to serve a queued request: do not wait forever */
+		if (claude_shared->worker_pid != 0)
+			absent_since = 0;
+		else if (absent_since == 0)
+			absent_since = GetCurrentTimestamp();
+		else if (TimestampDifferenceExceeds(absent_since, GetCurrentTimestamp(),
+											WORKER_ABSENT_LIMIT_MS))
+		{
+			claude_slot_abandon(slot);
+			ereport(ERROR,
+					(errcode(CLAUDE_ERRCODE_WORKER),
+					 errmsg("the claude HTTP worker is not running"),
+					 errhint("Check the server log for why the worker exited.")));
+		}
+	}
+}
+
+/*
+ * Copy the result out of a finished slot and free it.  Returns the
+ * response body as a NUL-terminated palloc'd string, or NULL if none.
+ */
+char *
+claude_slot_take(int slot, ClaudeResult *result)
+{
+	ClaudeSlot *s = &claude_slots[slot];
+	char	   *body = NULL;
+
+	Assert(s->state == SLOT_DONE);
+	*result = s->result;
+	if (DsaPointerIsValid(s->result.body))
+	{
+		body = palloc(s->result.body_len + 1);
+		memcpy(body, dsa_get_address(claude_area(), s->result.body),
+			   s->result.body_len);
+		body[s->result.body_len] = '\0';
+	}
+	result->body = InvalidDsaPointer;
+	free_slot_memory(s);
+	/* give a large reply's memory back to the system, not to the next one */
+	if (result->body_len > DSA_TRIM_BYTES)
+		dsa_trim(claude_area());
+	forget_owned(slot);
+	slot_to_freelist(slot);
+	return body;
+}
+
+/*
+ * Give up a slot in any state.  A request the worker may be reading is left
+ * to the worker to free.
+ */
+static void
+claude_slot_abandon(int slot)
+{
+	ClaudeSlot *s = &claude_slots[slot];
+	ClaudeSlotState state;
+
+	forget_owned(slot);
+	SpinLockAcquire(&s->mutex);
+	state = s->state;
+	if (state == SLOT_QUEUED || state == SLOT_RUNNING)
+		s->state = SLOT_CANCELLED;
+	SpinLockRelease(&s->mutex);
+
+	if (state == SLOT_QUEUED || state == SLOT_RUNNING)
+	{
+		pg_atomic_write_u32(&claude_shared->cancel_pending, 1);
+		wake_worker();
+	}
+	else
+	{
+		free_slot_memory(s);
+		slot_to_freelist(slot);
+	}
+}
+
+/* ---- worker side ---- */
+
+/*
+ * Next queued slot, now marked running, or -1.  Slots cancelled while
+ * queued are freed on the way.
+ */
+/*
+ * A request its caller gave up before the worker took it: nothing was
+ * sent, but a budget reservation it holds must be given back.
+ */
+static void
+release_dropped(int slot)
+{
+	ClaudeRequest req;
+
+	claude_request_unpack(dsa_get_address(claude_area(), claude_slots[slot].request), &req);
+	if (req.output_tokens > 0)
+		claude_usage_done(&req, false, NULL, -1);
+	claude_slot_release_cancelled(slot);
+}
+
+int
+claude_queue_pop(void)
+{
+	for (;;)
+	{
+		int			slot;
+		ClaudeSlot *s;
+		bool		cancelled;
+
+		SpinLockAcquire(&claude_shared->mutex);
+		if (claude_shared->queue_len == 0)
+		{
+			SpinLockRelease(&claude_shared->mutex);
+			return -1;
+		}
+		slot = ring[claude_shared->queue_head];
+		claude_shared->queue_head = (claude_shared->queue_head + 1) % claude_shared->nslots;
+		claude_shared->queue_len--;
+		SpinLockRelease(&claude_shared->mutex);
+
+		s = &claude_slots[slot];
+		SpinLockAcquire(&s->mutex);
+		cancelled = (s->state == SLOT_CANCELLED);
+		s->in_ring = false;
+		if (s->state == SLOT_QUEUED)
+			s->state = SLOT_RUNNING;
+		SpinLockRelease(&s->mutex);
+
+		if (!cancelled)
+			return slot;
+		release_dropped(slot);
+	}
+}
+
+bool
+claude_slot_is_cancelled(int slot)
+{
+	ClaudeSlot *s = &claude_slots[slot];
+	bool		cancelled;
+
+	SpinLockAcquire(&s->mutex);
+	cancelled = (s->state == SLOT_CANCELLED);
+	SpinLockRelease(&s->mutex);
+	return cancelled;
+}
+
+void
+claude_slot_release_cancelled(int slot)
+{
+	free_slot_memory(&claude_slots[slot]);
+	slot_to_freelist(slot);
+}
+
+/*
+ * Store a result and wake the owner; the request body is freed here since
+ * the transfer is over.
+ */
+void
+claude_slot_finish(int slot, const ClaudeResult *result)
+{
+	ClaudeSlot *s = &claude_slots[slot];
+	Latch	   *latch = NULL;
+	bool		cancelled;
+
+	if (DsaPointerIsValid(s->request))
+		dsa_free(claude_area(), s->request);
+	s->request = InvalidDsaPointer;
+
+	SpinLockAcquire(&s->mutex);
+	cancelled = (s->state == SLOT_CANCELLED);
+	if (!cancelled)
+	{
+		s->result = *result;
+		s->state = SLOT_DONE;
+		latch = s->owner_latch;
+	}
+	SpinLockRelease(&s->mutex);
+
+	if (cancelled)
+	{
+		if (DsaPointerIsValid(result->body))
+			dsa_free(claude_area(), result->body);
+		claude_slot_release_cancelled(slot);
+	}
+	else if (latch)
+		SetLatch(latch);
+}
+
+/* Fail every slot a previous or exiting worker left running. */
+static void
+fail_running_slots(const char *why)
+{
+	ClaudeResult result;
+
+	memset(&result, 0, sizeof(result));
+	result.transport = CLAUDE_TE_WORKER;
+	result.body = InvalidDsaPointer;
+	strlcpy(result.message, why, sizeof(result.message));
+
+	for (int i = 0; i < claude_shared->nslots; i++)
+	{
+		ClaudeSlot *s = &claude_slots[i];
+		ClaudeSlotState state;
+		bool		in_ring;
+
+		SpinLockAcquire(&s->mutex);
+		state = s->state;
+		in_ring = s->in_ring;
+		SpinLockRelease(&s->mutex);
+		if (state == SLOT_RUNNING)
+			claude_slot_finish(i, &result);
+		else if (state == SLOT_CANCELLED && !in_ring)
+			claude_slot_release_cancelled(i);
+	}
+}
+
+void
+claude_worker_register_self(void)
+{
+	(void) claude_area();
+	fail_running_slots("the HTTP worker restarted while the request was in flight");
+
+	SpinLockAcquire(&claude_shared->mutex);
+	claude_shared->worker_pid = MyProcPid;
+	claude_shared->worker_latch = MyLatch;
+	claude_shared->worker_incarnation++;
+	SpinLockRelease(&claude_shared->mutex);
+}
+
+void
+claude_worker_unregister_self(void)
+{
+	SpinLockAcquire(&claude_shared->mutex);
+	claude_shared->worker_pid = 0;
+	claude_shared->worker_latch = NULL;
+	SpinLockRelease(&claude_shared->mutex);
+
+	fail_running_slots("the HTTP worker exited while the request was in flight");
+	pg_atomic_write_u32(&claude_shared->in_flight, 0);
+	pg_atomic_write_u32(&claude_shared->connections_open, 0);
+}
