@@ -267,35 +267,6 @@ claude_request_collect(int slot, ClaudeResult *result)
 	return response;
 }
 
-/*
- * UTF-8 text in the database's encoding, or NULL when a character has no
- * equivalent there.  Never raises.  A SQL_ASCII database takes the bytes
- * as they are.
- */
-char *
-claude_utf8_to_server(const char *s, Size len)
-{
-	int			enc = GetDatabaseEncoding();
-	Oid			proc;
-	Size		size;
-	char	   *out;
-
-	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
-		return pnstrdup(s, len);
-	proc = FindDefaultConversionProc(PG_UTF8, enc);
-	size = len * MAX_CONVERSION_GROWTH + 1;
-	if (!OidIsValid(proc) || len > INT_MAX / MAX_CONVERSION_GROWTH)
-		return NULL;
-	out = palloc_extended(size, MCXT_ALLOC_HUGE);
-	if (pg_do_encoding_conversion_buf(proc, PG_UTF8, enc, (unsigned char *) s, (int) len,
-									  (unsigned char *) out, (int) size, true) < (int) len)
-	{
-		pfree(out);
-		return NULL;
-	}
-	return out;
-}
-
 /* One request, start to finish: the reply, or the request's error. */
 char *
 claude_http_call(ClaudeMethod method, const char *path,

@@ -8,7 +8,7 @@
 #ifndef CLAUDE_ERRORS_H
 #define CLAUDE_ERRORS_H
 
-#include "shmem/slots.h"
+#include "utils/dsa.h"
 
 #define CLAUDE_ERRCODE_CONNECTION	MAKE_SQLSTATE('C','L','0','0','1')
 #define CLAUDE_ERRCODE_BAD_RESPONSE	MAKE_SQLSTATE('C','L','0','0','2')
@@ -20,6 +20,29 @@
 #define CLAUDE_ERRCODE_TIMEOUT		MAKE_SQLSTATE('C','L','4','0','8')
 #define CLAUDE_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('C','L','4','2','9')
 #define CLAUDE_ERRCODE_SERVER		MAKE_SQLSTATE('C','L','5','0','0')
+
+/* Why a transfer produced no HTTP response. */
+typedef enum ClaudeTransportError
+{
+	CLAUDE_TE_NONE = 0,
+	CLAUDE_TE_CONNECT,			/* DNS, TCP, TLS, reset, truncated reply */
+	CLAUDE_TE_TIMEOUT,			/* claude.request_timeout elapsed */
+	CLAUDE_TE_WORKER,			/* the HTTP worker exited or is missing */
+	CLAUDE_TE_INTERNAL,			/* out of memory and the like */
+	CLAUDE_TE_REPLY				/* a reply the worker could not handle */
+} ClaudeTransportError;
+
+typedef struct ClaudeResult
+{
+	int			http_status;	/* 0 when there was no response */
+	ClaudeTransportError transport;
+	int			attempts;
+	double		elapsed_ms;
+	char		request_id[64];
+	char		message[256];	/* transport error text */
+	dsa_pointer body;			/* response body, owner frees */
+	Size		body_len;
+} ClaudeResult;
 
 /* A failed request, described without raising (for per-row errors). */
 typedef struct ClaudeFailure

@@ -4,13 +4,15 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
+#include "catalog/namespace.h"
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 
 #include "common/json.h"
-#include "client/call.h"
 
 /*
  * A reply (UTF-8, as it came) as jsonb in the database's encoding, or NULL
@@ -203,4 +205,33 @@ claude_usage_cost(const ClaudeUsage *u, double price_in, double price_out, bool 
 		u->cache_write_1h * price_in * 2 +
 		u->cache_read * price_in * 0.1;
 	return cost / 1000000.0 * (batch ? 0.5 : 1);
+}
+
+/*
+ * UTF-8 text in the database's encoding, or NULL when a character has no
+ * equivalent there.  Never raises.  A SQL_ASCII database takes the bytes
+ * as they are.
+ */
+char *
+claude_utf8_to_server(const char *s, Size len)
+{
+	int			enc = GetDatabaseEncoding();
+	Oid			proc;
+	Size		size;
+	char	   *out;
+
+	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
+		return pnstrdup(s, len);
+	proc = FindDefaultConversionProc(PG_UTF8, enc);
+	size = len * MAX_CONVERSION_GROWTH + 1;
+	if (!OidIsValid(proc) || len > INT_MAX / MAX_CONVERSION_GROWTH)
+		return NULL;
+	out = palloc_extended(size, MCXT_ALLOC_HUGE);
+	if (pg_do_encoding_conversion_buf(proc, PG_UTF8, enc, (unsigned char *) s, (int) len,
+									  (unsigned char *) out, (int) size, true) < (int) len)
+	{
+		pfree(out);
+		return NULL;
+	}
+	return out;
 }

@@ -18,6 +18,8 @@
 #include "storage/spin.h"
 #include "utils/dsa.h"
 
+#include "common/errors.h"
+
 typedef enum ClaudeSlotState
 {
 	SLOT_FREE = 0,
@@ -26,29 +28,6 @@ typedef enum ClaudeSlotState
 	SLOT_DONE,					/* result ready for the owner */
 	SLOT_CANCELLED				/* owner gone; the worker frees it */
 } ClaudeSlotState;
-
-/* Why a transfer produced no HTTP response. */
-typedef enum ClaudeTransportError
-{
-	CLAUDE_TE_NONE = 0,
-	CLAUDE_TE_CONNECT,			/* DNS, TCP, TLS, reset, truncated reply */
-	CLAUDE_TE_TIMEOUT,			/* claude.request_timeout elapsed */
-	CLAUDE_TE_WORKER,			/* the HTTP worker exited or is missing */
-	CLAUDE_TE_INTERNAL,			/* out of memory and the like */
-	CLAUDE_TE_REPLY				/* a reply the worker could not handle */
-} ClaudeTransportError;
-
-typedef struct ClaudeResult
-{
-	int			http_status;	/* 0 when there was no response */
-	ClaudeTransportError transport;
-	int			attempts;
-	double		elapsed_ms;
-	char		request_id[64];
-	char		message[256];	/* transport error text */
-	dsa_pointer body;			/* response body, owner frees */
-	Size		body_len;
-} ClaudeResult;
 
 typedef struct ClaudeSlot
 {
