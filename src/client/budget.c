@@ -46,6 +46,7 @@
 #include "common/security.h"
 #include "shmem/stats.h"
 #include "client/budget.h"
+#include "common/spi.h"
 
 PG_FUNCTION_INFO_V1(claude_usage_pending);
 PG_FUNCTION_INFO_V1(claude_config_changed);
@@ -656,7 +657,7 @@ claude_usage_flush(void)
 
 	PG_TRY();
 	{
-		claude_dbwork_xact_begin();
+		claude_xact_begin();
 		/* dropped since: there is nowhere to keep it */
 		gone = !claude_extension_find(&nsp, NULL);
 		table = gone ? NULL : quote_qualified_identifier(get_namespace_name(nsp), "claude_usage_log");
@@ -693,7 +694,7 @@ claude_usage_flush(void)
 			c->cost = getfloat(tup, desc, 6);
 			c->unpriced = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
 		}
-		claude_dbwork_xact_end();
+		claude_xact_end();
 	}
 	PG_CATCH();
 	{

@@ -391,13 +391,6 @@ claude_cache_wanted(FunctionCallInfo fcinfo, int cache_argno)
 	return claude_cache_enabled;
 }
 
-/* The schema of the extension, as the schema of the function called. */
-Oid
-claude_extension_schema(FunctionCallInfo fcinfo)
-{
-	return get_func_namespace(fcinfo->flinfo->fn_oid);
-}
-
 /*
  * Start a call: if the cache is on for it, compute its key and look it up
  * in nsp.claude_cache.  Returns true with *hit set on a hit.  On a miss a

@@ -26,7 +26,6 @@ extern void claude_cache_shmem_startup(void);
 
 /* backend side */
 extern bool claude_cache_wanted(FunctionCallInfo fcinfo, int cache_argno);
-extern Oid	claude_extension_schema(FunctionCallInfo fcinfo);
 extern bool claude_cache_begin(bool enabled, Oid nsp, const char *path,
 							   const char *body, Size len, bool coordinate,
 							   ClaudeCacheCall *call, Jsonb **hit);

@@ -27,6 +27,7 @@
 #include "common/errors.h"
 #include "shmem/slots.h"
 #include "client/budget.h"
+#include "common/spi.h"
 
 PG_FUNCTION_INFO_V1(claude_complete_many);
 

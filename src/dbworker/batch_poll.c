@@ -40,6 +40,7 @@
 #include "client/call.h"
 #include "common/secret.h"
 #include "client/budget.h"
+#include "common/spi.h"
 
 #define APPLY_LINES		1000
 #define TEMP_DIR		"base/" PG_TEMP_FILES_DIR
@@ -497,10 +498,10 @@ claude_batch_poll_step(void)
 	ClaudeBatchTables t;
 	bool		more;
 
-	claude_dbwork_xact_begin();
+	claude_xact_begin();
 	if (!find_tables(&t))
 	{
-		claude_dbwork_xact_end();
+		claude_xact_end();
 		return false;
 	}
 	switch (phase)
@@ -528,7 +529,7 @@ claude_batch_poll_step(void)
 								t.batches), 0, NULL, NULL, SPI_OK_SELECT);
 		more = SPI_processed > 0;
 	}
-	claude_dbwork_xact_end();
+	claude_xact_end();
 	return more;
 }
 

@@ -46,6 +46,7 @@
 #include "shmem/slots.h"
 #include "common/security.h"
 #include "client/budget.h"
+#include "common/spi.h"
 
 #define IDLE_EXIT_MS	30000
 #define START_RETRY_MS	10000
@@ -372,89 +373,6 @@ claude_dbwork_scan_databases(void)
 
 /* ---- the worker ---- */
 
-/* A transaction with SPI and a snapshot, for the worker's own work. */
-void
-claude_dbwork_xact_begin(void)
-{
-	/* now() is the statement start: keep it current in a worker */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-}
-
-/*
- * The schema and owner of the extension in this database, or false when it
- * is not installed.  Needs an SPI connection; either output may be NULL.
- */
-bool
-claude_extension_find(Oid *nsp, Oid *owner)
-{
-	bool		isnull;
-
-	if (SPI_execute("SELECT extnamespace, extowner FROM pg_catalog.pg_extension "
-					"WHERE extname OPERATOR(pg_catalog.=) 'claude'::pg_catalog.name",
-					true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "claude: could not read pg_extension");
-	if (SPI_processed != 1)
-		return false;
-	if (nsp)
-		*nsp = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (owner)
-		*owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	return true;
-}
-
-/* Run a statement through SPI that must return expect. */
-void
-claude_spi_run(const char *sql, int nargs, Oid *types, Datum *values, int expect)
-{
-	int			ret = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
-
-	if (ret != expect)
-		elog(ERROR, "claude: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
-}
-
-/*
- * Run fn(arg) in a subtransaction of its own: NULL when it succeeded, else
- * its error (the subtransaction rolled back), in the caller's context, so
- * that one row's failure is recorded and the others go on.
- */
-ErrorData *
-claude_subxact(void (*fn) (void *arg), void *arg)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return edata;
-}
-
-void
-claude_dbwork_xact_end(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-}
-
 /*
  * Store a reply in a claude_cache table (server encoding), replacing an
  * older entry of the same key.  ttl in seconds, 0: never expires.
@@ -549,7 +467,7 @@ apply_record(ClaudeDbRecord *rec)
 	{
 		char	   *nspname;
 
-		claude_dbwork_xact_begin();
+		claude_xact_begin();
 		pgstat_report_activity(STATE_RUNNING, "claude: storing cache entries");
 		nspname = get_namespace_name(rec->nsp);
 		if (nspname != NULL)
@@ -561,7 +479,7 @@ apply_record(ClaudeDbRecord *rec)
 			else
 				apply_hits(rec, table);
 		}
-		claude_dbwork_xact_end();
+		claude_xact_end();
 	}
 	PG_CATCH();
 	{

@@ -45,12 +45,6 @@ extern void claude_dbwork_forget(Oid dbid);
 extern void claude_dbwork_install_hooks(void);
 extern void claude_jobs_kick(Oid dbid);
 extern void claude_dbwork_scan_databases(void);
-extern void claude_dbwork_xact_begin(void);
-extern void claude_dbwork_xact_end(void);
-extern ErrorData *claude_subxact(void (*fn) (void *arg), void *arg);
-extern bool claude_extension_find(Oid *nsp, Oid *owner);
-extern void claude_spi_run(const char *sql, int nargs, Oid *types, Datum *values,
-						   int expect);
 extern void claude_cache_insert(const char *table, const uint8 *key,
 								const char *request, const char *response, int ttl);
 extern PGDLLEXPORT void claude_db_worker_main(Datum arg);

@@ -40,6 +40,7 @@
 #include "common/secret.h"
 #include "common/security.h"
 #include "client/budget.h"
+#include "common/spi.h"
 
 #define JOBS_WINDOW		256
 #define CLAIM_AT_LEAST	16
@@ -81,7 +82,7 @@ claude_jobs_start(void)
 										 ALLOCSET_DEFAULT_SIZES);
 	}
 
-	claude_dbwork_xact_begin();
+	claude_xact_begin();
 	{
 		Oid			relid = InvalidOid;
 
@@ -101,7 +102,7 @@ claude_jobs_start(void)
 		else
 			nsp = InvalidOid;
 	}
-	claude_dbwork_xact_end();
+	claude_xact_end();
 }
 
 static void
@@ -404,7 +405,7 @@ claude_jobs_step(void)
 		claude_jobs_start();
 	if (!OidIsValid(nsp))
 		return false;
-	claude_dbwork_xact_begin();
+	claude_xact_begin();
 	claude_pipe_poll(jobs_pipe, job_done, NULL);
 	claim();
 	more = claude_pipe_outstanding(jobs_pipe) > 0;
@@ -422,7 +423,7 @@ claude_jobs_step(void)
 					   0, NULL, NULL, SPI_OK_SELECT);
 		more = SPI_processed > 0;
 	}
-	claude_dbwork_xact_end();
+	claude_xact_end();
 	return more;
 }
 

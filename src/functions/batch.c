@@ -47,6 +47,7 @@
 #include "client/call.h"
 #include "common/security.h"
 #include "client/budget.h"
+#include "common/spi.h"
 
 PG_FUNCTION_INFO_V1(claude_batch_cancel);
 

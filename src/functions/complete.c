@@ -25,6 +25,7 @@
 #include "common/guc.h"
 #include "common/json.h"
 #include "client/call.h"
+#include "common/spi.h"
 
 PG_FUNCTION_INFO_V1(claude_complete);
 PG_FUNCTION_INFO_V1(claude_messages);

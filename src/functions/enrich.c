@@ -44,6 +44,7 @@
 #include "common/security.h"
 #include "shmem/slots.h"
 #include "common/template.h"
+#include "common/spi.h"
 
 PG_FUNCTION_INFO_V1(claude_enrich);
 

@@ -41,6 +41,7 @@
 #include "common/security.h"
 #include "common/template.h"
 #include "client/budget.h"
+#include "common/spi.h"
 
 PG_FUNCTION_INFO_V1(claude_enrich_trigger);
 

@@ -1,0 +1,109 @@
+/*
+ * spi.c
+ *		Statements of the extension's own: finding the extension, running
+ *		SPI, transactions and subtransactions for per-row work.
+ *
+ * Used by SQL functions and by the database worker alike.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "common/spi.h"
+
+/* A transaction with SPI and a snapshot, for the worker's own work. */
+void
+claude_xact_begin(void)
+{
+	/* now() is the statement start: keep it current in a worker */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+/*
+ * The schema and owner of the extension in this database, or false when it
+ * is not installed.  Needs an SPI connection; either output may be NULL.
+ */
+bool
+claude_extension_find(Oid *nsp, Oid *owner)
+{
+	bool		isnull;
+
+	if (SPI_execute("SELECT extnamespace, extowner FROM pg_catalog.pg_extension "
+					"WHERE extname OPERATOR(pg_catalog.=) 'claude'::pg_catalog.name",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "claude: could not read pg_extension");
+	if (SPI_processed != 1)
+		return false;
+	if (nsp)
+		*nsp = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (owner)
+		*owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	return true;
+}
+
+/* Run a statement through SPI that must return expect. */
+void
+claude_spi_run(const char *sql, int nargs, Oid *types, Datum *values, int expect)
+{
+	int			ret = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+
+	if (ret != expect)
+		elog(ERROR, "claude: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
+}
+
+/*
+ * Run fn(arg) in a subtransaction of its own: NULL when it succeeded, else
+ * its error (the subtransaction rolled back), in the caller's context, so
+ * that one row's failure is recorded and the others go on.
+ */
+ErrorData *
+claude_subxact(void (*fn) (void *arg), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
+void
+claude_xact_end(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* The schema of the extension, as the schema of the function called. */
+Oid
+claude_extension_schema(FunctionCallInfo fcinfo)
+{
+	return get_func_namespace(fcinfo->flinfo->fn_oid);
+}
