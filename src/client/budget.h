@@ -6,7 +6,7 @@
 #define CLAUDE_USAGE_H
 
 #include "common/json.h"
-#include "client/call.h"
+#include "shmem/pack.h"
 
 extern Size claude_usage_shmem_size(void);
 extern void claude_usage_shmem_startup(void);

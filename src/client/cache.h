@@ -8,7 +8,7 @@
 #include "fmgr.h"
 #include "utils/jsonb.h"
 
-#include "client/call.h"
+#include "shmem/pack.h"
 
 #define CLAUDE_CACHE_KEY_LEN 32
 

@@ -1,6 +1,9 @@
 /*
- * request.c
- *		Packing requests for the HTTP worker, and the synchronous call path.
+ * call.c
+ *		The call path of every process that sends: a request filled from
+ *		the session's settings, budget and cache, submitted to the HTTP
+ *		worker, waited for cancellably and collected.  Callers: SQL functions,
+ *		the pipe, the database worker.
  */
 #include "postgres.h"
 
@@ -18,103 +21,6 @@
 #include "client/call.h"
 #include "common/secret.h"
 #include "client/budget.h"
-
-#define PACKED_MAGIC 0x436c6431	/* "Cld1" */
-#define NSTRINGS 8
-
-/*
- * The request's fixed fields, copied whole, with its strings behind it;
- * the copy's string pointers are NULL, offsets say where each one is.
- */
-typedef struct PackedRequest
-{
-	uint32		magic;
-	ClaudeRequest fields;
-	Size		offsets[NSTRINGS];	/* 0 for NULL */
-} PackedRequest;
-
-/* The string fields of a request; the body last (it has a length). */
-static void
-string_fields(ClaudeRequest *r, const char **fields[NSTRINGS])
-{
-	fields[0] = &r->url;
-	fields[1] = &r->api_key;
-	fields[2] = &r->version;
-	fields[3] = &r->ca_file;
-	fields[4] = &r->proxy;
-	fields[5] = &r->input_file;
-	fields[6] = &r->output_file;
-	fields[7] = &r->body;
-}
-
-static dsa_pointer
-claude_request_pack(const ClaudeRequest *req)
-{
-	ClaudeRequest copy = *req;
-	const char **fields[NSTRINGS];
-	const char *strings[NSTRINGS];
-	Size		lengths[NSTRINGS];
-	Size		size = MAXALIGN(sizeof(PackedRequest));
-	dsa_pointer dp;
-	PackedRequest *packed;
-	char	   *p;
-
-	string_fields(&copy, fields);
-	for (int i = 0; i < NSTRINGS; i++)
-	{
-		strings[i] = *fields[i];
-		*fields[i] = NULL;
-		lengths[i] = strings[i] == NULL ? 0 :
-			(i == NSTRINGS - 1 ? req->body_len : strlen(strings[i]));
-		if (strings[i] != NULL)
-			size = add_size(size, lengths[i] + 1);
-	}
-
-	dp = dsa_allocate_extended(claude_area(), size,
-							   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
-	if (!DsaPointerIsValid(dp))
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of shared memory for a request of %zu bytes", size)));
-
-	packed = dsa_get_address(claude_area(), dp);
-	packed->magic = PACKED_MAGIC;
-	packed->fields = copy;
-	p = (char *) packed + MAXALIGN(sizeof(PackedRequest));
-	for (int i = 0; i < NSTRINGS; i++)
-	{
-		if (strings[i] == NULL)
-		{
-			packed->offsets[i] = 0;
-			continue;
-		}
-		packed->offsets[i] = p - (char *) packed;
-		memcpy(p, strings[i], lengths[i]);
-		p[lengths[i]] = '\0';
-		p += lengths[i] + 1;
-	}
-	return dp;
-}
-
-static void
-claude_request_set_reservation(dsa_pointer dp, int32 day)
-{
-	((PackedRequest *) dsa_get_address(claude_area(), dp))->fields.reserved_day = day;
-}
-
-void
-claude_request_unpack(const char *blob, ClaudeRequest *req)
-{
-	const PackedRequest *packed = (const PackedRequest *) blob;
-	const char **fields[NSTRINGS];
-
-	if (packed->magic != PACKED_MAGIC)
-		elog(ERROR, "claude: corrupt request in shared memory");
-	*req = packed->fields;
-	string_fields(req, fields);
-	for (int i = 0; i < NSTRINGS; i++)
-		*fields[i] = packed->offsets[i] ? blob + packed->offsets[i] : NULL;
-}
 
 /*
  * Fill a request from the calling session's settings.  The key is looked

@@ -1,57 +1,13 @@
 /*
- * request.h
- *		A request as it travels from a backend to the HTTP worker.
- *
- * Everything the transfer needs is resolved in the calling session (its
- * settings, the key) and packed into one DSA chunk: a fixed header and
- * NUL-terminated strings behind it.  The worker reads it in place.
+ * call.h
+ *		Sending a request and collecting its reply, from any process.
  */
-#ifndef CLAUDE_REQUEST_H
-#define CLAUDE_REQUEST_H
+#ifndef CLAUDE_CALL_H
+#define CLAUDE_CALL_H
 
-#include "utils/dsa.h"
-
+#include "shmem/pack.h"
 #include "shmem/slots.h"
 
-typedef enum ClaudeMethod
-{
-	CLAUDE_GET,
-	CLAUDE_POST
-} ClaudeMethod;
-
-typedef struct ClaudeRequest
-{
-	ClaudeMethod method;
-	int			timeout_ms;
-	Size		max_reply;		/* bytes of body kept in memory, at most */
-	int			max_retries;
-	bool		not_idempotent; /* no retry after a transport error */
-	double		input_tokens;	/* estimate, for the rate limits */
-	double		output_tokens;	/* max_tokens, reserved from the limits */
-	/* where a successful reply is cached (cache_dbid invalid: nowhere) */
-	Oid			cache_dbid;
-	Oid			cache_nsp;
-	uint8		cache_key[32];
-	int			cache_ttl;
-	int			cache_lead;
-	/* whose request it is, what it costs, and a budget reservation */
-	Oid			dbid;
-	Oid			role;
-	double		price_in;		/* USD per million tokens; < 0: unknown */
-	double		price_out;
-	int32		reserved_day;	/* a budget reservation on that day, or -1 */
-	const char *url;
-	const char *api_key;
-	const char *version;
-	const char *ca_file;
-	const char *proxy;
-	const char *body;			/* NULL for GET */
-	Size		body_len;
-	const char *input_file;		/* body_len bytes of body are here instead */
-	const char *output_file;	/* a 2xx body goes here, not to the slot */
-} ClaudeRequest;
-
-extern void claude_request_unpack(const char *blob, ClaudeRequest *req);
 struct ClaudeCacheCall;
 /* claude_request_submit: wait for a free slot; bulk work (see claude_slot_acquire) */
 #define CLAUDE_SUBMIT_WAIT	1

@@ -28,6 +28,7 @@
 #include "shmem/slots.h"
 #include "client/budget.h"
 #include "common/spi.h"
+#include "client/call.h"
 
 PG_FUNCTION_INFO_V1(claude_complete_many);
 

@@ -15,7 +15,7 @@
 
 #include "common/json.h"
 #include "shmem/ratelimit.h"
-#include "client/call.h"
+#include "shmem/pack.h"
 
 typedef enum TransferState
 {

@@ -24,7 +24,7 @@
 #include "common/errors.h"
 #include "common/guc.h"
 #include "shmem/slots.h"
-#include "client/call.h"
+#include "shmem/pack.h"
 #include "client/budget.h"
 
 ClaudeShared *claude_shared = NULL;

@@ -6,7 +6,6 @@
 #define CLAUDE_STATS_H
 
 #include "common/json.h"
-#include "client/call.h"
 
 extern Size claude_stats_shmem_size(void);
 extern void claude_stats_shmem_startup(void);
