@@ -12,6 +12,7 @@
 #include "client/cache.h"
 #include "dbworker/dbworker.h"
 #include "common/guc.h"
+#include "shmem/area.h"
 #include "shmem/progress.h"
 #include "shmem/slots.h"
 #include "shmem/ratelimit.h"
@@ -36,7 +37,8 @@ claude_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	claude_queue_request_shmem();
+	claude_area_request_shmem();
+	claude_slots_request_shmem();
 	RequestAddinShmemSpace(claude_limits_shmem_size());
 	RequestAddinShmemSpace(claude_cache_shmem_size());
 	RequestAddinShmemSpace(claude_dbwork_shmem_size());
@@ -50,7 +52,8 @@ claude_shmem_startup(void)
 {
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
-	claude_queue_shmem_startup();
+	claude_area_shmem_startup();
+	claude_slots_shmem_startup();
 	claude_limits_shmem_startup();
 	claude_cache_shmem_startup();
 	claude_dbwork_shmem_startup();

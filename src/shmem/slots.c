@@ -1,6 +1,8 @@
 /*
- * queue.c
- *		Request slots in shared memory and the DSA area that holds bodies.
+ * slots.c
+ *		Request slots in shared memory: taken by a backend, queued for the
+ *		HTTP worker, finished by it, handed back.  Callers: the call path
+ *		(client/) and the HTTP worker.
  *
  * Slot ownership: a backend owns the slots it acquired until it takes the
  * result.  If it errors out, is cancelled or exits first, the slot is
@@ -23,6 +25,7 @@
 
 #include "common/errors.h"
 #include "common/guc.h"
+#include "shmem/area.h"
 #include "shmem/slots.h"
 #include "shmem/pack.h"
 #include "client/budget.h"
@@ -31,8 +34,6 @@ ClaudeShared *claude_shared = NULL;
 ClaudeSlot *claude_slots = NULL;
 static int *freelist;			/* nfree entries in use */
 static int *ring;				/* queue_len entries from queue_head */
-
-static dsa_area *area = NULL;
 
 /* slots this backend owns, and the subtransaction that acquired each */
 static int *owned;
@@ -59,14 +60,13 @@ queue_shmem_size(int nslots)
 }
 
 void
-claude_queue_request_shmem(void)
+claude_slots_request_shmem(void)
 {
 	RequestAddinShmemSpace(queue_shmem_size(claude_max_requests));
-	RequestNamedLWLockTranche("claude", 2);	/* queue and cache; usage */
 }
 
 void
-claude_queue_shmem_startup(void)
+claude_slots_shmem_startup(void)
 {
 	bool		found;
 	char	   *base;
@@ -84,9 +84,6 @@ claude_queue_shmem_startup(void)
 		ClaudeShared *s = claude_shared;
 
 		memset(s, 0, sizeof(ClaudeShared));
-		s->lock = &(GetNamedLWLockTranche("claude"))->lock;
-		s->dsa_tranche = LWLockNewTrancheId();
-		s->area_handle = DSM_HANDLE_INVALID;
 		SpinLockInit(&s->mutex);
 		s->nslots = claude_max_requests;
 		pg_atomic_init_u32(&s->cancel_pending, 0);
@@ -111,67 +108,6 @@ claude_queue_shmem_startup(void)
 		s->nfree = s->nslots;
 	}
 	LWLockRelease(AddinShmemInitLock);
-}
-
-/*
- * A named struct in shared memory, zeroed and set up by init the first
- * time (in the postmaster, or after a crash).
- */
-void *
-claude_shmem_struct(const char *name, Size size, void (*init) (void *ptr))
-{
-	bool		found;
-	void	   *ptr;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	ptr = ShmemInitStruct(name, size, &found);
-	if (!found)
-	{
-		memset(ptr, 0, size);
-		init(ptr);
-	}
-	LWLockRelease(AddinShmemInitLock);
-	return ptr;
-}
-
-void
-claude_require_shared(void)
-{
-	if (claude_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("claude must be loaded via shared_preload_libraries"),
-				 errhint("Add 'claude' to shared_preload_libraries in postgresql.conf and restart the server.")));
-}
-
-/*
- * The DSA area is created by whichever process needs it first and pinned,
- * so it lives until the next server restart.
- */
-dsa_area *
-claude_area(void)
-{
-	MemoryContext old;
-
-	if (area != NULL)
-		return area;
-
-	claude_require_shared();
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	LWLockRegisterTranche(claude_shared->dsa_tranche, "claude_dsa");
-	LWLockAcquire(claude_shared->lock, LW_EXCLUSIVE);
-	if (claude_shared->area_handle == DSM_HANDLE_INVALID)
-	{
-		area = dsa_create(claude_shared->dsa_tranche);
-		dsa_pin(area);
-		claude_shared->area_handle = dsa_get_handle(area);
-	}
-	else
-		area = dsa_attach(claude_shared->area_handle);
-	dsa_pin_mapping(area);
-	LWLockRelease(claude_shared->lock);
-	MemoryContextSwitchTo(old);
-	return area;
 }
 
 static void

@@ -1,15 +1,15 @@
 /*
- * queue.h
+ * slots.h
  *		Shared-memory request slots between backends and the HTTP worker.
  *
- * A backend takes a free slot, puts a packed request (request.h) into the
+ * A backend takes a free slot, puts a packed request (pack.h) into the
  * DSA area, queues the slot and sleeps on its latch.  The HTTP worker picks
  * queued slots, runs the transfer and stores the result back in the slot.
  * Whoever gives up a slot last frees it: the owner after reading a result,
  * the worker for a slot its owner cancelled.
  */
-#ifndef CLAUDE_QUEUE_H
-#define CLAUDE_QUEUE_H
+#ifndef CLAUDE_SLOTS_H
+#define CLAUDE_SLOTS_H
 
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
@@ -19,6 +19,7 @@
 #include "utils/dsa.h"
 
 #include "common/errors.h"
+#include "shmem/area.h"
 
 typedef enum ClaudeSlotState
 {
@@ -43,9 +44,6 @@ typedef struct ClaudeSlot
 
 typedef struct ClaudeShared
 {
-	LWLock	   *lock;			/* serializes DSA creation */
-	int			dsa_tranche;
-	dsa_handle	area_handle;
 
 	slock_t		mutex;			/* protects the fields below */
 	int			nslots;
@@ -69,12 +67,8 @@ typedef struct ClaudeShared
 extern ClaudeShared *claude_shared;
 extern ClaudeSlot *claude_slots;
 
-extern void claude_queue_request_shmem(void);
-extern void claude_queue_shmem_startup(void);
-extern void claude_require_shared(void);
-extern void *claude_shmem_struct(const char *name, Size size,
-								 void (*init) (void *ptr));
-extern dsa_area *claude_area(void);
+extern void claude_slots_request_shmem(void);
+extern void claude_slots_shmem_startup(void);
 
 /* backend side */
 /* one slot in this many is kept for single calls; a session's bulk work takes at most as many */

@@ -1,0 +1,108 @@
+/*
+ * area.c
+ *		The ground floor of shared memory: named structs, the check that the
+ *		library was preloaded, and the DSA area that holds request and reply
+ *		bodies.  Every other file of shmem/ builds on it.
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/memutils.h"
+
+#include "shmem/area.h"
+
+typedef struct AreaShared
+{
+	LWLock	   *lock;			/* serializes DSA creation */
+	int			dsa_tranche;
+	dsa_handle	area_handle;
+} AreaShared;
+
+static AreaShared *shared = NULL;
+static dsa_area *area = NULL;
+
+/*
+ * A named struct in shared memory, zeroed and set up by init the first
+ * time (in the postmaster, or after a crash).
+ */
+void *
+claude_shmem_struct(const char *name, Size size, void (*init) (void *ptr))
+{
+	bool		found;
+	void	   *ptr;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	ptr = ShmemInitStruct(name, size, &found);
+	if (!found)
+	{
+		memset(ptr, 0, size);
+		init(ptr);
+	}
+	LWLockRelease(AddinShmemInitLock);
+	return ptr;
+}
+
+static void
+init_area(void *ptr)
+{
+	AreaShared *s = ptr;
+
+	s->lock = &(GetNamedLWLockTranche("claude"))->lock;
+	s->dsa_tranche = LWLockNewTrancheId();
+	s->area_handle = DSM_HANDLE_INVALID;
+}
+
+void
+claude_area_request_shmem(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(AreaShared)));
+	RequestNamedLWLockTranche("claude", 2);	/* area and cache; usage */
+}
+
+void
+claude_area_shmem_startup(void)
+{
+	shared = claude_shmem_struct("claude area", sizeof(AreaShared), init_area);
+}
+
+void
+claude_require_shared(void)
+{
+	if (shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("claude must be loaded via shared_preload_libraries"),
+				 errhint("Add 'claude' to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/*
+ * The DSA area is created by whichever process needs it first and pinned,
+ * so it lives until the next server restart.
+ */
+dsa_area *
+claude_area(void)
+{
+	MemoryContext old;
+
+	if (area != NULL)
+		return area;
+
+	claude_require_shared();
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	LWLockRegisterTranche(shared->dsa_tranche, "claude_dsa");
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (shared->area_handle == DSM_HANDLE_INVALID)
+	{
+		area = dsa_create(shared->dsa_tranche);
+		dsa_pin(area);
+		shared->area_handle = dsa_get_handle(area);
+	}
+	else
+		area = dsa_attach(shared->area_handle);
+	dsa_pin_mapping(area);
+	LWLockRelease(shared->lock);
+	MemoryContextSwitchTo(old);
+	return area;
+}
