@@ -20,6 +20,7 @@
 #include "shmem/stats.h"
 #include "client/budget.h"
 #include "httpworker/worker.h"
+#include "shmem/usage.h"
 
 PG_MODULE_MAGIC;
 

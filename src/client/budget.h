@@ -1,15 +1,12 @@
 /*
- * usage.h
- *		Usage per database, role and day; prices; per-role budgets.
+ * budget.h
+ *		Prices and per-role budgets, as the calling session reads them.
  */
-#ifndef CLAUDE_USAGE_H
-#define CLAUDE_USAGE_H
+#ifndef CLAUDE_BUDGET_H
+#define CLAUDE_BUDGET_H
 
 #include "common/json.h"
 #include "shmem/pack.h"
-
-extern Size claude_usage_shmem_size(void);
-extern void claude_usage_shmem_startup(void);
 
 /* backends: price a Messages request, and admit it under its role's budget */
 extern Oid	claude_request_role;	/* InvalidOid: the current user */
@@ -22,13 +19,5 @@ extern void claude_budget_check(Oid role, int64 n);
 extern bool claude_budget_allows(Oid role, char **why);
 extern char *claude_budget_message(Oid role, const char *why);
 extern Oid	claude_request_owner(void);
-
-/* HTTP worker: a Messages request ended; sent: it reached the API */
-extern void claude_usage_done(const ClaudeRequest *req, bool sent,
-							  const ClaudeUsage *usage, double cost);
-
-/* database worker */
-extern void claude_usage_add(Oid role, const ClaudeUsage *usage, double cost);
-extern void claude_usage_flush(void);
 
 #endif

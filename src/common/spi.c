@@ -107,3 +107,13 @@ claude_extension_schema(FunctionCallInfo fcinfo)
 {
 	return get_func_namespace(fcinfo->flinfo->fn_oid);
 }
+
+/* A float8 column of an SPI row; -1 for NULL. */
+double
+claude_spi_float(HeapTuple tup, TupleDesc desc, int att)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, att, &isnull);
+
+	return isnull ? -1 : DatumGetFloat8(d);
+}

@@ -41,6 +41,7 @@
 #include "common/secret.h"
 #include "client/budget.h"
 #include "common/spi.h"
+#include "shmem/usage.h"
 
 #define APPLY_LINES		1000
 #define TEMP_DIR		"base/" PG_TEMP_FILES_DIR

@@ -47,6 +47,7 @@
 #include "common/security.h"
 #include "client/budget.h"
 #include "common/spi.h"
+#include "dbworker/flush.h"
 
 #define IDLE_EXIT_MS	30000
 #define START_RETRY_MS	10000

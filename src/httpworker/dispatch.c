@@ -32,8 +32,8 @@
 #include "shmem/ratelimit.h"
 #include "shmem/slots.h"
 #include "shmem/stats.h"
-#include "client/budget.h"
 #include "httpworker/transfer.h"
+#include "shmem/usage.h"
 
 #define BACKOFF_FIRST_MS	500
 #define BACKOFF_MAX_MS		8000

@@ -28,7 +28,7 @@
 #include "shmem/area.h"
 #include "shmem/slots.h"
 #include "shmem/pack.h"
-#include "client/budget.h"
+#include "shmem/usage.h"
 
 ClaudeShared *claude_shared = NULL;
 ClaudeSlot *claude_slots = NULL;
