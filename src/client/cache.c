@@ -46,33 +46,12 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "client/cache.h"
-#include "shmem/stats.h"
-#include "dbworker/dbworker.h"
-#include "common/guc.h"
-#include "shmem/slots.h"
 #include "client/budget.h"
-
-/* an in-flight entry older than this is taken to be abandoned */
-#define LEAD_STALE_MS (10 * 60 * 1000)
-
-typedef struct InflightEntry
-{
-	Oid			dbid;			/* InvalidOid: free */
-	uint8		key[CLAUDE_CACHE_KEY_LEN];
-	pid_t		leader;
-	TimestampTz since;
-} InflightEntry;
-
-typedef struct CacheShared
-{
-	LWLock	   *lock;
-	ConditionVariable released;
-	int			nentries;
-	InflightEntry entries[FLEXIBLE_ARRAY_MEMBER];
-} CacheShared;
-
-static CacheShared *cache = NULL;
+#include "client/cache.h"
+#include "common/guc.h"
+#include "shmem/dbqueue.h"
+#include "shmem/slots.h"
+#include "shmem/stats.h"
 
 /* hits counted in this transaction, handed over at its end */
 typedef struct PendingHit
@@ -89,122 +68,6 @@ static int	npending = 0;
 static int	owned_lead = -1;
 static SubTransactionId owned_lead_subid;	/* that took it */
 static bool callbacks_registered = false;
-
-Size
-claude_cache_shmem_size(void)
-{
-	return add_size(offsetof(CacheShared, entries),
-					mul_size(claude_max_requests, sizeof(InflightEntry)));
-}
-
-static void
-init_cache(void *ptr)
-{
-	CacheShared *c = ptr;
-
-	c->lock = &(GetNamedLWLockTranche("claude"))->lock;
-	ConditionVariableInit(&c->released);
-	c->nentries = claude_max_requests;
-}
-
-void
-claude_cache_shmem_startup(void)
-{
-	cache = claude_shmem_struct("claude cache", claude_cache_shmem_size(), init_cache);
-}
-
-/* ---- in-flight entries ---- */
-
-static int
-find_entry(Oid dbid, const uint8 *key)
-{
-	for (int i = 0; i < cache->nentries; i++)
-		if (cache->entries[i].dbid == dbid &&
-			memcmp(cache->entries[i].key, key, CLAUDE_CACHE_KEY_LEN) == 0)
-			return i;
-	return -1;
-}
-
-static void
-release_entry(int i)
-{
-	cache->entries[i].dbid = InvalidOid;
-	cache->entries[i].leader = 0;
-}
-
-/* Free an entry if it is still the one for this key. */
-void
-claude_cache_release_lead(Oid dbid, const uint8 *key, int lead)
-{
-	if (lead < 0 || lead >= cache->nentries)
-		return;
-	LWLockAcquire(cache->lock, LW_EXCLUSIVE);
-	if (cache->entries[lead].dbid == dbid &&
-		memcmp(cache->entries[lead].key, key, CLAUDE_CACHE_KEY_LEN) == 0)
-		release_entry(lead);
-	LWLockRelease(cache->lock);
-	ConditionVariableBroadcast(&cache->released);
-}
-
-#define LEAD_FINISHED	(-1)		/* the other leader is done: look again */
-#define LEAD_NONE		(-2)		/* no entry free: go uncoordinated */
-
-/*
- * Lead the request for this key, or wait for the session that leads it.
- * Returns the entry now led, LEAD_FINISHED or LEAD_NONE.
- */
-static int
-lead_or_wait(const uint8 *key)
-{
-	int			lead = LEAD_NONE;
-	bool		waited = false;
-
-	for (;;)
-	{
-		int			i;
-
-		LWLockAcquire(cache->lock, LW_EXCLUSIVE);
-		i = find_entry(MyDatabaseId, key);
-		if (i >= 0 && TimestampDifferenceExceeds(cache->entries[i].since,
-												 GetCurrentTimestamp(),
-												 LEAD_STALE_MS))
-		{
-			release_entry(i);
-			i = -1;
-		}
-		if (i < 0 && waited)
-		{
-			LWLockRelease(cache->lock);
-			lead = LEAD_FINISHED;
-			break;
-		}
-		if (i < 0)
-		{
-			/* no leader: lead, if an entry is free; else go uncoordinated */
-			for (int j = 0; j < cache->nentries; j++)
-			{
-				if (cache->entries[j].dbid == InvalidOid)
-				{
-					InflightEntry *e = &cache->entries[j];
-
-					e->dbid = MyDatabaseId;
-					memcpy(e->key, key, CLAUDE_CACHE_KEY_LEN);
-					e->leader = MyProcPid;
-					e->since = GetCurrentTimestamp();
-					lead = j;
-					break;
-				}
-			}
-			LWLockRelease(cache->lock);
-			break;
-		}
-		LWLockRelease(cache->lock);
-		waited = true;
-		ConditionVariableTimedSleep(&cache->released, 1000, PG_WAIT_EXTENSION);
-	}
-	ConditionVariableCancelSleep();
-	return lead;
-}
 
 /* ---- hits ---- */
 
@@ -252,17 +115,6 @@ count_hit(Oid nsp, const uint8 *key)
 	npending++;
 }
 
-static void
-release_owned_lead(void)
-{
-	LWLockAcquire(cache->lock, LW_EXCLUSIVE);
-	if (cache->entries[owned_lead].leader == MyProcPid)
-		release_entry(owned_lead);
-	LWLockRelease(cache->lock);
-	ConditionVariableBroadcast(&cache->released);
-	owned_lead = -1;
-}
-
 /*
  * A subtransaction that failed (a PL/pgSQL EXCEPTION block caught the call)
  * gives back the key it led, or the same request later in the transaction,
@@ -273,7 +125,10 @@ cache_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					   SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB && owned_lead >= 0 && owned_lead_subid >= mySubid)
-		release_owned_lead();
+	{
+		claude_cache_release_own(owned_lead);
+		owned_lead = -1;
+	}
 }
 
 static void
@@ -291,7 +146,7 @@ cache_xact_callback(XactEvent event, void *arg)
 				hand_over_hits();
 			if (owned_lead >= 0 && event != XACT_EVENT_COMMIT &&
 				event != XACT_EVENT_PARALLEL_COMMIT)
-				release_owned_lead();
+				claude_cache_release_own(owned_lead);
 			owned_lead = -1;
 			break;
 		default:
@@ -430,8 +285,8 @@ claude_cache_begin(bool enabled, Oid nsp, const char *path, const char *body,
 			claude_stats_cache(false);
 			return false;		/* a standby cannot store the reply */
 		}
-		call->lead = lead_or_wait(call->key);
-		if (call->lead != LEAD_FINISHED)
+		call->lead = claude_cache_lead(call->key);
+		if (call->lead != CLAUDE_LEAD_FINISHED)
 			break;
 	}
 	if (call->lead < 0)
@@ -461,29 +316,4 @@ claude_cache_sent(ClaudeCacheCall *call)
 {
 	if (call != NULL && call->lead >= 0 && owned_lead == call->lead)
 		owned_lead = -1;
-}
-
-/* HTTP worker: hand a successful reply to the database's worker. */
-void
-claude_cache_store(const ClaudeRequest *req, const char *response, Size len)
-{
-	ClaudeDbRecord *rec;
-	dsa_pointer dp;
-
-	if (!OidIsValid(req->cache_dbid))
-		return;
-	dp = claude_dbwork_record(DBREC_CACHE_WRITE, req->body, req->body_len,
-							  response, len, &rec);
-	if (DsaPointerIsValid(dp))
-	{
-		rec->nsp = req->cache_nsp;
-		memcpy(rec->key, req->cache_key, CLAUDE_CACHE_KEY_LEN);
-		rec->ttl = req->cache_ttl;
-		rec->lead = req->cache_lead;
-		rec->at = GetCurrentTimestamp();
-		if (claude_dbwork_enqueue(req->cache_dbid, dp))
-			return;
-	}
-	elog(LOG, "claude: could not hand a reply to the cache writer");
-	claude_cache_release_lead(req->cache_dbid, req->cache_key, req->cache_lead);
 }

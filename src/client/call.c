@@ -14,13 +14,13 @@
 #include "miscadmin.h"
 #include "utils/memutils.h"
 
+#include "client/budget.h"
 #include "client/cache.h"
+#include "client/call.h"
 #include "common/errors.h"
 #include "common/guc.h"
-#include "shmem/slots.h"
-#include "client/call.h"
 #include "common/secret.h"
-#include "client/budget.h"
+#include "shmem/slots.h"
 
 /*
  * Fill a request from the calling session's settings.  The key is looked

@@ -21,14 +21,14 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
-#include "functions/complete.h"
-#include "client/pipe.h"
-#include "client/cache.h"
-#include "common/errors.h"
-#include "shmem/slots.h"
 #include "client/budget.h"
-#include "common/spi.h"
+#include "client/cache.h"
 #include "client/call.h"
+#include "client/pipe.h"
+#include "common/errors.h"
+#include "common/spi.h"
+#include "functions/complete.h"
+#include "shmem/slots.h"
 
 PG_FUNCTION_INFO_V1(claude_complete_many);
 

@@ -32,15 +32,15 @@
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
+#include "client/budget.h"
 #include "client/pipe.h"
-#include "dbworker/dbworker.h"
 #include "common/errors.h"
 #include "common/guc.h"
-#include "dbworker/jobs.h"
 #include "common/secret.h"
 #include "common/security.h"
-#include "client/budget.h"
 #include "common/spi.h"
+#include "dbworker/dbworker.h"
+#include "dbworker/jobs.h"
 
 #define JOBS_WINDOW		256
 #define CLAIM_AT_LEAST	16

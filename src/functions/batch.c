@@ -36,18 +36,18 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
-#include "functions/complete.h"
-#include "functions/batch.h"
+#include "client/budget.h"
 #include "client/cache.h"
-#include "dbworker/dbworker.h"
-#include "functions/enrich.h"
+#include "client/call.h"
 #include "common/errors.h"
 #include "common/guc.h"
-#include "shmem/slots.h"
-#include "client/call.h"
 #include "common/security.h"
-#include "client/budget.h"
 #include "common/spi.h"
+#include "functions/batch.h"
+#include "functions/complete.h"
+#include "functions/enrich.h"
+#include "shmem/dbqueue.h"
+#include "shmem/slots.h"
 
 PG_FUNCTION_INFO_V1(claude_batch_cancel);
 

@@ -19,13 +19,13 @@
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
-#include "functions/complete.h"
 #include "client/cache.h"
+#include "client/call.h"
 #include "common/errors.h"
 #include "common/guc.h"
 #include "common/json.h"
-#include "client/call.h"
 #include "common/spi.h"
+#include "functions/complete.h"
 
 PG_FUNCTION_INFO_V1(claude_complete);
 PG_FUNCTION_INFO_V1(claude_messages);

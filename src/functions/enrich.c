@@ -34,17 +34,16 @@
 #include "utils/rls.h"
 #include "utils/timestamp.h"
 
-#include "functions/complete.h"
-#include "client/pipe.h"
-#include "dbworker/dbworker.h"
 #include "client/cache.h"
-#include "functions/enrich.h"
+#include "client/pipe.h"
 #include "common/guc.h"
-#include "shmem/progress.h"
 #include "common/security.h"
-#include "shmem/slots.h"
-#include "common/template.h"
 #include "common/spi.h"
+#include "common/template.h"
+#include "functions/complete.h"
+#include "functions/enrich.h"
+#include "shmem/progress.h"
+#include "shmem/slots.h"
 
 PG_FUNCTION_INFO_V1(claude_enrich);
 

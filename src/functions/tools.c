@@ -25,11 +25,11 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 
-#include "functions/complete.h"
+#include "client/call.h"
 #include "common/errors.h"
 #include "common/guc.h"
 #include "common/json.h"
-#include "client/call.h"
+#include "functions/complete.h"
 
 /* claude_models() follows at most this many pages */
 #define MAX_MODEL_PAGES 100

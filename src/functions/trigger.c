@@ -31,17 +31,17 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
-#include "functions/complete.h"
+#include "client/budget.h"
 #include "client/cache.h"
-#include "dbworker/dbworker.h"
+#include "client/call.h"
 #include "common/errors.h"
 #include "common/guc.h"
-#include "shmem/slots.h"
-#include "client/call.h"
 #include "common/security.h"
-#include "common/template.h"
-#include "client/budget.h"
 #include "common/spi.h"
+#include "common/template.h"
+#include "functions/complete.h"
+#include "shmem/dbqueue.h"
+#include "shmem/slots.h"
 
 PG_FUNCTION_INFO_V1(claude_enrich_trigger);
 

@@ -19,7 +19,8 @@
 #include "tcop/utility.h"
 #include "utils/acl.h"
 
-#include "dbworker/dbworker.h"
+#include "functions/utility.h"
+#include "shmem/dbqueue.h"
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 

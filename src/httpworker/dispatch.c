@@ -25,14 +25,15 @@
 #endif
 #include "utils/timestamp.h"
 
-#include "client/cache.h"
-#include "httpworker/dispatch.h"
 #include "common/guc.h"
 #include "common/json.h"
+#include "httpworker/dispatch.h"
+#include "httpworker/transfer.h"
+#include "shmem/cachelead.h"
+#include "shmem/dbqueue.h"
 #include "shmem/ratelimit.h"
 #include "shmem/slots.h"
 #include "shmem/stats.h"
-#include "httpworker/transfer.h"
 #include "shmem/usage.h"
 
 #define BACKOFF_FIRST_MS	500

@@ -19,8 +19,8 @@
 
 #include "common/guc.h"
 #include "httpworker/http.h"
-#include "shmem/slots.h"
 #include "httpworker/transfer.h"
+#include "shmem/slots.h"
 
 #define EPOLL_BATCH 64
 

@@ -10,7 +10,12 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "storage/procsignal.h"
 #include "pgstat.h"
@@ -20,13 +25,14 @@
 #include "storage/latch.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "dbworker/dbworker.h"
 #include "httpworker/dispatch.h"
 #include "httpworker/http.h"
-#include "shmem/slots.h"
 #include "httpworker/worker.h"
+#include "shmem/dbqueue.h"
+#include "shmem/slots.h"
 
 void
 claude_register_http_worker(void)
@@ -63,6 +69,47 @@ worker_exit(int code, Datum arg)
 {
 	claude_dispatch_shutdown();
 	claude_worker_unregister_self();
+}
+
+/*
+ * At start: every database that accepts connections gets a
+ * look for jobs left queued or running before a restart or crash.
+ */
+static void
+scan_databases(void)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	List	   *dbs = NIL;
+	ListCell   *lc;
+	MemoryContext caller = CurrentMemoryContext;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (db->datallowconn && !db->datistemplate)
+		{
+			/* the list must outlive the transaction */
+			MemoryContext old = MemoryContextSwitchTo(caller);
+
+			dbs = lappend_oid(dbs, db->oid);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+
+	foreach(lc, dbs)
+		claude_jobs_kick(lfirst_oid(lc));
+	list_free(dbs);
 }
 
 void
@@ -116,7 +163,7 @@ claude_http_worker_main(Datum arg)
 			 */
 			if (!scanned && !RecoveryInProgress())
 			{
-				claude_dbwork_scan_databases();
+				scan_databases();
 				scanned = true;
 			}
 			claude_dbwork_ensure_running();

@@ -20,8 +20,8 @@
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
-#include "shmem/slots.h"
 #include "shmem/ratelimit.h"
+#include "shmem/slots.h"
 
 /* what a server's headers may claim, at most */
 #define SERVER_RESET_MAX_MS		(60 * 1000)

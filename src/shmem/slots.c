@@ -26,8 +26,8 @@
 #include "common/errors.h"
 #include "common/guc.h"
 #include "shmem/area.h"
-#include "shmem/slots.h"
 #include "shmem/pack.h"
+#include "shmem/slots.h"
 #include "shmem/usage.h"
 
 ClaudeShared *claude_shared = NULL;

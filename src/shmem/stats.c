@@ -20,8 +20,8 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "shmem/slots.h"
 #include "shmem/ratelimit.h"
+#include "shmem/slots.h"
 #include "shmem/stats.h"
 
 PG_FUNCTION_INFO_V1(claude_stats_row);

@@ -18,7 +18,7 @@
 #include "utils/timestamp.h"
 
 #include "shmem/area.h"
-#include "dbworker/dbworker.h"
+#include "shmem/dbqueue.h"
 #include "shmem/stats.h"
 #include "shmem/usage.h"
 
