@@ -38,10 +38,11 @@
 #include "common/spi.h"
 #include "dbworker/dbworker.h"
 #include "dbworker/jobs.h"
-#include "functions/batch.h"
-#include "functions/complete.h"
+#include "client/batches.h"
+#include "client/message.h"
 #include "shmem/slots.h"
 #include "shmem/usage.h"
+#include "dbworker/batch_poll.h"
 
 #define APPLY_LINES		1000
 #define TEMP_DIR		"base/" PG_TEMP_FILES_DIR

@@ -46,10 +46,10 @@
 #include "dbworker/dbworker.h"
 #include "dbworker/flush.h"
 #include "dbworker/jobs.h"
-#include "functions/batch.h"
 #include "shmem/cachelead.h"
 #include "shmem/dbqueue.h"
 #include "shmem/slots.h"
+#include "dbworker/batch_poll.h"
 
 
 

@@ -40,7 +40,7 @@
 #include "common/security.h"
 #include "common/spi.h"
 #include "common/template.h"
-#include "functions/complete.h"
+#include "client/message.h"
 #include "functions/enrich.h"
 #include "shmem/progress.h"
 #include "shmem/slots.h"

@@ -9,7 +9,7 @@
 #include "lib/stringinfo.h"
 #include "utils/timestamp.h"
 
-#include "functions/complete.h"
+#include "client/message.h"
 #include "common/template.h"
 
 typedef struct EnrichRow

@@ -29,7 +29,7 @@
 #include "common/errors.h"
 #include "common/guc.h"
 #include "common/json.h"
-#include "functions/complete.h"
+#include "client/message.h"
 
 /* claude_models() follows at most this many pages */
 #define MAX_MODEL_PAGES 100

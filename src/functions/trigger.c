@@ -39,7 +39,7 @@
 #include "common/security.h"
 #include "common/spi.h"
 #include "common/template.h"
-#include "functions/complete.h"
+#include "client/message.h"
 #include "shmem/dbqueue.h"
 #include "shmem/slots.h"
 

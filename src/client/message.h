@@ -1,9 +1,9 @@
 /*
- * api.h
+ * message.h
  *		Building Messages requests and reading replies, shared by the calls.
  */
-#ifndef CLAUDE_API_H
-#define CLAUDE_API_H
+#ifndef CLAUDE_MESSAGE_H
+#define CLAUDE_MESSAGE_H
 
 #include "fmgr.h"
 #include "utils/jsonb.h"

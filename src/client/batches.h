@@ -1,10 +1,10 @@
 /*
- * batch.h
- *		Message Batches: submission (batch.c) and the worker's polling
- *		(batch_poll.c), over the claude_batches and claude_batch_items tables.
+ * batches.h
+ *		Message Batches: the claude_batches and claude_batch_items tables,
+ *		shared by submission and the worker's polling.
  */
-#ifndef CLAUDE_BATCH_H
-#define CLAUDE_BATCH_H
+#ifndef CLAUDE_BATCHES_H
+#define CLAUDE_BATCHES_H
 
 #include "storage/lock.h"
 
@@ -26,10 +26,5 @@ extern void claude_batch_record_state(const ClaudeBatchTables *t, int64 local_id
 									  const char *batch_json);
 extern void claude_batch_record_error(const ClaudeBatchTables *t, int64 local_id,
 									  const char *error, bool fatal);
-
-/* batch_poll.c, in the database's worker */
-extern bool claude_batch_poll_step(void);
-extern bool claude_batch_poll_busy(void);
-extern void claude_batch_poll_reset(void);
 
 #endif

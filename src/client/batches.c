@@ -1,0 +1,86 @@
+/*
+ * batches.c
+ *		The claude_batches and claude_batch_items tables, as both sides of a
+ *		Message Batch see them: submission (functions/batch.c) and the
+ *		database worker's polling (dbworker/batch_poll.c).
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "client/batches.h"
+#include "common/errors.h"
+#include "common/json.h"
+#include "common/spi.h"
+
+/* field4 of our advisory locks, apart from pg_advisory_lock's 1 and 2 */
+#define LOCKTAG_CLAUDE_BATCH 0x434C		/* a batch being submitted */
+
+/* The qualified names of the tables in schema nsp; false if they are gone. */
+bool
+claude_batch_tables(Oid nsp, ClaudeBatchTables *t)
+{
+	char	   *name = get_namespace_name(nsp);
+
+	if (name == NULL || !OidIsValid(get_relname_relid("claude_batches", nsp)))
+		return false;
+	t->nsp = nsp;
+	t->schema = pstrdup(quote_identifier(name));
+	t->batches = quote_qualified_identifier(name, "claude_batches");
+	t->items = quote_qualified_identifier(name, "claude_batch_items");
+	t->cache = quote_qualified_identifier(name, "claude_cache");
+	return true;
+}
+
+void
+claude_batch_lock_tag(LOCKTAG *tag, int64 local_id)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) ((uint64) local_id >> 32),
+						 (uint32) local_id, LOCKTAG_CLAUDE_BATCH);
+}
+
+/* The API's view of a batch (a MessageBatch object, UTF-8) into its row. */
+void
+claude_batch_record_state(const ClaudeBatchTables *t, int64 local_id,
+						  const char *batch_json)
+{
+	char	   *server = claude_utf8_to_server(batch_json, strlen(batch_json));
+
+	if (server == NULL)
+		ereport(ERROR,
+				(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
+				 errmsg("the Claude API sent a Message Batch the database encoding cannot hold")));
+	claude_spi_run(psprintf("UPDATE %s SET id = coalesce(r->>'id', id), "
+							"status = r->>'processing_status', "
+							"processing = (r->'request_counts'->>'processing')::int, "
+							"succeeded = (r->'request_counts'->>'succeeded')::int, "
+							"errored = (r->'request_counts'->>'errored')::int, "
+							"canceled = (r->'request_counts'->>'canceled')::int, "
+							"expired = (r->'request_counts'->>'expired')::int, "
+							"created_at = coalesce((r->>'created_at')::timestamptz, created_at), "
+							"ended_at = (r->>'ended_at')::timestamptz, "
+							"expires_at = (r->>'expires_at')::timestamptz, "
+							"polled_at = now(), error = NULL "
+							"FROM (SELECT $2::jsonb AS r) s WHERE local_id = $1", t->batches),
+				   2, (Oid[]) {INT8OID, TEXTOID},
+				   (Datum[]) {Int64GetDatum(local_id), CStringGetTextDatum(server)},
+				   SPI_OK_UPDATE);
+}
+
+/* A failed request about a batch; fatal ends it for good. */
+void
+claude_batch_record_error(const ClaudeBatchTables *t, int64 local_id,
+						  const char *error, bool fatal)
+{
+	claude_spi_run(psprintf("UPDATE %s SET error = $2, polled_at = now(), "
+							"status = CASE WHEN $3 THEN 'failed' ELSE status END "
+							"WHERE local_id = $1", t->batches),
+				   3, (Oid[]) {INT8OID, TEXTOID, BOOLOID},
+				   (Datum[]) {Int64GetDatum(local_id), CStringGetTextDatum(error),
+		BoolGetDatum(fatal)}, SPI_OK_UPDATE);
+}
