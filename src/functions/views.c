@@ -1,24 +1,282 @@
 /*
  * views.c
- *		The functions behind the views over shared state: claude_usage's
- *		rows not yet flushed, and the trigger that makes every session read
- *		prices and budgets again.
+ *		The functions behind the views over shared state: claude_stats and
+ *		claude_metrics(), claude_progress, claude_usage's rows not yet
+ *		flushed; and the trigger that makes every session read prices and
+ *		budgets again.
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "commands/trigger.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/fmgrprotos.h"
+#include "utils/timestamp.h"
 
 #include "shmem/area.h"
+#include "shmem/progress.h"
+#include "shmem/ratelimit.h"
+#include "shmem/slots.h"
+#include "shmem/stats.h"
 #include "shmem/usage.h"
 
+PG_FUNCTION_INFO_V1(claude_stats_row);
+PG_FUNCTION_INFO_V1(claude_stats_reset);
+PG_FUNCTION_INFO_V1(claude_metrics);
+PG_FUNCTION_INFO_V1(claude_progress_rows);
 PG_FUNCTION_INFO_V1(claude_usage_pending);
 PG_FUNCTION_INFO_V1(claude_config_changed);
+
+/* ---- claude_stats and claude_metrics() ---- */
+
+/* A consistent enough copy of the histogram: counts and their total. */
+static uint64
+read_buckets(uint64 *counts)
+{
+	uint64		total = 0;
+
+	for (int b = 0; b < CLAUDE_STATS_NBUCKETS; b++)
+		total += counts[b] = pg_atomic_read_u64(&claude_stats_shared->buckets[b]);
+	return total;
+}
+
+/* The q-quantile in ms, interpolated within its bucket; NULL if empty. */
+static bool
+quantile(const uint64 *counts, uint64 total, double q, double *ms)
+{
+	double		rank = q * total;
+	uint64		below = 0;
+
+	if (total == 0)
+		return false;
+	for (int b = 0; b < CLAUDE_STATS_NBUCKETS; b++)
+	{
+		double		lo = b == 0 ? 0 : claude_stats_bucket_ms[b - 1];
+
+		if (counts[b] > 0 && below + counts[b] >= rank)
+		{
+			if (b == CLAUDE_STATS_NBUCKETS - 1)
+				*ms = lo;		/* beyond the last bound: say the bound */
+			else
+				*ms = lo + (claude_stats_bucket_ms[b] - lo) * (rank - below) / counts[b];
+			return true;
+		}
+		below += counts[b];
+	}
+	*ms = claude_stats_bucket_ms[CLAUDE_STATS_NBUCKETS - 2];
+	return true;
+}
+
+static uint32
+queued_now(void)
+{
+	uint32		pending = pg_atomic_read_u32(&claude_stats_shared->pending);
+	uint32		in_flight = pg_atomic_read_u32(&claude_shared->in_flight);
+	int			queue_len;
+
+	SpinLockAcquire(&claude_shared->mutex);
+	queue_len = claude_shared->queue_len;
+	SpinLockRelease(&claude_shared->mutex);
+	return queue_len + (pending > in_flight ? pending - in_flight : 0);
+}
+
+#define U64(c) pg_atomic_read_u64(&claude_stats_shared->c)
+
+Datum
+claude_stats_row(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[18];
+	bool		nulls[18] = {0};
+	uint64		counts[CLAUDE_STATS_NBUCKETS];
+	uint64		total;
+	double		ms;
+	int			i = 0;
+
+	claude_require_shared();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "claude_stats_row: return type must be a row type");
+	total = read_buckets(counts);
+	values[i++] = Int64GetDatum(U64(requests));
+	values[i++] = Int64GetDatum(U64(succeeded));
+	values[i++] = Int64GetDatum(U64(failed));
+	values[i++] = Int64GetDatum(pg_atomic_read_u64(&claude_limit_counters->retries));
+	values[i++] = Int64GetDatum(pg_atomic_read_u64(&claude_limit_counters->rate_limited));
+	values[i++] = Int64GetDatum(U64(throttled));
+	values[i++] = Int64GetDatum(U64(cache_hits));
+	values[i++] = Int64GetDatum(U64(cache_misses));
+	values[i++] = Int64GetDatum(U64(input_tokens));
+	values[i++] = Int64GetDatum(U64(output_tokens));
+	values[i++] = DirectFunctionCall1(float8_numeric, Float8GetDatum(U64(cost_nusd) / 1e9));
+	for (int q = 0; q < 3; q++)
+	{
+		static const double qs[3] = {0.5, 0.95, 0.99};
+
+		if (quantile(counts, total, qs[q], &ms))
+			values[i] = Float8GetDatum(round(ms * 10) / 10);
+		else
+			nulls[i] = true;
+		i++;
+	}
+	values[i++] = Int32GetDatum(pg_atomic_read_u32(&claude_shared->connections_open));
+	values[i++] = Int32GetDatum(pg_atomic_read_u32(&claude_shared->in_flight));
+	values[i++] = Int32GetDatum(queued_now());
+	SpinLockAcquire(&claude_stats_shared->mutex);
+	values[i++] = TimestampTzGetDatum(claude_stats_shared->since);
+	SpinLockRelease(&claude_stats_shared->mutex);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+Datum
+claude_stats_reset(PG_FUNCTION_ARGS)
+{
+	claude_require_shared();
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only superusers may reset the claude statistics")));
+	claude_stats_zero();
+	PG_RETURN_VOID();
+}
+
+/* ---- Prometheus text exposition format ---- */
+
+static void
+metric(StringInfo out, const char *name, const char *type, const char *help)
+{
+	appendStringInfo(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void
+counter(StringInfo out, const char *name, const char *help, uint64 value)
+{
+	metric(out, name, "counter", help);
+	appendStringInfo(out, "%s " UINT64_FORMAT "\n", name, value);
+}
+
+static void
+gauge(StringInfo out, const char *name, const char *help, uint64 value)
+{
+	metric(out, name, "gauge", help);
+	appendStringInfo(out, "%s " UINT64_FORMAT "\n", name, value);
+}
+
+Datum
+claude_metrics(PG_FUNCTION_ARGS)
+{
+	StringInfoData out;
+	uint64		counts[CLAUDE_STATS_NBUCKETS];
+	uint64		total;
+	uint64		cumulative = 0;
+
+	claude_require_shared();
+	initStringInfo(&out);
+	total = read_buckets(counts);
+
+	metric(&out, "claude_requests_total", "counter",
+		   "Requests to the Claude API that ended, by final HTTP status (error: no response; cancelled: the caller gave up).");
+	for (int s = 0; s < CLAUDE_STATS_MAX_STATUS; s++)
+	{
+		uint64		n = pg_atomic_read_u64(&claude_stats_shared->by_status[s]);
+
+		if (n > 0)
+			appendStringInfo(&out, "claude_requests_total{status=\"%d\"} " UINT64_FORMAT "\n", s, n);
+	}
+	appendStringInfo(&out, "claude_requests_total{status=\"error\"} " UINT64_FORMAT "\n",
+					 U64(transport_errors));
+	appendStringInfo(&out, "claude_requests_total{status=\"cancelled\"} " UINT64_FORMAT "\n",
+					 U64(cancelled));
+	counter(&out, "claude_retries_total", "Attempts repeated after a retryable failure.",
+			pg_atomic_read_u64(&claude_limit_counters->retries));
+	counter(&out, "claude_rate_limited_total", "HTTP 429 replies received.",
+			pg_atomic_read_u64(&claude_limit_counters->rate_limited));
+	counter(&out, "claude_throttled_total", "Requests that waited for the local rate limits.",
+			U64(throttled));
+	metric(&out, "claude_throttled_seconds_total", "counter",
+		   "Time requests spent waiting for the local rate limits.");
+	appendStringInfo(&out, "claude_throttled_seconds_total %.6f\n",
+					 pg_atomic_read_u64(&claude_limit_counters->throttled_us) / 1e6);
+	counter(&out, "claude_cache_hits_total", "Calls answered from claude_cache.", U64(cache_hits));
+	counter(&out, "claude_cache_misses_total", "Calls the cache could not answer.", U64(cache_misses));
+	metric(&out, "claude_tokens_total", "counter", "Tokens billed, by kind.");
+	appendStringInfo(&out, "claude_tokens_total{type=\"input\"} " UINT64_FORMAT "\n", U64(input_tokens));
+	appendStringInfo(&out, "claude_tokens_total{type=\"output\"} " UINT64_FORMAT "\n", U64(output_tokens));
+	appendStringInfo(&out, "claude_tokens_total{type=\"cache_write\"} " UINT64_FORMAT "\n", U64(cache_write_tokens));
+	appendStringInfo(&out, "claude_tokens_total{type=\"cache_read\"} " UINT64_FORMAT "\n", U64(cache_read_tokens));
+	metric(&out, "claude_cost_usd_total", "counter",
+		   "USD of the requests at claude_prices (models without a price are not counted).");
+	appendStringInfo(&out, "claude_cost_usd_total %.9f\n", U64(cost_nusd) / 1e9);
+	gauge(&out, "claude_connections", "Connections open to the API.",
+		  pg_atomic_read_u32(&claude_shared->connections_open));
+	gauge(&out, "claude_in_flight", "Requests on the wire now.",
+		  pg_atomic_read_u32(&claude_shared->in_flight));
+	gauge(&out, "claude_queued", "Requests waiting for the worker, the rate limits or a retry.",
+		  queued_now());
+
+	metric(&out, "claude_request_duration_seconds", "histogram",
+		   "Time from the worker taking a request to its end, retries included.");
+	for (int b = 0; b < CLAUDE_STATS_NBUCKETS; b++)
+	{
+		cumulative += counts[b];
+		if (b < CLAUDE_STATS_NBUCKETS - 1)
+			appendStringInfo(&out, "claude_request_duration_seconds_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
+							 claude_stats_bucket_ms[b] / 1000.0, cumulative);
+		else
+			appendStringInfo(&out, "claude_request_duration_seconds_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n",
+							 cumulative);
+	}
+	appendStringInfo(&out, "claude_request_duration_seconds_sum %.6f\n", U64(latency_us) / 1e6);
+	appendStringInfo(&out, "claude_request_duration_seconds_count " UINT64_FORMAT "\n", total);
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
+}
+
+/* ---- claude_progress ---- */
+
+/*
+ * The running work of this database, for the claude_progress view: a role
+ * sees its own (and that of roles whose privileges it has), members of
+ * pg_read_all_stats see all.
+ */
+Datum
+claude_progress_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		all = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
+
+	InitMaterializedSRF(fcinfo, 0);
+	claude_require_shared();
+	for (int i = 0; i < CLAUDE_MAX_PROGRESS; i++)
+	{
+		ProgressEntry e;
+		Datum		values[9];
+		bool		nulls[9] = {0};
+
+		claude_progress_entry(i, &e);
+		if (e.pid == 0 || e.dbid != MyDatabaseId ||
+			!(all || has_privs_of_role(GetUserId(), e.role)))
+			continue;
+		values[0] = Int32GetDatum(e.pid);
+		values[1] = ObjectIdGetDatum(e.relid);
+		values[2] = NameGetDatum(&e.column);
+		values[3] = CStringGetTextDatum(e.mode);
+		values[4] = Int64GetDatum(e.done);
+		values[5] = Int64GetDatum(e.total);
+		values[6] = Int64GetDatum(e.failed);
+		values[7] = TimestampTzGetDatum(e.started);
+		values[8] = TimestampTzGetDatum(e.updated);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* ---- claude_usage ---- */
 
 /*
  * claude_usage_pending(): usage of this database not yet in
