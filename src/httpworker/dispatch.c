@@ -35,6 +35,7 @@
 #include "shmem/slots.h"
 #include "shmem/stats.h"
 #include "shmem/usage.h"
+#include "httpworker/http.h"
 
 #define BACKOFF_FIRST_MS	500
 #define BACKOFF_MAX_MS		8000
@@ -114,7 +115,7 @@ static void
 unlink_transfer(Transfer *t)
 {
 	dlist_delete(&t->node);
-	t->node.prev = t->node.next = NULL;	/* detached (see claude_dispatch_fail) */
+	t->node.prev = t->node.next = NULL;	/* detached (see dispatch_fail) */
 	if (t->state == XFER_RUNNING)
 		nrunning--;
 }
@@ -298,8 +299,8 @@ finish(Transfer *t, CURLcode code, long status)
  * Fail a request whose handling raised, wherever it got to: unless its
  * slot has a result, it gets this one (CL002), and the worker goes on.
  */
-void
-claude_dispatch_fail(Transfer *t, const char *why)
+static void
+dispatch_fail(Transfer *t, const char *why)
 {
 	ClaudeResult r;
 
@@ -342,8 +343,8 @@ settle(Transfer *t, long status)
 }
 
 /* Called by http.c when an attempt ends, with or without a response. */
-void
-claude_dispatch_attempt_done(Transfer *t, CURLcode code, long status)
+static void
+attempt_done(Transfer *t, CURLcode code, long status)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	double		delay;
@@ -389,7 +390,7 @@ start_attempt(Transfer *t, TimestampTz now)
 	pg_atomic_fetch_add_u32(&claude_shared->in_flight, 1);
 	pg_atomic_fetch_add_u64(&claude_shared->requests, 1);
 	if (!claude_http_begin(t))
-		claude_dispatch_attempt_done(t, CURLE_OUT_OF_MEMORY, 0);
+		attempt_done(t, CURLE_OUT_OF_MEMORY, 0);
 }
 
 /*
@@ -510,4 +511,44 @@ claude_dispatch_shutdown(void)
 		dlist_foreach_modify(iter, list)
 			account(dlist_container(Transfer, node, iter.cur), 0, true, false);
 	}
+}
+
+/*
+ * Hand an attempt's outcome to the queue.  Nothing a server sends may stop
+ * the worker: should handling this reply raise anyway (a defect), that one
+ * request fails and every other goes on.
+ */
+static void
+hand_over(Transfer *t, CURLcode code, long status)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		attempt_done(t, code, status);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		dispatch_fail(t, "the HTTP worker could not handle the reply");
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Let curl work on ready sockets and its timer, and hand each finished
+ * attempt to the queue.
+ */
+void
+claude_dispatch_drive(bool sockets_ready)
+{
+	Transfer   *t;
+	CURLcode	code;
+	long		status;
+
+	claude_http_drive(sockets_ready);
+	while ((t = claude_http_next_done(&code, &status)) != NULL)
+		hand_over(t, code, status);
 }

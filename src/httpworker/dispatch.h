@@ -12,5 +12,6 @@ extern long claude_dispatch_timeout_ms(void);
 extern void claude_dispatch_abort_cancelled(void);
 extern void claude_dispatch_shutdown(void);
 extern void claude_dispatch_configure(void);
+extern void claude_dispatch_drive(bool sockets_ready);
 
 #endif

@@ -442,31 +442,11 @@ claude_http_begin(Transfer *t)
 }
 
 /*
- * Hand an attempt's outcome to the queue.  Nothing a server sends may stop
- * the worker: should handling this reply raise anyway (a defect), that one
- * request fails and every other goes on.
+ * The next transfer curl finished, with its outcome (status 0 when there
+ * was no response), or NULL when none is left.
  */
-static void
-attempt_done(Transfer *t, CURLcode code, long status)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-
-	PG_TRY();
-	{
-		claude_dispatch_attempt_done(t, code, status);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		claude_dispatch_fail(t, "the HTTP worker could not handle the reply");
-	}
-	PG_END_TRY();
-}
-
-static void
-collect_done(void)
+Transfer *
+claude_http_next_done(CURLcode *code, long *status)
 {
 	CURLMsg    *msg;
 	int			left;
@@ -474,21 +454,23 @@ collect_done(void)
 	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 	{
 		Transfer   *t;
-		long		status = 0;
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		*status = 0;
+		*code = msg->data.result;
 		if (msg->data.result == CURLE_OK)
 		{
 			long		version = 0;
 
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, status);
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_HTTP_VERSION, &version);
 			multiplexing = version == CURL_HTTP_VERSION_2_0;
 		}
-		attempt_done(t, msg->data.result, status);
+		return t;
 	}
+	return NULL;
 }
 
 /* Whether the server's last reply came over HTTP/2, many streams a connection. */
@@ -499,8 +481,8 @@ claude_http_multiplexing(void)
 }
 
 /*
- * Let curl act on ready sockets and on its timer, then hand finished
- * transfers back.
+ * Let curl act on ready sockets and on its timer; finished transfers are
+ * then read with claude_http_next_done.
  */
 void
 claude_http_drive(bool sockets_ready)
@@ -535,6 +517,5 @@ claude_http_drive(bool sockets_ready)
 		timer_deadline = -1;
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
-	collect_done();
 }
 

@@ -67,7 +67,6 @@ extern bool claude_http_close_files(Transfer *t);
 extern bool claude_http_multiplexing(void);
 
 /* dispatch.c */
-extern void claude_dispatch_attempt_done(Transfer *t, CURLcode code, long status);
-extern void claude_dispatch_fail(Transfer *t, const char *why);
+extern Transfer *claude_http_next_done(CURLcode *code, long *status);
 
 #endif

@@ -153,7 +153,7 @@ claude_http_worker_main(Datum arg)
 			claude_dispatch_enqueue(slot);
 		claude_dispatch_abort_cancelled();
 		claude_dispatch_run();
-		claude_http_drive(false);
+		claude_dispatch_drive(false);
 		if (TimestampDifferenceExceeds(last_check, GetCurrentTimestamp(), 1000))
 		{
 			/*
@@ -196,7 +196,7 @@ claude_http_worker_main(Datum arg)
 		}
 
 		old = MemoryContextSwitchTo(loop_cxt);
-		claude_http_drive(sockets_ready);
+		claude_dispatch_drive(sockets_ready);
 		MemoryContextSwitchTo(old);
 	}
 }
