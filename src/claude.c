@@ -13,7 +13,6 @@
 #include "client/cache.h"
 #include "common/guc.h"
 #include "common/secret.h"
-#include "dbworker/dbworker.h"
 #include "functions/utility.h"
 #include "httpworker/worker.h"
 #include "shmem/area.h"

@@ -36,13 +36,13 @@
 #include "common/guc.h"
 #include "common/secret.h"
 #include "common/spi.h"
-#include "dbworker/dbworker.h"
 #include "dbworker/jobs.h"
 #include "client/batches.h"
 #include "client/message.h"
 #include "shmem/slots.h"
 #include "shmem/usage.h"
 #include "dbworker/batch_poll.h"
+#include "dbworker/cachewrite.h"
 
 #define APPLY_LINES		1000
 #define TEMP_DIR		"base/" PG_TEMP_FILES_DIR

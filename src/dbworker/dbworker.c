@@ -50,76 +50,12 @@
 #include "shmem/dbqueue.h"
 #include "shmem/slots.h"
 #include "dbworker/batch_poll.h"
+#include "dbworker/cachewrite.h"
 
 
 
 #define IDLE_EXIT_MS	30000
 #define USAGE_FLUSH_MS	5000
-
-/*
- * Store a reply in a claude_cache table (server encoding), replacing an
- * older entry of the same key.  ttl in seconds, 0: never expires.
- */
-void
-claude_cache_insert(const char *table, const uint8 *key, const char *request,
-					const char *response, int ttl)
-{
-	Oid			types[4] = {BYTEAOID, TEXTOID, TEXTOID, INT4OID};
-	Datum		values[4];
-	bytea	   *k = palloc(VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
-	char	   *sql;
-
-	SET_VARSIZE(k, VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
-	memcpy(VARDATA(k), key, CLAUDE_CACHE_KEY_LEN);
-	values[0] = PointerGetDatum(k);
-	values[1] = CStringGetTextDatum(request);
-	values[2] = CStringGetTextDatum(response);
-	values[3] = Int32GetDatum(ttl);
-
-	sql = psprintf("INSERT INTO %s AS c (key, model, request, response, input_tokens, "
-				   "output_tokens, created_at, expires_at, hits) "
-				   "SELECT $1, r->>'model', $2::jsonb, r, (r->'usage'->>'input_tokens')::int, "
-				   "(r->'usage'->>'output_tokens')::int, now(), "
-				   "CASE WHEN $4 > 0 THEN now() + $4 * interval '1 second' END, 0 "
-				   "FROM (SELECT $3::jsonb AS r) s "
-				   "ON CONFLICT (key) DO UPDATE SET model = excluded.model, "
-				   "request = excluded.request, response = excluded.response, "
-				   "input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
-				   "created_at = excluded.created_at, expires_at = excluded.expires_at", table);
-	if (SPI_execute_with_args(sql, 4, types, values, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "claude: could not store a reply in %s", table);
-}
-
-static void
-apply_write(ClaudeDbRecord *rec, const char *table)
-{
-	const char *request = (const char *) rec + MAXALIGN(sizeof(ClaudeDbRecord));
-	const char *response = request + rec->request_len + 1;
-
-	claude_cache_insert(table, rec->key,
-						pg_any_to_server(request, rec->request_len, PG_UTF8),
-						pg_any_to_server(response, rec->response_len, PG_UTF8),
-						rec->ttl);
-}
-
-static void
-apply_hits(ClaudeDbRecord *rec, const char *table)
-{
-	Oid			types[3] = {BYTEAOID, INT8OID, TIMESTAMPTZOID};
-	Datum		values[3];
-	bytea	   *key = palloc(VARHDRSZ + sizeof(rec->key));
-
-	SET_VARSIZE(key, VARHDRSZ + sizeof(rec->key));
-	memcpy(VARDATA(key), rec->key, sizeof(rec->key));
-	values[0] = PointerGetDatum(key);
-	values[1] = Int64GetDatum(rec->hits);
-	values[2] = TimestampTzGetDatum(rec->at);
-	if (SPI_execute_with_args(psprintf("UPDATE %s SET hits = hits + $2, "
-									   "last_hit_at = greatest(last_hit_at, $3) "
-									   "WHERE key = $1", table),
-							  3, types, values, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "claude: could not count cache hits in %s", table);
-}
 
 /*
  * After an error: log it and abort.  The abort gives back every request
@@ -148,20 +84,9 @@ apply_record(ClaudeDbRecord *rec)
 
 	PG_TRY();
 	{
-		char	   *nspname;
-
 		claude_xact_begin();
 		pgstat_report_activity(STATE_RUNNING, "claude: storing cache entries");
-		nspname = get_namespace_name(rec->nsp);
-		if (nspname != NULL)
-		{
-			char	   *table = quote_qualified_identifier(nspname, "claude_cache");
-
-			if (rec->kind == DBREC_CACHE_WRITE)
-				apply_write(rec, table);
-			else
-				apply_hits(rec, table);
-		}
+		claude_cache_apply(rec);
 		claude_xact_end();
 	}
 	PG_CATCH();

@@ -39,7 +39,6 @@
 #include "common/secret.h"
 #include "common/security.h"
 #include "common/spi.h"
-#include "dbworker/dbworker.h"
 #include "dbworker/jobs.h"
 
 #define JOBS_WINDOW		256

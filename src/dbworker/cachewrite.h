@@ -1,0 +1,14 @@
+/*
+ * cachewrite.h
+ *		Writes to claude_cache, in the database's worker.
+ */
+#ifndef CLAUDE_CACHEWRITE_H
+#define CLAUDE_CACHEWRITE_H
+
+#include "shmem/dbqueue.h"
+
+extern void claude_cache_insert(const char *table, const uint8 *key,
+								const char *request, const char *response, int ttl);
+extern void claude_cache_apply(ClaudeDbRecord *rec);
+
+#endif
