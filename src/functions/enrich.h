@@ -53,9 +53,14 @@ typedef struct Enrich
 	TimestampTz last_notice;
 } Enrich;
 
+/* enrich_rows.c */
+extern void claude_enrich_prepare(Enrich *e, const char *target,
+								  const char *template_text, bool only_missing);
 extern void claude_enrich_read_rows(Enrich *e);
 extern void claude_enrich_free_row(EnrichRow *row);
 extern char *claude_enrich_write(Enrich *e, EnrichRow *row, text *value);
+
+/* batch.c: mode => 'batch' */
 extern void claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo);
 
 #endif

@@ -1,0 +1,312 @@
+/*
+ * enrich_rows.c
+ *		The rows of a claude_enrich call, for both modes: the table looked
+ *		at and the statements prepared before any request, rows read in
+ *		primary-key order, and replies written back one subtransaction each.
+ *		Callers: enrich.c (online mode) and batch.c (batch submission).
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
+#include "utils/timestamp.h"
+
+#include "client/cache.h"
+#include "client/pipe.h"
+#include "common/guc.h"
+#include "common/security.h"
+#include "common/spi.h"
+#include "common/template.h"
+#include "client/message.h"
+#include "functions/enrich.h"
+#include "shmem/progress.h"
+#include "shmem/slots.h"
+
+static char *
+pk_list(Enrich *e, char **names)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < e->npk; i++)
+		appendStringInfo(&buf, "%s%s", i ? ", " : "", quote_identifier(names[i]));
+	return buf.data;
+}
+
+static char *
+param_list(int first, int n)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&buf, "%s$%d", i ? ", " : "", first + i);
+	return buf.data;
+}
+
+/* Look at the table and prepare the statements; fails before any request. */
+void
+claude_enrich_prepare(Enrich *e, const char *target, const char *template_text, bool only_missing)
+{
+	Relation	rel = relation_open(e->relid, AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	char	   *qualname;
+	char	  **pk_names;
+	char	   *pks;
+	char	   *assigned = NULL;	/* $1 as the target column takes it */
+	StringInfoData cols;
+	StringInfoData where;
+	const char *lock;
+	Oid			pkidx = RelationGetPrimaryKeyIndex(rel);
+
+	e->relname = pstrdup(RelationGetRelationName(rel));
+	qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+										  e->relname);
+	/* nothing is paid for a write that cannot happen */
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("claude_enrich cannot run during recovery"),
+				 errhint("Call it on the primary.")));
+	if (RELATION_IS_OTHER_TEMP(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot access temporary tables of other sessions")));
+	if (rel->rd_rel->relkind != RELKIND_RELATION &&
+		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", e->relname)));
+	if (!OidIsValid(pkidx))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table %s has no primary key", e->relname),
+				 errhint("claude_enrich writes each result back by primary key.")));
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), target) == 0)
+		{
+			if (att->attgenerated)
+				invalid_argument("the target column is a generated column");
+			/* as the executor checks it: on the table, else on the column */
+			if (pg_class_aclcheck(e->relid, GetUserId(), ACL_UPDATE) != ACLCHECK_OK &&
+				pg_attribute_aclcheck(e->relid, att->attnum, GetUserId(), ACL_UPDATE) != ACLCHECK_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to update column \"%s\" of table %s",
+								target, e->relname),
+						 errdetail("claude_enrich writes the results with the rights of the role that calls it.")));
+			assigned = claude_assigned_text("$1", att->atttypid, att->atttypmod);
+		}
+	}
+	if (assigned == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of table %s does not exist", target, e->relname)));
+	e->tmpl = claude_template_parse(template_text, desc, e->relname);
+
+	{
+		Relation	idx = index_open(pkidx, AccessShareLock);
+
+		e->npk = idx->rd_index->indnkeyatts;
+		e->pk_types = palloc(e->npk * sizeof(Oid));
+		e->pk_len = palloc(e->npk * sizeof(int16));
+		e->pk_byval = palloc(e->npk * sizeof(bool));
+		pk_names = palloc(e->npk * sizeof(char *));
+		for (int i = 0; i < e->npk; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, idx->rd_index->indkey.values[i] - 1);
+
+			pk_names[i] = pstrdup(NameStr(att->attname));
+			e->pk_types[i] = att->atttypid;
+			get_typlenbyval(att->atttypid, &e->pk_len[i], &e->pk_byval[i]);
+			if (strcmp(pk_names[i], target) == 0)
+				invalid_argument("the target column is part of the primary key");
+		}
+		index_close(idx, AccessShareLock);
+	}
+	relation_close(rel, AccessShareLock);
+	pks = pk_list(e, pk_names);
+
+	/* SELECT pk..., ROW(pk...)::text, column::text... [, jsonb_build_object(pk...)::text] */
+	initStringInfo(&cols);
+	appendStringInfo(&cols, "%s, ROW(%s)::pg_catalog.text", pks, pks);
+	for (int i = 0; i < e->tmpl->ncolumns; i++)
+		appendStringInfo(&cols, ", %s::pg_catalog.text AS claude_column_%d",
+						 quote_identifier(e->tmpl->columns[i]), i);
+	/* only batches keep the key as jsonb (claude_batch_items.pk) */
+	if (e->want_pkjson)
+	{
+		appendStringInfoString(&cols, ", pg_catalog.jsonb_build_object(");
+		for (int i = 0; i < e->npk; i++)
+			appendStringInfo(&cols, "%s%s, %s", i ? ", " : "",
+							 quote_literal_cstr(pk_names[i]), quote_identifier(pk_names[i]));
+		appendStringInfoString(&cols, ")::pg_catalog.text");
+	}
+	initStringInfo(&where);
+	appendStringInfoString(&where, only_missing ?
+						   psprintf("%s IS NULL", quote_identifier(target)) : "true");
+
+	/*
+	 * Under row security, read only rows the caller may update: a locking
+	 * read applies the UPDATE policies too, so no row is paid for that its
+	 * write would skip.
+	 */
+	lock = check_enable_rls(e->relid, InvalidOid, false) == RLS_ENABLED ?
+		" FOR NO KEY UPDATE" : "";
+	e->first = SPI_prepare(psprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT %d%s",
+									cols.data, qualname, where.data, pks, e->batch_size, lock),
+						   0, NULL);
+	e->next = SPI_prepare(psprintf("SELECT %s FROM %s WHERE %s AND (%s) > (%s) ORDER BY %s LIMIT %d%s",
+								   cols.data, qualname, where.data, pks,
+								   param_list(1, e->npk), pks, e->batch_size, lock),
+						  e->npk, e->pk_types);
+	{
+		Oid		   *types = palloc((e->npk + 1) * sizeof(Oid));
+
+		types[0] = TEXTOID;
+		memcpy(types + 1, e->pk_types, e->npk * sizeof(Oid));
+		e->update = SPI_prepare(psprintf("UPDATE %s SET %s = %s WHERE (%s) = (%s)",
+										 qualname, quote_identifier(target), assigned,
+										 pks, param_list(2, e->npk)),
+								e->npk + 1, types);
+	}
+	if (e->first == NULL || e->next == NULL || e->update == NULL)
+		elog(ERROR, "claude_enrich: could not prepare statements: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(e->first);
+	SPI_keepplan(e->next);
+	SPI_keepplan(e->update);
+
+	if (SPI_execute(psprintf("SELECT pg_catalog.count(*) FROM %s WHERE %s", qualname, where.data),
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "claude_enrich: could not count rows");
+	e->total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										   1, &(bool) {false}));
+	e->last = palloc(e->npk * sizeof(Datum));
+}
+
+/* Read the next rows to do into pending. */
+void
+claude_enrich_read_rows(Enrich *e)
+{
+	MemoryContext old;
+	int			ret;
+	int			nest;
+	uint64		n;
+	char	  **values = palloc(Max(e->tmpl->ncolumns, 1) * sizeof(char *));
+
+	/*
+	 * Values print the same whatever the session set: keys kept as jsonb
+	 * (batches) parse back in the worker, and prompts (and so cache keys)
+	 * do not depend on DateStyle or extra_float_digits.
+	 */
+	nest = claude_pin_output_settings();
+	ret = e->have_last ? SPI_execute_plan(e->next, e->last, NULL, false, 0)
+		: SPI_execute_plan(e->first, NULL, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "claude_enrich: could not read rows");
+	n = SPI_processed;
+	old = MemoryContextSwitchTo(e->cxt);
+	e->npending = e->pending_pos = 0;
+	for (uint64 r = 0; r < n; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		EnrichRow  *row = palloc(sizeof(EnrichRow));
+		bool		isnull;
+
+		row->pk = palloc(e->npk * sizeof(Datum));
+		for (int i = 0; i < e->npk; i++)
+		{
+			Datum		d = SPI_getbinval(tup, desc, i + 1, &isnull);
+
+			row->pk[i] = datumCopy(d, e->pk_byval[i], e->pk_len[i]);
+			if (r == n - 1)
+				e->last[i] = datumCopy(d, e->pk_byval[i], e->pk_len[i]);
+		}
+		row->key = SPI_getvalue(tup, desc, e->npk + 1);
+		for (int i = 0; i < e->tmpl->ncolumns; i++)
+			values[i] = SPI_getvalue(tup, desc, e->npk + 2 + i);
+		row->pkjson = e->want_pkjson ?
+			SPI_getvalue(tup, desc, e->npk + 2 + e->tmpl->ncolumns) : NULL;
+		row->prompt = claude_template_render(e->tmpl, values);
+		e->pending[e->npending++] = row;
+	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+	claude_pop_settings(nest);
+	if (n > 0)
+		e->have_last = true;
+	if (n < (uint64) e->batch_size)
+		e->exhausted = true;
+}
+
+void
+claude_enrich_free_row(EnrichRow *row)
+{
+	pfree(row->prompt);
+	pfree(row->key);
+	if (row->pkjson)
+		pfree(row->pkjson);
+	pfree(row->pk);
+	pfree(row);
+}
+
+/* One row's UPDATE, for claude_subxact. */
+typedef struct RowWrite
+{
+	Enrich	   *e;
+	EnrichRow  *row;
+	text	   *value;
+	uint64		written;
+} RowWrite;
+
+static void
+write_row(void *arg)
+{
+	RowWrite   *w = arg;
+	Datum	   *values = palloc((w->e->npk + 1) * sizeof(Datum));
+
+	values[0] = PointerGetDatum(w->value);
+	memcpy(values + 1, w->row->pk, w->e->npk * sizeof(Datum));
+	if (SPI_execute_plan(w->e->update, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "claude_enrich: could not update a row");
+	w->written = SPI_processed;
+}
+
+/*
+ * Write a reply to its row, in a subtransaction of its own: a reply that
+ * does not fit the column (too long, not a number, a CHECK) fails this row
+ * alone, with the type's own error.  Returns why nothing was written, or
+ * NULL; a row gone, or hidden from the caller's UPDATE, is not written.
+ */
+char *
+claude_enrich_write(Enrich *e, EnrichRow *row, text *value)
+{
+	RowWrite	w = {e, row, value, 0};
+	ErrorData  *edata = claude_subxact(write_row, &w);
+
+	if (edata != NULL)
+		return edata->message;
+	if (w.written == 0)
+		return "no row was written: it is gone, or row-level security hides it";
+	return NULL;
+}
