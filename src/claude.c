@@ -1,6 +1,7 @@
 /*
  * claude.c
- *		Module entry point: settings, shared memory and the HTTP worker.
+ *		Module entry point, _PG_init only: settings, shared memory, the
+ *		HTTP worker and the utility hook.  Calls every folder; nothing calls it.
  */
 #include "postgres.h"
 

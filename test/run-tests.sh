@@ -6,6 +6,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/test/lib.sh"
 
 build_and_install "$ROOT"
+# the layout of src/ is the architecture: no call up a layer, no circle
+python3 "$ROOT/test/check-layout.py" "$ROOT"
 
 WORK=$(unprivileged_tree "$ROOT")
 status=0

@@ -1,6 +1,8 @@
 /*
  * cache.c
- *		The response cache in claude_cache.
+ *		The response cache in claude_cache, from the caller's side: keys,
+ *		lookups, coordination of identical requests, hits.  Callers: the call
+ *		path and every SQL function that may be answered from the cache.
  *
  * The key is the SHA-256 of the endpoint, the anthropic-version and the
  * request in jsonb's canonical text (sorted keys, fixed spacing), so key

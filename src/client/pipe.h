@@ -1,9 +1,9 @@
 /*
- * bulk.h
+ * pipe.h
  *		Many requests in flight from one session.
  */
-#ifndef CLAUDE_BULK_H
-#define CLAUDE_BULK_H
+#ifndef CLAUDE_PIPE_H
+#define CLAUDE_PIPE_H
 
 #include "fmgr.h"
 

@@ -1,6 +1,7 @@
 /*
  * errors.c
- *		Turning a failed request into a SQL error.
+ *		Turning a failed request into a SQL error or a per-row failure.
+ *		Callers: every place that collects a result.
  *
  * Every class of failure has its own SQLSTATE (errors.h); the text carries
  * the API's error.type and message, the detail the request-id.

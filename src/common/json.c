@@ -1,6 +1,7 @@
 /*
  * json.c
- *		Parsing replies without throwing, and reading fields of them.
+ *		Parsing replies into jsonb without throwing, reading their fields and
+ *		their text.  Callers: SQL functions, the call path, the HTTP worker.
  */
 #include "postgres.h"
 

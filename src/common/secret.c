@@ -1,7 +1,7 @@
 /*
  * secret.c
- *		The API key: its sources, and redaction of log lines that would
- *		carry it.
+ *		The API key: its sources, and redaction of log lines and stored errors
+ *		that would carry it.  Callers: the call path, errors.c, _PG_init.
  *
  * The key is looked up for every request, in this order: claude.api_key,
  * the file named by claude.api_key_file, the postmaster's

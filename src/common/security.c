@@ -1,6 +1,7 @@
 /*
  * security.c
  *		Pinned search_path and role switches for the extension's SQL.
+ *		Callers: whatever runs with more rights than its caller.
  *
  * Whatever runs with more rights than its caller (the extension's owner,
  * a database worker) parses its statements under a search_path of

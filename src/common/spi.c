@@ -1,9 +1,8 @@
 /*
  * spi.c
  *		Statements of the extension's own: finding the extension, running
- *		SPI, transactions and subtransactions for per-row work.
- *
- * Used by SQL functions and by the database worker alike.
+ *		SPI, transactions and subtransactions for per-row work.  Callers: SQL
+ *		functions and the database worker alike.
  */
 #include "postgres.h"
 

@@ -1,6 +1,7 @@
 /*
  * template.c
  *		Prompt templates: "Summarize: {body}", with {{ and }} for braces.
+ *		Callers: claude_enrich and the trigger.
  *
  * A template is checked against the table before any request: every
  * {column} must name a column (exactly, as stored: mixed case and spaces

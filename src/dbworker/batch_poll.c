@@ -1,6 +1,7 @@
 /*
  * batch_poll.c
  *		Message Batches in the database's worker: poll, download, write back.
+ *		Caller: dbworker.c, one step per round.
  *
  * One batch at a time, one step per round of the worker's loop, so trigger
  * jobs and cache writes go on meanwhile.  A batch not ended is polled every

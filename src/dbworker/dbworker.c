@@ -1,6 +1,8 @@
 /*
  * dbworker.c
- *		Per-database background workers, started on demand.
+ *		The per-database background worker's main loop: drain the records
+ *		queued for its database (shmem/dbqueue.c), run the job queue and the
+ *		batches a step at a time, flush usage, leave when idle.
  *
  * Work that must happen in a database but outside any caller's transaction
  * (storing paid replies in the cache, counting cache hits) is queued in

@@ -1,11 +1,12 @@
 /*
  * jobs.c
  *		The durable job queue of AFTER triggers, run by the database's
- *		worker (dbworker.c).
+ *		worker; and the write-back by primary key that batches use too.
+ *		Callers: dbworker.c, batch_poll.c.
  *
  * Jobs are claimed with FOR UPDATE SKIP LOCKED in a transaction of their
  * own that also counts the attempt, so a failing job's attempts are never
- * rolled back with it.  Claimed jobs go through one pipe (bulk.c), as many
+ * rolled back with it.  Claimed jobs go through one pipe (client/pipe.c), as many
  * at once as the pool and the rate limits allow; each reply is written
  * back by primary key and its job deleted, in a subtransaction, so one bad
  * row cannot hurt the others.  Retryable failures (429, 5xx, connection,

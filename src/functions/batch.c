@@ -1,7 +1,7 @@
 /*
  * batch.c
  *		claude_enrich(mode => 'batch'): rows sent to the Message Batches API
- *		from the calling session; and claude_batch_cancel.
+ *		from the calling session; and claude_batch_cancel.  Caller: enrich.c.
  *
  * Rows are read as in online mode.  A row already answered in the cache is
  * filled at once; a row still waiting in an unfinished batch is skipped;

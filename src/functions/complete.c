@@ -1,6 +1,6 @@
 /*
  * complete.c
- *		claude_complete and claude_messages.
+ *		claude_complete and claude_messages, called from SQL.
  *
  * Requests are built as jsonb and printed by PostgreSQL's own JSON output,
  * so every string is escaped correctly.  Arguments are checked before any

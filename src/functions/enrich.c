@@ -1,7 +1,8 @@
 /*
  * enrich.c
- *		CALL claude_enrich(tbl, target_column, prompt_template, ...):
- *		fill a column for every row, many requests in flight at once.
+ *		CALL claude_enrich(tbl, target_column, prompt_template, ...): fill a
+ *		column for every row, many requests in flight at once.  Called from
+ *		SQL; batch mode goes on in batch.c.
  *
  * Rows are read in primary-key order, batch_size at a time (keyset
  * pagination, so commits in between lose no place), and their prompts

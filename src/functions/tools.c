@@ -1,7 +1,7 @@
 /*
  * tools.c
  *		Structured output (claude_extract, claude_classify), token counting,
- *		the model list and image blocks.
+ *		the model list and image blocks, called from SQL.
  *
  * claude_extract and claude_classify force one tool whose input_schema is
  * what the caller wants back, so the reply is a JSON object that fits it,

@@ -1,7 +1,8 @@
 /*
  * trigger.c
  *		claude_enrich_trigger(target_column, prompt_template [, 'model=...',
- *		'max_tokens=...', 'system=...']).
+ *		'max_tokens=...', 'system=...']) and claude_jobs_retry(), called by
+ *		the executor and from SQL.
  *
  * BEFORE ROW: fills NEW.target_column synchronously.  AFTER ROW: queues a
  * job in claude_jobs within the inserting transaction (a rollback leaves

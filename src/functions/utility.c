@@ -1,7 +1,7 @@
 /*
  * utility.c
- *		Commands that need a database to themselves: the database's worker
- *		steps aside for them.
+ *		The ProcessUtility hook: commands that need a database to themselves
+ *		make its worker step aside.  Installed by _PG_init.
  *
  * DROP DATABASE, ALTER DATABASE ... SET TABLESPACE or RENAME TO and CREATE
  * DATABASE ... TEMPLATE refuse to run while any other process is connected

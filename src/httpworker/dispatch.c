@@ -1,6 +1,7 @@
 /*
  * dispatch.c
  *		The HTTP worker's queue: who goes next, retries, and results.
+ *		Caller: worker.c; it drives http.c.
  *
  * Requests wait in one queue per role and leave in turn, one role after
  * the other, as fast as the rate limits allow and never more at once than

@@ -1,6 +1,7 @@
 /*
  * http.c
- *		Transfers of the HTTP worker, on one libcurl multi handle.
+ *		Transfers of the HTTP worker, on one libcurl multi handle.  Caller:
+ *		dispatch.c (start, end, finished transfers) and worker.c (sockets).
  *
  * curl tells us which sockets to watch; we keep them in an epoll set of our
  * own, whose descriptor the worker's WaitEventSet watches next to its

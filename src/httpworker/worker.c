@@ -1,6 +1,7 @@
 /*
  * worker.c
- *		The one HTTP worker of the server.
+ *		The one HTTP worker of the server: its main loop.  Started by the
+ *		postmaster (registered in _PG_init).
  *
  * It sleeps in a WaitEventSet on its latch (new or cancelled requests),
  * on curl's sockets (through one epoll descriptor, see http.c) and on

@@ -1,6 +1,7 @@
 /*
  * ratelimit.c
- *		Token buckets for requests, input and output tokens per minute.
+ *		Token buckets for requests, input and output tokens per minute, shared
+ *		by the whole server.  Caller: the HTTP worker.
  *
  * Each bucket refills continuously at limit/60 per second and holds at most
  * one second's worth, so pacing is even.  A request that needs more than a

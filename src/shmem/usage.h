@@ -2,8 +2,8 @@
  * usage.h
  *		Usage per database, role and UTC day, in shared memory.
  */
-#ifndef CLAUDE_SHMEM_USAGE_H
-#define CLAUDE_SHMEM_USAGE_H
+#ifndef CLAUDE_USAGE_H
+#define CLAUDE_USAGE_H
 
 #include "common/json.h"
 #include "shmem/pack.h"
