@@ -5,18 +5,15 @@
  */
 #include "postgres.h"
 
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 
-#include "client/budget.h"
-#include "client/cache.h"
 #include "common/guc.h"
 #include "common/secret.h"
 #include "functions/utility.h"
 #include "httpworker/worker.h"
-#include "shmem/area.h"
+
 #include "shmem/cachelead.h"
 #include "shmem/dbqueue.h"
 #include "shmem/progress.h"

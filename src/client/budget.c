@@ -17,8 +17,6 @@
  */
 #include "postgres.h"
 
-#include "access/xlog.h"
-#include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -321,5 +319,4 @@ claude_request_owner(void)
 {
 	return OidIsValid(claude_request_role) ? claude_request_role : GetOuterUserId();
 }
-
 

@@ -26,25 +26,17 @@
 #include "postgres.h"
 
 #include "access/genam.h"
-#include "access/relation.h"
+
 #include "access/table.h"
 #include "access/tableam.h"
-#include "access/xact.h"
-#include "access/xlog.h"
-#include "catalog/pg_type_d.h"
+
 #include "common/cryptohash.h"
-#include "executor/tuptable.h"
-#include "miscadmin.h"
+
 #include "pgstat.h"
-#include "storage/condition_variable.h"
-#include "storage/lwlock.h"
-#include "storage/proc.h"
-#include "storage/shmem.h"
-#include "utils/builtins.h"
+
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
-#include "utils/memutils.h"
-#include "utils/rel.h"
+
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -52,7 +44,7 @@
 #include "client/cache.h"
 #include "common/guc.h"
 #include "shmem/dbqueue.h"
-#include "shmem/slots.h"
+
 #include "shmem/stats.h"
 
 /* hits counted in this transaction, handed over at its end */

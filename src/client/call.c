@@ -9,18 +9,15 @@
 
 #include <math.h>
 
-#include "catalog/namespace.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
-#include "utils/memutils.h"
 
 #include "client/budget.h"
 #include "client/cache.h"
 #include "client/call.h"
-#include "common/errors.h"
+
 #include "common/guc.h"
 #include "common/secret.h"
-#include "shmem/slots.h"
 
 /*
  * Fill a request from the calling session's settings.  The key is looked

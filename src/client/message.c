@@ -11,18 +11,14 @@
 
 #include <math.h>
 
-#include "fmgr.h"
-#include "lib/stringinfo.h"
 #include "utils/builtins.h"
-#include "utils/fmgrprotos.h"
+
 #include "utils/json.h"
-#include "utils/jsonb.h"
-#include "utils/numeric.h"
 
 #include "client/cache.h"
 #include "client/call.h"
 #include "client/message.h"
-#include "common/errors.h"
+
 #include "common/guc.h"
 #include "common/json.h"
 #include "common/spi.h"

@@ -12,23 +12,14 @@
  */
 #include "postgres.h"
 
-#include "catalog/pg_type_d.h"
-#include "funcapi.h"
-#include "miscadmin.h"
 #include "pgstat.h"
-#include "storage/latch.h"
-#include "utils/array.h"
-#include "utils/builtins.h"
-#include "utils/memutils.h"
 
 #include "client/budget.h"
 #include "client/cache.h"
 #include "client/call.h"
 #include "client/pipe.h"
-#include "common/errors.h"
-#include "common/spi.h"
+
 #include "client/message.h"
-#include "shmem/slots.h"
 
 typedef struct PipeItem
 {

@@ -8,9 +8,9 @@
 #include <limits.h>
 
 #include "catalog/namespace.h"
-#include "common/jsonapi.h"
+
 #include "mb/pg_wchar.h"
-#include "utils/builtins.h"
+
 #include "utils/fmgrprotos.h"
 
 #include "common/json.h"

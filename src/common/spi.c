@@ -6,14 +6,11 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "executor/spi.h"
-#include "fmgr.h"
+
 #include "utils/lsyscache.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
+
 #include "utils/snapmgr.h"
-#include "utils/timestamp.h"
 
 #include "common/spi.h"
 

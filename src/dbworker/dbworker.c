@@ -16,45 +16,27 @@
 
 #include <signal.h>
 
-#include "access/xact.h"
-#include "access/xlog.h"
-#include "executor/spi.h"
-#include "mb/pg_wchar.h"
-#include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
-#include "storage/latch.h"
-#include "storage/proc.h"
-#include "storage/shmem.h"
-#include "storage/spin.h"
-#include "utils/builtins.h"
-#include "utils/guc.h"
-#include "utils/lsyscache.h"
+
 #include "utils/memutils.h"
-#include "utils/resowner.h"
-#include "utils/snapmgr.h"
+
 #include "utils/timestamp.h"
 
-#include "access/heapam.h"
-#include "access/table.h"
 #include "access/tableam.h"
-#include "catalog/pg_database.h"
-#include "client/budget.h"
-#include "client/cache.h"
+
 #include "common/security.h"
 #include "common/spi.h"
 #include "dbworker/dbworker.h"
 #include "dbworker/flush.h"
 #include "dbworker/jobs.h"
 #include "shmem/cachelead.h"
-#include "shmem/dbqueue.h"
+
 #include "shmem/slots.h"
 #include "dbworker/batch_poll.h"
 #include "dbworker/cachewrite.h"
-
-
 
 #define IDLE_EXIT_MS	30000
 #define USAGE_FLUSH_MS	5000

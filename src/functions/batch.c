@@ -22,32 +22,28 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
-#include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
-#include "miscadmin.h"
+
 #include "pgstat.h"
-#include "storage/fd.h"
-#include "storage/lmgr.h"
+
 #include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
+
 #include "utils/memutils.h"
 
 #include "client/budget.h"
 #include "client/cache.h"
 #include "client/call.h"
-#include "common/errors.h"
+
 #include "common/guc.h"
 #include "common/security.h"
 #include "common/spi.h"
 #include "client/batches.h"
-#include "client/message.h"
+
 #include "functions/enrich.h"
 #include "shmem/dbqueue.h"
-#include "shmem/slots.h"
 
 PG_FUNCTION_INFO_V1(claude_batch_cancel);
 

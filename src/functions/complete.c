@@ -11,20 +11,13 @@
 #include <limits.h>
 #include <math.h>
 
-#include "fmgr.h"
-#include "lib/stringinfo.h"
 #include "utils/builtins.h"
-#include "utils/json.h"
-#include "utils/fmgrprotos.h"
-#include "utils/jsonb.h"
-#include "utils/numeric.h"
 
-#include "client/cache.h"
 #include "client/call.h"
-#include "common/errors.h"
+
 #include "common/guc.h"
 #include "common/json.h"
-#include "common/spi.h"
+
 #include "client/message.h"
 
 PG_FUNCTION_INFO_V1(claude_complete);

@@ -5,19 +5,15 @@
  */
 #include "postgres.h"
 
-#include "catalog/pg_type_d.h"
 #include "funcapi.h"
-#include "miscadmin.h"
-#include "utils/array.h"
+
 #include "utils/builtins.h"
 
-#include "client/budget.h"
 #include "client/cache.h"
 #include "client/message.h"
 #include "client/pipe.h"
-#include "common/errors.h"
+
 #include "common/spi.h"
-#include "shmem/slots.h"
 
 PG_FUNCTION_INFO_V1(claude_complete_many);
 

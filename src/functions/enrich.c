@@ -16,35 +16,19 @@
  */
 #include "postgres.h"
 
-#include "access/genam.h"
-#include "access/htup_details.h"
-#include "access/relation.h"
-#include "access/xact.h"
-#include "access/xlog.h"
-#include "catalog/pg_type_d.h"
 #include "executor/spi.h"
-#include "funcapi.h"
-#include "miscadmin.h"
-#include "nodes/parsenodes.h"
-#include "utils/acl.h"
-#include "utils/builtins.h"
-#include "utils/datum.h"
-#include "utils/lsyscache.h"
-#include "utils/memutils.h"
-#include "utils/rel.h"
-#include "utils/rls.h"
-#include "utils/timestamp.h"
 
-#include "client/cache.h"
+#include "utils/builtins.h"
+
+#include "utils/memutils.h"
+
 #include "client/pipe.h"
 #include "common/guc.h"
-#include "common/security.h"
+
 #include "common/spi.h"
-#include "common/template.h"
-#include "client/message.h"
+
 #include "functions/enrich.h"
 #include "shmem/progress.h"
-#include "shmem/slots.h"
 
 PG_FUNCTION_INFO_V1(claude_enrich);
 

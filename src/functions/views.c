@@ -9,7 +9,6 @@
 
 #include <math.h>
 
-#include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "commands/trigger.h"
 #include "funcapi.h"
@@ -17,10 +16,9 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
-#include "utils/fmgrprotos.h"
+
 #include "utils/timestamp.h"
 
-#include "shmem/area.h"
 #include "shmem/progress.h"
 #include "shmem/ratelimit.h"
 #include "shmem/slots.h"

@@ -27,12 +27,12 @@
 #include "utils/timestamp.h"
 
 #include "common/guc.h"
-#include "common/json.h"
+
 #include "httpworker/dispatch.h"
 #include "httpworker/transfer.h"
 #include "shmem/cachelead.h"
 #include "shmem/dbqueue.h"
-#include "shmem/ratelimit.h"
+
 #include "shmem/slots.h"
 #include "shmem/stats.h"
 #include "shmem/usage.h"

@@ -6,7 +6,6 @@
  */
 #include "postgres.h"
 
-#include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/memutils.h"

@@ -13,14 +13,12 @@
 
 #include <signal.h>
 
-#include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
-#include "storage/latch.h"
+
 #include "storage/proc.h"
 #include "storage/spin.h"
-#include "utils/timestamp.h"
 
 #include "shmem/area.h"
 #include "shmem/cachelead.h"

@@ -16,9 +16,6 @@
 
 #include <math.h>
 
-#include "storage/shmem.h"
-#include "storage/spin.h"
-#include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
 #include "shmem/ratelimit.h"

@@ -15,18 +15,16 @@
 #include <signal.h>
 
 #include "access/xact.h"
-#include "miscadmin.h"
+
 #include "pgstat.h"
 #include "storage/ipc.h"
-#include "storage/proc.h"
+
 #include "storage/shmem.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "common/errors.h"
 #include "common/guc.h"
-#include "shmem/area.h"
-#include "shmem/pack.h"
+
 #include "shmem/slots.h"
 #include "shmem/usage.h"
 

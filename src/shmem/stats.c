@@ -15,8 +15,6 @@
 
 #include <math.h>
 
-#include "miscadmin.h"
-#include "storage/spin.h"
 #include "utils/timestamp.h"
 
 #include "shmem/ratelimit.h"

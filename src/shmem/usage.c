@@ -14,10 +14,9 @@
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
-#include "utils/hsearch.h"
+
 #include "utils/timestamp.h"
 
-#include "shmem/area.h"
 #include "shmem/dbqueue.h"
 #include "shmem/stats.h"
 #include "shmem/usage.h"
