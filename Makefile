@@ -6,7 +6,7 @@ SRCS = $(sort $(wildcard $(srcdir)/src/*.c $(srcdir)/src/*/*.c))
 OBJS = $(patsubst $(srcdir)/%.c,%.o,$(SRCS))
 DATA = sql/claude--0.1.0.sql
 
-REGRESS = setup complete messages privileges cache bulk triggers stats structured search_path
+REGRESS = setup complete messages privileges cache bulk triggers stats structured search_path stream
 REGRESS_OPTS = --load-extension=claude
 
 PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Wno-unused-parameter \

@@ -91,6 +91,29 @@ COMMENT ON FUNCTION claude_complete_many(text[], text, int, text, float8, boolea
 'Send every prompt at once (bounded by the pool and the rate limits); one row per prompt, ord its position';
 REVOKE EXECUTE ON FUNCTION claude_complete_many(text[], text, int, text, float8, boolean) FROM PUBLIC;
 
+-- Streaming: a row per call (value-per-call), so that a cursor or
+-- single-row mode gets the first words while Claude is still writing.
+CREATE FUNCTION claude_stream(
+    prompt text,
+    model text DEFAULT NULL,
+    max_tokens int DEFAULT NULL,
+    system text DEFAULT NULL,
+    temperature float8 DEFAULT NULL)
+RETURNS SETOF text
+AS 'MODULE_PATHNAME', 'claude_stream'
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
+COMMENT ON FUNCTION claude_stream(text, text, int, text, float8) IS
+'Complete a prompt, a row for each piece of the answer as it arrives (use it in the select list, through a cursor or single-row mode); a cache hit is one row';
+REVOKE EXECUTE ON FUNCTION claude_stream(text, text, int, text, float8) FROM PUBLIC;
+
+CREATE FUNCTION claude_messages_stream(request jsonb)
+RETURNS SETOF jsonb
+AS 'MODULE_PATHNAME', 'claude_messages_stream'
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
+COMMENT ON FUNCTION claude_messages_stream(jsonb) IS
+'Send a Messages API request streamed: a row for each server-sent event as it arrives, then the assembled message';
+REVOKE EXECUTE ON FUNCTION claude_messages_stream(jsonb) FROM PUBLIC;
+
 CREATE PROCEDURE claude_enrich(
     tbl regclass,
     target_column name,
@@ -385,6 +408,7 @@ CREATE FUNCTION claude_stats_row(
     OUT rate_limited bigint, OUT throttled bigint, OUT cache_hits bigint, OUT cache_misses bigint,
     OUT input_tokens bigint, OUT output_tokens bigint, OUT cost_usd numeric,
     OUT latency_p50_ms float8, OUT latency_p95_ms float8, OUT latency_p99_ms float8,
+    OUT ttft_p50_ms float8, OUT ttft_p95_ms float8, OUT ttft_p99_ms float8,
     OUT connections int, OUT in_flight int, OUT queued int, OUT since timestamptz)
 RETURNS record
 AS 'MODULE_PATHNAME', 'claude_stats_row'
@@ -392,7 +416,7 @@ LANGUAGE C VOLATILE;
 
 CREATE VIEW claude_stats AS SELECT * FROM claude_stats_row();
 COMMENT ON VIEW claude_stats IS
-'Requests of the whole server since the last claude_stats_reset(): outcomes, retries, limits, cache, tokens, cost, latency percentiles and the pool''s gauges';
+'Requests of the whole server since the last claude_stats_reset(): outcomes, retries, limits, cache, tokens, cost, latency and time-to-first-token percentiles and the pool''s gauges';
 
 CREATE FUNCTION claude_stats_reset()
 RETURNS void

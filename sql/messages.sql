@@ -34,6 +34,6 @@ SELECT claude_messages('{"messages": [{"role": "user", "content": "x"}], "model"
 SELECT claude_messages('{"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}');
 SELECT claude_messages('{"messages": [{"role": "user", "content": "x"}], "max_tokens": 1.5}');
 SELECT claude_messages('{"messages": [{"role": "user", "content": "x"}], "temperature": 3}');
-SELECT claude_messages('{"messages": [{"role": "user", "content": "x"}], "stream": true}');
+SELECT claude_messages('{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}');
 SELECT claude_messages('{"messages": [');
 \set VERBOSITY default

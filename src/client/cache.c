@@ -304,6 +304,20 @@ claude_cache_request(const ClaudeCacheCall *call, ClaudeRequest *req)
 	req->cache_lead = call->lead;
 }
 
+/*
+ * A call given up before its reply (a stream its cursor closed): others
+ * waiting for the same key must not wait for it.
+ */
+void
+claude_cache_abandon(ClaudeCacheCall *call)
+{
+	if (call != NULL && call->lead >= 0 && owned_lead == call->lead)
+	{
+		claude_cache_release_own(owned_lead);
+		owned_lead = -1;
+	}
+}
+
 /* The reply arrived: its in-flight entry now belongs to the writer. */
 void
 claude_cache_sent(ClaudeCacheCall *call)

@@ -26,5 +26,6 @@ extern bool claude_cache_begin(bool enabled, Oid nsp, const char *path,
 							   ClaudeCacheCall *call, Jsonb **hit);
 extern void claude_cache_request(const ClaudeCacheCall *call, ClaudeRequest *req);
 extern void claude_cache_sent(ClaudeCacheCall *call);
+extern void claude_cache_abandon(ClaudeCacheCall *call);
 
 #endif

@@ -47,6 +47,26 @@ claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
 	req->body_len = body_len;
 }
 
+/*
+ * Whether a Messages request goes streamed on the wire although its caller
+ * wants the Message alone: a long answer (max_tokens above
+ * claude.stream_min_tokens) or extended thinking.  A stream is bounded by
+ * claude.request_timeout between events, so it is never cut off midway
+ * and paid for again.
+ */
+static bool
+should_stream(const char *path, const char *body, Size len, int max_tokens)
+{
+	Size		vlen;
+
+	if (max_tokens <= 0 || body == NULL || strcmp(path, "/v1/messages") != 0)
+		return false;
+	if (max_tokens > claude_stream_min_tokens)
+		return true;
+	return memmem(body, len, "\"thinking\"", 10) != NULL &&
+		claude_json_member(body, len, "thinking", &vlen) != NULL;
+}
+
 static int
 submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 	   int max_tokens, ClaudeCacheCall *cache, const char *input_file,
@@ -88,6 +108,13 @@ submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 	}
 	req.output_file = output_file;
 	req.not_idempotent = not_idempotent;
+	if (flags & CLAUDE_SUBMIT_STREAM_TEXT)
+		req.stream = CLAUDE_STREAM_TEXT;
+	else if (flags & CLAUDE_SUBMIT_STREAM_EVENTS)
+		req.stream = CLAUDE_STREAM_EVENTS;
+	else if (method == CLAUDE_POST && !input_file &&
+			 should_stream(path, req.body, req.body_len, max_tokens))
+		req.stream = CLAUDE_STREAM_ASSEMBLE;
 	claude_cache_request(cache, &req);
 
 	packed = claude_request_pack(&req);

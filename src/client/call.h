@@ -12,6 +12,8 @@ struct ClaudeCacheCall;
 /* claude_request_submit: wait for a free slot; bulk work (see claude_slot_acquire) */
 #define CLAUDE_SUBMIT_WAIT	1
 #define CLAUDE_SUBMIT_BULK	2
+#define CLAUDE_SUBMIT_STREAM_TEXT	4	/* hand each piece of text over */
+#define CLAUDE_SUBMIT_STREAM_EVENTS	8	/* hand each event over */
 
 extern int	claude_request_submit(ClaudeMethod method, const char *path,
 								  const char *body, Size body_len, int max_tokens,

@@ -25,6 +25,7 @@ char	   *claude_proxy = NULL;
 char	   *claude_anthropic_version = NULL;
 char	   *claude_default_model = NULL;
 int			claude_default_max_tokens = 1024;
+int			claude_stream_min_tokens = 4096;
 int			claude_request_timeout = 120000;
 int			claude_max_retries = 3;
 bool		claude_cache_enabled = true;
@@ -110,6 +111,12 @@ claude_define_gucs(void)
 	DefineCustomIntVariable("claude.default_max_tokens",
 							"max_tokens used when a call gives none.",
 							NULL, &claude_default_max_tokens, 1024, 1, 1000000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("claude.stream_min_tokens",
+							"Messages requests with more max_tokens are streamed on the wire.",
+							"A streamed request is bounded by claude.request_timeout between "
+							"events, not as a whole, so a long answer is never cut off and paid again.",
+							&claude_stream_min_tokens, 4096, 0, 1000000,
 							PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("claude.request_timeout",
 							"Time limit of one attempt of a request.",

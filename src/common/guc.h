@@ -13,6 +13,7 @@ extern char *claude_proxy;
 extern char *claude_anthropic_version;
 extern char *claude_default_model;
 extern int	claude_default_max_tokens;
+extern int	claude_stream_min_tokens;
 extern int	claude_request_timeout;
 extern int	claude_max_retries;
 extern bool claude_cache_enabled;

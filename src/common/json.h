@@ -43,6 +43,15 @@ typedef void (*ClaudeJsonFound) (void *arg, const ClaudeJsonKey *path, int depth
 extern bool claude_json_scan(const char *json, Size len, ClaudeJsonFound found, void *arg);
 extern bool claude_json_key_is(const ClaudeJsonKey *k, const char *name);
 extern bool claude_json_unescape(const char *s, int len, StringInfo out);
+extern bool claude_json_unescape_raw(const char *s, int len, char *raw, int *outlen);
+
+/* a member of an object: its key undecoded, its value as it stands */
+typedef void (*ClaudeJsonMember) (void *arg, const char *key, int keylen,
+								  const char *value, Size len);
+extern bool claude_json_members(const char *json, Size len, ClaudeJsonMember found,
+								void *arg);
+extern const char *claude_json_member(const char *json, Size len, const char *key,
+									  Size *vlen);
 extern bool claude_reply_usage(const char *json, Size len, ClaudeUsage *usage);
 extern void claude_reply_error(const char *json, Size len, StringInfo type,
 							   StringInfo message);

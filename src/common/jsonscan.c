@@ -225,8 +225,26 @@ hex4(const char *p)
 	return v;
 }
 
+/* Where unescaped bytes go: a StringInfo, a raw buffer, or nowhere. */
+typedef struct Sink
+{
+	StringInfo	si;
+	char	   *raw;
+	int			n;
+} Sink;
+
 static void
-append_utf8(StringInfo out, unsigned int c)
+sink_put(Sink *k, const char *b, int n)
+{
+	if (k->si)
+		appendBinaryStringInfo(k->si, b, n);
+	else if (k->raw)
+		memcpy(k->raw + k->n, b, n);
+	k->n += n;
+}
+
+static void
+append_utf8(Sink *out, unsigned int c)
 {
 	unsigned char b[4];
 	int			n;
@@ -241,7 +259,7 @@ append_utf8(StringInfo out, unsigned int c)
 	else
 		b[0] = 0xF0 | (c >> 18), b[1] = 0x80 | ((c >> 12) & 0x3F),
 			b[2] = 0x80 | ((c >> 6) & 0x3F), b[3] = 0x80 | (c & 0x3F), n = 4;
-	appendBinaryStringInfo(out, (char *) b, n);
+	sink_put(out, (char *) b, n);
 }
 
 /*
@@ -251,8 +269,8 @@ append_utf8(StringInfo out, unsigned int c)
  * they are; the caller validates them.  With out NULL it only checks, and
  * allocates nothing (the HTTP worker).
  */
-bool
-claude_json_unescape(const char *s, int len, StringInfo out)
+static bool
+unescape(const char *s, int len, Sink *out)
 {
 	const char *end = s + len;
 	bool		nul = false;
@@ -263,8 +281,7 @@ claude_json_unescape(const char *s, int len, StringInfo out)
 
 		if (*s != '\\')
 		{
-			if (out)
-				appendStringInfoChar(out, *s);
+			sink_put(out, s, 1);
 			s++;
 			continue;
 		}
@@ -307,11 +324,140 @@ claude_json_unescape(const char *s, int len, StringInfo out)
 				c = (unsigned char) *s;	/* " \ / */
 				break;
 		}
-		if (out)
-			append_utf8(out, c);
+		append_utf8(out, c);
 		s++;
 	}
 	return !nul;
+}
+
+bool
+claude_json_unescape(const char *s, int len, StringInfo out)
+{
+	Sink		k = {out, NULL, 0};
+
+	return unescape(s, len, &k);
+}
+
+/*
+ * The same into raw, which has room for len bytes (decoding never makes a
+ * string longer); *outlen gets the bytes written.  Allocates nothing.
+ */
+bool
+claude_json_unescape_raw(const char *s, int len, char *raw, int *outlen)
+{
+	Sink		k = {NULL, raw, 0};
+	bool		ok = unescape(s, len, &k);
+
+	*outlen = k.n;
+	return ok;
+}
+
+/* ---- members of an object, as they stand in the text ---- */
+
+/* The end of the value at p in well-formed JSON, or NULL. */
+static const char *
+skip_value(const char *p, const char *end)
+{
+	int			depth = 0;
+
+	if (p >= end)
+		return NULL;
+	if (*p == '"')
+		return scan_string(p + 1, end);
+	if (*p != '{' && *p != '[')
+		return scan_bare(p, end);
+	while (p < end)
+	{
+		if (*p == '"')
+		{
+			if ((p = scan_string(p + 1, end)) == NULL)
+				return NULL;
+			continue;
+		}
+		if (*p == '{' || *p == '[')
+			depth++;
+		else if ((*p == '}' || *p == ']') && --depth == 0)
+			return p + 1;
+		p++;
+	}
+	return NULL;
+}
+
+/*
+ * Call found for every member of the object json (checked well-formed by
+ * claude_json_scan), with its key undecoded and its value's text, so a
+ * value can be copied as it is.  False if json is not an object.  Never
+ * raises, allocates nothing, and does not recurse.
+ */
+bool
+claude_json_members(const char *json, Size len, ClaudeJsonMember found, void *arg)
+{
+	const char *p = json;
+	const char *end = json + len;
+
+	p = skip_ws(p, end);
+	if (p >= end || *p != '{')
+		return false;
+	p = skip_ws(p + 1, end);
+	if (p < end && *p == '}')
+		return true;
+	for (;;)
+	{
+		const char *key;
+		const char *value;
+
+		if (p >= end || *p != '"')
+			return false;
+		key = p + 1;
+		if ((p = scan_string(p + 1, end)) == NULL)
+			return false;
+		{
+			int			keylen = p - 1 - key;
+
+			p = skip_ws(p, end);
+			if (p >= end || *p != ':')
+				return false;
+			value = skip_ws(p + 1, end);
+			if ((p = skip_value(value, end)) == NULL)
+				return false;
+			found(arg, key, keylen, value, p - value);
+		}
+		p = skip_ws(p, end);
+		if (p < end && *p == ',')
+		{
+			p = skip_ws(p + 1, end);
+			continue;
+		}
+		return p < end && *p == '}';
+	}
+}
+
+typedef struct MemberFind
+{
+	const char *key;
+	const char *value;
+	Size		len;
+} MemberFind;
+
+static void
+member_found(void *arg, const char *key, int keylen, const char *value, Size len)
+{
+	MemberFind *f = arg;
+
+	if (f->value == NULL && keylen == (int) strlen(f->key) && memcmp(key, f->key, keylen) == 0)
+		f->value = value, f->len = len;
+}
+
+/* The text of member key of the object json, or NULL. */
+const char *
+claude_json_member(const char *json, Size len, const char *key, Size *vlen)
+{
+	MemberFind	f = {key, NULL, 0};
+
+	if (!claude_json_members(json, len, member_found, &f))
+		return NULL;
+	*vlen = f.len;
+	return f.value;
 }
 
 /* ---- the usage object of a reply ---- */

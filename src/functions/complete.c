@@ -19,6 +19,7 @@
 #include "common/json.h"
 
 #include "client/message.h"
+#include "functions/complete.h"
 
 PG_FUNCTION_INFO_V1(claude_complete);
 PG_FUNCTION_INFO_V1(claude_messages);
@@ -129,12 +130,16 @@ validate_messages_request(Jsonb *req)
 		(v->type != jbvNumeric || numeric_is_nan(v->val.numeric) ||
 		 numeric_to_double(v->val.numeric) < 0 || numeric_to_double(v->val.numeric) > 1))
 		invalid_argument("\"temperature\" must be a number between 0 and 1");
-	if ((v = claude_json_get(&req->root, "stream")) != NULL && v->type == jbvBool &&
-		v->val.boolean)
-		invalid_argument("streaming is not supported: remove \"stream\" from the request");
+	if ((v = claude_json_get(&req->root, "stream")) != NULL && v->type != jbvBool)
+		invalid_argument("\"stream\" must be a boolean");
 }
 
-/* The request with model and max_tokens from the settings where absent. */
+/*
+ * The request with model and max_tokens from the settings where absent,
+ * and without "stream": whether a request streams is the extension's
+ * choice (claude.stream_min_tokens, claude_messages_stream), and it is no
+ * part of the cache key.
+ */
 static Jsonb *
 apply_defaults(Jsonb *req)
 {
@@ -146,9 +151,27 @@ apply_defaults(Jsonb *req)
 	push_numeric(&state, "max_tokens", int64_to_numeric(claude_default_max_tokens));
 	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 
-	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
-											  JsonbPGetDatum(JsonbValueToJsonb(res)),
-											  JsonbPGetDatum(req)));
+	req = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+											 JsonbPGetDatum(JsonbValueToJsonb(res)),
+											 JsonbPGetDatum(req)));
+	return DatumGetJsonbP(DirectFunctionCall2(jsonb_delete, JsonbPGetDatum(req),
+											  CStringGetTextDatum("stream")));
+}
+
+/*
+ * A claude_messages request checked and completed, as the body to send;
+ * *max_tokens its max_tokens.
+ */
+char *
+claude_messages_body(Jsonb *req, int *max_tokens)
+{
+	JsonbValue *v;
+
+	validate_messages_request(req);
+	req = apply_defaults(req);
+	v = claude_json_get(&req->root, "max_tokens");
+	*max_tokens = (int) Min(numeric_to_double(v->val.numeric), INT_MAX);
+	return JsonbToCString(NULL, &req->root, VARSIZE(req));
 }
 
 Datum
@@ -182,24 +205,18 @@ claude_complete(PG_FUNCTION_ARGS)
 Datum
 claude_messages(PG_FUNCTION_ARGS)
 {
-	Jsonb	   *req;
+	char	   *body;
 	char	   *reply_text;
 	Jsonb	   *reply;
 	ClaudeResult result;
-	JsonbValue *max_tokens;
+	int			max_tokens;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	claude_require_shared();
 
-	req = PG_GETARG_JSONB_P(0);
-	validate_messages_request(req);
-	req = apply_defaults(req);
-	max_tokens = claude_json_get(&req->root, "max_tokens");
-
-	claude_send(fcinfo, 1, "/v1/messages", JsonbToCString(NULL, &req->root, VARSIZE(req)),
-				(int) Min(numeric_to_double(max_tokens->val.numeric), INT_MAX),
-				&reply_text, &reply, &result);
+	body = claude_messages_body(PG_GETARG_JSONB_P(0), &max_tokens);
+	claude_send(fcinfo, 1, "/v1/messages", body, max_tokens, &reply_text, &reply, &result);
 	if (reply)
 		PG_RETURN_JSONB_P(reply);
 	reply = claude_json_parse(reply_text, strlen(reply_text));

@@ -34,14 +34,14 @@ PG_FUNCTION_INFO_V1(claude_config_changed);
 
 /* ---- claude_stats and claude_metrics() ---- */
 
-/* A consistent enough copy of the histogram: counts and their total. */
+/* A consistent enough copy of a histogram: counts and their total. */
 static uint64
-read_buckets(uint64 *counts)
+read_buckets(pg_atomic_uint64 *buckets, uint64 *counts)
 {
 	uint64		total = 0;
 
 	for (int b = 0; b < CLAUDE_STATS_NBUCKETS; b++)
-		total += counts[b] = pg_atomic_read_u64(&claude_stats_shared->buckets[b]);
+		total += counts[b] = pg_atomic_read_u64(&buckets[b]);
 	return total;
 }
 
@@ -72,6 +72,24 @@ quantile(const uint64 *counts, uint64 total, double q, double *ms)
 	return true;
 }
 
+/* Three quantiles of a histogram into values (NULL where it is empty). */
+static void
+quantiles(pg_atomic_uint64 *buckets, Datum *values, bool *nulls)
+{
+	static const double qs[3] = {0.5, 0.95, 0.99};
+	uint64		counts[CLAUDE_STATS_NBUCKETS];
+	uint64		total = read_buckets(buckets, counts);
+	double		ms;
+
+	for (int q = 0; q < 3; q++)
+	{
+		if (quantile(counts, total, qs[q], &ms))
+			values[q] = Float8GetDatum(round(ms * 10) / 10);
+		else
+			nulls[q] = true;
+	}
+}
+
 static uint32
 queued_now(void)
 {
@@ -91,17 +109,13 @@ Datum
 claude_stats_row(PG_FUNCTION_ARGS)
 {
 	TupleDesc	desc;
-	Datum		values[18];
-	bool		nulls[18] = {0};
-	uint64		counts[CLAUDE_STATS_NBUCKETS];
-	uint64		total;
-	double		ms;
+	Datum		values[21];
+	bool		nulls[21] = {0};
 	int			i = 0;
 
 	claude_require_shared();
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "claude_stats_row: return type must be a row type");
-	total = read_buckets(counts);
 	values[i++] = Int64GetDatum(U64(requests));
 	values[i++] = Int64GetDatum(U64(succeeded));
 	values[i++] = Int64GetDatum(U64(failed));
@@ -113,16 +127,10 @@ claude_stats_row(PG_FUNCTION_ARGS)
 	values[i++] = Int64GetDatum(U64(input_tokens));
 	values[i++] = Int64GetDatum(U64(output_tokens));
 	values[i++] = DirectFunctionCall1(float8_numeric, Float8GetDatum(U64(cost_nusd) / 1e9));
-	for (int q = 0; q < 3; q++)
-	{
-		static const double qs[3] = {0.5, 0.95, 0.99};
-
-		if (quantile(counts, total, qs[q], &ms))
-			values[i] = Float8GetDatum(round(ms * 10) / 10);
-		else
-			nulls[i] = true;
-		i++;
-	}
+	quantiles(claude_stats_shared->buckets, values + i, nulls + i);
+	i += 3;
+	quantiles(claude_stats_shared->ttft_buckets, values + i, nulls + i);
+	i += 3;
 	values[i++] = Int32GetDatum(pg_atomic_read_u32(&claude_shared->connections_open));
 	values[i++] = Int32GetDatum(pg_atomic_read_u32(&claude_shared->in_flight));
 	values[i++] = Int32GetDatum(queued_now());
@@ -166,17 +174,36 @@ gauge(StringInfo out, const char *name, const char *help, uint64 value)
 	appendStringInfo(out, "%s " UINT64_FORMAT "\n", name, value);
 }
 
+static void
+histogram(StringInfo out, const char *name, const char *help,
+		  pg_atomic_uint64 *buckets, uint64 sum_us)
+{
+	uint64		counts[CLAUDE_STATS_NBUCKETS];
+	uint64		total = read_buckets(buckets, counts);
+	uint64		cumulative = 0;
+
+	metric(out, name, "histogram", help);
+	for (int b = 0; b < CLAUDE_STATS_NBUCKETS; b++)
+	{
+		cumulative += counts[b];
+		if (b < CLAUDE_STATS_NBUCKETS - 1)
+			appendStringInfo(out, "%s_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
+							 name, claude_stats_bucket_ms[b] / 1000.0, cumulative);
+		else
+			appendStringInfo(out, "%s_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n",
+							 name, cumulative);
+	}
+	appendStringInfo(out, "%s_sum %.6f\n", name, sum_us / 1e6);
+	appendStringInfo(out, "%s_count " UINT64_FORMAT "\n", name, total);
+}
+
 Datum
 claude_metrics(PG_FUNCTION_ARGS)
 {
 	StringInfoData out;
-	uint64		counts[CLAUDE_STATS_NBUCKETS];
-	uint64		total;
-	uint64		cumulative = 0;
 
 	claude_require_shared();
 	initStringInfo(&out);
-	total = read_buckets(counts);
 
 	metric(&out, "claude_requests_total", "counter",
 		   "Requests to the Claude API that ended, by final HTTP status (error: no response; cancelled: the caller gave up).");
@@ -218,20 +245,12 @@ claude_metrics(PG_FUNCTION_ARGS)
 	gauge(&out, "claude_queued", "Requests waiting for the worker, the rate limits or a retry.",
 		  queued_now());
 
-	metric(&out, "claude_request_duration_seconds", "histogram",
-		   "Time from the worker taking a request to its end, retries included.");
-	for (int b = 0; b < CLAUDE_STATS_NBUCKETS; b++)
-	{
-		cumulative += counts[b];
-		if (b < CLAUDE_STATS_NBUCKETS - 1)
-			appendStringInfo(&out, "claude_request_duration_seconds_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
-							 claude_stats_bucket_ms[b] / 1000.0, cumulative);
-		else
-			appendStringInfo(&out, "claude_request_duration_seconds_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n",
-							 cumulative);
-	}
-	appendStringInfo(&out, "claude_request_duration_seconds_sum %.6f\n", U64(latency_us) / 1e6);
-	appendStringInfo(&out, "claude_request_duration_seconds_count " UINT64_FORMAT "\n", total);
+	histogram(&out, "claude_request_duration_seconds",
+			  "Time from the worker taking a request to its end, retries included.",
+			  claude_stats_shared->buckets, U64(latency_us));
+	histogram(&out, "claude_time_to_first_token_seconds",
+			  "Time from the worker taking a streamed request to its first token.",
+			  claude_stats_shared->ttft_buckets, U64(ttft_us));
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
 }
 

@@ -37,6 +37,7 @@
 #include "shmem/stats.h"
 #include "shmem/usage.h"
 #include "httpworker/http.h"
+#include "httpworker/sse.h"
 
 #define BACKOFF_FIRST_MS	500
 #define BACKOFF_MAX_MS		8000
@@ -193,6 +194,11 @@ retry_delay_ms(Transfer *t, CURLcode code, long status)
 
 	if (t->attempts > t->req.max_retries)
 		return -1;
+	/* a stream the caller has begun to read cannot start over */
+	if (t->sse && (claude_sse_delivered(t->sse) || claude_sse_state(t->sse) == SSE_BROKEN))
+		return -1;
+	if (t->stream_failed)
+		return -1;
 	if (code == CURLE_OK)
 	{
 		if (status < 400 || status == 400 || status == 401 || status == 403 ||
@@ -228,6 +234,11 @@ set_message(ClaudeResult *r, CURLcode code, Transfer *t)
 		r->transport = CLAUDE_TE_INTERNAL;
 		strlcpy(r->message, t->file_error, sizeof(r->message));
 	}
+	else if (t->sse && claude_sse_state(t->sse) == SSE_BROKEN)
+	{
+		r->transport = CLAUDE_TE_REPLY;
+		strlcpy(r->message, claude_sse_why(t->sse), sizeof(r->message));
+	}
 	else if (t->too_large)
 	{
 		r->transport = CLAUDE_TE_REPLY;
@@ -259,8 +270,13 @@ finish(Transfer *t, CURLcode code, long status)
 	else
 	{
 		r.http_status = (int) status;
+		if (t->stream_failed)
+		{
+			r.transport = CLAUDE_TE_REPLY;
+			strlcpy(r.message, t->stream_failed, sizeof(r.message));
+		}
 		/* a Messages reply only if a caller would take it: never cache garbage */
-		if (status >= 200 && status < 300 &&
+		if (status >= 200 && status < 300 && !t->stream_failed &&
 			(t->req.output_tokens == 0 || claude_reply_is_message(t->body, t->body_len)))
 			claude_cache_store(&t->req, t->body, t->body_len);
 		else if (status >= 200 && status < 300 && OidIsValid(t->req.cache_dbid))
@@ -288,9 +304,12 @@ finish(Transfer *t, CURLcode code, long status)
 		}
 	}
 	account(t, r.http_status, r.transport != CLAUDE_TE_NONE, false);
+	if (t->first_token)
+		claude_stats_ttft((double) (t->first_token - t->created) / 1000.0);
+	/* the caller reads every event before the result */
+	(void) claude_http_push_events(t, true);
 	claude_http_end(t);
-	free(t->body);
-	t->body = NULL;
+	claude_http_free(t);
 	unlink_transfer(t);
 	t->finished = true;
 	claude_slot_finish(t->slot, &r);
@@ -310,8 +329,8 @@ dispatch_fail(Transfer *t, const char *why)
 	if (t->node.next != NULL)
 		unlink_transfer(t);
 	claude_http_end(t);
-	free(t->body);
-	t->body = NULL;
+	(void) claude_http_push_events(t, true);
+	claude_http_free(t);
 	account(t, 0, true, false);
 	memset(&r, 0, sizeof(r));
 	r.body = InvalidDsaPointer;
@@ -334,13 +353,73 @@ settle(Transfer *t, long status)
 	double		output = 0;
 
 	t->have_usage = false;
-	if (status >= 200 && status < 300 && t->body_len > 0 && t->req.output_tokens > 0)
+	if (status >= 200 && status < 300 && t->body_len > 0 && t->req.output_tokens > 0 &&
+		!t->stream_failed)
 		t->have_usage = claude_reply_usage(t->body, t->body_len, &t->usage);
+	/* a stream cut short was paid for as far as it came */
+	if (!t->have_usage && t->sse)
+		t->have_usage = claude_sse_usage(t->sse, &t->usage);
 	if (t->have_usage)
 		input = t->usage.input + t->usage.cache_write, output = t->usage.output;
 	else if (status >= 200 && status < 300)
 		input = t->cost.input_tokens, output = t->cost.output_tokens;
 	claude_limits_settle(&t->cost, input, output);
+}
+
+/*
+ * A streamed 2xx reply becomes what a request without stream would have
+ * got: the assembled Message, or an error event as the error reply (with
+ * its status) it stands for; or, ended short, no Message at all.
+ */
+static void
+stream_outcome(Transfer *t, CURLcode code, long *status)
+{
+	size_t		len;
+	int			error_status;
+
+	if (t->sse == NULL || !t->event_stream || code != CURLE_OK ||
+		*status < 200 || *status >= 300)
+		return;
+	switch (claude_sse_state(t->sse))
+	{
+		case SSE_STOPPED:
+			{
+				char	   *message = claude_sse_message(t->sse, &len);
+
+				if (message == NULL)
+				{
+					t->stream_failed = "the stream's events do not make a Message";
+					break;
+				}
+				free(t->body);
+				t->body = message;
+				t->body_len = len;
+				t->body_cap = len + 1;
+				break;
+			}
+		case SSE_ERROR:
+			{
+				const char *error = claude_sse_error(t->sse, &len, &error_status);
+				char	   *copy = malloc(len + 1);
+
+				if (copy == NULL)
+				{
+					t->stream_failed = "out of memory for an error event";
+					break;
+				}
+				memcpy(copy, error, len);
+				copy[len] = '\0';
+				free(t->body);
+				t->body = copy;
+				t->body_len = len;
+				t->body_cap = len + 1;
+				*status = error_status;
+				break;
+			}
+		default:
+			t->stream_failed = claude_sse_why(t->sse);
+			break;
+	}
 }
 
 /* Called by http.c when an attempt ends, with or without a response. */
@@ -352,6 +431,7 @@ attempt_done(Transfer *t, CURLcode code, long status)
 
 	pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
 	claude_limits_feedback(&t->server, now);
+	stream_outcome(t, code, &status);
 	settle(t, code == CURLE_OK ? status : 0);
 	if (code == CURLE_OK && status == 429)
 		pg_atomic_fetch_add_u64(&claude_limit_counters->rate_limited, 1);
@@ -474,9 +554,11 @@ abort_list(dlist_head *list)
 			pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
 			claude_limits_settle(&t->cost, 0, 0);
 		}
+		/* a stream cut short by its caller was paid for as far as it came */
+		if (t->sse && claude_sse_usage(t->sse, &t->usage))
+			t->have_usage = true;
 		account(t, 0, false, true);
-		free(t->body);
-		t->body = NULL;
+		claude_http_free(t);
 		unlink_transfer(t);
 		claude_slot_release_cancelled(t->slot);
 	}
@@ -552,4 +634,13 @@ claude_dispatch_drive(bool sockets_ready)
 	claude_http_drive(sockets_ready);
 	while ((t = claude_http_next_done(&code, &status)) != NULL)
 		hand_over(t, code, status);
+
+	/* events held back until their readers took what they had */
+	if (claude_http_streams > 0)
+	{
+		dlist_iter	iter;
+
+		dlist_foreach(iter, &running)
+			(void) claude_http_push_events(dlist_container(Transfer, node, iter.cur), false);
+	}
 }

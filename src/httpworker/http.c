@@ -20,6 +20,8 @@
 
 #include "common/guc.h"
 #include "httpworker/http.h"
+#include "httpworker/sse.h"
+#include "shmem/events.h"
 #include "httpworker/transfer.h"
 #include "shmem/slots.h"
 
@@ -29,6 +31,7 @@ static CURLM *multi = NULL;
 static CURLSH *share = NULL;
 static int	epfd = -1;
 static bool multiplexing = false;	/* the server speaks HTTP/2 */
+int			claude_http_streams = 0;	/* attempts streaming now */
 static TimestampTz timer_deadline = -1;	/* -1: no timer */
 
 /* idle easy handles, reused so that curl keeps their caches warm */
@@ -147,11 +150,51 @@ write_output(Transfer *t, char *data, size_t n)
 	return n;
 }
 
+/*
+ * Hand a stream's events to the backend that waits for them; all of them
+ * if force (the stream is over).  True if some are still held back.
+ */
+bool
+claude_http_push_events(Transfer *t, bool force)
+{
+	size_t		len;
+	const char *items;
+
+	if (t->sse == NULL)
+		return false;
+	items = claude_sse_outbox(t->sse, &len);
+	if (len > 0)
+		claude_sse_outbox_taken(t->sse, claude_events_push(t->slot, items, len, force));
+	(void) claude_sse_outbox(t->sse, &len);
+	return len > 0;
+}
+
+/* A streamed reply: its events are read as they come. */
+static size_t
+write_events(Transfer *t, char *data, size_t n)
+{
+	if (!claude_sse_feed(t->sse, data, n))
+		return 0;
+	if (t->first_token == 0 && claude_sse_started_text(t->sse))
+		t->first_token = GetCurrentTimestamp();
+	(void) claude_http_push_events(t, false);
+	return n;
+}
+
 static size_t
 write_cb(char *data, size_t size, size_t nmemb, void *userp)
 {
 	Transfer   *t = userp;
 	size_t		n = size * nmemb;
+
+	if (t->sse && t->event_stream)
+	{
+		long		status = 0;
+
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+		if (status >= 200 && status < 300)
+			return write_events(t, data, n);
+	}
 
 	if (t->req.output_file)
 	{
@@ -235,6 +278,8 @@ header_cb(char *data, size_t size, size_t nmemb, void *userp)
 		if (secs >= 0)
 			t->retry_after_ms = secs * 1000;
 	}
+	else if (IS("content-type"))
+		t->event_stream = pg_strncasecmp(value, "text/event-stream", 17) == 0;
 	else if (IS("x-should-retry"))
 		t->should_retry = (pg_strcasecmp(value, "true") == 0) ? 1 :
 			(pg_strcasecmp(value, "false") == 0) ? 0 : -1;
@@ -336,11 +381,57 @@ claude_http_end(Transfer *t)
 	if (t->easy == NULL)
 		return;
 	curl_multi_remove_handle(multi, t->easy);
+	if (t->sse)
+		claude_http_streams--;
+	free(t->stream_body);
+	t->stream_body = NULL;
 	curl_slist_free_all(t->headers);
 	curl_easy_reset(t->easy);
 	idle_easy[n_idle_easy++] = t->easy;
 	t->easy = NULL;
 	t->headers = NULL;
+}
+
+/*
+ * The body of a streamed request: the request's with "stream": true, and
+ * a parser for the events.  False (sent as it is) if either cannot be had.
+ */
+static bool
+stream_body(Transfer *t)
+{
+	const char *body = t->req.body;
+	size_t		len = t->req.body_len;
+
+	if (body == NULL || len < 2 || body[0] != '{' ||
+		(t->sse = claude_sse_create(t->req.stream, t->req.max_reply)) == NULL)
+		return false;
+	if ((t->stream_body = malloc(len + 32)) == NULL)
+	{
+		claude_sse_free(t->sse);
+		t->sse = NULL;
+		return false;
+	}
+	{
+		/* "{}" has no member to put a comma before */
+		size_t		ws = strspn(body + 1, " \t\r\n");
+		bool		empty = ws + 1 < len && body[1 + ws] == '}';
+
+		snprintf(t->stream_body, len + 32, "{\"stream\": true%s%.*s",
+				 empty ? "" : ", ", (int) (len - 1), body + 1);
+	}
+	claude_http_streams++;
+	return true;
+}
+
+/* Free what an attempt read: its body and its stream. */
+void
+claude_http_free(Transfer *t)
+{
+	free(t->body);
+	t->body = NULL;
+	t->body_len = t->body_cap = 0;
+	claude_sse_free(t->sse);
+	t->sse = NULL;
 }
 
 /* Start an attempt of a transfer; false if curl could not take it. */
@@ -350,10 +441,11 @@ claude_http_begin(Transfer *t)
 	ClaudeRequest *req = &t->req;
 	CURL	   *e;
 
-	free(t->body);
-	t->body = NULL;
-	t->body_len = t->body_cap = 0;
+	claude_http_free(t);
 	t->too_large = false;
+	t->event_stream = false;
+	t->stream_failed = NULL;
+	t->first_token = 0;
 	(void) claude_http_close_files(t);
 	t->request_id[0] = '\0';
 	t->errbuf[0] = '\0';
@@ -395,6 +487,11 @@ claude_http_begin(Transfer *t)
 			curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
 			curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
 		}
+		else if (req->stream != CLAUDE_STREAM_NONE && stream_body(t))
+		{
+			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(t->stream_body));
+			curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->stream_body);
+		}
 		else
 			/* never NULL: curl would read the body from stdin */
 			curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
@@ -413,9 +510,9 @@ claude_http_begin(Transfer *t)
 		curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
 	/* an empty proxy turns off proxies from the environment, too */
 	curl_easy_setopt(e, CURLOPT_PROXY, req->proxy ? req->proxy : "");
-	if (req->output_file)
+	if (req->output_file || t->sse)
 	{
-		/* a download may take long: give up only when it stalls */
+		/* a download or a stream may take long: give up only when it stalls */
 		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
 		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long) Max(req->timeout_ms / 1000, 1));
 	}

@@ -58,6 +58,13 @@ typedef struct Transfer
 	bool		have_usage;		/* of a successful Messages reply */
 	ClaudeUsage usage;
 	ClaudeServerLimits server;
+
+	/* a streamed request (req.stream) */
+	struct ClaudeSse *sse;		/* the events of this attempt */
+	char	   *stream_body;	/* the body sent: with "stream": true */
+	bool		event_stream;	/* the reply is text/event-stream */
+	const char *stream_failed;	/* a 2xx stream that makes no Message: why */
+	TimestampTz first_token;	/* 0 until text, thinking or input came */
 } Transfer;
 
 /* http.c */
@@ -65,8 +72,9 @@ extern bool claude_http_begin(Transfer *t);
 extern void claude_http_end(Transfer *t);
 extern bool claude_http_close_files(Transfer *t);
 extern bool claude_http_multiplexing(void);
-
-/* dispatch.c */
 extern Transfer *claude_http_next_done(CURLcode *code, long *status);
+extern bool claude_http_push_events(Transfer *t, bool force);
+extern void claude_http_free(Transfer *t);
+extern int	claude_http_streams;
 
 #endif

@@ -11,6 +11,15 @@
 
 #include "utils/dsa.h"
 
+/* How a Messages request is streamed (its body then gets "stream": true). */
+typedef enum ClaudeStreamMode
+{
+	CLAUDE_STREAM_NONE = 0,		/* one JSON reply */
+	CLAUDE_STREAM_ASSEMBLE,		/* streamed, the caller gets the Message */
+	CLAUDE_STREAM_TEXT,			/* ... and each piece of text as it comes */
+	CLAUDE_STREAM_EVENTS		/* ... and each event as it comes */
+} ClaudeStreamMode;
+
 typedef enum ClaudeMethod
 {
 	CLAUDE_GET,
@@ -47,6 +56,7 @@ typedef struct ClaudeRequest
 	Size		body_len;
 	const char *input_file;		/* body_len bytes of body are here instead */
 	const char *output_file;	/* a 2xx body goes here, not to the slot */
+	ClaudeStreamMode stream;
 } ClaudeRequest;
 
 extern void claude_request_unpack(const char *blob, ClaudeRequest *req);

@@ -39,8 +39,6 @@ static SubTransactionId *owned_subid;
 static int	nowned;
 static bool callbacks_registered = false;
 
-static void claude_slot_abandon(int slot);
-
 /* replies this large leave the DSA area trimmed after them */
 #define DSA_TRIM_BYTES	(1024 * 1024)
 
@@ -117,6 +115,17 @@ free_slot_memory(ClaudeSlot *slot)
 		dsa_free(claude_area(), slot->result.body);
 	slot->request = InvalidDsaPointer;
 	slot->result.body = InvalidDsaPointer;
+	while (DsaPointerIsValid(slot->events_head))
+	{
+		dsa_pointer next = ((ClaudeEventChunk *) dsa_get_address(claude_area(),
+																 slot->events_head))->next;
+
+		dsa_free(claude_area(), slot->events_head);
+		slot->events_head = next;
+	}
+	slot->events_tail = InvalidDsaPointer;
+	slot->events_bytes = 0;
+	slot->events_blocked = false;
 }
 
 /* Put a slot whose memory is already freed back on the free list. */
@@ -293,19 +302,32 @@ claude_slot_poll(int slot)
 	return done;
 }
 
+/* Whether a slot has a result, or (events) a stream's events to take. */
+static bool
+slot_ready(int slot, bool events)
+{
+	ClaudeSlot *s = &claude_slots[slot];
+	bool		ready;
+
+	SpinLockAcquire(&s->mutex);
+	ready = s->state == SLOT_DONE || (events && DsaPointerIsValid(s->events_head));
+	SpinLockRelease(&s->mutex);
+	return ready;
+}
+
 /*
- * Sleep until the slot has a result.  Cancel, statement_timeout and
+ * Sleep until the slot is ready.  Cancel, statement_timeout and
  * termination arrive as latch wake-ups and leave through
  * CHECK_FOR_INTERRUPTS; the abort callbacks then give the slot back.
  */
-void
-claude_slot_wait(int slot)
+static void
+wait_ready(int slot, bool events)
 {
 	TimestampTz absent_since = 0;
 
 	for (;;)
 	{
-		if (claude_slot_poll(slot))
+		if (slot_ready(slot, events))
 			return;
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -328,6 +350,24 @@ claude_slot_wait(int slot)
 					 errhint("Check the server log for why the worker exited.")));
 		}
 	}
+}
+
+/* Sleep until the slot has a result. */
+void
+claude_slot_wait(int slot)
+{
+	wait_ready(slot, false);
+}
+
+/*
+ * Sleep until a stream's slot has events to take or a result; true if it
+ * has the result.
+ */
+bool
+claude_slot_wait_events(int slot)
+{
+	wait_ready(slot, true);
+	return claude_slot_poll(slot);
 }
 
 /*
@@ -363,7 +403,7 @@ claude_slot_take(int slot, ClaudeResult *result)
  * Give up a slot in any state.  A request the worker may be reading is left
  * to the worker to free.
  */
-static void
+void
 claude_slot_abandon(int slot)
 {
 	ClaudeSlot *s = &claude_slots[slot];

@@ -40,7 +40,20 @@ typedef struct ClaudeSlot
 	pid_t		owner_pid;
 	dsa_pointer request;		/* packed request; the worker frees it */
 	ClaudeResult result;
+	/* a stream's events not taken yet (events.c), under mutex */
+	dsa_pointer events_head;
+	dsa_pointer events_tail;
+	Size		events_bytes;
+	bool		events_blocked; /* the worker holds more: wake it on taking */
 } ClaudeSlot;
+
+/* a chunk of a stream's events, NUL-terminated items */
+typedef struct ClaudeEventChunk
+{
+	dsa_pointer next;
+	Size		len;
+	char		data[FLEXIBLE_ARRAY_MEMBER];
+} ClaudeEventChunk;
 
 typedef struct ClaudeShared
 {
@@ -78,6 +91,8 @@ extern int	claude_slot_acquire(bool wait, bool bulk);
 extern void claude_slot_submit(int slot, dsa_pointer request);
 extern bool claude_slot_poll(int slot);
 extern void claude_slot_wait(int slot);
+extern bool claude_slot_wait_events(int slot);
+extern void claude_slot_abandon(int slot);
 extern char *claude_slot_take(int slot, ClaudeResult *result);
 
 /* worker side */

@@ -123,6 +123,21 @@ claude_stats_done(int http_status, bool transport_error, bool cancelled,
 }
 
 /*
+ * HTTP worker: a streamed request's first token (text, thinking or tool
+ * input) came ms after the worker took it.
+ */
+void
+claude_stats_ttft(double ms)
+{
+	int			b = 0;
+
+	while (b < CLAUDE_STATS_NBUCKETS - 1 && ms > claude_stats_bucket_ms[b])
+		b++;
+	pg_atomic_fetch_add_u64(&claude_stats_shared->ttft_buckets[b], 1);
+	pg_atomic_fetch_add_u64(&claude_stats_shared->ttft_us, (uint64) (ms * 1000));
+}
+
+/*
  * Tokens and cost (< 0: unknown) billed: of a reply, or of a Message Batch
  * result as it is written back.
  */

@@ -33,7 +33,9 @@ typedef struct ClaudeStats
 	pg_atomic_uint64 cancelled;
 	pg_atomic_uint64 by_status[CLAUDE_STATS_MAX_STATUS];
 	pg_atomic_uint64 buckets[CLAUDE_STATS_NBUCKETS];
-	pg_atomic_uint64 latency_us;	/* sum */
+	pg_atomic_uint64 ttft_buckets[CLAUDE_STATS_NBUCKETS];	/* streams */
+	pg_atomic_uint64 ttft_us;	/* sum */
+	pg_atomic_uint64 latency_us;	/* sum; the last counter */
 	pg_atomic_uint32 pending;	/* taken and not ended: a gauge */
 } ClaudeStats;
 
@@ -50,6 +52,7 @@ extern void claude_stats_throttled(void);
 extern void claude_stats_done(int http_status, bool transport_error, bool cancelled,
 							  double latency_ms, const ClaudeUsage *usage, double cost);
 
+extern void claude_stats_ttft(double ms);
 extern void claude_stats_billed(const ClaudeUsage *usage, double cost);
 
 /* backends */

@@ -9,6 +9,33 @@
 // servers listen, and nothing else on stdout afterwards.  See the comments
 // of the control server below for the control interface.
 //
+// POST /v1/messages echoes the last user message.  Directives in that
+// message change the reply:
+//   [[mock:delay=MS]] wait before answering; [[mock:status=N]] an error reply;
+//   [[mock:hang]] [[mock:reset]] [[mock:malformed]] [[mock:truncate]];
+//   [[mock:no_tool]] a text reply despite a forced tool_choice;
+//   [[mock:batch_errored]] [[mock:batch_expired]] (message batch items only);
+//   [[mock:rich]] a Message with a thinking, a redacted_thinking, a text
+//     block with two char_location citations and a tool_use block, with
+//     non-ASCII text and ids derived from a SHA-256 of the prompt (see
+//     richMessage), stop_reason "tool_use".
+// "stream": true gets the same Message as server-sent events, in the real
+// API's order (message_start, ping, per block content_block_start,
+// content_block_delta..., content_block_stop, then message_delta,
+// message_stop).  Directives for streams only (others ignore them):
+//   [[mock:stream_delay=MS]] wait MS between the events after message_start
+//     and its ping;
+//   [[mock:stream_pause=MS]] wait MS once, after the first content_block_delta;
+//   [[mock:ping=MS]] a ping event every MS during those waits;
+//   [[mock:stream_error=TYPE@N]] after N content_block_delta events (0: right
+//     after message_start and ping) an "error" event of that type, then the
+//     response ends cleanly;
+//   [[mock:stream_cut=N]] after N content_block_delta events the connection
+//     (HTTP/1.1) or the stream (HTTP/2, RST_STREAM INTERNAL_ERROR) is killed;
+//   [[mock:stream_no_stop]] all events but message_stop, then a clean end.
+// With fewer than N deltas in the reply, the error or cut takes the place of
+// message_stop.
+//
 // Only Node.js built-in modules are used.
 'use strict';
 
@@ -96,6 +123,13 @@ const config = {
     hang_handshakes: 0,         // the next N connections never get a ServerHello
     models_page_size: null,     // a server may return fewer models than asked
 };
+const STREAM_DEFAULTS = {
+    stream_chunk_chars: 8,      // code points per text/thinking/input_json delta
+    stream_write_bytes: 0,      // > 0: each event goes out in writes of this many bytes
+    stream_delay_ms: 0,         // between the events of every stream
+    ping_ms: 0,                 // > 0: a ping every ping_ms while a stream waits
+};
+Object.assign(config, STREAM_DEFAULTS);
 
 let stats;
 let reqCounter = 0;
@@ -122,6 +156,7 @@ function zeroStats() {
         proxy_tunnels: 0,
         keys: Object.create(null),
         batches: 0,
+        streams: 0,
     };
 }
 zeroStats();
@@ -276,7 +311,7 @@ function contentText(content) {
     return s;
 }
 
-// Validates a Messages API request body; returns {lastUser, inputChars}.
+// Validates a Messages API request body; returns {lastUser, inputChars, tool, stream}.
 function validateMessages(body, needMaxTokens) {
     if (!isObj(body))
         invalid('Request body must be a JSON object');
@@ -340,10 +375,10 @@ function validateMessages(body, needMaxTokens) {
         if (typeof body.temperature !== 'number' || !(body.temperature >= 0 && body.temperature <= 1))
             invalid('temperature: Input should be a number between 0 and 1');
     }
-    if (body.stream === true)
-        invalid('stream: streaming is not supported by the mock server');
+    if (body.stream !== undefined && typeof body.stream !== 'boolean')
+        invalid('stream: Input should be a valid boolean');
     const tool = validateTools(body);
-    return { lastUser, inputChars: chars, tool };
+    return { lastUser, inputChars: chars, tool, stream: body.stream === true };
 }
 
 const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/gif', 'image/webp']);
@@ -463,6 +498,19 @@ function parseDirectives(text) {
             case 'batch_errored': d.batch_errored = true; break;
             case 'batch_expired': d.batch_expired = true; break;
             case 'no_tool': d.no_tool = true; break;
+            case 'rich': d.rich = true; break;
+            // the stream_* and ping directives only matter when the request streams
+            case 'stream_delay': d.stream_delay_ms = Math.max(0, Number(arg) || 0); break;
+            case 'stream_pause': d.stream_pause_ms = Math.max(0, Number(arg) || 0); break;
+            case 'ping': d.ping_ms = Math.max(0, Number(arg) || 0); break;
+            case 'stream_error': {
+                const at = String(arg || '').split('@');
+                d.stream_error = at[0] || 'overloaded_error';
+                d.stream_error_after = Math.max(0, parseInt(at[1], 10) || 0);
+                break;
+            }
+            case 'stream_cut': d.stream_cut_after = Math.max(0, parseInt(arg, 10) || 0); break;
+            case 'stream_no_stop': d.stream_no_stop = true; break;
             default: break;
         }
     }
@@ -695,11 +743,11 @@ function usageOf(inputChars, outputChars, cached) {
         { output_tokens: tokens(outputChars) });
 }
 
-// The JSON text of the Message that POST /v1/messages answers with.
-function messageJson(id, reply, inputChars, model, cached) {
+// The Message that POST /v1/messages answers with (an echo of reply).
+function messageObj(id, reply, inputChars, model, cached) {
     if (inputChars === undefined)
         inputChars = reply.length;
-    return JSON.stringify({
+    return {
         id,
         type: 'message',
         role: 'assistant',
@@ -708,14 +756,18 @@ function messageJson(id, reply, inputChars, model, cached) {
         stop_reason: 'end_turn',
         stop_sequence: null,
         usage: usageOf(inputChars, charCount(reply), cached),
-    });
+    };
+}
+
+function messageJson(id, reply, inputChars, model, cached) {
+    return JSON.stringify(messageObj(id, reply, inputChars, model, cached));
 }
 
 // A reply that calls the forced tool with an input that fits its schema.
-function toolUseBody(ctx, v, model, cached) {
+function toolUseMessage(ctx, v, model, cached) {
     const input = toolInput(v.tool.input_schema, v.lastUser);
     const out = JSON.stringify(input);
-    return JSON.stringify({
+    return {
         id: `msg_mock_${ctx.n}`,
         type: 'message',
         role: 'assistant',
@@ -724,7 +776,71 @@ function toolUseBody(ctx, v, model, cached) {
         stop_reason: 'tool_use',
         stop_sequence: null,
         usage: usageOf(v.inputChars, charCount(out), cached),
-    });
+    };
+}
+
+// [[mock:rich]]: every content block type with awkward text in it.  The ids
+// come from a hash of the prompt, not the request number, so the same
+// request gets the same Message streamed or not.
+function richMessage(v, model, cached) {
+    const h = crypto.createHash('sha256').update(v.lastUser, 'utf8').digest();
+    const hex = h.toString('hex');
+    const thinking = 'Let me think about "this" \u2014 \u00fcn\u00efc\u00f6d\u00e9 \u{1F600} step by step.';
+    const text = 'The answer, with a citation: \u00e9\u{1F600}\n\ttabs and \\ backslashes.';
+    const input = {
+        query: '\u00fcn\u00efc\u00f6d\u00e9 "quoted"',
+        n: 3,
+        nested: { a: [1, 2.5, true, null], b: '\u{1F600}' },
+    };
+    const content = [
+        { type: 'thinking', thinking, signature: `sig_${hex}` },
+        {
+            type: 'redacted_thinking',
+            data: Buffer.concat([h, crypto.createHash('sha256').update(h).digest()]).toString('base64'),
+        },
+        {
+            type: 'text',
+            text,
+            citations: [
+                {
+                    type: 'char_location', cited_text: 'The answer', document_index: 0,
+                    document_title: 'Mock document \u00e9', start_char_index: 0, end_char_index: 10,
+                },
+                {
+                    type: 'char_location', cited_text: 'tabs and \\ backslashes', document_index: 1,
+                    document_title: 'Second "doc" \u{1F600}', start_char_index: 33, end_char_index: 55,
+                },
+            ],
+        },
+        { type: 'tool_use', id: `toolu_${hex.slice(24, 48)}`, name: 'lookup', input },
+    ];
+    const outChars = charCount(thinking) + charCount(text) + charCount(JSON.stringify(input));
+    const usage = cached ? usageOf(v.inputChars, outChars, cached)
+        : {
+            input_tokens: tokens(v.inputChars),
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: 0,
+            output_tokens: tokens(outChars),
+        };
+    return {
+        id: `msg_${hex.slice(0, 24)}`,
+        type: 'message',
+        role: 'assistant',
+        model: model || 'claude-mock',
+        content,
+        stop_reason: 'tool_use',
+        stop_sequence: null,
+        usage,
+    };
+}
+
+// The Message a POST /v1/messages request gets, streamed or not.
+function replyMessage(ctx, v, d, model, cached) {
+    if (d && d.rich)
+        return richMessage(v, model, cached);
+    if (v.tool && !(d && d.no_tool))
+        return toolUseMessage(ctx, v, model, cached);
+    return messageObj(`msg_mock_${ctx.n}`, v.lastUser, v.inputChars, model, cached);
 }
 
 function parseBody(ctx) {
@@ -786,9 +902,12 @@ function handleMessages(ctx) {
     const model = ctx.parsed.model;
     const d = parseDirectives(v.lastUser);
     const cached = cacheUsage(ctx.parsed);
-    const respond = () => send(ctx, 200,
-        v.tool && !(d && d.no_tool) ? toolUseBody(ctx, v, model, cached)
-            : successBody(ctx, v.lastUser, v.inputChars, model, cached));
+    const respond = () => {
+        const m = replyMessage(ctx, v, d, model, cached);
+        if (v.stream)
+            return startStream(ctx, m, streamOptions(ctx, d));
+        send(ctx, 200, JSON.stringify(m));
+    };
     if (!d)
         return respond();
     later(ctx, d.delay_ms, () => {
@@ -808,12 +927,283 @@ function handleMessages(ctx) {
     });
 }
 
+// ------------------------------------------------------ streaming (SSE)
+//
+// A streamed reply is the event sequence of the real API for exactly the
+// Message the same request gets unstreamed.  The events come from a
+// generator, so a long echo is never held as events all at once.
+
+const SSE_PING = 'event: ping\ndata: {"type":"ping"}\n\n';
+
+function sseEvent(name, data) {
+    return `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+// Splits s into pieces of n code points (never inside a surrogate pair).
+function chunkChars(s, n) {
+    const out = [];
+    let start = 0;
+    let count = 0;
+    for (let i = 0; i < s.length; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0xD800 && c <= 0xDBFF && i + 1 < s.length) {
+            const d = s.charCodeAt(i + 1);
+            if (d >= 0xDC00 && d <= 0xDFFF)
+                i++;
+        }
+        if (++count === n) {
+            out.push(s.slice(start, i + 1));
+            start = i + 1;
+            count = 0;
+        }
+    }
+    if (start < s.length)
+        out.push(s.slice(start));
+    return out;
+}
+
+// Yields [name, data] for each event of msg, in the real API's order.
+function* streamEvents(msg, n) {
+    const usage0 = Object.assign({}, msg.usage, { output_tokens: 1 });
+    yield ['message_start', {
+        type: 'message_start',
+        message: Object.assign({}, msg, { content: [], stop_reason: null, stop_sequence: null, usage: usage0 }),
+    }];
+    yield ['ping', { type: 'ping' }];
+    for (let i = 0; i < msg.content.length; i++) {
+        const b = msg.content[i];
+        const delta = (d) => ['content_block_delta', { type: 'content_block_delta', index: i, delta: d }];
+        // the start block keeps the final block's key order, so a client
+        // that fills it in gets the very same JSON
+        let start = b;
+        if (b.type === 'text')
+            start = Object.assign({}, b, Array.isArray(b.citations) ? { text: '', citations: [] } : { text: '' });
+        else if (b.type === 'tool_use')
+            start = Object.assign({}, b, { input: {} });
+        else if (b.type === 'thinking')
+            start = Object.assign({}, b, { thinking: '', signature: '' });
+        yield ['content_block_start', { type: 'content_block_start', index: i, content_block: start }];
+        if (b.type === 'text') {
+            for (const c of b.citations || [])
+                yield delta({ type: 'citations_delta', citation: c });
+            for (const t of chunkChars(b.text, n))
+                yield delta({ type: 'text_delta', text: t });
+        } else if (b.type === 'tool_use') {
+            yield delta({ type: 'input_json_delta', partial_json: '' });     // as the real API does
+            for (const t of chunkChars(JSON.stringify(b.input), n))
+                yield delta({ type: 'input_json_delta', partial_json: t });
+        } else if (b.type === 'thinking') {
+            for (const t of chunkChars(b.thinking, n))
+                yield delta({ type: 'thinking_delta', thinking: t });
+            yield delta({ type: 'signature_delta', signature: b.signature });
+        }
+        yield ['content_block_stop', { type: 'content_block_stop', index: i }];
+    }
+    yield ['message_delta', {
+        type: 'message_delta',
+        delta: { stop_reason: msg.stop_reason, stop_sequence: msg.stop_sequence },
+        usage: { output_tokens: msg.usage.output_tokens },
+    }];
+    yield ['message_stop', { type: 'message_stop' }];
+}
+
+// How this stream misbehaves: /config, then the directives, then the
+// fault popped for this request (the fault wins).
+function streamOptions(ctx, d) {
+    const o = {
+        delay: config.stream_delay_ms, pause: 0, ping: config.ping_ms,
+        errType: null, errAfter: 0, cutAfter: null, noStop: false,
+    };
+    for (const s of [d, ctx.fault]) {
+        if (!s)
+            continue;
+        if (s.stream_delay_ms !== undefined)
+            o.delay = s.stream_delay_ms;
+        if (s.stream_pause_ms !== undefined)
+            o.pause = s.stream_pause_ms;
+        if (s.ping_ms !== undefined)
+            o.ping = s.ping_ms;
+        if (s.stream_error !== undefined) {
+            o.errType = s.stream_error;
+            o.errAfter = s.stream_error_after || 0;
+        }
+        if (s.stream_cut_after !== undefined)
+            o.cutAfter = s.stream_cut_after;
+        if (s.stream_no_stop)
+            o.noStop = true;
+    }
+    return o;
+}
+
+// Sends msg as server-sent events.  One res.write per event (or per
+// stream_write_bytes piece); waits are ctx timers, so a client that goes
+// away stops everything (onClose clears them and sets ctx.closed).
+function startStream(ctx, msg, so) {
+    if (ctx.closed || ctx.responded)
+        return;
+    ctx.responded = true;
+    ctx.streaming = true;
+    countStatus(ctx, 200);
+    stats.streams++;
+    const rec = ctx.rec;
+    const res = ctx.res;
+    rec.stream = true;
+    rec.stream_deltas = 0;
+    rec.stream_end = null;
+    const h = baseHeaders(ctx);
+    h['content-type'] = 'text/event-stream; charset=utf-8';
+    h['cache-control'] = 'no-cache';
+    const wb = config.stream_write_bytes;
+    const events = streamEvents(msg, config.stream_chunk_chars);
+    let idx = -1;           // index of the last event taken (pings during waits excluded)
+    let deltas = 0;
+    let pauseDone = !(so.pause > 0);
+    let waitMs = 0;         // before the next event
+    let ending = null;      // stream_end once the last event is written
+    let pending = 0;        // writes not yet flushed
+    let onFlushed = null;
+
+    const flushed = () => {
+        if (--pending === 0 && onFlushed) {
+            const f = onFlushed;
+            onFlushed = null;
+            f();
+        }
+    };
+    // Writes text; true when the caller may go on at once, else next() is
+    // called later (after the pieces of stream_write_bytes, or on 'drain').
+    const write = (text, next) => {
+        if (wb > 0) {
+            writePieces(Buffer.from(text, 'utf8'), 0, next);
+            return false;
+        }
+        pending++;
+        if (res.write(text, flushed))
+            return true;
+        res.once('drain', () => { if (!ctx.closed) next(); });
+        return false;
+    };
+    const writePieces = (buf, off, next) => {
+        if (ctx.closed)
+            return;
+        pending++;
+        const ok = res.write(buf.subarray(off, off + wb), flushed);
+        off += wb;
+        const go = () => {
+            if (ctx.closed)
+                return;
+            if (off < buf.length)
+                writePieces(buf, off, next);
+            else
+                next();
+        };
+        if (ok)
+            setImmediate(go);
+        else
+            res.once('drain', go);
+    };
+    // Waits ms, with a ping every so.ping ms meanwhile.
+    const wait = (ms, next) => {
+        if (so.ping > 0 && so.ping < ms) {
+            later(ctx, so.ping, () => {
+                const more = () => wait(ms - so.ping, next);
+                if (write(SSE_PING, more))
+                    more();
+            });
+            return;
+        }
+        later(ctx, ms, next);
+    };
+    const end = (how) => {
+        rec.stream_end = how;
+        res.end();
+        if (ctx.done)
+            ctx.done();
+    };
+    const cut = () => {
+        rec.stream_end = 'cut';
+        // let what was written reach the client first
+        const kill = () => setImmediate(() => {
+            if (ctx.closed)
+                return;
+            if (ctx.req.httpVersionMajor === 2 && res.stream)
+                res.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+            else
+                killConnection(ctx, false);
+        });
+        if (pending === 0)
+            kill();
+        else
+            onFlushed = kill;
+    };
+    const pump = () => {
+        try {
+            while (!ctx.closed) {
+                if (ending !== null)
+                    return end(ending);
+                if (waitMs > 0) {
+                    const ms = waitMs;
+                    waitMs = 0;
+                    return wait(ms, pump);
+                }
+                const ev = events.next().value;
+                idx++;
+                const last = ev[0] === 'message_stop';
+                let text;
+                // the faults take the place of the next event once N deltas
+                // are out (of message_stop when the reply has fewer)
+                if (idx >= 2 && so.errType !== null && (deltas >= so.errAfter || last)) {
+                    text = sseEvent('error', {
+                        type: 'error',
+                        error: { type: so.errType, message: ERROR_MESSAGES[so.errType] || 'mock stream error' },
+                    });
+                    ending = 'error';
+                } else if (idx >= 2 && so.cutAfter !== null && (deltas >= so.cutAfter || last)) {
+                    return cut();
+                } else if (last && so.noStop) {
+                    return end('no_stop');
+                } else {
+                    text = sseEvent(ev[0], ev[1]);
+                    if (last)
+                        ending = 'stop';
+                    if (ev[0] === 'content_block_delta') {
+                        rec.stream_deltas = ++deltas;
+                        if (!pauseDone) {
+                            pauseDone = true;
+                            waitMs += so.pause;
+                        }
+                    }
+                    // no wait between message_start and its ping
+                    if (idx >= 1)
+                        waitMs += so.delay;
+                }
+                if (!write(text, pump))
+                    return undefined;
+            }
+        } catch (e) {
+            process.stderr.write(`mock-api.js: cannot stream: ${e.message}\n`);
+            killConnection(ctx, false);
+        }
+        return undefined;
+    };
+    try {
+        res.writeHead(200, h);
+    } catch (e) {
+        process.stderr.write(`mock-api.js: cannot send response: ${e.message}\n`);
+        return killConnection(ctx, false);
+    }
+    return pump();
+}
+
 function handleCountTokens(ctx) {
     if (!checkAuth(ctx))
         return;
     if (!parseBody(ctx))
         return sendError(ctx, 400, 'invalid_request_error', 'There was an issue with your request body: invalid JSON');
     try {
+        // the real endpoint has no stream parameter
+        if (isObj(ctx.parsed) && ctx.parsed.stream !== undefined)
+            invalid('stream: Extra inputs are not permitted');
         const v = validateMessages(ctx.parsed, false);
         send(ctx, 200, JSON.stringify({ input_tokens: tokens(v.inputChars) }));
     } catch (e) {
@@ -1284,7 +1674,7 @@ function onRequest(req, res) {
     }
     const rec = {
         n, t_start: now(), t_end: null, method: req.method, path: url, status: null,
-        headers, body: null, body_bytes: 0, http_version: req.httpVersion,
+        headers, body: null, body_bytes: 0, http_version: req.httpVersion, stream: false,
     };
     addRecord(rec);
     stats.requests++;
@@ -1296,7 +1686,7 @@ function onRequest(req, res) {
     const ctx = {
         n, req, res, rec, path, query: qi < 0 ? '' : url.slice(qi + 1), reqId: `req_mock_${n}`,
         closed: false, responded: false, timers: new Set(), fault: popFault(), extraHeaders: null,
-        parsed: undefined, parseOk: false, bodyText: '',
+        parsed: undefined, parseOk: false, bodyText: '', streaming: false,
     };
     const onClose = () => {
         if (ctx.closed)
@@ -1306,6 +1696,8 @@ function onRequest(req, res) {
         rec.t_end = now();
         if (!ctx.responded && !rec.outcome)
             rec.outcome = 'client_closed';
+        if (ctx.streaming && !rec.stream_end)
+            rec.stream_end = 'client_closed';
         for (const t of ctx.timers)
             clearTimeout(t);
         ctx.timers.clear();
@@ -1433,14 +1825,35 @@ api.on('error', (e) => {
 
 // -------------------------------------------------------- the control server
 //
-// POST /faults   object or array of fault objects, appended to the queue
+// POST /faults   object or array of fault objects, appended to the queue;
+//                each request pops one (a fault with "count": N serves N).
+//                Fields: status, error_type, message, retry_after,
+//                retry_after_ms, should_retry, headers, delay_ms, hang, reset,
+//                malformed, truncate, body, body_base64, count, and for
+//                streamed replies (ignored when the request does not stream):
+//                stream_error (error type: an error event),
+//                stream_error_after (its N, default 0), stream_cut_after (N),
+//                stream_no_stop (true), stream_pause_ms (MS) -- the same as
+//                the stream directives above, which they override.
 // DELETE /faults clear the queue;  GET /faults  list it
-// POST /config   {"latency_ms", "keys", "rpm", "ratelimit_headers", "batch_delay_ms"}; GET /config
-// GET /stats, GET /requests?since=N, POST /reset, POST /shutdown
-// (/reset also forgets all message batches and sets batch_delay_ms back to 1000)
+// POST /config   {"latency_ms", "keys", "rpm", "ratelimit_headers", "batch_delay_ms",
+//                "models_page_size", "hang_handshakes", "stream_chunk_chars" (code
+//                points per delta, default 8), "stream_write_bytes" (> 0: every
+//                event is written in pieces of this many bytes, default 0),
+//                "stream_delay_ms" (between the events of every stream, default 0),
+//                "ping_ms" (pings while a stream waits, default 0 = none)}; null
+//                puts a stream key back to its default;  GET /config
+// GET /stats (with "streams"), GET /requests?since=N, POST /reset, POST /shutdown
+// (/reset also forgets all message batches and sets batch_delay_ms and the
+// stream keys back to their defaults)
+// A request record has "stream": true when it was answered with events, and
+// then "stream_deltas" (content_block_delta events sent) and "stream_end":
+// "stop", "error", "cut", "no_stop" or "client_closed".
 
 const FAULT_KEYS = new Set(['status', 'error_type', 'message', 'retry_after', 'retry_after_ms', 'should_retry',
-    'headers', 'delay_ms', 'hang', 'reset', 'malformed', 'truncate', 'body', 'body_base64', 'count']);
+    'headers', 'delay_ms', 'hang', 'reset', 'malformed', 'truncate', 'body', 'body_base64', 'count',
+    'stream_error', 'stream_error_after', 'stream_cut_after', 'stream_no_stop', 'stream_pause_ms']);
+const isCount = (v) => Number.isInteger(v) && v >= 0;
 
 function checkFault(f) {
     if (!isObj(f))
@@ -1456,13 +1869,26 @@ function checkFault(f) {
         throw new Error('delay_ms must be a number >= 0');
     if (f.headers !== undefined && !isObj(f.headers))
         throw new Error('headers must be an object');
+    if (f.stream_error !== undefined && !(typeof f.stream_error === 'string' && /^[a-z_]+$/.test(f.stream_error)))
+        throw new Error('stream_error must be an error type such as "overloaded_error"');
+    if (f.stream_error_after !== undefined && !isCount(f.stream_error_after))
+        throw new Error('stream_error_after must be an integer >= 0');
+    if (f.stream_error_after !== undefined && f.stream_error === undefined)
+        throw new Error('stream_error_after needs stream_error');
+    if (f.stream_cut_after !== undefined && !isCount(f.stream_cut_after))
+        throw new Error('stream_cut_after must be an integer >= 0');
+    if (f.stream_no_stop !== undefined && typeof f.stream_no_stop !== 'boolean')
+        throw new Error('stream_no_stop must be a boolean');
+    if (f.stream_pause_ms !== undefined && !(typeof f.stream_pause_ms === 'number' && f.stream_pause_ms >= 0 &&
+        Number.isFinite(f.stream_pause_ms)))
+        throw new Error('stream_pause_ms must be a number >= 0');
 }
 
 function controlConfig(c) {
     if (!isObj(c))
         throw new Error('config must be an object');
     const known = new Set(['latency_ms', 'keys', 'rpm', 'ratelimit_headers', 'batch_delay_ms', 'models_page_size',
-        'hang_handshakes']);
+        'hang_handshakes', 'stream_chunk_chars', 'stream_write_bytes', 'stream_delay_ms', 'ping_ms']);
     for (const k of Object.keys(c))
         if (!known.has(k))
             throw new Error(`unknown config field: ${k}`);
@@ -1504,6 +1930,17 @@ function controlConfig(c) {
     if (c.hang_handshakes !== undefined &&
         !(Number.isInteger(c.hang_handshakes) && c.hang_handshakes >= 0))
         throw new Error('hang_handshakes must be an integer >= 0');
+    // null puts a stream key back to its default
+    const isMs = (v) => typeof v === 'number' && v >= 0 && Number.isFinite(v);
+    if (c.stream_chunk_chars !== undefined && c.stream_chunk_chars !== null &&
+        !(Number.isInteger(c.stream_chunk_chars) && c.stream_chunk_chars >= 1))
+        throw new Error('stream_chunk_chars must be an integer >= 1 or null (default 8)');
+    if (c.stream_write_bytes !== undefined && c.stream_write_bytes !== null && !isCount(c.stream_write_bytes))
+        throw new Error('stream_write_bytes must be an integer >= 0 or null (default 0)');
+    if (c.stream_delay_ms !== undefined && c.stream_delay_ms !== null && !isMs(c.stream_delay_ms))
+        throw new Error('stream_delay_ms must be a number >= 0 or null (default 0)');
+    if (c.ping_ms !== undefined && c.ping_ms !== null && !isMs(c.ping_ms))
+        throw new Error('ping_ms must be a number >= 0 or null (default 0)');
 
     if (c.batch_delay_ms !== undefined)
         config.batch_delay_ms = c.batch_delay_ms === null ? 1000 : c.batch_delay_ms;
@@ -1511,6 +1948,9 @@ function controlConfig(c) {
         config.models_page_size = c.models_page_size;
     if (c.hang_handshakes !== undefined)
         config.hang_handshakes = c.hang_handshakes;
+    for (const k of Object.keys(STREAM_DEFAULTS))
+        if (c[k] !== undefined)
+            config[k] = c[k] === null ? STREAM_DEFAULTS[k] : c[k];
 }
 
 function configView() {
@@ -1522,6 +1962,10 @@ function configView() {
         batch_delay_ms: config.batch_delay_ms,
         models_page_size: config.models_page_size,
         hang_handshakes: config.hang_handshakes,
+        stream_chunk_chars: config.stream_chunk_chars,
+        stream_write_bytes: config.stream_write_bytes,
+        stream_delay_ms: config.stream_delay_ms,
+        ping_ms: config.ping_ms,
     };
 }
 
@@ -1542,6 +1986,7 @@ function statsView() {
         keys: stats.keys,
         faults_queued: faults.reduce((a, q) => a + q.remaining, 0),
         batches: stats.batches,
+        streams: stats.streams,
     };
 }
 
@@ -1605,6 +2050,7 @@ function onControl(req, res) {
                     config.batch_delay_ms = 1000;
                     config.models_page_size = null;
                     config.hang_handshakes = 0;
+                    Object.assign(config, STREAM_DEFAULTS);
                     promptCache.clear();
                     batches = new Map();
                     setRpm(null);

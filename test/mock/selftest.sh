@@ -69,11 +69,16 @@ for bad in '{' '{"max_tokens":5,"messages":[{"role":"user","content":"x"}]}' \
     '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"text":"x"}]}]}' \
     '{"model":"m","max_tokens":5,"temperature":1.5,"messages":[{"role":"user","content":"x"}]}' \
     '{"model":"m","max_tokens":5,"system":5,"messages":[{"role":"user","content":"x"}]}' \
-    '{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"x"}]}'; do
+    '{"model":"m","max_tokens":5,"stream":"yes","messages":[{"role":"user","content":"x"}]}' \
+    '{"model":"m","max_tokens":5,"stream":1,"messages":[{"role":"user","content":"x"}]}'; do
     r=$(msg "$bad"); expect "400 for $bad" "$r" '^400 \{"type":"error","error":\{"type":"invalid_request_error","message":'
 done
 r=$(api /v1/messages/count_tokens "${H[@]}" --data-binary '{"model":"m","messages":[{"role":"user","content":"12345678"}]}')
 expect "count_tokens" "$r" '^200 \{"input_tokens":2\}'
+for st in true false; do
+    r=$(api /v1/messages/count_tokens "${H[@]}" --data-binary '{"model":"m","stream":'$st',"messages":[{"role":"user","content":"x"}]}')
+    expect "count_tokens refuses stream:$st" "$r" '^400 .*"invalid_request_error","message":"stream: Extra inputs'
+done
 r=$(api '/v1/models?limit=2' "${H[@]}"); expect "models page 1" "$r" '^200 .*"has_more":true,"first_id":"claude-sonnet-4-6","last_id":"claude-opus-4-5"'
 r=$(api '/v1/models?limit=10&after_id=claude-opus-4-5' "${H[@]}"); expect "models page 2" "$r" '^200 .*"has_more":false,"first_id":"claude-haiku-4-5","last_id":"claude-opus-4-1"'
 ctlpost /config '{"models_page_size":1}' >/dev/null
@@ -131,6 +136,240 @@ ctlpost /faults '{"status":500}' >/dev/null; ctlpost /faults '' DELETE >/dev/nul
 r=$(msg "$(req hi)"); expect "DELETE /faults" "$r" '^200 '
 r=$(ctlpost /faults '{"bogus":1}'); expect "bad fault rejected" "$r" 'unknown fault field'
 
+# --- streaming (server-sent events)
+# sse.js FILE: checks the framing and the event grammar of a stream and
+# reassembles it as a client would; prints the event names, the Message,
+# and {"deltas","pings","complete","error"}.  Exit 1 (after "BAD ...") on a
+# framing or grammar error.
+cat >"$work/sse.js" <<'EOF'
+'use strict';
+const raw = require('fs').readFileSync(process.argv[2], 'utf8');
+const bad = (m) => { console.log(`BAD ${m}`); process.exit(1); };
+const parts = raw.split('\n\n');
+const tail = parts.pop();
+const names = [];
+const json = [];
+let msg = null;
+let error = null;
+let deltas = 0;
+let pings = 0;
+let open = -1;
+for (const p of parts) {
+    const m = /^event: ([a-z_]+)\ndata: ([^\n]*)$/.exec(p);
+    if (!m)
+        bad(`framing: ${JSON.stringify(p.slice(0, 120))}`);
+    const d = JSON.parse(m[2]);
+    if (d.type !== m[1])
+        bad(`event ${m[1]} with data of type ${d.type}`);
+    if (names[names.length - 1] === 'message_stop' || names[names.length - 1] === 'error')
+        bad(`${m[1]} after the end`);
+    if (msg === null && m[1] !== 'message_start')
+        bad(`${m[1]} before message_start`);
+    names.push(m[1]);
+    switch (m[1]) {
+        case 'message_start':
+            if (msg !== null || d.message.content.length !== 0 || d.message.stop_reason !== null ||
+                d.message.usage.output_tokens !== 1)
+                bad('message_start');
+            msg = d.message;
+            break;
+        case 'ping':
+            pings++;
+            break;
+        case 'content_block_start':
+            if (open !== -1 || d.index !== msg.content.length)
+                bad(`content_block_start index ${d.index}`);
+            open = d.index;
+            msg.content.push(d.content_block);
+            break;
+        case 'content_block_delta': {
+            if (d.index !== open)
+                bad(`delta for block ${d.index}, open ${open}`);
+            deltas++;
+            const b = msg.content[open];
+            const x = d.delta;
+            const want = { text_delta: 'text', citations_delta: 'text', input_json_delta: 'tool_use',
+                thinking_delta: 'thinking', signature_delta: 'thinking' }[x.type];
+            if (want !== b.type)
+                bad(`${x.type} in a ${b.type} block`);
+            if (x.type === 'text_delta')
+                b.text += x.text;
+            else if (x.type === 'citations_delta')
+                b.citations.push(x.citation);
+            else if (x.type === 'input_json_delta')
+                json[open] = (json[open] || '') + x.partial_json;
+            else if (x.type === 'thinking_delta')
+                b.thinking += x.thinking;
+            else
+                b.signature += x.signature;
+            break;
+        }
+        case 'content_block_stop':
+            if (d.index !== open)
+                bad(`content_block_stop ${d.index}, open ${open}`);
+            if (json[open])
+                msg.content[open].input = JSON.parse(json[open]);
+            open = -1;
+            break;
+        case 'message_delta':
+            if (open !== -1)
+                bad('message_delta inside a block');
+            msg.stop_reason = d.delta.stop_reason;
+            msg.stop_sequence = d.delta.stop_sequence;
+            msg.usage.output_tokens = d.usage.output_tokens;
+            break;
+        case 'message_stop':
+            if (names[names.length - 2] !== 'message_delta')
+                bad('message_stop not after message_delta');
+            break;
+        case 'error':
+            error = d;
+            break;
+        default:
+            bad(`unknown event ${m[1]}`);
+    }
+}
+console.log(names.join(' '));
+console.log(JSON.stringify(msg));
+console.log(JSON.stringify({ deltas, pings, complete: tail === '', error }));
+EOF
+# sse: parse the body of the last api call into S (names), M (Message), X (summary)
+sse() { local out; out=$("$node" "$work/sse.js" "$work/body"); S=$(sed -n 1p <<<"$out"); M=$(sed -n 2p <<<"$out"); X=$(sed -n 3p <<<"$out"); }
+sreq() { printf '{"model":"claude-sonnet-4-6","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"%s"}]}' "$1"; }
+nomsgid() { sed -E 's/"(msg|toolu)_mock_[0-9]+"/"\1_mock_N"/g'; }
+lastrec() { curl -sS "$ctl/requests" | "$node" -e 'const a=JSON.parse(require("fs").readFileSync(0));const r=a[a.length-1];console.log(JSON.stringify({stream:r.stream,stream_deltas:r.stream_deltas,stream_end:r.stream_end}))'; }
+ORDER='^message_start ping (content_block_start( content_block_delta)* content_block_stop )+message_delta message_stop$'
+
+ctlpost /reset >/dev/null
+text='stream me: caf\u00e9 \ud83d\ude00 \"quoted\" \\ tab\t and more text'     # 47 code points
+r=$(api /v1/messages "${H[@]}" -D - --data-binary "$(sreq "$text")")
+expect "stream: 200 text/event-stream" "$r" '^HTTP/[0-9.]+ 200.*content-type: text/event-stream; charset=utf-8'
+expect "stream: cache-control no-cache" "$r" 'cache-control: no-cache'
+expect "stream: request-id header" "$r" 'request-id: req_mock_[0-9]+'
+sse
+expect "stream: event order" "$S" "$ORDER"
+expect "stream: pieces of 8 code points" "$X" '^\{"deltas":6,"pings":1,"complete":true,"error":null\}$'
+ref=$(msg "$(req "$text")"); ref=${ref#200 }
+[ -n "$M" ] && [ "$(nomsgid <<<"$M")" == "$(nomsgid <<<"$ref")" ] && ok "stream: reassembled = unstreamed reply" || notok "stream: reassembled = unstreamed reply" "$M | $ref"
+expect "stream: record" "$(lastrec)" '^\{"stream":false\}$'
+r=$(msg "$(sreq "$text")"); expect "stream: record of a stream" "$(lastrec)" '^\{"stream":true,"stream_deltas":6,"stream_end":"stop"\}$'
+r=$(msg '{"model":"m","max_tokens":5,"stream":false,"messages":[{"role":"user","content":"x"}]}')
+expect "stream:false is a JSON reply" "$r" '^200 \{"id":"msg_mock_[0-9]+","type":"message"'
+r=$(msg '{"model":"m","max_tokens":50,'"$T"',"tool_choice":{"type":"tool","name":"pick"},"stream":true,"messages":[{"role":"user","content":"a question"}]}')
+sse; expect "stream: tool_use event order" "$S" "$ORDER"
+expect "stream: first input_json_delta is empty" "$(cat "$work/body")" '"delta":\{"type":"input_json_delta","partial_json":""\}\}'
+ref=$(msg '{"model":"m","max_tokens":50,'"$T"',"tool_choice":{"type":"tool","name":"pick"},"messages":[{"role":"user","content":"a question"}]}'); ref=${ref#200 }
+[ -n "$M" ] && [ "$(nomsgid <<<"$M")" == "$(nomsgid <<<"$ref")" ] && ok "stream: tool_use reassembled = unstreamed" || notok "stream: tool_use reassembled = unstreamed" "$M | $ref"
+
+# rich replies
+rich='why? [[mock:rich]]'
+ref=$(msg "$(req "$rich")"); ref=${ref#200 }
+expect "rich: the Message" "$ref" '^\{"id":"msg_[0-9a-f]{24}","type":"message","role":"assistant","model":"claude-sonnet-4-6","content":\[\{"type":"thinking","thinking":"Let me think about \\"this\\" — ünïcödé 😀 step by step.","signature":"sig_[0-9a-f]{64}"\},\{"type":"redacted_thinking","data":"[A-Za-z0-9+/]+={0,2}"\},\{"type":"text","text":"The answer, with a citation: é😀\\n\\ttabs and \\\\ backslashes.","citations":\[\{"type":"char_location","cited_text":"The answer","document_index":0,"document_title":"[^"]+","start_char_index":0,"end_char_index":10\},\{"type":"char_location",[^]]+\}\]\},\{"type":"tool_use","id":"toolu_[0-9a-f]{24}","name":"lookup","input":\{"query":"ünïcödé \\"quoted\\"","n":3,"nested":\{"a":\[1,2.5,true,null\],"b":"😀"\}\}\}\],"stop_reason":"tool_use","stop_sequence":null,"usage":\{"input_tokens":[0-9]+,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":[0-9]+\}\}$'
+r=$(msg "$(sreq "$rich")"); sse
+expect "rich: event order" "$S" '^message_start ping content_block_start( content_block_delta)+ content_block_stop content_block_start content_block_stop content_block_start( content_block_delta)+ content_block_stop content_block_start( content_block_delta)+ content_block_stop message_delta message_stop$'
+[ -n "$M" ] && [ "$M" == "$ref" ] && ok "rich: streamed = unstreamed, byte for byte" || notok "rich: streamed = unstreamed, byte for byte" "$M | $ref"
+body=$(cat "$work/body")
+expect "rich: start blocks emptied" "$body" '"content_block":\{"type":"thinking","thinking":"","signature":""\}.*"content_block":\{"type":"redacted_thinking","data":"[^"]+"\}.*"content_block":\{"type":"text","text":"","citations":\[\]\}.*"content_block":\{"type":"tool_use","id":"toolu_[0-9a-f]+","name":"lookup","input":\{\}\}'
+expect "rich: delta types in order" "$(grep -o '"delta":{"type":"[a-z_]*"' <<<"$body" | uniq | tr '\n' ' ')" '^"delta":\{"type":"thinking_delta" "delta":\{"type":"signature_delta" "delta":\{"type":"citations_delta" "delta":\{"type":"text_delta" "delta":\{"type":"input_json_delta" $'
+expect "rich: two citations_delta, one signature_delta" "$(grep -c citations_delta <<<"$body") $(grep -c signature_delta <<<"$body")" '^2 1$'
+r=$(msg "$(req 'other prompt [[mock:rich]]')")
+[[ ${r:5:28} != "${ref:1:28}" ]] && ok "rich: ids follow the prompt" || notok "rich: ids follow the prompt" "$r"
+
+# config: chunk size, write size, delays, pings
+ctlpost /config '{"stream_chunk_chars":3}' >/dev/null
+r=$(msg "$(sreq 'abcdefghi\ud83d\ude00\ud83d\ude00')"); sse
+expect "stream_chunk_chars=3" "$(grep -o '"text_delta","text":"[^"]*"' "$work/body" | tr '\n' ' ')" '^"text_delta","text":"abc" "text_delta","text":"def" "text_delta","text":"ghi" "text_delta","text":"😀😀" $'
+ctlpost /config '{"stream_chunk_chars":1,"stream_write_bytes":1}' >/dev/null
+r=$(msg "$(sreq "$rich")"); sse
+[ -n "$M" ] && [ "$M" == "$ref" ] && ok "stream_write_bytes=1: still the same Message" || notok "stream_write_bytes=1: still the same Message" "$S | $M"
+n=$("$node" -e '
+const https = require("https");
+const r = https.request({ host: "127.0.0.1", port: +process.argv[1], path: "/v1/messages", method: "POST",
+    ca: require("fs").readFileSync(process.argv[2]),
+    headers: { "x-api-key": "k1", "anthropic-version": "2023-06-01", "content-type": "application/json" } }, (res) => {
+    let n = 0;
+    const b = [];
+    res.on("data", (c) => { n++; b.push(c); });
+    res.on("end", () => console.log(n, Buffer.concat(b).length));
+});
+r.end(process.argv[3]);' "$port" "$ca" "$(sreq 'a few bytes, one write each')")
+expect "stream_write_bytes=1: one byte per read" "$n" '^([0-9]+) \1$'
+r=$(curl -sS "$ctl/config"); expect "stream config keys" "$r" '"stream_chunk_chars":1,"stream_write_bytes":1,"stream_delay_ms":0,"ping_ms":0'
+ctlpost /config '{"stream_chunk_chars":null,"stream_write_bytes":null}' >/dev/null
+for bad in '{"stream_chunk_chars":0}' '{"stream_chunk_chars":1.5}' '{"stream_write_bytes":-1}' '{"stream_delay_ms":"5"}' '{"ping_ms":-1}'; do
+    r=$(ctlpost /config "$bad"); expect "config $bad rejected" "$r" '"error":'
+done
+t0=$(date +%s%N); r=$(msg "$(sreq 'ab [[mock:stream_delay=60]]')"); t1=$(date +%s%N); sse
+expect "stream_delay directive: 8 waits of 60 ms" "$(( (t1 - t0) / 1000000 )) $S" '^([4-9][0-9][0-9]|[0-9]{4,}) message_start ping content_block_start'
+ctlpost /config '{"stream_delay_ms":60}' >/dev/null
+t0=$(date +%s%N); r=$(msg "$(sreq 'ab')"); t1=$(date +%s%N)
+expect "stream_delay_ms config: 5 waits of 60 ms" "$(( (t1 - t0) / 1000000 ))" '^([3-9][0-9][0-9]|[0-9]{4,})$'
+ctlpost /config '{"stream_delay_ms":0}' >/dev/null
+t0=$(date +%s%N); r=$(msg "$(sreq 'abcdefghijklmnopq [[mock:stream_pause=400]][[mock:ping=90]]')"); t1=$(date +%s%N); sse
+expect "stream_pause + ping: pings during the pause" "$(( (t1 - t0) / 1000000 )) $S" '^([4-9][0-9][0-9]|[0-9]{4,}) message_start ping content_block_start content_block_delta ping ping ping ping content_block_delta'
+ctlpost /config '{"ping_ms":90}' >/dev/null
+r=$(msg "$(sreq 'abcdefghijklmnopq [[mock:stream_pause=400]]')"); sse
+expect "ping_ms config" "$S" 'content_block_delta ping ping ping ping content_block_delta'
+ctlpost /config '{"ping_ms":0}' >/dev/null
+# (curl 7.88's time_starttransfer is not the first response byte over HTTP/2)
+tt=time_starttransfer; [ -n "$h2" ] && tt=time_total
+r=$(api /v1/messages "${H[@]}" --data-binary "$(sreq 'x [[mock:delay=300]]')" -w "%{$tt}")
+expect "delay directive before the stream's headers" "$(cat "$work/code")" '^(0\.[3-9]|[1-9])'
+
+# stream faults, as directives
+r=$(msg "$(sreq 'abcdefghijklmnopqrstuvwxyz [[mock:stream_error=overloaded_error@2]]')"); sse
+expect "stream_error@2: error after 2 deltas" "$S" '^message_start ping content_block_start content_block_delta content_block_delta error$'
+expect "stream_error@2: error event" "$X" '"complete":true,"error":\{"type":"error","error":\{"type":"overloaded_error","message":"Overloaded"\}\}\}$'
+expect "stream_error@2: clean end" "$(cat "$work/curlerr")" '^$'
+expect "stream_error@2: record" "$(lastrec)" '^\{"stream":true,"stream_deltas":2,"stream_end":"error"\}$'
+r=$(msg "$(sreq 'abc [[mock:stream_error=api_error]]')"); sse
+expect "stream_error@0: right after message_start and ping" "$S $X" '^message_start ping error .*"error":\{"type":"api_error","message":"Internal server error"\}'
+r=$(msg "$(sreq 'abc [[mock:stream_error=api_error@50]]')"); sse
+expect "stream_error@N past the end: instead of message_stop" "$S" 'content_block_stop message_delta error$'
+r=$(msg "$(sreq 'abcdefghijklmnopqrstuvwxyz [[mock:stream_cut=3]]')"); sse
+expect "stream_cut=3: connection killed" "$(cat "$work/curlerr")" '\((18|56|92)\)'
+expect "stream_cut=3: 3 deltas, no message_stop" "$S $X" '^message_start ping content_block_start content_block_delta content_block_delta content_block_delta \{"deltas":3,'
+expect "stream_cut=3: record" "$(lastrec)" '^\{"stream":true,"stream_deltas":3,"stream_end":"cut"\}$'
+r=$(msg "$(sreq 'abcdefghijklmnopqrstuvwxyz [[mock:stream_no_stop]]')"); sse
+expect "stream_no_stop: no message_stop" "$S" 'content_block_stop message_delta$'
+expect "stream_no_stop: clean end" "$(cat "$work/curlerr")" '^$'
+expect "stream_no_stop: record" "$(lastrec)" '"stream_end":"no_stop"\}$'
+r=$(msg "$(req 'abc [[mock:stream_cut=0]]')"); expect "stream directives ignored without stream" "$r" '^200 \{"id":"msg_mock_'
+r=$(msg "$(sreq 'abcdefghijklmnopqrstuvwxyz [[mock:stream_delay=200]]')" --max-time 0.5)
+expect "client gone mid-stream" "$(cat "$work/curlerr")" '\(28\)'
+sleep 0.3
+expect "client gone mid-stream: record" "$(lastrec)" '"stream_end":"client_closed"\}$'
+expect "client gone mid-stream: nothing left running" "$(curl -sS "$ctl/stats")" '"concurrency":0,'
+
+# stream faults, through the queue
+ctlpost /faults '{"stream_error":"overloaded_error","stream_error_after":1}' >/dev/null
+r=$(msg "$(sreq 'abcdefghijklmnop')"); sse
+expect "fault stream_error: error after 1 delta" "$S" 'content_block_start content_block_delta error$'
+r=$(msg "$(sreq 'abcdefghijklmnop')"); sse
+expect "fault stream_error consumed: the retry succeeds" "$S" "$ORDER"
+ctlpost /faults '{"stream_cut_after":2,"count":2}' >/dev/null
+r=$(msg "$(sreq 'abcdefghijklmnopqrstuvwxyz')"); sse; expect "fault stream_cut_after #1" "$X $(cat "$work/curlerr")" '^\{"deltas":2,.*\((18|56|92)\)'
+r=$(msg "$(sreq 'abcdefghijklmnopqrstuvwxyz')"); sse; expect "fault stream_cut_after #2" "$X" '^\{"deltas":2,'
+r=$(msg "$(sreq 'abcdefghijklmnopqrstuvwxyz')"); sse; expect "fault stream_cut_after used up" "$S" "$ORDER"
+ctlpost /faults '[{"stream_no_stop":true},{"stream_no_stop":true}]' >/dev/null
+r=$(msg "$(req 'plain')"); expect "stream fault popped by an unstreamed request: normal reply" "$r" '^200 \{"id":"msg_mock_[0-9]+".*"text":"plain"'
+r=$(msg "$(sreq 'abc')"); sse; expect "fault stream_no_stop" "$S" 'message_delta$'
+r=$(msg "$(sreq 'abc')"); sse; expect "fault stream_no_stop used up" "$S" "$ORDER"
+ctlpost /faults '{"stream_pause_ms":300}' >/dev/null
+t0=$(date +%s%N); r=$(msg "$(sreq 'abcdefghijklmnop')"); t1=$(date +%s%N)
+expect "fault stream_pause_ms" "$(( (t1 - t0) / 1000000 ))" '^([3-9][0-9][0-9]|[0-9]{4,})$'
+ctlpost /faults '{"status":529,"stream_error":"api_error"}' >/dev/null
+r=$(msg "$(sreq 'abc')"); expect "fault status wins over its stream keys" "$r" '^529 \{"type":"error","error":\{"type":"overloaded_error"'
+for bad in '{"stream_error":5}' '{"stream_error_after":1}' '{"stream_error":"api_error","stream_error_after":-1}' \
+    '{"stream_cut_after":1.5}' '{"stream_no_stop":"yes"}' '{"stream_pause_ms":-5}'; do
+    r=$(ctlpost /faults "$bad"); expect "fault $bad rejected" "$r" '"error":'
+done
+s=$(curl -sS "$ctl/stats"); expect "stats streams" "$s" '"streams":[1-9][0-9],?'
+ctlpost /config '{"stream_chunk_chars":2,"stream_write_bytes":3,"stream_delay_ms":1,"ping_ms":1}' >/dev/null
+ctlpost /reset >/dev/null
+r=$(curl -sS "$ctl/config"); expect "/reset restores the stream keys" "$r" '"stream_chunk_chars":8,"stream_write_bytes":0,"stream_delay_ms":0,"ping_ms":0\}$'
+expect "/reset zeroes stats streams" "$(curl -sS "$ctl/stats")" '"streams":0\}$'
+
 # --- rate limit and headers
 ctlpost /config '{"rpm":120,"ratelimit_headers":{"anthropic-ratelimit-tokens-limit":"1000"}}' >/dev/null
 r=$(api /v1/messages "${H[@]}" -D - --data-binary "$(req hi)"); expect "rpm headers" "$r" 'anthropic-ratelimit-requests-limit: 120'
@@ -138,6 +377,9 @@ expect "fixed headers" "$r" 'anthropic-ratelimit-tokens-limit: 1000'
 expect "reset header RFC 3339" "$r" 'anthropic-ratelimit-requests-reset: 20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z'
 msg "$(req hi)" >/dev/null
 r=$(api /v1/messages "${H[@]}" -D - --data-binary "$(req hi)"); expect "rpm 429" "$r" 'retry-after: 1.*429 .*rate_limit_error'
+ctlpost /config '{"rpm":null}' >/dev/null
+r=$(api /v1/messages "${H[@]}" -D - --data-binary '{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}')
+expect "fixed headers on a stream" "$r" 'anthropic-ratelimit-tokens-limit: 1000.*content-type: text/event-stream|content-type: text/event-stream.*anthropic-ratelimit-tokens-limit: 1000'
 ctlpost /config '{"rpm":null,"ratelimit_headers":null}' >/dev/null
 r=$(api /v1/messages "${H[@]}" -D - --data-binary "$(req hi)"); expect "rpm cleared" "$r" '200 \{'
 [[ $r == *anthropic-ratelimit* ]] && notok "ratelimit headers cleared" "$r" || ok "ratelimit headers cleared"

@@ -249,15 +249,28 @@ sub _control
 
 Appends faults to the server's fault queue.  Fields: C<status>, C<error_type>,
 C<message>, C<retry_after>, C<retry_after_ms>, C<should_retry>, C<headers>,
-C<delay_ms>, C<hang>, C<reset>, C<malformed>, C<truncate>, C<body>, C<count>.
-Returns the number of queued entries.
+C<delay_ms>, C<hang>, C<reset>, C<malformed>, C<truncate>, C<body>,
+C<body_base64>, C<count>, and for streamed replies (C<"stream": true>; a
+request that does not stream ignores them): C<stream_error> (an error type:
+an C<error> event), C<stream_error_after> (after that many
+content_block_delta events, default 0), C<stream_cut_after> (kill the
+connection, or the HTTP/2 stream, after that many deltas), C<stream_no_stop>
+(true: no message_stop), C<stream_pause_ms> (a pause after the first delta).
+See the comments at the top of F<mock-api.js> for the matching
+C<[[mock:...]]> directives.  Returns the number of queued entries.
 
 =item clear_faults()
 
 =item config(\%config)
 
 Any of C<latency_ms>, C<keys> (arrayref or undef), C<rpm> (number or undef),
-C<ratelimit_headers> (hashref or undef).  Returns the resulting config.
+C<ratelimit_headers> (hashref or undef), C<batch_delay_ms>,
+C<models_page_size>, C<hang_handshakes>, and for streams
+C<stream_chunk_chars> (code points per delta, default 8),
+C<stream_write_bytes> (write each event in pieces of this many bytes; 0, the
+default, writes it whole), C<stream_delay_ms> (between events, default 0),
+C<ping_ms> (a ping event every so often while a stream waits; 0 = none).
+Returns the resulting config.
 
 =item stats()
 

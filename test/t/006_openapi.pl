@@ -79,6 +79,17 @@ my @shapes = (
 	[ 'claude_enrich with a long system prompt marked for prompt caching',
 		q{CREATE TABLE pc (id int PRIMARY KEY, t text, s text); INSERT INTO pc VALUES (1, 'row');
 		  CALL claude_enrich('pc', 's', 'Label: {t}', system => repeat('Shared instructions. ', 300))} ],
+	[ 'claude_stream (streamed: "stream": true)',
+		q{SELECT count(*) FROM claude_stream('Hello', max_tokens => 100, system => 'Be brief')} ],
+	[ 'claude_messages_stream with tools',
+		q{SELECT count(*) FROM claude_messages_stream('{"max_tokens": 64,
+		  "tools": [{"name": "record", "input_schema": {"type": "object", "properties": {"name": {"type": "string"}}}}],
+		  "messages": [{"role": "user", "content": "Alice"}]}')} ],
+	[ 'claude_messages with extended thinking (streamed)',
+		q{SELECT claude_messages('{"max_tokens": 2048, "thinking": {"type": "enabled", "budget_tokens": 1024},
+		  "messages": [{"role": "user", "content": "Think"}]}')} ],
+	[ 'claude_complete above claude.stream_min_tokens (streamed)',
+		q{SET claude.stream_min_tokens = 10; SELECT claude_complete('Hello', max_tokens => 100)} ],
 );
 for my $case (@shapes)
 {

@@ -1,0 +1,129 @@
+/*
+ * events.c
+ *		A stream's events on their way from the HTTP worker to the backend
+ *		that waits for them: chunks in the DSA area, chained on the request
+ *		slot, at most a window of them at once.  Callers: the worker's
+ *		transfers (push) and the client's stream (take).
+ *
+ * A backend that reads slowly holds up only its own stream: past the
+ * window the worker keeps the rest (within claude.max_reply_size) and is
+ * woken when the backend has taken what was there.
+ */
+#include "postgres.h"
+
+#include "storage/latch.h"
+
+#include "shmem/events.h"
+#include "shmem/slots.h"
+
+/* bytes of events waiting in a slot before the worker holds back more */
+#define EVENTS_WINDOW	(256 * 1024)
+
+/*
+ * Worker: hand over the first whole items (NUL-terminated) of data; all of
+ * them if force (the stream is over).  Returns how many bytes were taken:
+ * 0 when the window is full (the backend then wakes the worker), shared
+ * memory is short, or the caller is gone.  Never raises.
+ */
+Size
+claude_events_push(int slot, const char *data, Size len, bool force)
+{
+	ClaudeSlot *s = &claude_slots[slot];
+	Size		room;
+	Size		n = len;
+	dsa_pointer dp;
+	ClaudeEventChunk *chunk;
+	Latch	   *latch = NULL;
+
+	if (len == 0)
+		return 0;
+	SpinLockAcquire(&s->mutex);
+	room = s->events_bytes >= EVENTS_WINDOW ? 0 : EVENTS_WINDOW - s->events_bytes;
+	if (!force && n > room)
+	{
+		const char *end = room > 0 ? memrchr(data, '\0', room) : NULL;
+
+		if (end != NULL)
+			n = end - data + 1;
+		else if (s->events_bytes == 0)
+			n = strlen(data) + 1;	/* one item larger than the window */
+		else
+			n = 0;
+	}
+	if (n == 0)
+		s->events_blocked = true;
+	SpinLockRelease(&s->mutex);
+	if (n == 0)
+		return 0;
+
+	dp = dsa_allocate_extended(claude_area(), offsetof(ClaudeEventChunk, data) + n,
+							   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
+	if (!DsaPointerIsValid(dp))
+		return 0;
+	chunk = dsa_get_address(claude_area(), dp);
+	chunk->next = InvalidDsaPointer;
+	chunk->len = n;
+	memcpy(chunk->data, data, n);
+
+	SpinLockAcquire(&s->mutex);
+	if (s->state != SLOT_RUNNING)
+	{
+		SpinLockRelease(&s->mutex);
+		dsa_free(claude_area(), dp);
+		return n;				/* nobody to read them: as good as taken */
+	}
+	if (DsaPointerIsValid(s->events_tail))
+		((ClaudeEventChunk *) dsa_get_address(claude_area(), s->events_tail))->next = dp;
+	else
+		s->events_head = dp;
+	s->events_tail = dp;
+	s->events_bytes += n;
+	latch = s->owner_latch;
+	SpinLockRelease(&s->mutex);
+	if (latch)
+		SetLatch(latch);
+	return n;
+}
+
+/*
+ * Backend: take every event waiting in the slot, as one palloc'd run of
+ * NUL-terminated items (*len bytes), or NULL if none waits.
+ */
+char *
+claude_events_take(int slot, Size *len)
+{
+	ClaudeSlot *s = &claude_slots[slot];
+	dsa_pointer dp;
+	Size		total;
+	bool		blocked;
+	char	   *out;
+	char	   *p;
+
+	SpinLockAcquire(&s->mutex);
+	dp = s->events_head;
+	total = s->events_bytes;
+	blocked = s->events_blocked;
+	s->events_head = s->events_tail = InvalidDsaPointer;
+	s->events_bytes = 0;
+	s->events_blocked = false;
+	SpinLockRelease(&s->mutex);
+	if (!DsaPointerIsValid(dp))
+		return NULL;
+
+	if (blocked && claude_shared->worker_latch)
+		SetLatch(claude_shared->worker_latch);
+	out = p = palloc_extended(total + 1, MCXT_ALLOC_HUGE);
+	while (DsaPointerIsValid(dp))
+	{
+		ClaudeEventChunk *chunk = dsa_get_address(claude_area(), dp);
+		dsa_pointer next = chunk->next;
+
+		memcpy(p, chunk->data, chunk->len);
+		p += chunk->len;
+		dsa_free(claude_area(), dp);
+		dp = next;
+	}
+	*p = '\0';
+	*len = total;
+	return out;
+}
