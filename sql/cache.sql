@@ -47,4 +47,4 @@ SELECT count(*) FROM claude_cache WHERE request->'messages'->0->>'content' LIKE 
 SELECT has_table_privilege('public', 'claude_cache', 'SELECT') AS public_reads,
        has_function_privilege('public', 'claude_cache_purge(interval)', 'EXECUTE') AS public_purges;
 
-DROP FUNCTION wait_cached(text);
+-- wait_cached stays for stream.sql

@@ -34,19 +34,9 @@ SELECT claude_messages_stream('[1]');
 -- a cache hit is one row, the whole answer
 SET claude.cache = on;
 SELECT claude_complete('stream from the cache');
-CREATE FUNCTION wait_cached_stream(p text) RETURNS bool LANGUAGE plpgsql AS $$
-BEGIN
-  FOR i IN 1..600 LOOP
-    IF EXISTS (SELECT FROM claude_cache WHERE request->'messages'->0->>'content' = p) THEN
-      RETURN true;
-    END IF;
-    PERFORM pg_sleep(0.05);
-  END LOOP;
-  RETURN false;
-END $$;
-SELECT wait_cached_stream('stream from the cache');
+SELECT wait_cached('stream from the cache');
 SELECT claude_stream('stream from the cache');
 SELECT count(*), max(e->>'type') FROM claude_messages_stream(
   '{"messages": [{"role": "user", "content": "stream from the cache"}]}') AS e;
-DROP FUNCTION wait_cached_stream(text);
+DROP FUNCTION wait_cached(text);
 RESET claude.cache;

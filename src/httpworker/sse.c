@@ -170,6 +170,25 @@ deliver(ClaudeSse *s, const char *data, size_t n)
 	return buf_add(s, &s->outbox, data, n) && buf_add(s, &s->outbox, "", 1);
 }
 
+/*
+ * Decode the text of a JSON string into b, or into the outbox as an item.
+ * A \u0000 becomes U+FFFD: items are NUL-terminated.
+ */
+static bool
+add_decoded(ClaudeSse *s, Buf *b, const char *v, size_t vlen)
+{
+	char	   *raw = malloc(vlen + 1);
+	int			rlen;
+	bool		ok;
+
+	if (raw == NULL)
+		return broken(s, "out of memory");
+	(void) claude_json_unescape_raw(v, (int) vlen, raw, &rlen);
+	ok = b == &s->outbox ? deliver(s, raw, rlen) : buf_add(s, b, raw, rlen);
+	free(raw);
+	return ok ? true : broken(s, "the stream is larger than claude.max_reply_size");
+}
+
 static bool
 on_delta(ClaudeSse *s, const Buf *ev)
 {
@@ -191,35 +210,14 @@ on_delta(ClaudeSse *s, const Buf *ev)
 		if (!buf_add(s, &b->field[F_TEXT], v, vlen))
 			return broken(s, "the stream is larger than claude.max_reply_size");
 		if (s->mode == CLAUDE_STREAM_TEXT)
-		{
-			char	   *raw = malloc(vlen + 1);
-			int			rlen;
-			bool		ok;
-
-			if (raw == NULL)
-				return broken(s, "out of memory");
-			(void) claude_json_unescape_raw(v, (int) vlen, raw, &rlen);
-			ok = deliver(s, raw, rlen);
-			free(raw);
-			if (!ok)
-				return broken(s, "the stream is larger than claude.max_reply_size");
-		}
+			return add_decoded(s, &s->outbox, v, vlen);
 		return true;
 	}
 	if (TYPE_IS("input_json_delta") && (v = claude_sse_string(delta, dlen, "partial_json", &vlen)) != NULL)
 	{
-		char	   *raw = malloc(vlen + 1);
-		int			rlen;
-		bool		ok;
-
-		if (raw == NULL)
-			return broken(s, "out of memory");
-		(void) claude_json_unescape_raw(v, (int) vlen, raw, &rlen);
 		b->has[F_INPUT] = true;
-		ok = buf_add(s, &b->field[F_INPUT], raw, rlen);
-		free(raw);
 		s->text_started = true;
-		return ok ? true : broken(s, "the stream is larger than claude.max_reply_size");
+		return add_decoded(s, &b->field[F_INPUT], v, vlen);
 	}
 	if (TYPE_IS("thinking_delta") && (v = claude_sse_string(delta, dlen, "thinking", &vlen)) != NULL)
 	{

@@ -4,13 +4,16 @@
  * connection), each checked for HTTP 200.
  *
  * usage: bare_client --url BASE_URL --cacert FILE --key API_KEY [-n N]
- *                    [--http2] [--prefix TEXT]
+ *                    [--http2] [--prefix TEXT] [--stream]
  *
  * Prints one line: "<n> requests in <seconds> s, <rate> requests/s,
- * <us> us/request".  Exits non-zero on the first failure.
+ * <us> us/request"; with --stream ("stream": true) also ", first delta
+ * <us> us" (mean time to the first content_block_delta event).  Exits
+ * non-zero on the first failure.
  *
  * build: cc -O2 -o test/bench/bare_client test/bench/bare_client.c -lcurl
  */
+#define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +24,10 @@ struct sink
 {
 	size_t		len;
 	char		head[256];		/* start of the reply, for error messages */
+	double		first_delta;	/* when the first text came, 0 before */
 };
+
+static double now_s(void);
 
 static size_t
 on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -38,6 +44,9 @@ on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 		s->head[s->len + c] = '\0';
 	}
 	s->len += n;
+	/* a delta split across two reads is seen one read late: close enough */
+	if (s->first_delta == 0 && n >= 19 && memmem(ptr, n, "content_block_delta", 19))
+		s->first_delta = now_s();
 	return n;
 }
 
@@ -67,6 +76,8 @@ main(int argc, char **argv)
 			   *prefix = "bench";
 	long		n = 1;
 	int			http2 = 0;
+	int			stream = 0;
+	double		first_sum = 0;
 
 	for (int i = 1; i < argc; i++)
 	{
@@ -82,6 +93,8 @@ main(int argc, char **argv)
 			n = strtol(argv[++i], NULL, 10);
 		else if (strcmp(argv[i], "--http2") == 0)
 			http2 = 1;
+		else if (strcmp(argv[i], "--stream") == 0)
+			stream = 1;
 		else
 			usage();
 	}
@@ -142,14 +155,16 @@ main(int argc, char **argv)
 	for (long i = 1; i <= n; i++)
 	{
 		int			blen = snprintf(body, sizeof(body),
-									"{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":1024,"
+									"{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":1024,%s"
 									"\"messages\":[{\"role\":\"user\",\"content\":\"%s %ld\"}]}",
-									prefix, i);
+									stream ? "\"stream\":true," : "", prefix, i);
+		double		start = now_s();
 
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long) blen);
 		sink.len = 0;
 		sink.head[0] = '\0';
+		sink.first_delta = 0;
 		errbuf[0] = '\0';
 
 		CURLcode	rc = curl_easy_perform(h);
@@ -169,12 +184,21 @@ main(int argc, char **argv)
 			fprintf(stderr, "bare_client: request %ld: HTTP %ld: %s\n", i, status, sink.head);
 			return 1;
 		}
+		if (stream && sink.first_delta == 0)
+		{
+			fprintf(stderr, "bare_client: request %ld: no content_block_delta: %s\n", i, sink.head);
+			return 1;
+		}
+		first_sum += sink.first_delta - start;
 	}
 
 	double		el = now_s() - t0;
 
-	printf("%ld requests in %.3f s, %.1f requests/s, %.1f us/request\n",
+	printf("%ld requests in %.3f s, %.1f requests/s, %.1f us/request",
 		   n, el, n / el, el * 1e6 / n);
+	if (stream)
+		printf(", first delta %.1f us", first_sum * 1e6 / n);
+	printf("\n");
 
 	curl_easy_cleanup(h);
 	curl_slist_free_all(hdrs);

@@ -15,13 +15,17 @@
 #   e. claude_complete_many and claude_enrich at 200 ms latency (HTTP/1.1, 2);
 #   f. an INSERT of 10,000 rows with an AFTER trigger, until all are filled;
 #   g. a Message Batch of 20,000 2 kB rows: submission, write-back, memory;
-#   h. a single call of one role beside another role's 2 x 3,000 bulk prompts.
+#   h. a single call of one role beside another role's 2 x 3,000 bulk prompts;
+#   i. streaming: the first row of claude_stream through a cursor vs. a bare
+#      streaming libcurl client's first delta; the HTTP worker's CPU time per
+#      request, streamed and not.
 # Reports medians.  No timing assertions: it fails only if something does not
 # run.
 #
 # Environment: BENCH_N (default 2000), BENCH_REPS (3), BENCH_SESSIONS (100),
 # BENCH_PARALLEL (10), BENCH_BULK_N (1000), BENCH_TRIGGER_N (10000),
-# BENCH_BATCH_N (20000), BENCH_KEEP=1 keeps the temporary directory.
+# BENCH_BATCH_N (20000), BENCH_STREAM_N (100), BENCH_CPU_N (5000), BENCH_KEEP=1
+# keeps the temporary directory.
 set -euo pipefail
 
 # ------------------------------------------------------------- inner phase
@@ -402,6 +406,59 @@ if [ "${1:-}" = "--inner" ]; then
 	BATCH_BYTES=$("${PSQL[@]}" -c "SELECT sum(length(summary)) + $BATCH_N * 400 FROM bench_batch")
 	"${PSQL[@]}" -c "ALTER SYSTEM RESET claude.batch_poll_interval" -c "SELECT pg_reload_conf()" >/dev/null
 
+	# ---- streaming: the first row of claude_stream through a cursor vs. a
+	# bare streaming client's first content_block_delta, with an answer that
+	# pauses 50 ms after its first piece; and the HTTP worker's CPU time per
+	# request, streamed and not, at zero latency
+	STREAM_N=${BENCH_STREAM_N:-100}
+	SP='[[mock:stream_pause=50]] streaming bench'
+	"${PSQL[@]}" -c "CREATE OR REPLACE FUNCTION bench_first_row(n int, p text) RETURNS float8
+	  LANGUAGE plpgsql AS \$\$
+	DECLARE c refcursor; x text; t0 timestamptz; total float8 := 0;
+	BEGIN
+	  FOR i IN 1..n LOOP
+	    t0 := clock_timestamp();
+	    OPEN c FOR EXECUTE 'SELECT claude_stream(\$1)' USING p || ' ' || i;
+	    FETCH c INTO x;
+	    total := total + extract(epoch FROM clock_timestamp() - t0);
+	    LOOP FETCH c INTO x; EXIT WHEN NOT FOUND; END LOOP;
+	    CLOSE c;
+	  END LOOP;
+	  RETURN total * 1e6 / n;
+	END \$\$" >/dev/null
+	declare -a SB_US SE_US
+	for r in $(seq "$REPS"); do
+		mock_reset
+		out=$("$T/bare_client" --url "$URL" --cacert "$CA" --key bench-key -n "$STREAM_N" --stream --prefix "$SP") ||
+			die "bare_client --stream failed"
+		SB_US[r]=$(echo "$out" | sed -n 's/.*first delta \([0-9.]*\) us$/\1/p')
+		mock_reset
+		SE_US[r]=$("${PSQL[@]}" -c "SELECT round(bench_first_row($STREAM_N, '$SP round $r')::numeric, 1)") ||
+			die "claude_stream through a cursor failed"
+		check_requests "claude_stream" "$STREAM_N"
+		[ "$(mock_stat streams)" = "$STREAM_N" ] || die "claude_stream: not every request streamed"
+	done
+	CPU_N=${BENCH_CPU_N:-5000}
+	cpu_us() { sed 's/.*) //' "/proc/$WPID/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($12 + $13) * 1e6 / hz }'; }
+	for mode in plain streamed; do
+		[ "$mode" = streamed ] && min=0 || min=1000000
+		mock_reset
+		c0=$(cpu_us)
+		"${PSQL[@]}" -c "SET claude.stream_min_tokens = $min" \
+			-c "SELECT count(claude_complete('cpu $mode ' || i)) FROM generate_series(1, $CPU_N) i" >/dev/null ||
+			die "the CPU run ($mode) failed"
+		c1=$(cpu_us)
+		check_requests "CPU run ($mode)" "$CPU_N"
+		if [ "$mode" = streamed ]; then
+			[ "$(mock_stat streams)" = "$CPU_N" ] || die "the streamed CPU run did not stream"
+			CPU_STREAMED=$(calc %.1f "($c1 - $c0) / $CPU_N")
+		else
+			CPU_PLAIN=$(calc %.1f "($c1 - $c0) / $CPU_N")
+		fi
+	done
+	sb=$(median "${SB_US[@]}")
+	se=$(median "${SE_US[@]}")
+
 	b=$(median "${B_US[@]}")
 	e1=$(median "${E1_US[@]}")
 	es=$(median "${ES_US[@]}")
@@ -429,6 +486,9 @@ if [ "${1:-}" = "--inner" ]; then
 		Message Batch of $BATCH_N rows of 2 kB (results about $(calc %.0f "$BATCH_BYTES / 1048576") MB of JSONL):
 		  submitted in $(calc %.2f "$BATCH_SUBMIT") s ($(calc %.0f "$BATCH_N / $BATCH_SUBMIT") rows/s); results written back $(calc %.1f "$BATCH_APPLY") s after submission ($(calc %.0f "$BATCH_N / $BATCH_APPLY") rows/s, polling every second)
 		  private memory (RssAnon, peak of samples every 0.1 s): HTTP worker $HTTP_RSS MB, database worker $DBW_RSS MB (results go through a file)
+		streaming, an answer that pauses 50 ms after its first piece, $STREAM_N requests:
+		  time to first row:          claude_stream through a cursor $(calc %.0f "$se") us   bare streaming curl $(calc %.0f "$sb") us   ratio $(calc %.2f "$se / $sb")x (target <= 1.20x)
+		  HTTP worker CPU per request ($CPU_N at zero latency): not streamed $CPU_PLAIN us, streamed $CPU_STREAMED us ($(calc %.2f "$CPU_STREAMED / $CPU_PLAIN")x)
 		rate limit $RPM/min, $RL_SESSIONS sessions: $RL_RATE requests/s = $(calc %.1f "$RL_RATE * 6000 / $RPM")% of the limit (target >= 95%), 429s after warm-up: $RL_429_WARM (target 0; $RL_429_TOTAL in all)
 	EOF
 	exit 0
