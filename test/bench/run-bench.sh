@@ -414,11 +414,11 @@ if [ "${1:-}" = "--inner" ]; then
 	SP='[[mock:stream_pause=50]] streaming bench'
 	"${PSQL[@]}" -c "CREATE OR REPLACE FUNCTION bench_first_row(n int, p text) RETURNS float8
 	  LANGUAGE plpgsql AS \$\$
-	DECLARE c refcursor; x text; t0 timestamptz; total float8 := 0;
+	DECLARE c CURSOR (q text) FOR SELECT claude_stream(q); x text; t0 timestamptz; total float8 := 0;
 	BEGIN
 	  FOR i IN 1..n LOOP
 	    t0 := clock_timestamp();
-	    OPEN c FOR EXECUTE 'SELECT claude_stream(\$1)' USING p || ' ' || i;
+	    OPEN c(p || ' ' || i);
 	    FETCH c INTO x;
 	    total := total + extract(epoch FROM clock_timestamp() - t0);
 	    LOOP FETCH c INTO x; EXIT WHEN NOT FOUND; END LOOP;
@@ -427,6 +427,10 @@ if [ "${1:-}" = "--inner" ]; then
 	  RETURN total * 1e6 / n;
 	END \$\$" >/dev/null
 	declare -a SB_US SE_US
+	# warm up both (the cursor's plan, the connections)
+	"$T/bare_client" --url "$URL" --cacert "$CA" --key bench-key -n 20 --stream --prefix "$SP warm" >/dev/null ||
+		die "bare_client --stream failed"
+	"${PSQL[@]}" -c "SELECT bench_first_row(20, '$SP warm')" >/dev/null || die "claude_stream through a cursor failed"
 	for r in $(seq "$REPS"); do
 		mock_reset
 		out=$("$T/bare_client" --url "$URL" --cacert "$CA" --key bench-key -n "$STREAM_N" --stream --prefix "$SP") ||
@@ -440,7 +444,8 @@ if [ "${1:-}" = "--inner" ]; then
 	done
 	CPU_N=${BENCH_CPU_N:-5000}
 	cpu_us() { sed 's/.*) //' "/proc/$WPID/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($12 + $13) * 1e6 / hz }'; }
-	for mode in plain streamed; do
+	# two rounds of each, the first to warm up; the second counts
+	for mode in plain streamed plain streamed; do
 		[ "$mode" = streamed ] && min=0 || min=1000000
 		mock_reset
 		c0=$(cpu_us)
