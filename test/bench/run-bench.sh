@@ -18,14 +18,19 @@
 #   h. a single call of one role beside another role's 2 x 3,000 bulk prompts;
 #   i. streaming: the first row of claude_stream through a cursor vs. a bare
 #      streaming libcurl client's first delta; the HTTP worker's CPU time per
-#      request, streamed and not.
+#      request, streamed and not;
+#   j. 100 short-lived sessions over a 20 ms round trip (test/bench/
+#      delay-proxy.js), through the worker's pool, vs. 100 curl processes;
+#   k. the HTTP worker's CPU time per request over 100,000 requests at zero
+#      latency, and its RSS every 10,000 (1,000,000 with BENCH_LONG=1).
 # Reports medians.  No timing assertions: it fails only if something does not
 # run.
 #
 # Environment: BENCH_N (default 2000), BENCH_REPS (3), BENCH_SESSIONS (100),
 # BENCH_PARALLEL (10), BENCH_BULK_N (1000), BENCH_TRIGGER_N (10000),
-# BENCH_BATCH_N (20000), BENCH_STREAM_N (100), BENCH_CPU_N (5000), BENCH_KEEP=1
-# keeps the temporary directory.
+# BENCH_BATCH_N (20000), BENCH_STREAM_N (100), BENCH_CPU_N (5000), BENCH_CAP_N
+# (100000), BENCH_LONG=1 (1,000,000 requests), BENCH_KEEP=1 keeps the
+# temporary directory.
 set -euo pipefail
 
 # ------------------------------------------------------------- inner phase
@@ -52,6 +57,7 @@ if [ "${1:-}" = "--inner" ]; then
 				"$BIN/pg_ctl" -D "$T/data" -m immediate -t 10 -w stop >/dev/null 2>&1
 		fi
 		exec 9>&- # EOF on the mock's stdin: it exits
+		exec 8>&- 2>/dev/null # and on the delaying proxy's
 		[ -n "${MOCK2_PID:-}" ] && kill "$MOCK2_PID" 2>/dev/null
 		if [ -n "$MOCK_PID" ]; then
 			for _ in $(seq 50); do kill -0 "$MOCK_PID" 2>/dev/null || break; sleep 0.1; done
@@ -464,6 +470,98 @@ if [ "${1:-}" = "--inner" ]; then
 	sb=$(median "${SB_US[@]}")
 	se=$(median "${SE_US[@]}")
 
+	# ---- short-lived sessions over a 20 ms round trip: a proxy holds every
+	# chunk 10 ms each way (a new connection's first bytes one round trip
+	# more, for TCP's handshake); SESSIONS sessions (pgbench -C), PAR at a
+	# time, one call each through the worker's pool, against as many curl
+	# processes, each with its own connection
+	mkfifo "$T/proxy.in"
+	node "$T/delay-proxy.js" --target "127.0.0.1:$APORT" --delay-ms 10 \
+		<"$T/proxy.in" >"$T/proxy.out" 2>"$T/proxy.err" &
+	exec 8>"$T/proxy.in"
+	for _ in $(seq 100); do [ -s "$T/proxy.out" ] && break; sleep 0.1; done
+	PPORT=$(grep -o '"port":[0-9]*' "$T/proxy.out" | cut -d: -f2)
+	[ -n "$PPORT" ] || die "the delaying proxy did not start"
+	FAR="https://localhost:$PPORT"
+	# the pool's connections to the far server are opened once, as in service
+	"${PSQL[@]}" -c "SET claude.base_url = '$FAR'" \
+		-c "SELECT count(*) FROM claude_complete_many(array(SELECT 'far warm ' || i FROM generate_series(1, 32) i))" >/dev/null ||
+		die "calls through the delaying proxy failed"
+	# pgbench -C: a new session for every call, the client's own cost small
+	cat >"$T/far.sql" <<-EOF
+		SET claude.base_url = '$FAR';
+		SELECT claude_complete('far session ' || :client_id || ' ' || random());
+	EOF
+	# PAR at a time, and 2 (one per core here): with more at once than cores,
+	# process start-up rather than round trips decides
+	FAR_LINES=
+	for fp in "$PAR" 2; do
+		declare -a FS_WALL=() FS_TLS=() FC_WALL=() FC_TLS=()
+		for r in $(seq "$REPS"); do
+			mock_reset
+			t0=$(now)
+			"$BIN/pgbench" -n -C -c "$fp" -j "$fp" -t $((SESSIONS / fp)) -f "$T/far.sql" postgres \
+				>"$T/pgbench.out" 2>&1 || { cat "$T/pgbench.out" >&2; die "short-lived sessions through the proxy failed"; }
+			t1=$(now)
+			check_requests "far sessions" "$SESSIONS"
+			FS_WALL[r]=$(elapsed "$t0" "$t1")
+			FS_TLS[r]=$(mock_stat tls_handshakes)
+			mock_reset
+			t0=$(now)
+			seq "$SESSIONS" | xargs -P "$fp" -I{} curl -sS --fail --http1.1 -o /dev/null \
+				--cacert "$CA" -H 'x-api-key: bench-key' -H 'anthropic-version: 2023-06-01' \
+				-H 'content-type: application/json' -H 'Expect:' \
+				--data '{"model":"claude-sonnet-4-6","max_tokens":1024,"messages":[{"role":"user","content":"far {}"}]}' \
+				"$FAR/v1/messages" || die "curl processes through the proxy failed"
+			t1=$(now)
+			check_requests "far curl processes" "$SESSIONS"
+			FC_WALL[r]=$(elapsed "$t0" "$t1")
+			FC_TLS[r]=$(mock_stat tls_handshakes)
+		done
+		fsw=$(median "${FS_WALL[@]}")
+		fcw=$(median "${FC_WALL[@]}")
+		FAR_LINES+="  $fp at a time: sessions through the worker's pool $(calc %.2f "$fsw") s, $(median "${FS_TLS[@]}") new TLS handshakes; curl processes $(calc %.2f "$fcw") s, $(median "${FC_TLS[@]}") handshakes; $(calc %.1f "$fcw / $fsw")x the throughput (target >= 3x)"$'\n'
+	done
+
+	# ---- the HTTP worker's capacity and memory: CAP_N requests at zero
+	# latency from the mock's canned fast path, 4 sessions of
+	# claude_complete_many at a time; the worker's CPU time per request
+	# (/proc) and its RSS every 10,000 requests.  BENCH_LONG=1: 1,000,000
+	CAP_N=${BENCH_CAP_N:-100000}
+	[ "${BENCH_LONG:-0}" = 1 ] && CAP_N=1000000
+	CAP_BATCH=10000
+	CAP_SESS=4
+	rss_kb() { awk '/RssAnon/ { print $2 }' "/proc/$1/status"; }
+	mock_reset
+	curl -sSf -X POST -d '{"canned": true}' "http://127.0.0.1:$CPORT/config" >/dev/null
+	declare -a CAP_RSS
+	c0=$(cpu_us)
+	t0=$(now)
+	cap_done=0
+	while [ "$cap_done" -lt "$CAP_N" ]; do
+		pids=()
+		for s in $(seq "$CAP_SESS"); do
+			"${PSQL[@]}" -c "SELECT count(*) FROM claude_complete_many(array(
+				SELECT 'cap $cap_done $s ' || i FROM generate_series(1, $((CAP_BATCH / CAP_SESS))) i))" >/dev/null &
+			pids+=($!)
+		done
+		for p in "${pids[@]}"; do wait "$p" || die "the capacity run failed"; done
+		cap_done=$((cap_done + CAP_BATCH))
+		CAP_RSS+=("$(rss_kb "$WPID")")
+	done
+	t1=$(now)
+	c1=$(cpu_us)
+	check_requests "capacity" "$CAP_N"
+	curl -sSf -X POST -d '{"canned": false}' "http://127.0.0.1:$CPORT/config" >/dev/null
+	CAP_WALL=$(elapsed "$t0" "$t1")
+	CAP_CPU=$(calc %.1f "($c1 - $c0) / $CAP_N")
+	CAP_WARM=${CAP_RSS[1]:-${CAP_RSS[0]}}
+	CAP_MAX=$(printf '%s\n' "${CAP_RSS[@]}" | sort -n | tail -n1)
+	CAP_LAST=${CAP_RSS[-1]}
+	if [ "${BENCH_LONG:-0}" = 1 ]; then
+		echo "HTTP worker RSS (kB) every $CAP_BATCH requests: ${CAP_RSS[*]}"
+	fi
+
 	b=$(median "${B_US[@]}")
 	e1=$(median "${E1_US[@]}")
 	es=$(median "${ES_US[@]}")
@@ -494,6 +592,10 @@ if [ "${1:-}" = "--inner" ]; then
 		streaming, an answer that pauses 50 ms after its first piece, $STREAM_N requests:
 		  time to first row:          claude_stream through a cursor $(calc %.0f "$se") us   bare streaming curl $(calc %.0f "$sb") us   ratio $(calc %.2f "$se / $sb")x (target <= 1.20x)
 		  HTTP worker CPU per request ($CPU_N at zero latency): not streamed $CPU_PLAIN us, streamed $CPU_STREAMED us ($(calc %.2f "$CPU_STREAMED / $CPU_PLAIN")x)
+		$SESSIONS short-lived sessions (pgbench -C) vs $SESSIONS curl processes, one call each, 20 ms round trip (delaying proxy):
+		${FAR_LINES%$'\n'}
+		HTTP worker capacity, $CAP_N requests at zero latency (canned replies), $CAP_SESS sessions of claude_complete_many:
+		  $(calc %.0f "$CAP_N / $CAP_WALL") requests/s; worker CPU $CAP_CPU us/request (target <= 200); RSS $(calc %.1f "$CAP_WARM / 1024") MB after 20,000, $(calc %.1f "$CAP_MAX / 1024") MB at most, $(calc %.1f "$CAP_LAST / 1024") MB at the end (growth $(calc %.2f "($CAP_LAST - $CAP_WARM) / 1024") MB, target < 1 MB)
 		rate limit $RPM/min, $RL_SESSIONS sessions: $RL_RATE requests/s = $(calc %.1f "$RL_RATE * 6000 / $RPM")% of the limit (target >= 95%), 429s after warm-up: $RL_429_WARM (target 0; $RL_429_TOTAL in all)
 	EOF
 	exit 0
@@ -523,11 +625,12 @@ outer_cleanup() {
 	fi
 }
 trap outer_cleanup EXIT
-cp "$ROOT/test/bench/run-bench.sh" "$ROOT/test/bench/bare_client" \
+cp "$ROOT/test/bench/run-bench.sh" "$ROOT/test/bench/bare_client" "$ROOT/test/bench/delay-proxy.js" \
 	"$ROOT/test/mock/mock-api.js" "$ROOT/test/mock/make-certs.sh" "$T/"
 if [ "$(id -u)" = 0 ]; then chown -R postgres: "$T"; fi
 
 status=0
 # bounded: the whole bench normally takes a minute or two
-run_unprivileged timeout -k 30 900 bash "$T/run-bench.sh" --inner "$T" "$BIN" || status=$?
+run_unprivileged timeout -k 30 "$([ "${BENCH_LONG:-0}" = 1 ] && echo 10800 || echo 900)" \
+	bash "$T/run-bench.sh" --inner "$T" "$BIN" || status=$?
 exit $status

@@ -122,6 +122,7 @@ const config = {
     batch_delay_ms: 1000,
     hang_handshakes: 0,         // the next N connections never get a ServerHello
     models_page_size: null,     // a server may return fewer models than asked
+    canned: false,              // Messages answered at once, unchecked (the worker's capacity)
 };
 const STREAM_DEFAULTS = {
     stream_chunk_chars: 8,      // code points per text/thinking/input_json delta
@@ -1654,9 +1655,25 @@ function onBody(ctx, buf) {
     });
 }
 
+// The fast path of config.canned: a fixed Message, nothing checked or
+// logged, so that the mock costs as little as it can next to the worker.
+const CANNED_BODY = messageJson('msg_canned', 'canned', 6, 'claude-mock');
+const CANNED_HEADERS = { 'content-type': 'application/json', 'request-id': 'req_canned' };
+
 function onRequest(req, res) {
     const n = ++reqCounter;
     const url = req.url || '/';
+    if (config.canned && req.method === 'POST' && url === '/v1/messages') {
+        stats.requests++;
+        req.on('data', noop);
+        req.on('error', noop);
+        res.on('error', noop);
+        req.on('end', () => {
+            res.writeHead(200, CANNED_HEADERS);
+            res.end(CANNED_BODY);
+        });
+        return;
+    }
     const qi = url.indexOf('?');
     const path = qi < 0 ? url : url.slice(0, qi);
     const headers = {};
@@ -1888,7 +1905,7 @@ function controlConfig(c) {
     if (!isObj(c))
         throw new Error('config must be an object');
     const known = new Set(['latency_ms', 'keys', 'rpm', 'ratelimit_headers', 'batch_delay_ms', 'models_page_size',
-        'hang_handshakes', 'stream_chunk_chars', 'stream_write_bytes', 'stream_delay_ms', 'ping_ms']);
+        'hang_handshakes', 'canned', 'stream_chunk_chars', 'stream_write_bytes', 'stream_delay_ms', 'ping_ms']);
     for (const k of Object.keys(c))
         if (!known.has(k))
             throw new Error(`unknown config field: ${k}`);
@@ -1948,6 +1965,11 @@ function controlConfig(c) {
         config.models_page_size = c.models_page_size;
     if (c.hang_handshakes !== undefined)
         config.hang_handshakes = c.hang_handshakes;
+    if (c.canned !== undefined) {
+        if (typeof c.canned !== 'boolean')
+            throw new Error('canned must be a boolean');
+        config.canned = c.canned;
+    }
     for (const k of Object.keys(STREAM_DEFAULTS))
         if (c[k] !== undefined)
             config[k] = c[k] === null ? STREAM_DEFAULTS[k] : c[k];
@@ -1962,6 +1984,7 @@ function configView() {
         batch_delay_ms: config.batch_delay_ms,
         models_page_size: config.models_page_size,
         hang_handshakes: config.hang_handshakes,
+        canned: config.canned,
         stream_chunk_chars: config.stream_chunk_chars,
         stream_write_bytes: config.stream_write_bytes,
         stream_delay_ms: config.stream_delay_ms,
@@ -2048,6 +2071,7 @@ function onControl(req, res) {
                     config.latency_ms = 0;
                     config.ratelimit_headers = null;
                     config.batch_delay_ms = 1000;
+                    config.canned = false;
                     config.models_page_size = null;
                     config.hang_handshakes = 0;
                     Object.assign(config, STREAM_DEFAULTS);

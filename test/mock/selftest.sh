@@ -84,6 +84,15 @@ r=$(api '/v1/models?limit=10&after_id=claude-opus-4-5' "${H[@]}"); expect "model
 ctlpost /config '{"models_page_size":1}' >/dev/null
 r=$(api '/v1/models?limit=1000' "${H[@]}"); expect "models_page_size caps a page" "$r" '^200 .*"has_more":true,"first_id":"claude-sonnet-4-6","last_id":"claude-sonnet-4-6"'
 ctlpost /config '{"models_page_size":null}' >/dev/null
+# the canned fast path: a fixed Message at once, counted, nothing checked
+ctlpost /config '{"canned":true}' >/dev/null
+n0=$(curl -sS "$ctl/stats" | grep -o '"requests":[0-9]*' | cut -d: -f2)
+r=$(msg '{"not":"checked"}'); expect "canned: a fixed Message for any body" "$r" '^200 .*"id":"msg_canned".*"usage":\{"input_tokens":[0-9]+'
+n1=$(curl -sS "$ctl/stats" | grep -o '"requests":[0-9]*' | cut -d: -f2)
+expect "canned: counted" "$((n1 - n0))" '^1$'
+r=$(ctlpost /config '{"canned":"yes"}'); expect "canned must be a boolean" "$r" 'canned must be a boolean'
+ctlpost /config '{"canned":false}' >/dev/null
+r=$(msg '{"not":"checked"}'); expect "canned off: checked again" "$r" '^400 '
 
 # --- tools, images, prompt caching
 T='"tools":[{"name":"pick","input_schema":{"type":"object","properties":{"label":{"type":"string","enum":["bug","question"]},"n":{"type":"integer"}},"required":["label"]}}]'
