@@ -27,6 +27,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -37,6 +38,7 @@
 #include "client/pipe.h"
 #include "common/errors.h"
 #include "common/guc.h"
+#include "common/json.h"
 #include "common/secret.h"
 #include "common/security.h"
 #include "common/spi.h"
@@ -124,9 +126,11 @@ set_failed_or_retry(Job *job, const char *error, bool retryable)
 }
 
 /*
- * The UPDATE of the last (table, column, role) written back, prepared once
- * per transaction: the table cannot change under the lock the first UPDATE
- * takes, and the plan goes with SPI_finish at the end of the transaction.
+ * The UPDATE of the last (table, column, role, key columns, inputs) written
+ * back, prepared once and kept across transactions until the table's
+ * relcache entry is invalidated (ALTER TABLE, a new policy, a GRANT), when
+ * its text (names, key types) may no longer hold.  Trigger jobs come one
+ * or two a transaction: preparing each time cost a catalog query a row.
  */
 static struct
 {
@@ -134,14 +138,34 @@ static struct
 	Oid			relid;
 	Oid			role;
 	NameData	target;
+	char	   *keys;			/* the key columns, as the job names them */
 	char	   *inputs;			/* the inputs it checks, or NULL */
 	SPIPlanPtr	plan;
 } pk_update;
 
 static void
-pk_update_xact_callback(XactEvent event, void *arg)
+pk_update_relcache_callback(Datum arg, Oid relid)
 {
-	pk_update.valid = false;
+	if (relid == InvalidOid || relid == pk_update.relid)
+		pk_update.valid = false;
+}
+
+static void
+pk_key_found(void *arg, const char *key, int keylen, const char *value, Size len)
+{
+	appendBinaryStringInfo((StringInfo) arg, key, keylen);
+	appendStringInfoChar((StringInfo) arg, ',');
+}
+
+/* The keys of a job's primary key object, as they stand. */
+static char *
+pk_keys(const char *pkjson)
+{
+	StringInfoData keys;
+
+	initStringInfo(&keys);
+	(void) claude_json_members(pkjson, strlen(pkjson), pk_key_found, &keys);
+	return keys.data;
 }
 
 /* OPERATOR(schema.=) of a type's default equality, immune to search_path */
@@ -217,32 +241,43 @@ prepare_update(Oid relid, const char *relname, const char *target, Datum pk, Oid
 			   const char *inputs)
 {
 	static bool registered = false;
+	char	   *keys = pk_keys(TextDatumGetCString(pk));
 	char	   *sql;
+	SPIPlanPtr	plan;
 
 	if (pk_update.valid && pk_update.relid == relid && pk_update.role == role &&
-		strcmp(NameStr(pk_update.target), target) == 0 &&
+		strcmp(NameStr(pk_update.target), target) == 0 && strcmp(pk_update.keys, keys) == 0 &&
 		(inputs == NULL ? pk_update.inputs == NULL :
 		 pk_update.inputs != NULL && strcmp(pk_update.inputs, inputs) == 0))
 		return pk_update.plan;
 	if (!registered)
 	{
-		RegisterXactCallback(pk_update_xact_callback, NULL);
+		CacheRegisterRelcacheCallback(pk_update_relcache_callback, (Datum) 0);
 		registered = true;
 	}
 	pk_update.valid = false;
+	if (pk_update.plan)
+		SPI_freeplan(pk_update.plan);
+	pk_update.plan = NULL;
 	sql = update_statement(relid, relname, target, pk);
 	/* the row must still hold the inputs its reply answers */
 	if (inputs != NULL)
 		sql = psprintf("%s AND pg_catalog.md5(pg_catalog.concat_ws(',', %s)) OPERATOR(pg_catalog.=) $3",
 					   sql, inputs);
-	pk_update.plan = SPI_prepare(sql, 3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID});
-	if (pk_update.plan == NULL)
+	plan = SPI_prepare(sql, 3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID});
+	if (plan == NULL || SPI_keepplan(plan) != 0)
 		elog(ERROR, "claude: could not prepare the update of %s: %s", relname,
 			 SPI_result_code_string(SPI_result));
+	if (pk_update.keys)
+		pfree(pk_update.keys);
+	if (pk_update.inputs)
+		pfree(pk_update.inputs);
+	pk_update.plan = plan;
 	pk_update.relid = relid;
 	pk_update.role = role;
 	namestrcpy(&pk_update.target, target);
-	pk_update.inputs = inputs ? MemoryContextStrdup(TopTransactionContext, inputs) : NULL;
+	pk_update.keys = MemoryContextStrdup(TopMemoryContext, keys);
+	pk_update.inputs = inputs ? MemoryContextStrdup(TopMemoryContext, inputs) : NULL;
 	pk_update.valid = true;
 	return pk_update.plan;
 }

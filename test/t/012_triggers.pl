@@ -115,6 +115,22 @@ ok(all_filled('tickets WHERE id >= 3000 AND id < 3040 AND true', 40), 'every job
 is(sql("SELECT count(*) FROM claude_jobs"), '0', 'none is left behind');
 sql("ALTER TABLE claude_cache DROP CONSTRAINT no_writes");
 
+# the write-back's prepared UPDATE is kept across transactions, but not
+# past a change of the table: a key column of another type needs another
+# statement
+sql(q{CREATE TABLE rekeyed (id int PRIMARY KEY, subject text, category text);
+	CREATE TRIGGER fill AFTER INSERT ON rekeyed FOR EACH ROW
+	  EXECUTE FUNCTION claude_enrich_trigger('category', 'Rekey {subject}')});
+sql("INSERT INTO rekeyed VALUES (1, 'first')");
+ok(wait_until(sub { sql("SELECT category FROM rekeyed WHERE id = 1") ne '' }, 30), 'a job wrote back');
+sql("INSERT INTO rekeyed VALUES (2, 'second')");
+ok(wait_until(sub { sql("SELECT category FROM rekeyed WHERE id = 2") ne '' }, 30), 'and the next, with the same statement');
+sql("ALTER TABLE rekeyed ALTER COLUMN id TYPE text USING 'k' || id");
+sql("INSERT INTO rekeyed VALUES ('k3', 'third')");
+ok(wait_until(sub { sql("SELECT category FROM rekeyed WHERE id = 'k3'") ne '' }, 30),
+	'after the key column became text, the next job writes back too');
+is(sql("SELECT count(*) FROM claude_jobs WHERE relid = 'rekeyed'::regclass"), '0', 'and none failed or is left');
+
 # bad trigger arguments are clear errors
 sql(q{CREATE TABLE bad (id int PRIMARY KEY, a text, b text)});
 for my $case (
