@@ -103,6 +103,14 @@ if [ "${1:-}" = "--inner" ]; then
 	CA="$T/certs/ca.pem"
 	mock_reset() { curl -sSf -X POST "http://127.0.0.1:$CPORT/reset" >/dev/null; }
 	mock_stat() { curl -sSf "http://127.0.0.1:$CPORT/stats" | grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
+	# curl_calls parallel base_url prompt: SESSIONS curl(1) processes, a connection each
+	curl_calls() {
+		seq "$SESSIONS" | xargs -P "$1" -I{} curl -sS --fail --http1.1 -o /dev/null \
+			--cacert "$CA" -H 'x-api-key: bench-key' -H 'anthropic-version: 2023-06-01' \
+			-H 'content-type: application/json' -H 'Expect:' \
+			--data "{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":1024,\"messages\":[{\"role\":\"user\",\"content\":\"$3 {}\"}]}" \
+			"$2/v1/messages"
+	}
 
 	# ---- throwaway cluster, unix socket in $T
 	PORT=
@@ -208,11 +216,7 @@ if [ "${1:-}" = "--inner" ]; then
 		# the same number of curl(1) processes, each with its own connection
 		mock_reset
 		t0=$(now)
-		seq "$SESSIONS" | xargs -P "$PAR" -I{} curl -sS --fail --http1.1 -o /dev/null \
-			--cacert "$CA" -H 'x-api-key: bench-key' -H 'anthropic-version: 2023-06-01' \
-			-H 'content-type: application/json' -H 'Expect:' \
-			--data '{"model":"claude-sonnet-4-6","max_tokens":1024,"messages":[{"role":"user","content":"session {}"}]}' \
-			"$URL/v1/messages" || die "curl processes failed"
+		curl_calls "$PAR" "$URL" session || die "curl processes failed"
 		t1=$(now)
 		check_requests "curl processes" "$SESSIONS"
 		C_WALL[r]=$(elapsed "$t0" "$t1")
@@ -515,11 +519,7 @@ if [ "${1:-}" = "--inner" ]; then
 			FS_TLS[r]=$(mock_stat tls_handshakes)
 			mock_reset
 			t0=$(now)
-			seq "$SESSIONS" | xargs -P "$fp" -I{} curl -sS --fail --http1.1 -o /dev/null \
-				--cacert "$CA" -H 'x-api-key: bench-key' -H 'anthropic-version: 2023-06-01' \
-				-H 'content-type: application/json' -H 'Expect:' \
-				--data '{"model":"claude-sonnet-4-6","max_tokens":1024,"messages":[{"role":"user","content":"far {}"}]}' \
-				"$FAR/v1/messages" || die "curl processes through the proxy failed"
+			curl_calls "$fp" "$FAR" far || die "curl processes through the proxy failed"
 			t1=$(now)
 			check_requests "far curl processes" "$SESSIONS"
 			FC_WALL[r]=$(elapsed "$t0" "$t1")
