@@ -7,6 +7,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "utils/memutils.h"
 
 #include "utils/lsyscache.h"
 
@@ -47,11 +48,69 @@ claude_extension_find(Oid *nsp, Oid *owner)
 	return true;
 }
 
+/*
+ * Statements with parameters come back row after row (a job, a batch
+ * result): each is prepared once and kept, the least recently used given
+ * up past KEPT_PLANS.  PostgreSQL's plan cache replans a kept plan when
+ * what it uses changes.
+ */
+#define KEPT_PLANS	32
+
+static struct
+{
+	char	   *sql;
+	SPIPlanPtr	plan;
+	uint64		used;
+}			kept[KEPT_PLANS];
+static uint64 kept_clock = 0;
+
+static SPIPlanPtr
+kept_plan(const char *sql, int nargs, Oid *types)
+{
+	int			victim = 0;
+	SPIPlanPtr	plan;
+
+	for (int i = 0; i < KEPT_PLANS; i++)
+	{
+		if (kept[i].sql != NULL && strcmp(kept[i].sql, sql) == 0)
+		{
+			kept[i].used = ++kept_clock;
+			return kept[i].plan;
+		}
+		if (kept[i].used < kept[victim].used)
+			victim = i;
+	}
+	if ((plan = SPI_prepare(sql, nargs, types)) == NULL || SPI_keepplan(plan) != 0)
+		elog(ERROR, "claude: could not prepare \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	if (kept[victim].sql != NULL)
+	{
+		SPI_freeplan(kept[victim].plan);
+		pfree(kept[victim].sql);
+	}
+	kept[victim].sql = MemoryContextStrdup(TopMemoryContext, sql);
+	kept[victim].plan = plan;
+	kept[victim].used = ++kept_clock;
+	return plan;
+}
+
+/*
+ * Run a statement through SPI; nulls as for SPI_execute_plan.  Returns
+ * SPI's code.
+ */
+int
+claude_spi_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
+{
+	if (nargs == 0)
+		return SPI_execute(sql, false, 0);
+	return SPI_execute_plan(kept_plan(sql, nargs, types), values, nulls, false, 0);
+}
+
 /* Run a statement through SPI that must return expect. */
 void
 claude_spi_run(const char *sql, int nargs, Oid *types, Datum *values, int expect)
 {
-	int			ret = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+	int			ret = claude_spi_exec(sql, nargs, types, values, NULL);
 
 	if (ret != expect)
 		elog(ERROR, "claude: \"%s\" failed: %s", sql, SPI_result_code_string(ret));

@@ -12,6 +12,8 @@
 
 extern Oid	claude_extension_schema(FunctionCallInfo fcinfo);
 extern bool claude_extension_find(Oid *nsp, Oid *owner);
+extern int	claude_spi_exec(const char *sql, int nargs, Oid *types, Datum *values,
+							const char *nulls);
 extern void claude_spi_run(const char *sql, int nargs, Oid *types, Datum *values,
 						   int expect);
 extern double claude_spi_float(HeapTuple tup, TupleDesc desc, int att);

@@ -304,7 +304,7 @@ apply_message(const ClaudeBatchTables *t, Target *target, const char *custom_id,
 								claude_cache_ttl);
 	}
 	not_written = write_row(target, pk, completion);
-	if (SPI_execute_with_args(psprintf("UPDATE %s SET status = 'succeeded', error = $4, "
+	if (claude_spi_exec(psprintf("UPDATE %s SET status = 'succeeded', error = $4, "
 							"input_tokens = (m OPERATOR(pg_catalog.->) 'usage' OPERATOR(pg_catalog.->>) 'input_tokens')::pg_catalog.int4, "
 							"output_tokens = (m OPERATOR(pg_catalog.->) 'usage' OPERATOR(pg_catalog.->>) 'output_tokens')::pg_catalog.int4, "
 							"cost_usd = %s.claude_cost_usd(m OPERATOR(pg_catalog.->>) 'model', m OPERATOR(pg_catalog.->) 'usage', true) "
@@ -315,7 +315,7 @@ apply_message(const ClaudeBatchTables *t, Target *target, const char *custom_id,
 							  (Datum[]) {Int64GetDatum(current), CStringGetTextDatum(custom_id),
 			CStringGetTextDatum(message),
 			not_written ? CStringGetTextDatum(claude_redact(not_written, 0)) : (Datum) 0},
-							  not_written ? NULL : "   n", false, 0) != SPI_OK_UPDATE)
+							  not_written ? NULL : "   n") != SPI_OK_UPDATE)
 		elog(ERROR, "claude: could not record a batch result");
 	if (not_written == NULL)
 		target->written++;

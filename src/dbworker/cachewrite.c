@@ -14,6 +14,7 @@
 
 #include "dbworker/cachewrite.h"
 #include "shmem/cachelead.h"
+#include "common/spi.h"
 
 /*
  * Store a reply in a claude_cache table (server encoding), replacing an
@@ -45,7 +46,7 @@ claude_cache_insert(const char *table, const uint8 *key, const char *request,
 				   "request = excluded.request, response = excluded.response, "
 				   "input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
 				   "created_at = excluded.created_at, expires_at = excluded.expires_at", table);
-	if (SPI_execute_with_args(sql, 4, types, values, NULL, false, 0) != SPI_OK_INSERT)
+	if (claude_spi_exec(sql, 4, types, values, NULL) != SPI_OK_INSERT)
 		elog(ERROR, "claude: could not store a reply in %s", table);
 }
 
