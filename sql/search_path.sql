@@ -7,6 +7,8 @@ GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean
 GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text)
   TO claude_hostile;
 GRANT EXECUTE ON FUNCTION claude_enrich_trigger() TO claude_hostile;
+GRANT EXECUTE ON FUNCTION claude_stream(text, text, int, text, float8),
+  claude_messages_stream(jsonb) TO claude_hostile;
 GRANT CREATE ON SCHEMA public TO claude_hostile;
 -- a budget makes every call read claude_budgets and claude_usage_log as the owner
 INSERT INTO claude_budgets VALUES ('claude_hostile', 1000, NULL, 1000);
@@ -47,6 +49,10 @@ SELECT '{}'::pg_catalog.text::jsonb;
 
 -- prices and budgets are read as the owner; usage too
 SELECT claude_complete('shadowed types, priced call') IS NOT NULL AS answered;
+-- streamed: to the caller, and on the wire only (max_tokens above stream_min_tokens)
+SELECT string_agg(p, '') AS streamed FROM (SELECT claude_stream('shadowed types, streamed call') AS p) s;
+SELECT count(*) > 1 AS events FROM claude_messages_stream('{"messages": [{"role": "user", "content": "shadowed, events"}]}');
+SELECT claude_complete('shadowed types, streamed on the wire', max_tokens => 5000) IS NOT NULL AS answered;
 -- the BEFORE trigger fills in the statement, the AFTER trigger queues a job as the owner
 INSERT INTO hostile_docs VALUES (1, 'the cat sat', NULL, NULL);
 SELECT summary IS NOT NULL AS filled_before FROM hostile_docs;
@@ -81,3 +87,5 @@ REVOKE CREATE ON SCHEMA public FROM claude_hostile;
 REVOKE ALL ON FUNCTION claude_complete(text, text, int, text, float8, boolean) FROM claude_hostile;
 REVOKE ALL ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text) FROM claude_hostile;
 REVOKE ALL ON FUNCTION claude_enrich_trigger() FROM claude_hostile;
+REVOKE ALL ON FUNCTION claude_stream(text, text, int, text, float8),
+  claude_messages_stream(jsonb) FROM claude_hostile;

@@ -109,6 +109,14 @@ count_hit(Oid nsp, const uint8 *key)
 	npending++;
 }
 
+/* Give back the key this backend leads: others waiting for it look again. */
+static void
+release_owned_lead(void)
+{
+	claude_cache_release_own(owned_lead);
+	owned_lead = -1;
+}
+
 /*
  * A subtransaction that failed (a PL/pgSQL EXCEPTION block caught the call)
  * gives back the key it led, or the same request later in the transaction,
@@ -119,10 +127,7 @@ cache_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					   SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB && owned_lead >= 0 && owned_lead_subid >= mySubid)
-	{
-		claude_cache_release_own(owned_lead);
-		owned_lead = -1;
-	}
+		release_owned_lead();
 }
 
 static void
@@ -140,7 +145,7 @@ cache_xact_callback(XactEvent event, void *arg)
 				hand_over_hits();
 			if (owned_lead >= 0 && event != XACT_EVENT_COMMIT &&
 				event != XACT_EVENT_PARALLEL_COMMIT)
-				claude_cache_release_own(owned_lead);
+				release_owned_lead();
 			owned_lead = -1;
 			break;
 		default:
@@ -312,10 +317,7 @@ void
 claude_cache_abandon(ClaudeCacheCall *call)
 {
 	if (call != NULL && call->lead >= 0 && owned_lead == call->lead)
-	{
-		claude_cache_release_own(owned_lead);
-		owned_lead = -1;
-	}
+		release_owned_lead();
 }
 
 /* The reply arrived: its in-flight entry now belongs to the writer. */

@@ -366,6 +366,16 @@ settle(Transfer *t, long status)
 	claude_limits_settle(&t->cost, input, output);
 }
 
+/* The attempt's reply is now body (malloc'd, len bytes and a NUL). */
+static void
+replace_body(Transfer *t, char *body, size_t len)
+{
+	free(t->body);
+	t->body = body;
+	t->body_len = len;
+	t->body_cap = len + 1;
+}
+
 /*
  * A streamed 2xx reply becomes what a request without stream would have
  * got: the assembled Message, or an error event as the error reply (with
@@ -391,10 +401,7 @@ stream_outcome(Transfer *t, CURLcode code, long *status)
 					t->stream_failed = "the stream's events do not make a Message";
 					break;
 				}
-				free(t->body);
-				t->body = message;
-				t->body_len = len;
-				t->body_cap = len + 1;
+				replace_body(t, message, len);
 				break;
 			}
 		case SSE_ERROR:
@@ -409,10 +416,7 @@ stream_outcome(Transfer *t, CURLcode code, long *status)
 				}
 				memcpy(copy, error, len);
 				copy[len] = '\0';
-				free(t->body);
-				t->body = copy;
-				t->body_len = len;
-				t->body_cap = len + 1;
+				replace_body(t, copy, len);
 				*status = error_status;
 				break;
 			}
