@@ -1,8 +1,7 @@
 /*
  * jobs.c
  *		The durable job queue of AFTER triggers, run by the database's
- *		worker; and the write-back by primary key that batches use too.
- *		Callers: dbworker.c, batch_poll.c.
+ *		worker.  Caller: dbworker.c.
  *
  * Jobs are claimed with FOR UPDATE SKIP LOCKED in a transaction of their
  * own that also counts the attempt, so a failing job's attempts are never
@@ -21,18 +20,14 @@
 #include <math.h>
 
 #include "access/xact.h"
-#include "catalog/pg_operator.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
-#include "utils/syscache.h"
-#include "utils/typcache.h"
 
 #include "client/budget.h"
 #include "client/pipe.h"
@@ -43,6 +38,7 @@
 #include "common/security.h"
 #include "common/spi.h"
 #include "dbworker/jobs.h"
+#include "dbworker/writeback.h"
 
 #define JOBS_WINDOW		256
 #define CLAIM_AT_LEAST	16
@@ -125,192 +121,6 @@ set_failed_or_retry(Job *job, const char *error, bool retryable)
 						 "WHERE id = $1", jobs_table), 2, types, values, SPI_OK_UPDATE);
 }
 
-/*
- * The UPDATE of the last (table, column, role, key columns, inputs) written
- * back, prepared once and kept across transactions until the table's
- * relcache entry is invalidated (ALTER TABLE, a new policy, a GRANT), when
- * its text (names, key types) may no longer hold.  Trigger jobs come one
- * or two a transaction: preparing each time cost a catalog query a row.
- */
-static struct
-{
-	bool		valid;
-	Oid			relid;
-	Oid			role;
-	NameData	target;
-	char	   *keys;			/* the key columns, as the job names them */
-	char	   *inputs;			/* the inputs it checks, or NULL */
-	SPIPlanPtr	plan;
-} pk_update;
-
-static void
-pk_update_relcache_callback(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == pk_update.relid)
-		pk_update.valid = false;
-}
-
-static void
-pk_key_found(void *arg, const char *key, int keylen, const char *value, Size len)
-{
-	appendBinaryStringInfo((StringInfo) arg, key, keylen);
-	appendStringInfoChar((StringInfo) arg, ',');
-}
-
-/* The keys of a job's primary key object, as they stand. */
-static char *
-pk_keys(const char *pkjson)
-{
-	StringInfoData keys;
-
-	initStringInfo(&keys);
-	(void) claude_json_members(pkjson, strlen(pkjson), pk_key_found, &keys);
-	return keys.data;
-}
-
-/* OPERATOR(schema.=) of a type's default equality, immune to search_path */
-static char *
-equality_operator(Oid type, const char *relname)
-{
-	TypeCacheEntry *tc = lookup_type_cache(type, TYPECACHE_EQ_OPR);
-	HeapTuple	tup;
-	Form_pg_operator op;
-	char	   *result;
-
-	if (!OidIsValid(tc->eq_opr) ||
-		!HeapTupleIsValid(tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(tc->eq_opr))))
-		elog(ERROR, "claude: the key of %s has a type with no equality operator", relname);
-	op = (Form_pg_operator) GETSTRUCT(tup);
-	result = psprintf("OPERATOR(%s.%s)", quote_identifier(get_namespace_name(op->oprnamespace)),
-					  NameStr(op->oprname));
-	ReleaseSysCache(tup);
-	return result;
-}
-
-/*
- * UPDATE table SET target = $1::type WHERE key = ($2->>'key')::type ...,
- * every name qualified and every operator named by its schema.
- */
-static char *
-update_statement(Oid relid, const char *relname, const char *target, Datum pk)
-{
-	StringInfoData sql;
-	Oid			target_type;
-	int32		target_typmod;
-	Oid			target_coll;
-	SPITupleTable *keys;
-
-	if (SPI_execute_with_args("SELECT k, a.atttypid, a.atttypmod "
-							  "FROM pg_catalog.jsonb_object_keys($1::pg_catalog.jsonb) k "
-							  "JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) $2 "
-							  "AND a.attname OPERATOR(pg_catalog.=) k::pg_catalog.name "
-							  "AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
-							  2, (Oid[]) {TEXTOID, OIDOID},
-							  (Datum[]) {pk, ObjectIdGetDatum(relid)},
-							  NULL, true, 0) != SPI_OK_SELECT || SPI_processed == 0)
-		elog(ERROR, "claude: the key %s does not name columns of %s",
-			 TextDatumGetCString(pk), relname);
-	keys = SPI_tuptable;
-	get_atttypetypmodcoll(relid, get_attnum(relid, target),
-						  &target_type, &target_typmod, &target_coll);
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "UPDATE %s SET %s = %s WHERE ",
-					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-												relname),
-					 quote_identifier(target),
-					 claude_assigned_text("$1", target_type, target_typmod));
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		char	   *key = SPI_getvalue(keys->vals[i], keys->tupdesc, 1);
-		Oid			type = DatumGetObjectId(SPI_getbinval(keys->vals[i], keys->tupdesc, 2, &isnull));
-		int32		typmod = DatumGetInt32(SPI_getbinval(keys->vals[i], keys->tupdesc, 3, &isnull));
-
-		appendStringInfo(&sql, "%s%s %s ($2::pg_catalog.jsonb OPERATOR(pg_catalog.->>) %s)::%s",
-						 i > 0 ? " AND " : "", quote_identifier(key),
-						 equality_operator(type, relname), quote_literal_cstr(key),
-						 format_type_extended(type, typmod,
-											  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
-	}
-	return sql.data;
-}
-
-/* Prepared as role: privileges and row security are role's, at plan time too. */
-static SPIPlanPtr
-prepare_update(Oid relid, const char *relname, const char *target, Datum pk, Oid role,
-			   const char *inputs)
-{
-	static bool registered = false;
-	char	   *keys = pk_keys(TextDatumGetCString(pk));
-	char	   *sql;
-	SPIPlanPtr	plan;
-
-	if (pk_update.valid && pk_update.relid == relid && pk_update.role == role &&
-		strcmp(NameStr(pk_update.target), target) == 0 && strcmp(pk_update.keys, keys) == 0 &&
-		(inputs == NULL ? pk_update.inputs == NULL :
-		 pk_update.inputs != NULL && strcmp(pk_update.inputs, inputs) == 0))
-		return pk_update.plan;
-	if (!registered)
-	{
-		CacheRegisterRelcacheCallback(pk_update_relcache_callback, (Datum) 0);
-		registered = true;
-	}
-	pk_update.valid = false;
-	if (pk_update.plan)
-		SPI_freeplan(pk_update.plan);
-	pk_update.plan = NULL;
-	sql = update_statement(relid, relname, target, pk);
-	/* the row must still hold the inputs its reply answers */
-	if (inputs != NULL)
-		sql = psprintf("%s AND pg_catalog.md5(pg_catalog.concat_ws(',', %s)) OPERATOR(pg_catalog.=) $3",
-					   sql, inputs);
-	plan = SPI_prepare(sql, 3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID});
-	if (plan == NULL || SPI_keepplan(plan) != 0)
-		elog(ERROR, "claude: could not prepare the update of %s: %s", relname,
-			 SPI_result_code_string(SPI_result));
-	if (pk_update.keys)
-		pfree(pk_update.keys);
-	if (pk_update.inputs)
-		pfree(pk_update.inputs);
-	pk_update.plan = plan;
-	pk_update.relid = relid;
-	pk_update.role = role;
-	namestrcpy(&pk_update.target, target);
-	pk_update.keys = MemoryContextStrdup(TopMemoryContext, keys);
-	pk_update.inputs = inputs ? MemoryContextStrdup(TopMemoryContext, inputs) : NULL;
-	pk_update.valid = true;
-	return pk_update.plan;
-}
-
-/*
- * Set target of the row whose primary key is the jsonb object pkjson (the
- * key columns are the object's keys), as role, restricted: the table's
- * privileges, row security, triggers and checks apply as to role's own
- * UPDATE.  Returns the rows updated (0: gone, or hidden from role), or -1
- * when the table is gone.
- */
-int64
-claude_update_by_pk(Oid relid, const char *target, const char *pkjson, text *value,
-					Oid role, const char *inputs, const char *inputs_md5)
-{
-	char	   *relname = get_rel_name(relid);
-	Datum		pk = CStringGetTextDatum(pkjson);
-	SPIPlanPtr	plan;
-	ClaudeRoleSwitch as_role;
-
-	if (relname == NULL)
-		return -1;
-	claude_become(&as_role, role, true);
-	if (inputs_md5 == NULL)
-		inputs = NULL;
-	plan = prepare_update(relid, relname, target, pk, role, inputs);
-	if (SPI_execute_plan(plan, (Datum[]) {PointerGetDatum(value), pk,
-		inputs ? CStringGetTextDatum(inputs_md5) : (Datum) 0},
-						 inputs ? NULL : "  n", false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "claude: could not write a reply back to %s", relname);
-	claude_unbecome(&as_role);
-	return (int64) SPI_processed;
-}
 
 /* Write a reply back by primary key; the job is done either way. */
 static void

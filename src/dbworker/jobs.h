@@ -8,8 +8,5 @@
 extern void claude_jobs_start(void);
 extern bool claude_jobs_step(void);
 extern void claude_jobs_reset(void);
-extern int64 claude_update_by_pk(Oid relid, const char *target, const char *pkjson,
-								 text *value, Oid role, const char *inputs,
-								 const char *inputs_md5);
 
 #endif

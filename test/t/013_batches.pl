@@ -200,6 +200,47 @@ ok(wait_until(sub { sql("SELECT summary FROM mine") eq 'Mine: analyst row' }), '
 like($err, qr/permission denied/, 'but cannot read claude_batch_items');
 is(sql("SELECT submitted_by FROM claude_batches WHERE relation = 'mine'::regclass"), 'analyst', 'the batch records its submitter');
 
+# results are written back set-wise: one UPDATE a chunk, not one a row
+# (a statement trigger counts them); one row refused falls back to row by
+# row for its chunk, and the refused row keeps its reason
+sql(q{
+	CREATE TABLE statements (tbl text);
+	CREATE FUNCTION count_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN INSERT INTO public.statements VALUES (TG_TABLE_NAME); RETURN NULL; END $$;
+	CREATE TABLE setwise (id int PRIMARY KEY, body text, summary text);
+	INSERT INTO setwise SELECT i, 'row ' || i FROM generate_series(1, 30) i;
+	UPDATE setwise SET body = 'twin' WHERE id IN (29, 30);
+	CREATE TRIGGER count AFTER UPDATE ON setwise FOR EACH STATEMENT EXECUTE FUNCTION count_statement();
+	CREATE TABLE refusing (id int PRIMARY KEY, body text,
+		summary text CHECK (summary NOT LIKE '%refuse me%'));
+	INSERT INTO refusing SELECT i, 'row ' || i FROM generate_series(1, 30) i;
+	UPDATE refusing SET body = 'refuse me' WHERE id = 7;
+	CREATE TRIGGER count AFTER UPDATE ON refusing FOR EACH STATEMENT EXECUTE FUNCTION count_statement();});
+$mock->config({ batch_delay_ms => 1500 });
+my ($setwise_err, @setwise) = enrich_batch('setwise', 'Set: {body}');
+my ($refusing_err, @refusing) = enrich_batch('refusing', 'Set: {body}');
+sql("DELETE FROM setwise WHERE id = 5");
+ok(batch_done($setwise[0]), 'a batch of 30 results is written back');
+is(sql("SELECT count(summary) || ' ' || count(*) FILTER (WHERE summary = 'Set: ' || body) FROM setwise"), '29 29',
+	'every row still there has its own reply (two rows ask the same)');
+is(sql("SELECT count(*) FROM statements WHERE tbl = 'setwise'"), '1', 'in one UPDATE');
+like(sql("SELECT i.status || ': ' || i.error FROM claude_batch_items i JOIN claude_batches b ON b.local_id = i.batch "
+	  . "WHERE b.id = '$setwise[0]' AND i.pk->>'id' = '5'"),
+	qr/^succeeded: no row was written: the row with key \{"id": 5\} is gone/, 'a row deleted meanwhile is reported');
+is(sql("SELECT rows_written || ' ' || succeeded FROM claude_batches WHERE id = '$setwise[0]'"), '29 30',
+	'and not counted as written');
+is(sql("SELECT count(*) FROM claude_cache WHERE response->'content'->0->>'text' = 'Set: twin'"), '1',
+	'the two rows asking the same share one cache entry');
+ok(batch_done($refusing[0]), 'a batch with a row its table refuses is written back');
+is(sql("SELECT count(summary) FROM refusing"), '29', 'every other row is filled');
+like(sql("SELECT i.status || ': ' || i.error FROM claude_batch_items i JOIN claude_batches b ON b.local_id = i.batch "
+	  . "WHERE b.id = '$refusing[0]' AND i.pk->>'id' = '7'"),
+	qr/^succeeded: not written: new row for relation "refusing" violates check constraint/,
+	'the refused row keeps the reason');
+is(sql("SELECT count(*) FROM statements WHERE tbl = 'refusing'"), '29', 'written row by row after the chunk failed');
+is(sql("SELECT rows_written || ' ' || (cost_usd > 0) FROM claude_batches WHERE id = '$refusing[0]'"), '29 true',
+	'with the count and the cost right');
+
 ok(wait_until(sub { sql("SELECT count(*) FROM pg_ls_tmpdir()") == 0 }), 'no temporary file is left behind');
 
 $node->stop;
