@@ -281,8 +281,13 @@ unescape(const char *s, int len, Sink *out)
 
 		if (*s != '\\')
 		{
-			sink_put(out, s, 1);
-			s++;
+			/* a run up to the next escape, at once */
+			const char *run = memchr(s, '\\', end - s);
+
+			if (run == NULL)
+				run = end;
+			sink_put(out, s, run - s);
+			s = run;
 			continue;
 		}
 		s++;

@@ -24,23 +24,15 @@
 #include "storage/fd.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
-#include "utils/memutils.h"
 
-#include "client/budget.h"
-#include "client/cache.h"
+#include "client/batches.h"
 #include "client/call.h"
 #include "common/errors.h"
 #include "common/guc.h"
-#include "common/secret.h"
 #include "common/spi.h"
-#include "dbworker/jobs.h"
-#include "client/batches.h"
-#include "client/message.h"
-#include "shmem/slots.h"
-#include "shmem/usage.h"
 #include "dbworker/batch_apply.h"
 #include "dbworker/batch_poll.h"
-#include "dbworker/cachewrite.h"
+#include "shmem/slots.h"
 
 #define TEMP_DIR		"base/" PG_TEMP_FILES_DIR
 

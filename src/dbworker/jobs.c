@@ -33,7 +33,6 @@
 #include "client/pipe.h"
 #include "common/errors.h"
 #include "common/guc.h"
-#include "common/json.h"
 #include "common/secret.h"
 #include "common/security.h"
 #include "common/spi.h"

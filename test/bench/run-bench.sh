@@ -404,8 +404,15 @@ if [ "${1:-}" = "--inner" ]; then
 	rss() { awk '/RssAnon/ { print int($2 / 1024) }' "/proc/$1/status" 2>/dev/null || echo 0; }
 	HTTP_RSS=0
 	DBW_RSS=0
+	# the write-back itself: from the first chunk written to the end
+	W_FIRST_T=
+	W_FIRST_ROWS=0
 	sample_rss() {
 		local r
+		if [ -z "$W_FIRST_T" ]; then
+			r=$("${PSQL[@]}" -c "SELECT coalesce(sum(rows_written), 0) FROM claude_batches WHERE relation = 'bench_batch'::regclass")
+			[ "$r" -gt 0 ] && { W_FIRST_T=$(now); W_FIRST_ROWS=$r; }
+		fi
 		r=$(rss "$WPID")
 		[ "$r" -gt "$HTTP_RSS" ] && HTTP_RSS=$r
 		[ -n "$DBW_PID" ] || DBW_PID=$("${PSQL[@]}" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'claude db worker' AND datname = current_database()")
@@ -420,6 +427,8 @@ if [ "${1:-}" = "--inner" ]; then
 	[ "$("${PSQL[@]}" -c "SELECT count(summary) FROM bench_batch")" = "$BATCH_N" ] || die "batch results were not all written back"
 	BATCH_SUBMIT=$(elapsed "$t0" "$t_submit")
 	BATCH_APPLY=$(elapsed "$t_submit" "$t1")
+	[ -n "$W_FIRST_T" ] || W_FIRST_T=$t_submit
+	BATCH_WRITE=$(calc %.0f "($BATCH_N - $W_FIRST_ROWS) / $(elapsed "$W_FIRST_T" "$t1")")
 	BATCH_BYTES=$("${PSQL[@]}" -c "SELECT sum(length(summary)) + $BATCH_N * 400 FROM bench_batch")
 	"${PSQL[@]}" -c "ALTER SYSTEM RESET claude.batch_poll_interval" -c "SELECT pg_reload_conf()" >/dev/null
 
@@ -596,6 +605,7 @@ if [ "${1:-}" = "--inner" ]; then
 		cache hit:                    claude_complete $(calc %.1f "$hit") us   primary-key lookup $(calc %.1f "$pk") us   ratio $(calc %.2f "$hit / $pk")x (target <= 3.00x)
 		Message Batch of $BATCH_N rows of 2 kB (results about $(calc %.0f "$BATCH_BYTES / 1048576") MB of JSONL):
 		  submitted in $(calc %.2f "$BATCH_SUBMIT") s ($(calc %.0f "$BATCH_N / $BATCH_SUBMIT") rows/s); results written back $(calc %.1f "$BATCH_APPLY") s after submission ($(calc %.0f "$BATCH_N / $BATCH_APPLY") rows/s, polling every second)
+  write-back from the first chunk written to the last: $BATCH_WRITE rows/s (target >= 5000)
 		  private memory (RssAnon, peak of samples every 0.1 s): HTTP worker $HTTP_RSS MB, database worker $DBW_RSS MB (results go through a file)
 		streaming, an answer that pauses 50 ms after its first piece, $STREAM_N requests:
 		  time to first row:          claude_stream through a cursor $(calc %.0f "$se") us   bare streaming curl $(calc %.0f "$sb") us   ratio $(calc %.2f "$se / $sb")x (target <= 1.20x)

@@ -14,7 +14,8 @@
 //   [[mock:delay=MS]] wait before answering; [[mock:status=N]] an error reply;
 //   [[mock:hang]] [[mock:reset]] [[mock:malformed]] [[mock:truncate]];
 //   [[mock:no_tool]] a text reply despite a forced tool_choice;
-//   [[mock:batch_errored]] [[mock:batch_expired]] (message batch items only);
+//   [[mock:batch_errored]] [[mock:batch_expired]] [[mock:batch_malformed]]
+//     (message batch items only; the last one's result line is cut short);
 //   [[mock:rich]] a Message with a thinking, a redacted_thinking, a text
 //     block with two char_location citations and a tool_use block, with
 //     non-ASCII text and ids derived from a SHA-256 of the prompt (see
@@ -498,6 +499,7 @@ function parseDirectives(text) {
             case 'truncate': d.truncate = true; break;
             case 'batch_errored': d.batch_errored = true; break;
             case 'batch_expired': d.batch_expired = true; break;
+            case 'batch_malformed': d.batch_malformed = true; break;
             case 'no_tool': d.no_tool = true; break;
             case 'rich': d.rich = true; break;
             // the stream_* and ping directives only matter when the request streams
@@ -1353,7 +1355,8 @@ function validateBatch(body) {
         }
         const d = parseDirectives(v.lastUser);
         const kind = d && d.batch_errored ? ITEM_ERRORED : d && d.batch_expired ? ITEM_EXPIRED : ITEM_SUCCEEDED;
-        items[i] = { custom_id: cid, kind, text: v.lastUser, inputChars: v.inputChars, model: params.model };
+        items[i] = { custom_id: cid, kind, text: v.lastUser, inputChars: v.inputChars, model: params.model,
+            malformed: !!(d && d.batch_malformed) };
     }
     return items;
 }
@@ -1478,7 +1481,8 @@ function batchResultLine(b, i) {
         result = '{"type":"expired"}';
     else
         result = `{"type":"succeeded","message":${messageJson(`msg_mock_b${b.firstItem + i}`, it.text, it.inputChars, it.model)}}`;
-    return `{"custom_id":${JSON.stringify(it.custom_id)},"result":${result}}\n`;
+    const line = `{"custom_id":${JSON.stringify(it.custom_id)},"result":${result}}`;
+    return `${it.malformed ? line.slice(0, line.length - 20) : line}\n`;
 }
 
 function handleBatchResults(ctx, id) {

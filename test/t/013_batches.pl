@@ -241,6 +241,23 @@ is(sql("SELECT count(*) FROM statements WHERE tbl = 'refusing'"), '29', 'written
 is(sql("SELECT rows_written || ' ' || (cost_usd > 0) FROM claude_batches WHERE id = '$refusing[0]'"), '29 true',
 	'with the count and the cost right');
 
+# a result line cut short (hostile or broken server): its chunk goes line
+# by line, the others are written, and its request is left with a reason
+sql(q{
+	CREATE TABLE cut (id int PRIMARY KEY, body text, summary text);
+	INSERT INTO cut SELECT i, 'row ' || i FROM generate_series(1, 10) i;
+	UPDATE cut SET body = '[[mock:batch_malformed]]' WHERE id = 4;
+	CREATE TRIGGER count AFTER UPDATE ON cut FOR EACH STATEMENT EXECUTE FUNCTION count_statement();});
+my ($cut_err, @cut) = enrich_batch('cut', 'Cut: {body}');
+ok(batch_done($cut[0]), 'a batch with a result line cut short ends');
+is(sql("SELECT count(summary) FROM cut"), '9', 'every other row is filled');
+is(sql("SELECT count(*) FROM statements WHERE tbl = 'cut'"), '9', 'line by line');
+like(sql("SELECT i.status || ': ' || i.error FROM claude_batch_items i JOIN claude_batches b ON b.local_id = i.batch "
+	  . "WHERE b.id = '$cut[0]' AND i.pk->>'id' = '4'"),
+	qr/^errored: the batch results have no line for this request/, 'the cut line\'s request is errored with a reason');
+like(slurp_file($node->logfile), qr/a result line of Message Batch \Q$cut[0]\E could not be read/,
+	'and the line is logged');
+
 ok(wait_until(sub { sql("SELECT count(*) FROM pg_ls_tmpdir()") == 0 }), 'no temporary file is left behind');
 
 $node->stop;
