@@ -18,6 +18,7 @@
 #include "shmem/dbqueue.h"
 #include "shmem/progress.h"
 #include "shmem/ratelimit.h"
+#include "shmem/sharedconfig.h"
 #include "shmem/slots.h"
 #include "shmem/stats.h"
 #include "shmem/usage.h"
@@ -46,6 +47,7 @@ claude_shmem_request(void)
 	RequestAddinShmemSpace(claude_progress_shmem_size());
 	RequestAddinShmemSpace(claude_stats_shmem_size());
 	RequestAddinShmemSpace(claude_usage_shmem_size());
+	RequestAddinShmemSpace(claude_shared_config_shmem_size());
 }
 
 static void
@@ -61,6 +63,7 @@ claude_shmem_startup(void)
 	claude_progress_shmem_startup();
 	claude_stats_shmem_startup();
 	claude_usage_shmem_startup();
+	claude_shared_config_shmem_startup();
 }
 
 void

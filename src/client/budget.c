@@ -14,9 +14,14 @@
  * claude_budgets and claude_prices are read whole into each session and
  * read again after a change commits (a statement trigger bumps a shared
  * generation counter at commit), so changes apply at once, no restart.
+ * The first session to read them leaves a copy in shared memory for the
+ * next ones (shmem/sharedconfig.c): a short-lived session's first call
+ * then runs no query for them.
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -28,6 +33,7 @@
 #include "common/errors.h"
 #include "common/security.h"
 #include "common/spi.h"
+#include "shmem/sharedconfig.h"
 #include "shmem/usage.h"
 
 Oid			claude_request_role = InvalidOid;
@@ -60,13 +66,89 @@ static struct
 	int			nbudgets;
 } config;
 
-/* Read claude_prices and claude_budgets again if they changed. */
+/* What a session read, as one blob for the next sessions. */
+typedef struct ConfigBlob
+{
+	Oid			nsp;
+	Oid			owner;
+	int			nprices;
+	int			nbudgets;
+	/* then the budgets, the prices' numbers, their models (each with a NUL) */
+} ConfigBlob;
+
+static void
+pack_config(Oid ext, uint32 generation)
+{
+	StringInfoData b;
+	ConfigBlob	h = {config.nsp, config.owner, config.nprices, config.nbudgets};
+
+	initStringInfo(&b);
+	appendBinaryStringInfo(&b, (char *) &h, sizeof(h));
+	appendBinaryStringInfo(&b, (char *) config.budgets, config.nbudgets * sizeof(Budget));
+	for (int i = 0; i < config.nprices; i++)
+	{
+		appendBinaryStringInfo(&b, (char *) &config.prices[i].in, sizeof(double));
+		appendBinaryStringInfo(&b, (char *) &config.prices[i].out, sizeof(double));
+	}
+	for (int i = 0; i < config.nprices; i++)
+		appendBinaryStringInfo(&b, config.prices[i].model, strlen(config.prices[i].model) + 1);
+	claude_shared_config_put(MyDatabaseId, ext, generation, b.data, b.len);
+	pfree(b.data);
+}
+
+/* The blob into config (its memory reset); false if it does not add up. */
+static bool
+unpack_config(const char *blob, Size len)
+{
+	ConfigBlob	h;
+	const char *p = blob + sizeof(h);
+	const char *end = blob + len;
+
+	if (len < sizeof(h))
+		return false;
+	memcpy(&h, blob, sizeof(h));
+	if (h.nprices < 0 || h.nbudgets < 0 ||
+		end - p < (Size) h.nbudgets * sizeof(Budget) + (Size) h.nprices * 2 * sizeof(double))
+		return false;
+	config.nsp = h.nsp;
+	config.owner = h.owner;
+	config.budgets = MemoryContextAlloc(config.cxt, Max(h.nbudgets, 1) * sizeof(Budget));
+	memcpy(config.budgets, p, h.nbudgets * sizeof(Budget));
+	p += h.nbudgets * sizeof(Budget);
+	config.prices = MemoryContextAlloc(config.cxt, Max(h.nprices, 1) * sizeof(Price));
+	for (int i = 0; i < h.nprices; i++)
+	{
+		memcpy(&config.prices[i].in, p, sizeof(double));
+		memcpy(&config.prices[i].out, p + sizeof(double), sizeof(double));
+		p += 2 * sizeof(double);
+	}
+	for (int i = 0; i < h.nprices; i++)
+	{
+		const char *nul = memchr(p, '\0', end - p);
+
+		if (nul == NULL)
+			return false;
+		config.prices[i].model = MemoryContextStrdup(config.cxt, p);
+		p = nul + 1;
+	}
+	config.nprices = h.nprices;
+	config.nbudgets = h.nbudgets;
+	return true;
+}
+
+/*
+ * Read claude_prices and claude_budgets again if they changed: from the
+ * copy another session left, or from the tables (leaving a copy).
+ */
 static void
 load_config(void)
 {
 	uint32		generation = claude_usage_config_generation();
 	ClaudeRoleSwitch as_owner;
 	bool		isnull;
+	Oid			ext;
+	char	   *blob;
+	Size		len;
 
 	if (config.generation == generation && config.dbid == MyDatabaseId)
 		return;
@@ -77,8 +159,26 @@ load_config(void)
 	config.nprices = config.nbudgets = 0;
 	config.nsp = InvalidOid;
 
+	ext = get_extension_oid("claude", true);
+	if (OidIsValid(ext) &&
+		(blob = claude_shared_config_get(MyDatabaseId, ext, generation, &len)) != NULL)
+	{
+		bool		ok = unpack_config(blob, len);
+
+		pfree(blob);
+		if (ok)
+		{
+			config.generation = generation;
+			config.dbid = MyDatabaseId;
+			return;
+		}
+		MemoryContextReset(config.cxt);
+		config.nprices = config.nbudgets = 0;
+		config.nsp = InvalidOid;
+	}
+
 	SPI_connect();
-	if (claude_extension_find(&config.nsp, &config.owner))
+	if (OidIsValid(ext) && claude_extension_find(&config.nsp, &config.owner))
 	{
 		const char *schema;
 
@@ -121,6 +221,9 @@ load_config(void)
 	SPI_finish();
 	config.generation = generation;
 	config.dbid = MyDatabaseId;
+	/* a transaction's older snapshot may not hold what the generation says */
+	if (OidIsValid(config.nsp) && !IsolationUsesXactSnapshot())
+		pack_config(ext, generation);
 }
 
 /*

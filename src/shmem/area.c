@@ -57,7 +57,7 @@ void
 claude_area_request_shmem(void)
 {
 	RequestAddinShmemSpace(MAXALIGN(sizeof(AreaShared)));
-	RequestNamedLWLockTranche("claude", 2);	/* area and cache; usage */
+	RequestNamedLWLockTranche("claude", 3);	/* area and cache; usage; shared config */
 }
 
 void

@@ -130,6 +130,16 @@ is($rc, 0, 'a cache hit of her own reply costs alice nothing and is allowed');
 sql("UPDATE claude_budgets SET requests_per_day = 6 WHERE role = 'alice'::regrole");
 ($rc, $out, $err) = as_role('alice', "SELECT claude_complete('alice 7', cache => false)");
 is($rc, 0, 'a raised budget applies at once, without a restart');
+# new sessions copy the budgets and prices an earlier session left in shared
+# memory: five of them read claude_budgets at most once between them
+my $budget_reads = sub { sql("SELECT seq_scan + coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'claude_budgets'") };
+my $reads0 = $budget_reads->();
+for my $i (1 .. 5)
+{
+	($rc, $out, $err) = $node->psql('postgres', "SELECT claude_complete('fresh session $i', cache => false)");
+	is($rc, 0, "a new session's first call ($i)") or diag($err);
+}
+cmp_ok($budget_reads->() - $reads0, '<=', 1, 'five new sessions read claude_budgets at most once');
 sql("INSERT INTO claude_budgets (role, tokens_per_day) VALUES ('bob', 1)");
 ($rc, $out, $err) = as_role('bob', "SELECT claude_complete('bob 3', cache => false)");
 like($err, qr/tokens_per_day 1\)/, 'tokens_per_day stops bob once his tokens reach it');
