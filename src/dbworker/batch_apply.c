@@ -67,7 +67,6 @@ read_line(FILE *f, StringInfo line)
 	return line->len > 0;
 }
 
-
 /* n text values (NULL pointers are NULLs) as a text[] */
 static Datum
 text_array(char **values, int n)
@@ -133,7 +132,7 @@ cache_chunk(const ClaudeBatchTables *t, ClaudeBatchTarget *target, int n, char *
 								 "now(), CASE WHEN $4 > 0 THEN now() + $4 * interval '1 second' END, 0 "
 								 "FROM unnest($2::text[], $3::text[]) u(c, m) "
 								 "JOIN %s i ON i.batch = $1 AND i.custom_id = u.c, "
-								 "LATERAL (SELECT u.m::jsonb AS r) s "
+								 "LATERAL (SELECT u.m::jsonb AS r OFFSET 0) s "
 								 "WHERE length(i.cache_key) = %d ORDER BY i.cache_key "
 								 "ON CONFLICT (key) DO UPDATE SET model = excluded.model, "
 								 "request = excluded.request, response = excluded.response, "
