@@ -24,6 +24,13 @@ sub batch_done
 	my ($id) = @_;
 	return wait_until(sub { sql("SELECT results_at IS NOT NULL FROM claude_batches WHERE id = '$id'") eq 't' }, 60);
 }
+# "status: error" of the item of a batch for the row with key id
+sub item_of
+{
+	my ($batch, $id) = @_;
+	return sql("SELECT i.status || ': ' || i.error FROM claude_batch_items i JOIN claude_batches b "
+		  . "ON b.local_id = i.batch WHERE b.id = '$batch' AND i.pk->>'id' = '$id'");
+}
 # CALL claude_enrich in batch mode; returns (stderr, batch ids named in the NOTICE)
 sub enrich_batch
 {
@@ -224,8 +231,7 @@ ok(batch_done($setwise[0]), 'a batch of 30 results is written back');
 is(sql("SELECT count(summary) || ' ' || count(*) FILTER (WHERE summary = 'Set: ' || body) FROM setwise"), '29 29',
 	'every row still there has its own reply (two rows ask the same)');
 is(sql("SELECT count(*) FROM statements WHERE tbl = 'setwise'"), '1', 'in one UPDATE');
-like(sql("SELECT i.status || ': ' || i.error FROM claude_batch_items i JOIN claude_batches b ON b.local_id = i.batch "
-	  . "WHERE b.id = '$setwise[0]' AND i.pk->>'id' = '5'"),
+like(item_of($setwise[0], 5),
 	qr/^succeeded: no row was written: the row with key \{"id": 5\} is gone/, 'a row deleted meanwhile is reported');
 is(sql("SELECT rows_written || ' ' || succeeded FROM claude_batches WHERE id = '$setwise[0]'"), '29 30',
 	'and not counted as written');
@@ -233,8 +239,7 @@ is(sql("SELECT count(*) FROM claude_cache WHERE response->'content'->0->>'text' 
 	'the two rows asking the same share one cache entry');
 ok(batch_done($refusing[0]), 'a batch with a row its table refuses is written back');
 is(sql("SELECT count(summary) FROM refusing"), '29', 'every other row is filled');
-like(sql("SELECT i.status || ': ' || i.error FROM claude_batch_items i JOIN claude_batches b ON b.local_id = i.batch "
-	  . "WHERE b.id = '$refusing[0]' AND i.pk->>'id' = '7'"),
+like(item_of($refusing[0], 7),
 	qr/^succeeded: not written: new row for relation "refusing" violates check constraint/,
 	'the refused row keeps the reason');
 is(sql("SELECT count(*) FROM statements WHERE tbl = 'refusing'"), '29', 'written row by row after the chunk failed');
@@ -252,8 +257,7 @@ my ($cut_err, @cut) = enrich_batch('cut', 'Cut: {body}');
 ok(batch_done($cut[0]), 'a batch with a result line cut short ends');
 is(sql("SELECT count(summary) FROM cut"), '9', 'every other row is filled');
 is(sql("SELECT count(*) FROM statements WHERE tbl = 'cut'"), '9', 'line by line');
-like(sql("SELECT i.status || ': ' || i.error FROM claude_batch_items i JOIN claude_batches b ON b.local_id = i.batch "
-	  . "WHERE b.id = '$cut[0]' AND i.pk->>'id' = '4'"),
+like(item_of($cut[0], 4),
 	qr/^errored: the batch results have no line for this request/, 'the cut line\'s request is errored with a reason');
 like(slurp_file($node->logfile), qr/a result line of Message Batch \Q$cut[0]\E could not be read/,
 	'and the line is logged');
