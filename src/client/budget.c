@@ -24,6 +24,7 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/lsyscache.h"
@@ -56,6 +57,8 @@ static const char *const budget_names[3] = {"requests_per_day", "tokens_per_day"
 static struct
 {
 	uint32		generation;		/* 0: never read */
+	LocalTransactionId tainted; /* read by a transaction that changed them:
+								 * good only until it ends */
 	Oid			dbid;
 	MemoryContext cxt;
 	Oid			nsp;			/* the extension's schema; invalid: not here */
@@ -65,6 +68,37 @@ static struct
 	Budget	   *budgets;
 	int			nbudgets;
 } config;
+
+/* Whether this transaction changed claude_prices or claude_budgets. */
+static bool changed_here = false;
+
+static void
+config_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && changed_here)
+		claude_usage_config_bump();
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		changed_here = false;
+}
+
+/*
+ * This transaction changes the prices or budgets (their statement
+ * trigger): every session reads them again once it commits; until it
+ * ends, what this session reads of them is good only for itself.
+ */
+void
+claude_budget_config_changed(void)
+{
+	static bool registered = false;
+
+	if (!registered)
+	{
+		RegisterXactCallback(config_xact_callback, NULL);
+		registered = true;
+	}
+	changed_here = true;
+}
 
 /* What a session read, as one blob for the next sessions. */
 typedef struct ConfigBlob
@@ -150,8 +184,10 @@ load_config(void)
 	char	   *blob;
 	Size		len;
 
-	if (config.generation == generation && config.dbid == MyDatabaseId)
+	if (config.generation == generation && config.dbid == MyDatabaseId &&
+		(config.tainted == InvalidLocalTransactionId || config.tainted == MyProc->lxid))
 		return;
+	config.tainted = changed_here ? MyProc->lxid : InvalidLocalTransactionId;
 	if (config.cxt == NULL)
 		config.cxt = AllocSetContextCreate(TopMemoryContext, "claude prices and budgets",
 										   ALLOCSET_SMALL_SIZES);
@@ -221,8 +257,13 @@ load_config(void)
 	SPI_finish();
 	config.generation = generation;
 	config.dbid = MyDatabaseId;
-	/* a transaction's older snapshot may not hold what the generation says */
-	if (OidIsValid(config.nsp) && !IsolationUsesXactSnapshot())
+	/*
+	 * Others copy only what holds for them: not what this transaction has
+	 * changed and not committed, nor what an older transaction snapshot
+	 * read while the generation moved on.
+	 */
+	if (OidIsValid(config.nsp) && !IsolationUsesXactSnapshot() &&
+		config.tainted == InvalidLocalTransactionId)
 		pack_config(ext, generation);
 }
 

@@ -19,6 +19,7 @@
 
 #include "utils/timestamp.h"
 
+#include "client/budget.h"
 #include "shmem/progress.h"
 #include "shmem/ratelimit.h"
 #include "shmem/slots.h"
@@ -333,31 +334,12 @@ claude_usage_pending(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* Bumped at commit by a change of claude_prices or claude_budgets. */
-static bool bump_at_commit = false;
-
-static void
-config_xact_callback(XactEvent event, void *arg)
-{
-	if (event == XACT_EVENT_COMMIT && bump_at_commit)
-		claude_usage_config_bump();
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
-		bump_at_commit = false;
-}
-
 /* Statement trigger on claude_prices and claude_budgets. */
 Datum
 claude_config_changed(PG_FUNCTION_ARGS)
 {
-	static bool registered = false;
-
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		elog(ERROR, "claude_config_changed: not called as a trigger");
-	if (!registered)
-	{
-		RegisterXactCallback(config_xact_callback, NULL);
-		registered = true;
-	}
-	bump_at_commit = true;
+	claude_budget_config_changed();
 	return PointerGetDatum(NULL);
 }

@@ -140,6 +140,20 @@ for my $i (1 .. 5)
 	is($rc, 0, "a new session's first call ($i)") or diag($err);
 }
 cmp_ok($budget_reads->() - $reads0, '<=', 1, 'five new sessions read claude_budgets at most once');
+# a session whose open transaction changed the budgets leaves no copy of them
+sql("CREATE ROLE frank LOGIN; GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO frank;
+	INSERT INTO claude_budgets (role, requests_per_day) VALUES ('frank', 100);");
+($rc, $out, $err) = $node->psql('postgres', "BEGIN; UPDATE claude_budgets SET requests_per_day = 0 WHERE role = 'frank'::regrole;
+	SELECT claude_complete('uncommitted budget', cache => false); ROLLBACK;");
+is($rc, 0, 'a call in a transaction that changed a budget') or diag($err);
+($rc, $out, $err) = as_role('frank', "SELECT claude_complete('frank 1', cache => false)");
+is($rc, 0, 'the rolled-back budget never reaches another session') or diag($err);
+# (a committed change first, so that no copy holds for the next session)
+sql("UPDATE claude_budgets SET requests_per_day = 99 WHERE role = 'frank'::regrole");
+($rc, $out, $err) = $node->psql('postgres', "BEGIN; UPDATE claude_budgets SET requests_per_day = 0 WHERE role = 'frank'::regrole;
+	SELECT claude_complete('uncommitted budget 2', cache => false); ROLLBACK;
+	SET ROLE frank; SELECT claude_complete('frank 2', cache => false);");
+is($rc, 0, 'nor the rest of its own session') or diag($err);
 sql("INSERT INTO claude_budgets (role, tokens_per_day) VALUES ('bob', 1)");
 ($rc, $out, $err) = as_role('bob', "SELECT claude_complete('bob 3', cache => false)");
 like($err, qr/tokens_per_day 1\)/, 'tokens_per_day stops bob once his tokens reach it');
