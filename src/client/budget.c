@@ -100,6 +100,15 @@ claude_budget_config_changed(void)
 	changed_here = true;
 }
 
+/* Nothing read: no prices, no budgets, no extension. */
+static void
+forget_config(void)
+{
+	MemoryContextReset(config.cxt);
+	config.nprices = config.nbudgets = 0;
+	config.nsp = InvalidOid;
+}
+
 /* What a session read, as one blob for the next sessions. */
 typedef struct ConfigBlob
 {
@@ -191,9 +200,7 @@ load_config(void)
 	if (config.cxt == NULL)
 		config.cxt = AllocSetContextCreate(TopMemoryContext, "claude prices and budgets",
 										   ALLOCSET_SMALL_SIZES);
-	MemoryContextReset(config.cxt);
-	config.nprices = config.nbudgets = 0;
-	config.nsp = InvalidOid;
+	forget_config();
 
 	ext = get_extension_oid("claude", true);
 	if (OidIsValid(ext) &&
@@ -208,9 +215,7 @@ load_config(void)
 			config.dbid = MyDatabaseId;
 			return;
 		}
-		MemoryContextReset(config.cxt);
-		config.nprices = config.nbudgets = 0;
-		config.nsp = InvalidOid;
+		forget_config();
 	}
 
 	SPI_connect();

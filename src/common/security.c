@@ -27,16 +27,28 @@
 
 #include "common/security.h"
 
+/*
+ * Settings (name, value) from here on, at a GUC nest level of their own;
+ * returns the level for claude_pop_settings.
+ */
+int
+claude_push_settings(const char *const settings[][2], int n)
+{
+	int			nest = NewGUCNestLevel();
+
+	for (int i = 0; i < n; i++)
+		(void) set_config_option(settings[i][0], settings[i][1],
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
 /* Parse from here on under the safe search_path; returns the level to pop. */
 int
 claude_pin_search_path(void)
 {
-	int			nest = NewGUCNestLevel();
+	static const char *const safe[][2] = {{"search_path", CLAUDE_SAFE_SEARCH_PATH}};
 
-	(void) set_config_option("search_path", CLAUDE_SAFE_SEARCH_PATH,
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	return nest;
+	return claude_push_settings(safe, lengthof(safe));
 }
 
 void
@@ -118,18 +130,11 @@ static const char *const output_settings[][2] = {
 int
 claude_pin_output_settings(void)
 {
-	int			nest;
-
 	/* the defaults print as the fixed settings do: nothing to pin (hot path) */
 	if (DateStyle == USE_ISO_DATES && IntervalStyle == INTSTYLE_POSTGRES &&
 		extra_float_digits > 0 && bytea_output == BYTEA_OUTPUT_HEX)
 		return -1;
-	nest = NewGUCNestLevel();
-
-	for (int i = 0; i < lengthof(output_settings); i++)
-		(void) set_config_option(output_settings[i][0], output_settings[i][1],
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	return nest;
+	return claude_push_settings(output_settings, lengthof(output_settings));
 }
 
 /* The same for a whole process (the database worker), at its start. */

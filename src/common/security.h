@@ -17,6 +17,7 @@ typedef struct ClaudeRoleSwitch
 	int			nest;			/* GUC nest level to pop */
 } ClaudeRoleSwitch;
 
+extern int	claude_push_settings(const char *const settings[][2], int n);
 extern int	claude_pin_search_path(void);
 extern void claude_pop_settings(int nest);
 extern void claude_become(ClaudeRoleSwitch *s, Oid role, bool restricted);

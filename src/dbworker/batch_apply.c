@@ -27,7 +27,6 @@
 #include "storage/fd.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/hsearch.h"
 
 #include "client/cache.h"
@@ -39,6 +38,7 @@
 #include "common/spi.h"
 #include "dbworker/batch_apply.h"
 #include "dbworker/batch_lines.h"
+#include "dbworker/cachewrite.h"
 #include "dbworker/writeback.h"
 
 #define APPLY_LINES		1000
@@ -93,13 +93,9 @@ text_array(char **values, int n)
 static int
 join_by_key(void)
 {
-	int			nest = NewGUCNestLevel();
+	static const char *const by_key[][2] = {{"enable_hashjoin", "off"}, {"enable_mergejoin", "off"}};
 
-	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	return nest;
+	return claude_push_settings(by_key, lengthof(by_key));
 }
 
 /* A chunk of lines and, once written, what it paid for. */
@@ -125,20 +121,12 @@ cache_chunk(const ClaudeBatchTables *t, ClaudeBatchTarget *target, int n, char *
 {
 	if (n == 0)
 		return;
-	if (claude_spi_exec(psprintf("INSERT INTO %s AS c (key, model, request, response, input_tokens, "
-								 "output_tokens, created_at, expires_at, hits) "
-								 "SELECT DISTINCT ON (i.cache_key) i.cache_key, r->>'model', i.request, r, "
-								 "(r->'usage'->>'input_tokens')::int, (r->'usage'->>'output_tokens')::int, "
-								 "now(), CASE WHEN $4 > 0 THEN now() + $4 * interval '1 second' END, 0 "
-								 "FROM unnest($2::text[], $3::text[]) u(c, m) "
-								 "JOIN %s i ON i.batch = $1 AND i.custom_id = u.c, "
-								 "LATERAL (SELECT u.m::jsonb AS r OFFSET 0) s "
-								 "WHERE length(i.cache_key) = %d ORDER BY i.cache_key "
-								 "ON CONFLICT (key) DO UPDATE SET model = excluded.model, "
-								 "request = excluded.request, response = excluded.response, "
-								 "input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
-								 "created_at = excluded.created_at, expires_at = excluded.expires_at",
-								 t->cache, t->items, CLAUDE_CACHE_KEY_LEN),
+	if (claude_spi_exec(claude_cache_upsert(t->cache,
+											psprintf("SELECT DISTINCT ON (i.cache_key) i.cache_key, i.request, "
+													 "u.m::jsonb FROM unnest($2::text[], $3::text[]) u(c, m) "
+													 "JOIN %s i ON i.batch = $1 AND i.custom_id = u.c "
+													 "WHERE length(i.cache_key) = %d ORDER BY i.cache_key",
+													 t->items, CLAUDE_CACHE_KEY_LEN)),
 						4, (Oid[]) {INT8OID, TEXTARRAYOID, TEXTARRAYOID, INT4OID},
 						(Datum[]) {Int64GetDatum(target->batch), text_array(cids, n), text_array(messages, n),
 						Int32GetDatum(claude_cache_ttl)},

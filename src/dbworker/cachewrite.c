@@ -17,6 +17,28 @@
 #include "common/spi.h"
 
 /*
+ * INSERT into a claude_cache table of the rows of source, a query whose
+ * columns are a key, a request and a reply (both jsonb), to expire after
+ * $4 seconds (0: never), replacing older entries of the same keys.  Each
+ * key may come once.
+ */
+char *
+claude_cache_upsert(const char *table, const char *source)
+{
+	return psprintf("INSERT INTO %s AS c (key, model, request, response, input_tokens, "
+					"output_tokens, created_at, expires_at, hits) "
+					"SELECT s.k, s.r->>'model', s.q, s.r, (s.r->'usage'->>'input_tokens')::int, "
+					"(s.r->'usage'->>'output_tokens')::int, now(), "
+					"CASE WHEN $4 > 0 THEN now() + $4 * interval '1 second' END, 0 "
+					"FROM (%s) s(k, q, r) "
+					"ON CONFLICT (key) DO UPDATE SET model = excluded.model, "
+					"request = excluded.request, response = excluded.response, "
+					"input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
+					"created_at = excluded.created_at, expires_at = excluded.expires_at",
+					table, source);
+}
+
+/*
  * Store a reply in a claude_cache table (server encoding), replacing an
  * older entry of the same key.  ttl in seconds, 0: never expires.
  */
@@ -27,7 +49,6 @@ claude_cache_insert(const char *table, const uint8 *key, const char *request,
 	Oid			types[4] = {BYTEAOID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[4];
 	bytea	   *k = palloc(VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
-	char	   *sql;
 
 	SET_VARSIZE(k, VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
 	memcpy(VARDATA(k), key, CLAUDE_CACHE_KEY_LEN);
@@ -35,18 +56,9 @@ claude_cache_insert(const char *table, const uint8 *key, const char *request,
 	values[1] = CStringGetTextDatum(request);
 	values[2] = CStringGetTextDatum(response);
 	values[3] = Int32GetDatum(ttl);
-
-	sql = psprintf("INSERT INTO %s AS c (key, model, request, response, input_tokens, "
-				   "output_tokens, created_at, expires_at, hits) "
-				   "SELECT $1, r->>'model', $2::jsonb, r, (r->'usage'->>'input_tokens')::int, "
-				   "(r->'usage'->>'output_tokens')::int, now(), "
-				   "CASE WHEN $4 > 0 THEN now() + $4 * interval '1 second' END, 0 "
-				   "FROM (SELECT $3::jsonb AS r) s "
-				   "ON CONFLICT (key) DO UPDATE SET model = excluded.model, "
-				   "request = excluded.request, response = excluded.response, "
-				   "input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
-				   "created_at = excluded.created_at, expires_at = excluded.expires_at", table);
-	if (claude_spi_exec(sql, 4, types, values, NULL) != SPI_OK_INSERT)
+	/* the fence: the reply is parsed once, not for each use */
+	if (claude_spi_exec(claude_cache_upsert(table, "SELECT $1, $2::jsonb, $3::jsonb OFFSET 0"),
+						4, types, values, NULL) != SPI_OK_INSERT)
 		elog(ERROR, "claude: could not store a reply in %s", table);
 }
 

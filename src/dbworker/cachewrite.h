@@ -7,6 +7,7 @@
 
 #include "shmem/dbqueue.h"
 
+extern char *claude_cache_upsert(const char *table, const char *source);
 extern void claude_cache_insert(const char *table, const uint8 *key,
 								const char *request, const char *response, int ttl);
 extern void claude_cache_apply(ClaudeDbRecord *rec);
