@@ -37,8 +37,6 @@
 #include "shmem/sharedconfig.h"
 #include "shmem/usage.h"
 
-Oid			claude_request_role = InvalidOid;
-
 typedef struct Price
 {
 	char	   *model;			/* an id or a prefix of ids */
@@ -459,13 +457,14 @@ claude_budget_check(Oid role, int64 n)
 }
 
 /*
- * The role a request is made for: the session's role (SECURITY DEFINER
- * functions such as the trigger do not change it), or the one a database
- * worker names for a job.
+ * The role a request is made for, who pays and whose cache it uses: the
+ * role whose rights the statement runs with.  That is the definer in a
+ * SECURITY DEFINER function, the table's owner in ANALYZE and REFRESH
+ * MATERIALIZED VIEW, and whatever role a database worker switched to;
+ * never the session's user, which may be a superuser who only caused it.
  */
 Oid
 claude_request_owner(void)
 {
-	return OidIsValid(claude_request_role) ? claude_request_role : GetOuterUserId();
+	return GetUserId();
 }
-

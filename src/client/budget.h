@@ -9,7 +9,6 @@
 #include "shmem/pack.h"
 
 /* backends: price a Messages request, and admit it under its role's budget */
-extern Oid	claude_request_role;	/* InvalidOid: the current user */
 extern void claude_price_of(const char *body, Size len, double *price_in,
 							double *price_out);
 extern void claude_budget_config_changed(void);

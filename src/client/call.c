@@ -11,6 +11,7 @@
 
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "postmaster/autovacuum.h"
 
 #include "client/budget.h"
 #include "client/cache.h"
@@ -79,6 +80,14 @@ submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 	Oid			role = claude_request_owner();
 
 	claude_require_shared();
+	/* nobody asked: ANALYZE of an expression index over a call, say */
+	if (IsAutoVacuumWorkerProcess())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("autovacuum does not make Claude API requests"),
+				 errdetail("The request would be paid by role %s, who did not ask for it.",
+						   GetUserNameFromId(role, true)),
+				 errhint("Do not index or analyze expressions that call claude_* functions; store their results in a column.")));
 	/* Messages requests are priced and come under their role's budget */
 	if (max_tokens > 0)
 		claude_budget_prepare(role);
