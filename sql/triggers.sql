@@ -16,21 +16,29 @@ SELECT relid, pk, target_column, request, status, attempts FROM claude_jobs;
 ROLLBACK;
 SELECT count(*) FROM claude_jobs;
 
--- arguments are checked
+-- arguments, level, timing and events are checked as the trigger is created
 \set VERBOSITY terse
 CREATE TABLE bad (id int PRIMARY KEY, a text, b text);
 CREATE TRIGGER t1 BEFORE INSERT ON bad FOR EACH ROW EXECUTE FUNCTION claude_enrich_trigger('b');
+CREATE TRIGGER t2 BEFORE INSERT ON bad FOR EACH ROW EXECUTE FUNCTION claude_enrich_trigger('b', '{a}', 'temperature=1');
+CREATE TRIGGER t3 BEFORE DELETE ON bad FOR EACH ROW EXECUTE FUNCTION claude_enrich_trigger('b', '{a}');
+CREATE TRIGGER t3 AFTER INSERT ON bad FOR EACH STATEMENT EXECUTE FUNCTION claude_enrich_trigger('b', '{a}');
+CREATE TRIGGER t3 BEFORE INSERT ON bad FOR EACH ROW EXECUTE FUNCTION claude_enrich_trigger('c', '{a}');
+CREATE TRIGGER t3 BEFORE INSERT ON bad FOR EACH ROW EXECUTE FUNCTION claude_enrich_trigger('b', '{c}');
+CREATE TABLE nokey (a text, b text);
+CREATE TRIGGER t4 AFTER INSERT ON nokey FOR EACH ROW EXECUTE FUNCTION claude_enrich_trigger('b', '{a}');
+SELECT count(*) FROM pg_trigger WHERE tgrelid IN ('bad'::regclass, 'nokey'::regclass);
+-- and again as it fires (one made while the check was off)
+ALTER EVENT TRIGGER claude_trigger_check DISABLE;
+CREATE TRIGGER t1 BEFORE INSERT ON bad FOR EACH ROW EXECUTE FUNCTION claude_enrich_trigger('b');
+CREATE TRIGGER t3 BEFORE DELETE ON bad FOR EACH ROW EXECUTE FUNCTION claude_enrich_trigger('b', '{a}');
+CREATE TRIGGER t4 AFTER INSERT ON nokey FOR EACH ROW EXECUTE FUNCTION claude_enrich_trigger('b', '{a}');
+ALTER EVENT TRIGGER claude_trigger_check ENABLE;
 INSERT INTO bad VALUES (1, 'x');
 DROP TRIGGER t1 ON bad;
-CREATE TRIGGER t2 BEFORE INSERT ON bad FOR EACH ROW EXECUTE FUNCTION claude_enrich_trigger('b', '{a}', 'temperature=1');
-INSERT INTO bad VALUES (1, 'x');
-DROP TRIGGER t2 ON bad;
-CREATE TRIGGER t3 BEFORE DELETE ON bad FOR EACH ROW EXECUTE FUNCTION claude_enrich_trigger('b', '{a}');
 INSERT INTO bad VALUES (1, 'x');
 DELETE FROM bad;
 DROP TRIGGER t3 ON bad;
-CREATE TABLE nokey (a text, b text);
-CREATE TRIGGER t4 AFTER INSERT ON nokey FOR EACH ROW EXECUTE FUNCTION claude_enrich_trigger('b', '{a}');
 INSERT INTO nokey VALUES ('x');
 SELECT claude_enrich_trigger();
 \set VERBOSITY default

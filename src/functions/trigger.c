@@ -13,9 +13,6 @@
  */
 #include "postgres.h"
 
-#include <ctype.h>
-#include <limits.h>
-
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
@@ -41,6 +38,7 @@
 #include "common/spi.h"
 #include "common/template.h"
 #include "client/message.h"
+#include "functions/trigger_args.h"
 #include "shmem/dbqueue.h"
 #include "shmem/slots.h"
 
@@ -69,15 +67,6 @@ claude_jobs_kick_on_commit(void)
 		callback_registered = true;
 	}
 	jobs_queued = true;
-}
-
-static void
-trigger_error(const char *msg)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("claude_enrich_trigger: %s", msg),
-			 errhint("Arguments: (target_column, prompt_template [, 'model=...', 'max_tokens=...', 'system=...']).")));
 }
 
 /* The values of the template's columns in a row, printed as claude_enrich prints them. */
@@ -150,23 +139,6 @@ primary_key_json(Relation rel, HeapTuple tuple)
 	claude_pop_settings(nest);
 	index_close(idx, AccessShareLock);
 	return buf.data;
-}
-
-/* A whole number from 1 to INT_MAX, and nothing after it. */
-static bool
-parse_positive(const char *s, int *out)
-{
-	char	   *end;
-	long		v;
-
-	if (!isdigit((unsigned char) *s))
-		return false;
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < 1 || v > INT_MAX)
-		return false;
-	*out = (int) v;
-	return true;
 }
 
 /* Whether a column has the same value in both tuples (binary equality). */
@@ -259,50 +231,25 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 	HeapTuple	tuple;
 	int			target;
 	ClaudeTemplate *tmpl;
+	ClaudeTriggerArgs targs;
 	ClaudeCompleteArgs args;
 	char	  **values;
 	char	   *body;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
-		trigger_error("not called as a trigger");
-	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
-		!(TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) ||
-		!(TRIGGER_FIRED_BEFORE(td->tg_event) || TRIGGER_FIRED_AFTER(td->tg_event)))
-		trigger_error("it must be a BEFORE or AFTER ... FOR EACH ROW trigger on INSERT or UPDATE");
+		claude_trigger_error("not called as a trigger");
+	claude_trigger_check_kind(TRIGGER_FIRED_FOR_ROW(td->tg_event),
+							  TRIGGER_FIRED_BEFORE(td->tg_event) || TRIGGER_FIRED_AFTER(td->tg_event),
+							  TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event));
 	claude_require_shared();
 
 	trig = td->tg_trigger;
 	desc = RelationGetDescr(td->tg_relation);
 	tuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
-	if (trig->tgnargs < 2)
-		trigger_error("it needs a target column and a prompt template");
-	target = SPI_fnumber(desc, trig->tgargs[0]);
-	if (target <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("claude_enrich_trigger: column \"%s\" of table %s does not exist",
-						trig->tgargs[0], RelationGetRelationName(td->tg_relation))));
-	tmpl = claude_template_parse(trig->tgargs[1], desc, RelationGetRelationName(td->tg_relation));
-
-	memset(&args, 0, sizeof(args));
-	args.model = claude_default_model;
-	args.max_tokens = claude_default_max_tokens;
-	for (int i = 2; i < trig->tgnargs; i++)
-	{
-		char	   *opt = trig->tgargs[i];
-
-		if (strncmp(opt, "model=", 6) == 0 && opt[6])
-			args.model = opt + 6;
-		else if (strncmp(opt, "system=", 7) == 0 && opt[7])
-			args.system = opt + 7;
-		else if (strncmp(opt, "max_tokens=", 11) == 0 && parse_positive(opt + 11, &args.max_tokens))
-			continue;
-		else
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("claude_enrich_trigger: invalid option \"%s\"", opt),
-					 errhint("Options are 'model=<id>', 'max_tokens=<positive integer>' and 'system=<text>'.")));
-	}
+	claude_trigger_args(td->tg_relation, trig->tgnargs, trig->tgargs, &targs);
+	target = targs.target;
+	tmpl = targs.tmpl;
+	args = targs.call;
 
 	/* nothing to do: no request, no job (the write-back of a job is such an UPDATE) */
 	if (!wanted(td, tmpl, target))
