@@ -152,15 +152,16 @@ CREATE TABLE claude_jobs (
     -- row that still holds them
     inputs text[] NOT NULL DEFAULT '{}',
     inputs_md5 text,
+    -- waiting: its role cannot pay now (a spent budget, a billing error)
     status text NOT NULL DEFAULT 'queued'
-        CHECK (status IN ('queued', 'running', 'done', 'failed')),
+        CHECK (status IN ('queued', 'running', 'waiting', 'done', 'failed')),
     attempts int NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     last_error text,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX claude_jobs_due ON claude_jobs (next_attempt_at, id) WHERE status = 'queued';
+CREATE INDEX claude_jobs_due ON claude_jobs (next_attempt_at, id) WHERE status IN ('queued', 'waiting');
 REVOKE ALL ON claude_jobs FROM PUBLIC;
 REVOKE ALL ON SEQUENCE claude_jobs_id_seq FROM PUBLIC;
 COMMENT ON TABLE claude_jobs IS
@@ -560,16 +561,29 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION claude_image(bytea, text) IS
 'A base64 image content block (image/jpeg, png, gif or webp) to put in a claude_messages request';
 
--- Whoever owns the database may dump and restore it (pg_dump reads the
--- dumped tables, a restore writes them and sets their sequences): the
--- database's owner reads and writes the extension's dumped tables.
+-- The database's owner may dump and restore what an admin of the database
+-- sets: budgets and price edits.  Jobs, batches, their items, the cache and
+-- the usage log are the extension's own rows: only its code writes them,
+-- with the true role, and the worker acts on them (as that role, paying as
+-- that role), so no other role -- the database's owner included -- may
+-- write them, or read what other roles asked.  A superuser dumps and
+-- restores those.
 DO $$
 BEGIN
     IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pg_database_owner') THEN
-        GRANT SELECT, INSERT ON claude_cache, claude_jobs, claude_batches, claude_batch_items,
-            claude_usage_log, claude_budgets, claude_price_overrides TO pg_database_owner;
-        GRANT SELECT, UPDATE, USAGE ON SEQUENCE claude_jobs_id_seq, claude_batches_local_id_seq
-            TO pg_database_owner;
+        GRANT SELECT, INSERT ON claude_budgets, claude_price_overrides TO pg_database_owner;
     END IF;
 END
 $$;
+
+-- Only the owner of a table (or a role with its privileges) may attach
+-- claude_enrich_trigger to it, since its jobs write back as the owner; the
+-- trigger's arguments are checked as it is created.
+CREATE FUNCTION claude_trigger_check()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'claude_trigger_check'
+LANGUAGE C;
+REVOKE EXECUTE ON FUNCTION claude_trigger_check() FROM PUBLIC;
+CREATE EVENT TRIGGER claude_trigger_check ON ddl_command_end
+    WHEN TAG IN ('CREATE TRIGGER')
+    EXECUTE FUNCTION claude_trigger_check();

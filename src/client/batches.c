@@ -35,6 +35,25 @@ claude_batch_tables(Oid nsp, ClaudeBatchTables *t)
 	return true;
 }
 
+/*
+ * The API path of a batch and suffix ("" or "/results"...), or NULL if id
+ * is not of the form the API gives its ids: a stored id is never a path
+ * of its own ("../..", another endpoint).
+ */
+char *
+claude_batch_path(const char *id, const char *suffix)
+{
+	static const char prefix[] = "msgbatch_";
+	size_t		n = strlen(id);
+
+	if (n <= sizeof(prefix) - 1 || n > 100 || strncmp(id, prefix, sizeof(prefix) - 1) != 0 ||
+		strspn(id + sizeof(prefix) - 1,
+			   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+		n - (sizeof(prefix) - 1))
+		return NULL;
+	return psprintf("%s/%s%s", CLAUDE_BATCHES_PATH, id, suffix);
+}
+
 void
 claude_batch_lock_tag(LOCKTAG *tag, int64 local_id)
 {
@@ -53,7 +72,7 @@ claude_batch_record_state(const ClaudeBatchTables *t, int64 local_id,
 		ereport(ERROR,
 				(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
 				 errmsg("the Claude API sent a Message Batch the database encoding cannot hold")));
-	claude_spi_run(psprintf("UPDATE %s SET id = coalesce(r->>'id', id), "
+	claude_spi_run(psprintf("UPDATE %s SET id = coalesce(id, r->>'id'), "
 							"status = r->>'processing_status', "
 							"processing = (r->'request_counts'->>'processing')::int, "
 							"succeeded = (r->'request_counts'->>'succeeded')::int, "

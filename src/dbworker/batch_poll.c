@@ -91,7 +91,7 @@ fail_orphans(const ClaudeBatchTables *t)
 static void
 start_status(void)
 {
-	slot = claude_request_submit(CLAUDE_GET, psprintf("%s/%s", CLAUDE_BATCHES_PATH, current_id),
+	slot = claude_request_submit(CLAUDE_GET, claude_batch_path(current_id, ""),
 								 NULL, 0, 0, NULL, 0);
 	phase = slot < 0 ? POLL_IDLE : POLL_STATUS;
 }
@@ -105,8 +105,7 @@ start_download(void)
 				 errmsg("could not create directory \"%s\": %m", TEMP_DIR)));
 	snprintf(results_file, sizeof(results_file), "%s/%sclaude_batch_%u_%lld", TEMP_DIR,
 			 PG_TEMP_FILE_PREFIX, MyDatabaseId, (long long) current);
-	slot = claude_request_download(psprintf("%s/%s/results", CLAUDE_BATCHES_PATH, current_id),
-								   results_file);
+	slot = claude_request_download(claude_batch_path(current_id, "/results"), results_file);
 	phase = slot < 0 ? POLL_IDLE : POLL_RESULTS;
 }
 
@@ -131,6 +130,12 @@ start_next(const ClaudeBatchTables *t)
 	strlcpy(current_id, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
 			sizeof(current_id));
 	ended = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	if (claude_batch_path(current_id, "") == NULL)
+	{
+		claude_batch_record_error(t, current, "the batch id is not one the API gives", true);
+		current = 0;
+		return;
+	}
 	if (ended)
 		start_download();		/* its results were not all written yet */
 	else

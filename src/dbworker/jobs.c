@@ -14,20 +14,32 @@
  * 'failed' with its error until claude_jobs_retry().  A job whose row is
  * gone is finished quietly.  Jobs 'running' when a worker starts belong to
  * a worker that died: they are queued again.
+ *
+ * Each request is sent as the role that fired the trigger (it pays, its
+ * budget and cache scope apply); a job that role cannot pay for now (a
+ * spent budget, a billing error) waits and is looked at again, and one
+ * whose role is gone fails.  The reply is written as the table's owner,
+ * restricted, and only while the table still has the trigger that asked.
  */
 #include "postgres.h"
 
 #include <math.h>
 
+#include "access/relation.h"
 #include "access/xact.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "client/budget.h"
 #include "client/pipe.h"
@@ -38,6 +50,7 @@
 #include "common/spi.h"
 #include "dbworker/jobs.h"
 #include "dbworker/writeback.h"
+#include "shmem/usage.h"
 
 #define JOBS_WINDOW		256
 #define CLAIM_AT_LEAST	16
@@ -61,6 +74,11 @@ static Job *inflight[JOBS_WINDOW];
 static Oid	nsp = InvalidOid;	/* the extension's schema, if installed */
 static char *jobs_table;
 static int	max_attempts;
+static Oid	worker_user;		/* who keeps the books: the worker's own user */
+static uint32 seen_generation;	/* of prices and budgets, for waiting jobs */
+
+/* how long a job refused by a budget or for billing waits before a new look */
+#define WAITING_RECHECK_S	60
 
 /*
  * At worker start: find the extension, queue again what a dead worker left
@@ -77,6 +95,7 @@ claude_jobs_start(void)
 		SetConfigOption("claude.max_retries", "0", PGC_SUSET, PGC_S_OVERRIDE);
 		jobs_cxt = AllocSetContextCreate(TopMemoryContext, "claude jobs",
 										 ALLOCSET_DEFAULT_SIZES);
+		worker_user = GetUserId();
 	}
 
 	claude_xact_begin();
@@ -102,6 +121,29 @@ claude_jobs_start(void)
 	claude_xact_end();
 }
 
+/*
+ * A job its role cannot pay for now (a spent budget, a billing error)
+ * waits, its attempt not counted, and is looked at again later.
+ */
+static void
+set_waiting(Job *job, const char *why)
+{
+	claude_spi_run(psprintf("UPDATE %s SET status = 'waiting', attempts = attempts - 1, "
+							"last_error = $2, updated_at = now(), "
+							"next_attempt_at = now() + interval '%d seconds' WHERE id = $1",
+							jobs_table, WAITING_RECHECK_S),
+				   2, (Oid[]) {INT8OID, TEXTOID},
+				   (Datum[]) {Int64GetDatum(job->id), CStringGetTextDatum(why)}, SPI_OK_UPDATE);
+}
+
+static void
+set_failed(Job *job, const char *error)
+{
+	claude_spi_run(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
+							"WHERE id = $1", jobs_table), 2, (Oid[]) {INT8OID, TEXTOID},
+				   (Datum[]) {Int64GetDatum(job->id), CStringGetTextDatum(error)}, SPI_OK_UPDATE);
+}
+
 static void
 set_failed_or_retry(Job *job, const char *error, bool retryable)
 {
@@ -116,8 +158,35 @@ set_failed_or_retry(Job *job, const char *error, bool retryable)
 						 "next_attempt_at = now() + $3 * interval '1 second' WHERE id = $1", jobs_table),
 				3, types, values, SPI_OK_UPDATE);
 	else
-		claude_spi_run(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
-						 "WHERE id = $1", jobs_table), 2, types, values, SPI_OK_UPDATE);
+		set_failed(job, error);
+}
+
+/*
+ * Whether the table still has the claude_enrich_trigger that queued a job
+ * for this column: the owner's automation is what allows the worker to
+ * write as the owner, so a job it can no longer find writes nothing.
+ */
+static bool
+job_armed(Oid relid, const char *target)
+{
+	Oid			fn = LookupFuncName(list_make2(makeString(get_namespace_name(nsp)),
+											   makeString("claude_enrich_trigger")),
+									0, NULL, true);
+	Relation	rel;
+	bool		armed = false;
+
+	rel = try_relation_open(relid, AccessShareLock);
+	if (rel == NULL)
+		return false;
+	for (int i = 0; rel->trigdesc && i < rel->trigdesc->numtriggers && !armed; i++)
+	{
+		Trigger    *t = &rel->trigdesc->triggers[i];
+
+		armed = t->tgfoid == fn && t->tgnargs >= 2 && strcmp(t->tgargs[0], target) == 0 &&
+			TRIGGER_FOR_AFTER(t->tgtype);
+	}
+	relation_close(rel, AccessShareLock);
+	return armed;
 }
 
 
@@ -132,9 +201,29 @@ write_back(Job *job, text *completion)
 
 	/* the trigger is the table owner's automation: write with its rights */
 	if (OidIsValid(owner))
+	{
+		if (!job_armed(job->relid, job->target))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("no claude_enrich_trigger of table %s fills column \"%s\" any more",
+							get_rel_name(job->relid), job->target),
+					 errdetail("The reply was not written back.")));
 		(void) claude_update_by_pk(job->relid, job->target, job->pk, completion, owner,
 								   job->inputs, job->inputs_md5);
+	}
 	claude_spi_run(psprintf("DELETE FROM %s WHERE id = $1", jobs_table), 1, &idtype, &id, SPI_OK_DELETE);
+}
+
+static void
+free_job(Job *job)
+{
+	pfree(job->target);
+	pfree(job->pk);
+	if (job->inputs)
+		pfree(job->inputs);
+	if (job->inputs_md5)
+		pfree(job->inputs_md5);
+	pfree(job);
 }
 
 typedef struct JobOutcome
@@ -152,6 +241,8 @@ record_outcome(void *arg)
 
 	if (o->completion)
 		write_back(o->job, o->completion);
+	else if (o->error && strstr(o->error, " billing_error: ") != NULL)
+		set_waiting(o->job, o->error);
 	else
 		set_failed_or_retry(o->job, o->error,
 							o->result == NULL || claude_result_retryable(o->result));
@@ -164,20 +255,76 @@ job_done(void *arg, int64 tag, text *completion, const char *error,
 {
 	JobOutcome	o = {inflight[tag], completion, error, result};
 	ErrorData  *edata;
+	ClaudeRoleSwitch as_worker;
 
 	inflight[tag] = NULL;
+	/* a cache hit comes back while the job's role is acting: books are ours */
+	claude_become(&as_worker, worker_user, false);
 	if ((edata = claude_subxact(record_outcome, &o)) != NULL)
-		claude_spi_run(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
-								"WHERE id = $1", jobs_table), 2, (Oid[]) {INT8OID, TEXTOID},
-					   (Datum[]) {Int64GetDatum(o.job->id),
-			CStringGetTextDatum(claude_redact(edata->message, 0))}, SPI_OK_UPDATE);
-	pfree(o.job->target);
-	pfree(o.job->pk);
-	if (o.job->inputs)
-		pfree(o.job->inputs);
-	if (o.job->inputs_md5)
-		pfree(o.job->inputs_md5);
-	pfree(o.job);
+		set_failed(o.job, claude_redact(edata->message, 0));
+	claude_unbecome(&as_worker);
+	free_job(o.job);
+}
+
+/*
+ * Whether a job may be sent now, checked before anything is paid: the
+ * table still has the trigger that queued it, the role that fired it
+ * exists and its budget allows one more request.  If not, the job waits
+ * (a spent budget) or fails, visibly.
+ */
+static bool
+job_sendable(int tag)
+{
+	Job		   *job = inflight[tag];
+	char	   *why;
+	char	   *error = NULL;
+	bool		wait = false;
+
+	if (get_rel_name(job->relid) == NULL)
+	{
+		/* the table is gone, and its rows with it: nothing to do */
+		inflight[tag] = NULL;
+		claude_spi_run(psprintf("DELETE FROM %s WHERE id = %lld", jobs_table, (long long) job->id),
+					   0, NULL, NULL, SPI_OK_DELETE);
+		free_job(job);
+		return false;
+	}
+	if (!job_armed(job->relid, job->target))
+		error = psprintf("no claude_enrich_trigger of table %s fills column \"%s\"",
+						 get_rel_name(job->relid), job->target);
+	else if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->role)))
+		error = psprintf("role %u, which fired the trigger and pays for the job, no longer exists",
+						 job->role);
+	else if (!claude_budget_allows(job->role, &why))
+	{
+		error = claude_budget_message(job->role, why);
+		wait = true;
+	}
+	if (error == NULL)
+		return true;
+	inflight[tag] = NULL;
+	if (wait)
+		set_waiting(job, error);
+	else
+		set_failed(job, error);
+	free_job(job);
+	return false;
+}
+
+/*
+ * Send a job's request as the role that fired the trigger: it pays, its
+ * budget applies, its cache scope serves the request.
+ */
+static bool
+submit_as(Oid role, int tag, const char *body, int max_tokens)
+{
+	ClaudeRoleSwitch as_role;
+	bool		sent;
+
+	claude_become(&as_role, role, false);
+	sent = claude_pipe_submit(jobs_pipe, tag, body, max_tokens, job_done, NULL);
+	claude_unbecome(&as_role);
+	return sent;
 }
 
 /* Claim due jobs up to the jobs_pipe's room and send them. */
@@ -193,7 +340,7 @@ claim(void)
 		return 0;
 
 	claude_spi_run(psprintf("UPDATE %s j SET status = 'running', attempts = attempts + 1, updated_at = now() "
-					 "WHERE id IN (SELECT id FROM %s WHERE status = 'queued' AND next_attempt_at <= now() "
+					 "WHERE id IN (SELECT id FROM %s WHERE status IN ('queued', 'waiting') AND next_attempt_at <= now() "
 					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
 					 "RETURNING id, relid, target_column, pk::text, attempts, request::text, "
 					 "(request->>'max_tokens')::int, role::oid, inputs_md5, "
@@ -224,13 +371,12 @@ claim(void)
 		while (inflight[tag] != NULL)
 			tag++;
 		inflight[tag] = job;
+		if (!job_sendable(tag))
+			continue;
 		/* with room in the jobs_pipe, submit waits for a slot rather than refuse */
-		claude_request_role = job->role;
-		while (!claude_pipe_submit(jobs_pipe, tag, SPI_getvalue(tup, desc, 6),
-								   DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull)),
-								   job_done, NULL))
+		while (!submit_as(job->role, tag, SPI_getvalue(tup, desc, 6),
+						  DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull))))
 			claude_pipe_collect(jobs_pipe, job_done, NULL);
-		claude_request_role = InvalidOid;
 	}
 	return (int) n;
 }
@@ -250,12 +396,19 @@ claude_jobs_step(void)
 	if (!OidIsValid(nsp))
 		return false;
 	claude_xact_begin();
+	/* a budget changed: waiting jobs may go now */
+	if (claude_usage_config_generation() != seen_generation)
+	{
+		seen_generation = claude_usage_config_generation();
+		claude_spi_run(psprintf("UPDATE %s SET next_attempt_at = now() WHERE status = 'waiting'",
+								jobs_table), 0, NULL, NULL, SPI_OK_UPDATE);
+	}
 	claude_pipe_poll(jobs_pipe, job_done, NULL);
 	claim();
 	more = claude_pipe_outstanding(jobs_pipe) > 0;
 	if (!more)
 	{
-		claude_spi_run(psprintf("SELECT 1 FROM %s WHERE status = 'queued' LIMIT 1", jobs_table),
+		claude_spi_run(psprintf("SELECT 1 FROM %s WHERE status IN ('queued', 'waiting') LIMIT 1", jobs_table),
 				0, NULL, NULL, SPI_OK_SELECT);
 		more = SPI_processed > 0;
 	}
@@ -275,7 +428,6 @@ claude_jobs_step(void)
 void
 claude_jobs_reset(void)
 {
-	claude_request_role = InvalidOid;
 	if (!OidIsValid(nsp))
 		return;
 	memset(inflight, 0, sizeof(inflight));

@@ -12,6 +12,9 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
+#include "catalog/catalog.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
@@ -198,6 +201,37 @@ prepare_update(Oid relid, const char *relname, const char *target, Datum pk, Oid
 }
 
 /*
+ * A reply goes only to an ordinary table of a user's: never a catalog (a
+ * row that names pg_authid is not one the extension wrote), a view or
+ * another session's temporary table.  Returns the table's name, or NULL
+ * when it is gone.
+ */
+static char *
+writable_target(Oid relid, const char *target)
+{
+	HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Form_pg_class rel;
+	char	   *name;
+	bool		ok;
+
+	if (!HeapTupleIsValid(tp))
+		return NULL;
+	rel = (Form_pg_class) GETSTRUCT(tp);
+	name = pstrdup(NameStr(rel->relname));
+	ok = (rel->relkind == RELKIND_RELATION || rel->relkind == RELKIND_PARTITIONED_TABLE) &&
+		rel->relpersistence != RELPERSISTENCE_TEMP &&
+		!IsCatalogNamespace(rel->relnamespace) && !IsToastNamespace(rel->relnamespace) &&
+		relid >= FirstNormalObjectId;
+	ReleaseSysCache(tp);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("claude writes replies only to ordinary tables, not to \"%s\"", name),
+				 errdetail("Column \"%s\" was not written.", target)));
+	return name;
+}
+
+/*
  * Set target of the row whose primary key is the jsonb object pkjson (the
  * key columns are the object's keys), as role, restricted: the table's
  * privileges, row security, triggers and checks apply as to role's own
@@ -208,7 +242,7 @@ int64
 claude_update_by_pk(Oid relid, const char *target, const char *pkjson, text *value,
 					Oid role, const char *inputs, const char *inputs_md5)
 {
-	char	   *relname = get_rel_name(relid);
+	char	   *relname = writable_target(relid, target);
 	Datum		pk = CStringGetTextDatum(pkjson);
 	SPIPlanPtr	plan;
 	ClaudeRoleSwitch as_role;
@@ -239,7 +273,7 @@ bool
 claude_update_by_pks(Oid relid, const char *target, int n, Datum *values, Datum *pks,
 					 Oid role, bool *written)
 {
-	char	   *relname = get_rel_name(relid);
+	char	   *relname = writable_target(relid, target);
 	ClaudeRoleSwitch as_role;
 	char	   *sql;
 	Datum		args[2];

@@ -505,7 +505,11 @@ claude_batch_cancel(PG_FUNCTION_ARGS)
 				 errdetail("Only roles with the privileges of its submitter %s may cancel it.",
 						   GetUserNameFromId(submitted_by, false))));
 
-	reply = claude_http_call(CLAUDE_POST, psprintf("%s/%s/cancel", CLAUDE_BATCHES_PATH, id),
+	if (claude_batch_path(id, "/cancel") == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" is not a Message Batch id", id)));
+	reply = claude_http_call(CLAUDE_POST, claude_batch_path(id, "/cancel"),
 							 NULL, 0, 0, NULL, &result);
 	claude_become(&as_owner, owner, false);
 	claude_batch_record_state(&tables, local_id, reply);

@@ -1,9 +1,11 @@
 # A dump restores: a database with queued and failed jobs, a Message Batch,
 # cached replies, edited, added and removed prices, budgets and usage is
-# dumped by a superuser and by the database's (plain) owner, and restored
-# into fresh databases with pg_restore --exit-on-error and with psql -1,
-# by each of them; everything comes back once, the shipped prices are not
-# restored twice, and the sequences go on.
+# dumped by a superuser and restored into fresh databases with pg_restore
+# --exit-on-error and with psql -1; everything comes back once, the shipped
+# prices are not restored twice, and the sequences go on.  The database's
+# (plain) owner dumps and restores what an admin of the database sets
+# (budgets, price edits) and its own tables, never the extension's own rows
+# (jobs, batches, cache, usage): it can neither read them nor plant them.
 use strict;
 use warnings;
 use PostgreSQL::Test::Utils;
@@ -67,14 +69,22 @@ like($want, qr/^\d+ \| failed \| ended:4 \| 4 \| dbowner:100 \| \d+ \| 4 \| 1 \|
 	"the database to dump: $want");
 
 # dumps by the superuser and by the database's owner, custom and plain
+my @private = map { ('--exclude-table-data', $_) }
+  qw(claude_cache claude_jobs claude_jobs_id_seq claude_batches claude_batches_local_id_seq
+  claude_batch_items claude_usage_log);
 my %dump;
+($rc, $out, $err) = run_log_capture([ 'pg_dump', '-f', "$tmp/plain_owner.sql", '-U', 'dbowner',
+	'-d', $node->connstr('src') ]);
+is($rc, 0, "a plain pg_dump by the owner fails: it may not read the extension's own rows");
+like($err, qr/permission denied for (table|sequence) claude_/, 'with permission denied');
 for my $who ('postgres', 'dbowner')
 {
 	for my $fmt ('c', 'p')
 	{
 		my $file = "$tmp/src_${who}.$fmt";
 		($rc, $out, $err) = run_log_capture([ 'pg_dump', '-F', $fmt, '-f', $file, '-U', $who,
-			($who eq 'dbowner' && $fmt eq 'p' ? ('--no-privileges') : ()), '-d', $node->connstr('src') ]);
+			($who eq 'dbowner' ? (@private, $fmt eq 'p' ? ('--no-privileges') : ()) : ()),
+			'-d', $node->connstr('src') ]);
 		is($rc, 1, "pg_dump -F$fmt by $who succeeds") or diag($err);
 		$dump{"$who.$fmt"} = $file;
 	}
@@ -109,9 +119,27 @@ for my $who ('postgres', 'dbowner')
 		($rc, $out, $err) = run_log_capture(\@cmd);
 		is($rc, 1, ($fmt eq 'c' ? 'pg_restore --exit-on-error' : 'psql -1') . " by $who succeeds")
 		  or diag($err);
-		is(sql($state, $db), $want, "$db: jobs, batches, cache, prices, budgets, usage and rows came back once");
-		is(sql("SELECT nextval('claude_jobs_id_seq') > (SELECT max(id) FROM claude_jobs)", $db), 't',
-			"$db: the job ids go on after the restored ones");
+		if ($who eq 'postgres')
+		{
+			is(sql($state, $db), $want, "$db: jobs, batches, cache, prices, budgets, usage and rows came back once");
+			is(sql("SELECT nextval('claude_jobs_id_seq') > (SELECT max(id) FROM claude_jobs)", $db), 't',
+				"$db: the job ids go on after the restored ones");
+		}
+		else
+		{
+			like(sql($state, $db), qr/^0 \| 0 \| dbowner:100 \| 4 \| 1 \| 0 \| 11 \| 1=Sum: doc 1,/,
+				"$db: the owner's restore brings budgets, prices and its rows, none of the extension's own rows");
+		}
 	}
 }
+
+# nor can the owner plant the extension's rows from a superuser's dump
+sql("CREATE DATABASE planted OWNER dbowner");
+sql("CREATE EXTENSION claude", 'planted');
+($rc, $out, $err) = run_log_capture([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=0', '-U', 'dbowner',
+	'-d', $node->connstr('planted'), '-f', $dump{'postgres.p'} ]);
+like($err, qr/permission denied for table claude_jobs/, "the owner's restore of a superuser's dump may not write claude_jobs");
+is(sql("SELECT (SELECT count(*) FROM claude_jobs) + (SELECT count(*) FROM claude_cache) + "
+	. "(SELECT count(*) FROM claude_batches) + (SELECT count(*) FROM claude_usage_log)", 'planted'), '0',
+	'and planted no job, cache entry, batch or usage');
 done_testing();
