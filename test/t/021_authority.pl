@@ -196,6 +196,14 @@ like(sql("SELECT last_error FROM claude_jobs WHERE relid = 'alice_tickets'::regc
 sql("UPDATE claude_budgets SET requests_per_day = 10 WHERE role = 'app'::regrole");
 ok(wait_until(sub { sql("SELECT category IS NOT NULL FROM alice_tickets WHERE id = 2") eq 't' }),
 	'once the budget is raised, it goes');
+$mock->fault({ status => 400, error_type => 'billing_error', message => 'credit balance is too low', count => 1 });
+as_role('app', "INSERT INTO alice_tickets (id, subject) VALUES (4, 'no credit')");
+ok(wait_until(sub { sql("SELECT status FROM claude_jobs WHERE relid = 'alice_tickets'::regclass") eq 'waiting' }),
+	'a job refused for billing waits');
+is(sql("SELECT attempts FROM claude_jobs WHERE relid = 'alice_tickets'::regclass"), '0', 'its attempt not counted');
+sql("UPDATE claude_budgets SET requests_per_day = 11 WHERE role = 'app'::regrole");
+ok(wait_until(sub { sql("SELECT category IS NOT NULL FROM alice_tickets WHERE id = 4") eq 't' }),
+	'and goes when looked at again');
 sql("CREATE ROLE gone LOGIN; GRANT INSERT ON alice_tickets TO gone;
 	INSERT INTO claude_budgets (role, requests_per_day) VALUES ('gone', 0)");
 as_role('gone', "INSERT INTO alice_tickets (id, subject) VALUES (3, 'orphan')");
