@@ -5,6 +5,15 @@ FROM pg_proc p WHERE p.proname LIKE 'claude\_%' ORDER BY 1;
 SELECT c.relname, has_table_privilege('public', c.oid, 'SELECT') AS public_can_read
 FROM pg_class c WHERE c.relname LIKE 'claude\_%' AND c.relkind IN ('r', 'v') ORDER BY 1;
 
+-- the database's owner sets budgets and prices; the extension's own rows
+-- (what the worker acts on) are nobody's to write or read but its code's
+SELECT c.relname,
+       (SELECT string_agg(p, ',') FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p
+        WHERE has_table_privilege('pg_database_owner', c.oid, p)) AS database_owner_may
+FROM pg_class c WHERE c.relname LIKE 'claude\_%' AND c.relkind = 'r' ORDER BY 1;
+SELECT c.relname, has_sequence_privilege('pg_database_owner', c.oid, 'USAGE,SELECT,UPDATE') AS database_owner_may
+FROM pg_class c WHERE c.relname LIKE 'claude\_%' AND c.relkind = 'S' ORDER BY 1;
+
 CREATE ROLE claude_plain LOGIN;
 CREATE ROLE claude_granted LOGIN;
 GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO claude_granted;
