@@ -53,6 +53,41 @@ show_api_key(void)
 	return (claude_api_key_setting && claude_api_key_setting[0]) ? "********" : "";
 }
 
+/*
+ * A key stored per database or role is readable by every role in
+ * pg_db_role_setting; new ones are refused (functions/utility.c), but one
+ * made earlier, or while the library was not loaded, reaches us here as a
+ * connection applies it.  It keeps working; the warning says how to move
+ * it.  Returning false would print the value, so this never does.
+ */
+static bool
+check_api_key(char **newval, void **extra, GucSource source)
+{
+	const char *reset;
+
+	/* a client backend: a person sees it, and no worker repeats it */
+	if (*newval == NULL || (*newval)[0] == '\0' || MyBackendType != B_BACKEND)
+		return true;
+	if (source == PGC_S_DATABASE)
+		reset = "ALTER DATABASE ... RESET claude.api_key";
+	else if (source == PGC_S_USER)
+		reset = "ALTER ROLE ... RESET claude.api_key";
+	else if (source == PGC_S_DATABASE_USER)
+		reset = "ALTER ROLE ... IN DATABASE ... RESET claude.api_key";
+	else if (source == PGC_S_GLOBAL)
+		reset = "ALTER ROLE ALL RESET claude.api_key";
+	else
+		return true;
+
+	/* the name ends the message: the log redaction cuts what follows it */
+	ereport(WARNING,
+			(errmsg("a database or role setting holds \"claude.api_key\""),
+			 errdetail("Every role can read it in pg_db_role_setting. It is still used."),
+			 errhint("Put the key in the file named by claude.api_key_file, remove the entry with %s, "
+					 "and replace the key, which has been readable.", reset)));
+	return true;
+}
+
 static bool
 check_base_url(char **newval, void **extra, GucSource source)
 {
@@ -83,7 +118,7 @@ claude_define_gucs(void)
 							   &claude_api_key_setting, "",
 							   PGC_SUSET,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   NULL, NULL, show_api_key);
+							   check_api_key, NULL, show_api_key);
 	DefineCustomStringVariable("claude.api_key_file",
 							   "File that holds the API key, used when claude.api_key is empty.",
 							   NULL, &claude_api_key_file, "",
