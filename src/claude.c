@@ -71,6 +71,7 @@ _PG_init(void)
 {
 	claude_define_gucs();
 	claude_install_log_redaction();
+	claude_install_utility_hook(process_shared_preload_libraries_in_progress);
 
 	/* without preloading, calls fail with a hint (claude_require_shared) */
 	if (!process_shared_preload_libraries_in_progress)
@@ -86,5 +87,4 @@ _PG_init(void)
 	shmem_startup_hook = claude_shmem_startup;
 
 	claude_register_http_worker();
-	claude_dbwork_install_hooks();
 }

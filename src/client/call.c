@@ -43,7 +43,8 @@ claude_request_from_settings(ClaudeRequest *req, ClaudeMethod method,
 	req->api_key = claude_resolve_api_key();
 	req->version = claude_anthropic_version;
 	req->ca_file = claude_ca_file;
-	req->proxy = claude_proxy;
+	/* plain http is loopback only (common/guc.c): a proxy would see the key */
+	req->proxy = pg_strncasecmp(base, "http:", 5) == 0 ? "" : claude_proxy;
 	req->body = body;
 	req->body_len = body_len;
 }

@@ -10,9 +10,14 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <limits.h>
+#include <netinet/in.h>
+
+#include <curl/curl.h>
 
 #include "miscadmin.h"
+#include "port/pg_bswap.h"
 #include "utils/guc.h"
 
 #include "common/guc.h"
@@ -53,25 +58,163 @@ show_api_key(void)
 	return (claude_api_key_setting && claude_api_key_setting[0]) ? "********" : "";
 }
 
+/*
+ * A key stored per database or role is readable by every role in
+ * pg_db_role_setting; new ones are refused (functions/utility.c), but one
+ * made earlier, or while the library was not loaded, reaches us here as a
+ * connection applies it.  It keeps working; the warning says how to move
+ * it.  Returning false would print the value, so this never does.
+ */
+static bool
+check_api_key(char **newval, void **extra, GucSource source)
+{
+	const char *reset;
+
+	/* a client backend: a person sees it, and no worker repeats it */
+	if (*newval == NULL || (*newval)[0] == '\0' || MyBackendType != B_BACKEND)
+		return true;
+	if (source == PGC_S_DATABASE)
+		reset = "ALTER DATABASE ... RESET claude.api_key";
+	else if (source == PGC_S_USER)
+		reset = "ALTER ROLE ... RESET claude.api_key";
+	else if (source == PGC_S_DATABASE_USER)
+		reset = "ALTER ROLE ... IN DATABASE ... RESET claude.api_key";
+	else if (source == PGC_S_GLOBAL)
+		reset = "ALTER ROLE ALL RESET claude.api_key";
+	else
+		return true;
+
+	/* the name ends the message: the log redaction cuts what follows it */
+	ereport(WARNING,
+			(errmsg("a database or role setting holds \"claude.api_key\""),
+			 errdetail("Every role can read it in pg_db_role_setting. It is still used."),
+			 errhint("Put the key in the file named by claude.api_key_file, remove the entry with %s, "
+					 "and replace the key, which has been readable.", reset)));
+	return true;
+}
+
+/* Whether a URL has the part (curl has no "not there" value for parts). */
+static bool
+url_has(CURLU *u, CURLUPart part)
+{
+	char	   *s;
+
+	if (curl_url_get(u, part, &s, 0) != CURLUE_OK)
+		return false;
+	curl_free(s);
+	return true;
+}
+
+/* A loopback address, or the name localhost; curl normalises IPv4 forms. */
+static bool
+is_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	char		buf[INET6_ADDRSTRLEN];
+	size_t		len = strlen(host);
+
+	if (pg_strcasecmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (pg_ntoh32(a4.s_addr) >> 24) == 127;
+	if (len < 3 || len - 2 >= sizeof(buf) || host[0] != '[' || host[len - 1] != ']')
+		return false;
+	memcpy(buf, host + 1, len - 2);
+	buf[len - 2] = '\0';
+	return inet_pton(AF_INET6, buf, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+/*
+ * Why a URL is unfit for an endpoint (proxy false) or a proxy, or NULL.
+ * Parsed by libcurl, as the request will be, so the host checked is the
+ * host connected to.
+ */
+static const char *
+url_problem(CURLU *u, bool proxy)
+{
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	const char *problem = NULL;
+
+	if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+		problem = "It must name a scheme and a host.";
+	else if (proxy)
+	{
+		static const char *const schemes[] = {
+			"http", "https", "socks4", "socks4a", "socks5", "socks5h"
+		};
+
+		problem = "It must start with http://, https://, socks4://, socks4a://, socks5:// or socks5h://.";
+		for (int i = 0; i < lengthof(schemes); i++)
+			if (pg_strcasecmp(scheme, schemes[i]) == 0)
+				problem = NULL;
+	}
+	else if (url_has(u, CURLUPART_QUERY) || url_has(u, CURLUPART_FRAGMENT))
+		problem = "It must have no query or fragment: request paths are appended to it.";
+	else if (pg_strcasecmp(scheme, "https") == 0)
+		problem = NULL;
+	/* plain HTTP only where nothing crosses a network */
+	else if (pg_strcasecmp(scheme, "http") != 0 || !is_loopback(host))
+		problem = "It must start with https:// (plain http:// is accepted for 127.0.0.0/8, [::1] and localhost only).";
+	if (scheme)
+		curl_free(scheme);
+	if (host)
+		curl_free(host);
+	return problem;
+}
+
+/* The check hook of a URL setting; a user name or password is never shown. */
+static bool
+check_url(const char *name, const char *url, bool proxy)
+{
+	CURLU	   *u = curl_url();
+	CURLUcode	rc;
+	const char *problem = NULL;
+	bool		ok = false;
+
+	if (u == NULL)
+	{
+		GUC_check_errmsg("out of memory");
+		return false;
+	}
+	rc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
+	if (rc != CURLUE_OK)
+		GUC_check_errdetail("It is not a URL: %s.", curl_url_strerror(rc));
+	else if (url_has(u, CURLUPART_USER) || url_has(u, CURLUPART_PASSWORD) ||
+			 url_has(u, CURLUPART_OPTIONS))
+	{
+		/* our own message: the default one quotes the value */
+		GUC_check_errmsg("%s must not hold a user name or password", name);
+		GUC_check_errdetail("The value is written to the server log when it changes.");
+	}
+	else if ((problem = url_problem(u, proxy)) != NULL)
+		GUC_check_errdetail("%s", problem);
+	else
+		ok = true;
+	curl_url_cleanup(u);
+	return ok;
+}
+
 static bool
 check_base_url(char **newval, void **extra, GucSource source)
 {
-	const char *url = *newval;
-
-	if (url == NULL || url[0] == '\0')
+	if (*newval == NULL || (*newval)[0] == '\0')
 	{
 		GUC_check_errdetail("claude.base_url must not be empty.");
 		return false;
 	}
-	if (pg_strncasecmp(url, "https://", 8) == 0)
+	return check_url("claude.base_url", *newval, false);
+}
+
+static bool
+check_proxy(char **newval, void **extra, GucSource source)
+{
+	/* empty: no proxy, not even one from the environment */
+	if (*newval == NULL || (*newval)[0] == '\0')
 		return true;
-	/* plain HTTP only where nothing crosses a network */
-	if (pg_strncasecmp(url, "http://localhost", 16) == 0 ||
-		pg_strncasecmp(url, "http://127.", 11) == 0 ||
-		pg_strncasecmp(url, "http://[::1]", 12) == 0)
-		return true;
-	GUC_check_errdetail("claude.base_url must start with https:// (plain http:// is accepted for loopback addresses only).");
-	return false;
+	return check_url("claude.proxy", *newval, true);
 }
 
 void
@@ -83,7 +226,7 @@ claude_define_gucs(void)
 							   &claude_api_key_setting, "",
 							   PGC_SUSET,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   NULL, NULL, show_api_key);
+							   check_api_key, NULL, show_api_key);
 	DefineCustomStringVariable("claude.api_key_file",
 							   "File that holds the API key, used when claude.api_key is empty.",
 							   NULL, &claude_api_key_file, "",
@@ -99,7 +242,7 @@ claude_define_gucs(void)
 	DefineCustomStringVariable("claude.proxy",
 							   "HTTP(S) proxy URL; empty means no proxy.",
 							   NULL, &claude_proxy, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+							   PGC_SUSET, GUC_SUPERUSER_ONLY, check_proxy, NULL, NULL);
 	DefineCustomStringVariable("claude.anthropic_version",
 							   "Value of the anthropic-version header.",
 							   NULL, &claude_anthropic_version, "2023-06-01",

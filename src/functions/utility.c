@@ -1,7 +1,14 @@
 /*
  * utility.c
  *		The ProcessUtility hook: commands that need a database to themselves
- *		make its worker step aside.  Installed by _PG_init.
+ *		make its worker step aside, and the key is refused where every role
+ *		could read it.  Installed by _PG_init.
+ *
+ * ALTER DATABASE/ROLE ... SET and a function's SET clause store their value
+ * in pg_db_role_setting or pg_proc, which every role may read, and the
+ * check hook of a setting sees them only as PGC_S_TEST, like any other
+ * validation: so claude.api_key is refused here, by statement.  RESET (and
+ * SET ... TO DEFAULT) stay allowed: they remove an entry.
  *
  * DROP DATABASE, ALTER DATABASE ... SET TABLESPACE or RENAME TO and CREATE
  * DATABASE ... TEMPLATE refuse to run while any other process is connected
@@ -23,6 +30,53 @@
 #include "shmem/dbqueue.h"
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
+static bool dbwork_hooks = false;
+
+/* Whether a SET clause would store the key (SET TO DEFAULT removes it). */
+static bool
+sets_api_key(Node *set)
+{
+	VariableSetStmt *v = (VariableSetStmt *) set;
+
+	return set != NULL && IsA(set, VariableSetStmt) && v->name != NULL &&
+		(v->kind == VAR_SET_VALUE || v->kind == VAR_SET_CURRENT) &&
+		pg_strcasecmp(v->name, "claude.api_key") == 0;
+}
+
+/* Refuse a statement that would store the key where every role reads it. */
+static void
+refuse_stored_key(Node *stmt)
+{
+	List	   *options = NIL;
+	bool		found = false;
+	ListCell   *lc;
+
+	if (IsA(stmt, AlterDatabaseSetStmt))
+		found = sets_api_key((Node *) ((AlterDatabaseSetStmt *) stmt)->setstmt);
+	else if (IsA(stmt, AlterRoleSetStmt))
+		found = sets_api_key((Node *) ((AlterRoleSetStmt *) stmt)->setstmt);
+	else if (IsA(stmt, CreateFunctionStmt))
+		options = ((CreateFunctionStmt *) stmt)->options;
+	else if (IsA(stmt, AlterFunctionStmt))
+		options = ((AlterFunctionStmt *) stmt)->actions;
+
+	foreach(lc, options)
+	{
+		DefElem    *d = lfirst_node(DefElem, lc);
+
+		if (strcmp(d->defname, "set") == 0 && sets_api_key(d->arg))
+			found = true;
+	}
+
+	/* the name ends the message: the log redaction cuts what follows it */
+	if (found)
+		ereport(ERROR,
+				(errcode(ERRCODE_CANT_CHANGE_RUNTIME_PARAM),
+				 errmsg("database, role and function settings cannot hold \"claude.api_key\""),
+				 errdetail("Every role can read them in pg_db_role_setting and pg_proc."),
+				 errhint("Put the key in a file readable by the server and set claude.api_key_file to its path "
+						 "in postgresql.conf or with ALTER SYSTEM, then reload.")));
+}
 
 /* The database a command needs to itself, or InvalidOid. */
 static Oid
@@ -69,8 +123,11 @@ claude_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 			   ProcessUtilityContext context, ParamListInfo params,
 			   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
-	Oid			dbid = database_needed(pstmt->utilityStmt);
+	Oid			dbid = InvalidOid;
 
+	refuse_stored_key(pstmt->utilityStmt);
+	if (dbwork_hooks)
+		dbid = database_needed(pstmt->utilityStmt);
 	if (OidIsValid(dbid))
 		claude_dbwork_release(dbid);
 	if (prev_utility_hook)
@@ -83,9 +140,14 @@ claude_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 		claude_dbwork_forget(dbid);
 }
 
+/*
+ * Install the hook.  The key is refused whenever the library is loaded;
+ * the database workers exist, and step aside, only when it is preloaded.
+ */
 void
-claude_dbwork_install_hooks(void)
+claude_install_utility_hook(bool with_dbwork)
 {
+	dbwork_hooks = with_dbwork;
 	prev_utility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = claude_utility;
 }
