@@ -13,10 +13,13 @@
  *
  * claude_budgets and claude_prices are read whole into each session and
  * read again after a change commits (a statement trigger bumps a shared
- * generation counter at commit), so changes apply at once, no restart.
- * The first session to read them leaves a copy in shared memory for the
- * next ones (shmem/sharedconfig.c): a short-lived session's first call
- * then runs no query for them.
+ * generation counter at commit, and so does COMMIT PREPARED), so changes
+ * apply at once, no restart.  The first session to read them leaves a
+ * copy in shared memory for the next ones (shmem/sharedconfig.c): a
+ * short-lived session's first call then runs no query for them.  A copy
+ * is never older than its generation: the generation is read first, and
+ * the tables then under a snapshot of that moment, whatever the statement's
+ * or the transaction's own (a change is visible before its bump).
  */
 #include "postgres.h"
 
@@ -29,6 +32,7 @@
 #include "utils/date.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "client/budget.h"
 #include "common/errors.h"
@@ -75,6 +79,7 @@ static bool changed_here = false;
 static void
 config_xact_callback(XactEvent event, void *arg)
 {
+	/* a prepared change is bumped by COMMIT PREPARED */
 	if (event == XACT_EVENT_COMMIT && changed_here)
 		claude_usage_config_bump();
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
@@ -82,10 +87,20 @@ config_xact_callback(XactEvent event, void *arg)
 		changed_here = false;
 }
 
+/* A savepoint rolled back may have taken a change this session read. */
+static void
+config_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && changed_here)
+		config.generation = 0;
+}
+
 /*
  * This transaction changes the prices or budgets (their statement
  * trigger): every session reads them again once it commits; until it
- * ends, what this session reads of them is good only for itself.
+ * ends, what this session reads of them is good only for itself, and is
+ * read again after each change.
  */
 void
 claude_budget_config_changed(void)
@@ -95,9 +110,22 @@ claude_budget_config_changed(void)
 	if (!registered)
 	{
 		RegisterXactCallback(config_xact_callback, NULL);
+		RegisterSubXactCallback(config_subxact_callback, NULL);
 		registered = true;
 	}
 	changed_here = true;
+	config.generation = 0;
+}
+
+/*
+ * A prepared transaction committed (the utility hook, after COMMIT
+ * PREPARED): it may have changed the prices or budgets, and no callback of
+ * ours saw its commit.  Its changes are visible already.
+ */
+void
+claude_budget_prepared_committed(void)
+{
+	claude_usage_config_bump();
 }
 
 /* Nothing read: no prices, no budgets, no extension. */
@@ -218,6 +246,8 @@ load_config(void)
 		forget_config();
 	}
 
+	/* not older than generation, nor than what this transaction changed */
+	PushActiveSnapshot(GetLatestSnapshot());
 	SPI_connect();
 	if (OidIsValid(ext) && claude_extension_find(&config.nsp, &config.owner))
 	{
@@ -260,15 +290,11 @@ load_config(void)
 		claude_unbecome(&as_owner);
 	}
 	SPI_finish();
+	PopActiveSnapshot();
 	config.generation = generation;
 	config.dbid = MyDatabaseId;
-	/*
-	 * Others copy only what holds for them: not what this transaction has
-	 * changed and not committed, nor what an older transaction snapshot
-	 * read while the generation moved on.
-	 */
-	if (OidIsValid(config.nsp) && !IsolationUsesXactSnapshot() &&
-		config.tainted == InvalidLocalTransactionId)
+	/* others copy only what holds for them: nothing uncommitted */
+	if (OidIsValid(config.nsp) && config.tainted == InvalidLocalTransactionId)
 		pack_config(ext, generation);
 }
 

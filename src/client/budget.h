@@ -13,6 +13,7 @@ extern Oid	claude_request_role;	/* InvalidOid: the current user */
 extern void claude_price_of(const char *body, Size len, double *price_in,
 							double *price_out);
 extern void claude_budget_config_changed(void);
+extern void claude_budget_prepared_committed(void);
 extern void claude_budget_prepare(Oid role);
 extern int32 claude_budget_reserve(Oid role, char **why);
 extern void claude_budget_refuse(Oid role, const char *why) pg_attribute_noreturn();
