@@ -5,6 +5,7 @@
 #  8b a REPEATABLE READ transaction sees a budget committed after its
 #     snapshot, and so does its session after COMMIT;
 #  8c a budget set by PREPARE TRANSACTION applies at COMMIT PREPARED;
+#     and a transaction that changes a budget reads each of its changes;
 #  9  a submitted batch reserves its requests (and its estimated cost)
 #     across calls, sessions and a restart, concurrent submissions cannot
 #     both pass, online calls see the reservation, results settle it
