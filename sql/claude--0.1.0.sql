@@ -363,12 +363,28 @@ CREATE TABLE claude_batch_items (
     input_tokens int,
     output_tokens int,
     cost_usd numeric,
+    -- what a pending request may spend, reserved against its submitter's
+    -- budget until its result settles it: max_tokens of output and the
+    -- request's bytes / 4 of input, at the batch price
+    est_tokens bigint NOT NULL DEFAULT 0,
+    est_cost_usd numeric NOT NULL DEFAULT 0,
     PRIMARY KEY (batch, custom_id)
 );
 REVOKE ALL ON claude_batch_items FROM PUBLIC;
 COMMENT ON TABLE claude_batch_items IS
 'The requests of each Message Batch: custom_id, the row''s primary key, the request, and its outcome';
 SELECT pg_catalog.pg_extension_config_dump('claude_batch_items', '');
+
+-- a record deleted gives back what its pending requests reserve
+CREATE FUNCTION claude_batches_forget()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'claude_batches_forget'
+LANGUAGE C;
+REVOKE EXECUTE ON FUNCTION claude_batches_forget() FROM PUBLIC;
+CREATE TRIGGER claude_batches_forget BEFORE DELETE ON claude_batches
+    FOR EACH ROW EXECUTE FUNCTION claude_batches_forget();
+CREATE TRIGGER claude_batches_forget_all BEFORE TRUNCATE ON claude_batches
+    FOR EACH STATEMENT EXECUTE FUNCTION claude_batches_forget();
 
 CREATE FUNCTION claude_batch_cancel(batch_id text)
 RETURNS text

@@ -6,12 +6,15 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 
 #include "client/batches.h"
+#include "client/reserve.h"
 #include "common/errors.h"
 #include "common/json.h"
 #include "common/spi.h"
@@ -100,4 +103,43 @@ claude_batch_record_error(const ClaudeBatchTables *t, int64 local_id,
 				   3, (Oid[]) {INT8OID, TEXTOID, BOOLOID},
 				   (Datum[]) {Int64GetDatum(local_id), CStringGetTextDatum(error),
 		BoolGetDatum(fatal)}, SPI_OK_UPDATE);
+}
+
+/*
+ * The requests still pending in a batch (local_id > 0) or in every batch
+ * (0) will have no result: what they reserve goes back to their
+ * submitters once this transaction commits.  For a record about to be
+ * deleted, or a batch whose results lack them.
+ */
+void
+claude_batch_release_pending(const ClaudeBatchTables *t, int64 local_id)
+{
+	SPITupleTable *rows;
+	uint64		n;
+
+	claude_spi_run(psprintf("SELECT b.submitted_by::pg_catalog.oid, b.created_at, pg_catalog.count(*), "
+							"pg_catalog.sum(i.est_tokens)::pg_catalog.int8, "
+							"pg_catalog.sum(i.est_cost_usd)::pg_catalog.float8 "
+							"FROM %s b JOIN %s i ON i.batch OPERATOR(pg_catalog.=) b.local_id "
+							"WHERE i.status OPERATOR(pg_catalog.=) 'pending' "
+							"AND ($1 OPERATOR(pg_catalog.=) 0 OR b.local_id OPERATOR(pg_catalog.=) $1) "
+							"GROUP BY b.local_id",
+							t->batches, t->items),
+				   1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(local_id)}, SPI_OK_SELECT);
+	rows = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 k = 0; k < n; k++)
+	{
+		HeapTuple	tup = rows->vals[k];
+		bool		isnull;
+		UsageReserve r;
+
+		r.requests = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
+		r.tokens = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 4, &isnull));
+		r.cost = claude_spi_float(tup, rows->tupdesc, 5);
+		claude_reserve_settle(DatumGetObjectId(SPI_getbinval(tup, rows->tupdesc, 1, &isnull)),
+							  claude_usage_day_of(DatumGetTimestampTz(SPI_getbinval(tup, rows->tupdesc, 2,
+																					&isnull))),
+							  &r, NULL);
+	}
 }

@@ -27,5 +27,6 @@ extern void claude_batch_record_state(const ClaudeBatchTables *t, int64 local_id
 									  const char *batch_json);
 extern void claude_batch_record_error(const ClaudeBatchTables *t, int64 local_id,
 									  const char *error, bool fatal);
+extern void claude_batch_release_pending(const ClaudeBatchTables *t, int64 local_id);
 
 #endif

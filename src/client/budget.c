@@ -5,22 +5,28 @@
  *		Callers: the call path, the pipe, batch submission.
  *
  * A budget is checked before a request is queued: under one lock, a role's
- * requests today (flushed, not yet flushed, and in flight; shmem/usage.c)
- * must stay within requests_per_day, and the request is counted as in
- * flight at once, so concurrent sessions cannot overshoot it.  Tokens and
- * dollars are known only from replies: a role may pass tokens_per_day or
- * usd_per_day by what its requests in flight use.
+ * requests today (flushed, not yet flushed, in flight, and reserved by
+ * Message Batches; shmem/usage.c) must stay within requests_per_day, and
+ * the request is counted as in flight at once, so concurrent sessions
+ * cannot overshoot it.  Tokens and dollars are known only from replies: a
+ * role may pass tokens_per_day or usd_per_day by what its requests in
+ * flight use.  A Message Batch reserves what it may spend, whole, on the
+ * day it is filed under, until its results settle it (reserve.c).
  *
  * claude_budgets and claude_prices are read whole into each session and
  * read again after a change commits (a statement trigger bumps a shared
- * generation counter at commit), so changes apply at once, no restart.
- * The first session to read them leaves a copy in shared memory for the
- * next ones (shmem/sharedconfig.c): a short-lived session's first call
- * then runs no query for them.
+ * generation counter at commit, and so does COMMIT PREPARED), so changes
+ * apply at once, no restart.  The first session to read them leaves a
+ * copy in shared memory for the next ones (shmem/sharedconfig.c): a
+ * short-lived session's first call then runs no query for them.  A copy
+ * is never older than its generation: the generation is read first, and
+ * the tables then under a snapshot of that moment, whatever the statement's
+ * or the transaction's own (a change is visible before its bump).
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_type_d.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -29,8 +35,10 @@
 #include "utils/date.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "client/budget.h"
+#include "client/reserve.h"
 #include "common/errors.h"
 #include "common/security.h"
 #include "common/spi.h"
@@ -73,6 +81,7 @@ static bool changed_here = false;
 static void
 config_xact_callback(XactEvent event, void *arg)
 {
+	/* a prepared change is bumped by COMMIT PREPARED */
 	if (event == XACT_EVENT_COMMIT && changed_here)
 		claude_usage_config_bump();
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
@@ -80,10 +89,20 @@ config_xact_callback(XactEvent event, void *arg)
 		changed_here = false;
 }
 
+/* A savepoint rolled back may have taken a change this session read. */
+static void
+config_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && changed_here)
+		config.generation = 0;
+}
+
 /*
  * This transaction changes the prices or budgets (their statement
  * trigger): every session reads them again once it commits; until it
- * ends, what this session reads of them is good only for itself.
+ * ends, what this session reads of them is good only for itself, and is
+ * read again after each change.
  */
 void
 claude_budget_config_changed(void)
@@ -93,9 +112,22 @@ claude_budget_config_changed(void)
 	if (!registered)
 	{
 		RegisterXactCallback(config_xact_callback, NULL);
+		RegisterSubXactCallback(config_subxact_callback, NULL);
 		registered = true;
 	}
 	changed_here = true;
+	config.generation = 0;
+}
+
+/*
+ * A prepared transaction committed (the utility hook, after COMMIT
+ * PREPARED): it may have changed the prices or budgets, and no callback of
+ * ours saw its commit.  Its changes are visible already.
+ */
+void
+claude_budget_prepared_committed(void)
+{
+	claude_usage_config_bump();
 }
 
 /* Nothing read: no prices, no budgets, no extension. */
@@ -216,6 +248,8 @@ load_config(void)
 		forget_config();
 	}
 
+	/* not older than generation, nor than what this transaction changed */
+	PushActiveSnapshot(GetLatestSnapshot());
 	SPI_connect();
 	if (OidIsValid(ext) && claude_extension_find(&config.nsp, &config.owner))
 	{
@@ -258,15 +292,11 @@ load_config(void)
 		claude_unbecome(&as_owner);
 	}
 	SPI_finish();
+	PopActiveSnapshot();
 	config.generation = generation;
 	config.dbid = MyDatabaseId;
-	/*
-	 * Others copy only what holds for them: not what this transaction has
-	 * changed and not committed, nor what an older transaction snapshot
-	 * read while the generation moved on.
-	 */
-	if (OidIsValid(config.nsp) && !IsolationUsesXactSnapshot() &&
-		config.tainted == InvalidLocalTransactionId)
+	/* others copy only what holds for them: nothing uncommitted */
+	if (OidIsValid(config.nsp) && config.tainted == InvalidLocalTransactionId)
 		pack_config(ext, generation);
 }
 
@@ -326,37 +356,55 @@ budget_of(Oid role)
 }
 
 /*
- * Before a request of a role with a budget: make sure today's entry holds
- * what claude_usage_log says (after a restart, say).  May raise.
+ * Make sure the entry of role on day holds what the tables say (after a
+ * restart, say): its usage in claude_usage_log, and what its Message
+ * Batches filed under day reserve.  Under the role's reservation lock,
+ * shared, and a snapshot taken after it: a settlement is in both the
+ * tables and shared memory, or in neither (reserve.c).  The snapshot
+ * leaves out this transaction's own changes: shared memory has its
+ * reservations already, and gets its settlements when it commits.  May
+ * raise.
  */
-void
-claude_budget_prepare(Oid role)
+static void
+load_usage(Oid role, int32 day)
 {
 	UsageCounts base;
-	int32		day = claude_usage_today();
+	UsageReserve batch;
 	ClaudeRoleSwitch as_owner;
+	LOCKTAG		tag;
+	bool		base_loaded;
+	bool		batch_loaded;
+	const char *schema;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
 
-	if (budget_of(role) == NULL || RecoveryInProgress())
+	claude_usage_loaded(role, day, &base_loaded, &batch_loaded);
+	if (base_loaded && batch_loaded)
 		return;
-	if (claude_usage_base_loaded(role, day))
+	load_config();
+	if (!OidIsValid(config.nsp))
 		return;
+	schema = quote_identifier(get_namespace_name(config.nsp));
 
 	memset(&base, 0, sizeof(base));
+	memset(&batch, 0, sizeof(batch));
+	claude_reserve_lock_tag(&tag, role);
+	(void) LockAcquire(&tag, ShareLock, false, false);
+	PushCopiedSnapshot(GetLatestSnapshot());
+	GetActiveSnapshot()->curcid = FirstCommandId;
 	SPI_connect();
 	claude_become(&as_owner, config.owner, false);
 	if (SPI_execute_with_args(psprintf("SELECT requests, input_tokens, output_tokens, cache_write_tokens, "
 									   "cache_read_tokens, cost_usd::pg_catalog.float8 FROM %s.claude_usage_log "
 									   "WHERE day OPERATOR(pg_catalog.=) $1 "
-									   "AND role::pg_catalog.oid OPERATOR(pg_catalog.=) $2",
-									   quote_identifier(get_namespace_name(config.nsp))),
+									   "AND role::pg_catalog.oid OPERATOR(pg_catalog.=) $2", schema),
 							  2, (Oid[]) {DATEOID, OIDOID},
 							  (Datum[]) {DateADTGetDatum(day), ObjectIdGetDatum(role)},
 							  NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-
+		tup = SPI_tuptable->vals[0];
+		desc = SPI_tuptable->tupdesc;
 		base.requests = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		base.input = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		base.output = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
@@ -364,21 +412,52 @@ claude_budget_prepare(Oid role)
 		base.cache_read = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 		base.cost = claude_spi_float(tup, desc, 6);
 	}
+	/* the requests of its batches filed under day that have no result yet */
+	if (SPI_execute_with_args(psprintf("SELECT pg_catalog.count(*), "
+									   "coalesce(pg_catalog.sum(i.est_tokens), 0)::pg_catalog.int8, "
+									   "coalesce(pg_catalog.sum(i.est_cost_usd), 0)::pg_catalog.float8 "
+									   "FROM %s.claude_batches b JOIN %s.claude_batch_items i "
+									   "ON i.batch OPERATOR(pg_catalog.=) b.local_id "
+									   "WHERE b.submitted_by::pg_catalog.oid OPERATOR(pg_catalog.=) $1 "
+									   "AND b.created_at OPERATOR(pg_catalog.>=) $2 "
+									   "AND b.created_at OPERATOR(pg_catalog.<) $3 "
+									   "AND i.status OPERATOR(pg_catalog.=) 'pending'", schema, schema),
+							  3, (Oid[]) {OIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+							  (Datum[]) {ObjectIdGetDatum(role),
+								  TimestampTzGetDatum((TimestampTz) day * USECS_PER_DAY),
+							  TimestampTzGetDatum((TimestampTz) (day + 1) * USECS_PER_DAY)},
+							  NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "claude: could not read claude_batch_items");
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	batch.requests = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	batch.tokens = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+	batch.cost = claude_spi_float(tup, desc, 3);
 	claude_unbecome(&as_owner);
 	SPI_finish();
+	PopActiveSnapshot();
+	claude_usage_set_base(role, day, &base, &batch);
+	LockRelease(&tag, ShareLock, false);
+}
 
-	claude_usage_set_base(role, day, &base);
+/* Before a request of a role with a budget: see load_usage.  May raise. */
+void
+claude_budget_prepare(Oid role)
+{
+	if (budget_of(role) == NULL || RecoveryInProgress())
+		return;
+	load_usage(role, claude_usage_today());
 }
 
 /* why, for a standby: its usage is never recorded, so it cannot count */
 static const char standby_why[] = "standby";
 
 /*
- * Whether role's budget allows n more requests today; if reserve, count
- * one as in flight at once.  Never raises; false with *why set.
+ * Whether role's budget allows one more request today; if reserve, count
+ * it as in flight at once.  Never raises; false with *why set.
  */
 static bool
-budget_allows(Oid role, bool reserve, int64 n, char **why)
+budget_allows(Oid role, bool reserve, char **why)
 {
 	Budget	   *b = budget_of(role);
 	int			over;
@@ -390,7 +469,7 @@ budget_allows(Oid role, bool reserve, int64 n, char **why)
 		*why = (char *) standby_why;
 		return false;
 	}
-	if (claude_usage_within(role, b->limit, n, reserve, &over))
+	if (claude_usage_within(role, b->limit, 1, reserve, &over))
 		return true;
 	*why = psprintf("%s %g", budget_names[over], b->limit[over]);
 	return false;
@@ -407,7 +486,7 @@ claude_budget_reserve(Oid role, char **why)
 {
 	if (budget_of(role) == NULL)
 		return -1;
-	return budget_allows(role, true, 1, why) ? claude_usage_today() : -2;
+	return budget_allows(role, true, why) ? claude_usage_today() : -2;
 }
 
 /* The message of a spent budget. */
@@ -428,7 +507,7 @@ claude_budget_refuse(Oid role, const char *why)
 			 errmsg_internal("%s", claude_budget_message(role, why)),
 			 why == standby_why ?
 			 errdetail("Usage is recorded on the primary only.") :
-			 errdetail("Usage is counted per UTC day in claude_usage."),
+			 errdetail("Usage is counted per UTC day in claude_usage; Message Batches not written back yet hold what they may spend."),
 			 why == standby_why ?
 			 errhint("Make the call on the primary.") :
 			 errhint("An administrator can raise it in claude_budgets; the change applies at once.")));
@@ -439,21 +518,30 @@ bool
 claude_budget_allows(Oid role, char **why)
 {
 	claude_budget_prepare(role);
-	return budget_allows(role, false, 1, why);
+	return budget_allows(role, false, why);
 }
 
 /*
- * A check alone, for work that reserves nothing: n requests about to be
- * sent at once (a batch submission) must all fit.
+ * A Message Batch of role filed under day, about to be committed and sent:
+ * reserve r, what it may spend, until its results settle it, if the
+ * role's budget of that day holds it whole with all that is spent and
+ * reserved; raises if not.  A role without a budget reserves too, so that
+ * a budget set later counts what is pending.  Should the transaction not
+ * commit, the reservation goes back (reserve.c).
  */
 void
-claude_budget_check(Oid role, int64 n)
+claude_budget_reserve_batch(Oid role, int32 day, const UsageReserve *r)
 {
-	char	   *why;
+	static const double none[3] = {-1, -1, -1};
+	Budget	   *b;
+	int			over;
 
-	claude_budget_prepare(role);
-	if (!budget_allows(role, false, n, &why))
-		claude_budget_refuse(role, why);
+	load_usage(role, day);
+	b = budget_of(role);
+	claude_reserve_room();
+	if (!claude_usage_reserve_batch(role, day, b ? b->limit : none, r, &over))
+		claude_budget_refuse(role, psprintf("%s %g", budget_names[over], b->limit[over]));
+	claude_reserve_made(role, day, r);
 }
 
 /*

@@ -15,7 +15,10 @@
  * primary key and into the cache under the key an online call would use;
  * errored, canceled and expired requests keep their reason.  Every outcome
  * is recorded in claude_batch_items: after a restart the worker reads the
- * results again and skips what was written.
+ * results again and skips what was written.  The requests a chunk settles
+ * give back their reservation, and what they used counts on the day the
+ * batch is filed under, when the chunk's transaction commits
+ * (client/reserve.c).
  */
 #include "postgres.h"
 
@@ -28,9 +31,11 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/timestamp.h"
 
 #include "client/cache.h"
 #include "client/message.h"
+#include "client/reserve.h"
 #include "common/guc.h"
 #include "common/json.h"
 #include "common/secret.h"
@@ -110,6 +115,7 @@ typedef struct Chunk
 	char	  **message;
 	char	  **model;			/* {"model": the request's} */
 	int			written;
+	UsageReserve released;		/* by the requests it settles */
 } Chunk;
 
 /*
@@ -274,7 +280,8 @@ chunk_body(void *arg)
 								 "CASE WHEN u.line IS NOT NULL THEN (SELECT "
 								 "coalesce((r->'error'->'error'->>'type') || ': ' || "
 								 "(r->'error'->'error'->>'message'), r->'error'->>'type', r->>'type') "
-								 "FROM (SELECT u.line::jsonb->'result' AS r) x) END "
+								 "FROM (SELECT u.line::jsonb->'result' AS r) x) END, "
+								 "i.est_tokens, i.est_cost_usd::pg_catalog.float8 "
 								 "FROM unnest($1::text[], $3::text[]) WITH ORDINALITY u(cid, line, o) "
 								 "JOIN %s i ON i.batch = $2 AND i.custom_id = u.cid "
 								 "ORDER BY u.o", t->items),
@@ -315,6 +322,9 @@ chunk_body(void *arg)
 		/* written before a restart, or a line repeated */
 		if (strcmp(SPI_getvalue(tup, desc, 3), "pending") != 0 || seen_before(seen, r->cid))
 			continue;
+		c->released.requests++;
+		c->released.tokens += DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+		c->released.cost += claude_spi_float(tup, desc, 7);
 		if (!r->succeeded)
 		{
 			bool		known = strcmp(r->type, "errored") == 0 ||
@@ -396,6 +406,7 @@ apply_chunk(const ClaudeBatchTables *t, ClaudeBatchTarget *target, char **lines,
 {
 	Chunk		c = {t, target, n, lines};
 	ErrorData  *edata = claude_subxact(chunk_body, &c);
+	UsageCounts used;
 
 	if (edata != NULL)
 	{
@@ -406,9 +417,11 @@ apply_chunk(const ClaudeBatchTables *t, ClaudeBatchTarget *target, char **lines,
 		return;
 	}
 	target->written += c.written;
-	/* the chunk is in: what it paid for counts */
+	/* the chunk is in: what it paid for counts, in place of what it reserved */
+	memset(&used, 0, sizeof(used));
 	for (int i = 0; i < c.nok; i++)
-		claude_batch_add_usage(target->role, c.message[i], c.model[i]);
+		claude_batch_usage(&used, c.message[i], c.model[i]);
+	claude_reserve_settle(target->role, target->day, &c.released, &used);
 }
 
 /*
@@ -430,8 +443,10 @@ claude_batch_apply_some(const ClaudeBatchTables *t, int64 local_id, const char *
 	bool		more = true;
 
 	file = path;
-	claude_spi_run(psprintf("SELECT relation::oid, target_column::text, cache, submitted_by::oid FROM %s "
-							"WHERE local_id = %lld", t->batches, (long long) local_id),
+	/* locked before the role's reservation lock, as a deletion of it does */
+	claude_spi_run(psprintf("SELECT relation::oid, target_column::text, cache, submitted_by::oid, "
+							"created_at FROM %s WHERE local_id = %lld FOR NO KEY UPDATE",
+							t->batches, (long long) local_id),
 				   0, NULL, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return CLAUDE_APPLY_GONE;	/* deleted meanwhile */
@@ -439,6 +454,8 @@ claude_batch_apply_some(const ClaudeBatchTables *t, int64 local_id, const char *
 	target.column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	target.cache = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	target.role = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	target.day = claude_usage_day_of(DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+																	   SPI_tuptable->tupdesc, 5, &isnull)));
 	target.batch = local_id;
 	target.batch_id = id;
 	target.written = 0;

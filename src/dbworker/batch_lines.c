@@ -8,7 +8,8 @@
  * succeeded result goes into the cache, its row, and its item; errored,
  * canceled and expired requests keep their reason.  A row the table
  * refuses keeps its item 'succeeded' (it was paid) with the reason, so
- * that one bad line or row holds back no other.
+ * that one bad line or row holds back no other.  Each request settled
+ * gives back its reservation, and what it used counts, with the commit.
  */
 #include "postgres.h"
 
@@ -21,6 +22,7 @@
 #include "client/budget.h"
 #include "client/cache.h"
 #include "client/message.h"
+#include "client/reserve.h"
 #include "common/guc.h"
 #include "common/json.h"
 #include "common/secret.h"
@@ -28,6 +30,7 @@
 #include "dbworker/batch_lines.h"
 #include "dbworker/cachewrite.h"
 #include "dbworker/writeback.h"
+#include "shmem/stats.h"
 #include "shmem/usage.h"
 
 static void
@@ -37,7 +40,8 @@ prepare_lookup(const ClaudeBatchTables *t, ClaudeBatchTarget *target)
 										  "(r->'message')::text, "
 										  "coalesce((r->'error'->'error'->>'type') || ': ' || "
 										  "(r->'error'->'error'->>'message'), r->'error'->>'type', r->>'type'), "
-										  "i.request::text, i.cache_key "
+										  "i.request::text, i.cache_key, i.est_tokens, "
+										  "i.est_cost_usd::pg_catalog.float8 "
 										  "FROM (SELECT j->'result' AS r, j->>'custom_id' AS cid "
 										  "FROM (SELECT $1::jsonb AS j) a) s "
 										  "JOIN %s i ON i.batch = $2 AND i.custom_id = s.cid",
@@ -47,19 +51,28 @@ prepare_lookup(const ClaudeBatchTables *t, ClaudeBatchTarget *target)
 		elog(ERROR, "claude: could not prepare the result lookup");
 }
 
-/* What a succeeded result cost, counted against its submitter. */
+/*
+ * A succeeded result, and what it used and cost, added to what its
+ * submitter's settlement counts (a request even if its usage is unreadable);
+ * billed in claude_stats at once.
+ */
 void
-claude_batch_add_usage(Oid role, const char *message, const char *request)
+claude_batch_usage(UsageCounts *to, const char *message, const char *request)
 {
 	ClaudeUsage u;
 	double		price_in;
 	double		price_out;
+	double		cost;
 
-	if (claude_reply_usage(message, strlen(message), &u))
+	if (!claude_reply_usage(message, strlen(message), &u))
 	{
-		claude_price_of(request, strlen(request), &price_in, &price_out);
-		claude_usage_add(role, &u, claude_usage_cost(&u, price_in, price_out, true));
+		claude_usage_count_request(to, NULL, -1);
+		return;
 	}
+	claude_price_of(request, strlen(request), &price_in, &price_out);
+	cost = claude_usage_cost(&u, price_in, price_out, true);
+	claude_usage_count_request(to, &u, cost);
+	claude_stats_billed(&u, cost);
 }
 
 
@@ -120,7 +133,7 @@ write_row(ClaudeBatchTarget *target, const char *pk, text *completion)
 static void
 apply_message(const ClaudeBatchTables *t, ClaudeBatchTarget *target, const char *custom_id,
 			  const char *pk, const char *message, const char *request, Datum key,
-			  bool key_null)
+			  bool key_null, UsageCounts *used)
 {
 	text	   *completion = claude_complete_text(message);
 	char	   *not_written;
@@ -154,7 +167,7 @@ apply_message(const ClaudeBatchTables *t, ClaudeBatchTarget *target, const char 
 		elog(ERROR, "claude: could not record a batch result");
 	if (not_written == NULL)
 		target->written++;
-	claude_batch_add_usage(target->role, message, request);
+	claude_batch_usage(used, message, request);
 }
 
 /* One result line, and what is known of it should it fail. */
@@ -164,6 +177,7 @@ typedef struct Line
 	ClaudeBatchTarget *target;
 	const char *text;
 	char	   *custom_id;		/* once known */
+	UsageReserve reserved;		/* by its request, if pending */
 } Line;
 
 static void
@@ -175,6 +189,8 @@ apply_line_body(void *arg)
 	bool		key_null;
 	Datum		key;
 	char	   *type;
+	bool		isnull;
+	UsageCounts used;
 
 	/* bytes from the network: no invalid text reaches a table */
 	(void) pg_verifymbstr(l->text, strlen(l->text), false);
@@ -192,17 +208,21 @@ apply_line_body(void *arg)
 	}
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
+	if (strcmp(SPI_getvalue(tup, desc, 3), "pending") != 0)
+		return;					/* written before a restart */
 	l->custom_id = SPI_getvalue(tup, desc, 1);
+	l->reserved.requests = 1;
+	l->reserved.tokens = DatumGetInt64(SPI_getbinval(tup, desc, 9, &isnull));
+	l->reserved.cost = claude_spi_float(tup, desc, 10);
 	type = SPI_getvalue(tup, desc, 4);
 	key = SPI_getbinval(tup, desc, 8, &key_null);
 	if (!key_null)
 		key = PointerGetDatum(PG_DETOAST_DATUM_COPY(key));
-	if (strcmp(SPI_getvalue(tup, desc, 3), "pending") != 0)
-		 /* written before a restart */ ;
-	else if (type != NULL && strcmp(type, "succeeded") == 0)
+	memset(&used, 0, sizeof(used));
+	if (type != NULL && strcmp(type, "succeeded") == 0)
 		apply_message(l->t, l->target, l->custom_id, SPI_getvalue(tup, desc, 2),
 					  SPI_getvalue(tup, desc, 5), SPI_getvalue(tup, desc, 7),
-					  key, key_null);
+					  key, key_null, &used);
 	else if (type != NULL &&
 			 (strcmp(type, "errored") == 0 || strcmp(type, "canceled") == 0 ||
 			  strcmp(type, "expired") == 0))
@@ -210,6 +230,7 @@ apply_line_body(void *arg)
 	else
 		set_item(l->t, l->target, l->custom_id, "errored",
 				 psprintf("unknown result type \"%s\"", type ? type : ""));
+	claude_reserve_settle(l->target->role, l->target->day, &l->reserved, &used);
 }
 
 /* One result line, in a subtransaction; a failure is the item's error. */
@@ -222,7 +243,10 @@ claude_batch_apply_line(const ClaudeBatchTables *t, ClaudeBatchTarget *target, c
 	if (edata == NULL)
 		return;
 	if (l.custom_id != NULL)
+	{
 		set_item(t, target, l.custom_id, "errored", edata->message);
+		claude_reserve_settle(target->role, target->day, &l.reserved, NULL);
+	}
 	else
 		elog(WARNING, "claude: a result line of Message Batch %s could not be read: %s",
 			 target->batch_id, edata->message);

@@ -8,6 +8,7 @@
 #include "executor/spi.h"
 
 #include "client/batches.h"
+#include "shmem/usage.h"
 
 /* What a round knows about the batch it writes back. */
 typedef struct ClaudeBatchTarget
@@ -18,12 +19,13 @@ typedef struct ClaudeBatchTarget
 	char	   *column;
 	bool		cache;
 	Oid			role;			/* its submitter, whose usage it is */
+	int32		day;			/* the day it is filed under, and its usage counted on */
 	SPIPlanPtr	lookup;			/* one line's request */
 	int			written;
 } ClaudeBatchTarget;
 
 extern void claude_batch_apply_line(const ClaudeBatchTables *t, ClaudeBatchTarget *target,
 									const char *line);
-extern void claude_batch_add_usage(Oid role, const char *message, const char *request);
+extern void claude_batch_usage(UsageCounts *to, const char *message, const char *request);
 
 #endif

@@ -197,6 +197,7 @@ finish_batch(const ClaudeBatchTables *t)
 	Datum		id = Int64GetDatum(current);
 	Oid			type = INT8OID;
 
+	claude_batch_release_pending(t, current);
 	claude_spi_run(psprintf("UPDATE %s SET status = 'errored', "
 							"error = 'the batch results have no line for this request' "
 							"WHERE batch = $1 AND status = 'pending'", t->items),

@@ -10,18 +10,24 @@
  * claude.batch_max_requests or claude.batch_max_size.
  *
  * A batch is paid for once the API accepts it, so its record is committed
- * before it is sent: a 'submitting' row in claude_batches with its items.
+ * before it is sent: a 'submitting' row in claude_batches with its items,
+ * and with it the batch's reservation of its requests and estimated cost
+ * against the caller's budget (client/budget.c), which its results settle.
  * The reply fills in the API's id and state, committed at once.  An error
  * reply deletes the record (nothing was created); an interrupted submission
  * leaves it 'failed' with a warning that the batch may exist.  While it
  * submits, the session holds an advisory lock on the record, so the
  * database's worker can tell a submission whose session died from one
- * under way.  Bookkeeping runs as the extension's owner: the caller needs
+ * under way.  A record deleted (or claude_batches truncated) gives back what
+ * its pending requests reserve.  Bookkeeping runs as the extension's owner: the caller needs
  * EXECUTE on claude_enrich, not rights on the tables.  The worker polls the
  * batches and writes results back (batch_poll.c).
  */
 #include "postgres.h"
 
+#include <math.h>
+
+#include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
@@ -32,6 +38,8 @@
 #include "utils/builtins.h"
 
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
 
 #include "client/budget.h"
 #include "client/cache.h"
@@ -46,6 +54,7 @@
 #include "shmem/dbqueue.h"
 
 PG_FUNCTION_INFO_V1(claude_batch_cancel);
+PG_FUNCTION_INFO_V1(claude_batches_forget);
 
 /* field4 of our advisory locks, apart from pg_advisory_lock's 1 and 2 */
 #define LOCKTAG_CLAUDE_SUBMIT 0x434D	/* a column whose rows are submitted */
@@ -64,6 +73,8 @@ typedef struct Submission
 	char	  **waiting;		/* sorted keys of rows in unfinished batches */
 	int			nwaiting;
 	int64		local_id;		/* the batch being filled, 0 if none */
+	int32		day;			/* the day it is filed under */
+	UsageReserve est;			/* what its requests may spend */
 	File		file;			/* its body (UTF-8), a temporary file */
 	off_t		size;			/* bytes in the file */
 	StringInfoData buf;			/* bytes not yet in the file */
@@ -135,11 +146,14 @@ prepare_plans(Submission *s)
 {
 	as_owner(s);
 	s->new_batch = SPI_prepare(psprintf("INSERT INTO %s (relation, target_column, cache, submitted_by) "
-										"VALUES ($1, $2, $3, $4) RETURNING local_id", s->tables.batches),
+										"VALUES ($1, $2, $3, $4) RETURNING local_id, created_at",
+										s->tables.batches),
 							   4, (Oid[]) {REGCLASSOID, NAMEOID, BOOLOID, REGROLEOID});
-	s->new_item = SPI_prepare(psprintf("INSERT INTO %s (batch, custom_id, pk, request, cache_key) "
-									   "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)", s->tables.items),
-							  5, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID});
+	s->new_item = SPI_prepare(psprintf("INSERT INTO %s (batch, custom_id, pk, request, cache_key, "
+									   "est_tokens, est_cost_usd) "
+									   "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7::pg_catalog.numeric)",
+									   s->tables.items),
+							  7, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT8OID, FLOAT8OID});
 	as_caller(s);
 	if (s->new_batch == NULL || s->new_item == NULL)
 		elog(ERROR, "claude_enrich: could not prepare statements: %s",
@@ -201,6 +215,9 @@ start_batch(Submission *s)
 	as_caller(s);
 	s->local_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 											  1, &isnull));
+	s->day = claude_usage_day_of(DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+																   SPI_tuptable->tupdesc, 2, &isnull)));
+	memset(&s->est, 0, sizeof(s->est));
 	close_body();
 	body_file = s->file = OpenTemporaryFile(true);
 	s->size = 0;
@@ -246,11 +263,9 @@ send_batch(Submission *s)
 	Post		post = {s, false};
 	ErrorData  *edata;
 
-	/*
-	 * Every request of the batch, and of those this call sent before it,
-	 * must fit the budget: they count only as their results arrive.
-	 */
-	claude_budget_check(s->caller, s->submitted + s->nitems);
+	/* all of it must fit the budget, with what is reserved already */
+	s->est.requests = s->nitems;
+	claude_budget_reserve_batch(s->caller, s->day, &s->est);
 	append_body(s, "]}", 2);
 	flush_body(s);
 	as_owner(s);
@@ -315,8 +330,11 @@ add_row(Submission *s, EnrichRow *row)
 	Size		len = strlen(body);
 	ClaudeCacheCall call;
 	Jsonb	   *hit;
-	Datum		values[5];
-	bool		nulls[5] = {false, false, false, false, false};
+	Datum		values[7];
+	bool		nulls[7] = {false, false, false, false, false, false, false};
+	ClaudeUsage est = {0};
+	double		price_in;
+	double		price_out;
 	char		custom_id[16];
 	char		head[64];
 	bytea	   *key;
@@ -358,6 +376,15 @@ add_row(Submission *s, EnrichRow *row)
 	append_body(s, utf8, utf8_len);
 	append_body(s, "}", 1);
 
+	/* what it may spend: max_tokens of output, input as the call path guesses it */
+	est.input = ceil(utf8_len / 4.0);
+	est.output = e->args.max_tokens;
+	claude_price_of(body, len, &price_in, &price_out);
+	values[5] = Int64GetDatum((int64) (est.input + est.output));
+	values[6] = Float8GetDatum(Max(claude_usage_cost(&est, price_in, price_out, true), 0));
+	s->est.tokens += DatumGetInt64(values[5]);
+	s->est.cost += DatumGetFloat8(values[6]);
+
 	values[0] = Int64GetDatum(s->local_id);
 	values[1] = CStringGetTextDatum(custom_id);
 	values[2] = CStringGetTextDatum(row->pkjson);
@@ -372,7 +399,7 @@ add_row(Submission *s, EnrichRow *row)
 	else
 		nulls[4] = true;
 	as_owner(s);
-	if (SPI_execute_plan(s->new_item, values, (char[]) {' ', ' ', ' ', ' ', nulls[4] ? 'n' : ' '},
+	if (SPI_execute_plan(s->new_item, values, (char[]) {' ', ' ', ' ', ' ', nulls[4] ? 'n' : ' ', ' ', ' '},
 						 false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "claude_enrich: could not record a batch request");
 	as_caller(s);
@@ -522,4 +549,35 @@ claude_batch_cancel(PG_FUNCTION_ARGS)
 	SPI_finish();
 	claude_jobs_kick(MyDatabaseId);
 	PG_RETURN_TEXT_P(cstring_to_text(status));
+}
+
+/*
+ * BEFORE DELETE on claude_batches, each row, and BEFORE TRUNCATE: what the
+ * requests still pending in the records going reserve goes back to their
+ * submitters once that commits.  Whoever may delete them: they are read
+ * as the extension's owner.
+ */
+Datum
+claude_batches_forget(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	ClaudeBatchTables tables;
+	ClaudeRoleSwitch as_owner;
+	int64		local_id = 0;
+	bool		isnull;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "claude_batches_forget: not called as a trigger");
+	if (TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		local_id = DatumGetInt64(heap_getattr(td->tg_trigtuple,
+											  SPI_fnumber(RelationGetDescr(td->tg_relation), "local_id"),
+											  RelationGetDescr(td->tg_relation), &isnull));
+	if (!claude_batch_tables(RelationGetNamespace(td->tg_relation), &tables))
+		elog(ERROR, "claude_batches_forget: claude_batches is missing");
+	SPI_connect();
+	claude_become(&as_owner, extension_owner(), false);
+	claude_batch_release_pending(&tables, local_id);
+	claude_unbecome(&as_owner);
+	SPI_finish();
+	return TRIGGER_FIRED_FOR_ROW(td->tg_event) ? PointerGetDatum(td->tg_trigtuple) : PointerGetDatum(NULL);
 }

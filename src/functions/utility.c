@@ -14,7 +14,8 @@
  * DATABASE ... TEMPLATE refuse to run while any other process is connected
  * to the database, and a per-database worker is such a process.  Before
  * them, the worker is asked to leave and none is started for a while;
- * after a DROP, the work queued for the database is dropped too.
+ * after a DROP, the work queued for the database is dropped too.  After
+ * COMMIT PREPARED, sessions read prices and budgets again.
  */
 #include "postgres.h"
 
@@ -26,6 +27,7 @@
 #include "tcop/utility.h"
 #include "utils/acl.h"
 
+#include "client/budget.h"
 #include "functions/utility.h"
 #include "shmem/dbqueue.h"
 
@@ -138,6 +140,10 @@ claude_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 								queryEnv, dest, qc);
 	if (OidIsValid(dbid) && IsA(pstmt->utilityStmt, DropdbStmt))
 		claude_dbwork_forget(dbid);
+	/* a prepared change of them has no commit callback of ours */
+	if (IsA(pstmt->utilityStmt, TransactionStmt) &&
+		((TransactionStmt *) pstmt->utilityStmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+		claude_budget_prepared_committed();
 }
 
 /*

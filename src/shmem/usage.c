@@ -5,9 +5,12 @@
  *		client/budget.c, flushed to claude_usage_log by dbworker/flush.c.
  *
  * An entry holds what claude_usage_log says (base), what is new (delta),
- * what is being written (flushing) and the requests in flight under a
- * budget (reserved).  Also the generation of prices and budgets, bumped at
- * commit of a change, so every session reads them again.
+ * what is being written (flushing), the requests in flight under a budget
+ * (reserved) and what the Message Batch requests filed under its day may
+ * spend until their results settle (batch, as claude_batch_items says once
+ * loaded, then kept up to date by client/reserve.c).  Also the generation
+ * of prices and budgets, bumped at commit of a change, so every session
+ * reads them again.
  */
 #include "postgres.h"
 
@@ -18,7 +21,6 @@
 #include "utils/timestamp.h"
 
 #include "shmem/dbqueue.h"
-#include "shmem/stats.h"
 #include "shmem/usage.h"
 
 typedef struct UsageEntry
@@ -29,6 +31,8 @@ typedef struct UsageEntry
 	UsageCounts delta;			/* not yet */
 	UsageCounts flushing;		/* being written now */
 	int64		reserved;		/* requests in flight under a budget */
+	bool		batch_loaded;	/* batch holds claude_batch_items' pending */
+	UsageReserve batch;			/* batch requests not settled */
 } UsageEntry;
 
 typedef struct UsageShared
@@ -70,9 +74,12 @@ claude_usage_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
-/* The entry of a key, made if missing; NULL when the table is full. */
+/*
+ * The entry of a key, made if missing; NULL when the table is full (said
+ * once in the log if report: not at the end of a transaction).
+ */
 static UsageEntry *
-entry_for(Oid dbid, Oid role, int32 day)
+entry_for(Oid dbid, Oid role, int32 day, bool report)
 {
 	UsageKey	key;
 	UsageEntry *e;
@@ -85,7 +92,7 @@ entry_for(Oid dbid, Oid role, int32 day)
 	e = hash_search(usage_hash, &key, HASH_ENTER_NULL, &found);
 	if (e == NULL)
 	{
-		if (!usage->full_reported)
+		if (report && !usage->full_reported)
 			elog(LOG, "claude: usage table full (%d entries): usage is not recorded until the database workers flush it",
 				 CLAUDE_USAGE_ENTRIES);
 		usage->full_reported = true;
@@ -111,22 +118,22 @@ claude_usage_counts_add(UsageCounts *to, const UsageCounts *from, int sign)
 	to->unpriced += sign * from->unpriced;
 }
 
-static void
-counts_of(UsageCounts *c, const ClaudeUsage *u, double cost)
+/* One request that reached the API, and its usage if known, into c. */
+void
+claude_usage_count_request(UsageCounts *c, const ClaudeUsage *u, double cost)
 {
-	memset(c, 0, sizeof(*c));
-	c->requests = 1;
+	c->requests++;
 	if (u)
 	{
-		c->input = (int64) u->input;
-		c->output = (int64) u->output;
-		c->cache_write = (int64) u->cache_write;
-		c->cache_read = (int64) u->cache_read;
+		c->input += (int64) u->input;
+		c->output += (int64) u->output;
+		c->cache_write += (int64) u->cache_write;
+		c->cache_read += (int64) u->cache_read;
 	}
 	if (cost >= 0)
-		c->cost = cost;
+		c->cost += cost;
 	else if (u)
-		c->unpriced = 1;
+		c->unpriced++;
 }
 
 static void
@@ -135,9 +142,9 @@ record(Oid dbid, Oid role, const UsageCounts *c, int32 reserved_day, bool *was_c
 	UsageEntry *e;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
-	if (reserved_day >= 0 && (e = entry_for(dbid, role, reserved_day)) != NULL && e->reserved > 0)
+	if (reserved_day >= 0 && (e = entry_for(dbid, role, reserved_day, true)) != NULL && e->reserved > 0)
 		e->reserved--;
-	if (c && (e = entry_for(dbid, role, claude_usage_today())) != NULL)
+	if (c && (e = entry_for(dbid, role, claude_usage_today(), true)) != NULL)
 	{
 		*was_clean = e->delta.requests == 0;
 		claude_usage_counts_add(&e->delta, c, 1);
@@ -158,60 +165,80 @@ claude_usage_done(const ClaudeRequest *req, bool sent, const ClaudeUsage *u, dou
 
 	if (!OidIsValid(req->dbid) || !OidIsValid(req->role))
 		return;
-	counts_of(&c, u, cost);
+	memset(&c, 0, sizeof(c));
+	claude_usage_count_request(&c, u, cost);
 	record(req->dbid, req->role, sent ? &c : NULL, req->reserved_day, &was_clean);
 	if (sent && was_clean)
 		claude_jobs_kick(req->dbid);
 }
 
-/* Database worker: the usage of a batch result, in its own database. */
-void
-claude_usage_add(Oid role, const ClaudeUsage *u, double cost)
+/* Days since 2000-01-01 of a time, UTC: the day usage is counted on. */
+int32
+claude_usage_day_of(TimestampTz t)
 {
-	UsageCounts c;
-	bool		was_clean = false;
-
-	counts_of(&c, u, cost);
-	record(MyDatabaseId, role, &c, -1, &was_clean);
-	claude_stats_billed(u, cost);
+	return (int32) (t / USECS_PER_DAY);
 }
 
-/* Days since 2000-01-01, UTC: the day usage is counted on. */
 int32
 claude_usage_today(void)
 {
-	return (int32) (GetCurrentTimestamp() / USECS_PER_DAY);
+	return claude_usage_day_of(GetCurrentTimestamp());
 }
 
 /* ---- budgets (client/budget.c) ---- */
 
-/* Whether the entry of role today holds claude_usage_log's row, or needs none. */
-bool
-claude_usage_base_loaded(Oid role, int32 day)
+/*
+ * Whether the entry of role on day holds claude_usage_log's row (*base)
+ * and the pending batch requests of claude_batch_items (*batch), or needs
+ * none (the table is full).
+ */
+void
+claude_usage_loaded(Oid role, int32 day, bool *base, bool *batch)
 {
 	UsageEntry *e;
-	bool		loaded;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
-	e = entry_for(MyDatabaseId, role, day);
-	loaded = e == NULL || e->loaded;
+	e = entry_for(MyDatabaseId, role, day, true);
+	*base = e == NULL || e->loaded;
+	*batch = e == NULL || e->batch_loaded;
 	LWLockRelease(usage->lock);
-	return loaded;
 }
 
+/* What the tables say, for the parts of the entry not loaded yet. */
 void
-claude_usage_set_base(Oid role, int32 day, const UsageCounts *base)
+claude_usage_set_base(Oid role, int32 day, const UsageCounts *base, const UsageReserve *batch)
 {
 	UsageEntry *e;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
-	e = entry_for(MyDatabaseId, role, day);
+	e = entry_for(MyDatabaseId, role, day, true);
 	if (e != NULL && !e->loaded)
 	{
 		e->base = *base;
 		e->loaded = true;
 	}
+	if (e != NULL && !e->batch_loaded)
+	{
+		e->batch = *batch;
+		e->batch_loaded = true;
+	}
 	LWLockRelease(usage->lock);
+}
+
+/*
+ * What an entry counts against limits: requests used, in flight and
+ * reserved by batches; tokens and USD used and reserved by batches.
+ */
+static void
+spent(const UsageEntry *e, double value[3])
+{
+	UsageCounts used = e->base;
+
+	claude_usage_counts_add(&used, &e->delta, 1);
+	claude_usage_counts_add(&used, &e->flushing, 1);
+	value[0] = used.requests + e->reserved + e->batch.requests;
+	value[1] = used.input + used.output + used.cache_write + used.cache_read + e->batch.tokens;
+	value[2] = used.cost + e->batch.cost;
 }
 
 /*
@@ -227,17 +254,13 @@ claude_usage_within(Oid role, const double limit[3], int64 n, bool reserve, int 
 	bool		ok = true;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
-	e = entry_for(MyDatabaseId, role, claude_usage_today());
+	e = entry_for(MyDatabaseId, role, claude_usage_today(), true);
 	if (e != NULL)
 	{
-		UsageCounts used = e->base;
 		double		value[3];
 
-		claude_usage_counts_add(&used, &e->delta, 1);
-		claude_usage_counts_add(&used, &e->flushing, 1);
-		value[0] = used.requests + e->reserved + n;
-		value[1] = used.input + used.output + used.cache_write + used.cache_read;
-		value[2] = used.cost;
+		spent(e, value);
+		value[0] += n;
 		for (int k = 0; k < 3 && ok; k++)
 		{
 			if (limit[k] >= 0 && (k == 0 ? value[k] > limit[k] : value[k] >= limit[k]))
@@ -251,6 +274,74 @@ claude_usage_within(Oid role, const double limit[3], int64 n, bool reserve, int 
 	}
 	LWLockRelease(usage->lock);
 	return ok;
+}
+
+/*
+ * Reserve r for a Message Batch filed under day if it fits every limit[]
+ * whole with all that is spent and reserved; else *over is the limit it
+ * passes.  A full table reserves nothing and refuses nothing.
+ */
+bool
+claude_usage_reserve_batch(Oid role, int32 day, const double limit[3], const UsageReserve *r,
+						   int *over)
+{
+	UsageEntry *e;
+	bool		ok = true;
+
+	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	e = entry_for(MyDatabaseId, role, day, true);
+	if (e != NULL)
+	{
+		double		value[3];
+
+		spent(e, value);
+		value[0] += r->requests;
+		value[1] += r->tokens;
+		value[2] += r->cost;
+		for (int k = 0; k < 3 && ok; k++)
+		{
+			if (limit[k] >= 0 && value[k] > limit[k])
+			{
+				ok = false;
+				*over = k;
+			}
+		}
+		if (ok)
+		{
+			e->batch.requests += r->requests;
+			e->batch.tokens += r->tokens;
+			e->batch.cost += r->cost;
+		}
+	}
+	LWLockRelease(usage->lock);
+	return ok;
+}
+
+/*
+ * Batch requests filed under day are settled, or their reservation undone:
+ * released goes back (from an entry that holds reservations) and used, if
+ * any, counts.  Never raises: called at the end of a transaction.
+ */
+void
+claude_usage_settle_batch(Oid dbid, Oid role, int32 day, const UsageReserve *released,
+						  const UsageCounts *used)
+{
+	UsageEntry *e;
+
+	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	e = entry_for(dbid, role, day, false);
+	if (e != NULL && e->batch_loaded)
+	{
+		e->batch.requests -= released->requests;
+		e->batch.tokens -= released->tokens;
+		e->batch.cost -= released->cost;
+		/* none left: no rounding of the cost left either */
+		if (e->batch.requests <= 0)
+			memset(&e->batch, 0, sizeof(e->batch));
+	}
+	if (e != NULL && used != NULL)
+		claude_usage_counts_add(&e->delta, used, 1);
+	LWLockRelease(usage->lock);
 }
 
 uint32

@@ -5,6 +5,8 @@
 #ifndef CLAUDE_USAGE_H
 #define CLAUDE_USAGE_H
 
+#include "datatype/timestamp.h"
+
 #include "common/json.h"
 #include "shmem/pack.h"
 
@@ -28,6 +30,18 @@ typedef struct UsageCounts
 	int64		unpriced;		/* requests whose model has no price */
 } UsageCounts;
 
+/*
+ * What Message Batch requests whose results have not settled may spend:
+ * reserved against their submitter's budget of the day they are filed
+ * under
+ */
+typedef struct UsageReserve
+{
+	int64		requests;
+	int64		tokens;			/* estimated: input, and max_tokens of output */
+	double		cost;			/* estimated, USD */
+} UsageReserve;
+
 /* an entry's counts being written to claude_usage_log */
 typedef struct UsageFlushed
 {
@@ -38,18 +52,25 @@ typedef struct UsageFlushed
 extern Size claude_usage_shmem_size(void);
 extern void claude_usage_shmem_startup(void);
 extern int32 claude_usage_today(void);
+extern int32 claude_usage_day_of(TimestampTz t);
 extern void claude_usage_counts_add(UsageCounts *to, const UsageCounts *from, int sign);
+extern void claude_usage_count_request(UsageCounts *to, const ClaudeUsage *usage, double cost);
 
-/* counting: the HTTP worker, the batch write-back */
+/* counting: the HTTP worker */
 extern void claude_usage_done(const ClaudeRequest *req, bool sent,
 							  const ClaudeUsage *usage, double cost);
-extern void claude_usage_add(Oid role, const ClaudeUsage *usage, double cost);
 
 /* budgets */
-extern bool claude_usage_base_loaded(Oid role, int32 day);
-extern void claude_usage_set_base(Oid role, int32 day, const UsageCounts *base);
+extern void claude_usage_loaded(Oid role, int32 day, bool *base, bool *batch);
+extern void claude_usage_set_base(Oid role, int32 day, const UsageCounts *base,
+								  const UsageReserve *batch);
 extern bool claude_usage_within(Oid role, const double limit[3], int64 n,
 								bool reserve, int *over);
+extern bool claude_usage_reserve_batch(Oid role, int32 day, const double limit[3],
+									   const UsageReserve *r, int *over);
+extern void claude_usage_settle_batch(Oid dbid, Oid role, int32 day,
+									  const UsageReserve *released,
+									  const UsageCounts *used);
 extern uint32 claude_usage_config_generation(void);
 extern void claude_usage_config_bump(void);
 
