@@ -6,6 +6,8 @@
  */
 #include "postgres.h"
 
+#include <unistd.h>
+
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/memutils.h"
@@ -104,4 +106,55 @@ claude_area(void)
 	LWLockRelease(shared->lock);
 	MemoryContextSwitchTo(old);
 	return area;
+}
+
+/*
+ * Bytes the DSA area's segments take in shared memory.  PostgreSQL 17 says
+ * so; before it only dsa_dump() knows, printing to stderr, which is read
+ * back from a temporary file.  For diagnosis and tests, not for hot paths.
+ */
+Size
+claude_area_total_size(void)
+{
+#if PG_VERSION_NUM >= 170000
+	return dsa_get_total_size(claude_area());
+#else
+	dsa_area   *a = claude_area();
+	FILE	   *tmp = tmpfile();
+	int			saved;
+	char		line[256];
+	Size		size = 0;
+
+	if (tmp == NULL)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create a temporary file: %m")));
+	fflush(stderr);
+	if ((saved = dup(STDERR_FILENO)) < 0 || dup2(fileno(tmp), STDERR_FILENO) < 0)
+	{
+		if (saved >= 0)
+			close(saved);
+		fclose(tmp);
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not redirect stderr: %m")));
+	}
+	PG_TRY();
+	{
+		dsa_dump(a);
+	}
+	PG_FINALLY();
+	{
+		fflush(stderr);
+		(void) dup2(saved, STDERR_FILENO);
+		close(saved);
+	}
+	PG_END_TRY();
+	rewind(tmp);
+	while (fgets(line, sizeof(line), tmp) != NULL)
+		if (sscanf(line, " total_segment_size: %zu", &size) == 1)
+			break;
+	fclose(tmp);
+	return size;
+#endif
 }

@@ -13,5 +13,6 @@ extern void claude_require_shared(void);
 extern void *claude_shmem_struct(const char *name, Size size,
 								 void (*init) (void *ptr));
 extern dsa_area *claude_area(void);
+extern Size claude_area_total_size(void);
 
 #endif
