@@ -59,7 +59,8 @@ void
 claude_area_request_shmem(void)
 {
 	RequestAddinShmemSpace(MAXALIGN(sizeof(AreaShared)));
-	RequestNamedLWLockTranche("claude", 3);	/* area and cache; usage; shared config */
+	/* area and cache; usage; shared config; open streams */
+	RequestNamedLWLockTranche("claude", 4);
 }
 
 void

@@ -39,6 +39,7 @@ typedef struct ClaudeSlot
 	Latch	   *owner_latch;
 	pid_t		owner_pid;
 	dsa_pointer request;		/* packed request; the worker frees it */
+	Oid			stream_role;	/* an open stream's role (streamshare.c) */
 	ClaudeResult result;
 	/* a stream's events not taken yet (events.c), under mutex */
 	dsa_pointer events_head;
