@@ -12,6 +12,7 @@
 #include "storage/shmem.h"
 #include "utils/memutils.h"
 
+#include "common/guc.h"
 #include "shmem/area.h"
 
 typedef struct AreaShared
@@ -99,6 +100,7 @@ claude_area(void)
 	{
 		area = dsa_create(shared->dsa_tranche);
 		dsa_pin(area);
+		claude_area_apply_limit();
 		shared->area_handle = dsa_get_handle(area);
 	}
 	else
@@ -107,6 +109,17 @@ claude_area(void)
 	LWLockRelease(shared->lock);
 	MemoryContextSwitchTo(old);
 	return area;
+}
+
+/*
+ * The area's size limit, claude.max_shared_memory: set by the process that
+ * creates the area, and again by the HTTP worker at start and on reload.
+ * Past it an allocation fails (and the caller reports 53200), never waits.
+ */
+void
+claude_area_apply_limit(void)
+{
+	dsa_set_size_limit(claude_area(), (size_t) claude_max_shared_memory * 1024);
 }
 
 /*

@@ -44,6 +44,7 @@ typedef struct ClaudeSlot
 	/* a stream's events not taken yet (events.c), under mutex */
 	dsa_pointer events_head;
 	dsa_pointer events_tail;
+	void	   *events_tail_chunk;	/* its address in the worker that pushed it */
 	Size		events_bytes;
 	bool		events_blocked; /* the worker holds more: wake it on taking */
 } ClaudeSlot;
