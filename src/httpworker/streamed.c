@@ -18,6 +18,7 @@
  */
 #include "postgres.h"
 
+#include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
 #include "httpworker/sse.h"
@@ -146,13 +147,28 @@ claude_streamed_push(Transfer *t, bool force)
 {
 	size_t		len;
 	const char *items;
-	bool		full = false;
+	volatile bool full = false;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	if (t->sse == NULL)
 		return false;
 	items = claude_sse_outbox(t->sse, &len);
-	if (len > 0)
-		claude_sse_outbox_taken(t->sse, claude_events_push(t->slot, items, len, force, &full));
+	/* a new DSM segment can still raise: never through libcurl */
+	PG_TRY();
+	{
+		if (len > 0)
+			claude_sse_outbox_taken(t->sse, claude_events_push(t->slot, items, len, force,
+															   (bool *) &full));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		LWLockReleaseAll();
+		full = true;
+	}
+	PG_END_TRY();
 	if (full)
 		t->events_lost = true;
 	(void) claude_sse_outbox(t->sse, &len);
