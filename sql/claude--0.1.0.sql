@@ -448,10 +448,18 @@ AS 'MODULE_PATHNAME', 'claude_metrics'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION claude_metrics() IS 'claude_stats in the Prometheus text exposition format';
 
+CREATE FUNCTION claude_shared_memory_size()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'claude_shared_memory_size'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION claude_shared_memory_size() IS
+'Bytes of shared memory the DSA area of request and reply bodies and stream events takes';
+
 -- server-wide figures: for monitoring roles, not for everyone
 REVOKE ALL ON claude_stats FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION claude_stats_row() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION claude_metrics() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION claude_shared_memory_size() FROM PUBLIC;
 GRANT SELECT ON claude_stats TO pg_monitor;
 GRANT EXECUTE ON FUNCTION claude_stats_row() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION claude_metrics() TO pg_monitor;

@@ -31,6 +31,30 @@ SELECT claude_messages_stream(NULL);
 SELECT claude_messages_stream('{"messages": []}');
 SELECT claude_messages_stream('[1]');
 
+-- a role's open streams hold at most a quarter of the pool's connections
+-- (4 of 16 here): one more is refused at once, not left waiting
+CREATE ROLE claude_streamer;
+GRANT EXECUTE ON FUNCTION claude_stream(text, text, int, text, float8),
+  claude_messages_stream(jsonb) TO claude_streamer;
+SET ROLE claude_streamer;
+BEGIN;
+DECLARE s1 CURSOR FOR SELECT claude_stream('one');
+DECLARE s2 CURSOR FOR SELECT claude_stream('two');
+DECLARE s3 CURSOR FOR SELECT claude_stream('three');
+DECLARE s4 CURSOR FOR SELECT claude_stream('four');
+DECLARE s5 CURSOR FOR SELECT claude_messages_stream('{"messages": [{"role": "user", "content": "five"}]}');
+FETCH 1 FROM s1;
+FETCH 1 FROM s2;
+FETCH 1 FROM s3;
+FETCH 1 FROM s4;
+FETCH 1 FROM s5;
+ROLLBACK;
+-- closed, they are given back
+SELECT string_agg(p, '') FROM (SELECT claude_stream('after the cursors') AS p) s;
+RESET ROLE;
+DROP OWNED BY claude_streamer;
+DROP ROLE claude_streamer;
+
 -- a cache hit is one row, the whole answer
 SET claude.cache = on;
 SELECT claude_complete('stream from the cache');

@@ -21,6 +21,7 @@
 #include "shmem/sharedconfig.h"
 #include "shmem/slots.h"
 #include "shmem/stats.h"
+#include "shmem/streamshare.h"
 #include "shmem/usage.h"
 
 PG_MODULE_MAGIC;
@@ -48,6 +49,7 @@ claude_shmem_request(void)
 	RequestAddinShmemSpace(claude_stats_shmem_size());
 	RequestAddinShmemSpace(claude_usage_shmem_size());
 	RequestAddinShmemSpace(claude_shared_config_shmem_size());
+	RequestAddinShmemSpace(claude_streams_shmem_size());
 }
 
 static void
@@ -64,6 +66,7 @@ claude_shmem_startup(void)
 	claude_stats_shmem_startup();
 	claude_usage_shmem_startup();
 	claude_shared_config_shmem_startup();
+	claude_streams_shmem_startup();
 }
 
 void

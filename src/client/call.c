@@ -19,6 +19,7 @@
 
 #include "common/guc.h"
 #include "common/secret.h"
+#include "shmem/streamshare.h"
 
 /*
  * Fill a request from the calling session's settings.  The key is looked
@@ -92,8 +93,11 @@ submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 	/* Messages requests are priced and come under their role's budget */
 	if (max_tokens > 0)
 		claude_budget_prepare(role);
-	slot = claude_slot_acquire((flags & CLAUDE_SUBMIT_WAIT) != 0,
-							   (flags & CLAUDE_SUBMIT_BULK) != 0);
+	if (flags & (CLAUDE_SUBMIT_STREAM_TEXT | CLAUDE_SUBMIT_STREAM_EVENTS))
+		slot = claude_stream_slot_acquire(role);
+	else
+		slot = claude_slot_acquire((flags & CLAUDE_SUBMIT_WAIT) != 0,
+								   (flags & CLAUDE_SUBMIT_BULK) != 0);
 	if (slot < 0)
 		return -1;
 	if (body)

@@ -123,6 +123,11 @@ describe_failure(const ClaudeResult *result, const char *body,
 			failure->message = psprintf("claude HTTP worker error: %s",
 										result->message);
 			return true;
+		case CLAUDE_TE_SHMEM:
+			failure->sqlerrcode = ERRCODE_OUT_OF_MEMORY;
+			failure->message = pstrdup(result->message);
+			failure->hint = pstrdup(CLAUDE_SHMEM_HINT);
+			return true;
 		case CLAUDE_TE_REPLY:
 			failure->sqlerrcode = CLAUDE_ERRCODE_BAD_RESPONSE;
 			failure->message = psprintf("the Claude API sent a reply that could not be read: %s",

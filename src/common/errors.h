@@ -21,6 +21,9 @@
 #define CLAUDE_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('C','L','4','2','9')
 #define CLAUDE_ERRCODE_SERVER		MAKE_SQLSTATE('C','L','5','0','0')
 
+/* what to do when the shared memory area is full (SQLSTATE 53200) */
+#define CLAUDE_SHMEM_HINT "Close cursors over claude_stream and claude_messages_stream that are no longer read, or raise claude.max_shared_memory."
+
 /* Why a transfer produced no HTTP response. */
 typedef enum ClaudeTransportError
 {
@@ -29,6 +32,7 @@ typedef enum ClaudeTransportError
 	CLAUDE_TE_TIMEOUT,			/* claude.request_timeout elapsed */
 	CLAUDE_TE_WORKER,			/* the HTTP worker exited or is missing */
 	CLAUDE_TE_INTERNAL,			/* out of memory and the like */
+	CLAUDE_TE_SHMEM,			/* claude.max_shared_memory reached */
 	CLAUDE_TE_REPLY				/* a reply the worker could not handle */
 } ClaudeTransportError;
 

@@ -45,6 +45,7 @@ int			claude_output_tokens_per_minute = 0;
 int			claude_batch_poll_interval = 60;
 int			claude_batch_max_requests = 100000;
 int			claude_batch_max_size = 256 * 1024 * 1024;
+int			claude_max_shared_memory = 1024 * 1024;	/* kB */
 
 static const struct config_enum_entry cache_scope_options[] = {
 	{"role", CLAUDE_CACHE_SCOPE_ROLE, false},
@@ -309,6 +310,12 @@ claude_define_gucs(void)
 							"Bytes per Message Batch request body; more are split into several batches.",
 							NULL, &claude_batch_max_size, 256 * 1024 * 1024, 1024, 256 * 1024 * 1024,
 							PGC_USERSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("claude.max_shared_memory",
+							"Largest size of the shared memory area for request and reply bodies and stream events.",
+							"A request or reply that would pass it fails with SQLSTATE 53200.",
+							&claude_max_shared_memory, 1024 * 1024, 8 * 1024, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 
 	/* sizes of shared memory can only be set at start-up */
 	if (process_shared_preload_libraries_in_progress)

@@ -32,6 +32,7 @@ PG_FUNCTION_INFO_V1(claude_metrics);
 PG_FUNCTION_INFO_V1(claude_progress_rows);
 PG_FUNCTION_INFO_V1(claude_usage_pending);
 PG_FUNCTION_INFO_V1(claude_config_changed);
+PG_FUNCTION_INFO_V1(claude_shared_memory_size);
 
 /* ---- claude_stats and claude_metrics() ---- */
 
@@ -151,6 +152,18 @@ claude_stats_reset(PG_FUNCTION_ARGS)
 				 errmsg("only superusers may reset the claude statistics")));
 	claude_stats_zero();
 	PG_RETURN_VOID();
+}
+
+/*
+ * Bytes of shared memory the DSA area takes (request and reply bodies,
+ * stream events, replies on their way to the cache): for diagnosis and
+ * tests; EXECUTE is revoked from PUBLIC.
+ */
+Datum
+claude_shared_memory_size(PG_FUNCTION_ARGS)
+{
+	claude_require_shared();
+	PG_RETURN_INT64((int64) claude_area_total_size());
 }
 
 /* ---- Prometheus text exposition format ---- */

@@ -73,13 +73,17 @@ claude_dispatch_init(void)
 	claude_dispatch_configure();
 }
 
-/* Settings the worker reads itself: the limits (at start and on reload). */
+/*
+ * Settings the worker reads itself: the limits and the size of the shared
+ * memory area (at start and on reload).
+ */
 void
 claude_dispatch_configure(void)
 {
 	claude_limits_configure(claude_requests_per_minute,
 							claude_input_tokens_per_minute,
 							claude_output_tokens_per_minute);
+	claude_area_apply_limit();
 }
 
 /* Queue a transfer to start; ahead of its role's others for a retry. */
@@ -149,6 +153,7 @@ claude_dispatch_enqueue(int slot)
 	t->slot = slot;
 	claude_request_unpack(dsa_get_address(claude_area(), claude_slots[slot].request),
 						  &t->req);
+	claude_streamed_own_request(t);
 	t->cost.requests = 1;
 	t->cost.input_tokens = t->req.input_tokens;
 	t->cost.output_tokens = t->req.output_tokens;
@@ -210,13 +215,23 @@ retry_delay_ms(Transfer *t, CURLcode code, long status)
 			!(status == 408 || status == 409 || status == 429 || status >= 500))
 			return -1;
 	}
-	else if (t->too_large || t->file_failed || t->req.not_idempotent)
+	else if (t->too_large || t->file_failed || t->events_lost || t->req.not_idempotent)
 		return -1;
 
 	if (t->retry_after_ms >= 0)
 		return Min(t->retry_after_ms, RETRY_AFTER_MAX_MS);
 	delay = Min(BACKOFF_FIRST_MS * pow(2, t->attempts - 1), BACKOFF_MAX_MS);
 	return delay * (1.0 - 0.25 * jitter());
+}
+
+/* A result that did not fit claude.max_shared_memory (SQLSTATE 53200). */
+static void
+shmem_full(ClaudeResult *r, const char *what)
+{
+	r->transport = CLAUDE_TE_SHMEM;
+	snprintf(r->message, sizeof(r->message),
+			 "out of shared memory for %s: claude.max_shared_memory (%d kB) is full",
+			 what, claude_max_shared_memory);
 }
 
 static void
@@ -234,6 +249,8 @@ set_message(ClaudeResult *r, CURLcode code, Transfer *t)
 		r->transport = CLAUDE_TE_INTERNAL;
 		strlcpy(r->message, t->file_error, sizeof(r->message));
 	}
+	else if (t->events_lost)
+		shmem_full(r, "a stream's events");
 	else if (t->sse && claude_sse_state(t->sse) == SSE_BROKEN)
 	{
 		r->transport = CLAUDE_TE_REPLY;
@@ -259,6 +276,8 @@ finish(Transfer *t, CURLcode code, long status)
 {
 	ClaudeResult r;
 
+	/* the caller reads every event before the result */
+	(void) claude_streamed_push(t, true);
 	memset(&r, 0, sizeof(r));
 	r.body = InvalidDsaPointer;
 	r.attempts = t->attempts;
@@ -296,23 +315,21 @@ finish(Transfer *t, CURLcode code, long status)
 				r.body_len = t->body_len;
 			}
 			else
-			{
-				r.transport = CLAUDE_TE_INTERNAL;
-				snprintf(r.message, sizeof(r.message),
-						 "out of shared memory for a reply of %zu bytes", t->body_len);
-			}
+				shmem_full(&r, psprintf("a reply of %zu bytes", t->body_len));
 		}
 	}
+	/* events that did not fit leave the caller no whole answer */
+	if (t->events_lost && r.transport == CLAUDE_TE_NONE)
+		shmem_full(&r, "a stream's events");
 	account(t, r.http_status, r.transport != CLAUDE_TE_NONE, false);
 	if (t->first_token)
 		claude_stats_ttft((double) (t->first_token - t->created) / 1000.0);
-	/* the caller reads every event before the result */
-	(void) claude_http_push_events(t, true);
 	claude_http_end(t);
 	claude_http_free(t);
 	unlink_transfer(t);
 	t->finished = true;
 	claude_slot_finish(t->slot, &r);
+	claude_streamed_forget(t);
 }
 
 /*
@@ -329,7 +346,7 @@ dispatch_fail(Transfer *t, const char *why)
 	if (t->node.next != NULL)
 		unlink_transfer(t);
 	claude_http_end(t);
-	(void) claude_http_push_events(t, true);
+	(void) claude_streamed_push(t, true);
 	claude_http_free(t);
 	account(t, 0, true, false);
 	memset(&r, 0, sizeof(r));
@@ -339,6 +356,7 @@ dispatch_fail(Transfer *t, const char *why)
 	strlcpy(r.message, why, sizeof(r.message));
 	t->finished = true;
 	claude_slot_finish(t->slot, &r);
+	claude_streamed_forget(t);
 }
 
 /*
@@ -366,66 +384,6 @@ settle(Transfer *t, long status)
 	claude_limits_settle(&t->cost, input, output);
 }
 
-/* The attempt's reply is now body (malloc'd, len bytes and a NUL). */
-static void
-replace_body(Transfer *t, char *body, size_t len)
-{
-	free(t->body);
-	t->body = body;
-	t->body_len = len;
-	t->body_cap = len + 1;
-}
-
-/*
- * A streamed 2xx reply becomes what a request without stream would have
- * got: the assembled Message, or an error event as the error reply (with
- * its status) it stands for; or, ended short, no Message at all.
- */
-static void
-stream_outcome(Transfer *t, CURLcode code, long *status)
-{
-	size_t		len;
-	int			error_status;
-
-	if (t->sse == NULL || !t->event_stream || code != CURLE_OK ||
-		*status < 200 || *status >= 300)
-		return;
-	switch (claude_sse_state(t->sse))
-	{
-		case SSE_STOPPED:
-			{
-				char	   *message = claude_sse_message(t->sse, &len);
-
-				if (message == NULL)
-				{
-					t->stream_failed = "the stream's events do not make a Message";
-					break;
-				}
-				replace_body(t, message, len);
-				break;
-			}
-		case SSE_ERROR:
-			{
-				const char *error = claude_sse_error(t->sse, &len, &error_status);
-				char	   *copy = malloc(len + 1);
-
-				if (copy == NULL)
-				{
-					t->stream_failed = "out of memory for an error event";
-					break;
-				}
-				memcpy(copy, error, len);
-				copy[len] = '\0';
-				replace_body(t, copy, len);
-				*status = error_status;
-				break;
-			}
-		default:
-			t->stream_failed = claude_sse_why(t->sse);
-			break;
-	}
-}
-
 /* Called by http.c when an attempt ends, with or without a response. */
 static void
 attempt_done(Transfer *t, CURLcode code, long status)
@@ -435,7 +393,7 @@ attempt_done(Transfer *t, CURLcode code, long status)
 
 	pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
 	claude_limits_feedback(&t->server, now);
-	stream_outcome(t, code, &status);
+	claude_streamed_outcome(t, code, &status);
 	settle(t, code == CURLE_OK ? status : 0);
 	if (code == CURLE_OK && status == 429)
 		pg_atomic_fetch_add_u64(&claude_limit_counters->rate_limited, 1);
@@ -565,6 +523,7 @@ abort_list(dlist_head *list)
 		claude_http_free(t);
 		unlink_transfer(t);
 		claude_slot_release_cancelled(t->slot);
+		claude_streamed_forget(t);
 	}
 }
 
@@ -639,12 +598,12 @@ claude_dispatch_drive(bool sockets_ready)
 	while ((t = claude_http_next_done(&code, &status)) != NULL)
 		hand_over(t, code, status);
 
-	/* events held back until their readers took what they had */
-	if (claude_http_streams > 0)
+	/* events held back, and transfers paused, until their readers took what they had */
+	if (claude_streamed_running > 0)
 	{
-		dlist_iter	iter;
+		dlist_mutable_iter iter;
 
-		dlist_foreach(iter, &running)
-			(void) claude_http_push_events(dlist_container(Transfer, node, iter.cur), false);
+		dlist_foreach_modify(iter, &running)
+			claude_streamed_resume(dlist_container(Transfer, node, iter.cur));
 	}
 }

@@ -21,7 +21,6 @@
 #include "common/guc.h"
 #include "httpworker/http.h"
 #include "httpworker/sse.h"
-#include "shmem/events.h"
 #include "httpworker/transfer.h"
 #include "shmem/slots.h"
 
@@ -31,7 +30,6 @@ static CURLM *multi = NULL;
 static CURLSH *share = NULL;
 static int	epfd = -1;
 static bool multiplexing = false;	/* the server speaks HTTP/2 */
-int			claude_http_streams = 0;	/* attempts streaming now */
 static TimestampTz timer_deadline = -1;	/* -1: no timer */
 
 /* idle easy handles, reused so that curl keeps their caches warm */
@@ -150,37 +148,6 @@ write_output(Transfer *t, char *data, size_t n)
 	return n;
 }
 
-/*
- * Hand a stream's events to the backend that waits for them; all of them
- * if force (the stream is over).  True if some are still held back.
- */
-bool
-claude_http_push_events(Transfer *t, bool force)
-{
-	size_t		len;
-	const char *items;
-
-	if (t->sse == NULL)
-		return false;
-	items = claude_sse_outbox(t->sse, &len);
-	if (len > 0)
-		claude_sse_outbox_taken(t->sse, claude_events_push(t->slot, items, len, force));
-	(void) claude_sse_outbox(t->sse, &len);
-	return len > 0;
-}
-
-/* A streamed reply: its events are read as they come. */
-static size_t
-write_events(Transfer *t, char *data, size_t n)
-{
-	if (!claude_sse_feed(t->sse, data, n))
-		return 0;
-	if (t->first_token == 0 && claude_sse_started_text(t->sse))
-		t->first_token = GetCurrentTimestamp();
-	(void) claude_http_push_events(t, false);
-	return n;
-}
-
 static size_t
 write_cb(char *data, size_t size, size_t nmemb, void *userp)
 {
@@ -193,7 +160,7 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 
 		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
 		if (status >= 200 && status < 300)
-			return write_events(t, data, n);
+			return claude_streamed_write(t, data, n);
 	}
 
 	if (t->req.output_file)
@@ -382,45 +349,12 @@ claude_http_end(Transfer *t)
 		return;
 	curl_multi_remove_handle(multi, t->easy);
 	if (t->sse)
-		claude_http_streams--;
-	free(t->stream_body);
-	t->stream_body = NULL;
+		claude_streamed_running--;
 	curl_slist_free_all(t->headers);
 	curl_easy_reset(t->easy);
 	idle_easy[n_idle_easy++] = t->easy;
 	t->easy = NULL;
 	t->headers = NULL;
-}
-
-/*
- * The body of a streamed request: the request's with "stream": true, and
- * a parser for the events.  False (sent as it is) if either cannot be had.
- */
-static bool
-stream_body(Transfer *t)
-{
-	const char *body = t->req.body;
-	size_t		len = t->req.body_len;
-
-	if (body == NULL || len < 2 || body[0] != '{' ||
-		(t->sse = claude_sse_create(t->req.stream, t->req.max_reply)) == NULL)
-		return false;
-	if ((t->stream_body = malloc(len + 32)) == NULL)
-	{
-		claude_sse_free(t->sse);
-		t->sse = NULL;
-		return false;
-	}
-	{
-		/* "{}" has no member to put a comma before */
-		size_t		ws = strspn(body + 1, " \t\r\n");
-		bool		empty = ws + 1 < len && body[1 + ws] == '}';
-
-		snprintf(t->stream_body, len + 32, "{\"stream\": true%s%.*s",
-				 empty ? "" : ", ", (int) (len - 1), body + 1);
-	}
-	claude_http_streams++;
-	return true;
 }
 
 /* Free what an attempt read: its body and its stream. */
@@ -446,6 +380,8 @@ claude_http_begin(Transfer *t)
 	t->event_stream = false;
 	t->stream_failed = NULL;
 	t->first_token = 0;
+	t->paused = false;
+	t->events_lost = false;
 	(void) claude_http_close_files(t);
 	t->request_id[0] = '\0';
 	t->errbuf[0] = '\0';
@@ -487,23 +423,20 @@ claude_http_begin(Transfer *t)
 			curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
 			curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
 		}
-		else if (req->stream != CLAUDE_STREAM_NONE && stream_body(t))
-		{
-			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(t->stream_body));
-			curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->stream_body);
-		}
-		else
+		else if (req->stream == CLAUDE_STREAM_NONE || !claude_streamed_body(t, e))
 			/* never NULL: curl would read the body from stdin */
 			curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
 	}
 	curl_easy_setopt(e, CURLOPT_SHARE, share);
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+	/* a reader's stream may pause: not on a connection others share */
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, claude_streamed_reader(t) ?
+					 (long) CURL_HTTP_VERSION_1_1 : (long) CURL_HTTP_VERSION_2TLS);
 	/*
 	 * Wait to multiplex only on a server known to multiplex: on a cold pool
 	 * every request would wait on the first connection, and on one request
 	 * that never gets its headers.
 	 */
-	curl_easy_setopt(e, CURLOPT_PIPEWAIT, multiplexing ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_PIPEWAIT, multiplexing && !claude_streamed_reader(t) ? 1L : 0L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (req->ca_file && req->ca_file[0])
@@ -564,7 +497,9 @@ claude_http_next_done(CURLcode *code, long *status)
 
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, status);
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_HTTP_VERSION, &version);
-			multiplexing = version == CURL_HTTP_VERSION_2_0;
+			/* a reader's stream asked for HTTP/1.1: it says nothing */
+			if (!claude_streamed_reader(t))
+				multiplexing = version == CURL_HTTP_VERSION_2_0;
 		}
 		return t;
 	}

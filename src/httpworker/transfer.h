@@ -61,7 +61,12 @@ typedef struct Transfer
 
 	/* a streamed request (req.stream) */
 	struct ClaudeSse *sse;		/* the events of this attempt */
-	char	   *stream_body;	/* the body sent: with "stream": true */
+	char	   *own_request;	/* a reader's: the request, out of shared memory */
+	size_t		sent;			/* of the body with "stream": true */
+	size_t		send_len;
+	size_t		prefix_len;
+	bool		paused;			/* until the reader takes its events */
+	bool		events_lost;	/* shared memory was too full for them */
 	bool		event_stream;	/* the reply is text/event-stream */
 	const char *stream_failed;	/* a 2xx stream that makes no Message: why */
 	TimestampTz first_token;	/* 0 until text, thinking or input came */
@@ -73,8 +78,17 @@ extern void claude_http_end(Transfer *t);
 extern bool claude_http_close_files(Transfer *t);
 extern bool claude_http_multiplexing(void);
 extern Transfer *claude_http_next_done(CURLcode *code, long *status);
-extern bool claude_http_push_events(Transfer *t, bool force);
 extern void claude_http_free(Transfer *t);
-extern int	claude_http_streams;
+
+/* streamed.c */
+extern int	claude_streamed_running;
+extern bool claude_streamed_reader(const Transfer *t);
+extern void claude_streamed_own_request(Transfer *t);
+extern void claude_streamed_forget(Transfer *t);
+extern bool claude_streamed_body(Transfer *t, CURL *e);
+extern bool claude_streamed_push(Transfer *t, bool force);
+extern size_t claude_streamed_write(Transfer *t, char *data, size_t n);
+extern void claude_streamed_resume(Transfer *t);
+extern void claude_streamed_outcome(Transfer *t, CURLcode code, long *status);
 
 #endif

@@ -6,10 +6,13 @@
  */
 #include "postgres.h"
 
+#include <unistd.h>
+
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/memutils.h"
 
+#include "common/guc.h"
 #include "shmem/area.h"
 
 typedef struct AreaShared
@@ -57,7 +60,8 @@ void
 claude_area_request_shmem(void)
 {
 	RequestAddinShmemSpace(MAXALIGN(sizeof(AreaShared)));
-	RequestNamedLWLockTranche("claude", 3);	/* area and cache; usage; shared config */
+	/* area and cache; usage; shared config; open streams */
+	RequestNamedLWLockTranche("claude", 4);
 }
 
 void
@@ -96,6 +100,7 @@ claude_area(void)
 	{
 		area = dsa_create(shared->dsa_tranche);
 		dsa_pin(area);
+		claude_area_apply_limit();
 		shared->area_handle = dsa_get_handle(area);
 	}
 	else
@@ -104,4 +109,66 @@ claude_area(void)
 	LWLockRelease(shared->lock);
 	MemoryContextSwitchTo(old);
 	return area;
+}
+
+/*
+ * The area's size limit, claude.max_shared_memory: set by the process that
+ * creates the area, and again by the HTTP worker at start and on reload.
+ * Past it an allocation fails (and the caller reports 53200), never waits.
+ */
+void
+claude_area_apply_limit(void)
+{
+	dsa_set_size_limit(claude_area(), (size_t) claude_max_shared_memory * 1024);
+}
+
+/*
+ * Bytes the DSA area's segments take in shared memory.  PostgreSQL 17 says
+ * so; before it only dsa_dump() knows, printing to stderr, which is read
+ * back from a temporary file.  For diagnosis and tests, not for hot paths.
+ */
+Size
+claude_area_total_size(void)
+{
+#if PG_VERSION_NUM >= 170000
+	return dsa_get_total_size(claude_area());
+#else
+	dsa_area   *a = claude_area();
+	FILE	   *tmp = tmpfile();
+	int			saved;
+	char		line[256];
+	Size		size = 0;
+
+	if (tmp == NULL)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create a temporary file: %m")));
+	fflush(stderr);
+	if ((saved = dup(STDERR_FILENO)) < 0 || dup2(fileno(tmp), STDERR_FILENO) < 0)
+	{
+		if (saved >= 0)
+			close(saved);
+		fclose(tmp);
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not redirect stderr: %m")));
+	}
+	PG_TRY();
+	{
+		dsa_dump(a);
+	}
+	PG_FINALLY();
+	{
+		fflush(stderr);
+		(void) dup2(saved, STDERR_FILENO);
+		close(saved);
+	}
+	PG_END_TRY();
+	rewind(tmp);
+	while (fgets(line, sizeof(line), tmp) != NULL)
+		if (sscanf(line, " total_segment_size: %zu", &size) == 1)
+			break;
+	fclose(tmp);
+	return size;
+#endif
 }

@@ -13,5 +13,7 @@ extern void claude_require_shared(void);
 extern void *claude_shmem_struct(const char *name, Size size,
 								 void (*init) (void *ptr));
 extern dsa_area *claude_area(void);
+extern void claude_area_apply_limit(void);
+extern Size claude_area_total_size(void);
 
 #endif

@@ -6,8 +6,9 @@
  *		transfers (push) and the client's stream (take).
  *
  * A backend that reads slowly holds up only its own stream: past the
- * window the worker keeps the rest (within claude.max_reply_size) and is
- * woken when the backend has taken what was there.
+ * window the worker pauses the transfer (httpworker/streamed.c), so an
+ * idle reader pins a window of shared memory, not its whole answer, and
+ * is woken when the backend has taken what was there.
  */
 #include "postgres.h"
 
@@ -22,11 +23,12 @@
 /*
  * Worker: hand over the first whole items (NUL-terminated) of data; all of
  * them if force (the stream is over).  Returns how many bytes were taken:
- * 0 when the window is full (the backend then wakes the worker), shared
- * memory is short, or the caller is gone.  Never raises.
+ * fewer than len when the window is full (the backend then wakes the
+ * worker when it has taken what was there), the caller is gone, or shared
+ * memory is short (then *full is set).  Never raises.
  */
 Size
-claude_events_push(int slot, const char *data, Size len, bool force)
+claude_events_push(int slot, const char *data, Size len, bool force, bool *full)
 {
 	ClaudeSlot *s = &claude_slots[slot];
 	Size		room;
@@ -50,7 +52,7 @@ claude_events_push(int slot, const char *data, Size len, bool force)
 		else
 			n = 0;
 	}
-	if (n == 0)
+	if (n < len)
 		s->events_blocked = true;
 	SpinLockRelease(&s->mutex);
 	if (n == 0)
@@ -59,7 +61,10 @@ claude_events_push(int slot, const char *data, Size len, bool force)
 	dp = dsa_allocate_extended(claude_area(), offsetof(ClaudeEventChunk, data) + n,
 							   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
 	if (!DsaPointerIsValid(dp))
+	{
+		*full = true;
 		return 0;
+	}
 	chunk = dsa_get_address(claude_area(), dp);
 	chunk->next = InvalidDsaPointer;
 	chunk->len = n;
@@ -72,11 +77,13 @@ claude_events_push(int slot, const char *data, Size len, bool force)
 		dsa_free(claude_area(), dp);
 		return n;				/* nobody to read them: as good as taken */
 	}
+	/* no dsa_get_address under a spinlock: the tail is a chunk of ours */
 	if (DsaPointerIsValid(s->events_tail))
-		((ClaudeEventChunk *) dsa_get_address(claude_area(), s->events_tail))->next = dp;
+		((ClaudeEventChunk *) s->events_tail_chunk)->next = dp;
 	else
 		s->events_head = dp;
 	s->events_tail = dp;
+	s->events_tail_chunk = chunk;
 	s->events_bytes += n;
 	latch = s->owner_latch;
 	SpinLockRelease(&s->mutex);

@@ -5,7 +5,8 @@
 #ifndef CLAUDE_EVENTS_H
 #define CLAUDE_EVENTS_H
 
-extern Size claude_events_push(int slot, const char *data, Size len, bool force);
+extern Size claude_events_push(int slot, const char *data, Size len, bool force,
+								   bool *full);
 extern char *claude_events_take(int slot, Size *len);
 
 #endif

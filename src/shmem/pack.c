@@ -6,6 +6,8 @@
  */
 #include "postgres.h"
 
+#include "common/errors.h"
+#include "common/guc.h"
 #include "shmem/pack.h"
 #include "shmem/slots.h"
 
@@ -19,6 +21,7 @@
 typedef struct PackedRequest
 {
 	uint32		magic;
+	Size		size;			/* of the whole chunk */
 	ClaudeRequest fields;
 	Size		offsets[NSTRINGS];	/* 0 for NULL */
 } PackedRequest;
@@ -65,10 +68,14 @@ claude_request_pack(const ClaudeRequest *req)
 	if (!DsaPointerIsValid(dp))
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of shared memory for a request of %zu bytes", size)));
+				 errmsg("out of shared memory for a request of %zu bytes", size),
+				 errdetail("Request and reply bodies share at most claude.max_shared_memory (%d kB).",
+						   claude_max_shared_memory),
+				 errhint(CLAUDE_SHMEM_HINT)));
 
 	packed = dsa_get_address(claude_area(), dp);
 	packed->magic = PACKED_MAGIC;
+	packed->size = size;
 	packed->fields = copy;
 	p = (char *) packed + MAXALIGN(sizeof(PackedRequest));
 	for (int i = 0; i < NSTRINGS; i++)
@@ -90,6 +97,13 @@ void
 claude_request_set_reservation(dsa_pointer dp, int32 day)
 {
 	((PackedRequest *) dsa_get_address(claude_area(), dp))->fields.reserved_day = day;
+}
+
+/* The size of a packed request, to copy it whole. */
+Size
+claude_request_packed_size(const char *blob)
+{
+	return ((const PackedRequest *) blob)->size;
 }
 
 void

@@ -60,6 +60,7 @@ typedef struct ClaudeRequest
 } ClaudeRequest;
 
 extern void claude_request_unpack(const char *blob, ClaudeRequest *req);
+extern Size claude_request_packed_size(const char *blob);
 extern dsa_pointer claude_request_pack(const ClaudeRequest *req);
 extern void claude_request_set_reservation(dsa_pointer dp, int32 day);
 

@@ -138,6 +138,7 @@ slot_to_freelist(int i)
 	slot->state = SLOT_FREE;
 	slot->owner_latch = NULL;
 	slot->owner_pid = 0;
+	slot->stream_role = InvalidOid;
 	SpinLockRelease(&slot->mutex);
 
 	SpinLockAcquire(&claude_shared->mutex);

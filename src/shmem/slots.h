@@ -39,10 +39,12 @@ typedef struct ClaudeSlot
 	Latch	   *owner_latch;
 	pid_t		owner_pid;
 	dsa_pointer request;		/* packed request; the worker frees it */
+	Oid			stream_role;	/* an open stream's role (streamshare.c) */
 	ClaudeResult result;
 	/* a stream's events not taken yet (events.c), under mutex */
 	dsa_pointer events_head;
 	dsa_pointer events_tail;
+	void	   *events_tail_chunk;	/* its address in the worker that pushed it */
 	Size		events_bytes;
 	bool		events_blocked; /* the worker holds more: wake it on taking */
 } ClaudeSlot;
