@@ -83,12 +83,13 @@ sub events
 sub sse_fault { return { status => 200, headers => { 'content-type' => 'text/event-stream' }, body => $_[0] } }
 
 my $ERROR_BODY = '{"type":"error","error":{"type":"api_error","message":"boom"}}';
-# a whole HTTP/1.1 response, bytes as given
+# a whole HTTP/1.1 response, bytes as given (the mock closes the
+# connection after it: "connection: close" keeps curl from reusing it)
 sub raw
 {
 	my ($status, $headers, $body) = @_;
 	my $r = "HTTP/1.1 $status X\r\n" . join('', map { "$_\r\n" } @$headers)
-	  . 'content-length: ' . length($body) . "\r\n\r\n" . $body;
+	  . "connection: close\r\ncontent-length: " . length($body) . "\r\n\r\n" . $body;
 	return { raw_response_base64 => encode_base64($r, '') };
 }
 
