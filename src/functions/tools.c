@@ -296,7 +296,11 @@ model_created_at(const char *s, const ClaudeResult *result)
 		claude_bad_reply(result);
 	p += 19;
 	if (*p == '.' && isdigit((unsigned char) p[1]))
-		for (p++; isdigit((unsigned char) *p); p++);
+	{
+		p++;
+		while (isdigit((unsigned char) *p))
+			p++;
+	}
 	if (*p == 'Z')
 		p++;
 	else if ((*p == '+' || *p == '-') && digits(p + 1, 2) && p[3] == ':' && digits(p + 4, 2))

@@ -360,26 +360,11 @@ dispatch_fail(Transfer *t, const char *why)
 }
 
 /*
- * Read the usage of a successful Messages reply (for the limits, the
- * statistics and the cost), and return what the reservation did not use to
- * the token buckets.
+ * Read the usage an attempt reported (for the limits, the statistics and
+ * the cost) and add it to the request's: every attempt that reached the
+ * API was paid, a retry's on top of a cut one's.  Return what the
+ * reservation did not use to the token buckets.
  */
-/*
- * Add what an attempt reported it used to the request's usage: every
- * attempt that reached the API was paid for, a retry's on top of a cut
- * one's.  Each count is at most CLAUDE_MAX_TOKENS, attempts are few.
- */
-static void
-add_usage(Transfer *t, const ClaudeUsage *u)
-{
-	t->usage.input += u->input;
-	t->usage.output += u->output;
-	t->usage.cache_write += u->cache_write;
-	t->usage.cache_write_1h += u->cache_write_1h;
-	t->usage.cache_read += u->cache_read;
-	t->have_usage = true;
-}
-
 static void
 settle(Transfer *t, long status)
 {
@@ -392,12 +377,13 @@ settle(Transfer *t, long status)
 	if (status >= 200 && status < 300 && t->body_len > 0 && t->req.output_tokens > 0 &&
 		!t->stream_failed)
 		known = claude_reply_usage(t->body, t->body_len, &u);
-	/* a stream cut short (or ended by an error event) was paid as far as it came */
+	/* a stream cut short, or ended by an error event: paid as far as it came */
 	else if (t->sse)
 		known = claude_sse_usage(t->sse, &u);
 	if (known)
 	{
-		add_usage(t, &u);
+		claude_usage_add(&t->usage, &u);
+		t->have_usage = true;
 		input = u.input + u.cache_write, output = u.output;
 	}
 	else if (status >= 200 && status < 300)
@@ -539,7 +525,10 @@ abort_list(dlist_head *list)
 			claude_limits_settle(&t->cost, 0, 0);
 			/* a stream cut short by its caller was paid for as far as it came */
 			if (t->sse && claude_sse_usage(t->sse, &u))
-				add_usage(t, &u);
+			{
+				claude_usage_add(&t->usage, &u);
+				t->have_usage = true;
+			}
 		}
 		account(t, 0, false, true);
 		claude_http_free(t);
@@ -625,11 +614,7 @@ claude_dispatch_drive(bool sockets_ready)
 		hand_over(t, code, status);
 	}
 
-	/*
-	 * Events held back, and transfers paused, until their readers took what
-	 * they had; and a stream ends at message_stop (or its error event):
-	 * the answer is handed over now, whatever the server does after.
-	 */
+	/* paused until their readers took what they had; over at message_stop */
 	if (claude_streamed_running > 0)
 	{
 		dlist_mutable_iter iter;

@@ -313,7 +313,8 @@ claude_sse_usage(const ClaudeSse *s, ClaudeUsage *usage)
 	}
 	ok = e.ok && claude_reply_usage(e.out.data, e.out.len, usage);
 	claude_sse_buf_free(&e.out);
-	output = s->usage.len ? claude_json_member(s->usage.data, s->usage.len, "output_tokens", &len) : NULL;
+	output = s->usage.len == 0 ? NULL :
+		claude_json_member(s->usage.data, s->usage.len, "output_tokens", &len);
 	if (output == NULL || (len == 4 && memcmp(output, "null", 4) == 0))
 		usage->output = 0;
 	return ok;
