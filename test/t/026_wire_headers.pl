@@ -125,6 +125,11 @@ unlike($log, $secret, 'the server log holds no part of the key');
 unlike($log, qr/[\e\xff]/, 'nor an escape sequence or \xff from a header');
 
 # ======== only the final response's headers count
+my $ok = message();
+($rc, $out, $err) = with_faults($mock, { raw_response_base64 => encode_base64(
+	"HTTP/1.1 103 Early Hints\r\ncontent-type: text/event-stream\r\nrequest-id: from-103\r\n\r\n"
+	  . "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: " . length($ok) . "\r\n\r\n$ok", '') });
+is($out, 'ok', 'a 103 saying text/event-stream before a JSON 200 without content-type: the JSON reply') or diag($err);
 for my $m ([ 'HTTP/1.1', $mock, '' ], [ 'HTTP/2', $mock2, $h2 ])
 {
 	my ($v, $srv, $set) = @$m;
