@@ -256,6 +256,10 @@ an C<error> event), C<stream_error_after> (after that many
 content_block_delta events, default 0), C<stream_cut_after> (kill the
 connection, or the HTTP/2 stream, after that many deltas), C<stream_no_stop>
 (true: no message_stop), C<stream_pause_ms> (a pause after the first delta).
+Wire faults: C<raw_response_base64> (these bytes exactly, over HTTP/1.1, then
+the connection closes), C<early_hints> (headers of a 103 before the reply),
+C<trailers> (trailer fields after the body), C<stream_keep_open> (true: pings
+after message_stop, never closed).
 See the comments at the top of F<mock-api.js> for the matching
 C<[[mock:...]]> directives.  Returns the number of queued entries.
 
