@@ -44,6 +44,7 @@ typedef struct ClaudeResult
 	double		elapsed_ms;
 	char		request_id[64];
 	char		message[256];	/* transport error text */
+	bool		body_sent;		/* a body from a file was read whole: it may have arrived */
 	dsa_pointer body;			/* response body, owner frees */
 	Size		body_len;
 } ClaudeResult;
