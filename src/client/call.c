@@ -194,8 +194,9 @@ claude_request_download(const char *path, const char *output_file, Size max_byte
 /*
  * Queue a POST that creates something at the API (a batch), its body the
  * size bytes of input_file (UTF-8, relative to the data directory, read by
- * the HTTP worker): retried after an error reply, never after a transport
- * error, which may come after the server acted on it.  Waits for a slot.
+ * the HTTP worker): sent once, never again, since whatever happens after
+ * its body went out the server may have acted on it (the result's
+ * body_sent says whether it did).  Waits for a slot.
  */
 int
 claude_request_create(const char *path, const char *input_file, Size size)

@@ -4,13 +4,13 @@
  *		Caller: batch_poll.c.
  *
  * A chunk is up to APPLY_LINES lines (APPLY_BYTES) of the results file,
- * read by the C scanner as the HTTP worker reads replies (no jsonb parser
- * meets what the server sent), and written in one transaction of the
- * worker, set-wise: one statement finds the request of every line, one
- * stores the replies in the cache, one writes the rows (as the batch's
- * submitter, restricted, each only while its prompt inputs are those it
- * was asked with) and two record the items, so a thousand rows cost about
- * what a few do.  Should any of it fail (a line that is not JSON, a check
+ * read by the C scanner (batch_read.c) as the HTTP worker reads replies
+ * (no jsonb parser meets what the server sent), and written in one
+ * transaction of the worker, set-wise: one statement finds the request of
+ * every line, one stores the replies in the cache, one writes the rows (as
+ * the batch's submitter, restricted, each only while its prompt inputs are
+ * those it was asked with) and two record the items, so a thousand rows
+ * cost about what a few do.  Should any of it fail (a line that is not JSON, a check
  * or trigger refusing one row), the chunk is rolled back and written again
  * a line at a time, each in a subtransaction of its own, where a refused
  * cache entry or row write costs that line nothing else: its item stays
@@ -52,6 +52,7 @@
 #include "common/security.h"
 #include "common/spi.h"
 #include "dbworker/batch_apply.h"
+#include "dbworker/batch_read.h"
 #include "dbworker/cachewrite.h"
 #include "dbworker/writeback.h"
 #include "shmem/stats.h"
@@ -75,17 +76,6 @@ typedef struct Target
 	int			written;
 } Target;
 
-/* A result line as the C scanner reads it; NULL parts are absent. */
-typedef struct ResultLine
-{
-	char	   *cid;
-	char	   *type;
-	bool		succeeded;
-	char	   *message;		/* succeeded: the Message, as it stands (UTF-8) */
-	bool		usage_known;
-	ClaudeUsage usage;
-	char	   *error;			/* otherwise: its reason, in the server's encoding */
-} ResultLine;
 
 /* A chunk of lines and, once written, what it paid for. */
 typedef struct Chunk
@@ -188,88 +178,6 @@ seen_before(HTAB *seen, const char *cid)
 	strlcpy(key, cid, sizeof(key));
 	(void) hash_search(seen, key, HASH_ENTER, &found);
 	return found;
-}
-
-/* Two members of an object, found in one pass: their values as they stand. */
-typedef struct Pick
-{
-	const char *name[2];
-	const char *value[2];
-	Size		len[2];
-} Pick;
-
-static void
-pick_found(void *arg, const char *key, int keylen, const char *value, Size len)
-{
-	Pick	   *p = arg;
-
-	for (int i = 0; i < 2; i++)
-		if (strlen(p->name[i]) == keylen && memcmp(p->name[i], key, keylen) == 0)
-			p->value[i] = value, p->len[i] = len;
-}
-
-static bool
-pick(const char *json, Size len, Pick *p, const char *a, const char *b)
-{
-	memset(p, 0, sizeof(*p));
-	p->name[0] = a;
-	p->name[1] = b;
-	return claude_json_members(json, len, pick_found, p) && p->value[0] != NULL;
-}
-
-/*
- * The reason of a result that did not succeed: "type: message" of its
- * error, else the result's type, in the server's encoding.
- */
-static char *
-result_error(const char *result, Size len, const char *type)
-{
-	Size		n;
-	const char *error = claude_json_member(result, len, "error", &n);
-	StringInfoData etype;
-	StringInfoData message;
-	char	   *server;
-
-	if (error == NULL)
-		return pstrdup(type);
-	initStringInfo(&etype);
-	initStringInfo(&message);
-	claude_reply_error(error, n, &etype, &message);
-	if (etype.len == 0)
-		return pstrdup(type);
-	if (message.len > 0)
-		appendStringInfo(&etype, ": %s", message.data);
-	server = claude_utf8_to_server(etype.data, etype.len);
-	return server ? server : pstrdup(type);
-}
-
-/*
- * A line read without the jsonb parser, the way the HTTP worker reads
- * replies; false for a line that is not a result at all.
- */
-static bool
-scan_result(char *line, ResultLine *r)
-{
-	Size		len = strlen(line);
-	Pick		p;
-	Pick		q;
-
-	memset(r, 0, sizeof(*r));
-	if (!pg_verify_mbstr(PG_UTF8, line, len, true) || !claude_json_scan(line, len, NULL, NULL) ||
-		!pick(line, len, &p, "custom_id", "result") || p.value[1] == NULL ||
-		(r->cid = claude_json_plain_string(p.value[0], p.len[0])) == NULL ||
-		!pick(p.value[1], p.len[1], &q, "type", "message") ||
-		(r->type = claude_json_plain_string(q.value[0], q.len[0])) == NULL)
-		return false;
-	r->succeeded = strcmp(r->type, "succeeded") == 0;
-	if (!r->succeeded)
-		r->error = result_error(p.value[1], p.len[1], r->type);
-	else if (q.value[1] != NULL && *q.value[1] == '{')
-	{
-		r->message = pnstrdup(q.value[1], q.len[1]);
-		r->usage_known = claude_reply_usage(r->message, q.len[1], &r->usage);
-	}
-	return true;
 }
 
 /*
@@ -504,7 +412,7 @@ chunk_body(void *arg)
 
 	for (int i = 0; i < c->nlines; i++)
 	{
-		if (!scan_result(c->lines[i], &results[i]))
+		if (!claude_batch_scan_line(c->lines[i], &results[i]))
 			elog(ERROR, "claude: a result line is not as expected");
 		cids[i] = results[i].cid;
 	}

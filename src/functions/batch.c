@@ -261,8 +261,10 @@ post_batch(void *arg)
 	post->rejected = false;		/* from now on it may go out */
 	claude_slot_wait(slot);
 	post->reply = claude_request_collect(slot, &post->result);
+	/* certain: an error reply, or a failure before the body went out */
 	post->rejected = post->result.http_status >= 400 ||
-		(post->result.http_status == 0 && !post->result.body_sent);
+		(post->result.http_status == 0 && !post->result.body_sent &&
+		 post->result.transport != CLAUDE_TE_WORKER);
 	claude_check_result(&post->result, post->reply);
 }
 

@@ -32,7 +32,7 @@ typedef struct ClaudeRequest
 	int			timeout_ms;
 	Size		max_reply;		/* bytes of body kept in memory, at most */
 	int			max_retries;
-	bool		not_idempotent; /* no retry after a transport error */
+	bool		not_idempotent; /* sent once: never retried (max_retries 0) */
 	double		input_tokens;	/* estimate, for the rate limits */
 	double		output_tokens;	/* max_tokens, reserved from the limits */
 	/* where a successful reply is cached (cache_dbid invalid: nowhere) */
