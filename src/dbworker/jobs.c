@@ -341,22 +341,10 @@ submit_as(Oid role, int tag, const char *body, int max_tokens)
 }
 
 /*
- * Jobs that had every attempt claude.max_retries allows fail, whatever
- * brought them here: the claim below never takes them.
- */
-static void
-give_up(void)
-{
-	claude_spi_run(psprintf("UPDATE %s SET status = 'failed', updated_at = now(), "
-							"last_error = pg_catalog.format('gave up after %%s attempts (claude.max_retries + 1 = %d)', "
-							"attempts) || coalesce(': ' || last_error, '') "
-							"WHERE status IN ('queued', 'waiting') AND attempts >= %d",
-							jobs_table, max_attempts, max_attempts), 0, NULL, NULL, SPI_OK_UPDATE);
-}
-
-/*
  * Claim due jobs up to the jobs_pipe's room, counting their attempt;
- * returns how many.  They are sent once the claim has committed.
+ * returns how many.  They are sent once the claim has committed.  A due
+ * job that had every attempt claude.max_retries allows, whatever brought
+ * it here, is failed by the claim instead of taken.
  */
 static int
 claim(void)
@@ -369,15 +357,20 @@ claim(void)
 	if (room == 0 || (room < CLAIM_AT_LEAST && claude_pipe_outstanding(jobs_pipe) > 0))
 		return 0;
 
-	claude_spi_run(psprintf("UPDATE %s j SET status = 'running', attempts = attempts + 1, updated_at = now() "
+	claude_spi_run(psprintf("UPDATE %s j SET updated_at = now(), "
+					 "status = CASE WHEN attempts < %d THEN 'running' ELSE 'failed' END, "
+					 "attempts = CASE WHEN attempts < %d THEN attempts + 1 ELSE attempts END, "
+					 "last_error = CASE WHEN attempts < %d THEN last_error "
+					 "ELSE format('gave up after %%s attempts (claude.max_retries + 1 = %d)', attempts) "
+					 "|| coalesce(': ' || last_error, '') END "
 					 "WHERE id IN (SELECT id FROM %s WHERE status IN ('queued', 'waiting') AND next_attempt_at <= now() "
-					 "AND attempts < %d "
 					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
 					 "RETURNING id, relid, target_column, pk::text, attempts, request::text, "
 					 "(request->>'max_tokens')::int, role::oid, inputs_md5, "
 					 "(SELECT string_agg(format('pg_catalog.quote_nullable(%%I::pg_catalog.text)', c), ', ' ORDER BY o) "
-					 "FROM unnest(inputs) WITH ORDINALITY u(c, o))",
-					 jobs_table, jobs_table, max_attempts, room), 0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
+					 "FROM unnest(inputs) WITH ORDINALITY u(c, o)), status = 'running'",
+					 jobs_table, max_attempts, max_attempts, max_attempts, max_attempts, jobs_table, room),
+				   0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
 	n = SPI_processed;
 	claimed = SPI_tuptable;
 	for (uint64 r = 0; r < n; r++)
@@ -385,9 +378,14 @@ claim(void)
 		HeapTuple	tup = claimed->vals[r];
 		TupleDesc	desc = claimed->tupdesc;
 		bool		isnull;
-		MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
-		Job		   *job = palloc0(sizeof(Job));
+		MemoryContext old;
+		Job		   *job;
 		int			tag = 0;
+
+		if (!DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull)))
+			continue;			/* failed: it had every attempt */
+		old = MemoryContextSwitchTo(jobs_cxt);
+		job = palloc0(sizeof(Job));
 
 		job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		job->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
@@ -511,7 +509,6 @@ claude_jobs_step(void)
 								jobs_table), 0, NULL, NULL, SPI_OK_UPDATE);
 	}
 	claude_pipe_poll(jobs_pipe, job_done, NULL);
-	give_up();
 	claimed = claim();
 	claude_xact_end();
 
