@@ -510,11 +510,13 @@ claude_jobs_step(void)
 	}
 	claude_pipe_poll(jobs_pipe, job_done, NULL);
 	claimed = claim();
-	claude_xact_end();
-
-	claude_xact_begin();
 	if (claimed > 0)
+	{
+		/* the claim and its attempts are in before anything is sent */
+		claude_xact_end();
+		claude_xact_begin();
 		send_claimed();
+	}
 	more = claude_pipe_outstanding(jobs_pipe) > 0;
 	if (!more)
 	{

@@ -56,7 +56,7 @@ sub enrich_batch
 	my ($table, $template, %o) = @_;
 	my ($rc, $out, $err) = $node->psql($o{db} // 'postgres',
 		($o{set} // '') . "CALL claude_enrich('$table', 'summary', '$template', mode => 'batch')",
-		extra_params => [ $o{role} ? ('-U', $o{role}) : () ]);
+		extra_params => [ '-v', 'VERBOSITY=verbose', $o{role} ? ('-U', $o{role}) : () ]);
 	my ($ids) = $err =~ /Message Batch(?:es)?: ([^;]+);/;
 	return ($rc, $err, $ids ? split(/, /, $ids) : ());
 }
@@ -152,13 +152,13 @@ new_table('once', 'one', 'two');
 $mock->reset;
 $mock->fault({ status => 529 });
 ($rc, $err) = enrich_batch('once', 'Once: {body}');
-like($err, qr/529/, '5: a 529 on creation fails the CALL');
+like($err, qr/CL500: Claude API error 529/, '5: a 529 on creation fails the CALL (CL500)');
 is(posts(qr{^/v1/messages/batches$}), 1, '5: the creation is not sent again');
 is(batch_of('once', 'count(*)'), '0', '5: and no record is left: nothing was created');
 $mock->reset;
 $mock->fault({ truncate => 1, count => 3 });
 ($rc, $err) = enrich_batch('once', 'Once: {body}');
-like($err, qr/could not reach the Claude API|reply/, '5: a creation reply cut short fails the CALL');
+like($err, qr/CL001: could not reach the Claude API/, '5: a creation reply cut short fails the CALL (CL001)');
 is(posts(qr{^/v1/messages/batches$}), 1, '5: it is not sent again');
 is(batch_of('once', 'status'), 'uncertain', '5: the record is left uncertain');
 like(batch_of('once', 'error'), qr/may exist at the API.*2 requests/s, '5: saying what is known');
@@ -169,7 +169,7 @@ is(posts(qr{^/v1/messages/batches$}), 1, '5: nothing more was sent');
 sql("DELETE FROM claude_batches WHERE relation = 'once'::regclass");
 $mock->fault({ hang => 1 });
 ($rc, $err) = enrich_batch('once', 'Once: {body}', set => "SET claude.request_timeout = '1s'; ");
-like($err, qr/claude.request_timeout/, '5: a creation that times out fails the CALL');
+like($err, qr/CL408: .*claude.request_timeout/, '5: a creation that times out fails the CALL (CL408)');
 is(posts(qr{^/v1/messages/batches$}), 2, '5: and is not sent again');
 is(batch_of('once', 'status'), 'uncertain', '5: the record is uncertain');
 $mock->clear_faults;
