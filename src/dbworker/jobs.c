@@ -118,13 +118,21 @@ claude_jobs_start(void)
 		if (OidIsValid(relid))
 		{
 			MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
+			bool		first = jobs_pipe == NULL;
 
 			jobs_table = quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs");
-			jobs_pipe = claude_pipe_create(JOBS_WINDOW, claude_cache_enabled, nsp);
-			claude_pipe_keep_slots(jobs_pipe);
+			if (first)
+			{
+				jobs_pipe = claude_pipe_create(JOBS_WINDOW, claude_cache_enabled, nsp);
+				claude_pipe_keep_slots(jobs_pipe);
+			}
 			MemoryContextSwitchTo(old);
-			claude_spi_run(psprintf("UPDATE %s SET status = 'queued', updated_at = now() "
-							 "WHERE status = 'running'", jobs_table), 0, NULL, NULL, SPI_OK_UPDATE);
+			/* found again: what is in flight goes on, the rest is queued again */
+			if (!first)
+				lost_track = true;
+			else
+				claude_spi_run(psprintf("UPDATE %s SET status = 'queued', updated_at = now() "
+										"WHERE status = 'running'", jobs_table), 0, NULL, NULL, SPI_OK_UPDATE);
 		}
 		else
 			nsp = InvalidOid;
@@ -541,13 +549,15 @@ claude_jobs_step(void)
  * (their slots are kept) and their replies come back as ever, but what the
  * round recorded is gone; jobs claimed and not yet sent are forgotten, and
  * every job 'running' in the table but not in flight is queued again at
- * the next round.  Attempts stay counted: the claim bounds them.
+ * the next round.  Attempts stay counted: the claim bounds them.  The
+ * extension is looked for again (it may be what went).
  */
 void
 claude_jobs_aborted(void)
 {
 	if (!OidIsValid(nsp))
 		return;
+	nsp = InvalidOid;
 	for (int tag = 0; tag < JOBS_WINDOW; tag++)
 		if (inflight[tag] != NULL && !inflight[tag]->sent)
 		{
