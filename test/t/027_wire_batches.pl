@@ -118,6 +118,23 @@ ok(wait_until(sub { sql("SELECT count(*) FROM claude_cache WHERE request->'messa
 	'3: the reply is cached, its tokens unknown');
 unharmed('3: usage 1.5 in the cache');
 
+# any error in a step: every cache write and every update of a batch
+# refused (as a broken schema would), while 5 jobs are in flight
+$mock->reset;
+$mock->config({ batch_delay_ms => 1000 });
+new_table('refused', 'one');
+($rc, $err, @ids) = enrich_batch('refused', 'Refused: {body}');
+sql("ALTER TABLE claude_cache ADD CONSTRAINT refuse CHECK (false) NOT VALID;
+	ALTER TABLE claude_batches ADD CONSTRAINT refuse CHECK (polled_at IS NULL) NOT VALID;");
+sql("INSERT INTO tickets SELECT i, 'third ' || i FROM generate_series(21, 25) i");
+ok(wait_until(sub { sql("SELECT count(category) FROM tickets") == 15 }, 60),
+	'3: with every cache write and batch update failing, the jobs are done');
+is(asked(qr/Job: third/), 5, '3: and none was sent twice');
+like(slurp_file($node->logfile), qr/violates check constraint "refuse"/, '3: the errors are logged');
+sql("ALTER TABLE claude_cache DROP CONSTRAINT refuse; ALTER TABLE claude_batches DROP CONSTRAINT refuse;");
+ok(batch_done($ids[0]), '3: once the schema is fixed the batch is written back');
+unharmed('3: a failing step');
+
 # the claim never takes a job past claude.max_retries + 1 attempts
 $mock->reset;
 sql(q{CREATE TABLE overloaded (id int PRIMARY KEY, subject text, category text);
