@@ -315,15 +315,20 @@ COMMENT ON FUNCTION claude_cost_usd(text, jsonb, boolean) IS
 'USD cost of a reply''s usage object at claude_prices (NULL for an unknown model); batch => half price';
 
 -- Message Batches submitted by claude_enrich(mode => 'batch').  id is the
--- API's batch id, NULL while the batch is being submitted.  Closed to
--- PUBLIC: requests are private.
+-- API's batch id, NULL while the batch is being submitted.  'uncertain':
+-- its creation may have succeeded without its id reaching us (a timeout or
+-- a cut after the body went out); its rows are held until an admin sets
+-- its id or deletes it.  Closed to PUBLIC: requests are private.
 CREATE TABLE claude_batches (
     local_id bigserial PRIMARY KEY,
     id text UNIQUE,
     relation regclass NOT NULL,
     target_column name NOT NULL,
+    -- the columns its prompts use: a result is written only to a row that
+    -- still holds the values it was asked with (claude_batch_items.inputs_md5)
+    inputs text[] NOT NULL DEFAULT '{}',
     status text NOT NULL DEFAULT 'submitting'
-        CHECK (status IN ('submitting', 'in_progress', 'canceling', 'ended', 'failed')),
+        CHECK (status IN ('submitting', 'in_progress', 'canceling', 'ended', 'failed', 'uncertain')),
     requests int NOT NULL DEFAULT 0,
     processing int,
     succeeded int,
@@ -357,6 +362,8 @@ CREATE TABLE claude_batch_items (
     pk jsonb NOT NULL,
     request jsonb NOT NULL,
     cache_key bytea,
+    -- MD5 of the row's prompt inputs when submitted, as claude_jobs.inputs_md5
+    inputs_md5 text,
     status text NOT NULL DEFAULT 'pending'
         CHECK (status IN ('pending', 'succeeded', 'errored', 'canceled', 'expired')),
     error text,
@@ -404,12 +411,14 @@ FROM (SELECT pid, relation, target_column, mode, rows_done, rows_total, rows_fai
              started_at, updated_at, NULL::text AS batch_id
       FROM claude_progress_rows()
       UNION ALL
-      SELECT NULL, relation, target_column, 'batch',
-             coalesce(succeeded, 0), requests,
-             coalesce(errored, 0) + coalesce(canceled, 0) + coalesce(expired, 0),
+      -- counts within the batch whatever the table holds: 0..requests
+      SELECT NULL, relation, target_column, 'batch', d, greatest(requests, 0),
+             least(greatest(coalesce(errored, 0)::bigint + coalesce(canceled, 0) + coalesce(expired, 0), 0),
+                   greatest(requests, 0) - d),
              created_at, coalesce(polled_at, created_at), id
-      FROM claude_batches
-      WHERE results_at IS NULL AND status <> 'failed'
+      FROM claude_batches,
+           LATERAL (SELECT least(greatest(coalesce(succeeded, 0), 0), greatest(requests, 0))::bigint AS d) c
+      WHERE results_at IS NULL AND status NOT IN ('failed', 'uncertain')
         -- as claude_progress_rows(): one's own work, or all with pg_read_all_stats
         AND (pg_catalog.pg_has_role(submitted_by, 'USAGE')
              OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE'))) w,

@@ -6,10 +6,14 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+#include <math.h>
+
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
@@ -64,32 +68,199 @@ claude_batch_lock_tag(LOCKTAG *tag, int64 local_id)
 						 (uint32) local_id, LOCKTAG_CLAUDE_BATCH);
 }
 
-/* The API's view of a batch (a MessageBatch object, UTF-8) into its row. */
+/* A member of a MessageBatch object that is a string without escapes, or NULL. */
+static char *
+member_string(const char *json, const char *key)
+{
+	Size		n;
+	const char *v = claude_json_member(json, strlen(json), key, &n);
+
+	return v ? claude_json_plain_string(v, n) : NULL;
+}
+
+/*
+ * A count of request_counts as a whole number (NULL when absent or not
+ * one); the UPDATE clamps it to 0..requests, whatever the server says.
+ */
+static Datum
+member_count(const char *counts, const char *key, bool *isnull)
+{
+	Size		n;
+	const char *v = counts ? claude_json_member(counts, strlen(counts), key, &n) : NULL;
+	char		buf[64];
+	char	   *end;
+	double		d;
+
+	*isnull = true;
+	if (v == NULL || n == 0 || n >= sizeof(buf) || !(*v == '-' || isdigit((unsigned char) *v)))
+		return (Datum) 0;
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	d = strtod(buf, &end);
+	if (*end != '\0' || !isfinite(d) || d != floor(d))
+		return (Datum) 0;
+	*isnull = false;
+	return Float8GetDatum(d);
+}
+
+/* A count of the server's, NULL or within 0..requests, as SQL. */
+static char *
+clamped(const char *param)
+{
+	return psprintf("CASE WHEN %s IS NOT NULL THEN least(greatest(%s, 0), requests)::int END",
+					param, param);
+}
+
+/*
+ * A time of the API's (RFC 3339), or NULL when absent or not one: only
+ * digits and the date's punctuation (no "infinity", "now" or "epoch"),
+ * and an input error is the value's, never the caller's.
+ */
+static Datum
+member_time(const char *json, const char *key, bool *isnull)
+{
+	char	   *s = member_string(json, key);
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile Datum result = (Datum) 0;
+
+	*isnull = true;
+	if (s == NULL || strlen(s) > 40 || strspn(s, "0123456789-:.TZtz+ ") != strlen(s))
+		return (Datum) 0;
+	PG_TRY();
+	{
+		result = DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
+									 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		*isnull = false;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/*
+ * The API's view of a batch (a MessageBatch object, UTF-8) into its row,
+ * read without the jsonb parser: whatever it holds, the row takes what it
+ * can.  A processing_status outside the known ones is taken as in progress
+ * (and noted in error), counts are clamped to the batch's requests, times
+ * that are not times are left out.
+ */
 void
 claude_batch_record_state(const ClaudeBatchTables *t, int64 local_id,
 						  const char *batch_json)
 {
-	char	   *server = claude_utf8_to_server(batch_json, strlen(batch_json));
+	static const char *const count_names[] = {"processing", "succeeded", "errored", "canceled", "expired"};
+	static const char *const time_names[] = {"created_at", "ended_at", "expires_at"};
+	Datum		values[12];
+	char		nulls[12];
+	Size		n;
+	const char *counts = NULL;
+	char	   *status = NULL;
+	char	   *id = NULL;
+	char	   *note = NULL;
 
-	if (server == NULL)
+	memset(nulls, ' ', sizeof(nulls));
+	if (claude_json_scan(batch_json, strlen(batch_json), NULL, NULL))
+	{
+		const char *c = claude_json_member(batch_json, strlen(batch_json), "request_counts", &n);
+
+		counts = c && *c == '{' ? pnstrdup(c, n) : NULL;
+		status = member_string(batch_json, "processing_status");
+		id = member_string(batch_json, "id");
+	}
+	else
+		batch_json = "{}";
+	if (status == NULL || (strcmp(status, "in_progress") != 0 && strcmp(status, "canceling") != 0 &&
+						   strcmp(status, "ended") != 0))
+	{
+		note = status && strlen(status) <= 32 && strspn(status, "abcdefghijklmnopqrstuvwxyz_") == strlen(status) ?
+			psprintf("the API reports processing_status \"%s\", taken as in progress", status) :
+			"the API reports no processing_status this extension knows, taken as in progress";
+		status = NULL;
+	}
+	values[0] = Int64GetDatum(local_id);
+	values[1] = id && claude_batch_path(id, "") ? CStringGetTextDatum(id) : (Datum) 0;
+	nulls[1] = values[1] ? ' ' : 'n';
+	values[2] = status ? CStringGetTextDatum(status) : (Datum) 0;
+	nulls[2] = status ? ' ' : 'n';
+	for (int i = 0; i < lengthof(count_names); i++)
+	{
+		bool		isnull;
+
+		values[3 + i] = member_count(counts, count_names[i], &isnull);
+		nulls[3 + i] = isnull ? 'n' : ' ';
+	}
+	for (int i = 0; i < 3; i++)
+	{
+		bool		isnull;
+
+		values[8 + i] = member_time(batch_json, time_names[i], &isnull);
+		nulls[8 + i] = isnull ? 'n' : ' ';
+	}
+	values[11] = note ? CStringGetTextDatum(note) : (Datum) 0;
+	nulls[11] = note ? ' ' : 'n';
+	if (claude_spi_exec(psprintf("UPDATE %s SET id = coalesce(id, $2), "
+								 "status = CASE WHEN $3 IS NOT NULL THEN $3 "
+								 "WHEN status = 'ended' THEN status ELSE 'in_progress' END, "
+								 "processing = %s, succeeded = %s, errored = %s, canceled = %s, expired = %s, "
+								 "created_at = coalesce($9, created_at), ended_at = $10, expires_at = $11, "
+								 "polled_at = now(), error = $12 WHERE local_id = $1", t->batches,
+								 clamped("$4"), clamped("$5"), clamped("$6"), clamped("$7"), clamped("$8")),
+						12, (Oid[]) {INT8OID, TEXTOID, TEXTOID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID,
+						FLOAT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID},
+						values, nulls) != SPI_OK_UPDATE)
+		elog(ERROR, "claude: could not record the state of a Message Batch");
+}
+
+typedef struct CreatedReply
+{
+	const ClaudeBatchTables *t;
+	int64		local_id;
+	const char *reply;
+} CreatedReply;
+
+static void
+record_state_of(void *arg)
+{
+	CreatedReply *c = arg;
+
+	claude_batch_record_state(c->t, c->local_id, c->reply);
+}
+
+/*
+ * The reply of a batch's creation: its id goes into the record before
+ * anything else, in a statement that cannot fail on what the server sent,
+ * then what else it says.  Raises when the reply has no id this extension
+ * can use (the batch may exist all the same).
+ */
+void
+claude_batch_record_created(const ClaudeBatchTables *t, int64 local_id, const char *reply)
+{
+	char	   *id = reply && claude_json_scan(reply, strlen(reply), NULL, NULL) ?
+		member_string(reply, "id") : NULL;
+	ErrorData  *edata;
+	CreatedReply state = {t, local_id, reply};
+
+	if (id == NULL || claude_batch_path(id, "") == NULL)
 		ereport(ERROR,
 				(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
-				 errmsg("the Claude API sent a Message Batch the database encoding cannot hold")));
-	claude_spi_run(psprintf("UPDATE %s SET id = coalesce(id, r->>'id'), "
-							"status = r->>'processing_status', "
-							"processing = (r->'request_counts'->>'processing')::int, "
-							"succeeded = (r->'request_counts'->>'succeeded')::int, "
-							"errored = (r->'request_counts'->>'errored')::int, "
-							"canceled = (r->'request_counts'->>'canceled')::int, "
-							"expired = (r->'request_counts'->>'expired')::int, "
-							"created_at = coalesce((r->>'created_at')::timestamptz, created_at), "
-							"ended_at = (r->>'ended_at')::timestamptz, "
-							"expires_at = (r->>'expires_at')::timestamptz, "
-							"polled_at = now(), error = NULL "
-							"FROM (SELECT $2::jsonb AS r) s WHERE local_id = $1", t->batches),
+				 errmsg("the Claude API accepted the Message Batch without an id this extension can use")));
+	claude_spi_run(psprintf("UPDATE %s SET id = $2, status = 'in_progress', polled_at = now() "
+							"WHERE local_id = $1", t->batches),
 				   2, (Oid[]) {INT8OID, TEXTOID},
-				   (Datum[]) {Int64GetDatum(local_id), CStringGetTextDatum(server)},
-				   SPI_OK_UPDATE);
+				   (Datum[]) {Int64GetDatum(local_id), CStringGetTextDatum(id)}, SPI_OK_UPDATE);
+	if ((edata = claude_subxact(record_state_of, &state)) != NULL)
+		ereport(WARNING,
+				(errmsg("claude: Message Batch %s is recorded, but not the rest of its state: %s",
+						id, edata->message)));
 }
 
 /* A failed request about a batch; fatal ends it for good. */

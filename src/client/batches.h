@@ -25,6 +25,8 @@ extern char *claude_batch_path(const char *id, const char *suffix);
 extern void claude_batch_lock_tag(LOCKTAG *tag, int64 local_id);
 extern void claude_batch_record_state(const ClaudeBatchTables *t, int64 local_id,
 									  const char *batch_json);
+extern void claude_batch_record_created(const ClaudeBatchTables *t, int64 local_id,
+										const char *reply);
 extern void claude_batch_record_error(const ClaudeBatchTables *t, int64 local_id,
 									  const char *error, bool fatal);
 extern void claude_batch_release_pending(const ClaudeBatchTables *t, int64 local_id);

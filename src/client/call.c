@@ -70,6 +70,10 @@ should_stream(const char *path, const char *body, Size len, int max_tokens)
 		claude_json_member(body, len, "thinking", &vlen) != NULL;
 }
 
+/*
+ * body_len is the size of input_file when there is one, and the most a
+ * download (output_file) may write.
+ */
 static int
 submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 	   int max_tokens, ClaudeCacheCall *cache, const char *input_file,
@@ -121,7 +125,16 @@ submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 		req.body_len = body_len;
 	}
 	req.output_file = output_file;
+	if (output_file)
+	{
+		/* a download: body_len bounds what it writes; one attempt */
+		req.max_output = body_len;
+		req.max_retries = 0;
+	}
 	req.not_idempotent = not_idempotent;
+	/* a creation is sent once: whatever happens after, it may have been acted on */
+	if (not_idempotent)
+		req.max_retries = 0;
 	if (flags & CLAUDE_SUBMIT_STREAM_TEXT)
 		req.stream = CLAUDE_STREAM_TEXT;
 	else if (flags & CLAUDE_SUBMIT_STREAM_EVENTS)
@@ -167,20 +180,23 @@ claude_request_submit(ClaudeMethod method, const char *path,
 
 /*
  * Queue a GET whose successful body the HTTP worker writes to output_file
- * (relative to the data directory), for replies too large for memory; an
- * error reply still comes back in the slot.  -1 when no slot is free.
+ * (relative to the data directory), for replies too large for memory, up
+ * to max_bytes (0: no limit); an error reply still comes back in the slot.
+ * One attempt: its caller decides when to try again.  -1 when no slot is
+ * free.
  */
 int
-claude_request_download(const char *path, const char *output_file)
+claude_request_download(const char *path, const char *output_file, Size max_bytes)
 {
-	return submit(CLAUDE_GET, path, NULL, 0, 0, NULL, NULL, output_file, false, 0);
+	return submit(CLAUDE_GET, path, NULL, max_bytes, 0, NULL, NULL, output_file, false, 0);
 }
 
 /*
  * Queue a POST that creates something at the API (a batch), its body the
  * size bytes of input_file (UTF-8, relative to the data directory, read by
- * the HTTP worker): retried after an error reply, never after a transport
- * error, which may come after the server acted on it.  Waits for a slot.
+ * the HTTP worker): sent once, never again, since whatever happens after
+ * its body went out the server may have acted on it (the result's
+ * body_sent says whether it did).  Waits for a slot.
  */
 int
 claude_request_create(const char *path, const char *input_file, Size size)

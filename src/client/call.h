@@ -18,7 +18,7 @@ struct ClaudeCacheCall;
 extern int	claude_request_submit(ClaudeMethod method, const char *path,
 								  const char *body, Size body_len, int max_tokens,
 								  struct ClaudeCacheCall *cache, int flags);
-extern int	claude_request_download(const char *path, const char *output_file);
+extern int	claude_request_download(const char *path, const char *output_file, Size max_bytes);
 extern int	claude_request_create(const char *path, const char *input_file, Size size);
 extern char *claude_request_collect(int slot, ClaudeResult *result);
 extern char *claude_http_call(ClaudeMethod method, const char *path,

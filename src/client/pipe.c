@@ -30,6 +30,7 @@ typedef struct PipeItem
 struct ClaudePipe
 {
 	bool		cache;			/* use the cache */
+	bool		keep;			/* its slots outlive aborts (claude_slot_keep) */
 	Oid			nsp;			/* schema of claude_cache */
 	int			window;
 	int			n;
@@ -48,6 +49,17 @@ claude_pipe_create(int window, bool cache, Oid nsp)
 	p->window = Max(1, Min(window, claude_shared->nslots / CLAUDE_SLOTS_RESERVED));
 	p->items = palloc(p->window * sizeof(PipeItem));
 	return p;
+}
+
+/*
+ * The requests of this pipe outlive the transactions that sent them: an
+ * abort cancels none (the database worker's jobs), and the pipe's owner
+ * takes every reply.
+ */
+void
+claude_pipe_keep_slots(ClaudePipe *p)
+{
+	p->keep = true;
 }
 
 bool
@@ -101,6 +113,8 @@ claude_pipe_submit(ClaudePipe *p, int64 tag, const char *body, int max_tokens,
 								 CLAUDE_SUBMIT_BULK | (p->n == 0 ? CLAUDE_SUBMIT_WAIT : 0));
 	if (slot < 0)
 		return false;
+	if (p->keep)
+		claude_slot_keep(slot);
 	p->items[p->n].tag = tag;
 	p->items[p->n].slot = slot;
 	p->n++;

@@ -19,6 +19,7 @@ typedef void (*ClaudePipeDone) (void *arg, int64 tag, text *completion,
 								const char *error, const ClaudeResult *result);
 
 extern ClaudePipe *claude_pipe_create(int window, bool cache, Oid nsp);
+extern void claude_pipe_keep_slots(ClaudePipe *p);
 extern bool claude_pipe_full(ClaudePipe *p);
 extern int	claude_pipe_room(ClaudePipe *p);
 extern int	claude_pipe_outstanding(ClaudePipe *p);

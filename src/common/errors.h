@@ -47,6 +47,7 @@ typedef struct ClaudeResult
 	double		elapsed_ms;
 	char		request_id[CLAUDE_REQUEST_ID_LEN + 1];
 	char		message[256];	/* transport error text */
+	bool		body_sent;		/* a body from a file was read whole: it may have arrived */
 	dsa_pointer body;			/* response body, owner frees */
 	Size		body_len;
 } ClaudeResult;

@@ -45,6 +45,7 @@ int			claude_output_tokens_per_minute = 0;
 int			claude_batch_poll_interval = 60;
 int			claude_batch_max_requests = 100000;
 int			claude_batch_max_size = 256 * 1024 * 1024;
+int			claude_batch_max_results_size = 0;	/* MB; 0: max_reply_size a request */
 int			claude_max_shared_memory = 1024 * 1024;	/* kB */
 
 static const struct config_enum_entry cache_scope_options[] = {
@@ -310,6 +311,11 @@ claude_define_gucs(void)
 							"Bytes per Message Batch request body; more are split into several batches.",
 							NULL, &claude_batch_max_size, 256 * 1024 * 1024, 1024, 256 * 1024 * 1024,
 							PGC_USERSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("claude.batch_max_results_size",
+							"Largest results download of a Message Batch; 0 means claude.max_reply_size for each of its requests.",
+							"temp_file_limit bounds it too.",
+							&claude_batch_max_results_size, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("claude.max_shared_memory",
 							"Largest size of the shared memory area for request and reply bodies and stream events.",

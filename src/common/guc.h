@@ -28,6 +28,7 @@ extern int	claude_output_tokens_per_minute;
 extern int	claude_batch_poll_interval;
 extern int	claude_batch_max_requests;
 extern int	claude_batch_max_size;
+extern int	claude_batch_max_results_size;
 extern int	claude_max_shared_memory;
 
 typedef enum ClaudeCacheScope

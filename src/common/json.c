@@ -39,14 +39,18 @@ claude_json_parse(const char *text, Size len)
 	{
 		ErrorData  *edata;
 
-		/* only what the text itself caused; a cancel goes on */
+		/*
+		 * only what the text itself caused (SQL_ASCII refuses \u escapes
+		 * above 007F as "not supported"); a cancel goes on
+		 */
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		if (edata->sqlerrcode != ERRCODE_UNTRANSLATABLE_CHARACTER &&
 			edata->sqlerrcode != ERRCODE_CHARACTER_NOT_IN_REPERTOIRE &&
 			edata->sqlerrcode != ERRCODE_INVALID_TEXT_REPRESENTATION &&
 			edata->sqlerrcode != ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE &&
-			edata->sqlerrcode != ERRCODE_PROGRAM_LIMIT_EXCEEDED)
+			edata->sqlerrcode != ERRCODE_PROGRAM_LIMIT_EXCEEDED &&
+			edata->sqlerrcode != ERRCODE_FEATURE_NOT_SUPPORTED)
 			PG_RE_THROW();
 		FlushErrorState();
 	}

@@ -52,6 +52,7 @@ extern bool claude_json_members(const char *json, Size len, ClaudeJsonMember fou
 								void *arg);
 extern const char *claude_json_member(const char *json, Size len, const char *key,
 									  Size *vlen);
+extern char *claude_json_plain_string(const char *value, Size len);
 extern bool claude_reply_usage(const char *json, Size len, ClaudeUsage *usage);
 extern void claude_reply_error(const char *json, Size len, StringInfo type,
 							   StringInfo message);

@@ -489,6 +489,18 @@ claude_json_member(const char *json, Size len, const char *key, Size *vlen)
 	return f.value;
 }
 
+/*
+ * A value as it stands that is a string without escapes (ids, types,
+ * names, times), its text; NULL for anything else.
+ */
+char *
+claude_json_plain_string(const char *value, Size len)
+{
+	if (len < 2 || value[0] != '"' || value[len - 1] != '"' || memchr(value, '\\', len) != NULL)
+		return NULL;
+	return pnstrdup(value + 1, len - 2);
+}
+
 /* ---- the usage object of a reply ---- */
 
 typedef struct UsageScan

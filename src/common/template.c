@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "access/tupdesc.h"
+#include "common/md5.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
@@ -120,4 +121,26 @@ claude_template_render(const ClaudeTemplate *t, char **values)
 			appendStringInfoString(&buf, values[t->parts[i].column]);
 	}
 	return buf.data;
+}
+
+/*
+ * The MD5 of a row's prompt inputs (the values of the template's columns,
+ * printed under fixed settings), as the database worker computes it over
+ * the row (md5 of concat_ws(',', quote_nullable(column::text), ...)): a
+ * trigger job's reply, or a Message Batch result, is written only to a row
+ * that still holds them.
+ */
+char *
+claude_template_inputs_md5(const ClaudeTemplate *t, char **values)
+{
+	StringInfoData all;
+	char		md5[33];
+
+	initStringInfo(&all);
+	for (int i = 0; i < t->ncolumns; i++)
+		appendStringInfo(&all, "%s%s", i > 0 ? "," : "",
+						 values[i] ? quote_literal_cstr(values[i]) : "NULL");
+	if (!pg_md5_hash(all.data, all.len, md5, &(const char *) {NULL}))
+		elog(ERROR, "claude: could not compute an MD5");
+	return pstrdup(md5);
 }

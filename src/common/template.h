@@ -25,5 +25,6 @@ typedef struct ClaudeTemplate
 extern ClaudeTemplate *claude_template_parse(const char *tmpl, TupleDesc desc,
 											 const char *relname);
 extern char *claude_template_render(const ClaudeTemplate *t, char **values);
+extern char *claude_template_inputs_md5(const ClaudeTemplate *t, char **values);
 
 #endif

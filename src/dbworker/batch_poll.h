@@ -7,6 +7,6 @@
 
 extern bool claude_batch_poll_step(void);
 extern bool claude_batch_poll_busy(void);
-extern void claude_batch_poll_reset(void);
+extern void claude_batch_poll_aborted(void);
 
 #endif

@@ -12,25 +12,27 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "common/json.h"
+#include "common/spi.h"
 #include "dbworker/cachewrite.h"
 #include "shmem/cachelead.h"
-#include "common/spi.h"
 
 /*
  * INSERT into a claude_cache table of the rows of source, a query whose
- * columns are a key, a request and a reply (both jsonb), to expire after
- * $4 seconds (0: never), replacing older entries of the same keys.  Each
- * key may come once.
+ * columns are a key, a request and a reply (both jsonb) and the reply's
+ * input and output tokens (NULL: unknown, as the caller read its usage),
+ * to expire after $4 seconds (0: never), replacing older entries of the
+ * same keys.  Each key may come once.  Nothing in it reads what the server
+ * sent: a reply is stored whatever its usage holds.
  */
 char *
 claude_cache_upsert(const char *table, const char *source)
 {
 	return psprintf("INSERT INTO %s AS c (key, model, request, response, input_tokens, "
 					"output_tokens, created_at, expires_at, hits) "
-					"SELECT s.k, s.r->>'model', s.q, s.r, (s.r->'usage'->>'input_tokens')::int, "
-					"(s.r->'usage'->>'output_tokens')::int, now(), "
+					"SELECT s.k, s.r->>'model', s.q, s.r, s.i, s.o, now(), "
 					"CASE WHEN $4 > 0 THEN now() + $4 * interval '1 second' END, 0 "
-					"FROM (%s) s(k, q, r) "
+					"FROM (%s) s(k, q, r, i, o) "
 					"ON CONFLICT (key) DO UPDATE SET model = excluded.model, "
 					"request = excluded.request, response = excluded.response, "
 					"input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
@@ -39,39 +41,53 @@ claude_cache_upsert(const char *table, const char *source)
 }
 
 /*
- * Store a reply in a claude_cache table (server encoding), replacing an
- * older entry of the same key.  ttl in seconds, 0: never expires.
+ * Store a reply (parsed, in the server's encoding) in a claude_cache table,
+ * replacing an older entry of the same key, with its usage as read
+ * (NULL: unknown).  ttl in seconds, 0: never expires.
  */
 void
 claude_cache_insert(const char *table, const uint8 *key, const char *request,
-					const char *response, int ttl)
+					Jsonb *response, const ClaudeUsage *usage, int ttl)
 {
-	Oid			types[4] = {BYTEAOID, TEXTOID, TEXTOID, INT4OID};
-	Datum		values[4];
+	Oid			types[6] = {BYTEAOID, TEXTOID, JSONBOID, INT4OID, INT4OID, INT4OID};
+	Datum		values[6];
 	bytea	   *k = palloc(VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
 
 	SET_VARSIZE(k, VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
 	memcpy(VARDATA(k), key, CLAUDE_CACHE_KEY_LEN);
 	values[0] = PointerGetDatum(k);
 	values[1] = CStringGetTextDatum(request);
-	values[2] = CStringGetTextDatum(response);
+	values[2] = JsonbPGetDatum(response);
 	values[3] = Int32GetDatum(ttl);
-	/* the fence: the reply is parsed once, not for each use */
-	if (claude_spi_exec(claude_cache_upsert(table, "SELECT $1, $2::jsonb, $3::jsonb OFFSET 0"),
-						4, types, values, NULL) != SPI_OK_INSERT)
+	/* counts within CLAUDE_MAX_TOKENS, as claude_reply_usage read them */
+	values[4] = usage ? Int32GetDatum((int32) usage->input) : (Datum) 0;
+	values[5] = usage ? Int32GetDatum((int32) usage->output) : (Datum) 0;
+	if (claude_spi_exec(claude_cache_upsert(table, "SELECT $1, $2::jsonb, $3, $5, $6"),
+						6, types, values, usage ? NULL : "    nn") != SPI_OK_INSERT)
 		elog(ERROR, "claude: could not store a reply in %s", table);
 }
 
+/*
+ * A paid reply the HTTP worker handed over (UTF-8, as it came), stored if
+ * the database can hold it: a reply whose text its encoding cannot take
+ * is not cached, as its caller got CL002 for it.
+ */
 static void
 apply_write(ClaudeDbRecord *rec, const char *table)
 {
 	const char *request = (const char *) rec + MAXALIGN(sizeof(ClaudeDbRecord));
 	const char *response = request + rec->request_len + 1;
+	Jsonb	   *reply = claude_json_parse(response, rec->response_len);
+	ClaudeUsage usage;
+	bool		known = claude_reply_usage(response, rec->response_len, &usage);
 
-	claude_cache_insert(table, rec->key,
-						pg_any_to_server(request, rec->request_len, PG_UTF8),
-						pg_any_to_server(response, rec->response_len, PG_UTF8),
-						rec->ttl);
+	if (reply == NULL)
+	{
+		elog(DEBUG1, "claude: a reply the database cannot hold is not cached");
+		return;
+	}
+	claude_cache_insert(table, rec->key, pg_any_to_server(request, rec->request_len, PG_UTF8),
+						reply, known ? &usage : NULL, rec->ttl);
 }
 
 static void

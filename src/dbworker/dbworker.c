@@ -11,6 +11,12 @@
  * database with work left (after a crash, say).  A worker exits after a
  * while without work.  Each record is applied in a transaction of its own,
  * so one bad record cannot hold back the others.
+ *
+ * Each step of the loop (a record, a round of jobs, of batches, the usage
+ * flush) is contained: its pieces run in subtransactions of their own, and
+ * an error that still aborts a step costs that step's own work alone.  The
+ * requests in flight are kept across aborts (claude_slot_keep), so no
+ * error re-sends or cancels a request of another step.
  */
 #include "postgres.h"
 
@@ -42,19 +48,19 @@
 #define USAGE_FLUSH_MS	5000
 
 /*
- * After an error: log it and abort.  The abort gives back every request
- * slot this process owns, the job requests in flight included, so those
- * jobs are queued again.
+ * After an error: log it and abort.  The requests in flight stay (their
+ * slots are kept); aborted, the step that raised makes up for what its
+ * transaction had recorded (aborted: NULL for a step with nothing to).
  */
 static void
-recover(MemoryContext cxt)
+recover(MemoryContext cxt, void (*aborted) (void))
 {
 	MemoryContextSwitchTo(cxt);
 	EmitErrorReport();
 	FlushErrorState();
 	AbortCurrentTransaction();
-	claude_jobs_reset();
-	claude_batch_poll_reset();
+	if (aborted)
+		aborted();
 }
 
 /* Apply one record in a transaction of its own; errors are logged. */
@@ -75,7 +81,7 @@ apply_record(ClaudeDbRecord *rec)
 	}
 	PG_CATCH();
 	{
-		recover(cxt);
+		recover(cxt, NULL);
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -83,9 +89,9 @@ apply_record(ClaudeDbRecord *rec)
 
 /* A round of the job queue or the batches; true if it has work left. */
 static bool
-run_step(MemoryContext cxt, bool (*step) (void))
+run_step(MemoryContext cxt, bool (*step) (void), void (*aborted) (void))
 {
-	bool		more = false;
+	volatile bool more = false;
 
 	PG_TRY();
 	{
@@ -93,7 +99,7 @@ run_step(MemoryContext cxt, bool (*step) (void))
 	}
 	PG_CATCH();
 	{
-		recover(cxt);
+		recover(cxt, aborted);
 		more = true;
 	}
 	PG_END_TRY();
@@ -156,14 +162,14 @@ claude_db_worker_main(Datum arg)
 
 		if (!RecoveryInProgress())
 		{
-			bool		jobs = run_step(work_cxt, claude_jobs_step);
-			bool		batches = run_step(work_cxt, claude_batch_poll_step);
+			bool		jobs = run_step(work_cxt, claude_jobs_step, claude_jobs_aborted);
+			bool		batches = run_step(work_cxt, claude_batch_poll_step, claude_batch_poll_aborted);
 
 			if (jobs || batches)
 				idle_since = GetCurrentTimestamp();
 			if (TimestampDifferenceExceeds(flushed_at, GetCurrentTimestamp(), USAGE_FLUSH_MS))
 			{
-				(void) run_step(work_cxt, flush_usage);
+				(void) run_step(work_cxt, flush_usage, NULL);
 				flushed_at = GetCurrentTimestamp();
 			}
 			MemoryContextReset(work_cxt);
@@ -191,6 +197,6 @@ claude_db_worker_main(Datum arg)
 	}
 	/* what this database used since the last flush survives the exit */
 	if (!RecoveryInProgress())
-		(void) run_step(work_cxt, flush_usage);
+		(void) run_step(work_cxt, flush_usage, NULL);
 	proc_exit(0);
 }

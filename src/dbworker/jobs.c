@@ -4,16 +4,22 @@
  *		worker.  Caller: dbworker.c.
  *
  * Jobs are claimed with FOR UPDATE SKIP LOCKED in a transaction of their
- * own that also counts the attempt, so a failing job's attempts are never
- * rolled back with it.  Claimed jobs go through one pipe (client/pipe.c), as many
- * at once as the pool and the rate limits allow; each reply is written
- * back by primary key and its job deleted, in a subtransaction, so one bad
- * row cannot hurt the others.  Retryable failures (429, 5xx, connection,
- * timeout) come back after an exponential backoff until claude.max_retries
- * retries are used; other failures, and the last one, leave the job
- * 'failed' with its error until claude_jobs_retry().  A job whose row is
- * gone is finished quietly.  Jobs 'running' when a worker starts belong to
- * a worker that died: they are queued again.
+ * own that also counts the attempt and commits before anything is sent,
+ * so a failing job's attempts are never rolled back with it; the claim
+ * takes no job that has had claude.max_retries + 1 attempts, and fails
+ * such a job instead.  Claimed jobs go through one pipe (client/pipe.c),
+ * as many at once as the pool and the rate limits allow, each sent in a
+ * subtransaction of its own; each reply is written back by primary key and
+ * its job deleted, in a subtransaction, so one bad row cannot hurt the
+ * others.  The requests in flight outlive any error of the worker
+ * (claude_pipe_keep_slots): an error elsewhere re-sends nothing.
+ * Retryable failures (429, 5xx, connection, timeout) come back after an
+ * exponential backoff until claude.max_retries retries are used; other
+ * failures, and the last one, leave the job 'failed' with its error until
+ * claude_jobs_retry().  A job whose row is gone is finished quietly.  Jobs
+ * 'running' when a worker starts belong to a worker that died, and those
+ * an aborted round lost track of are not in flight: both are queued
+ * again.
  *
  * Each request is sent as the role that fired the trigger (it pays, its
  * budget and cache scope apply); a job that role cannot pay for now (a
@@ -66,6 +72,9 @@ typedef struct Job
 	Oid			role;			/* who queued it, whose budget it uses */
 	char	   *inputs;			/* SQL of its row's inputs as text, or NULL */
 	char	   *inputs_md5;		/* their MD5 when it was queued, or NULL */
+	char	   *body;			/* its request, until it is sent */
+	int			max_tokens;
+	bool		sent;			/* its request is in flight */
 } Job;
 
 static MemoryContext jobs_cxt = NULL;
@@ -76,6 +85,7 @@ static char *jobs_table;
 static int	max_attempts;
 static Oid	worker_user;		/* who keeps the books: the worker's own user */
 static uint32 seen_generation;	/* of prices and budgets, for waiting jobs */
+static bool lost_track = false; /* a round aborted: 'running' jobs may not be in flight */
 
 /* how long a job refused by a budget or for billing waits before a new look */
 #define WAITING_RECHECK_S	60
@@ -108,12 +118,21 @@ claude_jobs_start(void)
 		if (OidIsValid(relid))
 		{
 			MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
+			bool		first = jobs_pipe == NULL;
 
 			jobs_table = quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs");
-			jobs_pipe = claude_pipe_create(JOBS_WINDOW, claude_cache_enabled, nsp);
+			if (first)
+			{
+				jobs_pipe = claude_pipe_create(JOBS_WINDOW, claude_cache_enabled, nsp);
+				claude_pipe_keep_slots(jobs_pipe);
+			}
 			MemoryContextSwitchTo(old);
-			claude_spi_run(psprintf("UPDATE %s SET status = 'queued', updated_at = now() "
-							 "WHERE status = 'running'", jobs_table), 0, NULL, NULL, SPI_OK_UPDATE);
+			/* found again: what is in flight goes on, the rest is queued again */
+			if (!first)
+				lost_track = true;
+			else
+				claude_spi_run(psprintf("UPDATE %s SET status = 'queued', updated_at = now() "
+										"WHERE status = 'running'", jobs_table), 0, NULL, NULL, SPI_OK_UPDATE);
 		}
 		else
 			nsp = InvalidOid;
@@ -217,6 +236,8 @@ write_back(Job *job, text *completion)
 static void
 free_job(Job *job)
 {
+	if (job->body)
+		pfree(job->body);
 	pfree(job->target);
 	pfree(job->pk);
 	if (job->inputs)
@@ -327,7 +348,12 @@ submit_as(Oid role, int tag, const char *body, int max_tokens)
 	return sent;
 }
 
-/* Claim due jobs up to the jobs_pipe's room and send them. */
+/*
+ * Claim due jobs up to the jobs_pipe's room, counting their attempt;
+ * returns how many.  They are sent once the claim has committed.  A due
+ * job that had every attempt claude.max_retries allows, whatever brought
+ * it here, is failed by the claim instead of taken.
+ */
 static int
 claim(void)
 {
@@ -339,31 +365,43 @@ claim(void)
 	if (room == 0 || (room < CLAIM_AT_LEAST && claude_pipe_outstanding(jobs_pipe) > 0))
 		return 0;
 
-	claude_spi_run(psprintf("UPDATE %s j SET status = 'running', attempts = attempts + 1, updated_at = now() "
+	claude_spi_run(psprintf("UPDATE %s j SET updated_at = now(), "
+					 "status = CASE WHEN attempts < %d THEN 'running' ELSE 'failed' END, "
+					 "attempts = CASE WHEN attempts < %d THEN attempts + 1 ELSE attempts END, "
+					 "last_error = CASE WHEN attempts < %d THEN last_error "
+					 "ELSE format('gave up after %%s attempts (claude.max_retries + 1 = %d)', attempts) "
+					 "|| coalesce(': ' || last_error, '') END "
 					 "WHERE id IN (SELECT id FROM %s WHERE status IN ('queued', 'waiting') AND next_attempt_at <= now() "
 					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
 					 "RETURNING id, relid, target_column, pk::text, attempts, request::text, "
 					 "(request->>'max_tokens')::int, role::oid, inputs_md5, "
 					 "(SELECT string_agg(format('pg_catalog.quote_nullable(%%I::pg_catalog.text)', c), ', ' ORDER BY o) "
-					 "FROM unnest(inputs) WITH ORDINALITY u(c, o))",
-					 jobs_table, jobs_table, room), 0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
+					 "FROM unnest(inputs) WITH ORDINALITY u(c, o)), status = 'running'",
+					 jobs_table, max_attempts, max_attempts, max_attempts, max_attempts, jobs_table, room),
+				   0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
 	n = SPI_processed;
-	/* a cache hit is handed back at once, with SPI calls of its own */
 	claimed = SPI_tuptable;
 	for (uint64 r = 0; r < n; r++)
 	{
 		HeapTuple	tup = claimed->vals[r];
 		TupleDesc	desc = claimed->tupdesc;
 		bool		isnull;
-		MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
-		Job		   *job = palloc(sizeof(Job));
+		MemoryContext old;
+		Job		   *job;
 		int			tag = 0;
+
+		if (!DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull)))
+			continue;			/* failed: it had every attempt */
+		old = MemoryContextSwitchTo(jobs_cxt);
+		job = palloc0(sizeof(Job));
 
 		job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		job->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 		job->target = SPI_getvalue(tup, desc, 3);
 		job->pk = SPI_getvalue(tup, desc, 4);
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		job->body = SPI_getvalue(tup, desc, 6);
+		job->max_tokens = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 		job->role = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 		job->inputs_md5 = SPI_getvalue(tup, desc, 9);
 		job->inputs = SPI_getvalue(tup, desc, 10);
@@ -371,24 +409,97 @@ claim(void)
 		while (inflight[tag] != NULL)
 			tag++;
 		inflight[tag] = job;
-		if (!job_sendable(tag))
-			continue;
-		/* with room in the jobs_pipe, submit waits for a slot rather than refuse */
-		while (!submit_as(job->role, tag, SPI_getvalue(tup, desc, 6),
-						  DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull))))
-			claude_pipe_collect(jobs_pipe, job_done, NULL);
 	}
 	return (int) n;
 }
 
+/* A claimed job being sent, for its subtransaction. */
+typedef struct Send
+{
+	int			tag;
+	bool		no_slot;		/* every slot is taken: collect, then again */
+} Send;
+
+static void
+send_job(void *arg)
+{
+	Send	   *s = arg;
+	Job		   *job = inflight[s->tag];
+
+	s->no_slot = false;
+	if (!job_sendable(s->tag))
+		return;
+	/* first: a cache hit hands the job back (and frees it) at once */
+	job->sent = true;
+	/* with room in the jobs_pipe, no slot means one is about to be free */
+	if (!submit_as(job->role, s->tag, job->body, job->max_tokens))
+	{
+		job->sent = false;
+		s->no_slot = true;
+	}
+}
+
 /*
- * One round: hand back finished jobs, claim and send due ones.  Returns
- * whether there is job work left (in flight or queued, due or not).
+ * Send the claimed jobs, each in a subtransaction: one that cannot be
+ * sent (a budget spent as it went, a key missing) is recorded and the
+ * others go on.
+ */
+static void
+send_claimed(void)
+{
+	for (int tag = 0; tag < JOBS_WINDOW; tag++)
+	{
+		Job		   *job = inflight[tag];
+		ErrorData  *edata = NULL;
+		Send		s = {tag, true};
+
+		if (job == NULL || job->sent)
+			continue;
+		while (s.no_slot && (edata = claude_subxact(send_job, &s)) == NULL && s.no_slot)
+			claude_pipe_collect(jobs_pipe, job_done, NULL);
+		if (edata == NULL)
+			continue;
+		inflight[tag] = NULL;
+		if (edata->sqlerrcode == CLAUDE_ERRCODE_BUDGET)
+			set_waiting(job, claude_redact(edata->message, 0));
+		else
+			set_failed(job, claude_redact(edata->message, 0));
+		free_job(job);
+	}
+}
+
+/*
+ * Jobs 'running' in the table that are not in flight here (a round that
+ * aborted lost track of them) are queued again; their attempts stand.
+ */
+static void
+requeue_lost(void)
+{
+	Datum	   *ids = palloc(JOBS_WINDOW * sizeof(Datum));
+	int			n = 0;
+
+	for (int tag = 0; tag < JOBS_WINDOW; tag++)
+		if (inflight[tag] != NULL && inflight[tag]->sent)
+			ids[n++] = Int64GetDatum(inflight[tag]->id);
+	claude_spi_run(psprintf("UPDATE %s SET status = 'queued', updated_at = now() "
+							"WHERE status = 'running' AND id <> ALL($1)", jobs_table),
+				   1, (Oid[]) {INT8ARRAYOID},
+				   (Datum[]) {PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+															  TYPALIGN_DOUBLE))},
+				   SPI_OK_UPDATE);
+	lost_track = false;
+}
+
+/*
+ * One round: hand back finished jobs, claim due ones and, once the claim
+ * has committed, send them.  Returns whether there is job work left (in
+ * flight or queued, due or not).
  */
 bool
 claude_jobs_step(void)
 {
 	bool		more;
+	int			claimed;
 
 	/* the extension may have been created since the worker started */
 	if (!OidIsValid(nsp))
@@ -396,6 +507,8 @@ claude_jobs_step(void)
 	if (!OidIsValid(nsp))
 		return false;
 	claude_xact_begin();
+	if (lost_track)
+		requeue_lost();
 	/* a budget changed: waiting jobs may go now */
 	if (claude_usage_config_generation() != seen_generation)
 	{
@@ -404,12 +517,19 @@ claude_jobs_step(void)
 								jobs_table), 0, NULL, NULL, SPI_OK_UPDATE);
 	}
 	claude_pipe_poll(jobs_pipe, job_done, NULL);
-	claim();
+	claimed = claim();
+	if (claimed > 0)
+	{
+		/* the claim and its attempts are in before anything is sent */
+		claude_xact_end();
+		claude_xact_begin();
+		send_claimed();
+	}
 	more = claude_pipe_outstanding(jobs_pipe) > 0;
 	if (!more)
 	{
 		claude_spi_run(psprintf("SELECT 1 FROM %s WHERE status IN ('queued', 'waiting') LIMIT 1", jobs_table),
-				0, NULL, NULL, SPI_OK_SELECT);
+					   0, NULL, NULL, SPI_OK_SELECT);
 		more = SPI_processed > 0;
 	}
 	/* a prepared transaction may hold jobs: look again after COMMIT PREPARED */
@@ -424,14 +544,25 @@ claude_jobs_step(void)
 	return more;
 }
 
-/* After an error in a round: what was in flight is lost, queue it again. */
+/*
+ * After an error that aborted a whole round: the requests in flight go on
+ * (their slots are kept) and their replies come back as ever, but what the
+ * round recorded is gone; jobs claimed and not yet sent are forgotten, and
+ * every job 'running' in the table but not in flight is queued again at
+ * the next round.  Attempts stay counted: the claim bounds them.  The
+ * extension is looked for again (it may be what went).
+ */
 void
-claude_jobs_reset(void)
+claude_jobs_aborted(void)
 {
 	if (!OidIsValid(nsp))
 		return;
-	memset(inflight, 0, sizeof(inflight));
-	MemoryContextReset(jobs_cxt);
-	jobs_pipe = NULL;
-	claude_jobs_start();
+	nsp = InvalidOid;
+	for (int tag = 0; tag < JOBS_WINDOW; tag++)
+		if (inflight[tag] != NULL && !inflight[tag]->sent)
+		{
+			free_job(inflight[tag]);
+			inflight[tag] = NULL;
+		}
+	lost_track = true;
 }

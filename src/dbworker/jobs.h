@@ -7,6 +7,6 @@
 
 extern void claude_jobs_start(void);
 extern bool claude_jobs_step(void);
-extern void claude_jobs_reset(void);
+extern void claude_jobs_aborted(void);
 
 #endif

@@ -93,12 +93,32 @@ equality_operator(Oid type, const char *relname)
 }
 
 /*
+ * The check that a row r still holds the prompt inputs (columns) it was
+ * asked with, their MD5 in v.h, as trigger jobs check theirs.
+ */
+static char *
+inputs_check(char **columns, int ncolumns)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, " AND (v.h IS NULL OR pg_catalog.md5(pg_catalog.concat_ws(','");
+	for (int i = 0; i < ncolumns; i++)
+		appendStringInfo(&sql, ", pg_catalog.quote_nullable(r.%s::pg_catalog.text)",
+						 quote_identifier(columns[i]));
+	appendStringInfoString(&sql, ")) OPERATOR(pg_catalog.=) v.h)");
+	return sql.data;
+}
+
+/*
  * UPDATE table SET target = $1::type WHERE key = ($2->>'key')::type ...;
  * or, for many rows, the same from the arrays $1 (values) and $2 (keys),
+ * where the row's inputs still have the MD5 of $3 (NULL: unchecked),
  * returning the ordinal of each row written.
  */
 static char *
-update_statement(Oid relid, const char *relname, const char *target, Datum pk, bool many)
+update_statement(Oid relid, const char *relname, const char *target, Datum pk, bool many,
+				 const char *also)
 {
 	StringInfoData sql;
 	Oid			target_type;
@@ -125,10 +145,11 @@ update_statement(Oid relid, const char *relname, const char *target, Datum pk, b
 	if (many)
 		/* both sides qualified: the table may have columns named c, k or o */
 		appendStringInfo(&sql, "UPDATE %s AS r SET %s = %s FROM (SELECT u.c, "
-						 "u.k::pg_catalog.jsonb AS k, u.o FROM ROWS FROM ("
+						 "u.k::pg_catalog.jsonb AS k, u.h, u.o FROM ROWS FROM ("
 						 "pg_catalog.unnest($1::pg_catalog.text[]), "
-						 "pg_catalog.unnest($2::pg_catalog.text[])) "
-						 "WITH ORDINALITY u(c, k, o)) v WHERE ",
+						 "pg_catalog.unnest($2::pg_catalog.text[]), "
+						 "pg_catalog.unnest($3::pg_catalog.text[])) "
+						 "WITH ORDINALITY u(c, k, h, o)) v WHERE ",
 						 table, quote_identifier(target),
 						 claude_assigned_text("v.c", target_type, target_typmod));
 	else
@@ -149,9 +170,10 @@ update_statement(Oid relid, const char *relname, const char *target, Datum pk, b
 											  FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
 	}
 	if (many)
-		appendStringInfoString(&sql, " RETURNING v.o");
+		appendStringInfo(&sql, "%s RETURNING v.o", also);
 	return sql.data;
 }
+
 
 /* Prepared as role: privileges and row security are role's, at plan time too. */
 static SPIPlanPtr
@@ -177,7 +199,7 @@ prepare_update(Oid relid, const char *relname, const char *target, Datum pk, Oid
 	if (pk_update.plan)
 		SPI_freeplan(pk_update.plan);
 	pk_update.plan = NULL;
-	sql = update_statement(relid, relname, target, pk, false);
+	sql = update_statement(relid, relname, target, pk, false, NULL);
 	/* the row must still hold the inputs its reply answers */
 	if (inputs != NULL)
 		sql = psprintf("%s AND pg_catalog.md5(pg_catalog.concat_ws(',', %s)) OPERATOR(pg_catalog.=) $3",
@@ -264,30 +286,37 @@ claude_update_by_pk(Oid relid, const char *target, const char *pkjson, text *val
 /*
  * Set target of n rows at once, values[i] (text) to the row keyed pks[i]
  * (jsonb text, every key naming the same columns), as role, restricted,
- * in one statement; written[i] says whether row i was (not: gone, hidden
- * from role).  Returns false, writing nothing, when the table is gone.  An
- * error of any row (a check, a trigger) is the statement's: the caller
- * falls back to claude_update_by_pk row by row.
+ * in one statement, each only where the row's inputs (the columns named
+ * by inputs) still have the MD5 md5s[i] (a text, or NULL: unchecked);
+ * written[i] says whether row i was (not: gone, hidden from role, its
+ * inputs changed).  Returns false, writing nothing, when the table is
+ * gone.  An error of any row (a check, a trigger) is the statement's: the
+ * caller falls back to one row a statement.
  */
 bool
 claude_update_by_pks(Oid relid, const char *target, int n, Datum *values, Datum *pks,
-					 Oid role, bool *written)
+					 Datum *md5s, char **inputs, int ninputs, Oid role, bool *written)
 {
 	char	   *relname = writable_target(relid, target);
 	ClaudeRoleSwitch as_role;
 	char	   *sql;
-	Datum		args[2];
+	Datum		args[3];
+	bool	   *md5_nulls = palloc(n * sizeof(bool));
 
 	if (relname == NULL)
 		return false;
 	memset(written, 0, n * sizeof(bool));
 	if (n == 0)
 		return true;
+	for (int i = 0; i < n; i++)
+		md5_nulls[i] = md5s[i] == (Datum) 0;
 	claude_become(&as_role, role, true);
-	sql = update_statement(relid, relname, target, pks[0], true);
+	sql = update_statement(relid, relname, target, pks[0], true, inputs_check(inputs, ninputs));
 	args[0] = PointerGetDatum(construct_array(values, n, TEXTOID, -1, false, TYPALIGN_INT));
 	args[1] = PointerGetDatum(construct_array(pks, n, TEXTOID, -1, false, TYPALIGN_INT));
-	if (SPI_execute_with_args(sql, 2, (Oid[]) {TEXTARRAYOID, TEXTARRAYOID}, args, NULL,
+	args[2] = PointerGetDatum(construct_md_array(md5s, md5_nulls, 1, (int[]) {n}, (int[]) {1},
+												 TEXTOID, -1, false, TYPALIGN_INT));
+	if (SPI_execute_with_args(sql, 3, (Oid[]) {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}, args, NULL,
 							  false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "claude: could not write replies back to %s", relname);
 	for (uint64 i = 0; i < SPI_processed; i++)

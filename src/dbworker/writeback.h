@@ -9,6 +9,7 @@ extern int64 claude_update_by_pk(Oid relid, const char *target, const char *pkjs
 								 text *value, Oid role, const char *inputs,
 								 const char *inputs_md5);
 extern bool claude_update_by_pks(Oid relid, const char *target, int n, Datum *values,
-								 Datum *pks, Oid role, bool *written);
+								 Datum *pks, Datum *md5s, char **inputs, int ninputs,
+								 Oid role, bool *written);
 
 #endif

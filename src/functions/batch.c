@@ -10,12 +10,17 @@
  * claude.batch_max_requests or claude.batch_max_size.
  *
  * A batch is paid for once the API accepts it, so its record is committed
- * before it is sent: a 'submitting' row in claude_batches with its items,
- * and with it the batch's reservation of its requests and estimated cost
- * against the caller's budget (client/budget.c), which its results settle.
- * The reply fills in the API's id and state, committed at once.  An error
- * reply deletes the record (nothing was created); an interrupted submission
- * leaves it 'failed' with a warning that the batch may exist.  While it
+ * before it is sent: a 'submitting' row in claude_batches with its items
+ * (each with the MD5 of its row's prompt inputs, so that its result goes
+ * only to a row that still holds them), and with it the batch's
+ * reservation of its requests and estimated cost against the caller's
+ * budget (client/budget.c), which its results settle.  The creation is
+ * sent once, never again.  The reply's id is committed before anything
+ * else of it is read.  An error reply, or a failure before the body went
+ * out, deletes the record (nothing was created); a creation whose outcome
+ * is unknown (a timeout or a cut after the body went out, a 200 without a
+ * usable id) leaves it 'uncertain', saying what is known, its rows held
+ * from reruns until an admin gives it its id or deletes it.  While it
  * submits, the session holds an advisory lock on the record, so the
  * database's worker can tell a submission whose session died from one
  * under way.  A record deleted (or claude_batches truncated) gives back what
@@ -35,6 +40,7 @@
 #include "pgstat.h"
 
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 
 #include "utils/memutils.h"
@@ -46,6 +52,7 @@
 #include "client/call.h"
 
 #include "common/guc.h"
+#include "common/secret.h"
 #include "common/security.h"
 #include "common/spi.h"
 #include "client/batches.h"
@@ -145,15 +152,15 @@ static void
 prepare_plans(Submission *s)
 {
 	as_owner(s);
-	s->new_batch = SPI_prepare(psprintf("INSERT INTO %s (relation, target_column, cache, submitted_by) "
-										"VALUES ($1, $2, $3, $4) RETURNING local_id, created_at",
+	s->new_batch = SPI_prepare(psprintf("INSERT INTO %s (relation, target_column, cache, submitted_by, inputs) "
+										"VALUES ($1, $2, $3, $4, $5) RETURNING local_id, created_at",
 										s->tables.batches),
-							   4, (Oid[]) {REGCLASSOID, NAMEOID, BOOLOID, REGROLEOID});
+							   5, (Oid[]) {REGCLASSOID, NAMEOID, BOOLOID, REGROLEOID, TEXTARRAYOID});
 	s->new_item = SPI_prepare(psprintf("INSERT INTO %s (batch, custom_id, pk, request, cache_key, "
-									   "est_tokens, est_cost_usd) "
-									   "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7::pg_catalog.numeric)",
+									   "est_tokens, est_cost_usd, inputs_md5) "
+									   "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7::pg_catalog.numeric, $8)",
 									   s->tables.items),
-							  7, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT8OID, FLOAT8OID});
+							  8, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT8OID, FLOAT8OID, TEXTOID});
 	as_caller(s);
 	if (s->new_batch == NULL || s->new_item == NULL)
 		elog(ERROR, "claude_enrich: could not prepare statements: %s",
@@ -202,13 +209,18 @@ append_body(Submission *s, const char *data, Size len)
 static void
 start_batch(Submission *s)
 {
-	Datum		values[4];
+	Datum		values[5];
+	Datum	   *names = palloc(Max(s->e->tmpl->ncolumns, 1) * sizeof(Datum));
 	bool		isnull;
 
+	for (int i = 0; i < s->e->tmpl->ncolumns; i++)
+		names[i] = CStringGetTextDatum(s->e->tmpl->columns[i]);
 	values[0] = ObjectIdGetDatum(s->e->relid);
 	values[1] = CStringGetDatum(s->e->target);
 	values[2] = BoolGetDatum(s->cache);
 	values[3] = ObjectIdGetDatum(s->caller);
+	values[4] = PointerGetDatum(construct_array(names, s->e->tmpl->ncolumns, TEXTOID, -1, false,
+												TYPALIGN_INT));
 	as_owner(s);
 	if (SPI_execute_plan(s->new_batch, values, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "claude_enrich: could not record a batch");
@@ -229,32 +241,60 @@ start_batch(Submission *s)
 typedef struct Post
 {
 	Submission *s;
-	bool		rejected;		/* an error reply: nothing was created */
+	bool		rejected;		/* nothing was created: an error reply, or no body sent */
+	char	   *reply;			/* a successful reply */
+	ClaudeResult result;
+	TimestampTz sent_at;
 } Post;
 
+/* The creation, sent once; raises unless the API accepted it. */
 static void
 post_batch(void *arg)
 {
 	Post	   *post = arg;
 	Submission *s = post->s;
-	ClaudeResult result;
-	int			slot = claude_request_create(CLAUDE_BATCHES_PATH, FilePathName(s->file),
-											 (Size) s->size);
-	char	   *reply;
+	int			slot;
 
+	post->sent_at = GetCurrentTimestamp();
+	post->rejected = true;		/* until it is queued */
+	slot = claude_request_create(CLAUDE_BATCHES_PATH, FilePathName(s->file), (Size) s->size);
+	post->rejected = false;		/* from now on it may go out */
 	claude_slot_wait(slot);
-	reply = claude_request_collect(slot, &result);
-	post->rejected = result.http_status >= 400;
-	claude_check_result(&result, reply);
-	as_owner(s);
-	claude_batch_record_state(&s->tables, s->local_id, reply);
-	as_caller(s);
+	post->reply = claude_request_collect(slot, &post->result);
+	/* certain: an error reply, or a failure before the body went out */
+	post->rejected = post->result.http_status >= 400 ||
+		(post->result.http_status == 0 && !post->result.body_sent &&
+		 post->result.transport != CLAUDE_TE_WORKER);
+	claude_check_result(&post->result, post->reply);
+}
+
+/* The id of an accepted batch, committed before anything else of the reply. */
+static void
+record_created(void *arg)
+{
+	Post	   *post = arg;
+
+	claude_batch_record_created(&post->s->tables, post->s->local_id, post->reply);
+}
+
+/*
+ * A creation whose outcome is unknown: what is known of it, for whoever
+ * resolves the record.
+ */
+static char *
+uncertain(Post *post, const char *why)
+{
+	return psprintf("the batch may exist at the API: its creation (%d requests, %lld bytes, sent at %s%s%s) "
+					"ended with \"%s\" after its body went out, and was not sent again; "
+					"its rows are held until this record is given the batch's id or deleted",
+					post->s->nitems, (long long) post->s->size, timestamptz_to_str(post->sent_at),
+					post->result.request_id[0] ? ", request-id " : "", post->result.request_id, why);
 }
 
 /*
  * POST the batch being filled.  Returns normally once the API accepted it
  * and its id is committed; otherwise raises, having deleted the record
- * (error reply) or marked it failed (outcome unknown).
+ * (nothing was created) or marked it uncertain (outcome unknown).
  */
 static void
 send_batch(Submission *s)
@@ -284,6 +324,8 @@ send_batch(Submission *s)
 
 	as_owner(s);
 	if (edata == NULL)
+		edata = claude_subxact(record_created, &post);
+	if (edata == NULL)
 	{
 		if (SPI_execute(psprintf("SELECT id FROM %s WHERE local_id = %lld", s->tables.batches,
 								 (long long) s->local_id), false, 1) != SPI_OK_SELECT)
@@ -297,9 +339,11 @@ send_batch(Submission *s)
 		claude_spi_run(psprintf("DELETE FROM %s WHERE local_id = %lld", s->tables.batches,
 								(long long) s->local_id), 0, NULL, NULL, SPI_OK_DELETE);
 	else
-		claude_batch_record_error(&s->tables, s->local_id,
-								  psprintf("submission interrupted (%s): the batch may exist at the API "
-										   "without its id here", edata->message), true);
+		claude_spi_run(psprintf("UPDATE %s SET status = 'uncertain', error = $2 WHERE local_id = $1",
+								s->tables.batches),
+					   2, (Oid[]) {INT8OID, TEXTOID},
+					   (Datum[]) {Int64GetDatum(s->local_id),
+		CStringGetTextDatum(claude_redact(uncertain(&post, edata->message), 0))}, SPI_OK_UPDATE);
 	as_caller(s);
 	SPI_commit();
 	LockRelease(&tag, ExclusiveLock, true);
@@ -330,8 +374,8 @@ add_row(Submission *s, EnrichRow *row)
 	Size		len = strlen(body);
 	ClaudeCacheCall call;
 	Jsonb	   *hit;
-	Datum		values[7];
-	bool		nulls[7] = {false, false, false, false, false, false, false};
+	Datum		values[8];
+	bool		nulls[8] = {false, false, false, false, false, false, false, false};
 	ClaudeUsage est = {0};
 	double		price_in;
 	double		price_out;
@@ -389,6 +433,7 @@ add_row(Submission *s, EnrichRow *row)
 	values[1] = CStringGetTextDatum(custom_id);
 	values[2] = CStringGetTextDatum(row->pkjson);
 	values[3] = PointerGetDatum(cstring_to_text_with_len(body, len));
+	values[7] = CStringGetTextDatum(row->inputs_md5);
 	if (call.enabled)
 	{
 		key = palloc(VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
@@ -399,7 +444,7 @@ add_row(Submission *s, EnrichRow *row)
 	else
 		nulls[4] = true;
 	as_owner(s);
-	if (SPI_execute_plan(s->new_item, values, (char[]) {' ', ' ', ' ', ' ', nulls[4] ? 'n' : ' ', ' ', ' '},
+	if (SPI_execute_plan(s->new_item, values, (char[]) {' ', ' ', ' ', ' ', nulls[4] ? 'n' : ' ', ' ', ' ', ' '},
 						 false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "claude_enrich: could not record a batch request");
 	as_caller(s);

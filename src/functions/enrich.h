@@ -17,6 +17,7 @@ typedef struct EnrichRow
 	Datum	   *pk;				/* primary key values */
 	char	   *key;			/* the key as text, for reports */
 	char	   *pkjson;			/* the key as a jsonb object (batches only) */
+	char	   *inputs_md5;		/* of its prompt's values (batches only) */
 	char	   *prompt;
 } EnrichRow;
 

@@ -237,6 +237,8 @@ claude_enrich_read_rows(Enrich *e)
 			values[i] = SPI_getvalue(tup, desc, e->npk + 2 + i);
 		row->pkjson = e->want_pkjson ?
 			SPI_getvalue(tup, desc, e->npk + 2 + e->tmpl->ncolumns) : NULL;
+		/* a batch's result is written only to a row that still holds these */
+		row->inputs_md5 = e->want_pkjson ? claude_template_inputs_md5(e->tmpl, values) : NULL;
 		row->prompt = claude_template_render(e->tmpl, values);
 		e->pending[e->npending++] = row;
 	}
@@ -256,6 +258,8 @@ claude_enrich_free_row(EnrichRow *row)
 	pfree(row->key);
 	if (row->pkjson)
 		pfree(row->pkjson);
+	if (row->inputs_md5)
+		pfree(row->inputs_md5);
 	pfree(row->pk);
 	pfree(row);
 }

@@ -19,7 +19,6 @@
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
 #include "commands/trigger.h"
-#include "common/md5.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
@@ -80,26 +79,6 @@ input_values(ClaudeTemplate *t, HeapTuple tuple, TupleDesc desc)
 		values[i] = SPI_getvalue(tuple, desc, SPI_fnumber(desc, t->columns[i]));
 	claude_pop_settings(nest);
 	return values;
-}
-
-/*
- * The MD5 of those values, as the database worker computes it over the row
- * (jobs.c: md5 of concat_ws(',', quote_nullable(column::text), ...)), to
- * write a job's reply only to a row that still holds them.
- */
-static char *
-inputs_md5(ClaudeTemplate *t, char **values)
-{
-	StringInfoData all;
-	char		md5[33];
-
-	initStringInfo(&all);
-	for (int i = 0; i < t->ncolumns; i++)
-		appendStringInfo(&all, "%s%s", i > 0 ? "," : "",
-						 values[i] ? quote_literal_cstr(values[i]) : "NULL");
-	if (!pg_md5_hash(all.data, all.len, md5, &(const char *) {NULL}))
-		elog(ERROR, "claude_enrich_trigger: could not compute an MD5");
-	return pstrdup(md5);
 }
 
 /*
@@ -290,7 +269,7 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 	}
 	else
 		queue_job(td, tuple, body, claude_extension_schema(fcinfo), tmpl,
-				  inputs_md5(tmpl, values));
+				  claude_template_inputs_md5(tmpl, values));
 	SPI_finish();
 	return PointerGetDatum(tuple);
 }

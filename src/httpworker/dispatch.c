@@ -237,7 +237,15 @@ shmem_full(ClaudeResult *r, const char *what)
 static void
 set_message(ClaudeResult *r, CURLcode code, Transfer *t)
 {
-	if (code == CURLE_OPERATION_TIMEDOUT)
+	if (code == CURLE_OPERATION_TIMEDOUT && t->req.output_file)
+	{
+		r->transport = CLAUDE_TE_TIMEOUT;
+		snprintf(r->message, sizeof(r->message),
+				 "the download was too slow: under %d bytes a second for claude.request_timeout (%d ms), "
+				 "or longer than %.0f s in all", CLAUDE_DOWNLOAD_MIN_RATE, t->req.timeout_ms,
+				 claude_download_time_ms(&t->req) / 1000);
+	}
+	else if (code == CURLE_OPERATION_TIMEDOUT)
 	{
 		r->transport = CLAUDE_TE_TIMEOUT;
 		snprintf(r->message, sizeof(r->message),
@@ -255,6 +263,12 @@ set_message(ClaudeResult *r, CURLcode code, Transfer *t)
 	{
 		r->transport = CLAUDE_TE_REPLY;
 		strlcpy(r->message, claude_sse_why(t->sse), sizeof(r->message));
+	}
+	else if (t->too_large && t->req.output_file && t->req.max_output > 0)
+	{
+		r->transport = CLAUDE_TE_REPLY;
+		snprintf(r->message, sizeof(r->message),
+				 "the download is larger than its limit of %zu bytes", t->req.max_output);
 	}
 	else if (t->too_large)
 	{
@@ -282,6 +296,7 @@ finish(Transfer *t, CURLcode code, long status)
 	r.body = InvalidDsaPointer;
 	r.attempts = t->attempts;
 	r.elapsed_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
+	r.body_sent = t->in != NULL && ftello(t->in) >= (off_t) t->req.body_len;
 	strlcpy(r.request_id, t->request_id, sizeof(r.request_id));
 
 	if (code != CURLE_OK)
@@ -353,6 +368,7 @@ dispatch_fail(Transfer *t, const char *why)
 	r.body = InvalidDsaPointer;
 	r.transport = CLAUDE_TE_REPLY;
 	r.attempts = t->attempts;
+	r.body_sent = t->req.input_file != NULL;	/* for all we know */
 	strlcpy(r.message, why, sizeof(r.message));
 	t->finished = true;
 	claude_slot_finish(t->slot, &r);

@@ -13,6 +13,7 @@
 
 #include <ctype.h>
 #include <curl/curl.h>
+#include <limits.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -128,7 +129,10 @@ seek_cb(void *userp, curl_off_t offset, int origin)
 	return fseeko(t->in, (off_t) offset, origin) == 0 ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_FAIL;
 }
 
-/* A successful body of a download goes to its file, never into memory. */
+/*
+ * A successful body of a download goes to its file, never into memory,
+ * and ends the transfer past its limit.
+ */
 static size_t
 write_output(Transfer *t, char *data, size_t n)
 {
@@ -137,6 +141,11 @@ write_output(Transfer *t, char *data, size_t n)
 		snprintf(t->file_error, sizeof(t->file_error), "could not create file \"%s\": %m",
 				 t->req.output_file);
 		t->file_failed = true;
+		return 0;
+	}
+	if (t->req.max_output > 0 && (Size) ftello(t->out) + n > t->req.max_output)
+	{
+		t->too_large = true;
 		return 0;
 	}
 	if (fwrite(data, 1, n, t->out) != n)
@@ -519,9 +528,22 @@ claude_http_begin(Transfer *t)
 	curl_easy_setopt(e, CURLOPT_PROXY, req->proxy ? req->proxy : "");
 	/* the proxy's CONNECT reply is not the API's: its headers never count */
 	curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
-	if (req->output_file || t->sse)
+	if (req->output_file)
 	{
-		/* a download or a stream may take long: give up only when it stalls */
+		/*
+		 * A download may take long, but not trickle: at least
+		 * CLAUDE_DOWNLOAD_MIN_RATE a second over each claude.request_timeout,
+		 * and all of it within the time that rate allows its limit.
+		 */
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, (long) CLAUDE_DOWNLOAD_MIN_RATE);
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long) Max(req->timeout_ms / 1000, 1));
+		if (req->max_output > 0)
+			curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+							 (long) Min(claude_download_time_ms(req), (double) LONG_MAX));
+	}
+	else if (t->sse)
+	{
+		/* a stream may take long: give up only when it stalls */
 		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
 		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long) Max(req->timeout_ms / 1000, 1));
 	}

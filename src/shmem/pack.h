@@ -32,7 +32,7 @@ typedef struct ClaudeRequest
 	int			timeout_ms;
 	Size		max_reply;		/* bytes of body kept in memory, at most */
 	int			max_retries;
-	bool		not_idempotent; /* no retry after a transport error */
+	bool		not_idempotent; /* sent once: never retried (max_retries 0) */
 	double		input_tokens;	/* estimate, for the rate limits */
 	double		output_tokens;	/* max_tokens, reserved from the limits */
 	/* where a successful reply is cached (cache_dbid invalid: nowhere) */
@@ -56,8 +56,22 @@ typedef struct ClaudeRequest
 	Size		body_len;
 	const char *input_file;		/* body_len bytes of body are here instead */
 	const char *output_file;	/* a 2xx body goes here, not to the slot */
+	Size		max_output;		/* ... bytes of it at most, 0: no limit */
 	ClaudeStreamMode stream;
 } ClaudeRequest;
+
+/*
+ * A download (output_file) must come at least this fast, in bytes a second
+ * over each claude.request_timeout, and end within the time this rate
+ * allows its max_output: a trickling server holds nothing for long.
+ */
+#define CLAUDE_DOWNLOAD_MIN_RATE	1024
+
+static inline double
+claude_download_time_ms(const ClaudeRequest *req)
+{
+	return req->timeout_ms + (double) req->max_output / CLAUDE_DOWNLOAD_MIN_RATE * 1000;
+}
 
 extern void claude_request_unpack(const char *blob, ClaudeRequest *req);
 extern Size claude_request_packed_size(const char *blob);

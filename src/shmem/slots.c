@@ -33,7 +33,11 @@ ClaudeSlot *claude_slots = NULL;
 static int *freelist;			/* nfree entries in use */
 static int *ring;				/* queue_len entries from queue_head */
 
-/* slots this backend owns, and the subtransaction that acquired each */
+/*
+ * slots this backend owns, and the subtransaction that acquired each
+ * (KEPT_SUBID: one that outlives every transaction, given back at exit)
+ */
+#define KEPT_SUBID	((SubTransactionId) PG_UINT32_MAX)
 static int *owned;
 static SubTransactionId *owned_subid;
 static int	nowned;
@@ -178,11 +182,11 @@ forget_owned(int slot)
 }
 
 static void
-abandon_owned(SubTransactionId from_subid)
+abandon_owned(SubTransactionId from_subid, bool exiting)
 {
 	for (int i = nowned - 1; i >= 0; i--)
 	{
-		if (owned_subid[i] >= from_subid)
+		if (owned_subid[i] == KEPT_SUBID ? exiting : owned_subid[i] >= from_subid)
 			claude_slot_abandon(owned[i]);
 	}
 }
@@ -191,7 +195,7 @@ static void
 queue_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		abandon_owned(InvalidSubTransactionId);
+		abandon_owned(InvalidSubTransactionId, false);
 }
 
 static void
@@ -199,13 +203,13 @@ queue_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					   SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB)
-		abandon_owned(mySubid);
+		abandon_owned(mySubid, false);
 }
 
 static void
 queue_exit_callback(int code, Datum arg)
 {
-	abandon_owned(InvalidSubTransactionId);
+	abandon_owned(InvalidSubTransactionId, true);
 }
 
 static void
@@ -398,6 +402,20 @@ claude_slot_take(int slot, ClaudeResult *result)
 	forget_owned(slot);
 	slot_to_freelist(slot);
 	return body;
+}
+
+/*
+ * A slot whose owner takes its result whatever happens in between (the
+ * database worker's jobs and batch requests): no abort gives it back, only
+ * taking its result, abandoning it or the process's exit.  An error in
+ * one piece of the worker's work then cancels no other request.
+ */
+void
+claude_slot_keep(int slot)
+{
+	for (int i = nowned - 1; i >= 0; i--)
+		if (owned[i] == slot)
+			owned_subid[i] = KEPT_SUBID;
 }
 
 /*

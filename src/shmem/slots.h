@@ -94,6 +94,7 @@ extern void claude_slot_submit(int slot, dsa_pointer request);
 extern bool claude_slot_poll(int slot);
 extern void claude_slot_wait(int slot);
 extern bool claude_slot_wait_events(int slot);
+extern void claude_slot_keep(int slot);
 extern void claude_slot_abandon(int slot);
 extern char *claude_slot_take(int slot, ClaudeResult *result);
 

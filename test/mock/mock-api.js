@@ -16,6 +16,9 @@
 //   [[mock:no_tool]] a text reply despite a forced tool_choice;
 //   [[mock:batch_errored]] [[mock:batch_expired]] [[mock:batch_malformed]]
 //     (message batch items only; the last one's result line is cut short);
+//   hostile batch results (items only): [[mock:batch_usage=LITERAL]]
+//     [[mock:batch_model=NAME]] [[mock:batch_escape]] [[mock:batch_huge=BYTES]]
+//     [[mock:batch_slow=N]] -- see "hostile batches" below;
 //   [[mock:rich]] a Message with a thinking, a redacted_thinking, a text
 //     block with two char_location citations and a tool_use block, with
 //     non-ASCII text and ids derived from a SHA-256 of the prompt (see
@@ -121,6 +124,9 @@ const config = {
     rpm: null,
     ratelimit_headers: null,
     batch_delay_ms: 1000,
+    batch_status: null,         // hostile batches: see below
+    batch_counts: null,
+    batch_results_bps: 5,
     hang_handshakes: 0,         // the next N connections never get a ServerHello
     models_page_size: null,     // a server may return fewer models than asked
     canned: false,              // Messages answered at once, unchecked (the worker's capacity)
@@ -500,6 +506,12 @@ function parseDirectives(text) {
             case 'batch_errored': d.batch_errored = true; break;
             case 'batch_expired': d.batch_expired = true; break;
             case 'batch_malformed': d.batch_malformed = true; break;
+            // hostile batches (see below)
+            case 'batch_usage': d.batch_usage = String(arg || ''); break;
+            case 'batch_model': d.batch_model = String(arg || ''); break;
+            case 'batch_escape': d.batch_escape = true; break;
+            case 'batch_huge': d.batch_huge = Math.max(0, parseInt(arg, 10) || 0); break;
+            case 'batch_slow': d.batch_slow = Math.max(0, parseInt(arg, 10) || 0); break;
             case 'no_tool': d.no_tool = true; break;
             case 'rich': d.rich = true; break;
             // the stream_* and ping directives only matter when the request streams
@@ -1425,7 +1437,7 @@ function validateBatch(body) {
         const d = parseDirectives(v.lastUser);
         const kind = d && d.batch_errored ? ITEM_ERRORED : d && d.batch_expired ? ITEM_EXPIRED : ITEM_SUCCEEDED;
         items[i] = { custom_id: cid, kind, text: v.lastUser, inputChars: v.inputChars, model: params.model,
-            malformed: !!(d && d.batch_malformed) };
+            malformed: !!(d && d.batch_malformed), hostile: hostileItem(d) };
     }
     return items;
 }
@@ -1455,8 +1467,8 @@ function batchView(b, ctx, fresh) {
     return {
         id: b.id,
         type: 'message_batch',
-        processing_status: ended ? 'ended' : b.cancelAt !== null ? 'canceling' : 'in_progress',
-        request_counts: counts,
+        processing_status: ended ? 'ended' : b.cancelAt !== null ? 'canceling' : config.batch_status || 'in_progress',
+        request_counts: config.batch_counts ? Object.assign(counts, config.batch_counts) : counts,
         ended_at: ended ? isoTime(b.endsAt) : null,
         created_at: isoTime(b.createdAt),
         expires_at: isoTime(b.createdAt + BATCH_EXPIRY_MS),
@@ -1493,6 +1505,7 @@ function handleBatchCreate(ctx) {
         id: `msgbatch_mock_${++batchSeq}`, items, counts, firstItem: batchItemSeq + 1,
         createdAt: t, endsAt: t + config.batch_delay_ms, cancelAt: null,
     };
+    hostileBatch(b);
     batchItemSeq += items.length;
     batches.set(b.id, b);
     stats.batches++;
@@ -1549,9 +1562,91 @@ function batchResultLine(b, i) {
     else if (it.kind === ITEM_EXPIRED)
         result = '{"type":"expired"}';
     else
-        result = `{"type":"succeeded","message":${messageJson(`msg_mock_b${b.firstItem + i}`, it.text, it.inputChars, it.model)}}`;
-    const line = `{"custom_id":${JSON.stringify(it.custom_id)},"result":${result}}`;
+        result = `{"type":"succeeded","message":${hostileMessage(it, messageJson(`msg_mock_b${b.firstItem + i}`, it.text,
+            it.inputChars, it.hostile.model || it.model))}}`;
+    let line = `{"custom_id":${JSON.stringify(it.custom_id)},"result":${result}}`;
+    if (it.hostile.escape)
+        line = line.replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
     return `${it.malformed ? line.slice(0, line.length - 20) : line}\n`;
+}
+
+// ------------------------------------------- hostile batches (issue 24)
+//
+// What a hostile or broken server does to Message Batches, for the tests
+// of the database worker's batch handling:
+//   config "batch_status": the processing_status of every batch that has
+//     not ended, the creation reply included, in place of "in_progress"
+//     (a status the client does not know, such as "validating");
+//   config "batch_counts": members laid over every batch's request_counts
+//     (numbers out of range: 2147483647, -5, 1.5);
+//   config "batch_results_bps": bytes a second of a slow download (5);
+//   item directives, for its result line: [[mock:batch_usage=LITERAL]] its
+//     usage.input_tokens written as LITERAL (1.5, 3e9, -1000000, "x");
+//     [[mock:batch_model=NAME]] its Message names that model;
+//     [[mock:batch_escape]] every non-ASCII character of the line as a
+//     \uXXXX escape;
+//   and for the whole batch (the largest of its items):
+//     [[mock:batch_huge=BYTES]] its results are followed by BYTES bytes of
+//     blank lines (1 KiB each);
+//     [[mock:batch_slow=N]] its first N results downloads trickle at
+//     batch_results_bps until the client gives up (the later ones do not).
+const HUGE_CHUNK = Buffer.from((' '.repeat(1023) + '\n').repeat(64));
+
+function hostileItem(d) {
+    if (!d)
+        return {};
+    return { usage: d.batch_usage, model: d.batch_model, escape: !!d.batch_escape,
+        huge: d.batch_huge || 0, slow: d.batch_slow || 0 };
+}
+
+function hostileBatch(b) {
+    b.huge = 0;
+    b.slowLeft = 0;
+    for (const it of b.items) {
+        b.huge = Math.max(b.huge, it.hostile.huge || 0);
+        b.slowLeft = Math.max(b.slowLeft, it.hostile.slow || 0);
+    }
+}
+
+function hostileMessage(it, json) {
+    if (it.hostile.usage === undefined)
+        return json;
+    return json.replace(/"usage":\{"input_tokens":\d+/, `"usage":{"input_tokens":${it.hostile.usage}`);
+}
+
+// The results of b at batch_results_bps, a few bytes at a time.
+function trickleResults(ctx, b, h) {
+    const res = ctx.res;
+    let text = '';
+    for (let i = 0; i < b.items.length; i++)
+        text += batchResultLine(b, i);
+    const buf = Buffer.from(text, 'utf8');
+    const bps = Math.max(1, config.batch_results_bps || 5);
+    let off = 0;
+    ctx.rec.outcome = 'trickle';
+    try {
+        res.writeHead(200, h);
+    } catch (e) {
+        return killConnection(ctx, false);
+    }
+    const tick = () => {
+        if (ctx.closed)
+            return;
+        const k = Math.min(bps, buf.length - off);
+        try {
+            res.write(buf.subarray(off, off + k));
+        } catch (e) {
+            return killConnection(ctx, false);
+        }
+        off += k;
+        if (off >= buf.length) {
+            res.end();
+            return;
+        }
+        later(ctx, 1000, tick);
+    };
+    tick();
+    return undefined;
 }
 
 function handleBatchResults(ctx, id) {
@@ -1570,6 +1665,11 @@ function handleBatchResults(ctx, id) {
     h['content-type'] = 'application/x-jsonl';
     const n = b.items.length;
     let i = 0;
+    if (b.slowLeft > 0) {
+        b.slowLeft--;
+        return trickleResults(ctx, b, h);
+    }
+    let pad = b.huge;
     const pump = () => {
         try {
             while (!ctx.closed && i < n) {
@@ -1578,6 +1678,14 @@ function handleBatchResults(ctx, id) {
                 for (; i < end; i++)
                     chunk += batchResultLine(b, i);
                 if (!res.write(chunk)) {
+                    res.once('drain', pump);
+                    return;
+                }
+            }
+            while (!ctx.closed && pad > 0) {
+                const k = Math.min(pad, HUGE_CHUNK.length);
+                pad -= k;
+                if (!res.write(HUGE_CHUNK.subarray(0, k))) {
                     res.once('drain', pump);
                     return;
                 }
@@ -1933,8 +2041,10 @@ api.on('error', (e) => {
 //                points per delta, default 8), "stream_write_bytes" (> 0: every
 //                event is written in pieces of this many bytes, default 0),
 //                "stream_delay_ms" (between the events of every stream, default 0),
-//                "ping_ms" (pings while a stream waits, default 0 = none)}; null
-//                puts a stream key back to its default;  GET /config
+//                "ping_ms" (pings while a stream waits, default 0 = none),
+//                "batch_status", "batch_counts", "batch_results_bps" (hostile
+//                batches, see there)}; null puts a stream or hostile batch key
+//                back to its default;  GET /config
 // GET /stats (with "streams"), GET /requests?since=N, POST /reset, POST /shutdown
 // (/reset also forgets all message batches and sets batch_delay_ms and the
 // stream keys back to their defaults)
@@ -1989,7 +2099,8 @@ function controlConfig(c) {
     if (!isObj(c))
         throw new Error('config must be an object');
     const known = new Set(['latency_ms', 'keys', 'rpm', 'ratelimit_headers', 'batch_delay_ms', 'models_page_size',
-        'hang_handshakes', 'canned', 'stream_chunk_chars', 'stream_write_bytes', 'stream_delay_ms', 'ping_ms']);
+        'hang_handshakes', 'canned', 'stream_chunk_chars', 'stream_write_bytes', 'stream_delay_ms', 'ping_ms',
+        'batch_status', 'batch_counts', 'batch_results_bps']);
     for (const k of Object.keys(c))
         if (!known.has(k))
             throw new Error(`unknown config field: ${k}`);
@@ -2045,6 +2156,7 @@ function controlConfig(c) {
 
     if (c.batch_delay_ms !== undefined)
         config.batch_delay_ms = c.batch_delay_ms === null ? 1000 : c.batch_delay_ms;
+    controlHostileBatches(c);
     if (c.models_page_size !== undefined)
         config.models_page_size = c.models_page_size;
     if (c.hang_handshakes !== undefined)
@@ -2059,6 +2171,23 @@ function controlConfig(c) {
             config[k] = c[k] === null ? STREAM_DEFAULTS[k] : c[k];
 }
 
+// hostile batches: config keys, checked then set (null: back to the default)
+function controlHostileBatches(c) {
+    if (c.batch_status !== undefined && c.batch_status !== null && typeof c.batch_status !== 'string')
+        throw new Error('batch_status must be a string or null');
+    if (c.batch_counts !== undefined && c.batch_counts !== null && !isObj(c.batch_counts))
+        throw new Error('batch_counts must be an object or null');
+    if (c.batch_results_bps !== undefined && c.batch_results_bps !== null &&
+        !(Number.isInteger(c.batch_results_bps) && c.batch_results_bps >= 1))
+        throw new Error('batch_results_bps must be an integer >= 1 or null (default 5)');
+    if (c.batch_status !== undefined)
+        config.batch_status = c.batch_status || null;
+    if (c.batch_counts !== undefined)
+        config.batch_counts = c.batch_counts;
+    if (c.batch_results_bps !== undefined)
+        config.batch_results_bps = c.batch_results_bps || 5;
+}
+
 function configView() {
     return {
         latency_ms: config.latency_ms,
@@ -2066,6 +2195,9 @@ function configView() {
         rpm: config.rpm,
         ratelimit_headers: config.ratelimit_headers,
         batch_delay_ms: config.batch_delay_ms,
+        batch_status: config.batch_status,
+        batch_counts: config.batch_counts,
+        batch_results_bps: config.batch_results_bps,
         models_page_size: config.models_page_size,
         hang_handshakes: config.hang_handshakes,
         canned: config.canned,
@@ -2155,6 +2287,7 @@ function onControl(req, res) {
                     config.latency_ms = 0;
                     config.ratelimit_headers = null;
                     config.batch_delay_ms = 1000;
+                    controlHostileBatches({ batch_status: null, batch_counts: null, batch_results_bps: null });
                     config.canned = false;
                     config.models_page_size = null;
                     config.hang_handshakes = 0;

@@ -494,8 +494,30 @@ b3=$(sed -E 's/.*"id":"([^"]+)".*/\1/' <<<"$r")
 r=$(api "/v1/messages/batches/$b3/results" "${H[@]}"); expect "100000 results" "$(wc -l <"$work/body") $(tail -1 "$work/body")" '^100000 \{"custom_id":"i99999","result":\{"type":"succeeded","message":\{"id":"msg_mock_b[0-9]+",.*"text":"t99999"'
 q=$(curl -sS "$ctl/requests?since=0" | node -e 'const a=JSON.parse(require("fs").readFileSync(0));const r=a.find(x=>x.body_bytes>1e6);console.log(r._truncated, r.body.requests.length < 100000)')
 expect "100000 batch record truncated" "$q" '^true true$'
+# --- hostile batches (issue 24)
+ctlpost /config '{"batch_delay_ms":200,"batch_status":"validating","batch_counts":{"succeeded":2147483647,"errored":-5}}' >/dev/null
+hb="{\"requests\":[$(bitem u1 'u [[mock:batch_usage=1.5]] [[mock:batch_model=claude-opus-4-5]]'),$(bitem e2 'caf\u00e9 [[mock:batch_escape]] [[mock:batch_huge=5000]]')]}"
+r=$(batch "$hb"); expect "unknown processing_status on creation" "$r" '^200 .*"processing_status":"validating","request_counts":\{"processing":2,"succeeded":2147483647,"errored":-5,'
+hb1=$(sed -E 's/.*"id":"([^"]+)".*/\1/' <<<"$r")
+sleep 0.3
+r=$(api "/v1/messages/batches/$hb1" "${H[@]}"); expect "hostile counts once ended" "$r" '"processing_status":"ended","request_counts":\{"processing":0,"succeeded":2147483647,"errored":-5,'
+r=$(api "/v1/messages/batches/$hb1/results" "${H[@]}")
+expect "hostile usage literal" "$(sed -n 1p "$work/body")" '^\{"custom_id":"u1",.*"model":"claude-opus-4-5",.*"usage":\{"input_tokens":1.5,"output_tokens":[0-9]+\}'
+expect "escaped line" "$(sed -n 2p "$work/body")" '^\{"custom_id":"e2",.*"text":"caf\\u00e9 \[\[mock:batch_escape\]\]'
+[ "$(tail -n +3 "$work/body" | wc -c)" -eq 5000 ] && ok "huge padding of 5000 bytes" || notok "huge padding of 5000 bytes" "$(tail -n +3 "$work/body" | wc -c)"
+ctlpost /config '{"batch_status":null,"batch_counts":null,"batch_results_bps":200}' >/dev/null
+r=$(batch "{\"requests\":[$(bitem s1 'slow [[mock:batch_slow=1]]')]}"); hb2=$(sed -E 's/.*"id":"([^"]+)".*/\1/' <<<"$r")
+expect "status back to in_progress" "$r" '"processing_status":"in_progress"'
+sleep 0.3
+t0=$(date +%s%N); r=$(api "/v1/messages/batches/$hb2/results" "${H[@]}"); t1=$(date +%s%N)
+n=$(wc -c <"$work/body")
+[ $(( (t1 - t0) / 1000000 )) -ge 1000 ] && [ "$n" -gt 200 ] && ok "first download trickles ($n bytes in $(( (t1 - t0) / 1000000 )) ms)" || notok "first download trickles" "$n bytes in $(( (t1 - t0) / 1000000 )) ms"
+t0=$(date +%s%N); r=$(api "/v1/messages/batches/$hb2/results" "${H[@]}"); t1=$(date +%s%N)
+[ $(( (t1 - t0) / 1000000 )) -lt 1000 ] && [ "$(wc -c <"$work/body")" -eq "$n" ] && ok "the second does not" || notok "the second does not" "$(( (t1 - t0) / 1000000 )) ms"
+r=$(ctlpost /config '{"batch_results_bps":0}'); expect "batch_results_bps checked" "$r" 'batch_results_bps must be'
 ctlpost /reset >/dev/null
 r=$(curl -sS "$ctl/config"); expect "/reset restores batch_delay_ms" "$r" '"batch_delay_ms":1000'
+expect "/reset restores the hostile batch keys" "$r" '"batch_status":null,"batch_counts":null,"batch_results_bps":5'
 r=$(api /v1/messages/batches "${H[@]}"); expect "/reset forgets batches" "$r" '^200 \{"data":\[\],"has_more":false,"first_id":null,"last_id":null\}$'
 
 echo "# $checks checks, $fails failed"

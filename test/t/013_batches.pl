@@ -164,10 +164,17 @@ $mock->fault({ status => 400 });
 like($err, qr/Claude API error 400/, 'an error reply fails the CALL');
 is(sql("SELECT count(*) FROM claude_batches WHERE status = 'submitting' OR id IS NULL"), '0',
 	'and leaves no record: nothing was created');
+# a creation is sent once, never again (issue 24): a 529 fails the CALL
+$creates = scalar(requests_to('POST', qr{^/v1/messages/batches$}));
 $mock->fault({ status => 529 });
+($rc, $out, $err) = $node->psql('postgres', "CALL claude_enrich('many', 'summary', 'Retry: {body}', mode => 'batch')");
+like($err, qr/Claude API error 529/, 'a 529 on batch creation fails the CALL');
+is(scalar(requests_to('POST', qr{^/v1/messages/batches$})), $creates + 1, 'it is not sent again');
+is(sql("SELECT count(*) FROM claude_batches WHERE status = 'submitting' OR id IS NULL"), '0',
+	'and leaves no record: nothing was created');
 my @retried;
 ($notice, @retried) = enrich_batch('many', 'Retry: {body}');
-is(scalar(@retried), 1, 'a 529 on batch creation is retried');
+is(scalar(@retried), 1, 'a rerun submits the rows');
 ok(batch_done($retried[0]), 'and that batch completes');
 sql("UPDATE many SET summary = NULL");
 # a reply cut short: the API may have created the batch
@@ -177,8 +184,8 @@ $mock->fault({ truncate => 1, count => 3 });
 like($err, qr/could not reach the Claude API/, 'a reply cut short fails the CALL');
 is(scalar(requests_to('POST', qr{^/v1/messages/batches$})), $creates + 1, 'without a blind retry of the POST');
 $mock->clear_faults;
-like(sql("SELECT status || ': ' || error FROM claude_batches WHERE id IS NULL"), qr/^failed: submission interrupted.*may exist/,
-	'the record says the batch may exist');
+like(sql("SELECT status || ': ' || error FROM claude_batches WHERE id IS NULL"), qr/^uncertain: the batch may exist/,
+	'the record is uncertain: the batch may exist');
 
 # a session that dies while submitting
 sql("DELETE FROM claude_batches WHERE id IS NULL");
@@ -190,7 +197,7 @@ like($err, qr/another session is submitting Message Batches for column "summary"
 	'a second submission for the same column meanwhile is refused');
 sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%Die: {body}%' AND pid <> pg_backend_pid()");
 finish_bg($bg);
-ok(wait_until(sub { sql("SELECT status FROM claude_batches WHERE id IS NULL") eq 'failed' }), 'the worker marks it failed');
+ok(wait_until(sub { sql("SELECT status FROM claude_batches WHERE id IS NULL") eq 'uncertain' }), 'the worker marks it uncertain');
 like(sql("SELECT error FROM claude_batches WHERE id IS NULL"), qr/session ended before the API answered/, 'with the reason');
 $mock->clear_faults;
 
