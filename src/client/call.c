@@ -131,10 +131,8 @@ submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 		req.max_output = body_len;
 		req.max_retries = 0;
 	}
+	/* retried only after an error reply, never once it may have been acted on */
 	req.not_idempotent = not_idempotent;
-	/* a creation is sent once: whatever happens after, it may have been acted on */
-	if (not_idempotent)
-		req.max_retries = 0;
 	if (flags & CLAUDE_SUBMIT_STREAM_TEXT)
 		req.stream = CLAUDE_STREAM_TEXT;
 	else if (flags & CLAUDE_SUBMIT_STREAM_EVENTS)
@@ -194,9 +192,10 @@ claude_request_download(const char *path, const char *output_file, Size max_byte
 /*
  * Queue a POST that creates something at the API (a batch), its body the
  * size bytes of input_file (UTF-8, relative to the data directory, read by
- * the HTTP worker): sent once, never again, since whatever happens after
- * its body went out the server may have acted on it (the result's
- * body_sent says whether it did).  Waits for a slot.
+ * the HTTP worker): sent again only after an error reply (the server
+ * refused it), never after a transport error or timeout, since once its
+ * body went out the server may have acted on it (the result's body_sent
+ * says whether it did).  Waits for a slot.
  */
 int
 claude_request_create(const char *path, const char *input_file, Size size)

@@ -4,8 +4,9 @@
 #     not know, a reply whose usage the cache cannot take) re-sends no job;
 #     a job's attempts never pass claude.max_retries + 1, the claim included;
 #  5  a creation answered 200 with an unknown processing_status keeps its id;
-#     a creation is never sent twice: a 529 fails the CALL, a reply cut
-#     short or a timeout leaves the record 'uncertain', its rows held;
+#     a creation is never sent twice once it may have been acted on: a 529
+#     (a refusal) is retried, a reply cut short or a timeout leaves the
+#     record 'uncertain', its rows held;
 #  6  bad usage in a result line is unknown (answer kept, request counted,
 #     tokens and cost not believed), the request's model prices a result in
 #     items, batches and claude_usage alike, and budgets settle exactly;
@@ -168,10 +169,11 @@ unharmed('5: unknown status on creation');
 new_table('once', 'one', 'two');
 $mock->reset;
 $mock->fault({ status => 529 });
-($rc, $err) = enrich_batch('once', 'Once: {body}');
-like($err, qr/CL500: Claude API error 529/, '5: a 529 on creation fails the CALL (CL500)');
-is(posts(qr{^/v1/messages/batches$}), 1, '5: the creation is not sent again');
-is(batch_of('once', 'count(*)'), '0', '5: and no record is left: nothing was created');
+new_table('refused', 'one');
+($rc, $err) = enrich_batch('refused', 'Refused: {body}');
+is($rc, 0, '5: a 529 on creation (the server refused it) is retried') or diag($err);
+is(posts(qr{^/v1/messages/batches$}), 2, '5: two POSTs for one batch');
+is(batch_of('refused', 'count(*)'), '1', '5: one record');
 $mock->reset;
 $mock->fault({ truncate => 1, count => 3 });
 ($rc, $err) = enrich_batch('once', 'Once: {body}');
