@@ -43,6 +43,9 @@
 #define BACKOFF_MAX_MS		8000
 #define RETRY_AFTER_MAX_MS	(10 * 60 * 1000)
 
+/* times an attempt starts again on another connection before it fails */
+#define MAX_RESTARTS		3
+
 /* streams per connection counted on once the server speaks HTTP/2 */
 #define STREAMS_PER_CONNECTION	100
 
@@ -224,52 +227,6 @@ retry_delay_ms(Transfer *t, CURLcode code, long status)
 	return delay * (1.0 - 0.25 * jitter());
 }
 
-/* A result that did not fit claude.max_shared_memory (SQLSTATE 53200). */
-static void
-shmem_full(ClaudeResult *r, const char *what)
-{
-	r->transport = CLAUDE_TE_SHMEM;
-	snprintf(r->message, sizeof(r->message),
-			 "out of shared memory for %s: claude.max_shared_memory (%d kB) is full",
-			 what, claude_max_shared_memory);
-}
-
-static void
-set_message(ClaudeResult *r, CURLcode code, Transfer *t)
-{
-	if (code == CURLE_OPERATION_TIMEDOUT)
-	{
-		r->transport = CLAUDE_TE_TIMEOUT;
-		snprintf(r->message, sizeof(r->message),
-				 "no complete reply within claude.request_timeout (%d ms)",
-				 t->req.timeout_ms);
-	}
-	else if (t->file_failed)
-	{
-		r->transport = CLAUDE_TE_INTERNAL;
-		strlcpy(r->message, t->file_error, sizeof(r->message));
-	}
-	else if (t->events_lost)
-		shmem_full(r, "a stream's events");
-	else if (t->sse && claude_sse_state(t->sse) == SSE_BROKEN)
-	{
-		r->transport = CLAUDE_TE_REPLY;
-		strlcpy(r->message, claude_sse_why(t->sse), sizeof(r->message));
-	}
-	else if (t->too_large)
-	{
-		r->transport = CLAUDE_TE_REPLY;
-		snprintf(r->message, sizeof(r->message),
-				 "the reply is larger than claude.max_reply_size (%zu bytes)", t->req.max_reply);
-	}
-	else
-	{
-		r->transport = CLAUDE_TE_CONNECT;
-		strlcpy(r->message, t->errbuf[0] ? t->errbuf : curl_easy_strerror(code),
-				sizeof(r->message));
-	}
-}
-
 /* Hand the outcome of the last attempt to the caller. */
 static void
 finish(Transfer *t, CURLcode code, long status)
@@ -285,7 +242,7 @@ finish(Transfer *t, CURLcode code, long status)
 	strlcpy(r.request_id, t->request_id, sizeof(r.request_id));
 
 	if (code != CURLE_OK)
-		set_message(&r, code, t);
+		claude_outcome_failure(&r, code, t);
 	else
 	{
 		r.http_status = (int) status;
@@ -315,12 +272,12 @@ finish(Transfer *t, CURLcode code, long status)
 				r.body_len = t->body_len;
 			}
 			else
-				shmem_full(&r, psprintf("a reply of %zu bytes", t->body_len));
+				claude_outcome_shmem_full(&r, psprintf("a reply of %zu bytes", t->body_len));
 		}
 	}
 	/* events that did not fit leave the caller no whole answer */
 	if (t->events_lost && r.transport == CLAUDE_TE_NONE)
-		shmem_full(&r, "a stream's events");
+		claude_outcome_shmem_full(&r, "a stream's events");
 	account(t, r.http_status, r.transport != CLAUDE_TE_NONE, false);
 	if (t->first_token)
 		claude_stats_ttft((double) (t->first_token - t->created) / 1000.0);
@@ -384,6 +341,36 @@ settle(Transfer *t, long status)
 	claude_limits_settle(&t->cost, input, output);
 }
 
+static void attempt_done(Transfer *t, CURLcode code, long status);
+
+/*
+ * Start an attempt again, on another connection, when the one it was given
+ * was refused before anything of it was sent: it is the same attempt,
+ * neither counted again nor a retry.  A stalled HTTP/2 connection retires
+ * its pool first.  False when it has been restarted too often.
+ */
+static bool
+restart_attempt(Transfer *t)
+{
+	ConnRefusal why = t->refused;
+
+	if (why == CONN_TAKEN || why == CONN_RESEND || t->restarts >= MAX_RESTARTS)
+		return false;
+	if (why == CONN_UNSOLICITED)
+		ereport(LOG,
+				(errmsg("claude: a connection to the Claude API held data no request asked for"),
+				 errdetail("Its HTTP/1.1 connections are not reused for a minute.")));
+	if (why == CONN_STALLED)
+		(void) claude_pool_retire(t->pool);
+	claude_http_end(t);
+	t->restarts++;
+	/* a new pool has no connection to refuse */
+	t->fresh = why != CONN_STALLED;
+	if (!claude_http_begin(t))
+		attempt_done(t, CURLE_OUT_OF_MEMORY, 0);
+	return true;
+}
+
 /* Called by http.c when an attempt ends, with or without a response. */
 static void
 attempt_done(Transfer *t, CURLcode code, long status)
@@ -391,6 +378,13 @@ attempt_done(Transfer *t, CURLcode code, long status)
 	TimestampTz now = GetCurrentTimestamp();
 	double		delay;
 
+	if (code == CURLE_ABORTED_BY_CALLBACK && restart_attempt(t))
+		return;
+	/* an HTTP/2 connection that let a request time out takes no new one */
+	if (code == CURLE_OPERATION_TIMEDOUT && t->h2 && claude_pool_retire(t->pool))
+		ereport(LOG,
+				(errmsg("claude: a request timed out on an HTTP/2 connection to the Claude API"),
+				 errdetail("New requests and retries go to new connections.")));
 	pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
 	claude_limits_feedback(&t->server, now);
 	claude_streamed_outcome(t, code, &status);
@@ -427,6 +421,8 @@ start_attempt(Transfer *t, TimestampTz now)
 	t->throttled = false;
 	t->state = XFER_RUNNING;
 	t->attempts++;
+	t->restarts = 0;
+	t->fresh = false;
 	t->started = now;
 	dlist_push_tail(&running, &t->node);
 	nrunning++;
@@ -494,6 +490,14 @@ claude_dispatch_timeout_ms(void)
 		long		ms = t->due <= now ? 0 : (long) ((t->due - now + 999) / 1000);
 
 		if (timeout < 0 || ms < timeout)
+			timeout = ms;
+	}
+	dlist_foreach(iter, &running)
+	{
+		TimestampTz due = claude_http_stall_check(dlist_container(Transfer, node, iter.cur));
+		long		ms = due == 0 ? -1 : due <= now ? 0 : (long) ((due - now + 999) / 1000);
+
+		if (ms >= 0 && (timeout < 0 || ms < timeout))
 			timeout = ms;
 	}
 	return timeout;
@@ -597,6 +601,26 @@ claude_dispatch_drive(bool sockets_ready)
 	claude_http_drive(sockets_ready);
 	while ((t = claude_http_next_done(&code, &status)) != NULL)
 		hand_over(t, code, status);
+
+	/* requests an HTTP/2 connection does not take start again elsewhere */
+	if (!dlist_is_empty(&running))
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		dlist_mutable_iter iter;
+
+		dlist_foreach_modify(iter, &running)
+		{
+			t = dlist_container(Transfer, node, iter.cur);
+			if (!claude_http_stalled(t, now))
+				continue;
+			t->refused = CONN_STALLED;
+			if (!restart_attempt(t))
+			{
+				claude_http_end(t);
+				hand_over(t, CURLE_ABORTED_BY_CALLBACK, 0);
+			}
+		}
+	}
 
 	/* events held back, and transfers paused, until their readers took what they had */
 	if (claude_streamed_running > 0)

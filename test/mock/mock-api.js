@@ -1872,8 +1872,9 @@ api.on('error', (e) => {
 //       connection (HTTP/2 session or HTTP/1.1 socket) are never answered;
 //       the connection stays open (HTTP/2 PINGs are still answered); their
 //       records' outcome is "stalled".
-//   zero_streams: true  (HTTP/2) the session carrying the request is
-//       answered normally, then advertises SETTINGS_MAX_CONCURRENT_STREAMS 0.
+//   zero_streams: true  (HTTP/2) the session carrying the request
+//       advertises SETTINGS_MAX_CONCURRENT_STREAMS 0, and once the client
+//       acknowledged that, the request is answered normally.
 
 const WIRE_FAULT_KEYS = ['duplicate_after_ms', 'close_unanswered', 'stall_connection', 'zero_streams'];
 const stalledConnections = new WeakSet();
@@ -1923,12 +1924,12 @@ function wireFault(ctx, f) {
         return true;
     }
     if (f.zero_streams && ctx.req.httpVersionMajor === 2 && c) {
-        const session = c;
-        ctx.res.once('finish', () => {
-            try {
-                session.settings({ maxConcurrentStreams: 0 });
-            } catch (e) { /* ignore */ }
-        });
+        // answered once the client has the new setting: it then holds it
+        // when it sends its next request
+        try {
+            c.settings({ maxConcurrentStreams: 0 }, () => normal(ctx));
+            return true;
+        } catch (e) { /* answered at once */ }
     }
     if (f.duplicate_after_ms !== undefined && ctx.req.httpVersionMajor === 1)
         ctx.sendTwice = f.duplicate_after_ms;

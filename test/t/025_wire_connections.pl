@@ -92,7 +92,8 @@ unharmed('4. retried');
 innocent();
 $before = posts($mock);
 $mock->fault({ close_unanswered => \1 });
-($rc, $out, $err) = $node->psql('postgres', "SELECT string_agg(t, '') FROM claude_stream('streamed once') t");
+($rc, $out, $err) = $node->psql('postgres', "SELECT string_agg(t, '') FROM claude_stream('streamed once') t",
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 like($err, qr/CL001/, '4. a stream\'s body is not sent again either: CL001') or diag($out, $err);
 is(posts($mock) - $before, 1, '4. the server got the streamed POST once');
 unharmed('4. streamed');
