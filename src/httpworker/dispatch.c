@@ -46,6 +46,9 @@
 /* times an attempt starts again on another connection before it fails */
 #define MAX_RESTARTS		3
 
+/* how often the HTTP/2 connections are looked at */
+#define WATCH_MS			500
+
 /* streams per connection counted on once the server speaks HTTP/2 */
 #define STREAMS_PER_CONNECTION	100
 
@@ -361,7 +364,7 @@ restart_attempt(Transfer *t)
 				(errmsg("claude: a connection to the Claude API held data no request asked for"),
 				 errdetail("Its HTTP/1.1 connections are not reused for a minute.")));
 	if (why == CONN_STALLED)
-		(void) claude_pool_retire(t->pool);
+		claude_pool_retire(t->pool, "an HTTP/2 connection to the Claude API did not take a request");
 	claude_http_end(t);
 	t->restarts++;
 	/* a new pool has no connection to refuse */
@@ -381,10 +384,8 @@ attempt_done(Transfer *t, CURLcode code, long status)
 	if (code == CURLE_ABORTED_BY_CALLBACK && restart_attempt(t))
 		return;
 	/* an HTTP/2 connection that let a request time out takes no new one */
-	if (code == CURLE_OPERATION_TIMEDOUT && t->h2 && claude_pool_retire(t->pool))
-		ereport(LOG,
-				(errmsg("claude: a request timed out on an HTTP/2 connection to the Claude API"),
-				 errdetail("New requests and retries go to new connections.")));
+	if (code == CURLE_OPERATION_TIMEDOUT && t->h2)
+		claude_pool_retire(t->pool, "a request timed out on an HTTP/2 connection to the Claude API");
 	pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
 	claude_limits_feedback(&t->server, now);
 	claude_streamed_outcome(t, code, &status);
@@ -492,14 +493,9 @@ claude_dispatch_timeout_ms(void)
 		if (timeout < 0 || ms < timeout)
 			timeout = ms;
 	}
-	dlist_foreach(iter, &running)
-	{
-		TimestampTz due = claude_http_stall_check(dlist_container(Transfer, node, iter.cur));
-		long		ms = due == 0 ? -1 : due <= now ? 0 : (long) ((due - now + 999) / 1000);
-
-		if (ms >= 0 && (timeout < 0 || ms < timeout))
-			timeout = ms;
-	}
+	/* the connections of running attempts are watched (watch_connections) */
+	if (!dlist_is_empty(&running) && (timeout < 0 || timeout > WATCH_MS))
+		timeout = WATCH_MS;
 	return timeout;
 }
 
@@ -588,6 +584,39 @@ hand_over(Transfer *t, CURLcode code, long status)
 }
 
 /*
+ * Look after the HTTP/2 connections, twice a second: an attempt whose body
+ * does not start to go out starts again in a new pool, and a pool whose
+ * connections went silent takes no new attempt (pool.c).
+ */
+static void
+watch_connections(TimestampTz now)
+{
+	static TimestampTz next = 0;
+	dlist_mutable_iter iter;
+
+	if (now < next)
+		return;
+	next = TimestampTzPlusMilliseconds(now, WATCH_MS);
+	dlist_foreach_modify(iter, &running)
+	{
+		Transfer   *t = dlist_container(Transfer, node, iter.cur);
+
+		if (!claude_http_stalled(t, now))
+			claude_pool_watch(t, now);
+		else
+		{
+			t->refused = CONN_STALLED;
+			if (!restart_attempt(t))
+			{
+				claude_http_end(t);
+				hand_over(t, CURLE_ABORTED_BY_CALLBACK, 0);
+			}
+		}
+	}
+	claude_pool_retire_silent(now);
+}
+
+/*
  * Let curl work on ready sockets and its timer, and hand each finished
  * attempt to the queue.
  */
@@ -602,25 +631,7 @@ claude_dispatch_drive(bool sockets_ready)
 	while ((t = claude_http_next_done(&code, &status)) != NULL)
 		hand_over(t, code, status);
 
-	/* requests an HTTP/2 connection does not take start again elsewhere */
-	if (!dlist_is_empty(&running))
-	{
-		TimestampTz now = GetCurrentTimestamp();
-		dlist_mutable_iter iter;
-
-		dlist_foreach_modify(iter, &running)
-		{
-			t = dlist_container(Transfer, node, iter.cur);
-			if (!claude_http_stalled(t, now))
-				continue;
-			t->refused = CONN_STALLED;
-			if (!restart_attempt(t))
-			{
-				claude_http_end(t);
-				hand_over(t, CURLE_ABORTED_BY_CALLBACK, 0);
-			}
-		}
-	}
+	watch_connections(GetCurrentTimestamp());
 
 	/* events held back, and transfers paused, until their readers took what they had */
 	if (claude_streamed_running > 0)

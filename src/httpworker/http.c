@@ -241,7 +241,8 @@ claude_http_end(Transfer *t)
 	(void) claude_http_close_files(t);
 	if (t->easy == NULL)
 		return;
-	claude_pool_detach(t);
+	if (t->pool >= 0)
+		claude_pool_detach(t);
 	if (t->sse)
 		claude_streamed_running--;
 	curl_slist_free_all(t->headers);
@@ -350,10 +351,13 @@ claude_http_begin(Transfer *t)
 	if (e == NULL)
 		return false;
 	t->easy = e;
+	t->pool = -1;
 	t->sent = 0;
 	t->refused = CONN_TAKEN;
 	t->h2 = false;
 	t->on_connection = 0;
+	t->taken = false;
+	t->heard_bytes = 0;
 
 	set_header(t, "x-api-key", req->api_key);
 	set_header(t, "anthropic-version", req->version);
@@ -407,10 +411,7 @@ claude_http_begin(Transfer *t)
 
 	if (!claude_pool_attach(t))
 	{
-		t->easy = NULL;			/* in no pool: back to the idle ones */
-		idle_easy[n_idle_easy++] = e;
-		curl_slist_free_all(t->headers);
-		t->headers = NULL;
+		claude_http_end(t);
 		return false;
 	}
 	return true;
@@ -418,14 +419,14 @@ claude_http_begin(Transfer *t)
 
 /*
  * When to look whether an attempt on an HTTP/2 connection was taken (see
- * claude_http_stalled), or 0: not such an attempt, or not yet given one.
+ * below), or 0: not such an attempt, or not yet given one.
  */
-TimestampTz
-claude_http_stall_check(const Transfer *t)
+static TimestampTz
+stall_check(const Transfer *t)
 {
 	int			ms = Max(STALL_MIN_MS, Min(STALL_MAX_MS, t->req.timeout_ms / 4));
 
-	if (t->easy == NULL || !t->h2 || t->on_connection == 0 ||
+	if (t->easy == NULL || !t->h2 || t->on_connection == 0 || t->taken ||
 		t->req.method != CLAUDE_POST || t->req.body_len == 0)
 		return 0;
 	return TimestampTzPlusMilliseconds(t->on_connection, ms);
@@ -441,7 +442,7 @@ claude_http_stall_check(const Transfer *t)
 bool
 claude_http_stalled(Transfer *t, TimestampTz now)
 {
-	TimestampTz due = claude_http_stall_check(t);
+	TimestampTz due = stall_check(t);
 	curl_off_t	uploaded = 0;
 	long		header_size = 0;
 
@@ -451,8 +452,9 @@ claude_http_stalled(Transfer *t, TimestampTz now)
 	curl_easy_getinfo(t->easy, CURLINFO_HEADER_SIZE, &header_size);
 	if (uploaded > 0 || header_size > 0)
 	{
-		t->on_connection = 0;	/* taken: no need to look again */
+		t->taken = true;		/* no need to look again */
 		return false;
 	}
 	return true;
 }
+

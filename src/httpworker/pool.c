@@ -31,12 +31,17 @@
 
 #define EPOLL_BATCH 64
 
+/* HTTP/2 connections silent this long get no new request */
+#define SILENT_MS	(60 * 1000)
+
 typedef struct Pool
 {
 	CURLM	   *multi;			/* NULL: a free entry */
 	int			attached;		/* transfers on it */
 	bool		retired;		/* takes no new transfer */
 	TimestampTz timer_deadline; /* -1: no timer */
+	TimestampTz heard_at;		/* an HTTP/2 answer's last byte came */
+	TimestampTz oldest_waiting; /* claude_pool_watch: since when one waits */
 } Pool;
 
 static Pool *pools;
@@ -150,6 +155,8 @@ open_pool(void)
 	pools[i].attached = 0;
 	pools[i].retired = false;
 	pools[i].timer_deadline = -1;
+	pools[i].heard_at = GetCurrentTimestamp();
+	pools[i].oldest_waiting = 0;
 	current = i;
 	return true;
 }
@@ -187,22 +194,75 @@ claude_pool_detach(Transfer *t)
 	curl_multi_remove_handle(p->multi, t->easy);
 	if (--p->attached == 0 && p->retired)
 		close_pool(t->pool);
+	t->pool = -1;
 }
 
 /*
  * New transfers go to a new pool: this one keeps its transfers until they
- * end, and then closes.  False if it was retired already.
+ * end, and then closes.  Nothing to do if it was retired already.
  */
-bool
-claude_pool_retire(int pool)
+void
+claude_pool_retire(int pool, const char *why)
 {
-	if (pool != current)
-		return false;
+	if (pool < 0 || pool != current)
+		return;
+	ereport(LOG,
+			(errmsg("claude: %s", why),
+			 errdetail("New requests and retries go to new connections.")));
 	pools[pool].retired = true;
 	current = -1;
 	if (pools[pool].attached == 0)
 		close_pool(pool);
-	return true;
+}
+
+/*
+ * Note an attempt still running (dispatch.c, twice a second): whether an
+ * HTTP/2 attempt of the current pool waits, since when, and whether it got
+ * a byte of its answer.
+ */
+void
+claude_pool_watch(Transfer *t, TimestampTz now)
+{
+	Pool	   *p;
+	curl_off_t	body = 0;
+	long		headers = 0;
+
+	if (t->pool < 0 || t->pool != current || !t->h2 || t->on_connection == 0)
+		return;
+	p = &pools[t->pool];
+	curl_easy_getinfo(t->easy, CURLINFO_SIZE_DOWNLOAD_T, &body);
+	curl_easy_getinfo(t->easy, CURLINFO_HEADER_SIZE, &headers);
+	if (body + headers != t->heard_bytes)
+	{
+		t->heard_bytes = body + headers;
+		p->heard_at = now;
+	}
+	if (p->oldest_waiting == 0 || t->on_connection < p->oldest_waiting)
+		p->oldest_waiting = t->on_connection;
+}
+
+/*
+ * After claude_pool_watch of every running attempt: a current pool whose
+ * HTTP/2 connections got no byte for SILENT_MS while an attempt waited
+ * there at least as long is retired.  Requests cannot be told from long
+ * answers there, and those waiting wait on until their timeout; but new
+ * requests no longer join them, so a silent connection holds the server no
+ * longer than that, whatever claude.request_timeout.
+ */
+void
+claude_pool_retire_silent(TimestampTz now)
+{
+	Pool	   *p;
+	TimestampTz since = TimestampTzPlusMilliseconds(now, -SILENT_MS);
+	bool		silent;
+
+	if (current < 0)
+		return;
+	p = &pools[current];
+	silent = p->oldest_waiting != 0 && p->oldest_waiting < since && p->heard_at < since;
+	p->oldest_waiting = 0;
+	if (silent)
+		claude_pool_retire(current, "no request on an HTTP/2 connection to the Claude API got a byte for a minute");
 }
 
 /* Milliseconds until a pool's timer fires, or -1. */
@@ -244,6 +304,8 @@ claude_http_next_done(CURLcode *code, long *status)
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
 			*status = 0;
 			*code = msg->data.result;
+			if (msg->data.result == CURLE_OK && t->h2)
+				pools[i].heard_at = GetCurrentTimestamp();
 			if (msg->data.result == CURLE_OK)
 			{
 				long		version = 0;

@@ -59,6 +59,8 @@ typedef struct Transfer
 	ConnRefusal refused;		/* connguard.c: its connection, refused */
 	bool		h2;				/* its connection speaks HTTP/2 */
 	TimestampTz on_connection;	/* when it was given one (0: not yet) */
+	bool		taken;			/* HTTP/2: its body began to go out */
+	curl_off_t	heard_bytes;	/* of its answer, when pool.c last looked */
 	size_t		sent;			/* of the body, read by curl */
 	struct curl_slist *headers;
 	char	   *body;			/* malloc'd response */
@@ -95,7 +97,6 @@ extern bool claude_http_begin(Transfer *t);
 extern void claude_http_end(Transfer *t);
 extern bool claude_http_close_files(Transfer *t);
 extern void claude_http_free(Transfer *t);
-extern TimestampTz claude_http_stall_check(const Transfer *t);
 extern bool claude_http_stalled(Transfer *t, TimestampTz now);
 
 /* pool.c */
@@ -103,7 +104,9 @@ extern bool claude_http_multiplexing(void);
 extern Transfer *claude_http_next_done(CURLcode *code, long *status);
 extern bool claude_pool_attach(Transfer *t);
 extern void claude_pool_detach(Transfer *t);
-extern bool claude_pool_retire(int pool);
+extern void claude_pool_retire(int pool, const char *why);
+extern void claude_pool_watch(Transfer *t, TimestampTz now);
+extern void claude_pool_retire_silent(TimestampTz now);
 
 /* outcome.c */
 extern void claude_outcome_failure(ClaudeResult *r, CURLcode code, const Transfer *t);

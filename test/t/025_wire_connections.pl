@@ -165,9 +165,20 @@ for my $case ([ $mock, 'TLS' ], [ $plain, 'plain HTTP' ])
 	unharmed("1. $label, race");
 }
 
-# ---- 9. no header holds the server more than 60 s
-# A 429 telling the server to wait 600 s: its caller gives up, and the
-# pause it set lasts at most 60 s (a reload would clear it: none here).
+# ---- 7 and 9. nothing holds the server more than 60 s
+# A call waits on an HTTP/2 connection that stopped answering, with a long
+# request_timeout: after a minute of silence new requests go elsewhere.
+# Meanwhile a 429 tells the server to wait 600 s: its caller gives up, and
+# the pause it set lasts at most 60 s (a reload would clear it: none here).
+point_at($h2);
+innocent();
+my $since = $h2->requests(0)->[-1]{n};
+$h2->fault({ stall_connection => \1 });
+my $log_at = -s $node->logfile;
+my $silent = start_bg($node,
+	"SET claude.request_timeout = '300s'; SELECT claude_complete('[silent] waits on', cache => false)");
+ok(wait_until(sub { grep { ($_->{outcome} // '') eq 'stalled' } @{ $h2->requests($since) } }),
+	'7. a call waits on a silent HTTP/2 connection');
 point_at($mock);
 innocent();
 $mock->fault({ status => 429, retry_after => '600' });
@@ -178,5 +189,16 @@ like($err, qr/statement timeout/, '9. the caller told to wait 600 s gives up');
 	"SET statement_timeout = '90s'; SELECT claude_complete('after retry-after: 600', cache => false)");
 is($out, 'after retry-after: 600', '9. the next call goes out within 60 s, not 600') or diag($err);
 unharmed('9. retry-after: 600');
+point_at($h2);
+ok($node->wait_for_log(qr/no request on an HTTP\/2 connection to the Claude API got a byte for a minute/, $log_at),
+	'7. a minute later its connection takes no new request');
+($rc, $out, $err) = $node->psql('postgres',
+	"SET statement_timeout = '10s'; SELECT claude_complete('beside the silent one', cache => false)");
+is($out, 'beside the silent one', '7. a call beside the one waiting on the silent connection succeeds') or diag($err);
+ok($silent->{run}->pumpable, '7. while that one still waits (its request_timeout is 300 s)');
+$node->safe_psql('postgres',
+	"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%[silent]%' AND pid <> pg_backend_pid()");
+finish_bg($silent);
+unharmed('7. a silent connection');
 
 done_testing();
