@@ -36,13 +36,16 @@ typedef enum ClaudeTransportError
 	CLAUDE_TE_REPLY				/* a reply the worker could not handle */
 } ClaudeTransportError;
 
+/* request-id as a caller sees it: printable ASCII, at most this long */
+#define CLAUDE_REQUEST_ID_LEN	64
+
 typedef struct ClaudeResult
 {
 	int			http_status;	/* 0 when there was no response */
 	ClaudeTransportError transport;
 	int			attempts;
 	double		elapsed_ms;
-	char		request_id[64];
+	char		request_id[CLAUDE_REQUEST_ID_LEN + 1];
 	char		message[256];	/* transport error text */
 	dsa_pointer body;			/* response body, owner frees */
 	Size		body_len;

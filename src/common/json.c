@@ -209,6 +209,20 @@ claude_usage_cost(const ClaudeUsage *u, double price_in, double price_out, bool 
 }
 
 /*
+ * Add u's counts to sum: the attempts of one request, each count at most
+ * CLAUDE_MAX_TOKENS and the attempts few, so the sum stays sane.
+ */
+void
+claude_usage_add(ClaudeUsage *sum, const ClaudeUsage *u)
+{
+	sum->input += u->input;
+	sum->output += u->output;
+	sum->cache_write += u->cache_write;
+	sum->cache_write_1h += u->cache_write_1h;
+	sum->cache_read += u->cache_read;
+}
+
+/*
  * UTF-8 text in the database's encoding, or NULL when a character has no
  * equivalent there.  Never raises.  A SQL_ASCII database takes the bytes
  * as they are.

@@ -57,5 +57,6 @@ extern void claude_reply_error(const char *json, Size len, StringInfo type,
 							   StringInfo message);
 extern double claude_usage_cost(const ClaudeUsage *u, double price_in, double price_out,
 								bool batch);
+extern void claude_usage_add(ClaudeUsage *sum, const ClaudeUsage *u);
 
 #endif

@@ -35,7 +35,33 @@ skip_ws(const char *p, const char *end)
 	return p;
 }
 
-/* Past the closing quote of a string that starts after p's quote, or NULL. */
+static int
+hex4(const char *p)
+{
+	int			v = 0;
+
+	for (int i = 0; i < 4; i++)
+		v = v * 16 + (isdigit((unsigned char) p[i]) ? p[i] - '0' :
+					  (tolower((unsigned char) p[i]) - 'a' + 10));
+	return v;
+}
+
+/* The code unit of the \u escape whose 'u' is at p, or -1. */
+static int
+scan_u(const char *p, const char *end)
+{
+	for (int i = 1; i <= 4; i++)
+		if (p + i >= end || !isxdigit((unsigned char) p[i]))
+			return -1;
+	return hex4(p + 1);
+}
+
+/*
+ * Past the closing quote of a string that starts after p's quote, or NULL.
+ * A surrogate escape counts only as a pair: a lone one is no character
+ * (jsonb refuses it too), so a text holding one is not JSON, whoever reads
+ * it.
+ */
 static const char *
 scan_string(const char *p, const char *end)
 {
@@ -53,10 +79,19 @@ scan_string(const char *p, const char *end)
 				return NULL;
 			if (*p == 'u')
 			{
-				for (int i = 1; i <= 4; i++)
-					if (p + i >= end || !isxdigit((unsigned char) p[i]))
-						return NULL;
+				int			u = scan_u(p, end);
+
+				if (u < 0 || (u >= 0xDC00 && u <= 0xDFFF))
+					return NULL;
 				p += 4;
+				if (u >= 0xD800 && u <= 0xDBFF)
+				{
+					/* its low half must follow */
+					if (end - p < 3 || p[1] != '\\' || p[2] != 'u' ||
+						(u = scan_u(p + 2, end)) < 0xDC00 || u > 0xDFFF)
+						return NULL;
+					p += 6;
+				}
 			}
 			else if (strchr("\"\\/bfnrt", *p) == NULL)
 				return NULL;
@@ -214,17 +249,6 @@ claude_json_key_is(const ClaudeJsonKey *k, const char *name)
 	return k->key != NULL && k->len == (int) strlen(name) && memcmp(k->key, name, k->len) == 0;
 }
 
-static int
-hex4(const char *p)
-{
-	int			v = 0;
-
-	for (int i = 0; i < 4; i++)
-		v = v * 16 + (isdigit((unsigned char) p[i]) ? p[i] - '0' :
-					  (tolower((unsigned char) p[i]) - 'a' + 10));
-	return v;
-}
-
 /* Where unescaped bytes go: a StringInfo, a raw buffer, or nowhere. */
 typedef struct Sink
 {
@@ -263,9 +287,9 @@ append_utf8(Sink *out, unsigned int c)
 }
 
 /*
- * Decode a string found by claude_json_scan (well-formed) into UTF-8 bytes:
- * a lone surrogate or \u0000 becomes U+FFFD, and for \u0000 (which no
- * PostgreSQL text can hold) the result is false.  Raw bytes are copied as
+ * Decode a string found by claude_json_scan (well-formed, so surrogates
+ * come in pairs) into UTF-8 bytes: \u0000 becomes U+FFFD and the result
+ * is false (no PostgreSQL text can hold it).  Raw bytes are copied as
  * they are; the caller validates them.  With out NULL it only checks, and
  * allocates nothing (the HTTP worker).
  */

@@ -264,6 +264,75 @@ claude_count_tokens(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32((int32) tokens);
 }
 
+/* Whether s holds exactly n digits. */
+static bool
+digits(const char *s, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!isdigit((unsigned char) s[i]))
+			return false;
+	return true;
+}
+
+/*
+ * A model's created_at: RFC 3339 (2025-02-19T08:30:00Z, or with a fraction
+ * and an offset such as +02:00) and nothing else, read as timestamptz.
+ * timestamptz_in alone would take "now", "infinity" and whatever DateStyle
+ * reads, and fail with 22007: any other text, or a field out of range, is
+ * a bad reply (CL002).
+ */
+static Datum
+model_created_at(const char *s, const ClaudeResult *result)
+{
+	const char *p = s;
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile Datum value = (Datum) 0;
+	volatile bool ok = false;
+
+	/* each test reads a byte only once those before it were no NUL */
+	if (!(digits(p, 4) && p[4] == '-' && digits(p + 5, 2) && p[7] == '-' && digits(p + 8, 2) &&
+		  p[10] == 'T' && digits(p + 11, 2) && p[13] == ':' && digits(p + 14, 2) &&
+		  p[16] == ':' && digits(p + 17, 2)))
+		claude_bad_reply(result);
+	p += 19;
+	if (*p == '.' && isdigit((unsigned char) p[1]))
+	{
+		p++;
+		while (isdigit((unsigned char) *p))
+			p++;
+	}
+	if (*p == 'Z')
+		p++;
+	else if ((*p == '+' || *p == '-') && digits(p + 1, 2) && p[3] == ':' && digits(p + 4, 2))
+		p += 6;
+	else
+		claude_bad_reply(result);	/* no offset */
+	if (*p != '\0')
+		claude_bad_reply(result);
+
+	PG_TRY();
+	{
+		value = DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
+									ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* month 13, hour 25: the reply's fault; a cancel goes on */
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	if (!ok)
+		claude_bad_reply(result);
+	return value;
+}
+
 /* claude_models(): every model the key may use, following the pages. */
 Datum
 claude_models(PG_FUNCTION_ARGS)
@@ -322,8 +391,7 @@ claude_models(PG_FUNCTION_ARGS)
 			values[1] = name ? CStringGetTextDatum(name) : (Datum) 0;
 			nulls[1] = name == NULL;
 			if (created)
-				values[2] = DirectFunctionCall3(timestamptz_in, CStringGetDatum(created),
-												ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+				values[2] = model_created_at(created, &result);
 			nulls[2] = created == NULL;
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}

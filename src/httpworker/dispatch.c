@@ -320,25 +320,32 @@ dispatch_fail(Transfer *t, const char *why)
 }
 
 /*
- * Read the usage of a successful Messages reply (for the limits, the
- * statistics and the cost), and return what the reservation did not use to
- * the token buckets.
+ * Read the usage an attempt reported (for the limits, the statistics and
+ * the cost) and add it to the request's: every attempt that reached the
+ * API was paid, a retry's on top of a cut one's.  Return what the
+ * reservation did not use to the token buckets.
  */
 static void
 settle(Transfer *t, long status)
 {
+	ClaudeUsage u;
+	bool		known = false;
 	double		input = 0;
 	double		output = 0;
 
-	t->have_usage = false;
+	/* bad counts in a reply are unknown: its tokens are not believed */
 	if (status >= 200 && status < 300 && t->body_len > 0 && t->req.output_tokens > 0 &&
 		!t->stream_failed)
-		t->have_usage = claude_reply_usage(t->body, t->body_len, &t->usage);
-	/* a stream cut short was paid for as far as it came */
-	if (!t->have_usage && t->sse)
-		t->have_usage = claude_sse_usage(t->sse, &t->usage);
-	if (t->have_usage)
-		input = t->usage.input + t->usage.cache_write, output = t->usage.output;
+		known = claude_reply_usage(t->body, t->body_len, &u);
+	/* a stream cut short, or ended by an error event: paid as far as it came */
+	else if (t->sse)
+		known = claude_sse_usage(t->sse, &u);
+	if (known)
+	{
+		claude_usage_add(&t->usage, &u);
+		t->have_usage = true;
+		input = u.input + u.cache_write, output = u.output;
+	}
 	else if (status >= 200 && status < 300)
 		input = t->cost.input_tokens, output = t->cost.output_tokens;
 	claude_limits_settle(&t->cost, input, output);
@@ -507,6 +514,7 @@ abort_list(dlist_head *list)
 	dlist_foreach_modify(iter, list)
 	{
 		Transfer   *t = dlist_container(Transfer, node, iter.cur);
+		ClaudeUsage u;
 
 		if (!claude_slot_is_cancelled(t->slot))
 			continue;
@@ -515,10 +523,13 @@ abort_list(dlist_head *list)
 			claude_http_end(t);
 			pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
 			claude_limits_settle(&t->cost, 0, 0);
+			/* a stream cut short by its caller was paid for as far as it came */
+			if (t->sse && claude_sse_usage(t->sse, &u))
+			{
+				claude_usage_add(&t->usage, &u);
+				t->have_usage = true;
+			}
 		}
-		/* a stream cut short by its caller was paid for as far as it came */
-		if (t->sse && claude_sse_usage(t->sse, &t->usage))
-			t->have_usage = true;
 		account(t, 0, false, true);
 		claude_http_free(t);
 		unlink_transfer(t);
@@ -629,16 +640,26 @@ claude_dispatch_drive(bool sockets_ready)
 
 	claude_http_drive(sockets_ready);
 	while ((t = claude_http_next_done(&code, &status)) != NULL)
+	{
+		/* a stream that reached message_stop is whole, however curl ended */
+		if (claude_streamed_over(t, &status))
+			code = CURLE_OK;
 		hand_over(t, code, status);
+	}
 
 	watch_connections(GetCurrentTimestamp());
 
-	/* events held back, and transfers paused, until their readers took what they had */
+	/* paused until their readers took what they had; over at message_stop */
 	if (claude_streamed_running > 0)
 	{
 		dlist_mutable_iter iter;
 
 		dlist_foreach_modify(iter, &running)
-			claude_streamed_resume(dlist_container(Transfer, node, iter.cur));
+		{
+			t = dlist_container(Transfer, node, iter.cur);
+			claude_streamed_resume(t);
+			if (claude_streamed_over(t, &status))
+				hand_over(t, CURLE_OK, status);
+		}
 	}
 }

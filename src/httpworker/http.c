@@ -13,6 +13,7 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 
 #include "storage/shmem.h"
@@ -155,24 +156,101 @@ header_value(const char *v, size_t len, char *buf, size_t size)
 	buf[len] = '\0';
 }
 
+/* Forget what headers said: a new response (interim or final) begins. */
+static void
+forget_headers(Transfer *t)
+{
+	t->request_id[0] = '\0';
+	t->retry_after_ms = -1;
+	t->should_retry = -1;
+	t->event_stream = false;
+	t->header_status = 0;
+	t->headers_final = false;
+	claude_server_limits_init(&t->server);
+}
+
+/*
+ * request-id as callers and the log may see it: the key this request sent
+ * replaced in the whole value first (a cut key would no longer be found),
+ * then printable ASCII only ('?' for other bytes), cut to
+ * CLAUDE_REQUEST_ID_LEN characters.
+ */
+static void
+take_request_id(Transfer *t, const char *v, size_t len)
+{
+	const char *key = t->req.api_key;
+	size_t		keylen = key ? strlen(key) : 0;
+	int			out = 0;
+
+	while (len > 0 && (*v == ' ' || *v == '\t'))
+		v++, len--;
+	while (len > 0 && (v[len - 1] == '\r' || v[len - 1] == '\n' ||
+					   v[len - 1] == ' ' || v[len - 1] == '\t'))
+		len--;
+	for (size_t i = 0; i < len && out < CLAUDE_REQUEST_ID_LEN;)
+	{
+		unsigned char c = v[i];
+
+		if (keylen > 0 && c == (unsigned char) key[0] && len - i >= keylen &&
+			memcmp(v + i, key, keylen) == 0)
+		{
+			for (int k = 0; k < 8 && out < CLAUDE_REQUEST_ID_LEN; k++)
+				t->request_id[out++] = '*';
+			i += keylen;
+			continue;
+		}
+		t->request_id[out++] = (c >= 0x20 && c < 0x7f) ? c : '?';
+		i++;
+	}
+	t->request_id[out] = '\0';
+}
+
+/*
+ * Headers, as curl hands them over.  Only the final response's count: a
+ * status line starts a response (a 103's headers are forgotten), and once
+ * the final response's headers ended, whatever comes (trailers, after the
+ * body) is ignored.  The proxy's CONNECT response is never handed over.
+ */
 static size_t
 header_cb(char *data, size_t size, size_t nmemb, void *userp)
 {
 	Transfer   *t = userp;
 	size_t		n = size * nmemb;
-	const char *colon = memchr(data, ':', n);
+	const char *colon;
 	size_t		namelen;
 	char		value[128];
 
-	if (colon == NULL)
+	if (t->headers_final)
+		return n;
+	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
+	{
+		const char *sp = memchr(data, ' ', n);
+
+		forget_headers(t);
+		/* "HTTP/1.1 103 Early Hints", "HTTP/2 200 " */
+		if (sp && data + n - sp > 3 && isdigit((unsigned char) sp[1]) &&
+			isdigit((unsigned char) sp[2]) && isdigit((unsigned char) sp[3]))
+			t->header_status = (sp[1] - '0') * 100 + (sp[2] - '0') * 10 + (sp[3] - '0');
+		return n;
+	}
+	if (n > 0 && n <= 2 && (data[0] == '\r' || data[0] == '\n'))
+	{
+		/* the end of a response's headers: an interim one's, or the last */
+		t->headers_final = t->header_status < 100 || t->header_status >= 200;
+		return n;
+	}
+	if ((colon = memchr(data, ':', n)) == NULL)
 		return n;
 	namelen = colon - data;
-	header_value(colon + 1, n - namelen - 1, value, sizeof(value));
 
 #define IS(name) (namelen == strlen(name) && pg_strncasecmp(data, name, namelen) == 0)
 	if (IS("request-id"))
-		strlcpy(t->request_id, value, sizeof(t->request_id));
-	else if (IS("retry-after-ms"))
+	{
+		take_request_id(t, colon + 1, n - namelen - 1);
+		return n;
+	}
+	header_value(colon + 1, n - namelen - 1, value, sizeof(value));
+	if (IS("retry-after-ms"))
 		t->retry_after_ms = strtod(value, NULL);
 	else if (IS("retry-after") && t->retry_after_ms < 0)
 	{
@@ -326,17 +404,13 @@ claude_http_begin(Transfer *t)
 
 	claude_http_free(t);
 	t->too_large = false;
-	t->event_stream = false;
 	t->stream_failed = NULL;
 	t->first_token = 0;
 	t->paused = false;
 	t->events_lost = false;
 	(void) claude_http_close_files(t);
-	t->request_id[0] = '\0';
 	t->errbuf[0] = '\0';
-	t->retry_after_ms = -1;
-	t->should_retry = -1;
-	claude_server_limits_init(&t->server);
+	forget_headers(t);
 
 	if (req->input_file && (t->in = fopen(req->input_file, "r")) == NULL)
 	{
@@ -390,6 +464,8 @@ claude_http_begin(Transfer *t)
 		curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
 	/* an empty proxy turns off proxies from the environment, too */
 	curl_easy_setopt(e, CURLOPT_PROXY, req->proxy ? req->proxy : "");
+	/* the proxy's CONNECT reply is not the API's: its headers never count */
+	curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
 	if (req->output_file || t->sse)
 	{
 		/* a download or a stream may take long: give up only when it stalls */

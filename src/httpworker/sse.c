@@ -172,7 +172,8 @@ deliver(ClaudeSse *s, const char *data, size_t n)
 
 /*
  * Decode the text of a JSON string into b, or into the outbox as an item.
- * A \u0000 becomes U+FFFD: items are NUL-terminated.
+ * A \u0000 fails the stream, as it fails claude_complete: no PostgreSQL
+ * text holds it, and items are NUL-terminated.
  */
 static bool
 add_decoded(ClaudeSse *s, Buf *b, const char *v, size_t vlen)
@@ -183,7 +184,11 @@ add_decoded(ClaudeSse *s, Buf *b, const char *v, size_t vlen)
 
 	if (raw == NULL)
 		return broken(s, "out of memory");
-	(void) claude_json_unescape_raw(v, (int) vlen, raw, &rlen);
+	if (!claude_json_unescape_raw(v, (int) vlen, raw, &rlen))
+	{
+		free(raw);
+		return broken(s, "the stream sent \\u0000 in a delta");
+	}
 	ok = b == &s->outbox ? deliver(s, raw, rlen) : buf_add(s, b, raw, rlen);
 	free(raw);
 	return ok ? true : broken(s, "the stream is larger than claude.max_reply_size");
@@ -323,6 +328,8 @@ on_line(ClaudeSse *s, const char *l, size_t n)
 
 		if (s->have_data)
 			ok = dispatch_event(s);
+		/* an event counts against the limit while read, not for ever */
+		s->held -= s->data.len;
 		s->data.len = 0;
 		s->have_data = false;
 		s->event[0] = '\0';

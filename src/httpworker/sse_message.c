@@ -279,14 +279,18 @@ claude_sse_error(const ClaudeSse *s, size_t *len, int *status)
 }
 
 /*
- * The usage known so far: message_start's, with the output tokens of the
- * last message_delta.  False before message_start.
+ * The usage known so far: message_start's, with the counts of the last
+ * message_delta.  The output is known only from a message_delta (the
+ * output_tokens of message_start is a placeholder): without one it counts
+ * 0, unknown.  False before message_start, or when a count is bad.
  */
 bool
 claude_sse_usage(const ClaudeSse *s, ClaudeUsage *usage)
 {
 	Emit		e;
 	bool		ok;
+	size_t		len;
+	const char *output;
 
 	if (s->message.len == 0)
 		return false;
@@ -309,5 +313,9 @@ claude_sse_usage(const ClaudeSse *s, ClaudeUsage *usage)
 	}
 	ok = e.ok && claude_reply_usage(e.out.data, e.out.len, usage);
 	claude_sse_buf_free(&e.out);
+	output = s->usage.len == 0 ? NULL :
+		claude_json_member(s->usage.data, s->usage.len, "output_tokens", &len);
+	if (output == NULL || (len == 4 && memcmp(output, "null", 4) == 0))
+		usage->output = 0;
 	return ok;
 }

@@ -198,6 +198,26 @@ claude_streamed_resume(Transfer *t)
 		elog(LOG, "claude: could not resume a paused stream");
 }
 
+/*
+ * Whether a 2xx stream is over though curl still reads it: message_stop or
+ * an error event came, and what the server sends after (pings, a stream
+ * never closed, a reset) changes nothing.  *status: the reply's.
+ */
+bool
+claude_streamed_over(const Transfer *t, long *status)
+{
+	ClaudeSseState state;
+
+	if (t->sse == NULL || t->easy == NULL || !t->event_stream)
+		return false;
+	state = claude_sse_state(t->sse);
+	if (state != SSE_STOPPED && state != SSE_ERROR)
+		return false;
+	*status = 0;
+	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, status);
+	return *status >= 200 && *status < 300;
+}
+
 /* The attempt's reply is now body (malloc'd, len bytes and a NUL). */
 static void
 replace_body(Transfer *t, char *body, size_t len)

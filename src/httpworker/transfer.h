@@ -72,12 +72,14 @@ typedef struct Transfer
 	bool		file_failed;	/* either could not be read or written */
 	char		file_error[256];
 	TimestampTz started;
-	char		request_id[64];
+	char		request_id[CLAUDE_REQUEST_ID_LEN + 1];
 	char		errbuf[CURL_ERROR_SIZE];
 	double		retry_after_ms;	/* < 0: no retry-after header */
 	int			should_retry;	/* x-should-retry: -1 absent, 0, 1 */
-	bool		have_usage;		/* of a successful Messages reply */
-	ClaudeUsage usage;
+	int			header_status;	/* of the status line whose headers come */
+	bool		headers_final;	/* the final response's headers are in */
+	bool		have_usage;		/* some attempt reported its usage */
+	ClaudeUsage usage;			/* what the attempts reported, summed */
 	ClaudeServerLimits server;
 
 	/* a streamed request (req.stream) */
@@ -130,5 +132,6 @@ extern bool claude_streamed_push(Transfer *t, bool force);
 extern size_t claude_streamed_write(Transfer *t, char *data, size_t n);
 extern void claude_streamed_resume(Transfer *t);
 extern void claude_streamed_outcome(Transfer *t, CURLcode code, long *status);
+extern bool claude_streamed_over(const Transfer *t, long *status);
 
 #endif

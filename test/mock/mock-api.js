@@ -645,10 +645,14 @@ function send(ctx, status, body, headers) {
     if (headers)
         Object.assign(h, headers);
     h['content-length'] = Buffer.byteLength(body);
+    if (ctx.fault && ctx.fault.trailers !== undefined)
+        delete h['content-length'];     // trailers need chunked over HTTP/1.1
     if (ctx.sendTwice !== undefined)
         return sendTwice(ctx, status, body, h);
     try {
+        wireEarlyHints(ctx);
         ctx.res.writeHead(status, h);
+        wireTrailers(ctx);
         ctx.res.end(body);
         // over for the server now, even if the TLS write completes later
         if (ctx.done)
@@ -728,6 +732,8 @@ function applyFault(ctx, f) {
         }
         if (f.reset)
             return doReset(ctx);
+        if (f.raw_response_base64 !== undefined)
+            return wireRaw(ctx, Buffer.from(String(f.raw_response_base64), 'base64'));
         if (f.malformed)
             return send(ctx, f.status || 200, MALFORMED_BODY, h);
         if (f.truncate) {
@@ -742,6 +748,58 @@ function applyFault(ctx, f) {
             return sendError(ctx, f.status, f.error_type, f.message, h);
         normal(ctx);
     });
+}
+
+// ------------------------------------ wire faults: 103, trailers, raw bytes
+//
+// Fault fields of this block (the headers of issue 24):
+//   raw_response_base64  these bytes, exactly, on the connection (HTTP/1.1
+//                        only), which then closes: what Node's http refuses
+//                        to write (bare CR, \xff, escape sequences in a
+//                        header value), interim responses, cut streams
+//   early_hints          {name: value}: a 103 Early Hints with these headers
+//                        before the reply (Node adds "link" if missing)
+//   trailers             {name: value}: trailer fields after the reply's body
+//                        (the body goes chunked over HTTP/1.1)
+//   stream_keep_open     true: a stream stays open after message_stop, a
+//                        ping every ping_ms (1000 when 0) until the client
+//                        closes it (record: "stream_end": "kept_open")
+
+function wireRaw(ctx, buf) {
+    if (ctx.closed || ctx.responded)
+        return;
+    if (ctx.req.httpVersionMajor !== 1)
+        return sendError(ctx, 500, 'api_error', 'raw_response_base64 needs HTTP/1.1');
+    ctx.responded = true;
+    const m = /^HTTP\/1\.[01] ([0-9]{3})/.exec(buf.subarray(0, 16).toString('latin1'));
+    countStatus(ctx, m ? Number(m[1]) : 0);
+    ctx.rec.outcome = 'raw';
+    const sock = ctx.req.socket;
+    try {
+        sock.write(buf, () => sock.end());
+    } catch (e) {
+        killConnection(ctx, false);
+    }
+}
+
+function wireEarlyHints(ctx) {
+    const f = ctx.fault;
+    if (!f || f.early_hints === undefined)
+        return;
+    const hints = { link: '</mock.css>; rel=preload; as=style' };
+    for (const k of Object.keys(f.early_hints))
+        hints[k.toLowerCase()] = String(f.early_hints[k]);
+    ctx.res.writeEarlyHints(hints);
+}
+
+function wireTrailers(ctx) {
+    const f = ctx.fault;
+    if (!f || f.trailers === undefined)
+        return;
+    const t = {};
+    for (const k of Object.keys(f.trailers))
+        t[k.toLowerCase()] = String(f.trailers[k]);
+    ctx.res.addTrailers(t);
 }
 
 function successBody(ctx, reply, inputChars, model, cached) {
@@ -1024,7 +1082,7 @@ function* streamEvents(msg, n) {
 function streamOptions(ctx, d) {
     const o = {
         delay: config.stream_delay_ms, pause: 0, ping: config.ping_ms,
-        errType: null, errAfter: 0, cutAfter: null, noStop: false,
+        errType: null, errAfter: 0, cutAfter: null, noStop: false, keepOpen: false,
     };
     for (const s of [d, ctx.fault]) {
         if (!s)
@@ -1043,6 +1101,8 @@ function streamOptions(ctx, d) {
             o.cutAfter = s.stream_cut_after;
         if (s.stream_no_stop)
             o.noStop = true;
+        if (s.stream_keep_open)
+            o.keepOpen = true;
     }
     return o;
 }
@@ -1128,6 +1188,14 @@ function startStream(ctx, msg, so) {
     };
     const end = (how) => {
         rec.stream_end = how;
+        if (how === 'stop' && so.keepOpen) {
+            rec.stream_end = 'kept_open';
+            const ping = () => later(ctx, so.ping > 0 ? so.ping : 1000, () => {
+                if (write(SSE_PING, ping))
+                    ping();
+            });
+            return ping();
+        }
         res.end();
         if (ctx.done)
             ctx.done();
@@ -1199,6 +1267,7 @@ function startStream(ctx, msg, so) {
         return undefined;
     };
     try {
+        wireEarlyHints(ctx);
         res.writeHead(200, h);
     } catch (e) {
         process.stderr.write(`mock-api.js: cannot send response: ${e.message}\n`);
@@ -1977,7 +2046,9 @@ function sendTwice(ctx, status, body, headers) {
 //                stream_error (error type: an error event),
 //                stream_error_after (its N, default 0), stream_cut_after (N),
 //                stream_no_stop (true), stream_pause_ms (MS) -- the same as
-//                the stream directives above, which they override; and
+//                the stream directives above, which they override;
+//                raw_response_base64, early_hints, trailers,
+//                stream_keep_open (see "wire faults" above); and
 //                duplicate_after_ms, close_unanswered, stall_connection,
 //                zero_streams (see "connection faults" above).
 // DELETE /faults clear the queue;  GET /faults  list it
@@ -1993,11 +2064,12 @@ function sendTwice(ctx, status, body, headers) {
 // stream keys back to their defaults)
 // A request record has "stream": true when it was answered with events, and
 // then "stream_deltas" (content_block_delta events sent) and "stream_end":
-// "stop", "error", "cut", "no_stop" or "client_closed".
+// "stop", "error", "cut", "no_stop", "kept_open" or "client_closed".
 
 const FAULT_KEYS = new Set(['status', 'error_type', 'message', 'retry_after', 'retry_after_ms', 'should_retry',
     'headers', 'delay_ms', 'hang', 'reset', 'malformed', 'truncate', 'body', 'body_base64', 'count',
     'stream_error', 'stream_error_after', 'stream_cut_after', 'stream_no_stop', 'stream_pause_ms',
+    'raw_response_base64', 'early_hints', 'trailers', 'stream_keep_open',
     ...WIRE_FAULT_KEYS]);
 const isCount = (v) => Number.isInteger(v) && v >= 0;
 
@@ -2028,6 +2100,14 @@ function checkFault(f) {
     if (f.stream_pause_ms !== undefined && !(typeof f.stream_pause_ms === 'number' && f.stream_pause_ms >= 0 &&
         Number.isFinite(f.stream_pause_ms)))
         throw new Error('stream_pause_ms must be a number >= 0');
+    // wire faults
+    if (f.raw_response_base64 !== undefined && typeof f.raw_response_base64 !== 'string')
+        throw new Error('raw_response_base64 must be a base64 string');
+    for (const k of ['early_hints', 'trailers'])
+        if (f[k] !== undefined && !isObj(f[k]))
+            throw new Error(`${k} must be an object`);
+    if (f.stream_keep_open !== undefined && typeof f.stream_keep_open !== 'boolean')
+        throw new Error('stream_keep_open must be a boolean');
     checkWireFault(f);
 }
 

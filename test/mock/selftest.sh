@@ -379,6 +379,31 @@ ctlpost /reset >/dev/null
 r=$(curl -sS "$ctl/config"); expect "/reset restores the stream keys" "$r" '"stream_chunk_chars":8,"stream_write_bytes":0,"stream_delay_ms":0,"ping_ms":0\}$'
 expect "/reset zeroes stats streams" "$(curl -sS "$ctl/stats")" '"streams":0\}$'
 
+# --- wire faults: 103, trailers, raw bytes, a stream kept open
+ctlpost /faults '{"early_hints":{"X-Early":"103 only"},"body":"{\"ok\":1}"}' >/dev/null
+r=$(api /v1/messages "${H[@]}" -D - --data-binary "$(req hi)")
+expect "early_hints: a 103 with its headers, then the reply" "$(tr -d '\r' <<<"$r" | tr '\n' '|')" '^HTTP/[0-9.]+ 103[^|]*\|(.*\|)?x-early: 103 only\|.*HTTP/[0-9.]+ 200.*\{"ok":1\}\|?$'
+ctlpost /faults '{"status":529,"should_retry":false,"trailers":{"X-Should-Retry":"true"}}' >/dev/null
+r=$(api /v1/messages "${H[@]}" -D - --data-binary "$(req hi)")
+expect "trailers: after the body" "$(tr -d '\r' <<<"$r" | tr '\n' '|')" '^HTTP/[0-9.]+ 529.*x-should-retry: false\|.*x-should-retry: true\|.*overloaded_error'
+raw=$(printf 'HTTP/1.1 200 OK\r\nrequest-id: a\033[31mb\rc\377d\r\ncontent-type: application/json\r\ncontent-length: 8\r\n\r\n{"ok":2}' | base64 -w0)
+ctlpost /faults "{\"raw_response_base64\":\"$raw\"}" >/dev/null
+r=$(api /v1/messages "${H[@]}" -D - --data-binary "$(req hi)")
+if [ -n "$h2" ]; then
+    expect "raw_response_base64: HTTP/1.1 only" "$r" '500 .*needs HTTP/1.1'
+else
+    [[ $r == *$'request-id: a\033[31mb\rc\377d'* && $r == *'200 {"ok":2}' ]] && ok "raw_response_base64: the bytes as given" || notok "raw_response_base64: the bytes as given" "$r"
+fi
+ctlpost /faults '{"stream_keep_open":true}' >/dev/null
+api /v1/messages "${H[@]}" --data-binary "$(sreq 'kept open [[mock:ping=200]]')" --max-time 1.5 >/dev/null
+expect "stream_keep_open: still open after message_stop" "$(cat "$work/curlerr")" '\(28\)'
+sse; expect "stream_keep_open: pings after message_stop" "$S" 'ping after the end'
+sleep 0.2
+expect "stream_keep_open: record" "$(lastrec)" '"stream_end":"kept_open"\}$'
+for bad in '{"raw_response_base64":5}' '{"early_hints":"x"}' '{"trailers":[1]}' '{"stream_keep_open":1}'; do
+    r=$(ctlpost /faults "$bad"); expect "fault $bad rejected" "$r" '"error":'
+done
+
 # --- rate limit and headers
 ctlpost /config '{"rpm":120,"ratelimit_headers":{"anthropic-ratelimit-tokens-limit":"1000"}}' >/dev/null
 r=$(api /v1/messages "${H[@]}" -D - --data-binary "$(req hi)"); expect "rpm headers" "$r" 'anthropic-ratelimit-requests-limit: 120'

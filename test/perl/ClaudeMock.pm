@@ -259,13 +259,17 @@ request that does not stream ignores them): C<stream_error> (an error type:
 an C<error> event), C<stream_error_after> (after that many
 content_block_delta events, default 0), C<stream_cut_after> (kill the
 connection, or the HTTP/2 stream, after that many deltas), C<stream_no_stop>
-(true: no message_stop), C<stream_pause_ms> (a pause after the first delta);
-and faults of the connection itself: C<duplicate_after_ms> (the reply written
-as raw bytes twice, the copy N ms later or in the same write; HTTP/1.1),
-C<close_unanswered> (the body read, the connection closed without an answer),
-C<stall_connection> (this request and every later one on its connection left
-unanswered, the connection open), C<zero_streams> (HTTP/2: the session then
-advertises SETTINGS_MAX_CONCURRENT_STREAMS 0).
+(true: no message_stop), C<stream_pause_ms> (a pause after the first delta).
+Wire faults: C<raw_response_base64> (these bytes exactly, over HTTP/1.1, then
+the connection closes), C<early_hints> (headers of a 103 before the reply),
+C<trailers> (trailer fields after the body), C<stream_keep_open> (true: pings
+after message_stop, never closed); and faults of the connection itself:
+C<duplicate_after_ms> (the reply written as raw bytes twice, the copy N ms
+later or in the same write; HTTP/1.1), C<close_unanswered> (the body read, the
+connection closed without an answer), C<stall_connection> (this request and
+every later one on its connection left unanswered, the connection open),
+C<zero_streams> (HTTP/2: the session advertises
+SETTINGS_MAX_CONCURRENT_STREAMS 0, then the request is answered).
 See the comments at the top of F<mock-api.js> for the matching
 C<[[mock:...]]> directives.  Returns the number of queued entries.
 
