@@ -9,21 +9,12 @@
  * connection once the server multiplexes): a role's backlog of thousands
  * cannot hold back another role's single call for more than the next free
  * connection.  Within a role, requests keep their order; a retry goes
- * ahead of newer requests.
- * Retried: 408, 409, 429, 5xx, 529, connection errors and timeouts, with
- * exponential backoff (0.5 s doubling to 8 s, 0-25% jitter) unless the
- * server says when (retry-after-ms, retry-after) or that it should not
- * (x-should-retry).  Never retried: 400, 401, 403, 404, 413.  A request
- * waiting for a retry or for the limits costs its caller nothing: the
- * caller sleeps on its latch and can cancel at any time.
+ * ahead of newer requests.  What is retried, and when, is outcome.c's.  A
+ * request waiting for a retry or for the limits costs its caller nothing:
+ * the caller sleeps on its latch and can cancel at any time.
  */
 #include "postgres.h"
 
-#include <math.h>
-
-#if PG_VERSION_NUM >= 150000
-#include "common/pg_prng.h"
-#endif
 #include "utils/timestamp.h"
 
 #include "common/guc.h"
@@ -38,10 +29,6 @@
 #include "shmem/usage.h"
 #include "httpworker/http.h"
 #include "httpworker/sse.h"
-
-#define BACKOFF_FIRST_MS	500
-#define BACKOFF_MAX_MS		8000
-#define RETRY_AFTER_MAX_MS	(10 * 60 * 1000)
 
 /* times an attempt starts again on another connection before it fails */
 #define MAX_RESTARTS		3
@@ -185,49 +172,6 @@ account(Transfer *t, int http_status, bool transport_error, bool cancelled)
 					  (double) (GetCurrentTimestamp() - t->created) / 1000.0, u, cost);
 	if (t->req.output_tokens > 0)
 		claude_usage_done(&t->req, t->attempts > 0, u, cost);
-}
-
-static double
-jitter(void)
-{
-#if PG_VERSION_NUM >= 150000
-	return pg_prng_double(&pg_global_prng_state);
-#else
-	return (double) random() / ((double) MAX_RANDOM_VALUE + 1);
-#endif
-}
-
-/* Milliseconds to wait before retrying this attempt, or -1 for no retry. */
-static double
-retry_delay_ms(Transfer *t, CURLcode code, long status)
-{
-	double		delay;
-
-	if (t->attempts > t->req.max_retries)
-		return -1;
-	/* a stream the caller has begun to read cannot start over */
-	if (t->sse && (claude_sse_delivered(t->sse) || claude_sse_state(t->sse) == SSE_BROKEN))
-		return -1;
-	if (t->stream_failed)
-		return -1;
-	if (code == CURLE_OK)
-	{
-		if (status < 400 || status == 400 || status == 401 || status == 403 ||
-			status == 404 || status == 413)
-			return -1;
-		if (t->should_retry == 0)
-			return -1;
-		if (t->should_retry != 1 &&
-			!(status == 408 || status == 409 || status == 429 || status >= 500))
-			return -1;
-	}
-	else if (t->too_large || t->file_failed || t->events_lost || t->req.not_idempotent)
-		return -1;
-
-	if (t->retry_after_ms >= 0)
-		return Min(t->retry_after_ms, RETRY_AFTER_MAX_MS);
-	delay = Min(BACKOFF_FIRST_MS * pow(2, t->attempts - 1), BACKOFF_MAX_MS);
-	return delay * (1.0 - 0.25 * jitter());
 }
 
 /* Hand the outcome of the last attempt to the caller. */
@@ -400,7 +344,7 @@ attempt_done(Transfer *t, CURLcode code, long status)
 	if (code == CURLE_OK && status == 429)
 		pg_atomic_fetch_add_u64(&claude_limit_counters->rate_limited, 1);
 
-	delay = retry_delay_ms(t, code, status);
+	delay = claude_outcome_retry_ms(t, code, status);
 	if (delay < 0)
 	{
 		finish(t, code, status);

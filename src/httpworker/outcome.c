@@ -1,13 +1,72 @@
 /*
  * outcome.c
- *		What a failed attempt tells its caller: the class of the failure (its
+ *		What an attempt comes to: whether and when it is tried again, and
+ *		what a failed one tells its caller: the class of the failure (its
  *		SQLSTATE, see common/errors.c) and its message.  Caller: dispatch.c.
+ *
+ * Retried: 408, 409, 429, 5xx, 529, connection errors and timeouts, with
+ * exponential backoff (0.5 s doubling to 8 s, 0-25% jitter) unless the
+ * server says when (retry-after-ms, retry-after) or that it should not
+ * (x-should-retry).  Never retried: 400, 401, 403, 404, 413.
  */
 #include "postgres.h"
+
+#include <math.h>
+
+#if PG_VERSION_NUM >= 150000
+#include "common/pg_prng.h"
+#endif
 
 #include "common/guc.h"
 #include "httpworker/sse.h"
 #include "httpworker/transfer.h"
+
+#define BACKOFF_FIRST_MS	500
+#define BACKOFF_MAX_MS		8000
+#define RETRY_AFTER_MAX_MS	(10 * 60 * 1000)
+
+static double
+jitter(void)
+{
+#if PG_VERSION_NUM >= 150000
+	return pg_prng_double(&pg_global_prng_state);
+#else
+	return (double) random() / ((double) MAX_RANDOM_VALUE + 1);
+#endif
+}
+
+/* Milliseconds to wait before retrying this attempt, or -1 for no retry. */
+double
+claude_outcome_retry_ms(const Transfer *t, CURLcode code, long status)
+{
+	double		delay;
+
+	if (t->attempts > t->req.max_retries)
+		return -1;
+	/* a stream the caller has begun to read cannot start over */
+	if (t->sse && (claude_sse_delivered(t->sse) || claude_sse_state(t->sse) == SSE_BROKEN))
+		return -1;
+	if (t->stream_failed)
+		return -1;
+	if (code == CURLE_OK)
+	{
+		if (status < 400 || status == 400 || status == 401 || status == 403 ||
+			status == 404 || status == 413)
+			return -1;
+		if (t->should_retry == 0)
+			return -1;
+		if (t->should_retry != 1 &&
+			!(status == 408 || status == 409 || status == 429 || status >= 500))
+			return -1;
+	}
+	else if (t->too_large || t->file_failed || t->events_lost || t->req.not_idempotent)
+		return -1;
+
+	if (t->retry_after_ms >= 0)
+		return Min(t->retry_after_ms, RETRY_AFTER_MAX_MS);
+	delay = Min(BACKOFF_FIRST_MS * pow(2, t->attempts - 1), BACKOFF_MAX_MS);
+	return delay * (1.0 - 0.25 * jitter());
+}
 
 /* A result that did not fit claude.max_shared_memory (SQLSTATE 53200). */
 void

@@ -111,6 +111,7 @@ extern void claude_pool_watch(Transfer *t, TimestampTz now);
 extern void claude_pool_retire_silent(TimestampTz now);
 
 /* outcome.c */
+extern double claude_outcome_retry_ms(const Transfer *t, CURLcode code, long status);
 extern void claude_outcome_failure(ClaudeResult *r, CURLcode code, const Transfer *t);
 extern void claude_outcome_shmem_full(ClaudeResult *r, const char *what);
 
