@@ -19,8 +19,11 @@
  * a minute (http.c asks claude_conn_spoilt).  HTTP/2 frames name their
  * stream: such connections are left to libcurl.
  *
- * A connection is found by its ports among the sockets this file opened.
- * Nothing here raises: it all runs inside libcurl.
+ * When libcurl starts a request over on a new connection by itself, none
+ * of its body went out (http.c refuses to rewind a body that did): the
+ * body is read again from its start.  A connection is found by its ports
+ * among the sockets this file opened.  Nothing here raises: it all runs
+ * inside libcurl.
  */
 #include "postgres.h"
 
@@ -308,10 +311,11 @@ claude_conn_prereq(void *clientp, char *primary_ip, char *local_ip,
 	if (curl_easy_getinfo(t->easy, CURLINFO_TLS_SSL_PTR, &tls) == CURLE_OK && tls &&
 		tls->backend == CURLSSLBACKEND_OPENSSL)
 		ssl = tls->internals;
-	t->h2 = ssl != NULL && is_h2(ssl);
+	if ((t->h2 = ssl != NULL && is_h2(ssl)))
+		return CURL_PREREQFUNC_OK;
 	sock = find_socket(primary_ip, primary_port, local_port);
 	/* a new connection holds nothing yet but the handshake's leftovers */
-	if (t->h2 || sock == NULL || !sock->used)
+	if (sock == NULL || !sock->used)
 	{
 		if (sock)
 			sock->used = true;

@@ -139,7 +139,7 @@ open_pool(void)
 		if (grown == NULL)
 			return false;
 		pools = grown;
-		npools++;
+		pools[npools++].multi = NULL;
 	}
 	if ((m = curl_multi_init()) == NULL)
 		return false;
@@ -262,7 +262,8 @@ claude_pool_retire_silent(TimestampTz now)
 	silent = p->oldest_waiting != 0 && p->oldest_waiting < since && p->heard_at < since;
 	p->oldest_waiting = 0;
 	if (silent)
-		claude_pool_retire(current, "no request on an HTTP/2 connection to the Claude API got a byte for a minute");
+		claude_pool_retire(current,
+						   "no request on an HTTP/2 connection to the Claude API got a byte for a minute");
 }
 
 /* Milliseconds until a pool's timer fires, or -1. */
@@ -353,12 +354,9 @@ claude_http_drive(bool sockets_ready)
 				curl_socket_t s = (curl_socket_t) (uint32) events[i].data.u64;
 				int			flags = 0;
 
+				/* a pool closed in this batch: its sockets are closed too */
 				if (pool >= npools || pools[pool].multi == NULL)
-				{
-					/* its pool is gone: so is the socket, or soon */
-					(void) epoll_ctl(epfd, EPOLL_CTL_DEL, s, NULL);
 					continue;
-				}
 				if (events[i].events & EPOLLIN)
 					flags |= CURL_CSELECT_IN;
 				if (events[i].events & EPOLLOUT)
