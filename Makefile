@@ -11,7 +11,8 @@ REGRESS_OPTS = --load-extension=claude
 
 PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Wno-unused-parameter \
               -Wno-sign-compare -Wno-missing-field-initializers
-SHLIB_LINK = -lcurl
+# OpenSSL: what waits on a pooled TLS connection is read through it
+SHLIB_LINK = -lcurl -lssl -lcrypto
 
 # no JIT bitcode: nothing here is worth inlining
 override with_llvm = no

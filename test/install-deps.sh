@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/test/lib.sh"
 
-PACKAGES="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev
+PACKAGES="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libssl-dev
 libipc-run-perl openssl curl nodejs npm make gcc python3 python3-prometheus-client"
 missing=""
 for p in $PACKAGES; do

@@ -9,21 +9,12 @@
  * connection once the server multiplexes): a role's backlog of thousands
  * cannot hold back another role's single call for more than the next free
  * connection.  Within a role, requests keep their order; a retry goes
- * ahead of newer requests.
- * Retried: 408, 409, 429, 5xx, 529, connection errors and timeouts, with
- * exponential backoff (0.5 s doubling to 8 s, 0-25% jitter) unless the
- * server says when (retry-after-ms, retry-after) or that it should not
- * (x-should-retry).  Never retried: 400, 401, 403, 404, 413.  A request
- * waiting for a retry or for the limits costs its caller nothing: the
- * caller sleeps on its latch and can cancel at any time.
+ * ahead of newer requests.  What is retried, and when, is outcome.c's.  A
+ * request waiting for a retry or for the limits costs its caller nothing:
+ * the caller sleeps on its latch and can cancel at any time.
  */
 #include "postgres.h"
 
-#include <math.h>
-
-#if PG_VERSION_NUM >= 150000
-#include "common/pg_prng.h"
-#endif
 #include "utils/timestamp.h"
 
 #include "common/guc.h"
@@ -39,9 +30,11 @@
 #include "httpworker/http.h"
 #include "httpworker/sse.h"
 
-#define BACKOFF_FIRST_MS	500
-#define BACKOFF_MAX_MS		8000
-#define RETRY_AFTER_MAX_MS	(10 * 60 * 1000)
+/* times an attempt starts again on another connection before it fails */
+#define MAX_RESTARTS		3
+
+/* how often the HTTP/2 connections are looked at */
+#define WATCH_MS			500
 
 /* streams per connection counted on once the server speaks HTTP/2 */
 #define STREAMS_PER_CONNECTION	100
@@ -181,109 +174,6 @@ account(Transfer *t, int http_status, bool transport_error, bool cancelled)
 		claude_usage_done(&t->req, t->attempts > 0, u, cost);
 }
 
-static double
-jitter(void)
-{
-#if PG_VERSION_NUM >= 150000
-	return pg_prng_double(&pg_global_prng_state);
-#else
-	return (double) random() / ((double) MAX_RANDOM_VALUE + 1);
-#endif
-}
-
-/* Milliseconds to wait before retrying this attempt, or -1 for no retry. */
-static double
-retry_delay_ms(Transfer *t, CURLcode code, long status)
-{
-	double		delay;
-
-	if (t->attempts > t->req.max_retries)
-		return -1;
-	/* a stream the caller has begun to read cannot start over */
-	if (t->sse && (claude_sse_delivered(t->sse) || claude_sse_state(t->sse) == SSE_BROKEN))
-		return -1;
-	if (t->stream_failed)
-		return -1;
-	if (code == CURLE_OK)
-	{
-		if (status < 400 || status == 400 || status == 401 || status == 403 ||
-			status == 404 || status == 413)
-			return -1;
-		if (t->should_retry == 0)
-			return -1;
-		if (t->should_retry != 1 &&
-			!(status == 408 || status == 409 || status == 429 || status >= 500))
-			return -1;
-	}
-	else if (t->too_large || t->file_failed || t->events_lost || t->req.not_idempotent)
-		return -1;
-
-	if (t->retry_after_ms >= 0)
-		return Min(t->retry_after_ms, RETRY_AFTER_MAX_MS);
-	delay = Min(BACKOFF_FIRST_MS * pow(2, t->attempts - 1), BACKOFF_MAX_MS);
-	return delay * (1.0 - 0.25 * jitter());
-}
-
-/* A result that did not fit claude.max_shared_memory (SQLSTATE 53200). */
-static void
-shmem_full(ClaudeResult *r, const char *what)
-{
-	r->transport = CLAUDE_TE_SHMEM;
-	snprintf(r->message, sizeof(r->message),
-			 "out of shared memory for %s: claude.max_shared_memory (%d kB) is full",
-			 what, claude_max_shared_memory);
-}
-
-static void
-set_message(ClaudeResult *r, CURLcode code, Transfer *t)
-{
-	if (code == CURLE_OPERATION_TIMEDOUT && t->req.output_file)
-	{
-		r->transport = CLAUDE_TE_TIMEOUT;
-		snprintf(r->message, sizeof(r->message),
-				 "the download was too slow: under %d bytes a second for claude.request_timeout (%d ms), "
-				 "or longer than %.0f s in all", CLAUDE_DOWNLOAD_MIN_RATE, t->req.timeout_ms,
-				 claude_download_time_ms(&t->req) / 1000);
-	}
-	else if (code == CURLE_OPERATION_TIMEDOUT)
-	{
-		r->transport = CLAUDE_TE_TIMEOUT;
-		snprintf(r->message, sizeof(r->message),
-				 "no complete reply within claude.request_timeout (%d ms)",
-				 t->req.timeout_ms);
-	}
-	else if (t->file_failed)
-	{
-		r->transport = CLAUDE_TE_INTERNAL;
-		strlcpy(r->message, t->file_error, sizeof(r->message));
-	}
-	else if (t->events_lost)
-		shmem_full(r, "a stream's events");
-	else if (t->sse && claude_sse_state(t->sse) == SSE_BROKEN)
-	{
-		r->transport = CLAUDE_TE_REPLY;
-		strlcpy(r->message, claude_sse_why(t->sse), sizeof(r->message));
-	}
-	else if (t->too_large && t->req.output_file && t->req.max_output > 0)
-	{
-		r->transport = CLAUDE_TE_REPLY;
-		snprintf(r->message, sizeof(r->message),
-				 "the download is larger than its limit of %zu bytes", t->req.max_output);
-	}
-	else if (t->too_large)
-	{
-		r->transport = CLAUDE_TE_REPLY;
-		snprintf(r->message, sizeof(r->message),
-				 "the reply is larger than claude.max_reply_size (%zu bytes)", t->req.max_reply);
-	}
-	else
-	{
-		r->transport = CLAUDE_TE_CONNECT;
-		strlcpy(r->message, t->errbuf[0] ? t->errbuf : curl_easy_strerror(code),
-				sizeof(r->message));
-	}
-}
-
 /* Hand the outcome of the last attempt to the caller. */
 static void
 finish(Transfer *t, CURLcode code, long status)
@@ -300,7 +190,7 @@ finish(Transfer *t, CURLcode code, long status)
 	strlcpy(r.request_id, t->request_id, sizeof(r.request_id));
 
 	if (code != CURLE_OK)
-		set_message(&r, code, t);
+		claude_outcome_failure(&r, code, t);
 	else
 	{
 		r.http_status = (int) status;
@@ -330,12 +220,12 @@ finish(Transfer *t, CURLcode code, long status)
 				r.body_len = t->body_len;
 			}
 			else
-				shmem_full(&r, psprintf("a reply of %zu bytes", t->body_len));
+				claude_outcome_shmem_full(&r, psprintf("a reply of %zu bytes", t->body_len));
 		}
 	}
 	/* events that did not fit leave the caller no whole answer */
 	if (t->events_lost && r.transport == CLAUDE_TE_NONE)
-		shmem_full(&r, "a stream's events");
+		claude_outcome_shmem_full(&r, "a stream's events");
 	account(t, r.http_status, r.transport != CLAUDE_TE_NONE, false);
 	if (t->first_token)
 		claude_stats_ttft((double) (t->first_token - t->created) / 1000.0);
@@ -407,6 +297,36 @@ settle(Transfer *t, long status)
 	claude_limits_settle(&t->cost, input, output);
 }
 
+static void attempt_done(Transfer *t, CURLcode code, long status);
+
+/*
+ * Start an attempt again, on another connection, when the one it was given
+ * was refused before anything of it was sent: it is the same attempt,
+ * neither counted again nor a retry.  A stalled HTTP/2 connection retires
+ * its pool first.  False when it has been restarted too often.
+ */
+static bool
+restart_attempt(Transfer *t)
+{
+	ConnRefusal why = t->refused;
+
+	if (why == CONN_TAKEN || why == CONN_RESEND || t->restarts >= MAX_RESTARTS)
+		return false;
+	if (why == CONN_UNSOLICITED)
+		ereport(LOG,
+				(errmsg("claude: a connection to the Claude API held data no request asked for"),
+				 errdetail("Its HTTP/1.1 connections are not reused for a minute.")));
+	if (why == CONN_STALLED)
+		claude_pool_retire(t->pool, "an HTTP/2 connection to the Claude API did not take a request");
+	claude_http_end(t);
+	t->restarts++;
+	/* a new pool has no connection to refuse */
+	t->fresh = why != CONN_STALLED;
+	if (!claude_http_begin(t))
+		attempt_done(t, CURLE_OUT_OF_MEMORY, 0);
+	return true;
+}
+
 /* Called by http.c when an attempt ends, with or without a response. */
 static void
 attempt_done(Transfer *t, CURLcode code, long status)
@@ -414,6 +334,11 @@ attempt_done(Transfer *t, CURLcode code, long status)
 	TimestampTz now = GetCurrentTimestamp();
 	double		delay;
 
+	if (code == CURLE_ABORTED_BY_CALLBACK && restart_attempt(t))
+		return;
+	/* an HTTP/2 connection that let a request time out takes no new one */
+	if (code == CURLE_OPERATION_TIMEDOUT && t->h2)
+		claude_pool_retire(t->pool, "a request timed out on an HTTP/2 connection to the Claude API");
 	pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
 	claude_limits_feedback(&t->server, now);
 	claude_streamed_outcome(t, code, &status);
@@ -421,7 +346,7 @@ attempt_done(Transfer *t, CURLcode code, long status)
 	if (code == CURLE_OK && status == 429)
 		pg_atomic_fetch_add_u64(&claude_limit_counters->rate_limited, 1);
 
-	delay = retry_delay_ms(t, code, status);
+	delay = claude_outcome_retry_ms(t, code, status);
 	if (delay < 0)
 	{
 		finish(t, code, status);
@@ -450,6 +375,8 @@ start_attempt(Transfer *t, TimestampTz now)
 	t->throttled = false;
 	t->state = XFER_RUNNING;
 	t->attempts++;
+	t->restarts = 0;
+	t->fresh = false;
 	t->started = now;
 	dlist_push_tail(&running, &t->node);
 	nrunning++;
@@ -519,6 +446,9 @@ claude_dispatch_timeout_ms(void)
 		if (timeout < 0 || ms < timeout)
 			timeout = ms;
 	}
+	/* the connections of running attempts are watched (watch_connections) */
+	if (!dlist_is_empty(&running) && (timeout < 0 || timeout > WATCH_MS))
+		timeout = WATCH_MS;
 	return timeout;
 }
 
@@ -611,6 +541,39 @@ hand_over(Transfer *t, CURLcode code, long status)
 }
 
 /*
+ * Look after the HTTP/2 connections, twice a second: an attempt whose body
+ * does not start to go out starts again in a new pool, and a pool whose
+ * connections went silent takes no new attempt (pool.c).
+ */
+static void
+watch_connections(TimestampTz now)
+{
+	static TimestampTz next = 0;
+	dlist_mutable_iter iter;
+
+	if (now < next)
+		return;
+	next = TimestampTzPlusMilliseconds(now, WATCH_MS);
+	dlist_foreach_modify(iter, &running)
+	{
+		Transfer   *t = dlist_container(Transfer, node, iter.cur);
+
+		if (!claude_http_stalled(t, now))
+			claude_pool_watch(t, now);
+		else
+		{
+			t->refused = CONN_STALLED;
+			if (!restart_attempt(t))
+			{
+				claude_http_end(t);
+				hand_over(t, CURLE_ABORTED_BY_CALLBACK, 0);
+			}
+		}
+	}
+	claude_pool_retire_silent(now);
+}
+
+/*
  * Let curl work on ready sockets and its timer, and hand each finished
  * attempt to the queue.
  */
@@ -629,6 +592,8 @@ claude_dispatch_drive(bool sockets_ready)
 			code = CURLE_OK;
 		hand_over(t, code, status);
 	}
+
+	watch_connections(GetCurrentTimestamp());
 
 	/* paused until their readers took what they had; over at message_stop */
 	if (claude_streamed_running > 0)

@@ -1,21 +1,21 @@
 /*
  * http.c
- *		Transfers of the HTTP worker, on one libcurl multi handle.  Caller:
- *		dispatch.c (start, end, finished transfers) and worker.c (sockets).
+ *		An attempt of the HTTP worker as a libcurl transfer: its options, the
+ *		body it sends and what it reads.  Caller: dispatch.c (start, end,
+ *		stalled attempts); the transfer runs in a pool of pool.c.
  *
- * curl tells us which sockets to watch; we keep them in an epoll set of our
- * own, whose descriptor the worker's WaitEventSet watches next to its
- * latch.  One multi handle means one connection cache (keep-alive, HTTP/2
- * multiplexing), and a share handle adds TLS sessions and DNS for the
- * whole server.  Callbacks never raise errors: they run inside libcurl.
+ * A share handle adds TLS sessions and DNS for the whole server, whatever
+ * pool a transfer is on.  A body is read by curl from us, never handed to
+ * it whole, and curl may not rewind it: when a connection closes after the
+ * body went out, libcurl 7.88 would send it again on its own, unseen by the
+ * retry policy; refused, that is an error the policy sees (dispatch.c).
+ * Callbacks never raise errors: they run inside libcurl.
  */
 #include "postgres.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
 #include <limits.h>
-#include <sys/epoll.h>
-#include <unistd.h>
 
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
@@ -26,82 +26,15 @@
 #include "httpworker/transfer.h"
 #include "shmem/slots.h"
 
-#define EPOLL_BATCH 64
+/* an HTTP/2 attempt that sent no byte of its body by then is not taken */
+#define STALL_MAX_MS	5000
+#define STALL_MIN_MS	500
 
-static CURLM *multi = NULL;
 static CURLSH *share = NULL;
-static int	epfd = -1;
-static bool multiplexing = false;	/* the server speaks HTTP/2 */
-static TimestampTz timer_deadline = -1;	/* -1: no timer */
 
 /* idle easy handles, reused so that curl keeps their caches warm */
 static CURL **idle_easy;
 static int	n_idle_easy;
-
-static int
-socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
-{
-	struct epoll_event ev;
-
-	if (what == CURL_POLL_REMOVE)
-	{
-		if (socketp)
-			(void) epoll_ctl(epfd, EPOLL_CTL_DEL, s, NULL);
-		curl_multi_assign(multi, s, NULL);
-		return 0;
-	}
-
-	memset(&ev, 0, sizeof(ev));
-	ev.data.fd = s;
-	if (what & CURL_POLL_IN)
-		ev.events |= EPOLLIN;
-	if (what & CURL_POLL_OUT)
-		ev.events |= EPOLLOUT;
-
-	if (socketp)
-	{
-		if (epoll_ctl(epfd, EPOLL_CTL_MOD, s, &ev) != 0)
-			elog(LOG, "claude: epoll_ctl MOD failed: %m");
-	}
-	else
-	{
-		if (epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev) != 0)
-			elog(LOG, "claude: epoll_ctl ADD failed: %m");
-		curl_multi_assign(multi, s, (void *) 1);
-	}
-	return 0;
-}
-
-static int
-timer_cb(CURLM *m, long timeout_ms, void *userp)
-{
-	if (timeout_ms < 0)
-		timer_deadline = -1;
-	else
-		timer_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													 timeout_ms);
-	return 0;
-}
-
-static curl_socket_t
-open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
-{
-	curl_socket_t s = socket(addr->family, addr->socktype, addr->protocol);
-
-	if (s != CURL_SOCKET_BAD)
-	{
-		pg_atomic_fetch_add_u64(&claude_shared->connections_opened, 1);
-		pg_atomic_fetch_add_u32(&claude_shared->connections_open, 1);
-	}
-	return s;
-}
-
-static int
-close_socket_cb(void *clientp, curl_socket_t s)
-{
-	pg_atomic_fetch_sub_u32(&claude_shared->connections_open, 1);
-	return close(s);
-}
 
 /* The body of an upload comes from its file, never from memory. */
 static size_t
@@ -117,16 +50,27 @@ read_cb(char *buf, size_t size, size_t nitems, void *userp)
 		t->file_failed = true;
 		return CURL_READFUNC_ABORT;
 	}
+	t->sent += n;
 	return n;
 }
 
-/* curl rewinds an upload to send it again on a fresh connection */
-static int
-seek_cb(void *userp, curl_off_t offset, int origin)
+/* The body of a request held in memory. */
+static size_t
+read_body(char *buf, size_t size, size_t nitems, void *userp)
 {
 	Transfer   *t = userp;
+	size_t		n = Min(size * nitems, t->req.body_len - t->sent);
 
-	return fseeko(t->in, (off_t) offset, origin) == 0 ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_FAIL;
+	memcpy(buf, t->req.body + t->sent, n);
+	t->sent += n;
+	return n;
+}
+
+/* curl would rewind a body to send it again by itself: never */
+static int
+refuse_seek(void *userp, curl_off_t offset, int origin)
+{
+	return CURL_SEEKFUNC_CANTSEEK;
 }
 
 /*
@@ -343,56 +287,6 @@ header_cb(char *data, size_t size, size_t nmemb, void *userp)
 	return n;
 }
 
-void
-claude_http_init(void)
-{
-	CURLcode	rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-
-	if (rc != CURLE_OK)
-		elog(ERROR, "claude: curl_global_init failed: %s", curl_easy_strerror(rc));
-
-	epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (epfd < 0)
-		elog(ERROR, "claude: epoll_create1 failed: %m");
-
-	multi = curl_multi_init();
-	share = curl_share_init();
-	if (multi == NULL || share == NULL)
-		elog(ERROR, "claude: could not initialize libcurl");
-	curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-	curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-
-	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
-	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) claude_max_connections);
-	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) claude_max_connections);
-	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) claude_max_connections);
-
-	idle_easy = calloc(claude_shared->nslots, sizeof(CURL *));
-	if (idle_easy == NULL)
-		elog(ERROR, "claude: out of memory");
-}
-
-int
-claude_http_pollable_fd(void)
-{
-	return epfd;
-}
-
-/* Milliseconds until curl's timer fires, or -1. */
-long
-claude_http_timeout_ms(void)
-{
-	long		secs;
-	int			usecs;
-
-	if (timer_deadline < 0)
-		return -1;
-	TimestampDifference(GetCurrentTimestamp(), timer_deadline, &secs, &usecs);
-	return secs * 1000 + (usecs + 999) / 1000;
-}
-
 static void
 set_header(Transfer *t, const char *name, const char *value)
 {
@@ -434,7 +328,8 @@ claude_http_end(Transfer *t)
 	(void) claude_http_close_files(t);
 	if (t->easy == NULL)
 		return;
-	curl_multi_remove_handle(multi, t->easy);
+	if (t->pool >= 0)
+		claude_pool_detach(t);
 	if (t->sse)
 		claude_streamed_running--;
 	curl_slist_free_all(t->headers);
@@ -453,6 +348,60 @@ claude_http_free(Transfer *t)
 	t->body_len = t->body_cap = 0;
 	claude_sse_free(t->sse);
 	t->sse = NULL;
+}
+
+/* The share handle and the idle easy handles, on the first attempt. */
+static bool
+init_share(void)
+{
+	if (idle_easy == NULL &&
+		(idle_easy = calloc(claude_shared->nslots, sizeof(CURL *))) == NULL)
+		return false;
+	if ((share = curl_share_init()) == NULL)
+		return false;
+	curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	return true;
+}
+
+/* A POST's body: read by curl from us, and never rewound. */
+static void
+set_body(Transfer *t, CURL *e)
+{
+	curl_easy_setopt(e, CURLOPT_POST, 1L);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) t->req.body_len);
+	if (t->req.input_file)
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
+	else if (t->req.stream == CLAUDE_STREAM_NONE || !claude_streamed_body(t, e))
+	{
+		if (t->req.body == NULL)
+			t->req.body_len = 0;
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, read_body);
+	}
+	curl_easy_setopt(e, CURLOPT_READDATA, t);
+	curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, refuse_seek);
+	curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+}
+
+/*
+ * Which connection may carry the attempt: connguard.c judges it just before
+ * the request goes out.  A restarted attempt takes a new one; and while
+ * its server is known to have sent what no request asked for, an HTTP/1.1
+ * connection serves one request and closes.
+ */
+static void
+set_connection(Transfer *t, CURL *e)
+{
+	bool		http1 = claude_streamed_reader(t) || !claude_http_multiplexing() ||
+		pg_strncasecmp(t->req.url, "http:", 5) == 0;
+	bool		spoilt = http1 && claude_conn_spoilt(t->req.url);
+
+	curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, t->fresh || spoilt ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_FORBID_REUSE, spoilt ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, claude_conn_open_socket);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, claude_conn_close_socket);
+	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, claude_conn_prereq);
+	curl_easy_setopt(e, CURLOPT_PREREQDATA, t);
 }
 
 /* Start an attempt of a transfer; false if curl could not take it. */
@@ -479,10 +428,19 @@ claude_http_begin(Transfer *t)
 		t->file_failed = true;
 		return false;
 	}
+	if (share == NULL && !init_share())
+		return false;
 	e = n_idle_easy > 0 ? idle_easy[--n_idle_easy] : curl_easy_init();
 	if (e == NULL)
 		return false;
 	t->easy = e;
+	t->pool = -1;
+	t->sent = 0;
+	t->refused = CONN_TAKEN;
+	t->h2 = false;
+	t->on_connection = 0;
+	t->taken = false;
+	t->heard_bytes = 0;
 
 	set_header(t, "x-api-key", req->api_key);
 	set_header(t, "anthropic-version", req->version);
@@ -496,20 +454,7 @@ claude_http_begin(Transfer *t)
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
 	if (req->method == CLAUDE_POST)
-	{
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
-		if (req->input_file)
-		{
-			curl_easy_setopt(e, CURLOPT_POST, 1L);
-			curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
-			curl_easy_setopt(e, CURLOPT_READDATA, t);
-			curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
-			curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
-		}
-		else if (req->stream == CLAUDE_STREAM_NONE || !claude_streamed_body(t, e))
-			/* never NULL: curl would read the body from stdin */
-			curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
-	}
+		set_body(t, e);
 	curl_easy_setopt(e, CURLOPT_SHARE, share);
 	/* a reader's stream may pause: not on a connection others share */
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, claude_streamed_reader(t) ?
@@ -519,7 +464,9 @@ claude_http_begin(Transfer *t)
 	 * every request would wait on the first connection, and on one request
 	 * that never gets its headers.
 	 */
-	curl_easy_setopt(e, CURLOPT_PIPEWAIT, multiplexing && !claude_streamed_reader(t) ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_PIPEWAIT,
+					 claude_http_multiplexing() && !claude_streamed_reader(t) ? 1L : 0L);
+	set_connection(t, e);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (req->ca_file && req->ca_file[0])
@@ -557,12 +504,10 @@ claude_http_begin(Transfer *t)
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
-	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, t);
 
-	if (curl_multi_add_handle(multi, e) != CURLM_OK)
+	if (!claude_pool_attach(t))
 	{
 		claude_http_end(t);
 		return false;
@@ -571,82 +516,43 @@ claude_http_begin(Transfer *t)
 }
 
 /*
- * The next transfer curl finished, with its outcome (status 0 when there
- * was no response), or NULL when none is left.
+ * When to look whether an attempt on an HTTP/2 connection was taken (see
+ * below), or 0: not such an attempt, or not yet given one.
  */
-Transfer *
-claude_http_next_done(CURLcode *code, long *status)
+static TimestampTz
+stall_check(const Transfer *t)
 {
-	CURLMsg    *msg;
-	int			left;
+	int			ms = Max(STALL_MIN_MS, Min(STALL_MAX_MS, t->req.timeout_ms / 4));
 
-	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
-	{
-		Transfer   *t;
-
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
-		*status = 0;
-		*code = msg->data.result;
-		if (msg->data.result == CURLE_OK)
-		{
-			long		version = 0;
-
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, status);
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_HTTP_VERSION, &version);
-			/* a reader's stream asked for HTTP/1.1: it says nothing */
-			if (!claude_streamed_reader(t))
-				multiplexing = version == CURL_HTTP_VERSION_2_0;
-		}
-		return t;
-	}
-	return NULL;
-}
-
-/* Whether the server's last reply came over HTTP/2, many streams a connection. */
-bool
-claude_http_multiplexing(void)
-{
-	return multiplexing;
+	if (t->easy == NULL || !t->h2 || t->on_connection == 0 || t->taken ||
+		t->req.method != CLAUDE_POST || t->req.body_len == 0)
+		return 0;
+	return TimestampTzPlusMilliseconds(t->on_connection, ms);
 }
 
 /*
- * Let curl act on ready sockets and on its timer; finished transfers are
- * then read with claude_http_next_done.
+ * Whether an attempt waits on an HTTP/2 connection that does not take it:
+ * a while after it got the connection, not a byte of its body went out
+ * and no answer came.  libcurl 7.88 queues a request on an idle connection
+ * whose server allows no stream (MAX_CONCURRENT_STREAMS 0) until it times
+ * out; nothing of it was sent, so it may start again elsewhere.
  */
-void
-claude_http_drive(bool sockets_ready)
+bool
+claude_http_stalled(Transfer *t, TimestampTz now)
 {
-	int			running;
+	TimestampTz due = stall_check(t);
+	curl_off_t	uploaded = 0;
+	long		header_size = 0;
 
-	if (sockets_ready)
+	if (due == 0 || now < due)
+		return false;
+	curl_easy_getinfo(t->easy, CURLINFO_SIZE_UPLOAD_T, &uploaded);
+	curl_easy_getinfo(t->easy, CURLINFO_HEADER_SIZE, &header_size);
+	if (uploaded > 0 || header_size > 0)
 	{
-		struct epoll_event events[EPOLL_BATCH];
-		int			n;
-
-		do
-		{
-			n = epoll_wait(epfd, events, EPOLL_BATCH, 0);
-			for (int i = 0; i < n; i++)
-			{
-				int			flags = 0;
-
-				if (events[i].events & EPOLLIN)
-					flags |= CURL_CSELECT_IN;
-				if (events[i].events & EPOLLOUT)
-					flags |= CURL_CSELECT_OUT;
-				if (events[i].events & (EPOLLERR | EPOLLHUP))
-					flags |= CURL_CSELECT_ERR;
-				curl_multi_socket_action(multi, events[i].data.fd, flags, &running);
-			}
-		} while (n == EPOLL_BATCH);
+		t->taken = true;		/* no need to look again */
+		return false;
 	}
-
-	if (timer_deadline >= 0 && GetCurrentTimestamp() >= timer_deadline)
-	{
-		timer_deadline = -1;
-		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	}
+	return true;
 }
 

@@ -1,6 +1,7 @@
 /*
  * http.h
- *		The HTTP worker's libcurl multi handle: the server's connection pool.
+ *		The HTTP worker's connections, for its main loop (pool.c): libcurl
+ *		multi handles, their sockets and timers.
  */
 #ifndef CLAUDE_HTTP_H
 #define CLAUDE_HTTP_H

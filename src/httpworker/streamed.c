@@ -96,18 +96,6 @@ read_body(char *buf, size_t size, size_t nitems, void *userp)
 	return n;
 }
 
-/* curl rewinds a body to send it again on a fresh connection */
-static int
-seek_body(void *userp, curl_off_t offset, int origin)
-{
-	Transfer   *t = userp;
-
-	if (origin != SEEK_SET || offset < 0 || (size_t) offset > t->send_len)
-		return CURL_SEEKFUNC_CANTSEEK;
-	t->sent = (size_t) offset;
-	return CURL_SEEKFUNC_OK;
-}
-
 /*
  * Send an attempt's body with "stream": true, and read its events; false
  * (it goes as it is) if the body is no object or there is no memory.
@@ -131,8 +119,7 @@ claude_streamed_body(Transfer *t, CURL *e)
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) t->send_len);
 	curl_easy_setopt(e, CURLOPT_READFUNCTION, read_body);
 	curl_easy_setopt(e, CURLOPT_READDATA, t);
-	curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_body);
-	curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+	/* never rewound: http.c refuses that for every body */
 	claude_streamed_running++;
 	return true;
 }

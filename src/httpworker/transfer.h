@@ -18,6 +18,17 @@
 #include "shmem/ratelimit.h"
 #include "shmem/pack.h"
 
+/* Why an attempt's connection was refused before anything was sent on it */
+typedef enum ConnRefusal
+{
+	CONN_TAKEN = 0,				/* not refused */
+	CONN_CLOSED,				/* the server closed it while idle */
+	CONN_UNCLEAR,				/* bytes wait on it that could not be judged */
+	CONN_UNSOLICITED,			/* the server sent what no request asked for */
+	CONN_STALLED,				/* HTTP/2: the request is not taken */
+	CONN_RESEND					/* the body could not be read again */
+} ConnRefusal;
+
 typedef enum TransferState
 {
 	XFER_WAITING,				/* for the rate limits */
@@ -39,9 +50,18 @@ typedef struct Transfer
 	TimestampTz queued_at;
 	TimestampTz due;			/* XFER_BACKOFF: next attempt */
 	dlist_node	node;
+	int			restarts;		/* of this attempt, before it was sent */
+	bool		fresh;			/* restarted: on a new connection */
 
 	/* the current attempt */
 	CURL	   *easy;
+	int			pool;			/* pool.c: the multi handle it is on */
+	ConnRefusal refused;		/* connguard.c: its connection, refused */
+	bool		h2;				/* its connection speaks HTTP/2 */
+	TimestampTz on_connection;	/* when it was given one (0: not yet) */
+	bool		taken;			/* HTTP/2: its body began to go out */
+	curl_off_t	heard_bytes;	/* of its answer, when pool.c last looked */
+	size_t		sent;			/* of the body, read by curl */
 	struct curl_slist *headers;
 	char	   *body;			/* malloc'd response */
 	size_t		body_len;
@@ -65,8 +85,7 @@ typedef struct Transfer
 	/* a streamed request (req.stream) */
 	struct ClaudeSse *sse;		/* the events of this attempt */
 	char	   *own_request;	/* a reader's: the request, out of shared memory */
-	size_t		sent;			/* of the body with "stream": true */
-	size_t		send_len;
+	size_t		send_len;		/* of the body with "stream": true */
 	size_t		prefix_len;
 	bool		paused;			/* until the reader takes its events */
 	bool		events_lost;	/* shared memory was too full for them */
@@ -79,9 +98,30 @@ typedef struct Transfer
 extern bool claude_http_begin(Transfer *t);
 extern void claude_http_end(Transfer *t);
 extern bool claude_http_close_files(Transfer *t);
+extern void claude_http_free(Transfer *t);
+extern bool claude_http_stalled(Transfer *t, TimestampTz now);
+
+/* pool.c */
 extern bool claude_http_multiplexing(void);
 extern Transfer *claude_http_next_done(CURLcode *code, long *status);
-extern void claude_http_free(Transfer *t);
+extern bool claude_pool_attach(Transfer *t);
+extern void claude_pool_detach(Transfer *t);
+extern void claude_pool_retire(int pool, const char *why);
+extern void claude_pool_watch(Transfer *t, TimestampTz now);
+extern void claude_pool_retire_silent(TimestampTz now);
+
+/* outcome.c */
+extern double claude_outcome_retry_ms(const Transfer *t, CURLcode code, long status);
+extern void claude_outcome_failure(ClaudeResult *r, CURLcode code, const Transfer *t);
+extern void claude_outcome_shmem_full(ClaudeResult *r, const char *what);
+
+/* connguard.c */
+extern curl_socket_t claude_conn_open_socket(void *clientp, curlsocktype purpose,
+											 struct curl_sockaddr *addr);
+extern int	claude_conn_close_socket(void *clientp, curl_socket_t s);
+extern int	claude_conn_prereq(void *clientp, char *primary_ip, char *local_ip,
+							   int primary_port, int local_port);
+extern bool claude_conn_spoilt(const char *url);
 
 /* streamed.c */
 extern int	claude_streamed_running;

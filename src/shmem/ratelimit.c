@@ -8,7 +8,9 @@
  * full bucket (a prompt larger than a second's input tokens) waits for a
  * full bucket and drives it negative: large prompts are paced by their
  * size and nobody starves.  A 429, or a server that reports nothing
- * remaining, pauses all dispatch until the time it names; smaller
+ * remaining, pauses all dispatch until the time it names, a minute at
+ * most whatever header named it (the request told to wait longer still
+ * waits, alone, until its caller gives up); smaller
  * remaining counts than ours lower our buckets, so servers that share one
  * key stay under its limit without talking to each other.
  */
@@ -169,6 +171,10 @@ claude_limits_settle(const ClaudeCost *reserved, double input_used,
 void
 claude_limits_pause_until(TimestampTz until)
 {
+	TimestampTz latest = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 SERVER_RESET_MAX_MS);
+
+	until = Min(until, latest);
 	SpinLockAcquire(&limits->mutex);
 	limits->paused_until = Max(limits->paused_until, until);
 	SpinLockRelease(&limits->mutex);

@@ -2,8 +2,10 @@
 // mock-api.js -- a TLS mock of the Anthropic Messages API for the test suite.
 //
 // usage: node mock-api.js --cert FILE --key FILE [--host 127.0.0.1] [--port 0]
-//          [--control-port 0] [--http2] [--keys k1,k2] [--latency-ms N]
+//          [--control-port 0] [--http2 | --plain] [--keys k1,k2] [--latency-ms N]
 //          [--max-lifetime-s 3600] [--exit-on-stdin-eof]
+//
+// --plain serves plain HTTP/1.1 (no TLS) on the API port.
 //
 // Prints one JSON line {"port":P,"control_port":C,"pid":N} on stdout once both
 // servers listen, and nothing else on stdout afterwards.  See the comments
@@ -63,14 +65,14 @@ function usage(msg) {
     if (msg)
         process.stderr.write(`mock-api.js: ${msg}\n`);
     process.stderr.write('usage: node mock-api.js --cert FILE --key FILE [--host H] [--port P] ' +
-        '[--control-port P] [--http2] [--keys k1,k2] [--latency-ms N] [--max-lifetime-s S] ' +
+        '[--control-port P] [--http2 | --plain] [--keys k1,k2] [--latency-ms N] [--max-lifetime-s S] ' +
         '[--exit-on-stdin-eof]\n');
     process.exit(2);
 }
 
 const opts = {
     cert: null, key: null, host: '127.0.0.1', port: 0, controlPort: 0,
-    http2: false, keys: null, latencyMs: 0, maxLifetimeS: 3600, exitOnStdinEof: false,
+    http2: false, plain: false, keys: null, latencyMs: 0, maxLifetimeS: 3600, exitOnStdinEof: false,
 };
 {
     const argv = process.argv.slice(2);
@@ -102,6 +104,7 @@ const opts = {
             case '--port': opts.port = num(val()); break;
             case '--control-port': opts.controlPort = num(val()); break;
             case '--http2': opts.http2 = true; break;
+            case '--plain': opts.plain = true; break;
             case '--keys': opts.keys = val().split(',').filter((k) => k.length > 0); break;
             case '--latency-ms': opts.latencyMs = num(val()); break;
             case '--max-lifetime-s': opts.maxLifetimeS = num(val()); break;
@@ -112,6 +115,8 @@ const opts = {
     }
     if (!opts.cert || !opts.key)
         usage('--cert and --key are required');
+    if (opts.http2 && opts.plain)
+        usage('--http2 and --plain exclude each other');
 }
 
 // -------------------------------------------------------------------- state
@@ -654,6 +659,8 @@ function send(ctx, status, body, headers) {
     h['content-length'] = Buffer.byteLength(body);
     if (ctx.fault && ctx.fault.trailers !== undefined)
         delete h['content-length'];     // trailers need chunked over HTTP/1.1
+    if (ctx.sendTwice !== undefined)
+        return sendTwice(ctx, status, body, h);
     try {
         wireEarlyHints(ctx);
         ctx.res.writeHead(status, h);
@@ -729,6 +736,8 @@ function applyFault(ctx, f) {
     ctx.rec.fault = true;
     later(ctx, f.delay_ms, () => {
         const h = faultHeaders(f);
+        if (wireFault(ctx, f))
+            return;
         if (f.hang) {
             ctx.rec.outcome = 'hang';
             return;
@@ -1904,6 +1913,8 @@ function onRequest(req, res) {
     res.on('close', onClose);
     res.on('error', noop);
     req.on('error', noop);
+    if (onStalledConnection(ctx))
+        return;
 
     const maxBody = path === '/v1/messages/batches' ? MAX_BATCH_BODY : MAX_BODY;
     const cl = rh['content-length'];
@@ -1956,6 +1967,7 @@ try {
 
 const api = opts.http2
     ? http2.createSecureServer({ cert, key, allowHTTP1: true, settings: { maxConcurrentStreams: 1000 } }, onRequest)
+    : opts.plain ? http.createServer({ keepAlive: true }, onRequest)
     : https.createServer({ cert, key, keepAlive: true }, onRequest);
 
 api.keepAliveTimeout = 60000;
@@ -2021,6 +2033,116 @@ api.on('error', (e) => {
     process.exit(1);
 });
 
+// ------------------------------------------ connection faults (issue 24)
+//
+// Fault fields that play a server or proxy misusing its connections (see
+// test/t/025_wire_connections.pl):
+//   duplicate_after_ms: N  the reply (as the request would get it, HTTP/1.1
+//       only) is written as raw bytes on the connection, and the same bytes
+//       again N ms later (0: in the same write); the record gets
+//       "duplicated": true once the copy is written.  Node then goes on with
+//       the connection's next request as if nothing happened.
+//   close_unanswered: true  the whole body is read, then the connection is
+//       closed cleanly without an answer (TLS close_notify and FIN; HTTP/2:
+//       the session is destroyed); the record's outcome is "closed".
+//   stall_connection: true  this request and every later one on the same
+//       connection (HTTP/2 session or HTTP/1.1 socket) are never answered;
+//       the connection stays open (HTTP/2 PINGs are still answered); their
+//       records' outcome is "stalled".
+//   zero_streams: true  (HTTP/2) the session carrying the request
+//       advertises SETTINGS_MAX_CONCURRENT_STREAMS 0, and once the client
+//       acknowledged that, the request is answered normally.
+
+const WIRE_FAULT_KEYS = ['duplicate_after_ms', 'close_unanswered', 'stall_connection', 'zero_streams'];
+const stalledConnections = new WeakSet();
+
+function checkWireFault(f) {
+    const d = f.duplicate_after_ms;
+    if (d !== undefined && !(typeof d === 'number' && d >= 0 && Number.isFinite(d)))
+        throw new Error('duplicate_after_ms must be a number >= 0');
+    for (const k of ['close_unanswered', 'stall_connection', 'zero_streams'])
+        if (f[k] !== undefined && typeof f[k] !== 'boolean')
+            throw new Error(`${k} must be a boolean`);
+}
+
+// The connection a request came on: its HTTP/2 session or its socket.
+function connectionOf(ctx) {
+    return ctx.req.httpVersionMajor === 2 ? ctx.req.stream && ctx.req.stream.session : ctx.req.socket;
+}
+
+// A request on a connection stalled by stall_connection: left unanswered.
+function onStalledConnection(ctx) {
+    const c = connectionOf(ctx);
+    if (!c || !stalledConnections.has(c))
+        return false;
+    ctx.rec.outcome = 'stalled';
+    ctx.req.resume();
+    return true;
+}
+
+// Applies the connection faults of f; true if the request is dealt with.
+function wireFault(ctx, f) {
+    const c = connectionOf(ctx);
+    if (f.stall_connection) {
+        if (c)
+            stalledConnections.add(c);
+        ctx.rec.outcome = 'stalled';
+        return true;
+    }
+    if (f.close_unanswered) {
+        ctx.responded = true;
+        ctx.rec.outcome = 'closed';
+        try {
+            if (ctx.req.httpVersionMajor === 2)
+                ctx.req.stream.session.destroy();
+            else
+                ctx.req.socket.end();
+        } catch (e) { /* ignore */ }
+        return true;
+    }
+    if (f.zero_streams && ctx.req.httpVersionMajor === 2 && c) {
+        // answered once the client has the new setting: it then holds it
+        // when it sends its next request
+        try {
+            c.settings({ maxConcurrentStreams: 0 }, () => normal(ctx));
+            return true;
+        } catch (e) { /* answered at once */ }
+    }
+    if (f.duplicate_after_ms !== undefined && ctx.req.httpVersionMajor === 1)
+        ctx.sendTwice = f.duplicate_after_ms;
+    return false;
+}
+
+// send() for duplicate_after_ms: the response as raw bytes, twice.
+function sendTwice(ctx, status, body, headers) {
+    const sock = ctx.req.socket;
+    let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status] || 'Unknown'}\r\n`;
+    for (const k of Object.keys(headers))
+        head += `${k}: ${headers[k]}\r\n`;
+    const raw = Buffer.concat([Buffer.from(head + 'connection: keep-alive\r\n\r\n', 'latin1'), Buffer.from(body)]);
+    const copied = () => { ctx.rec.duplicated = true; };
+    const ms = ctx.sendTwice;
+    try {
+        if (ms > 0) {
+            sock.write(raw);
+            setTimeout(() => {
+                if (!sock.destroyed)
+                    sock.write(raw, copied);
+            }, ms);
+        } else {
+            sock.write(Buffer.concat([raw, raw]), copied);
+        }
+        // Node's response writes nothing: it goes on with the next request
+        ctx.res._header = 'raw';
+        ctx.res._headerSent = true;
+        ctx.res.end();
+        if (ctx.done)
+            ctx.done();
+    } catch (e) {
+        killConnection(ctx, false);
+    }
+}
+
 // -------------------------------------------------------- the control server
 //
 // POST /faults   object or array of fault objects, appended to the queue;
@@ -2034,7 +2156,9 @@ api.on('error', (e) => {
 //                stream_no_stop (true), stream_pause_ms (MS) -- the same as
 //                the stream directives above, which they override;
 //                raw_response_base64, early_hints, trailers,
-//                stream_keep_open (see "wire faults" above).
+//                stream_keep_open (see "wire faults" above); and
+//                duplicate_after_ms, close_unanswered, stall_connection,
+//                zero_streams (see "connection faults" above).
 // DELETE /faults clear the queue;  GET /faults  list it
 // POST /config   {"latency_ms", "keys", "rpm", "ratelimit_headers", "batch_delay_ms",
 //                "models_page_size", "hang_handshakes", "stream_chunk_chars" (code
@@ -2055,7 +2179,8 @@ api.on('error', (e) => {
 const FAULT_KEYS = new Set(['status', 'error_type', 'message', 'retry_after', 'retry_after_ms', 'should_retry',
     'headers', 'delay_ms', 'hang', 'reset', 'malformed', 'truncate', 'body', 'body_base64', 'count',
     'stream_error', 'stream_error_after', 'stream_cut_after', 'stream_no_stop', 'stream_pause_ms',
-    'raw_response_base64', 'early_hints', 'trailers', 'stream_keep_open']);
+    'raw_response_base64', 'early_hints', 'trailers', 'stream_keep_open',
+    ...WIRE_FAULT_KEYS]);
 const isCount = (v) => Number.isInteger(v) && v >= 0;
 
 function checkFault(f) {
@@ -2093,6 +2218,7 @@ function checkFault(f) {
             throw new Error(`${k} must be an object`);
     if (f.stream_keep_open !== undefined && typeof f.stream_keep_open !== 'boolean')
         throw new Error('stream_keep_open must be a boolean');
+    checkWireFault(f);
 }
 
 function controlConfig(c) {

@@ -418,6 +418,34 @@ ctlpost /config '{"rpm":null,"ratelimit_headers":null}' >/dev/null
 r=$(api /v1/messages "${H[@]}" -D - --data-binary "$(req hi)"); expect "rpm cleared" "$r" '200 \{'
 [[ $r == *anthropic-ratelimit* ]] && notok "ratelimit headers cleared" "$r" || ok "ratelimit headers cleared"
 
+# --- connection faults (issue 24)
+ctlpost /reset >/dev/null
+if [ -z "$h2" ]; then
+    # rawpost TEXT: one raw Messages request on the wire
+    rawpost() { printf 'POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: k1\r\nanthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s' "$(req "$1" | wc -c)" "$(req "$1")"; }
+    tls() { timeout 3 openssl s_client -quiet -ign_eof -CAfile "$ca" -connect "127.0.0.1:$port" 2>/dev/null; }
+    ctlpost /faults '{"duplicate_after_ms":0}' >/dev/null
+    raw=$(rawpost twice | tls)
+    expect "duplicate_after_ms 0: the same reply twice in one write" "$(grep -o 'HTTP/1.1 200' <<<"$raw" | wc -l) $(grep -o '"text":"twice"' <<<"$raw" | wc -l)" '^2 2$'
+    expect "duplicated recorded" "$(curl -sS "$ctl/requests?since=0")" '"duplicated":true'
+    ctlpost /faults '{"duplicate_after_ms":200}' >/dev/null
+    raw=$({ rawpost later; sleep 0.6; rawpost next; sleep 0.6; } | tls)
+    expect "duplicate_after_ms 200: reply, its copy, then the next reply" "$(grep -o '"text":"[a-z]*"' <<<"$raw" | tr '\n' ' ')" '^"text":"later" "text":"later" "text":"next" $'
+fi
+ctlpost /faults '{"close_unanswered":true}' >/dev/null
+r=$(msg "$(req closed)"); expect "close_unanswered: no reply" "$r" '^000'
+expect "close_unanswered recorded" "$(curl -sS "$ctl/requests?since=0")" '"outcome":"closed"'
+ctlpost /faults '{"stall_connection":true}' >/dev/null
+curl -sS "${httpv[@]}" --cacert "$ca" "${H[@]}" --max-time 1 --data-binary "$(req stalled)" "$base/v1/messages" --next \
+    "${httpv[@]}" --cacert "$ca" "${H[@]}" --max-time 1 --data-binary "$(req after)" "$base/v1/messages" >/dev/null 2>&1
+expect "stall_connection: unanswered" "$(curl -sS "$ctl/requests?since=0")" '"outcome":"stalled"'
+r=$(msg "$(req fresh)"); expect "a new connection is answered" "$r" '^200 .*"text":"fresh"'
+ctlpost /faults '{"zero_streams":true}' >/dev/null
+r=$(msg "$(req zero)"); expect "zero_streams: the request itself is answered" "$r" '^200 .*"text":"zero"'
+r=$(ctlpost /faults '{"duplicate_after_ms":-1}'); expect "duplicate_after_ms checked" "$r" 'must be a number'
+r=$(ctlpost /faults '{"stall_connection":1}'); expect "stall_connection checked" "$r" 'must be a boolean'
+ctlpost /reset >/dev/null
+
 # --- stats across keep-alive
 ctlpost /reset >/dev/null
 curl -sS "${httpv[@]}" --cacert "$ca" "${H[@]}" --data-binary "$(req one)" "$base/v1/messages" --next \

@@ -91,7 +91,8 @@ sub _slurp
 
 =item ClaudeMock->start(%opts)
 
-Options: C<http2 =E<gt> 1>, C<keys =E<gt> [...]>, C<latency_ms =E<gt> N>,
+Options: C<http2 =E<gt> 1>, C<plain =E<gt> 1> (plain HTTP/1.1, no TLS: C<base_url>
+is then C<http://...>), C<keys =E<gt> [...]>, C<latency_ms =E<gt> N>,
 C<certdir =E<gt> DIR> (default: a new temporary directory under
 C<$ENV{TESTDATADIR}> or the system temp dir), C<max_lifetime_s =E<gt> S>
 (default 3600), C<timeout =E<gt> S> (seconds to wait for the server to come up,
@@ -152,6 +153,7 @@ sub start
 		'--max-lifetime-s' => ($opts{max_lifetime_s} // 3600),
 		'--exit-on-stdin-eof');
 	push @cmd, '--http2' if $opts{http2};
+	push @cmd, '--plain' if $opts{plain};
 	push @cmd, '--keys' => join(',', @{ $opts{keys} })
 	  if $opts{keys} && @{ $opts{keys} };
 	push @cmd, '--latency-ms' => $opts{latency_ms} if $opts{latency_ms};
@@ -194,6 +196,7 @@ sub start
 		ca_file => "$dir/ca.pem",
 		log_file => $log,
 		http2 => $opts{http2} ? 1 : 0,
+		plain => $opts{plain} ? 1 : 0,
 		http => HTTP::Tiny->new(
 			timeout => 60,
 			keep_alive => 1,
@@ -211,7 +214,8 @@ sub start
 
 =item port, control_port, pid, ca_file, certdir, log_file, base_url
 
-Accessors.  C<base_url> is C<https://127.0.0.1:PORT>.
+Accessors.  C<base_url> is C<https://127.0.0.1:PORT> (C<http://> for a plain
+server).
 
 =cut
 
@@ -221,7 +225,7 @@ sub pid { $_[0]{pid} }
 sub ca_file { $_[0]{ca_file} }
 sub certdir { $_[0]{certdir} }
 sub log_file { $_[0]{log_file} }
-sub base_url { 'https://127.0.0.1:' . $_[0]{port} }
+sub base_url { ($_[0]{plain} ? 'http' : 'https') . '://127.0.0.1:' . $_[0]{port} }
 
 sub _control
 {
@@ -259,7 +263,13 @@ connection, or the HTTP/2 stream, after that many deltas), C<stream_no_stop>
 Wire faults: C<raw_response_base64> (these bytes exactly, over HTTP/1.1, then
 the connection closes), C<early_hints> (headers of a 103 before the reply),
 C<trailers> (trailer fields after the body), C<stream_keep_open> (true: pings
-after message_stop, never closed).
+after message_stop, never closed); and faults of the connection itself:
+C<duplicate_after_ms> (the reply written as raw bytes twice, the copy N ms
+later or in the same write; HTTP/1.1), C<close_unanswered> (the body read, the
+connection closed without an answer), C<stall_connection> (this request and
+every later one on its connection left unanswered, the connection open),
+C<zero_streams> (HTTP/2: the session advertises
+SETTINGS_MAX_CONCURRENT_STREAMS 0, then the request is answered).
 See the comments at the top of F<mock-api.js> for the matching
 C<[[mock:...]]> directives.  Returns the number of queued entries.
 
