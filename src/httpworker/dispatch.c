@@ -21,9 +21,7 @@
 
 #include <math.h>
 
-#if PG_VERSION_NUM >= 150000
 #include "common/pg_prng.h"
-#endif
 #include "utils/timestamp.h"
 
 #include "common/guc.h"
@@ -184,11 +182,7 @@ account(Transfer *t, int http_status, bool transport_error, bool cancelled)
 static double
 jitter(void)
 {
-#if PG_VERSION_NUM >= 150000
 	return pg_prng_double(&pg_global_prng_state);
-#else
-	return (double) random() / ((double) MAX_RANDOM_VALUE + 1);
-#endif
 }
 
 /* Milliseconds to wait before retrying this attempt, or -1 for no retry. */
@@ -412,6 +406,7 @@ attempt_done(Transfer *t, CURLcode code, long status)
 	claude_http_end(t);
 	unlink_transfer(t);
 	t->state = XFER_BACKOFF;
+	claude_slot_note_wait(t->slot, CLAUDE_WAIT_RETRY);
 	t->due = TimestampTzPlusMilliseconds(now, (int64) delay);
 	dlist_push_tail(&backoff, &t->node);
 }
@@ -426,6 +421,7 @@ start_attempt(Transfer *t, TimestampTz now)
 	}
 	t->throttled = false;
 	t->state = XFER_RUNNING;
+	claude_slot_note_wait(t->slot, CLAUDE_WAIT_REPLY);
 	t->attempts++;
 	t->started = now;
 	dlist_push_tail(&running, &t->node);
@@ -471,6 +467,7 @@ claude_dispatch_run(void)
 		if (wait > 0)
 		{
 			t->throttled = true;
+			claude_slot_note_wait(t->slot, CLAUDE_WAIT_RATE_LIMIT);
 			limit_wait_ms = wait;
 			break;
 		}
