@@ -36,7 +36,7 @@ uint32
 claude_wait_event(ClaudeWait what)
 {
 #if PG_VERSION_NUM >= 170000
-	Assert(what >= 0 && what < CLAUDE_WAIT_COUNT);
+	Assert((int) what < CLAUDE_WAIT_COUNT);
 	if (ids[what] == 0)
 		ids[what] = WaitEventExtensionNew(names[what]);
 	return ids[what];
