@@ -22,7 +22,8 @@ SHLIB_LINK = -lcurl
 override with_llvm = no
 
 # PG=17, PG=18: another release's headers, fetched and cached by
-# test/pg-versions.sh; the build runs in build/pgNN (15's objects stay here)
+# test/pg-versions.sh; the build runs in a copy in build/pgNN (15's objects
+# stay here)
 ifneq ($(filter-out 15,$(PG)),)
 .PHONY: all test clean install installcheck demo
 all:

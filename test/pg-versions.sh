@@ -15,7 +15,7 @@
 # else ~/.cache/claude-pg): a second run does not touch the network.
 #
 #   pg-versions.sh fetch MAJOR         fetch and unpack (once); print its directory
-#   pg-versions.sh build MAJOR ROOT    build ROOT's extension in ROOT/build/pgMAJOR
+#   pg-versions.sh build MAJOR ROOT    build a copy of ROOT's sources in ROOT/build/pgMAJOR
 #   pg-versions.sh server MAJOR DEST   a private copy of the server in DEST; DEST/bin
 #                                      has the server, the client tools and a
 #                                      pg_config naming DEST's directories, so
@@ -157,15 +157,19 @@ fetch() {
 	echo "$dir"
 }
 
-# make in a build directory of its own, so that 15's objects in the tree
-# stay as they are; FOREIGN_HEADERS: see the Makefile.
+# make in a copy of the sources, so that 15's objects in the tree stay as
+# they are (a VPATH build would take them for its own).  The copy keeps the
+# files' times: only what changed is built again.  FOREIGN_HEADERS: see the
+# Makefile.
 build() {
 	local major=$1 root=$2 dir out
 	dir=$(fetch "$major")
 	out=$root/build/pg$major
-	(cd "$root" && find src -type d) | while read -r d; do mkdir -p "$out/$d"; done
-	make -C "$out" -s -f "$root/Makefile" VPATH="$root" \
-		PG_CONFIG="$dir/root/usr/lib/postgresql/$major/bin/pg_config" FOREIGN_HEADERS=1 PG=
+	mkdir -p "$out"
+	[ -d "$out/src" ] && find "$out/src" -name '*.[ch]' -delete
+	(cd "$root" && tar -cf - --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
+		Makefile claude.control sql src build/glibc-strlcpy.h) | tar -xf - -C "$out"
+	make -C "$out" -s PG_CONFIG="$dir/root/usr/lib/postgresql/$major/bin/pg_config" FOREIGN_HEADERS=1 PG=
 }
 
 server() {

@@ -22,8 +22,7 @@ WORK=$(unprivileged_tree "$ROOT")
 SUITE_ENV=()
 if [ "$PG" != 15 ]; then
 	bash "$ROOT/test/pg-versions.sh" server "$PG" "$WORK/tmp_pg$PG"
-	make -C "$ROOT/build/pg$PG" -s -f "$ROOT/Makefile" VPATH="$ROOT" \
-		PG_CONFIG="$WORK/tmp_pg$PG/bin/pg_config" FOREIGN_HEADERS=1 PG= install
+	make -C "$ROOT/build/pg$PG" -s PG_CONFIG="$WORK/tmp_pg$PG/bin/pg_config" FOREIGN_HEADERS=1 PG= install
 	[ "$(id -u)" = 0 ] && chown -R postgres: "$WORK/tmp_pg$PG"
 	SUITE_ENV=(PATH="$WORK/tmp_pg$PG/bin:$PATH")
 	echo "== PostgreSQL $PG: $("$WORK/tmp_pg$PG/bin/postgres" --version), headers $("$WORK/tmp_pg$PG/bin/pg_config" --version)"
