@@ -38,7 +38,10 @@ ROLLBACK;
 CALL claude_enrich('items', 'label', '{qty}', mode => 'batch');
 SELECT count(*) FROM claude_batches;
 SET claude.batch_max_requests = 0;
+-- 22023 only: 16 added units to the range in the message
+\set VERBOSITY sqlstate
 SET claude.batch_max_size = '512B';
+\set VERBOSITY terse
 CALL claude_enrich(NULL, 'label', '{qty}');
 CREATE TABLE nokey (a text, b text);
 CALL claude_enrich('nokey', 'b', '{a}');

@@ -33,10 +33,13 @@ SELECT claude_complete('right key again');
 SET ROLE claude_plain;
 \set VERBOSITY terse
 SELECT claude_complete('not granted');
+-- 42501 only: the server's wording of it changed in 16
+\set VERBOSITY sqlstate
 SHOW claude.api_key;
 SELECT current_setting('claude.api_key');
 SHOW claude.api_key_file;
 SHOW claude.proxy;
+\set VERBOSITY terse
 SELECT count(*) FROM pg_settings WHERE name IN ('claude.api_key', 'claude.api_key_file', 'claude.proxy');
 SET claude.api_key = 'x';
 SET claude.base_url = 'https://evil.example.com';

@@ -10,6 +10,7 @@
 #include "storage/shmem.h"
 
 #include "common/guc.h"
+#include "common/pgcompat.h"
 #include "common/secret.h"
 #include "functions/utility.h"
 #include "httpworker/worker.h"
@@ -28,18 +29,14 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
-#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static void
 claude_shmem_request(void)
 {
-#if PG_VERSION_NUM >= 150000
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-#endif
 	claude_area_request_shmem();
 	claude_slots_request_shmem();
 	RequestAddinShmemSpace(claude_limits_shmem_size());
@@ -80,12 +77,8 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
-#if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = claude_shmem_request;
-#else
-	claude_shmem_request();
-#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = claude_shmem_startup;
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# make demo: install, build, start a throwaway PostgreSQL with the extension
-# and run example queries.  With ANTHROPIC_API_KEY set they go to the real
-# API; otherwise to the bundled mock, which echoes the prompt back.
+# make demo: install dependencies, build, install the extension into the
+# system's PostgreSQL 15, start a throwaway cluster of it and run example
+# queries.  With ANTHROPIC_API_KEY set they go to the real API; otherwise
+# to the bundled mock, which echoes the prompt back.
 # KEEP=1 leaves the server running and prints how to connect.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/test/lib.sh"
 
+echo "make demo installs the extension into the system's PostgreSQL 15 (as root or through sudo),"
+echo "then runs examples on a throwaway cluster of it; the system's own clusters are left alone."
 build_and_install "$ROOT"
 
 DIR=$(mktemp -d /tmp/claude-demo.XXXXXX)

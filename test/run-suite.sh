@@ -7,6 +7,8 @@ PGXS_SRC=$(dirname "$(dirname "$(pg_config --pgxs)")")
 export PATH="$PGBIN:$PATH"
 export PG_REGRESS="$PGXS_SRC/test/regress/pg_regress"
 export TESTDIR="$PWD"
+# where 17's PostgreSQL::Test::Utils puts what 15's puts under TESTDIR
+export TESTDATADIR="$PWD/tmp_check" TESTLOGDIR="$PWD/tmp_check/log"
 export CLAUDE_OPENAPI="${CLAUDE_OPENAPI:-$PWD/test/steady/anthropic-openapi.json}"
 [ -f "$CLAUDE_OPENAPI" ] || CLAUDE_OPENAPI="$PWD/../shared/anthropic-openapi.json"
 

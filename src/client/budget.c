@@ -40,6 +40,7 @@
 #include "client/budget.h"
 #include "client/reserve.h"
 #include "common/errors.h"
+#include "common/pgcompat.h"
 #include "common/security.h"
 #include "common/spi.h"
 #include "shmem/sharedconfig.h"
@@ -224,9 +225,9 @@ load_config(void)
 	Size		len;
 
 	if (config.generation == generation && config.dbid == MyDatabaseId &&
-		(config.tainted == InvalidLocalTransactionId || config.tainted == MyProc->lxid))
+		(config.tainted == InvalidLocalTransactionId || config.tainted == ClaudeMyLxid()))
 		return;
-	config.tainted = changed_here ? MyProc->lxid : InvalidLocalTransactionId;
+	config.tainted = changed_here ? ClaudeMyLxid() : InvalidLocalTransactionId;
 	if (config.cxt == NULL)
 		config.cxt = AllocSetContextCreate(TopMemoryContext, "claude prices and budgets",
 										   ALLOCSET_SMALL_SIZES);

@@ -43,6 +43,7 @@
 #include "client/budget.h"
 #include "client/cache.h"
 #include "common/guc.h"
+#include "common/pgcompat.h"
 #include "shmem/dbqueue.h"
 
 #include "shmem/stats.h"
@@ -208,11 +209,11 @@ lookup(Oid nsp, const uint8 *key)
 	memcpy(VARDATA(keyval), key, CLAUDE_CACHE_KEY_LEN);
 
 	rel = table_open(relid, AccessShareLock);
-	irel = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
+	irel = index_open(ClaudePrimaryKeyIndex(rel), AccessShareLock);
 	/* the latest snapshot sees entries written since the statement began */
 	snap = RegisterSnapshot(GetLatestSnapshot());
 	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_BYTEAEQ, PointerGetDatum(keyval));
-	scan = index_beginscan(rel, irel, snap, 1, 0);
+	scan = ClaudeIndexBeginscan(rel, irel, snap, 1, 0);
 	index_rescan(scan, &skey, 1, NULL, 0);
 	slot = table_slot_create(rel, NULL);
 	if (index_getnext_slot(scan, ForwardScanDirection, slot))

@@ -18,6 +18,7 @@
 #include "client/call.h"
 
 #include "common/guc.h"
+#include "common/pgcompat.h"
 #include "common/secret.h"
 #include "shmem/streamshare.h"
 
@@ -87,7 +88,7 @@ submit(ClaudeMethod method, const char *path, const char *body, Size body_len,
 
 	claude_require_shared();
 	/* nobody asked: ANALYZE of an expression index over a call, say */
-	if (IsAutoVacuumWorkerProcess())
+	if (AmAutoVacuumWorkerProcess())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("autovacuum does not make Claude API requests"),

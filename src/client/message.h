@@ -8,6 +8,8 @@
 #include "fmgr.h"
 #include "utils/jsonb.h"
 
+#include "common/pgcompat.h"
+
 typedef struct ClaudeCompleteArgs
 {
 	char	   *model;
@@ -26,9 +28,9 @@ typedef struct ClaudeCompleteArgs
 
 extern void claude_cache_shared_system(ClaudeCompleteArgs *a);
 
-extern void invalid_argument(const char *msg) pg_attribute_noreturn();
+pg_noreturn extern void invalid_argument(const char *msg);
 struct ClaudeResult;
-extern void claude_bad_reply(const struct ClaudeResult *result) pg_attribute_noreturn();
+pg_noreturn extern void claude_bad_reply(const struct ClaudeResult *result);
 extern void claude_send(FunctionCallInfo fcinfo, int cache_argno, const char *path,
 						const char *body, int max_tokens, char **reply_text,
 						Jsonb **cached, struct ClaudeResult *result);

@@ -20,6 +20,7 @@
 #include "client/pipe.h"
 
 #include "client/message.h"
+#include "common/waits.h"
 
 typedef struct PipeItem
 {
@@ -172,7 +173,7 @@ claude_pipe_collect(ClaudePipe *p, ClaudePipeDone done, void *arg)
 		if (claude_pipe_poll(p, done, arg) || p->n == 0)
 			return;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000, PG_WAIT_EXTENSION);
+						 1000, claude_wait_event(CLAUDE_WAIT_REPLY));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}

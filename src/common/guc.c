@@ -336,9 +336,5 @@ claude_define_gucs(void)
 								PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	}
 
-#if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("claude");
-#else
-	EmitWarningsOnPlaceholders("claude");
-#endif
 }

@@ -32,6 +32,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
 #include "common/file_perm.h"
+#include "common/file_utils.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"

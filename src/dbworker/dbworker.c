@@ -27,6 +27,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
 #include "utils/timestamp.h"
@@ -35,6 +36,7 @@
 
 #include "common/security.h"
 #include "common/spi.h"
+#include "common/waits.h"
 #include "dbworker/dbworker.h"
 #include "dbworker/flush.h"
 #include "dbworker/jobs.h"
@@ -191,7 +193,7 @@ claude_db_worker_main(Datum arg)
 		/* results being written back go on at once */
 		if (!claude_batch_poll_busy())
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 1000, PG_WAIT_EXTENSION);
+							 1000, claude_wait_event(CLAUDE_WAIT_DB_WORKER_MAIN));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}

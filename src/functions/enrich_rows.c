@@ -22,6 +22,7 @@
 
 #include "utils/rls.h"
 
+#include "common/pgcompat.h"
 #include "common/security.h"
 #include "common/spi.h"
 
@@ -62,7 +63,7 @@ claude_enrich_prepare(Enrich *e, const char *target, const char *template_text, 
 	StringInfoData cols;
 	StringInfoData where;
 	const char *lock;
-	Oid			pkidx = RelationGetPrimaryKeyIndex(rel);
+	Oid			pkidx = ClaudePrimaryKeyIndex(rel);
 
 	e->relname = pstrdup(RelationGetRelationName(rel));
 	qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),

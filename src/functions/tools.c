@@ -457,7 +457,8 @@ claude_image(PG_FUNCTION_ARGS)
 
 	enclen = pg_b64_enc_len(len);
 	b64 = palloc(enclen + 1);
-	enclen = pg_b64_encode(VARDATA_ANY(data), len, b64, enclen);
+	/* const uint8 * from 18, const char * before */
+	enclen = pg_b64_encode((const void *) VARDATA_ANY(data), len, b64, enclen);
 	if (enclen < 0)
 		elog(ERROR, "claude_image: base64 encoding failed");
 	b64[enclen] = '\0';

@@ -90,7 +90,7 @@ static char *
 primary_key_json(Relation rel, HeapTuple tuple)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
-	Oid			pkidx = RelationGetPrimaryKeyIndex(rel);
+	Oid			pkidx = ClaudePrimaryKeyIndex(rel);
 	Relation	idx;
 	StringInfoData buf;
 	int			nest;

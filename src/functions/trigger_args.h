@@ -7,6 +7,7 @@
 #define CLAUDE_TRIGGER_ARGS_H
 
 #include "client/message.h"
+#include "common/pgcompat.h"
 #include "common/template.h"
 #include "utils/rel.h"
 
@@ -17,7 +18,7 @@ typedef struct ClaudeTriggerArgs
 	ClaudeCompleteArgs call;
 } ClaudeTriggerArgs;
 
-extern void claude_trigger_error(const char *msg) pg_attribute_noreturn();
+pg_noreturn extern void claude_trigger_error(const char *msg);
 extern void claude_trigger_check_kind(bool row, bool before_or_after, bool insert_or_update_only);
 extern void claude_trigger_args(Relation rel, int nargs, char **args, ClaudeTriggerArgs *out);
 

@@ -54,7 +54,7 @@ check_trigger(Relation rel, const Trigger *t, Oid enrich)
 							  (TRIGGER_FOR_INSERT(t->tgtype) || TRIGGER_FOR_UPDATE(t->tgtype)) &&
 							  !TRIGGER_FOR_DELETE(t->tgtype) && !TRIGGER_FOR_TRUNCATE(t->tgtype));
 	claude_trigger_args(rel, t->tgnargs, t->tgargs, &args);
-	if (TRIGGER_FOR_AFTER(t->tgtype) && !OidIsValid(RelationGetPrimaryKeyIndex(rel)))
+	if (TRIGGER_FOR_AFTER(t->tgtype) && !OidIsValid(ClaudePrimaryKeyIndex(rel)))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table %s has no primary key", RelationGetRelationName(rel)),

@@ -360,6 +360,7 @@ attempt_done(Transfer *t, CURLcode code, long status)
 	claude_http_end(t);
 	unlink_transfer(t);
 	t->state = XFER_BACKOFF;
+	claude_slot_note_wait(t->slot, CLAUDE_WAIT_RETRY);
 	t->due = TimestampTzPlusMilliseconds(now, (int64) delay);
 	dlist_push_tail(&backoff, &t->node);
 }
@@ -374,6 +375,7 @@ start_attempt(Transfer *t, TimestampTz now)
 	}
 	t->throttled = false;
 	t->state = XFER_RUNNING;
+	claude_slot_note_wait(t->slot, CLAUDE_WAIT_REPLY);
 	t->attempts++;
 	t->restarts = 0;
 	t->fresh = false;
@@ -421,6 +423,7 @@ claude_dispatch_run(void)
 		if (wait > 0)
 		{
 			t->throttled = true;
+			claude_slot_note_wait(t->slot, CLAUDE_WAIT_RATE_LIMIT);
 			limit_wait_ms = wait;
 			break;
 		}

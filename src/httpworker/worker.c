@@ -21,10 +21,13 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "common/pgcompat.h"
+#include "common/waits.h"
 #include "httpworker/dispatch.h"
 #include "httpworker/http.h"
 #include "httpworker/worker.h"
@@ -129,7 +132,7 @@ claude_http_worker_main(Datum arg)
 	claude_worker_register_self();
 	before_shmem_exit(worker_exit, (Datum) 0);
 
-	set = CreateWaitEventSet(TopMemoryContext, 3);
+	set = ClaudeCreateWaitEventSet(3);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(set, WL_SOCKET_READABLE, claude_http_pollable_fd(), NULL, NULL);
@@ -171,7 +174,7 @@ claude_http_worker_main(Datum arg)
 		MemoryContextReset(loop_cxt);
 
 		nevents = WaitEventSetWait(set, sleep_ms(), events, lengthof(events),
-								   PG_WAIT_EXTENSION);
+								   claude_wait_event(CLAUDE_WAIT_HTTP_WORKER_MAIN));
 		for (int i = 0; i < nevents; i++)
 		{
 			if (events[i].events & WL_LATCH_SET)

@@ -13,6 +13,7 @@
 #include "utils/timestamp.h"
 
 #include "common/guc.h"
+#include "common/waits.h"
 #include "shmem/area.h"
 #include "shmem/cachelead.h"
 
@@ -142,7 +143,8 @@ claude_cache_lead(const uint8 *key)
 		}
 		LWLockRelease(cache->lock);
 		waited = true;
-		ConditionVariableTimedSleep(&cache->released, 1000, PG_WAIT_EXTENSION);
+		ConditionVariableTimedSleep(&cache->released, 1000,
+									claude_wait_event(CLAUDE_WAIT_CACHE_LEAD));
 	}
 	ConditionVariableCancelSleep();
 	return lead;

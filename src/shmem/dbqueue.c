@@ -20,6 +20,7 @@
 #include "storage/proc.h"
 #include "storage/spin.h"
 
+#include "common/waits.h"
 #include "shmem/area.h"
 #include "shmem/cachelead.h"
 #include "shmem/dbqueue.h"
@@ -259,7 +260,7 @@ claude_dbwork_release(Oid dbid)
 			return;
 		(void) kill(pid, SIGTERM);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 10, PG_WAIT_EXTENSION);
+						 10, claude_wait_event(CLAUDE_WAIT_DB_WORKER_EXIT));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}

@@ -99,6 +99,7 @@ claude_slots_shmem_startup(void)
 
 			memset(slot, 0, sizeof(ClaudeSlot));
 			SpinLockInit(&slot->mutex);
+			pg_atomic_init_u32(&slot->waiting_for, CLAUDE_WAIT_REPLY);
 			slot->state = SLOT_FREE;
 			slot->request = InvalidDsaPointer;
 			slot->result.body = InvalidDsaPointer;
@@ -254,7 +255,7 @@ claude_slot_acquire(bool wait, bool bulk)
 		if (slot >= 0 || !wait)
 			break;
 		ConditionVariableTimedSleep(&claude_shared->slot_freed, 1000,
-									PG_WAIT_EXTENSION);
+									claude_wait_event(CLAUDE_WAIT_SLOT));
 	}
 	ConditionVariableCancelSleep();
 	if (slot < 0)
@@ -269,6 +270,7 @@ claude_slot_acquire(bool wait, bool bulk)
 	memset(&s->result, 0, sizeof(ClaudeResult));
 	s->result.body = InvalidDsaPointer;
 	SpinLockRelease(&s->mutex);
+	pg_atomic_write_u32(&s->waiting_for, CLAUDE_WAIT_REPLY);
 
 	owned[nowned] = slot;
 	owned_subid[nowned] = GetCurrentSubTransactionId();
@@ -332,11 +334,17 @@ wait_ready(int slot, bool events)
 
 	for (;;)
 	{
+		ClaudeWait	what;
+
 		if (slot_ready(slot, events))
 			return;
 
+		/* what the worker holds it for, as pg_stat_activity shows it */
+		what = pg_atomic_read_u32(&claude_slots[slot].waiting_for);
+		if (events && what == CLAUDE_WAIT_REPLY)
+			what = CLAUDE_WAIT_STREAM;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000, PG_WAIT_EXTENSION);
+						 1000, claude_wait_event(what));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 
@@ -355,6 +363,16 @@ wait_ready(int slot, bool events)
 					 errhint("Check the server log for why the worker exited.")));
 		}
 	}
+}
+
+/*
+ * The worker notes why a request has not gone yet (the rate limits, a
+ * retry's delay) or that it has: for its owner's wait event only.
+ */
+void
+claude_slot_note_wait(int slot, ClaudeWait what)
+{
+	pg_atomic_write_u32(&claude_slots[slot].waiting_for, what);
 }
 
 /* Sleep until the slot has a result. */

@@ -19,6 +19,7 @@
 #include "utils/dsa.h"
 
 #include "common/errors.h"
+#include "common/waits.h"
 #include "shmem/area.h"
 
 typedef enum ClaudeSlotState
@@ -47,6 +48,7 @@ typedef struct ClaudeSlot
 	void	   *events_tail_chunk;	/* its address in the worker that pushed it */
 	Size		events_bytes;
 	bool		events_blocked; /* the worker holds more: wake it on taking */
+	pg_atomic_uint32 waiting_for;	/* ClaudeWait the worker last noted */
 } ClaudeSlot;
 
 /* a chunk of a stream's events, NUL-terminated items */
@@ -102,6 +104,7 @@ extern char *claude_slot_take(int slot, ClaudeResult *result);
 extern int	claude_queue_pop(void);
 extern void claude_slot_finish(int slot, const ClaudeResult *result);
 extern void claude_slot_release_cancelled(int slot);
+extern void claude_slot_note_wait(int slot, ClaudeWait what);
 extern bool claude_slot_is_cancelled(int slot);
 extern void claude_worker_register_self(void);
 extern void claude_worker_unregister_self(void);
