@@ -120,29 +120,12 @@ static Datum
 member_time(const char *json, const char *key, bool *isnull)
 {
 	char	   *s = member_string(json, key);
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile Datum result = (Datum) 0;
+	Datum		result = (Datum) 0;
 
 	*isnull = true;
 	if (s == NULL || strlen(s) > 40 || strspn(s, "0123456789-:.TZtz+ ") != strlen(s))
 		return (Datum) 0;
-	PG_TRY();
-	{
-		result = DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
-									 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-		*isnull = false;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
-			PG_RE_THROW();
-		FlushErrorState();
-	}
-	PG_END_TRY();
+	*isnull = !claude_timestamptz_in(s, &result);
 	return result;
 }
 

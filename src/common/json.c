@@ -254,3 +254,34 @@ claude_utf8_to_server(const char *s, Size len)
 	}
 	return out;
 }
+
+/*
+ * A timestamptz from a server's text, whose shape the caller has checked:
+ * false when its fields are out of range (month 13, hour 25), an error of
+ * the value's, never the caller's; a cancel still goes on.
+ */
+bool
+claude_timestamptz_in(const char *s, Datum *value)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	PG_TRY();
+	{
+		*value = DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
+									 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	return ok;
+}

@@ -59,5 +59,6 @@ extern void claude_reply_error(const char *json, Size len, StringInfo type,
 extern double claude_usage_cost(const ClaudeUsage *u, double price_in, double price_out,
 								bool batch);
 extern void claude_usage_add(ClaudeUsage *sum, const ClaudeUsage *u);
+extern bool claude_timestamptz_in(const char *s, Datum *value);
 
 #endif

@@ -285,9 +285,7 @@ static Datum
 model_created_at(const char *s, const ClaudeResult *result)
 {
 	const char *p = s;
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile Datum value = (Datum) 0;
-	volatile bool ok = false;
+	Datum		value = (Datum) 0;
 
 	/* each test reads a byte only once those before it were no NUL */
 	if (!(digits(p, 4) && p[4] == '-' && digits(p + 5, 2) && p[7] == '-' && digits(p + 8, 2) &&
@@ -310,25 +308,8 @@ model_created_at(const char *s, const ClaudeResult *result)
 	if (*p != '\0')
 		claude_bad_reply(result);
 
-	PG_TRY();
-	{
-		value = DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
-									ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		/* month 13, hour 25: the reply's fault; a cancel goes on */
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
-			PG_RE_THROW();
-		FlushErrorState();
-	}
-	PG_END_TRY();
-	if (!ok)
+	/* month 13, hour 25: the reply's fault */
+	if (!claude_timestamptz_in(s, &value))
 		claude_bad_reply(result);
 	return value;
 }
