@@ -48,6 +48,9 @@ typedef struct ClaudeResult
 	char		request_id[CLAUDE_REQUEST_ID_LEN + 1];
 	char		message[256];	/* transport error text */
 	bool		body_sent;		/* a body from a file was read whole: it may have arrived */
+	bool		has_retry_after;	/* the last reply said when to retry: */
+	double		retry_after_ms; /* after this long (common/retry.c) */
+	int8		should_retry;	/* its x-should-retry, a ClaudeShouldRetry */
 	dsa_pointer body;			/* response body, owner frees */
 	Size		body_len;
 } ClaudeResult;
@@ -64,6 +67,5 @@ typedef struct ClaudeFailure
 extern bool claude_result_failed(const ClaudeResult *result, const char *body,
 								 ClaudeFailure *failure);
 extern void claude_check_result(const ClaudeResult *result, const char *body);
-extern bool claude_result_retryable(const ClaudeResult *result);
 
 #endif

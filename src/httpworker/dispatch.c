@@ -188,6 +188,7 @@ finish(Transfer *t, CURLcode code, long status)
 	r.elapsed_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
 	r.body_sent = t->in != NULL && ftello(t->in) >= (off_t) t->req.body_len;
 	strlcpy(r.request_id, t->request_id, sizeof(r.request_id));
+	claude_outcome_retry_hints(&r, t);
 
 	if (code != CURLE_OK)
 		claude_outcome_failure(&r, code, t);
