@@ -2,7 +2,9 @@
  * errors.h
  *		SQLSTATEs of the claude extension and reporting of failed requests.
  *
- * Class CL is ours.  The codes follow the HTTP status they mostly stand
+ * Class ZC is ours: an implementation-defined class begins with 5-9 or I-Z,
+ * the SQL standard keeps the others (test/t/030_sqlstate_class.pl checks
+ * every code here).  The codes follow the HTTP status they mostly stand
  * for, so they are easy to remember.
  */
 #ifndef CLAUDE_ERRORS_H
@@ -10,16 +12,16 @@
 
 #include "utils/dsa.h"
 
-#define CLAUDE_ERRCODE_CONNECTION	MAKE_SQLSTATE('C','L','0','0','1')
-#define CLAUDE_ERRCODE_BAD_RESPONSE	MAKE_SQLSTATE('C','L','0','0','2')
-#define CLAUDE_ERRCODE_WORKER		MAKE_SQLSTATE('C','L','0','0','3')
-#define CLAUDE_ERRCODE_INVALID_REQUEST	MAKE_SQLSTATE('C','L','4','0','0')
-#define CLAUDE_ERRCODE_AUTH			MAKE_SQLSTATE('C','L','4','0','1')
-#define CLAUDE_ERRCODE_BUDGET		MAKE_SQLSTATE('C','L','4','0','2')
-#define CLAUDE_ERRCODE_NOT_FOUND	MAKE_SQLSTATE('C','L','4','0','4')
-#define CLAUDE_ERRCODE_TIMEOUT		MAKE_SQLSTATE('C','L','4','0','8')
-#define CLAUDE_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('C','L','4','2','9')
-#define CLAUDE_ERRCODE_SERVER		MAKE_SQLSTATE('C','L','5','0','0')
+#define CLAUDE_ERRCODE_CONNECTION	MAKE_SQLSTATE('Z','C','0','0','1')
+#define CLAUDE_ERRCODE_BAD_RESPONSE	MAKE_SQLSTATE('Z','C','0','0','2')
+#define CLAUDE_ERRCODE_WORKER		MAKE_SQLSTATE('Z','C','0','0','3')
+#define CLAUDE_ERRCODE_INVALID_REQUEST	MAKE_SQLSTATE('Z','C','4','0','0')
+#define CLAUDE_ERRCODE_AUTH			MAKE_SQLSTATE('Z','C','4','0','1')
+#define CLAUDE_ERRCODE_BUDGET		MAKE_SQLSTATE('Z','C','4','0','2')
+#define CLAUDE_ERRCODE_NOT_FOUND	MAKE_SQLSTATE('Z','C','4','0','4')
+#define CLAUDE_ERRCODE_TIMEOUT		MAKE_SQLSTATE('Z','C','4','0','8')
+#define CLAUDE_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('Z','C','4','2','9')
+#define CLAUDE_ERRCODE_SERVER		MAKE_SQLSTATE('Z','C','5','0','0')
 
 /* what to do when the shared memory area is full (SQLSTATE 53200) */
 #define CLAUDE_SHMEM_HINT "Close cursors over claude_stream and claude_messages_stream that are no longer read, or raise claude.max_shared_memory."

@@ -240,7 +240,7 @@ finish(Transfer *t, CURLcode code, long status)
 
 /*
  * Fail a request whose handling raised, wherever it got to: unless its
- * slot has a result, it gets this one (CL002), and the worker goes on.
+ * slot has a result, it gets this one (ZC002), and the worker goes on.
  */
 static void
 dispatch_fail(Transfer *t, const char *why)
