@@ -529,7 +529,7 @@ CREATE TABLE claude_budgets (
 );
 REVOKE ALL ON claude_budgets FROM PUBLIC;
 COMMENT ON TABLE claude_budgets IS
-'Daily budgets per role (NULL: unlimited); a call over budget fails with SQLSTATE CL402';
+'Daily budgets per role (NULL: unlimited); a call over budget fails with SQLSTATE ZC402';
 SELECT pg_catalog.pg_extension_config_dump('claude_budgets', '');
 
 -- sessions read prices and budgets again once a change commits

@@ -207,7 +207,7 @@ claude_request_create(const char *path, const char *input_file, Size size)
 /*
  * The reply of a finished request as it came, UTF-8 (NULL if none), and the
  * slot given back.  Never raises for what a server sent: a reply that is
- * not valid UTF-8 (or holds a NUL byte) is a failed request (CL002).  Those
+ * not valid UTF-8 (or holds a NUL byte) is a failed request (ZC002).  Those
  * who read it convert what they take of it with claude_utf8_to_server.
  */
 char *

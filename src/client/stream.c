@@ -105,7 +105,7 @@ claude_stream_abandon(ClaudeStream *st)
 	st->slot = -1;
 }
 
-/* An item in the database's encoding; a reply it cannot hold is CL002. */
+/* An item in the database's encoding; a reply it cannot hold is ZC002. */
 char *
 claude_stream_item_text(const char *item)
 {

@@ -200,15 +200,3 @@ claude_check_result(const ClaudeResult *result, const char *body)
 	if (claude_result_failed(result, body, &failure))
 		claude_raise_failure(&failure);
 }
-
-/* Whether trying the same request later may succeed. */
-bool
-claude_result_retryable(const ClaudeResult *result)
-{
-	int			status = result->http_status;
-
-	if (result->transport != CLAUDE_TE_NONE)
-		return result->transport != CLAUDE_TE_INTERNAL &&
-			result->transport != CLAUDE_TE_REPLY;
-	return status == 408 || status == 409 || status == 429 || status >= 500;
-}

@@ -2,7 +2,9 @@
  * errors.h
  *		SQLSTATEs of the claude extension and reporting of failed requests.
  *
- * Class CL is ours.  The codes follow the HTTP status they mostly stand
+ * Class ZC is ours: an implementation-defined class begins with 5-9 or I-Z,
+ * the SQL standard keeps the others (test/t/030_sqlstate_class.pl checks
+ * every code here).  The codes follow the HTTP status they mostly stand
  * for, so they are easy to remember.
  */
 #ifndef CLAUDE_ERRORS_H
@@ -10,16 +12,16 @@
 
 #include "utils/dsa.h"
 
-#define CLAUDE_ERRCODE_CONNECTION	MAKE_SQLSTATE('C','L','0','0','1')
-#define CLAUDE_ERRCODE_BAD_RESPONSE	MAKE_SQLSTATE('C','L','0','0','2')
-#define CLAUDE_ERRCODE_WORKER		MAKE_SQLSTATE('C','L','0','0','3')
-#define CLAUDE_ERRCODE_INVALID_REQUEST	MAKE_SQLSTATE('C','L','4','0','0')
-#define CLAUDE_ERRCODE_AUTH			MAKE_SQLSTATE('C','L','4','0','1')
-#define CLAUDE_ERRCODE_BUDGET		MAKE_SQLSTATE('C','L','4','0','2')
-#define CLAUDE_ERRCODE_NOT_FOUND	MAKE_SQLSTATE('C','L','4','0','4')
-#define CLAUDE_ERRCODE_TIMEOUT		MAKE_SQLSTATE('C','L','4','0','8')
-#define CLAUDE_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('C','L','4','2','9')
-#define CLAUDE_ERRCODE_SERVER		MAKE_SQLSTATE('C','L','5','0','0')
+#define CLAUDE_ERRCODE_CONNECTION	MAKE_SQLSTATE('Z','C','0','0','1')
+#define CLAUDE_ERRCODE_BAD_RESPONSE	MAKE_SQLSTATE('Z','C','0','0','2')
+#define CLAUDE_ERRCODE_WORKER		MAKE_SQLSTATE('Z','C','0','0','3')
+#define CLAUDE_ERRCODE_INVALID_REQUEST	MAKE_SQLSTATE('Z','C','4','0','0')
+#define CLAUDE_ERRCODE_AUTH			MAKE_SQLSTATE('Z','C','4','0','1')
+#define CLAUDE_ERRCODE_BUDGET		MAKE_SQLSTATE('Z','C','4','0','2')
+#define CLAUDE_ERRCODE_NOT_FOUND	MAKE_SQLSTATE('Z','C','4','0','4')
+#define CLAUDE_ERRCODE_TIMEOUT		MAKE_SQLSTATE('Z','C','4','0','8')
+#define CLAUDE_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('Z','C','4','2','9')
+#define CLAUDE_ERRCODE_SERVER		MAKE_SQLSTATE('Z','C','5','0','0')
 
 /* what to do when the shared memory area is full (SQLSTATE 53200) */
 #define CLAUDE_SHMEM_HINT "Close cursors over claude_stream and claude_messages_stream that are no longer read, or raise claude.max_shared_memory."
@@ -48,6 +50,9 @@ typedef struct ClaudeResult
 	char		request_id[CLAUDE_REQUEST_ID_LEN + 1];
 	char		message[256];	/* transport error text */
 	bool		body_sent;		/* a body from a file was read whole: it may have arrived */
+	bool		has_retry_after;	/* the last reply said when to retry: */
+	double		retry_after_ms; /* after this long (common/retry.c) */
+	int8		should_retry;	/* its x-should-retry, a ClaudeShouldRetry */
 	dsa_pointer body;			/* response body, owner frees */
 	Size		body_len;
 } ClaudeResult;
@@ -64,6 +69,5 @@ typedef struct ClaudeFailure
 extern bool claude_result_failed(const ClaudeResult *result, const char *body,
 								 ClaudeFailure *failure);
 extern void claude_check_result(const ClaudeResult *result, const char *body);
-extern bool claude_result_retryable(const ClaudeResult *result);
 
 #endif

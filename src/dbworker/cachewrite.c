@@ -70,7 +70,7 @@ claude_cache_insert(const char *table, const uint8 *key, const char *request,
 /*
  * A paid reply the HTTP worker handed over (UTF-8, as it came), stored if
  * the database can hold it: a reply whose text its encoding cannot take
- * is not cached, as its caller got CL002 for it.
+ * is not cached, as its caller got ZC002 for it.
  */
 static void
 apply_write(ClaudeDbRecord *rec, const char *table)

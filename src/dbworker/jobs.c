@@ -13,13 +13,14 @@
  * its job deleted, in a subtransaction, so one bad row cannot hurt the
  * others.  The requests in flight outlive any error of the worker
  * (claude_pipe_keep_slots): an error elsewhere re-sends nothing.
- * Retryable failures (429, 5xx, connection, timeout) come back after an
- * exponential backoff until claude.max_retries retries are used; other
- * failures, and the last one, leave the job 'failed' with its error until
- * claude_jobs_retry().  A job whose row is gone is finished quietly.  Jobs
- * 'running' when a worker starts belong to a worker that died, and those
- * an aborted round lost track of are not in flight: both are queued
- * again.
+ * Failures the one retry policy retries (common/retry.c: 429, 5xx,
+ * connection, timeout, as the server's x-should-retry and retry-after say)
+ * come back after the jobs' backoff until claude.max_retries retries are
+ * used; other failures, and the last one, leave the job 'failed' with its
+ * error until claude_jobs_retry().  A job whose row is gone is finished
+ * quietly.  Jobs 'running' when a worker starts belong to a worker that
+ * died, and those an aborted round lost track of are not in flight: both
+ * are queued again.
  *
  * Each request is sent as the role that fired the trigger (it pays, its
  * budget and cache scope apply); a job that role cannot pay for now (a
@@ -28,8 +29,6 @@
  * restricted, and only while the table still has the trigger that asked.
  */
 #include "postgres.h"
-
-#include <math.h>
 
 #include "access/relation.h"
 #include "access/xact.h"
@@ -51,6 +50,7 @@
 #include "client/pipe.h"
 #include "common/errors.h"
 #include "common/guc.h"
+#include "common/retry.h"
 #include "common/secret.h"
 #include "common/security.h"
 #include "common/spi.h"
@@ -60,7 +60,6 @@
 
 #define JOBS_WINDOW		256
 #define CLAIM_AT_LEAST	16
-#define BACKOFF_MAX_S	300
 
 typedef struct Job
 {
@@ -163,19 +162,25 @@ set_failed(Job *job, const char *error)
 				   (Datum[]) {Int64GetDatum(job->id), CStringGetTextDatum(error)}, SPI_OK_UPDATE);
 }
 
+/*
+ * Queue a failed job again when the retry policy says so (common/retry.c,
+ * with the jobs' own backoff and claude.max_retries), else fail it.
+ */
 static void
-set_failed_or_retry(Job *job, const char *error, bool retryable)
+set_failed_or_retry(Job *job, const char *error, const ClaudeResult *result)
 {
-	Oid			types[3] = {INT8OID, TEXTOID, FLOAT8OID};
-	Datum		values[3];
+	ClaudeRetryPolicy policy = claude_retry_policy_jobs(max_attempts - 1);
+	ClaudeAttempt attempt;
+	ClaudeRetryDecision d;
 
-	values[0] = Int64GetDatum(job->id);
-	values[1] = CStringGetTextDatum(error);
-	values[2] = Float8GetDatum(Min(pow(2, job->attempts - 1), BACKOFF_MAX_S));
-	if (retryable && job->attempts < max_attempts)
+	claude_retry_attempt_of(result, job->attempts, &attempt);
+	d = claude_retry_decide(&attempt, &policy);
+	if (d.retry)
 		claude_spi_run(psprintf("UPDATE %s SET status = 'queued', last_error = $2, updated_at = now(), "
-						 "next_attempt_at = now() + $3 * interval '1 second' WHERE id = $1", jobs_table),
-				3, types, values, SPI_OK_UPDATE);
+						 "next_attempt_at = now() + $3 * interval '1 millisecond' WHERE id = $1", jobs_table),
+				3, (Oid[]) {INT8OID, TEXTOID, FLOAT8OID},
+				(Datum[]) {Int64GetDatum(job->id), CStringGetTextDatum(error), Float8GetDatum(d.delay_ms)},
+				SPI_OK_UPDATE);
 	else
 		set_failed(job, error);
 }
@@ -265,8 +270,7 @@ record_outcome(void *arg)
 	else if (o->error && strstr(o->error, " billing_error: ") != NULL)
 		set_waiting(o->job, o->error);
 	else
-		set_failed_or_retry(o->job, o->error,
-							o->result == NULL || claude_result_retryable(o->result));
+		set_failed_or_retry(o->job, o->error, o->result);
 }
 
 /* A job's request is over: record its outcome in a subtransaction. */

@@ -279,7 +279,7 @@ digits(const char *s, int n)
  * and an offset such as +02:00) and nothing else, read as timestamptz.
  * timestamptz_in alone would take "now", "infinity" and whatever DateStyle
  * reads, and fail with 22007: any other text, or a field out of range, is
- * a bad reply (CL002).
+ * a bad reply (ZC002).
  */
 static Datum
 model_created_at(const char *s, const ClaudeResult *result)

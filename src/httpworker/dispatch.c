@@ -188,6 +188,7 @@ finish(Transfer *t, CURLcode code, long status)
 	r.elapsed_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
 	r.body_sent = t->in != NULL && ftello(t->in) >= (off_t) t->req.body_len;
 	strlcpy(r.request_id, t->request_id, sizeof(r.request_id));
+	claude_outcome_retry_hints(&r, t);
 
 	if (code != CURLE_OK)
 		claude_outcome_failure(&r, code, t);
@@ -239,7 +240,7 @@ finish(Transfer *t, CURLcode code, long status)
 
 /*
  * Fail a request whose handling raised, wherever it got to: unless its
- * slot has a result, it gets this one (CL002), and the worker goes on.
+ * slot has a result, it gets this one (ZC002), and the worker goes on.
  */
 static void
 dispatch_fail(Transfer *t, const char *why)

@@ -4,68 +4,68 @@
  *		what a failed one tells its caller: the class of the failure (its
  *		SQLSTATE, see common/errors.c) and its message.  Caller: dispatch.c.
  *
- * Retried: 408, 409, 429, 5xx, 529, connection errors and timeouts, with
- * exponential backoff (0.5 s doubling to 8 s, 0-25% jitter) unless the
- * server says when (retry-after-ms, retry-after) or that it should not
- * (x-should-retry).  Never retried: 400, 401, 403, 404, 413.
+ * Whether to retry is common/retry.c's decision, with the requests'
+ * policy (claude.max_retries); this file says what the attempt was.
  */
 #include "postgres.h"
 
-#include <math.h>
-
-#if PG_VERSION_NUM >= 150000
-#include "common/pg_prng.h"
-#endif
-
 #include "common/guc.h"
+#include "common/retry.h"
 #include "httpworker/sse.h"
 #include "httpworker/transfer.h"
 
-#define BACKOFF_FIRST_MS	500
-#define BACKOFF_MAX_MS		8000
-#define RETRY_AFTER_MAX_MS	(10 * 60 * 1000)
-
-static double
-jitter(void)
+static ClaudeShouldRetry
+should_retry(const Transfer *t)
 {
-#if PG_VERSION_NUM >= 150000
-	return pg_prng_double(&pg_global_prng_state);
-#else
-	return (double) random() / ((double) MAX_RANDOM_VALUE + 1);
-#endif
+	return t->should_retry == 1 ? CLAUDE_SHOULD_RETRY_TRUE :
+		t->should_retry == 0 ? CLAUDE_SHOULD_RETRY_FALSE : CLAUDE_SHOULD_RETRY_ABSENT;
+}
+
+/* The attempt, as the retry decision sees it. */
+static void
+describe_attempt(const Transfer *t, CURLcode code, long status, ClaudeAttempt *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->attempt = t->attempts;
+	a->retry_after_ms = t->retry_after_ms;
+	a->should_retry = should_retry(t);
+	a->not_idempotent = t->req.not_idempotent;
+	/* a stream the caller has begun to read, or lost events of, cannot start over */
+	a->delivered = t->stream_failed || t->events_lost ||
+		(t->sse && (claude_sse_delivered(t->sse) || claude_sse_state(t->sse) == SSE_BROKEN));
+	if (code == CURLE_OK)
+		a->http_status = (int) status;
+	else if (t->too_large)
+		a->transport = CLAUDE_TE_REPLY;
+	else if (t->file_failed)
+		a->transport = CLAUDE_TE_INTERNAL;
+	else if (code == CURLE_OPERATION_TIMEDOUT)
+		a->transport = CLAUDE_TE_TIMEOUT;
+	else
+		a->transport = CLAUDE_TE_CONNECT;
 }
 
 /* Milliseconds to wait before retrying this attempt, or -1 for no retry. */
 double
 claude_outcome_retry_ms(const Transfer *t, CURLcode code, long status)
 {
-	double		delay;
+	ClaudeAttempt a;
+	ClaudeRetryPolicy policy = claude_retry_policy_requests(t->req.max_retries);
+	ClaudeRetryDecision d;
 
-	if (t->attempts > t->req.max_retries)
-		return -1;
-	/* a stream the caller has begun to read cannot start over */
-	if (t->sse && (claude_sse_delivered(t->sse) || claude_sse_state(t->sse) == SSE_BROKEN))
-		return -1;
-	if (t->stream_failed)
-		return -1;
-	if (code == CURLE_OK)
-	{
-		if (status < 400 || status == 400 || status == 401 || status == 403 ||
-			status == 404 || status == 413)
-			return -1;
-		if (t->should_retry == 0)
-			return -1;
-		if (t->should_retry != 1 &&
-			!(status == 408 || status == 409 || status == 429 || status >= 500))
-			return -1;
-	}
-	else if (t->too_large || t->file_failed || t->events_lost || t->req.not_idempotent)
-		return -1;
+	describe_attempt(t, code, status, &a);
+	d = claude_retry_decide(&a, &policy);
+	return d.retry ? d.delay_ms : -1;
+}
 
-	if (t->retry_after_ms >= 0)
-		return Min(t->retry_after_ms, RETRY_AFTER_MAX_MS);
-	delay = Min(BACKOFF_FIRST_MS * pow(2, t->attempts - 1), BACKOFF_MAX_MS);
-	return delay * (1.0 - 0.25 * jitter());
+/* The server's word on retrying, for a caller that retries itself (jobs). */
+void
+claude_outcome_retry_hints(ClaudeResult *r, const Transfer *t)
+{
+	/* NaN is none; the decision clamps, this keeps shared state finite */
+	r->has_retry_after = t->retry_after_ms >= 0;
+	r->retry_after_ms = r->has_retry_after ? Min(t->retry_after_ms, (double) PG_INT32_MAX) : 0;
+	r->should_retry = should_retry(t);
 }
 
 /* A result that did not fit claude.max_shared_memory (SQLSTATE 53200). */

@@ -112,6 +112,7 @@ extern void claude_pool_retire_silent(TimestampTz now);
 
 /* outcome.c */
 extern double claude_outcome_retry_ms(const Transfer *t, CURLcode code, long status);
+extern void claude_outcome_retry_hints(ClaudeResult *r, const Transfer *t);
 extern void claude_outcome_failure(ClaudeResult *r, CURLcode code, const Transfer *t);
 extern void claude_outcome_shmem_full(ClaudeResult *r, const char *what);
 

@@ -60,7 +60,7 @@ ok(wait_until(sub { $mock->stats->{concurrency} == 0 }), 'the worker aborted the
 ($rc, $out, $err) = $node->psql('postgres',
 	"SET claude.request_timeout = 300; SET claude.max_retries = 0; SELECT claude_complete('[[mock:hang]] slow')",
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-like($err, qr/CL408: Claude API request timed out/, 'claude.request_timeout raises CL408');
+like($err, qr/ZC408: Claude API request timed out/, 'claude.request_timeout raises ZC408');
 
 # after all that, every one of the 3 slots is free again: 3 calls at once
 my @bg = map { start_bg($node, "SELECT claude_complete('[[mock:delay=200]] after $_')") } 1 .. 3;

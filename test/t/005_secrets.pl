@@ -94,7 +94,7 @@ for my $ca ($other->ca_file, '')
 	($rc, $out, $err) = $node->psql('postgres',
 		"SET claude.ca_file = '$ca'; SELECT claude_complete('unverified')",
 		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-	like($err, qr/CL001: could not reach the Claude API: .*(SSL certificate|certificate verify)/i,
+	like($err, qr/ZC001: could not reach the Claude API: .*(SSL certificate|certificate verify)/i,
 		"a server the CA bundle '$ca' does not vouch for is refused");
 }
 
@@ -109,7 +109,7 @@ is($other->stats->{proxy_tunnels}, 1, 'the proxy carried it');
 ($rc, $out, $err) = $node->psql('postgres',
 	"SET claude.proxy = 'http://127.0.0.1:1'; SELECT claude_complete('no proxy there')",
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-like($err, qr/CL001: could not reach the Claude API/, 'a proxy that is down gives CL001');
+like($err, qr/ZC001: could not reach the Claude API/, 'a proxy that is down gives ZC001');
 
 $node->stop;
 done_testing();

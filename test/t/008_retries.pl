@@ -35,7 +35,7 @@ is($mock->stats->{requests}, 5, 'after exactly 4 retries');
 $mock->reset;
 $mock->fault({ status => 400 });
 ($out, $err) = call("SELECT claude_complete('bad')");
-like($err, qr/CL400: Claude API error 400 invalid_request_error/, 'a 400 fails');
+like($err, qr/ZC400: Claude API error 400 invalid_request_error/, 'a 400 fails');
 is($mock->stats->{requests}, 1, 'and is not retried');
 for my $status (401, 403, 404, 413)
 {
@@ -56,7 +56,7 @@ for my $status (408, 409, 502, 503, 504)
 $mock->reset;
 $mock->fault({ status => 529, retry_after_ms => 10, count => 10 });
 ($out, $err) = call("SELECT claude_complete('overloaded')", 'SET claude.max_retries = 2;');
-like($err, qr/CL500: Claude API error 529 overloaded_error/, 'after the last attempt the error names overloaded_error');
+like($err, qr/ZC500: Claude API error 529 overloaded_error/, 'after the last attempt the error names overloaded_error');
 like($err, qr/attempts: 3/, 'and says how many attempts were made');
 is($mock->stats->{requests}, 3, 'claude.max_retries = 2 means 3 attempts');
 $mock->clear_faults;

@@ -122,7 +122,7 @@ is($rc, 0, 'alice makes her 5th request of the day (4 were made before the resta
 like($err, qr/budget of role alice is spent \(requests_per_day 5\)/, 'the 6th is refused, with "budget" in the message');
 ($rc, $out, $err) = $node->psql('postgres', "SELECT claude_complete('alice 6', cache => false)",
 	extra_params => [ '-U', 'alice', '-v', 'VERBOSITY=verbose' ]);
-like($err, qr/CL402/, 'SQLSTATE CL402');
+like($err, qr/ZC402/, 'SQLSTATE ZC402');
 ($rc, $out, $err) = as_role('bob', "SELECT claude_complete('bob 2', cache => false)");
 is($rc, 0, 'bob is not affected');
 ($rc, $out, $err) = as_role('alice', "SELECT claude_complete('alice 1', cache => true)");

@@ -63,10 +63,10 @@ unharmed('\u00e9 in a reply');
 # ---- 2. nesting 16,000 deep, in an unknown field and in usage
 my $deep = '[' x 16000 . ']' x 16000;
 ($rc, $out, $err) = with_reply({ body => message(undef, undef, ",\"deep\":$deep") });
-like($err, qr/CL002/, 'a reply nested 16,000 deep: CL002, not "stack depth limit exceeded"');
+like($err, qr/ZC002/, 'a reply nested 16,000 deep: ZC002, not "stack depth limit exceeded"');
 unharmed('nesting 16,000 deep');
 ($rc, $out, $err) = with_reply({ status => 400, body => "{\"error\":$deep}" });
-like($err, qr/CL400.*Claude API error 400 http_error/s, 'an error body nested 16,000 deep: CL400, not 54001');
+like($err, qr/ZC400.*Claude API error 400 http_error/s, 'an error body nested 16,000 deep: ZC400, not 54001');
 unharmed('a deep error body');
 
 # ---- 3. rate-limit headers that would stop all traffic
@@ -109,7 +109,7 @@ $mock->clear_faults;
 # ---- 8. a reply larger than claude.max_reply_size
 ($rc, $out, $err) = with_reply({ body => message(undef, '"' . ('x' x (2 * 1024 * 1024)) . '"') },
 	"SET claude.max_reply_size = '1MB'; SELECT claude_complete('big')");
-like($err, qr/CL002.*larger than claude.max_reply_size/s, 'a 2 MB reply with max_reply_size = 1MB: CL002');
+like($err, qr/ZC002.*larger than claude.max_reply_size/s, 'a 2 MB reply with max_reply_size = 1MB: ZC002');
 unharmed('a reply over claude.max_reply_size');
 
 # ---- 9. an error message cut inside a multibyte character
@@ -121,20 +121,20 @@ unlike($err, qr/invalid byte sequence/, 'not "invalid byte sequence"');
 
 # ---- 10. smaller: counts, content, redirects, \u0000, raw bytes
 ($rc, $out, $err) = with_reply({ body => '{"input_tokens":-5}' }, "SELECT claude_count_tokens('x')");
-like($err, qr/CL002/, 'count_tokens of -5: CL002');
+like($err, qr/ZC002/, 'count_tokens of -5: ZC002');
 ($rc, $out, $err) = with_reply({ body => '{"input_tokens":1.5}' }, "SELECT claude_count_tokens('x')");
-like($err, qr/CL002/, 'count_tokens of 1.5: CL002');
+like($err, qr/ZC002/, 'count_tokens of 1.5: ZC002');
 ($rc, $out, $err) = with_reply({ body => message(undef, '42') });
-like($err, qr/CL002/, 'a text block whose text is no string: CL002');
+like($err, qr/ZC002/, 'a text block whose text is no string: ZC002');
 ($rc, $out, $err) = with_reply({ body => '{"type":"message","content":[],"usage":{"input_tokens":1,"output_tokens":0}}' });
-like($err, qr/CL002/, 'content: [] is no reply: CL002');
+like($err, qr/ZC002/, 'content: [] is no reply: ZC002');
 ($rc, $out, $err) = with_reply({ status => 301, headers => { location => 'https://example.com/' }, body => '' });
 like($err, qr/redirect 301 not followed/, 'a 301: "redirect not followed"');
 ($rc, $out, $err) = with_reply({ body => message(undef, '"a\u0000b"') });
-like($err, qr/CL002/, '\u0000 in claude_complete: CL002');
+like($err, qr/ZC002/, '\u0000 in claude_complete: ZC002');
 ($rc, $out, $err) = with_reply({ body => message(undef, '"a\u0000b"') },
 	"SELECT claude_messages('{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}')");
-like($err, qr/CL002/, '\u0000 in claude_messages: CL002 too');
+like($err, qr/ZC002/, '\u0000 in claude_messages: ZC002 too');
 my $bad_utf8 = encode_base64(message(undef, "\"bad \xff\xfe bytes\""), '');
 $mock->fault([ {}, { body_base64 => $bad_utf8 }, {} ]);
 ($rc, $out, $err) = $node->psql('postgres',
@@ -156,7 +156,7 @@ for my $enc ('LATIN1', 'SQL_ASCII')
 	($rc, $out, $err) = with_reply({ body => message(undef, '"\u65e5\u672c"') }, "SELECT claude_complete('x')", $db);
 	if ($enc eq 'LATIN1')
 	{
-		like($err, qr/CL002/, 'LATIN1: a reply it cannot hold is CL002');
+		like($err, qr/ZC002/, 'LATIN1: a reply it cannot hold is ZC002');
 	}
 	else
 	{

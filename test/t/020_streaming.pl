@@ -70,7 +70,7 @@ ok(last_request()->{stream}, 'it went streamed');
 $mock->reset;
 ($out, $err) = call("SELECT claude_complete('[[mock:delay=1500]] $long', max_tokens => 200);",
 	"SET claude.request_timeout = '1s'; SET claude.stream_min_tokens = 1000; SET claude.max_retries = 2;");
-like($err, qr/CL408/, 'not streamed, the same long answer times out');
+like($err, qr/ZC408/, 'not streamed, the same long answer times out');
 is($mock->stats->{requests}, 3, 'after being paid for on every attempt');
 ok(!last_request()->{stream}, 'below stream_min_tokens a request is not streamed');
 
@@ -162,21 +162,21 @@ FETCH 1 FROM c;
 FETCH ALL FROM c;
 COMMIT;});
 ok($out ne '' && index($late, $out) == 0, 'rows came before the error, the start of the answer') or diag($out);
-like($err, qr/CL500: Claude API error 529 overloaded_error/, 'an error event after them fails the statement as a 529');
+like($err, qr/ZC500: Claude API error 529 overloaded_error/, 'an error event after them fails the statement as a 529');
 is($mock->stats->{requests}, 1, 'and is not retried: rows were returned');
 
 $mock->reset;
 ($out, $err) = call("SELECT claude_stream('[[mock:stream_cut=3]] cut late $long')");
-like($err, qr/CL001/, 'a cut after rows fails the statement as a connection error');
+like($err, qr/ZC001/, 'a cut after rows fails the statement as a connection error');
 is($mock->stats->{requests}, 1, 'not retried');
 
-# a stream that ends without message_stop is CL002 and never cached
+# a stream that ends without message_stop is ZC002 and never cached
 $mock->reset;
 ($out, $err) = call("SELECT claude_complete('[[mock:stream_no_stop]] unfinished', max_tokens => 200)",
 	"SET claude.cache = on; SET claude.stream_min_tokens = 100;");
-like($err, qr/CL002.*message_stop/, 'a stream without message_stop is CL002');
+like($err, qr/ZC002.*message_stop/, 'a stream without message_stop is ZC002');
 ($out, $err) = call("SELECT count(*) FROM claude_messages_stream('{\"messages\": [{\"role\": \"user\", \"content\": \"[[mock:stream_no_stop]] events\"}]}')");
-like($err, qr/CL002/, 'claude_messages_stream says so too');
+like($err, qr/ZC002/, 'claude_messages_stream says so too');
 sleep 1;
 is($node->safe_psql('postgres', "SELECT count(*) FROM claude_cache WHERE request::text LIKE '%unfinished%'"),
 	'0', 'and nothing of it is cached');
@@ -196,13 +196,13 @@ for my $case (
 	$mock->reset;
 	$mock->fault({ status => 200, headers => { 'content-type' => 'text/event-stream' }, body => $case->[1] });
 	($out, $err) = call("SELECT claude_complete('hostile', max_tokens => 200)", 'SET claude.stream_min_tokens = 100;');
-	like($err, qr/CL002/, "$case->[0]: CL002");
+	like($err, qr/ZC002/, "$case->[0]: ZC002");
 }
 $mock->reset;
 # what is kept counts, not the events' wrapping (026 plays 100,000 pings)
 $mock->config({ stream_chunk_chars => 64 });
 ($out, $err) = call("SELECT count(*) FROM claude_stream('" . ('x' x 70000) . "')", "SET claude.max_reply_size = '64kB';");
-like($err, qr/CL002.*claude.max_reply_size/, 'a stream whose text is larger than claude.max_reply_size is CL002');
+like($err, qr/ZC002.*claude.max_reply_size/, 'a stream whose text is larger than claude.max_reply_size is ZC002');
 $mock->config({ stream_chunk_chars => 8 });
 is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'claude http worker'"),
 	'1', 'the HTTP worker is still there');

@@ -190,7 +190,7 @@ $node->reload;
 # cross the network in clear.  The proxy is down; the endpoint answers 404.
 ($rc, $out, $err) = try_sql("SET claude.base_url = 'http://127.0.0.1:" . $mock->control_port . "'; "
 	  . "SET claude.proxy = 'http://127.0.0.1:1'; SELECT claude_complete('plain http')");
-like($err, qr/ERROR:  CL404/, 'a plain http endpoint is reached directly, not through claude.proxy')
+like($err, qr/ERROR:  ZC404/, 'a plain http endpoint is reached directly, not through claude.proxy')
   or diag($err);
 
 # ---- an innocent call still works

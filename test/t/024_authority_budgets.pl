@@ -85,7 +85,7 @@ BEGIN
         BEGIN
             PERFORM claude_complete(tag || ' ' || i, cache => false);
             ok := ok + 1;
-        EXCEPTION WHEN SQLSTATE 'CL402' THEN
+        EXCEPTION WHEN SQLSTATE 'ZC402' THEN
             NULL;
         END;
     END LOOP;

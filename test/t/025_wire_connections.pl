@@ -76,7 +76,7 @@ for my $how ([ close_unanswered => 'closed without an answer' ], [ reset => 'res
 	my $before = posts($mock);
 	$mock->fault({ $fault => \1 });
 	my ($rc, $out, $err) = call('alice', "SELECT claude_complete('[$fault] pay me once', cache => false)");
-	like($err, qr/CL001/, "4. a reused connection $what after the body, max_retries = 0: CL001") or diag($err);
+	like($err, qr/ZC001/, "4. a reused connection $what after the body, max_retries = 0: ZC001") or diag($err);
 	is(posts($mock) - $before, 1, "4. $what: the server got the POST once");
 	unharmed("4. $what");
 }
@@ -94,7 +94,7 @@ $before = posts($mock);
 $mock->fault({ close_unanswered => \1 });
 ($rc, $out, $err) = $node->psql('postgres', "SELECT string_agg(t, '') FROM claude_stream('streamed once') t",
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-like($err, qr/CL001/, '4. a stream\'s body is not sent again either: CL001') or diag($out, $err);
+like($err, qr/ZC001/, '4. a stream\'s body is not sent again either: ZC001') or diag($out, $err);
 is(posts($mock) - $before, 1, '4. the server got the streamed POST once');
 unharmed('4. streamed');
 

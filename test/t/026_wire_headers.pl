@@ -4,7 +4,7 @@
 # whole value; a stream ends at message_stop whatever the server does after;
 # a stream cut mid-answer and retried counts what each attempt reported;
 # one rule for lone surrogates; max_reply_size counts what is kept, not
-# pings; a garbage created_at is CL002.  After every case: the caller's
+# pings; a garbage created_at is ZC002.  After every case: the caller's
 # SQLSTATE, the HTTP worker's PID unchanged, an innocent call succeeds.
 use strict;
 use warnings;
@@ -99,12 +99,12 @@ for my $case ([ 'the key itself', $key ], [ 'the key after 40 filler bytes', ('f
 	[ 'the key after 60 filler bytes', ('f' x 60) . $key ])
 {
 	($rc, $out, $err) = with_faults($mock, raw(500, [ "request-id: $case->[1]", 'content-type: application/json' ], $ERROR_BODY));
-	like($err, qr/CL500.*Claude API error 500 api_error: boom/s, "request-id $case->[0]: the API's error");
+	like($err, qr/ZC500.*Claude API error 500 api_error: boom/s, "request-id $case->[0]: the API's error");
 	unlike($err, $secret, "request-id $case->[0]: no part of the key in the error");
 	like($err, qr/request-id: f*\*{4,}/, "request-id $case->[0]: redacted") or diag($err);
 }
 ($rc, $out, $err) = with_faults($mock, raw(200, [ 'request-id: ' . ('x' x 40) . $key, 'content-type: application/json' ], '{}'));
-like($err, qr/CL002/, 'a bad reply whose request-id echoes the key: CL002');
+like($err, qr/ZC002/, 'a bad reply whose request-id echoes the key: ZC002');
 unlike($err, $secret, 'and its DETAIL shows no part of the key');
 unharmed('request-id echoing the key');
 
@@ -117,7 +117,7 @@ ok(defined $shown && length($shown) <= 64, 'of at most 64 characters (' . length
 unlike($err, qr/[\e\r\xff\x01]/, 'no escape, CR, \xff or control byte reaches the caller');
 ($rc, $out, $err) = with_faults($mock, raw(500, [ "request-id: $rid", 'content-type: application/json' ], $ERROR_BODY),
 	undef, "SET client_encoding = 'LATIN1';");
-like($err, qr/CL500.*Claude API error 500 api_error: boom/s, 'a LATIN1 client gets the API\'s error');
+like($err, qr/ZC500.*Claude API error 500 api_error: boom/s, 'a LATIN1 client gets the API\'s error');
 unlike($err, qr/invalid byte sequence|has no equivalent/, 'not an encoding error');
 unharmed('request-id of raw bytes');
 my $log = slurp_file($node->logfile);
@@ -143,7 +143,7 @@ for my $m ([ 'HTTP/1.1', $mock, '' ], [ 'HTTP/2', $mock2, $h2 ])
 	($rc, $out, $err) = with_faults($srv, [ { status => 529, should_retry => 'false',
 		trailers => { 'x-should-retry' => 'true', 'request-id' => 'from-trailer' } }, {} ],
 		undef, $set . 'SET claude.max_retries = 1;');
-	like($err, qr/CL500/, "$v: a 529 with x-should-retry: false and the trailer true: not retried");
+	like($err, qr/ZC500/, "$v: a 529 with x-should-retry: false and the trailer true: not retried");
 	like($err, qr/request-id: req_mock_\d+/, "$v: request-id is the header's, not the trailer's");
 	is($srv->stats->{requests}, 1, "$v: one request");
 	unharmed("$v: 103 and trailers");
@@ -210,22 +210,22 @@ is(sql("SELECT concat_ws(' ', requests, input_tokens, output_tokens) FROM claude
 	'counted as requests, their tokens not believed');
 unharmed('usage of streams');
 
-# ======== one rule for lone surrogates: CL002 everywhere
+# ======== one rule for lone surrogates: ZC002 everywhere
 my $messages = "SELECT claude_messages('{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}')";
 for my $s ('"a\ud800b"', '"a\udc00b"', '"a\ud800\u0041"', '"a\ud83d"')
 {
 	($rc, $out, $err) = with_faults($mock, { body => message(undef, $s) });
-	like($err, qr/CL002/, "$s in a reply: CL002 in claude_complete") or diag("got: $out");
+	like($err, qr/ZC002/, "$s in a reply: ZC002 in claude_complete") or diag("got: $out");
 	($rc, $out, $err) = with_faults($mock, { body => message(undef, $s) }, $messages);
-	like($err, qr/CL002/, "$s in a reply: CL002 in claude_messages");
+	like($err, qr/ZC002/, "$s in a reply: ZC002 in claude_messages");
 	($rc, $out, $err) = with_faults($mock, sse_fault(events(deltas => [ '"a"', $s ])));
-	like($err, qr/CL002/, "$s in a text delta: CL002 in claude_complete") or diag("got: $out");
+	like($err, qr/ZC002/, "$s in a text delta: ZC002 in claude_complete") or diag("got: $out");
 	($rc, $out, $err) = with_faults($mock, sse_fault(events(deltas => [ '"a"', $s ])),
 		"SELECT string_agg(p, '') FROM (SELECT claude_stream('x') AS p) s");
-	like($err, qr/CL002/, "$s in a text delta: CL002 in claude_stream") or diag("got: $out");
+	like($err, qr/ZC002/, "$s in a text delta: ZC002 in claude_stream") or diag("got: $out");
 	($rc, $out, $err) = with_faults($mock, sse_fault(events(deltas => [ '"a"', $s ])),
 		"SELECT count(*) FROM claude_messages_stream('{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}')");
-	like($err, qr/CL002/, "$s in a text delta: CL002 in claude_messages_stream");
+	like($err, qr/ZC002/, "$s in a text delta: ZC002 in claude_messages_stream");
 }
 ($rc, $out, $err) = with_faults($mock, { body => message(undef, '"\ud83d\ude00 \u00e9"') });
 is($out, "\xf0\x9f\x98\x80 \xc3\xa9", 'a surrogate pair is still one character');
@@ -242,7 +242,7 @@ is($out, 'hello world!', '100,000 pings (3.6 MB) around a 12-byte answer pass cl
 is($out, 'hello world!', 'and through claude_stream') or diag(substr($err, 0, 300));
 ($rc, $out, $err) = with_faults($mock, sse_fault(events(deltas => [ map { '"' . ('z' x 1000) . '"' } 1 .. 1100 ])),
 	undef, "SET claude.max_reply_size = '1MB';");
-like($err, qr/CL002.*larger than claude.max_reply_size/s, 'while 1.1 MB of text still fails it');
+like($err, qr/ZC002.*larger than claude.max_reply_size/s, 'while 1.1 MB of text still fails it');
 unharmed('pings and max_reply_size');
 
 # ======== a garbage created_at in /v1/models
@@ -251,7 +251,7 @@ for my $c ('garbage', '2025-13-45T00:00:00Z', 'now', 'infinity', '2025-02-19 jun
 	($rc, $out, $err) = with_faults($mock, { body => "{\"data\":[{\"id\":\"m1\",\"display_name\":\"M\",\"created_at\":\"$c\","
 		  . "\"type\":\"model\"}],\"has_more\":false,\"first_id\":\"m1\",\"last_id\":\"m1\"}" },
 		"SELECT count(*) FROM claude_models()");
-	like($err, qr/CL002/, "created_at \"$c\": CL002") or diag("got: $out $err");
+	like($err, qr/ZC002/, "created_at \"$c\": ZC002") or diag("got: $out $err");
 }
 ($rc, $out, $err) = with_faults($mock, { body => '{"data":[{"id":"m1","display_name":"M","created_at":"2025-02-19T08:30:00.5+02:00",'
 	  . '"type":"model"}],"has_more":false}' },
