@@ -72,8 +72,7 @@ typedef struct Job
 	Oid			role;			/* who queued it, whose budget it uses */
 	char	   *inputs;			/* SQL of its row's inputs as text, or NULL */
 	char	   *inputs_md5;		/* their MD5 when it was queued, or NULL */
-	char	   *body;			/* its request, until it is sent */
-	int			max_tokens;
+	Jsonb	   *request;		/* its request, until it is sent */
 	bool		sent;			/* its request is in flight */
 } Job;
 
@@ -91,18 +90,16 @@ static bool lost_track = false; /* a round aborted: 'running' jobs may not be in
 #define WAITING_RECHECK_S	60
 
 /*
- * At worker start: find the extension, queue again what a dead worker left
- * running, and send requests with no retries of their own (jobs retry).
+ * At worker start: find the extension and queue again what a dead worker
+ * left running.  A job is tried claude.max_retries + 1 times, each attempt
+ * a request with no HTTP retries of its own (see send_job).
  */
 void
 claude_jobs_start(void)
 {
 	if (jobs_cxt == NULL)
 	{
-		char	   *retries = GetConfigOptionByName("claude.max_retries", NULL, false);
-
-		max_attempts = atoi(retries) + 1;
-		SetConfigOption("claude.max_retries", "0", PGC_SUSET, PGC_S_OVERRIDE);
+		max_attempts = claude_max_retries + 1;
 		jobs_cxt = AllocSetContextCreate(TopMemoryContext, "claude jobs",
 										 ALLOCSET_DEFAULT_SIZES);
 		worker_user = GetUserId();
@@ -123,7 +120,7 @@ claude_jobs_start(void)
 			jobs_table = quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs");
 			if (first)
 			{
-				jobs_pipe = claude_pipe_create(JOBS_WINDOW, claude_cache_enabled, nsp);
+				jobs_pipe = claude_pipe_create(JOBS_WINDOW);
 				claude_pipe_keep_slots(jobs_pipe);
 			}
 			MemoryContextSwitchTo(old);
@@ -236,8 +233,8 @@ write_back(Job *job, text *completion)
 static void
 free_job(Job *job)
 {
-	if (job->body)
-		pfree(job->body);
+	if (job->request)
+		pfree(job->request);
 	pfree(job->target);
 	pfree(job->pk);
 	if (job->inputs)
@@ -333,19 +330,22 @@ job_sendable(int tag)
 }
 
 /*
- * Send a job's request as the role that fired the trigger: it pays, its
- * budget applies, its cache scope serves the request.
+ * Send a job's request, paid by the role that fired the trigger: its
+ * budget applies, its cache scope serves the request.  No HTTP retries:
+ * a job that fails is tried again by the queue (set_failed_or_retry).
  */
 static bool
-submit_as(Oid role, int tag, const char *body, int max_tokens)
+submit_job(Job *job, int tag)
 {
-	ClaudeRoleSwitch as_role;
-	bool		sent;
+	ClaudeCall	call;
 
-	claude_become(&as_role, role, false);
-	sent = claude_pipe_submit(jobs_pipe, tag, body, max_tokens, job_done, NULL);
-	claude_unbecome(&as_role);
-	return sent;
+	claude_call_init(&call, CLAUDE_EP_MESSAGES, NULL);
+	claude_call_set_body(&call, job->request);
+	call.payer = job->role;
+	call.max_retries = 0;
+	call.cache = claude_cache_enabled ? CLAUDE_CACHE_LOOKUP : CLAUDE_CACHE_OFF;
+	call.cache_nsp = nsp;
+	return claude_pipe_submit(jobs_pipe, tag, &call, job_done, NULL);
 }
 
 /*
@@ -373,8 +373,8 @@ claim(void)
 					 "|| coalesce(': ' || last_error, '') END "
 					 "WHERE id IN (SELECT id FROM %s WHERE status IN ('queued', 'waiting') AND next_attempt_at <= now() "
 					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
-					 "RETURNING id, relid, target_column, pk::text, attempts, request::text, "
-					 "(request->>'max_tokens')::int, role::oid, inputs_md5, "
+					 "RETURNING id, relid, target_column, pk::text, attempts, request, "
+					 "NULL, role::oid, inputs_md5, "
 					 "(SELECT string_agg(format('pg_catalog.quote_nullable(%%I::pg_catalog.text)', c), ', ' ORDER BY o) "
 					 "FROM unnest(inputs) WITH ORDINALITY u(c, o)), status = 'running'",
 					 jobs_table, max_attempts, max_attempts, max_attempts, max_attempts, jobs_table, room),
@@ -400,8 +400,7 @@ claim(void)
 		job->target = SPI_getvalue(tup, desc, 3);
 		job->pk = SPI_getvalue(tup, desc, 4);
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		job->body = SPI_getvalue(tup, desc, 6);
-		job->max_tokens = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+		job->request = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
 		job->role = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 		job->inputs_md5 = SPI_getvalue(tup, desc, 9);
 		job->inputs = SPI_getvalue(tup, desc, 10);
@@ -432,7 +431,7 @@ send_job(void *arg)
 	/* first: a cache hit hands the job back (and frees it) at once */
 	job->sent = true;
 	/* with room in the jobs_pipe, no slot means one is about to be free */
-	if (!submit_as(job->role, s->tag, job->body, job->max_tokens))
+	if (!submit_job(job, s->tag))
 	{
 		job->sent = false;
 		s->no_slot = true;

@@ -95,7 +95,7 @@ claude_enrich_prepare(Enrich *e, const char *target, const char *template_text, 
 		if (!att->attisdropped && strcmp(NameStr(att->attname), target) == 0)
 		{
 			if (att->attgenerated)
-				invalid_argument("the target column is a generated column");
+				claude_invalid_argument("the target column is a generated column");
 			/* as the executor checks it: on the table, else on the column */
 			if (pg_class_aclcheck(e->relid, GetUserId(), ACL_UPDATE) != ACLCHECK_OK &&
 				pg_attribute_aclcheck(e->relid, att->attnum, GetUserId(), ACL_UPDATE) != ACLCHECK_OK)
@@ -129,7 +129,7 @@ claude_enrich_prepare(Enrich *e, const char *target, const char *template_text, 
 			e->pk_types[i] = att->atttypid;
 			get_typlenbyval(att->atttypid, &e->pk_len[i], &e->pk_byval[i]);
 			if (strcmp(pk_names[i], target) == 0)
-				invalid_argument("the target column is part of the primary key");
+				claude_invalid_argument("the target column is part of the primary key");
 		}
 		index_close(idx, AccessShareLock);
 	}
@@ -304,4 +304,12 @@ claude_enrich_write(Enrich *e, EnrichRow *row, text *value)
 	if (w.written == 0)
 		return "no row was written: it is gone, or row-level security hides it";
 	return NULL;
+}
+
+/* The call that asks for a row's reply. */
+void
+claude_enrich_call(Enrich *e, EnrichRow *row, ClaudeCall *c)
+{
+	*c = e->proto;
+	claude_call_set_body(c, claude_complete_request(&e->args, row->prompt));
 }
