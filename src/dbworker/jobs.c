@@ -31,6 +31,7 @@
 
 #include <math.h>
 
+#include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/pg_trigger.h"
@@ -39,6 +40,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -54,6 +56,7 @@
 #include "common/secret.h"
 #include "common/security.h"
 #include "common/spi.h"
+#include "common/template.h"
 #include "dbworker/jobs.h"
 #include "dbworker/writeback.h"
 #include "shmem/usage.h"
@@ -70,7 +73,7 @@ typedef struct Job
 	char	   *pk;				/* jsonb text */
 	int			attempts;
 	Oid			role;			/* who queued it, whose budget it uses */
-	char	   *inputs;			/* SQL of its row's inputs as text, or NULL */
+	char	   *inputs;			/* SQL of the MD5 of its row's inputs, or NULL */
 	char	   *inputs_md5;		/* their MD5 when it was queued, or NULL */
 	Jsonb	   *request;		/* its request, until it is sent */
 	bool		sent;			/* its request is in flight */
@@ -349,6 +352,32 @@ submit_job(Job *job, int tag)
 }
 
 /*
+ * The SQL of the MD5 of a job's inputs (the names at attno, a text[]), as
+ * its row's write-back checks it, or NULL when it has none.
+ */
+static char *
+inputs_check(HeapTuple tup, TupleDesc desc, int attno)
+{
+	Datum	   *names;
+	bool	   *nulls;
+	bool		isnull;
+	int			n;
+	char	  **columns;
+	Datum		d = SPI_getbinval(tup, desc, attno, &isnull);
+
+	if (isnull)
+		return NULL;
+	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+					  &names, &nulls, &n);
+	if (n == 0)
+		return NULL;
+	columns = palloc(n * sizeof(char *));
+	for (int i = 0; i < n; i++)
+		columns[i] = TextDatumGetCString(names[i]);
+	return claude_inputs_md5_of_columns(NULL, columns, n);
+}
+
+/*
  * Claim due jobs up to the jobs_pipe's room, counting their attempt;
  * returns how many.  They are sent once the claim has committed.  A due
  * job that had every attempt claude.max_retries allows, whatever brought
@@ -375,8 +404,7 @@ claim(void)
 					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
 					 "RETURNING id, relid, target_column, pk::text, attempts, request, "
 					 "NULL, role::oid, inputs_md5, "
-					 "(SELECT string_agg(format('pg_catalog.quote_nullable(%%I::pg_catalog.text)', c), ', ' ORDER BY o) "
-					 "FROM unnest(inputs) WITH ORDINALITY u(c, o)), status = 'running'",
+					 "inputs, status = 'running'",
 					 jobs_table, max_attempts, max_attempts, max_attempts, max_attempts, jobs_table, room),
 				   0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
 	n = SPI_processed;
@@ -389,9 +417,11 @@ claim(void)
 		MemoryContext old;
 		Job		   *job;
 		int			tag = 0;
+		char	   *inputs;
 
 		if (!DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull)))
 			continue;			/* failed: it had every attempt */
+		inputs = inputs_check(tup, desc, 10);
 		old = MemoryContextSwitchTo(jobs_cxt);
 		job = palloc0(sizeof(Job));
 
@@ -403,7 +433,7 @@ claim(void)
 		job->request = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
 		job->role = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 		job->inputs_md5 = SPI_getvalue(tup, desc, 9);
-		job->inputs = SPI_getvalue(tup, desc, 10);
+		job->inputs = inputs ? pstrdup(inputs) : NULL;
 		MemoryContextSwitchTo(old);
 		while (inflight[tag] != NULL)
 			tag++;

@@ -150,6 +150,9 @@ claude_enrich_prepare(Enrich *e, const char *target, const char *template_text, 
 			appendStringInfo(&cols, "%s%s, %s", i ? ", " : "",
 							 quote_literal_cstr(pk_names[i]), quote_identifier(pk_names[i]));
 		appendStringInfoString(&cols, ")::pg_catalog.text");
+		/* a batch's result is written only to a row that still holds these */
+		appendStringInfo(&cols, ", %s",
+						 claude_inputs_md5_of_columns(NULL, e->tmpl->columns, e->tmpl->ncolumns));
 	}
 	initStringInfo(&where);
 	appendStringInfoString(&where, only_missing ?
@@ -238,8 +241,8 @@ claude_enrich_read_rows(Enrich *e)
 			values[i] = SPI_getvalue(tup, desc, e->npk + 2 + i);
 		row->pkjson = e->want_pkjson ?
 			SPI_getvalue(tup, desc, e->npk + 2 + e->tmpl->ncolumns) : NULL;
-		/* a batch's result is written only to a row that still holds these */
-		row->inputs_md5 = e->want_pkjson ? claude_template_inputs_md5(e->tmpl, values) : NULL;
+		row->inputs_md5 = e->want_pkjson ?
+			SPI_getvalue(tup, desc, e->npk + 3 + e->tmpl->ncolumns) : NULL;
 		row->prompt = claude_template_render(e->tmpl, values);
 		e->pending[e->npending++] = row;
 	}

@@ -167,11 +167,14 @@ wanted(TriggerData *td, ClaudeTemplate *tmpl, int target)
  */
 static void
 queue_job(TriggerData *td, HeapTuple tuple, const ClaudeCall *call, Oid nsp,
-		  ClaudeTemplate *tmpl, const char *inputs_md5)
+		  ClaudeTemplate *tmpl, char **inputs)
 {
-	Oid			types[7] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTARRAYOID, TEXTOID};
+	Oid			types[7] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID};
 	Datum		values[7];
 	Datum	   *names = palloc(Max(tmpl->ncolumns, 1) * sizeof(Datum));
+	Datum	   *texts = palloc(Max(tmpl->ncolumns, 1) * sizeof(Datum));
+	bool	   *nulls = palloc(Max(tmpl->ncolumns, 1) * sizeof(bool));
+	char	  **operands = palloc(Max(tmpl->ncolumns, 1) * sizeof(char *));
 	Oid			jobs = get_relname_relid("claude_jobs", nsp);
 	Oid			owner = claude_rel_owner(jobs);
 	ClaudeRoleSwitch as_owner;
@@ -186,14 +189,22 @@ queue_job(TriggerData *td, HeapTuple tuple, const ClaudeCall *call, Oid nsp,
 	/* the job is its payer's, the inserting role's, whose budget it uses */
 	values[4] = ObjectIdGetDatum(call->payer);
 	for (int i = 0; i < tmpl->ncolumns; i++)
+	{
 		names[i] = CStringGetTextDatum(tmpl->columns[i]);
+		nulls[i] = inputs[i] == NULL;
+		texts[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(inputs[i]);
+		operands[i] = psprintf("$7[%d]", i + 1);
+	}
 	values[5] = PointerGetDatum(construct_array(names, tmpl->ncolumns, TEXTOID, -1, false, TYPALIGN_INT));
-	values[6] = CStringGetTextDatum(inputs_md5);
+	/* the inputs' MD5 as the worker checks it before writing back */
+	values[6] = PointerGetDatum(construct_md_array(texts, nulls, 1, (int[]) {tmpl->ncolumns},
+												   (int[]) {1}, TEXTOID, -1, false, TYPALIGN_INT));
 	claude_become(&as_owner, owner, false);
 	/* a kept plan: parsing and planning it cost more than the row itself */
 	if (claude_spi_exec(psprintf("INSERT INTO %s (relid, pk, target_column, request, role, inputs, inputs_md5) "
-								 "VALUES ($1, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5, $6, $7)",
-								 quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs")),
+								 "VALUES ($1, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5, $6, %s)",
+								 quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs"),
+								 claude_inputs_md5_sql(operands, tmpl->ncolumns)),
 						7, types, values, NULL) != SPI_OK_INSERT)
 		elog(ERROR, "claude_enrich_trigger: could not queue a job");
 	claude_unbecome(&as_owner);
@@ -260,8 +271,7 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 		tuple = SPI_copytuple(tuple);
 	}
 	else
-		queue_job(td, tuple, &call, claude_extension_schema(fcinfo), tmpl,
-				  claude_template_inputs_md5(tmpl, values));
+		queue_job(td, tuple, &call, claude_extension_schema(fcinfo), tmpl, values);
 	SPI_finish();
 	return PointerGetDatum(tuple);
 }
