@@ -81,8 +81,9 @@ push_key(JsonbParseState **state, const char *key)
 	pushJsonbValue(state, WJB_KEY, &v);
 }
 
-static void
-push_string(JsonbParseState **state, const char *key, const char *val)
+/* A member key: val, pushed into an object being built. */
+void
+claude_jsonb_push_string(JsonbParseState **state, const char *key, const char *val)
 {
 	JsonbValue	v;
 
@@ -93,8 +94,8 @@ push_string(JsonbParseState **state, const char *key, const char *val)
 	pushJsonbValue(state, WJB_VALUE, &v);
 }
 
-static void
-push_numeric(JsonbParseState **state, const char *key, Numeric num)
+void
+claude_jsonb_push_numeric(JsonbParseState **state, const char *key, Numeric num)
 {
 	JsonbValue	v;
 
@@ -115,33 +116,33 @@ claude_complete_request(const ClaudeCompleteArgs *a, const char *prompt)
 	JsonbValue *res;
 
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	push_string(&state, "model", a->model);
+	claude_jsonb_push_string(&state, "model", a->model);
 	if (a->system && a->cache_system)
 	{
 		push_key(&state, "system");
 		pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
 		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-		push_string(&state, "type", "text");
-		push_string(&state, "text", a->system);
+		claude_jsonb_push_string(&state, "type", "text");
+		claude_jsonb_push_string(&state, "text", a->system);
 		push_key(&state, "cache_control");
 		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-		push_string(&state, "type", "ephemeral");
+		claude_jsonb_push_string(&state, "type", "ephemeral");
 		pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 		pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 		pushJsonbValue(&state, WJB_END_ARRAY, NULL);
 	}
 	else if (a->system)
-		push_string(&state, "system", a->system);
+		claude_jsonb_push_string(&state, "system", a->system);
 	push_key(&state, "messages");
 	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	push_string(&state, "role", "user");
-	push_string(&state, "content", prompt);
+	claude_jsonb_push_string(&state, "role", "user");
+	claude_jsonb_push_string(&state, "content", prompt);
 	pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 	pushJsonbValue(&state, WJB_END_ARRAY, NULL);
-	push_numeric(&state, "max_tokens", int64_to_numeric(a->max_tokens));
+	claude_jsonb_push_numeric(&state, "max_tokens", int64_to_numeric(a->max_tokens));
 	if (a->temperature)
-		push_numeric(&state, "temperature", a->temperature);
+		claude_jsonb_push_numeric(&state, "temperature", a->temperature);
 	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(res);
 }

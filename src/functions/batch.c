@@ -471,7 +471,7 @@ claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo)
 	memset(&s, 0, sizeof(s));
 	s.e = e;
 	s.cache = e->proto.cache != CLAUDE_CACHE_OFF;
-	s.caller = GetUserId();
+	s.caller = e->proto.payer;	/* who pays: the calls its rows would be */
 	if (!claude_batch_tables(claude_extension_schema(fcinfo), &s.tables))
 		elog(ERROR, "claude_enrich: claude_batches is missing");
 	s.owner = extension_owner();

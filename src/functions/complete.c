@@ -27,41 +27,6 @@
 PG_FUNCTION_INFO_V1(claude_complete);
 PG_FUNCTION_INFO_V1(claude_messages);
 
-static void
-push_key(JsonbParseState **state, const char *key)
-{
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.val = (char *) key;
-	v.val.string.len = strlen(key);
-	pushJsonbValue(state, WJB_KEY, &v);
-}
-
-static void
-push_string(JsonbParseState **state, const char *key, const char *val, int len)
-{
-	JsonbValue	v;
-
-	if (key)
-		push_key(state, key);
-	v.type = jbvString;
-	v.val.string.val = (char *) val;
-	v.val.string.len = len;
-	pushJsonbValue(state, key ? WJB_VALUE : WJB_ELEM, &v);
-}
-
-static void
-push_numeric(JsonbParseState **state, const char *key, Numeric num)
-{
-	JsonbValue	v;
-
-	push_key(state, key);
-	v.type = jbvNumeric;
-	v.val.numeric = num;
-	pushJsonbValue(state, WJB_VALUE, &v);
-}
-
 static bool
 numeric_is_integer(Numeric n)
 {
@@ -150,8 +115,8 @@ apply_defaults(Jsonb *req)
 	JsonbValue *res;
 
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	push_string(&state, "model", claude_default_model, strlen(claude_default_model));
-	push_numeric(&state, "max_tokens", int64_to_numeric(claude_default_max_tokens));
+	claude_jsonb_push_string(&state, "model", claude_default_model);
+	claude_jsonb_push_numeric(&state, "max_tokens", int64_to_numeric(claude_default_max_tokens));
 	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 
 	req = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
