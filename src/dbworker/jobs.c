@@ -21,8 +21,8 @@
  * an aborted round lost track of are not in flight: both are queued
  * again.
  *
- * Each request is sent as the role that fired the trigger (it pays, its
- * budget and cache scope apply); a job that role cannot pay for now (a
+ * Each request is paid by the role that fired the trigger (the call's
+ * payer: its budget and cache scope apply); a job that role cannot pay for now (a
  * spent budget, a billing error) waits and is looked at again, and one
  * whose role is gone fails.  The reply is written as the table's owner,
  * restricted, and only while the table still has the trigger that asked.
@@ -95,7 +95,7 @@ static bool lost_track = false; /* a round aborted: 'running' jobs may not be in
 /*
  * At worker start: find the extension and queue again what a dead worker
  * left running.  A job is tried claude.max_retries + 1 times, each attempt
- * a request with no HTTP retries of its own (see send_job).
+ * a request with no HTTP retries of its own (see submit_job).
  */
 void
 claude_jobs_start(void)
@@ -279,7 +279,7 @@ job_done(void *arg, int64 tag, text *completion, const char *error,
 	ClaudeRoleSwitch as_worker;
 
 	inflight[tag] = NULL;
-	/* a cache hit comes back while the job's role is acting: books are ours */
+	/* the books are kept as the worker's own user, whoever the job's role */
 	claude_become(&as_worker, worker_user, false);
 	if ((edata = claude_subxact(record_outcome, &o)) != NULL)
 		set_failed(o.job, claude_redact(edata->message, 0));
