@@ -47,4 +47,33 @@ SELECT count(*) FROM claude_cache WHERE request->'messages'->0->>'content' LIKE 
 SELECT has_table_privilege('public', 'claude_cache', 'SELECT') AS public_reads,
        has_function_privilege('public', 'claude_cache_purge(interval)', 'EXECUTE') AS public_purges;
 
+-- Keys stay what they were: entries stored under keys the earlier printer
+-- made (SHA-256 of the path, the anthropic-version and the body text,
+-- fixed here) answer the same requests, whichever function makes them.
+SET claude.cache_scope = database;
+INSERT INTO claude_cache (key, model, request, response) VALUES
+  ('\xfa12de5f453f7748d4a1222ce79b3fb2cc20f635831913e3e733a285cf10a843', 'claude-pinned',
+   '{"model": "claude-pinned", "system": "pinned system", "messages": [{"role": "user", "content": "regress pinned key"}], "max_tokens": 7, "temperature": 0.25}',
+   '{"id": "msg_pinned", "type": "message", "role": "assistant", "model": "claude-pinned", "content": [{"type": "text", "text": "pinned answer"}], "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}}'),
+  ('\x1006ae285c174ae25c1e46ce3459775739054fb80a8f338ca1b71e83c80026b9', 'claude-pinned', NULL,
+   '{"id": "msg_pinned_system", "type": "message", "role": "assistant", "model": "claude-pinned", "content": [{"type": "text", "text": "pinned long system"}], "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}}');
+SELECT claude_complete('regress pinned key', model => 'claude-pinned', max_tokens => 7,
+                       system => 'pinned system', temperature => 0.25);
+SELECT claude_messages('{"temperature": 0.25, "max_tokens": 7, "messages": [{"content": "regress pinned key", "role": "user"}], "system": "pinned system", "model": "claude-pinned"}')->>'id' AS messages_id;
+SELECT ord, completion, error FROM claude_complete_many(ARRAY['regress pinned key'], model => 'claude-pinned',
+                       max_tokens => 7, system => 'pinned system', temperature => 0.25);
+SELECT completion FROM claude_stream('regress pinned key', model => 'claude-pinned', max_tokens => 7,
+                       system => 'pinned system', temperature => 0.25) AS s(completion);
+-- a long system prompt goes as a block marked for prompt caching
+CREATE TABLE pinned (id int PRIMARY KEY, x text, y text);
+DO $$ BEGIN
+  EXECUTE format('CREATE TRIGGER pinned BEFORE INSERT ON pinned FOR EACH ROW '
+                 'EXECUTE FUNCTION claude_enrich_trigger(%L, %L, %L, %L, %L)',
+                 'y', 'pinned row {x}', 'model=claude-pinned', 'max_tokens=7', 'system=' || repeat('s', 4096));
+END $$;
+INSERT INTO pinned VALUES (1, '1') RETURNING y;
+DROP TABLE pinned;
+DELETE FROM claude_cache WHERE model = 'claude-pinned';
+RESET claude.cache_scope;
+
 -- wait_cached stays for stream.sql

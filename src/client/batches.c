@@ -43,12 +43,12 @@ claude_batch_tables(Oid nsp, ClaudeBatchTables *t)
 }
 
 /*
- * The API path of a batch and suffix ("" or "/results"...), or NULL if id
- * is not of the form the API gives its ids: a stored id is never a path
- * of its own ("../..", another endpoint).
+ * Whether id is of the form the API gives its batch ids: a stored id,
+ * which goes into an endpoint's path, is never a path of its own ("../..",
+ * another endpoint).
  */
-char *
-claude_batch_path(const char *id, const char *suffix)
+bool
+claude_batch_id_valid(const char *id)
 {
 	static const char prefix[] = "msgbatch_";
 	size_t		n = strlen(id);
@@ -57,8 +57,8 @@ claude_batch_path(const char *id, const char *suffix)
 		strspn(id + sizeof(prefix) - 1,
 			   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
 		n - (sizeof(prefix) - 1))
-		return NULL;
-	return psprintf("%s/%s%s", CLAUDE_BATCHES_PATH, id, suffix);
+		return false;
+	return true;
 }
 
 void
@@ -170,7 +170,7 @@ claude_batch_record_state(const ClaudeBatchTables *t, int64 local_id,
 		status = NULL;
 	}
 	values[0] = Int64GetDatum(local_id);
-	values[1] = id && claude_batch_path(id, "") ? CStringGetTextDatum(id) : (Datum) 0;
+	values[1] = id && claude_batch_id_valid(id) ? CStringGetTextDatum(id) : (Datum) 0;
 	nulls[1] = values[1] ? ' ' : 'n';
 	values[2] = status ? CStringGetTextDatum(status) : (Datum) 0;
 	nulls[2] = status ? ' ' : 'n';
@@ -232,7 +232,7 @@ claude_batch_record_created(const ClaudeBatchTables *t, int64 local_id, const ch
 	ErrorData  *edata;
 	CreatedReply state = {t, local_id, reply};
 
-	if (id == NULL || claude_batch_path(id, "") == NULL)
+	if (id == NULL || !claude_batch_id_valid(id))
 		ereport(ERROR,
 				(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
 				 errmsg("the Claude API accepted the Message Batch without an id this extension can use")));

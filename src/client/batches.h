@@ -8,8 +8,6 @@
 
 #include "storage/lock.h"
 
-#define CLAUDE_BATCHES_PATH "/v1/messages/batches"
-
 /* the extension's bookkeeping tables, for SPI */
 typedef struct ClaudeBatchTables
 {
@@ -21,7 +19,7 @@ typedef struct ClaudeBatchTables
 } ClaudeBatchTables;
 
 extern bool claude_batch_tables(Oid nsp, ClaudeBatchTables *t);
-extern char *claude_batch_path(const char *id, const char *suffix);
+extern bool claude_batch_id_valid(const char *id);
 extern void claude_batch_lock_tag(LOCKTAG *tag, int64 local_id);
 extern void claude_batch_record_state(const ClaudeBatchTables *t, int64 local_id,
 									  const char *batch_json);

@@ -301,35 +301,15 @@ load_config(void)
 		pack_config(ext, generation);
 }
 
-/*
- * The model of a request body.  Bodies are printed in jsonb's canonical
- * form, whose keys go shortest first, so a top-level "model" comes first.
- */
-static bool
-body_model(const char *body, Size len, char *model, Size size)
-{
-	static const char prefix[] = "{\"model\": \"";
-	const char *p = body + sizeof(prefix) - 1;
-	Size		n = 0;
-
-	if (len < sizeof(prefix) || strncmp(body, prefix, sizeof(prefix) - 1) != 0)
-		return false;
-	while (p < body + len && *p != '"' && *p != '\\' && n < size - 1)
-		model[n++] = *p++;
-	model[n] = '\0';
-	return p < body + len && *p == '"';
-}
-
 /* List prices of a Messages request's model: the longest matching row. */
 void
-claude_price_of(const char *body, Size len, double *price_in, double *price_out)
+claude_price_of(const char *model, double *price_in, double *price_out)
 {
-	char		model[256];
 	int			best = -1;
 	Size		best_len = 0;
 
 	*price_in = *price_out = -1;
-	if (!body_model(body, len, model, sizeof(model)))
+	if (model == NULL)
 		return;
 	load_config();
 	for (int i = 0; i < config.nprices; i++)
@@ -543,17 +523,4 @@ claude_budget_reserve_batch(Oid role, int32 day, const UsageReserve *r)
 	if (!claude_usage_reserve_batch(role, day, b ? b->limit : none, r, &over))
 		claude_budget_refuse(role, psprintf("%s %g", budget_names[over], b->limit[over]));
 	claude_reserve_made(role, day, r);
-}
-
-/*
- * The role a request is made for, who pays and whose cache it uses: the
- * role whose rights the statement runs with.  That is the definer in a
- * SECURITY DEFINER function, the table's owner in ANALYZE and REFRESH
- * MATERIALIZED VIEW, and whatever role a database worker switched to;
- * never the session's user, which may be a superuser who only caused it.
- */
-Oid
-claude_request_owner(void)
-{
-	return GetUserId();
 }

@@ -1,12 +1,14 @@
 /*
  * cache.c
  *		The response cache in claude_cache, from the caller's side: keys,
- *		lookups, coordination of identical requests, hits.  Callers: the call
- *		path and every SQL function that may be answered from the cache.
+ *		lookups, coordination of identical requests, hits.  Caller: the
+ *		call's lifecycle (request.c).
  *
  * The key is the SHA-256 of the endpoint, the anthropic-version and the
  * request in jsonb's canonical text (sorted keys, fixed spacing), so key
- * order and whitespace do not matter and every parameter does.
+ * order and whitespace do not matter and every parameter does.  That text
+ * is printed by claude_call_set_body (request.c), for the wire and the key
+ * alike; the key is computed here and nowhere else.
  *
  * Lookups read the table's primary key index directly, with the latest
  * snapshot: no SQL, no privilege check (the table is closed to PUBLIC, the
@@ -162,13 +164,13 @@ cache_xact_callback(XactEvent event, void *arg)
  * prompt is a miss, no reply leaks, and no hit tells what others asked.
  */
 static void
-compute_key(const char *path, const char *body, Size len, uint8 *key)
+compute_key(Oid payer, const char *path, const char *body, Size len, uint8 *key)
 {
 	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
 	char		scope[32] = "";
 
 	if (claude_cache_scope == CLAUDE_CACHE_SCOPE_ROLE)
-		snprintf(scope, sizeof(scope), "role %u\n", claude_request_owner());
+		snprintf(scope, sizeof(scope), "role %u\n", payer);
 	if (ctx == NULL ||
 		pg_cryptohash_init(ctx) < 0 ||
 		pg_cryptohash_update(ctx, (const uint8 *) scope, strlen(scope)) < 0 ||
@@ -237,15 +239,6 @@ lookup(Oid nsp, const uint8 *key)
 	return result;
 }
 
-/* Whether a call uses the cache: its cache argument, else claude.cache. */
-bool
-claude_cache_wanted(FunctionCallInfo fcinfo, int cache_argno)
-{
-	if (cache_argno >= 0 && PG_NARGS() > cache_argno && !PG_ARGISNULL(cache_argno))
-		return PG_GETARG_BOOL(cache_argno);
-	return claude_cache_enabled;
-}
-
 /*
  * Start a call: if the cache is on for it, compute its key and look it up
  * in nsp.claude_cache.  Returns true with *hit set on a hit.  On a miss a
@@ -254,7 +247,7 @@ claude_cache_wanted(FunctionCallInfo fcinfo, int cache_argno)
  * do not coordinate.
  */
 bool
-claude_cache_begin(bool enabled, Oid nsp, const char *path, const char *body,
+claude_cache_begin(bool enabled, Oid nsp, Oid payer, const char *path, const char *body,
 				   Size len, bool coordinate, ClaudeCacheCall *call, Jsonb **hit)
 {
 	memset(call, 0, sizeof(*call));
@@ -270,7 +263,7 @@ claude_cache_begin(bool enabled, Oid nsp, const char *path, const char *body,
 		callbacks_registered = true;
 	}
 	call->nsp = nsp;
-	compute_key(path, body, len, call->key);
+	compute_key(payer, path, body, len, call->key);
 
 	for (;;)
 	{

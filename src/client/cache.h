@@ -20,8 +20,7 @@ typedef struct ClaudeCacheCall
 	int			lead;			/* in-flight entry this call leads, or -1 */
 } ClaudeCacheCall;
 
-extern bool claude_cache_wanted(FunctionCallInfo fcinfo, int cache_argno);
-extern bool claude_cache_begin(bool enabled, Oid nsp, const char *path,
+extern bool claude_cache_begin(bool enabled, Oid nsp, Oid payer, const char *path,
 							   const char *body, Size len, bool coordinate,
 							   ClaudeCacheCall *call, Jsonb **hit);
 extern void claude_cache_request(const ClaudeCacheCall *call, ClaudeRequest *req);

@@ -1,11 +1,12 @@
 /*
  * message.c
- *		A Messages request from SQL arguments and the text of its reply; and
- *		one synchronous call from a SQL function.  Callers: the SQL functions,
- *		the pipe, the trigger, the database worker's write-backs.
+ *		A Messages request of one user message, and the text of a reply.
+ *		Callers: the SQL functions, the pipe, the trigger, the database
+ *		worker's write-backs.
  *
- * Bodies are printed in jsonb's canonical form (keys shortest first), so a
- * prompt's cache key does not depend on who built it.
+ * The request is built as jsonb and printed by claude_call_set_body, the
+ * printer of every body, so a prompt's cache key does not depend on who
+ * built it.
  */
 #include "postgres.h"
 
@@ -14,17 +15,17 @@
 #include "utils/builtins.h"
 
 #include "utils/json.h"
+#include "utils/numeric.h"
 
-#include "client/cache.h"
-#include "client/call.h"
 #include "client/message.h"
+#include "shmem/slots.h"
 
 #include "common/guc.h"
 #include "common/json.h"
 #include "common/spi.h"
 
 void
-invalid_argument(const char *msg)
+claude_invalid_argument(const char *msg)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -40,30 +41,6 @@ claude_bad_reply(const ClaudeResult *result)
 			 result->request_id[0] ?
 			 errdetail_internal("HTTP status %d, request-id: %s.",
 								result->http_status, result->request_id) : 0));
-}
-
-/*
- * Send a request (the canonical text of a validated body) to path, through
- * the cache unless it is off for this call.  Returns the reply as text
- * (reply_text) or, from the cache, as jsonb (cached).  max_tokens > 0
- * marks a Messages request (token limits, budgets, usage).
- */
-void
-claude_send(FunctionCallInfo fcinfo, int cache_argno, const char *path,
-			const char *body, int max_tokens, char **reply_text, Jsonb **cached,
-			ClaudeResult *result)
-{
-	ClaudeCacheCall call;
-
-	*reply_text = NULL;
-	*cached = NULL;
-	memset(result, 0, sizeof(*result));
-	if (claude_cache_begin(claude_cache_wanted(fcinfo, cache_argno),
-						   claude_extension_schema(fcinfo), path,
-						   body, strlen(body), true, &call, cached))
-		return;
-	*reply_text = claude_http_call(CLAUDE_POST, path, body, strlen(body),
-								   max_tokens, &call, result);
 }
 
 /* Concatenated text blocks of a reply held as jsonb. */
@@ -93,91 +70,81 @@ claude_jsonb_reply_text(Jsonb *reply)
 	return cstring_to_text_with_len(buf.data, buf.len);
 }
 
-/*
- * Append a JSON string member as jsonb prints it (", " between members,
- * ": " after the key), so that the text below is jsonb's canonical form.
- */
 static void
-append_member(StringInfo buf, const char *key, const char *value)
+push_key(JsonbParseState **state, const char *key)
 {
-	appendStringInfo(buf, ", \"%s\": ", key);
-	escape_json(buf, value);
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) key;
+	v.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &v);
 }
 
-/*
- * Read and check the arguments claude_complete and the bulk calls share;
- * an argno < 0 means the function has no such argument.
- */
+/* A member key: val, pushed into an object being built. */
 void
-claude_complete_args(FunctionCallInfo fcinfo, int model_arg, int max_tokens_arg,
-					 int system_arg, int temperature_arg, ClaudeCompleteArgs *a)
+claude_jsonb_push_string(JsonbParseState **state, const char *key, const char *val)
 {
-	a->model = claude_default_model;
-	a->max_tokens = claude_default_max_tokens;
-	a->system = NULL;
-	a->temperature = NULL;
-	a->cache_system = false;
+	JsonbValue	v;
 
-	if (model_arg >= 0 && !PG_ARGISNULL(model_arg))
-	{
-		a->model = text_to_cstring(PG_GETARG_TEXT_PP(model_arg));
-		if (a->model[0] == '\0')
-			invalid_argument("model must not be empty (use NULL for claude.default_model)");
-	}
-	if (max_tokens_arg >= 0 && !PG_ARGISNULL(max_tokens_arg))
-	{
-		a->max_tokens = PG_GETARG_INT32(max_tokens_arg);
-		if (a->max_tokens < 1)
-			invalid_argument("max_tokens must be at least 1");
-	}
-	if (system_arg >= 0 && !PG_ARGISNULL(system_arg))
-	{
-		a->system = text_to_cstring(PG_GETARG_TEXT_PP(system_arg));
-		if (a->system[0] == '\0')
-			invalid_argument("system must not be empty (use NULL for none)");
-	}
-	if (temperature_arg >= 0 && !PG_ARGISNULL(temperature_arg))
-	{
-		double		temperature = PG_GETARG_FLOAT8(temperature_arg);
+	push_key(state, key);
+	v.type = jbvString;
+	v.val.string.val = (char *) val;
+	v.val.string.len = strlen(val);
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
 
-		if (isnan(temperature) || temperature < 0 || temperature > 1)
-			invalid_argument("temperature must be between 0 and 1");
-		a->temperature = DatumGetCString(DirectFunctionCall1(numeric_out,
-															 DirectFunctionCall1(float8_numeric,
-																				 Float8GetDatum(temperature))));
-	}
+void
+claude_jsonb_push_numeric(JsonbParseState **state, const char *key, Numeric num)
+{
+	JsonbValue	v;
+
+	push_key(state, key);
+	v.type = jbvNumeric;
+	v.val.numeric = num;
+	pushJsonbValue(state, WJB_VALUE, &v);
 }
 
 /*
- * The request of one user message, printed directly in jsonb's canonical
- * form (keys shorter first, then bytewise: model, system, messages,
- * max_tokens, temperature), so it has the same cache key as the same
- * request made with claude_messages, without building any jsonb.
+ * The request of one user message: the same request, and so the same
+ * cache key, as claude_messages makes of the same values.
  */
-char *
-claude_complete_body(const ClaudeCompleteArgs *a, const char *prompt)
+Jsonb *
+claude_complete_request(const ClaudeCompleteArgs *a, const char *prompt)
 {
-	StringInfoData req;
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
 
-	initStringInfo(&req);
-	appendStringInfoString(&req, "{\"model\": ");
-	escape_json(&req, a->model);
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	claude_jsonb_push_string(&state, "model", a->model);
 	if (a->system && a->cache_system)
 	{
-		/* a block, keys in canonical order: text, type, cache_control */
-		appendStringInfoString(&req, ", \"system\": [{\"text\": ");
-		escape_json(&req, a->system);
-		appendStringInfoString(&req, ", \"type\": \"text\", \"cache_control\": {\"type\": \"ephemeral\"}}]");
+		push_key(&state, "system");
+		pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		claude_jsonb_push_string(&state, "type", "text");
+		claude_jsonb_push_string(&state, "text", a->system);
+		push_key(&state, "cache_control");
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		claude_jsonb_push_string(&state, "type", "ephemeral");
+		pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+		pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+		pushJsonbValue(&state, WJB_END_ARRAY, NULL);
 	}
 	else if (a->system)
-		append_member(&req, "system", a->system);
-	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
-	escape_json(&req, prompt);
-	appendStringInfo(&req, "}], \"max_tokens\": %d", a->max_tokens);
+		claude_jsonb_push_string(&state, "system", a->system);
+	push_key(&state, "messages");
+	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	claude_jsonb_push_string(&state, "role", "user");
+	claude_jsonb_push_string(&state, "content", prompt);
+	pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	pushJsonbValue(&state, WJB_END_ARRAY, NULL);
+	claude_jsonb_push_numeric(&state, "max_tokens", int64_to_numeric(a->max_tokens));
 	if (a->temperature)
-		appendStringInfo(&req, ", \"temperature\": %s", a->temperature);
-	appendStringInfoChar(&req, '}');
-	return req.data;
+		claude_jsonb_push_numeric(&state, "temperature", a->temperature);
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
 }
 
 /*

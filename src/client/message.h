@@ -1,12 +1,13 @@
 /*
  * message.h
- *		Building Messages requests and reading replies, shared by the calls.
+ *		A Messages request of one user message, and reading replies.
  */
 #ifndef CLAUDE_MESSAGE_H
 #define CLAUDE_MESSAGE_H
 
 #include "fmgr.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 
 #include "common/pgcompat.h"
 
@@ -15,7 +16,7 @@ typedef struct ClaudeCompleteArgs
 	char	   *model;
 	int			max_tokens;
 	char	   *system;			/* NULL: none */
-	char	   *temperature;	/* as a JSON number; NULL: none */
+	Numeric		temperature;	/* NULL: none */
 	bool		cache_system;	/* mark system with cache_control */
 } ClaudeCompleteArgs;
 
@@ -28,16 +29,12 @@ typedef struct ClaudeCompleteArgs
 
 extern void claude_cache_shared_system(ClaudeCompleteArgs *a);
 
-pg_noreturn extern void invalid_argument(const char *msg);
+pg_noreturn extern void claude_invalid_argument(const char *msg);
 struct ClaudeResult;
 pg_noreturn extern void claude_bad_reply(const struct ClaudeResult *result);
-extern void claude_send(FunctionCallInfo fcinfo, int cache_argno, const char *path,
-						const char *body, int max_tokens, char **reply_text,
-						Jsonb **cached, struct ClaudeResult *result);
-extern void claude_complete_args(FunctionCallInfo fcinfo, int model_arg,
-								 int max_tokens_arg, int system_arg,
-								 int temperature_arg, ClaudeCompleteArgs *a);
-extern char *claude_complete_body(const ClaudeCompleteArgs *a, const char *prompt);
+extern Jsonb *claude_complete_request(const ClaudeCompleteArgs *a, const char *prompt);
+extern void claude_jsonb_push_string(JsonbParseState **state, const char *key, const char *val);
+extern void claude_jsonb_push_numeric(JsonbParseState **state, const char *key, Numeric num);
 extern text *claude_complete_text(const char *reply);
 extern text *claude_jsonb_reply_text(Jsonb *reply);
 

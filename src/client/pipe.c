@@ -14,37 +14,29 @@
 
 #include "pgstat.h"
 
-#include "client/budget.h"
-#include "client/cache.h"
-#include "client/call.h"
-#include "client/pipe.h"
-
 #include "client/message.h"
+#include "client/pipe.h"
 #include "common/waits.h"
 
 typedef struct PipeItem
 {
 	int64		tag;
-	int			slot;
+	ClaudeCall	call;			/* started: its slot, cache entry, result */
 } PipeItem;
 
 struct ClaudePipe
 {
-	bool		cache;			/* use the cache */
 	bool		keep;			/* its slots outlive aborts (claude_slot_keep) */
-	Oid			nsp;			/* schema of claude_cache */
 	int			window;
 	int			n;
 	PipeItem   *items;
 };
 
 ClaudePipe *
-claude_pipe_create(int window, bool cache, Oid nsp)
+claude_pipe_create(int window)
 {
 	ClaudePipe *p = palloc0(sizeof(ClaudePipe));
 
-	p->cache = cache;
-	p->nsp = nsp;
 	claude_require_shared();
 	/* a session's share of the server's slots */
 	p->window = Max(1, Min(window, claude_shared->nslots / CLAUDE_SLOTS_RESERVED));
@@ -82,61 +74,59 @@ claude_pipe_outstanding(ClaudePipe *p)
 }
 
 /*
- * Send one request body of claude_complete's shape, or answer it from the
- * cache at once.  Returns false, sending nothing, when no request slot is
- * free: collect, then submit again.
+ * Start one call of claude_complete's shape as bulk work (its cache
+ * policy the caller's: CLAUDE_CACHE_LOOKUP, as bulk work must not wait on
+ * one row), or answer it at once from the cache, or fail it at once when
+ * its payer's budget is spent.  Returns false, sending nothing, when no
+ * request slot is free: collect, then submit again.
  */
 bool
-claude_pipe_submit(ClaudePipe *p, int64 tag, const char *body, int max_tokens,
+claude_pipe_submit(ClaudePipe *p, int64 tag, ClaudeCall *c,
 				   ClaudePipeDone done, void *arg)
 {
-	ClaudeCacheCall cache;
-	Jsonb	   *hit;
-	int			slot;
-	char	   *why;
+	PipeItem   *item;
 
 	Assert(!claude_pipe_full(p));
-	if (claude_cache_begin(p->cache, p->nsp, "/v1/messages", body, strlen(body),
-						   false, &cache, &hit))
-	{
-		done(arg, tag, claude_jsonb_reply_text(hit), NULL, NULL);
-		return true;
-	}
-	/* a spent budget fails this request, not the others */
-	if (!claude_budget_allows(claude_request_owner(), &why))
-	{
-		done(arg, tag, NULL, claude_budget_message(claude_request_owner(), why), NULL);
-		return true;
-	}
+	c->bulk = true;
 	/* with nothing of ours in flight, waiting for a slot cannot deadlock */
-	slot = claude_request_submit(CLAUDE_POST, "/v1/messages", body, strlen(body),
-								 max_tokens, &cache,
-								 CLAUDE_SUBMIT_BULK | (p->n == 0 ? CLAUDE_SUBMIT_WAIT : 0));
-	if (slot < 0)
-		return false;
+	c->wait_slot = p->n == 0;
+	switch (claude_call_start(c))
+	{
+		case CLAUDE_CALL_HIT:
+			done(arg, tag, claude_jsonb_reply_text(c->hit), NULL, NULL);
+			return true;
+		case CLAUDE_CALL_REFUSED:
+			done(arg, tag, NULL, c->refused, NULL);
+			return true;
+		case CLAUDE_CALL_SENT:
+			break;
+		default:
+			return false;
+	}
 	if (p->keep)
-		claude_slot_keep(slot);
-	p->items[p->n].tag = tag;
-	p->items[p->n].slot = slot;
-	p->n++;
+		claude_slot_keep(c->slot);
+	item = &p->items[p->n++];
+	item->tag = tag;
+	item->call = *c;
+	/* what was asked stays with its caller, whose memory may go */
+	item->call.path = item->call.body = item->call.model = NULL;
 	return true;
 }
 
 static void
 finish_item(PipeItem *item, ClaudePipeDone done, void *arg)
 {
-	ClaudeResult result;
 	ClaudeFailure failure;
-	char	   *reply = claude_request_collect(item->slot, &result);
+	ClaudeCall *c = &item->call;
 	text	   *completion;
 
-	if (claude_result_failed(&result, reply, &failure))
-		done(arg, item->tag, NULL, failure.message, &result);
-	else if ((completion = claude_complete_text(reply)) == NULL)
+	if (!claude_call_finish(c, &failure))
+		done(arg, item->tag, NULL, failure.message, &c->result);
+	else if ((completion = claude_complete_text(c->reply)) == NULL)
 		done(arg, item->tag, NULL,
-			 "the Claude API sent a reply that is not a Messages response", &result);
+			 "the Claude API sent a reply that is not a Messages response", &c->result);
 	else
-		done(arg, item->tag, completion, NULL, &result);
+		done(arg, item->tag, completion, NULL, &c->result);
 }
 
 /* Hand every finished request to done, without waiting; true if any. */
@@ -147,7 +137,7 @@ claude_pipe_poll(ClaudePipe *p, ClaudePipeDone done, void *arg)
 
 	for (int i = 0; i < p->n;)
 	{
-		if (claude_slot_poll(p->items[i].slot))
+		if (claude_call_poll(&p->items[i].call))
 		{
 			PipeItem	item = p->items[i];
 

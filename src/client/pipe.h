@@ -9,6 +9,7 @@
 
 typedef struct ClaudePipe ClaudePipe;
 
+#include "client/request.h"
 #include "shmem/slots.h"
 
 /*
@@ -18,13 +19,13 @@ typedef struct ClaudePipe ClaudePipe;
 typedef void (*ClaudePipeDone) (void *arg, int64 tag, text *completion,
 								const char *error, const ClaudeResult *result);
 
-extern ClaudePipe *claude_pipe_create(int window, bool cache, Oid nsp);
+extern ClaudePipe *claude_pipe_create(int window);
 extern void claude_pipe_keep_slots(ClaudePipe *p);
 extern bool claude_pipe_full(ClaudePipe *p);
 extern int	claude_pipe_room(ClaudePipe *p);
 extern int	claude_pipe_outstanding(ClaudePipe *p);
-extern bool claude_pipe_submit(ClaudePipe *p, int64 tag, const char *body,
-							   int max_tokens, ClaudePipeDone done, void *arg);
+extern bool claude_pipe_submit(ClaudePipe *p, int64 tag, ClaudeCall *c,
+							   ClaudePipeDone done, void *arg);
 extern bool claude_pipe_poll(ClaudePipe *p, ClaudePipeDone done, void *arg);
 extern void claude_pipe_collect(ClaudePipe *p, ClaudePipeDone done, void *arg);
 

@@ -13,38 +13,31 @@
 
 #include "mb/pg_wchar.h"
 
-#include "client/call.h"
+#include "client/request.h"
 #include "client/stream.h"
 #include "common/errors.h"
 #include "common/json.h"
 #include "shmem/events.h"
 
 /*
- * Start a streamed request (body the canonical text of a Messages
- * request) in mode CLAUDE_STREAM_TEXT or CLAUDE_STREAM_EVENTS.  False
- * with *hit set when the cache answers.
+ * Start a streamed call (its stream mode CLAUDE_STREAM_TEXT or
+ * CLAUDE_STREAM_EVENTS).  False with st->call.hit set when the cache
+ * answers.
  */
 bool
-claude_stream_begin(ClaudeStream *st, const char *body, int max_tokens,
-					ClaudeStreamMode mode, bool cache, Oid nsp, Jsonb **hit)
+claude_stream_begin(ClaudeStream *st, const ClaudeCall *call)
 {
 	memset(st, 0, sizeof(*st));
-	st->slot = -1;
-	if (claude_cache_begin(cache, nsp, "/v1/messages", body, strlen(body), true,
-						   &st->cache, hit))
-		return false;
-	st->slot = claude_request_submit(CLAUDE_POST, "/v1/messages", body, strlen(body),
-									 max_tokens, &st->cache,
-									 CLAUDE_SUBMIT_WAIT |
-									 (mode == CLAUDE_STREAM_TEXT ? CLAUDE_SUBMIT_STREAM_TEXT :
-									  CLAUDE_SUBMIT_STREAM_EVENTS));
-	return true;
+	st->call = *call;
+	Assert(call->stream == CLAUDE_STREAM_TEXT || call->stream == CLAUDE_STREAM_EVENTS);
+	st->call.wait_slot = true;
+	return claude_call_start(&st->call) != CLAUDE_CALL_HIT;
 }
 
 /*
  * The next item (UTF-8, NUL-terminated): a piece of text or an event's
- * data.  NULL once the stream is over: then st->reply is the Message, or
- * the request's error was raised.
+ * data.  NULL once the stream is over: then st->call.reply is the
+ * Message, or the request's error was raised.
  */
 const char *
 claude_stream_next(ClaudeStream *st)
@@ -63,22 +56,19 @@ claude_stream_next(ClaudeStream *st)
 		if (st->items)
 			pfree(st->items);
 		st->items = NULL;
-		if (st->slot < 0)
+		if (st->call.state != CLAUDE_CALL_SENT)
 			return NULL;
 
-		done = claude_slot_wait_events(st->slot);
+		done = claude_slot_wait_events(st->call.slot);
 		/* every event comes before the result: take them first */
-		if ((st->items = claude_events_take(st->slot, &st->len)) != NULL)
+		if ((st->items = claude_events_take(st->call.slot, &st->len)) != NULL)
 		{
 			st->pos = 0;
 			continue;
 		}
 		if (!done)
 			continue;
-		st->reply = claude_request_collect(st->slot, &st->result);
-		st->slot = -1;
-		claude_check_result(&st->result, st->reply);
-		claude_cache_sent(&st->cache);
+		(void) claude_call_finish(&st->call, NULL);
 		return NULL;
 	}
 }
@@ -97,12 +87,7 @@ claude_stream_ready(ClaudeStream *st)
 void
 claude_stream_abandon(ClaudeStream *st)
 {
-	if (st->slot >= 0)
-	{
-		claude_slot_abandon(st->slot);
-		claude_cache_abandon(&st->cache);
-	}
-	st->slot = -1;
+	claude_call_abandon(&st->call);
 }
 
 /* An item in the database's encoding; a reply it cannot hold is ZC002. */

@@ -5,22 +5,18 @@
 #ifndef CLAUDE_STREAM_H
 #define CLAUDE_STREAM_H
 
-#include "client/cache.h"
+#include "client/request.h"
 #include "common/errors.h"
 
 typedef struct ClaudeStream
 {
-	int			slot;			/* -1 once collected (or a cache hit) */
-	ClaudeCacheCall cache;
+	ClaudeCall	call;			/* call.reply: the Message, UTF-8, at the end */
 	char	   *items;			/* taken, NUL-terminated items */
 	Size		len;
 	Size		pos;
-	ClaudeResult result;
-	char	   *reply;			/* the Message, UTF-8, at the end */
 } ClaudeStream;
 
-extern bool claude_stream_begin(ClaudeStream *st, const char *body, int max_tokens,
-								ClaudeStreamMode mode, bool cache, Oid nsp, Jsonb **hit);
+extern bool claude_stream_begin(ClaudeStream *st, const ClaudeCall *call);
 extern const char *claude_stream_next(ClaudeStream *st);
 extern bool claude_stream_ready(ClaudeStream *st);
 extern void claude_stream_abandon(ClaudeStream *st);

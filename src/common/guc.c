@@ -5,7 +5,7 @@
  *
  * Every setting has one variable and is defined in _PG_init, before any SET
  * of it could be lost.  Endpoint and key settings are superuser-only; the
- * values a session sees travel with each request (client/call.c), so a
+ * values a session sees travel with each request (client/request.c), so a
  * superuser's SET affects that session alone.
  */
 #include "postgres.h"

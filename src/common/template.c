@@ -11,7 +11,6 @@
 #include "postgres.h"
 
 #include "access/tupdesc.h"
-#include "common/md5.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
@@ -124,23 +123,33 @@ claude_template_render(const ClaudeTemplate *t, char **values)
 }
 
 /*
- * The MD5 of a row's prompt inputs (the values of the template's columns,
- * printed under fixed settings), as the database worker computes it over
- * the row (md5 of concat_ws(',', quote_nullable(column::text), ...)): a
+ * The SQL expression of the MD5 of a row's prompt inputs, the n operands
+ * (SQL expressions: its columns, or the values a trigger read of them): a
  * trigger job's reply, or a Message Batch result, is written only to a row
- * that still holds them.
+ * that still holds them.  The one definition of that hash: whoever stores
+ * it and whoever checks it evaluate this.
  */
 char *
-claude_template_inputs_md5(const ClaudeTemplate *t, char **values)
+claude_inputs_md5_sql(char **operands, int n)
 {
-	StringInfoData all;
-	char		md5[33];
+	StringInfoData sql;
 
-	initStringInfo(&all);
-	for (int i = 0; i < t->ncolumns; i++)
-		appendStringInfo(&all, "%s%s", i > 0 ? "," : "",
-						 values[i] ? quote_literal_cstr(values[i]) : "NULL");
-	if (!pg_md5_hash(all.data, all.len, md5, &(const char *) {NULL}))
-		elog(ERROR, "claude: could not compute an MD5");
-	return pstrdup(md5);
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "pg_catalog.md5(pg_catalog.concat_ws(','");
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&sql, ", pg_catalog.quote_nullable((%s)::pg_catalog.text)", operands[i]);
+	appendStringInfoString(&sql, "))");
+	return sql.data;
+}
+
+/* The same over columns of a table, each prefixed by alias (NULL: none). */
+char *
+claude_inputs_md5_of_columns(const char *alias, char **columns, int n)
+{
+	char	  **operands = palloc(Max(n, 1) * sizeof(char *));
+
+	for (int i = 0; i < n; i++)
+		operands[i] = alias ? psprintf("%s.%s", alias, quote_identifier(columns[i])) :
+			(char *) quote_identifier(columns[i]);
+	return claude_inputs_md5_sql(operands, n);
 }

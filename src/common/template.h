@@ -25,6 +25,7 @@ typedef struct ClaudeTemplate
 extern ClaudeTemplate *claude_template_parse(const char *tmpl, TupleDesc desc,
 											 const char *relname);
 extern char *claude_template_render(const ClaudeTemplate *t, char **values);
-extern char *claude_template_inputs_md5(const ClaudeTemplate *t, char **values);
+extern char *claude_inputs_md5_sql(char **operands, int n);
+extern char *claude_inputs_md5_of_columns(const char *alias, char **columns, int n);
 
 #endif

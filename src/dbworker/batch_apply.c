@@ -332,8 +332,8 @@ new_succeeded(Chunk *c, int n)
 }
 
 /*
- * A succeeded result into s, priced by its request's model (model is
- * {"model": ...} of the request), counted in what the chunk used.
+ * A succeeded result into s, priced by its request's model, counted in
+ * what the chunk used.
  */
 static bool
 add_succeeded(Succeeded *s, ResultLine *r, HeapTuple tup, TupleDesc desc)
@@ -360,7 +360,7 @@ add_succeeded(Succeeded *s, ResultLine *r, HeapTuple tup, TupleDesc desc)
 	s->known[k] = r->usage_known;
 	s->input[k] = r->usage.input;
 	s->output[k] = r->usage.output;
-	claude_price_of(model, strlen(model), &price_in, &price_out);
+	claude_price_of(model, &price_in, &price_out);
 	s->cost[k] = r->usage_known ? claude_usage_cost(&r->usage, price_in, price_out, true) : -1;
 	s->priced[k] = s->cost[k] >= 0;
 	claude_usage_count_request(&c->used, r->usage_known ? &r->usage : NULL, s->cost[k]);
@@ -421,7 +421,7 @@ chunk_body(void *arg)
 	/* each item found by its key */
 	nest = join_by_key();
 	if (claude_spi_exec(psprintf("SELECT u.o, i.pk::text, i.status, "
-								 "pg_catalog.jsonb_build_object('model', i.request->'model')::text, "
+								 "i.request->>'model', "
 								 "i.est_tokens, i.est_cost_usd::pg_catalog.float8, i.inputs_md5 "
 								 "FROM unnest($1::text[]) WITH ORDINALITY u(cid, o) "
 								 "JOIN %s i ON i.batch = $2 AND i.custom_id = u.cid "

@@ -43,7 +43,7 @@
 #include "utils/guc.h"
 
 #include "client/batches.h"
-#include "client/call.h"
+#include "client/request.h"
 #include "common/errors.h"
 #include "common/guc.h"
 #include "common/spi.h"
@@ -59,7 +59,7 @@ typedef struct Download
 {
 	int64		batch;			/* local_id; 0: a free entry */
 	char		id[128];
-	int			slot;			/* -1 once the results are in the file */
+	ClaudeCall	call;			/* call.slot -1 once the results are in the file */
 	Size		limit;			/* bytes */
 	const char *limit_name;		/* the setting that sets it */
 	char		file[MAXPGPATH];
@@ -70,6 +70,7 @@ static Download *applying = NULL;	/* the one being written back */
 static off_t apply_offset;
 
 /* the status request under way */
+static ClaudeCall status_call;
 static int	status_slot = -1;
 static int64 status_batch;
 static char status_id[128];
@@ -111,13 +112,13 @@ download_of(int64 batch)
 static void
 forget_download(Download *d)
 {
-	if (d->slot >= 0)
-		claude_slot_abandon(d->slot);
+	if (d->call.slot >= 0)
+		claude_slot_abandon(d->call.slot);
 	(void) unlink(d->file);
 	if (applying == d)
 		applying = NULL;
 	memset(d, 0, sizeof(*d));
-	d->slot = -1;
+	d->call.slot = -1;
 }
 
 /*
@@ -188,10 +189,17 @@ start_download(Step *s)
 	snprintf(d->file, sizeof(d->file), "%s/%sclaude_batch_%u_%lld", TEMP_DIR,
 			 PG_TEMP_FILE_PREFIX, MyDatabaseId, (long long) s->batch);
 	d->limit = results_limit(s->requests, &d->limit_name);
-	d->slot = claude_request_download(claude_batch_path(s->id, "/results"), d->file, d->limit);
-	if (d->slot < 0)
+	/* one attempt: the next poll tries again */
+	claude_call_init(&d->call, CLAUDE_EP_BATCH_RESULTS, s->id);
+	d->call.output_file = d->file;
+	d->call.max_output = d->limit;
+	d->call.max_retries = 0;
+	if (claude_call_start(&d->call) != CLAUDE_CALL_SENT)
+	{
+		d->call.slot = -1;
 		return;
-	claude_slot_keep(d->slot);
+	}
+	claude_slot_keep(d->call.slot);
 	d->batch = s->batch;
 	strlcpy(d->id, s->id, sizeof(d->id));
 }
@@ -202,7 +210,7 @@ start_batch(void *arg)
 {
 	Step	   *s = arg;
 
-	if (claude_batch_path(s->id, "") == NULL)
+	if (!claude_batch_id_valid(s->id))
 	{
 		claude_batch_record_error(s->t, s->batch, "the batch id is not one the API gives", true);
 		return;
@@ -212,9 +220,12 @@ start_batch(void *arg)
 		start_download(s);		/* its results were not all written yet */
 		return;
 	}
-	status_slot = claude_request_submit(CLAUDE_GET, claude_batch_path(s->id, ""), NULL, 0, 0, NULL, 0);
-	if (status_slot < 0)
+	/* no retries of its own: the next poll is one */
+	claude_call_init(&status_call, CLAUDE_EP_BATCH, s->id);
+	status_call.max_retries = 0;
+	if (claude_call_start(&status_call) != CLAUDE_CALL_SENT)
 		return;
+	status_slot = status_call.slot;
 	claude_slot_keep(status_slot);
 	status_batch = s->batch;
 	strlcpy(status_id, s->id, sizeof(status_id));
@@ -325,6 +336,7 @@ static void
 poll_status(const ClaudeBatchTables *t)
 {
 	Step		s;
+	ClaudeFailure failure;
 
 	if (status_slot < 0 || !claude_slot_poll(status_slot))
 		return;
@@ -332,7 +344,9 @@ poll_status(const ClaudeBatchTables *t)
 	s.t = t;
 	s.batch = status_batch;
 	s.id = status_id;
-	s.reply = claude_request_collect(status_slot, &s.result);
+	(void) claude_call_finish(&status_call, &failure);
+	s.reply = status_call.reply;
+	s.result = status_call.result;
 	status_slot = -1;
 	batch_step(&s, request_failed(&s, "polling failed") ? record_failure : status_done);
 }
@@ -348,16 +362,18 @@ poll_downloads(const ClaudeBatchTables *t)
 	{
 		Download   *d = &downloads[i];
 		Step		s;
+		ClaudeFailure failure;
 		struct stat st;
 
-		if (d->batch == 0 || d->slot < 0 || !claude_slot_poll(d->slot))
+		if (d->batch == 0 || d->call.slot < 0 || !claude_slot_poll(d->call.slot))
 			continue;
 		memset(&s, 0, sizeof(s));
 		s.t = t;
 		s.batch = d->batch;
 		s.id = pstrdup(d->id);
-		s.reply = claude_request_collect(d->slot, &s.result);
-		d->slot = -1;
+		(void) claude_call_finish(&d->call, &failure);
+		s.reply = d->call.reply;
+		s.result = d->call.result;
 		/* cut at its limit (the worker stops writing just short of it): say which */
 		if (s.result.transport == CLAUDE_TE_REPLY && stat(d->file, &st) == 0 &&
 			(Size) st.st_size + 65536 >= d->limit)
@@ -417,7 +433,7 @@ apply_some(const ClaudeBatchTables *t)
 	if (applying == NULL)
 	{
 		for (int i = 0; i < MAX_DOWNLOADS && applying == NULL; i++)
-			if (downloads[i].batch != 0 && downloads[i].slot < 0)
+			if (downloads[i].batch != 0 && downloads[i].call.slot < 0)
 				applying = &downloads[i];
 		apply_offset = 0;
 		if (applying == NULL)
@@ -481,7 +497,7 @@ claude_batch_poll_busy(void)
 	if (applying != NULL)
 		return true;
 	for (int i = 0; i < MAX_DOWNLOADS; i++)
-		if (downloads[i].batch != 0 && downloads[i].slot < 0)
+		if (downloads[i].batch != 0 && downloads[i].call.slot < 0)
 			return true;
 	return false;
 }

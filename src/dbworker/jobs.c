@@ -22,14 +22,15 @@
  * died, and those an aborted round lost track of are not in flight: both
  * are queued again.
  *
- * Each request is sent as the role that fired the trigger (it pays, its
- * budget and cache scope apply); a job that role cannot pay for now (a
+ * Each request is paid by the role that fired the trigger (the call's
+ * payer: its budget and cache scope apply); a job that role cannot pay for now (a
  * spent budget, a billing error) waits and is looked at again, and one
  * whose role is gone fails.  The reply is written as the table's owner,
  * restricted, and only while the table still has the trigger that asked.
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/pg_trigger.h"
@@ -38,6 +39,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -54,6 +56,7 @@
 #include "common/secret.h"
 #include "common/security.h"
 #include "common/spi.h"
+#include "common/template.h"
 #include "dbworker/jobs.h"
 #include "dbworker/writeback.h"
 #include "shmem/usage.h"
@@ -69,10 +72,9 @@ typedef struct Job
 	char	   *pk;				/* jsonb text */
 	int			attempts;
 	Oid			role;			/* who queued it, whose budget it uses */
-	char	   *inputs;			/* SQL of its row's inputs as text, or NULL */
+	char	   *inputs;			/* SQL of the MD5 of its row's inputs, or NULL */
 	char	   *inputs_md5;		/* their MD5 when it was queued, or NULL */
-	char	   *body;			/* its request, until it is sent */
-	int			max_tokens;
+	Jsonb	   *request;		/* its request, until it is sent */
 	bool		sent;			/* its request is in flight */
 } Job;
 
@@ -90,18 +92,16 @@ static bool lost_track = false; /* a round aborted: 'running' jobs may not be in
 #define WAITING_RECHECK_S	60
 
 /*
- * At worker start: find the extension, queue again what a dead worker left
- * running, and send requests with no retries of their own (jobs retry).
+ * At worker start: find the extension and queue again what a dead worker
+ * left running.  A job is tried claude.max_retries + 1 times, each attempt
+ * a request with no HTTP retries of its own (see submit_job).
  */
 void
 claude_jobs_start(void)
 {
 	if (jobs_cxt == NULL)
 	{
-		char	   *retries = GetConfigOptionByName("claude.max_retries", NULL, false);
-
-		max_attempts = atoi(retries) + 1;
-		SetConfigOption("claude.max_retries", "0", PGC_SUSET, PGC_S_OVERRIDE);
+		max_attempts = claude_max_retries + 1;
 		jobs_cxt = AllocSetContextCreate(TopMemoryContext, "claude jobs",
 										 ALLOCSET_DEFAULT_SIZES);
 		worker_user = GetUserId();
@@ -122,7 +122,7 @@ claude_jobs_start(void)
 			jobs_table = quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs");
 			if (first)
 			{
-				jobs_pipe = claude_pipe_create(JOBS_WINDOW, claude_cache_enabled, nsp);
+				jobs_pipe = claude_pipe_create(JOBS_WINDOW);
 				claude_pipe_keep_slots(jobs_pipe);
 			}
 			MemoryContextSwitchTo(old);
@@ -241,8 +241,8 @@ write_back(Job *job, text *completion)
 static void
 free_job(Job *job)
 {
-	if (job->body)
-		pfree(job->body);
+	if (job->request)
+		pfree(job->request);
 	pfree(job->target);
 	pfree(job->pk);
 	if (job->inputs)
@@ -283,7 +283,7 @@ job_done(void *arg, int64 tag, text *completion, const char *error,
 	ClaudeRoleSwitch as_worker;
 
 	inflight[tag] = NULL;
-	/* a cache hit comes back while the job's role is acting: books are ours */
+	/* the books are kept as the worker's own user, whoever the job's role */
 	claude_become(&as_worker, worker_user, false);
 	if ((edata = claude_subxact(record_outcome, &o)) != NULL)
 		set_failed(o.job, claude_redact(edata->message, 0));
@@ -337,19 +337,48 @@ job_sendable(int tag)
 }
 
 /*
- * Send a job's request as the role that fired the trigger: it pays, its
- * budget applies, its cache scope serves the request.
+ * Send a job's request, paid by the role that fired the trigger: its
+ * budget applies, its cache scope serves the request.  No HTTP retries:
+ * a job that fails is tried again by the queue (set_failed_or_retry).
  */
 static bool
-submit_as(Oid role, int tag, const char *body, int max_tokens)
+submit_job(Job *job, int tag)
 {
-	ClaudeRoleSwitch as_role;
-	bool		sent;
+	ClaudeCall	call;
 
-	claude_become(&as_role, role, false);
-	sent = claude_pipe_submit(jobs_pipe, tag, body, max_tokens, job_done, NULL);
-	claude_unbecome(&as_role);
-	return sent;
+	claude_call_init(&call, CLAUDE_EP_MESSAGES, NULL);
+	claude_call_set_body(&call, job->request);
+	call.payer = job->role;
+	call.max_retries = 0;
+	call.cache = claude_cache_enabled ? CLAUDE_CACHE_LOOKUP : CLAUDE_CACHE_OFF;
+	call.cache_nsp = nsp;
+	return claude_pipe_submit(jobs_pipe, tag, &call, job_done, NULL);
+}
+
+/*
+ * The SQL of the MD5 of a job's inputs (the names at attno, a text[]), as
+ * its row's write-back checks it, or NULL when it has none.
+ */
+static char *
+inputs_check(HeapTuple tup, TupleDesc desc, int attno)
+{
+	Datum	   *names;
+	bool	   *nulls;
+	bool		isnull;
+	int			n;
+	char	  **columns;
+	Datum		d = SPI_getbinval(tup, desc, attno, &isnull);
+
+	if (isnull)
+		return NULL;
+	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+					  &names, &nulls, &n);
+	if (n == 0)
+		return NULL;
+	columns = palloc(n * sizeof(char *));
+	for (int i = 0; i < n; i++)
+		columns[i] = TextDatumGetCString(names[i]);
+	return claude_inputs_md5_of_columns(NULL, columns, n);
 }
 
 /*
@@ -377,10 +406,9 @@ claim(void)
 					 "|| coalesce(': ' || last_error, '') END "
 					 "WHERE id IN (SELECT id FROM %s WHERE status IN ('queued', 'waiting') AND next_attempt_at <= now() "
 					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
-					 "RETURNING id, relid, target_column, pk::text, attempts, request::text, "
-					 "(request->>'max_tokens')::int, role::oid, inputs_md5, "
-					 "(SELECT string_agg(format('pg_catalog.quote_nullable(%%I::pg_catalog.text)', c), ', ' ORDER BY o) "
-					 "FROM unnest(inputs) WITH ORDINALITY u(c, o)), status = 'running'",
+					 "RETURNING id, relid, target_column, pk::text, attempts, request, "
+					 "NULL, role::oid, inputs_md5, "
+					 "inputs, status = 'running'",
 					 jobs_table, max_attempts, max_attempts, max_attempts, max_attempts, jobs_table, room),
 				   0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
 	n = SPI_processed;
@@ -393,9 +421,11 @@ claim(void)
 		MemoryContext old;
 		Job		   *job;
 		int			tag = 0;
+		char	   *inputs;
 
 		if (!DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull)))
 			continue;			/* failed: it had every attempt */
+		inputs = inputs_check(tup, desc, 10);
 		old = MemoryContextSwitchTo(jobs_cxt);
 		job = palloc0(sizeof(Job));
 
@@ -404,11 +434,10 @@ claim(void)
 		job->target = SPI_getvalue(tup, desc, 3);
 		job->pk = SPI_getvalue(tup, desc, 4);
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		job->body = SPI_getvalue(tup, desc, 6);
-		job->max_tokens = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+		job->request = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
 		job->role = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 		job->inputs_md5 = SPI_getvalue(tup, desc, 9);
-		job->inputs = SPI_getvalue(tup, desc, 10);
+		job->inputs = inputs ? pstrdup(inputs) : NULL;
 		MemoryContextSwitchTo(old);
 		while (inflight[tag] != NULL)
 			tag++;
@@ -436,7 +465,7 @@ send_job(void *arg)
 	/* first: a cache hit hands the job back (and frees it) at once */
 	job->sent = true;
 	/* with room in the jobs_pipe, no slot means one is about to be free */
-	if (!submit_as(job->role, s->tag, job->body, job->max_tokens))
+	if (!submit_job(job, s->tag))
 	{
 		job->sent = false;
 		s->no_slot = true;

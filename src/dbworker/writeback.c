@@ -26,6 +26,7 @@
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
+#include "common/template.h"
 #include "common/json.h"
 #include "common/security.h"
 #include "dbworker/writeback.h"
@@ -99,15 +100,8 @@ equality_operator(Oid type, const char *relname)
 static char *
 inputs_check(char **columns, int ncolumns)
 {
-	StringInfoData sql;
-
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, " AND (v.h IS NULL OR pg_catalog.md5(pg_catalog.concat_ws(','");
-	for (int i = 0; i < ncolumns; i++)
-		appendStringInfo(&sql, ", pg_catalog.quote_nullable(r.%s::pg_catalog.text)",
-						 quote_identifier(columns[i]));
-	appendStringInfoString(&sql, ")) OPERATOR(pg_catalog.=) v.h)");
-	return sql.data;
+	return psprintf(" AND (v.h IS NULL OR %s OPERATOR(pg_catalog.=) v.h)",
+					claude_inputs_md5_of_columns("r", columns, ncolumns));
 }
 
 /*
@@ -202,8 +196,7 @@ prepare_update(Oid relid, const char *relname, const char *target, Datum pk, Oid
 	sql = update_statement(relid, relname, target, pk, false, NULL);
 	/* the row must still hold the inputs its reply answers */
 	if (inputs != NULL)
-		sql = psprintf("%s AND pg_catalog.md5(pg_catalog.concat_ws(',', %s)) OPERATOR(pg_catalog.=) $3",
-					   sql, inputs);
+		sql = psprintf("%s AND %s OPERATOR(pg_catalog.=) $3", sql, inputs);
 	plan = SPI_prepare(sql, 3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID});
 	if (plan == NULL || SPI_keepplan(plan) != 0)
 		elog(ERROR, "claude: could not prepare the update of %s: %s", relname,

@@ -49,7 +49,7 @@
 
 #include "client/budget.h"
 #include "client/cache.h"
-#include "client/call.h"
+#include "client/request.h"
 
 #include "common/guc.h"
 #include "common/secret.h"
@@ -253,14 +253,22 @@ post_batch(void *arg)
 {
 	Post	   *post = arg;
 	Submission *s = post->s;
-	int			slot;
+	ClaudeCall	call;
+	ClaudeFailure failure;
 
 	post->sent_at = GetCurrentTimestamp();
 	post->rejected = true;		/* until it is queued */
-	slot = claude_request_create(CLAUDE_BATCHES_PATH, FilePathName(s->file), (Size) s->size);
+	/* its body the file's bytes, UTF-8; sent once: not idempotent */
+	claude_call_init(&call, CLAUDE_EP_BATCH_CREATE, NULL);
+	call.input_file = FilePathName(s->file);
+	call.body_len = (Size) s->size;
+	call.wait_slot = true;
+	(void) claude_call_start(&call);
 	post->rejected = false;		/* from now on it may go out */
-	claude_slot_wait(slot);
-	post->reply = claude_request_collect(slot, &post->result);
+	claude_call_wait(&call);
+	(void) claude_call_finish(&call, &failure);
+	post->reply = call.reply;
+	post->result = call.result;
 	/* certain: an error reply, or a failure before the body went out */
 	post->rejected = post->result.http_status >= 400 ||
 		(post->result.http_status == 0 && !post->result.body_sent &&
@@ -370,10 +378,9 @@ static void
 add_row(Submission *s, EnrichRow *row)
 {
 	Enrich	   *e = s->e;
-	char	   *body = claude_complete_body(&e->args, row->prompt);
-	Size		len = strlen(body);
-	ClaudeCacheCall call;
-	Jsonb	   *hit;
+	ClaudeCall	call;
+	char	   *body;
+	Size		len;
 	Datum		values[8];
 	bool		nulls[8] = {false, false, false, false, false, false, false, false};
 	ClaudeUsage est = {0};
@@ -390,11 +397,13 @@ add_row(Submission *s, EnrichRow *row)
 		s->skipped++;
 		return;
 	}
-	if (claude_cache_begin(s->cache, s->tables.nsp, "/v1/messages", body, len, false,
-						   &call, &hit))
+	claude_enrich_call(e, row, &call);
+	body = call.body;
+	len = call.body_len;
+	if (claude_call_lookup(&call))
 	{
 		/* a cached reply that does not fit is reported and the row skipped */
-		char	   *why = claude_enrich_write(e, row, claude_jsonb_reply_text(hit));
+		char	   *why = claude_enrich_write(e, row, claude_jsonb_reply_text(call.hit));
 
 		if (why != NULL)
 			ereport(NOTICE,
@@ -422,8 +431,8 @@ add_row(Submission *s, EnrichRow *row)
 
 	/* what it may spend: max_tokens of output, input as the call path guesses it */
 	est.input = ceil(utf8_len / 4.0);
-	est.output = e->args.max_tokens;
-	claude_price_of(body, len, &price_in, &price_out);
+	est.output = call.max_tokens;
+	claude_price_of(call.model, &price_in, &price_out);
 	values[5] = Int64GetDatum((int64) (est.input + est.output));
 	values[6] = Float8GetDatum(Max(claude_usage_cost(&est, price_in, price_out, true), 0));
 	s->est.tokens += DatumGetInt64(values[5]);
@@ -434,11 +443,11 @@ add_row(Submission *s, EnrichRow *row)
 	values[2] = CStringGetTextDatum(row->pkjson);
 	values[3] = PointerGetDatum(cstring_to_text_with_len(body, len));
 	values[7] = CStringGetTextDatum(row->inputs_md5);
-	if (call.enabled)
+	if (call.cached.enabled)
 	{
 		key = palloc(VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
 		SET_VARSIZE(key, VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
-		memcpy(VARDATA(key), call.key, CLAUDE_CACHE_KEY_LEN);
+		memcpy(VARDATA(key), call.cached.key, CLAUDE_CACHE_KEY_LEN);
 		values[4] = PointerGetDatum(key);
 	}
 	else
@@ -461,8 +470,8 @@ claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo)
 
 	memset(&s, 0, sizeof(s));
 	s.e = e;
-	s.cache = claude_cache_enabled;
-	s.caller = GetUserId();
+	s.cache = e->proto.cache != CLAUDE_CACHE_OFF;
+	s.caller = e->proto.payer;	/* who pays: the calls its rows would be */
 	if (!claude_batch_tables(claude_extension_schema(fcinfo), &s.tables))
 		elog(ERROR, "claude_enrich: claude_batches is missing");
 	s.owner = extension_owner();
@@ -543,13 +552,13 @@ claude_batch_cancel(PG_FUNCTION_ARGS)
 	Oid			submitted_by;
 	bool		isnull;
 	char	   *reply;
-	ClaudeResult result;
+	ClaudeCall	call;
 	char	   *status;
 	Oid			owner;
 	ClaudeRoleSwitch as_owner;
 
 	if (PG_ARGISNULL(0))
-		invalid_argument("batch_id must not be NULL");
+		claude_invalid_argument("batch_id must not be NULL");
 	id = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	claude_require_shared();
 	if (!claude_batch_tables(claude_extension_schema(fcinfo), &tables))
@@ -577,12 +586,12 @@ claude_batch_cancel(PG_FUNCTION_ARGS)
 				 errdetail("Only roles with the privileges of its submitter %s may cancel it.",
 						   GetUserNameFromId(submitted_by, false))));
 
-	if (claude_batch_path(id, "/cancel") == NULL)
+	if (!claude_batch_id_valid(id))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("\"%s\" is not a Message Batch id", id)));
-	reply = claude_http_call(CLAUDE_POST, claude_batch_path(id, "/cancel"),
-							 NULL, 0, 0, NULL, &result);
+	claude_call_init(&call, CLAUDE_EP_BATCH_CANCEL, id);
+	reply = claude_call_run(&call);
 	claude_become(&as_owner, owner, false);
 	claude_batch_record_state(&tables, local_id, reply);
 	/* poll it again soon: a canceled batch ends quickly */

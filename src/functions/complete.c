@@ -1,10 +1,12 @@
 /*
  * complete.c
- *		claude_complete and claude_messages, called from SQL.
+ *		claude_complete and claude_messages, called from SQL; and the SQL
+ *		arguments the calls share, turned into a request.
  *
- * Requests are built as jsonb and printed by PostgreSQL's own JSON output,
- * so every string is escaped correctly.  Arguments are checked before any
- * request is queued: nothing is spent on a call that cannot succeed.
+ * Requests are built as jsonb and printed by PostgreSQL's own JSON output
+ * (claude_call_set_body), so every string is escaped correctly.  Arguments
+ * are checked before any request is queued: nothing is spent on a call
+ * that cannot succeed.
  */
 #include "postgres.h"
 
@@ -13,51 +15,17 @@
 
 #include "utils/builtins.h"
 
-#include "client/call.h"
+#include "client/request.h"
 
 #include "common/guc.h"
 #include "common/json.h"
+#include "common/spi.h"
 
 #include "client/message.h"
 #include "functions/complete.h"
 
 PG_FUNCTION_INFO_V1(claude_complete);
 PG_FUNCTION_INFO_V1(claude_messages);
-
-static void
-push_key(JsonbParseState **state, const char *key)
-{
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.val = (char *) key;
-	v.val.string.len = strlen(key);
-	pushJsonbValue(state, WJB_KEY, &v);
-}
-
-static void
-push_string(JsonbParseState **state, const char *key, const char *val, int len)
-{
-	JsonbValue	v;
-
-	if (key)
-		push_key(state, key);
-	v.type = jbvString;
-	v.val.string.val = (char *) val;
-	v.val.string.len = len;
-	pushJsonbValue(state, key ? WJB_VALUE : WJB_ELEM, &v);
-}
-
-static void
-push_numeric(JsonbParseState **state, const char *key, Numeric num)
-{
-	JsonbValue	v;
-
-	push_key(state, key);
-	v.type = jbvNumeric;
-	v.val.numeric = num;
-	pushJsonbValue(state, WJB_VALUE, &v);
-}
 
 static bool
 numeric_is_integer(Numeric n)
@@ -87,11 +55,11 @@ validate_messages_request(Jsonb *req)
 	int			n = 0;
 
 	if (!JB_ROOT_IS_OBJECT(req) || JB_ROOT_IS_SCALAR(req))
-		invalid_argument("request must be a JSON object");
+		claude_invalid_argument("request must be a JSON object");
 
 	messages = claude_json_get_container(&req->root, "messages", true);
 	if (messages == NULL || (n = JsonContainerSize(messages)) == 0)
-		invalid_argument("request must have a non-empty \"messages\" array");
+		claude_invalid_argument("request must have a non-empty \"messages\" array");
 
 	for (int i = 0; i < n; i++)
 	{
@@ -121,17 +89,17 @@ validate_messages_request(Jsonb *req)
 
 	if ((v = claude_json_get(&req->root, "model")) != NULL &&
 		(v->type != jbvString || v->val.string.len == 0))
-		invalid_argument("\"model\" must be a non-empty string");
+		claude_invalid_argument("\"model\" must be a non-empty string");
 	if ((v = claude_json_get(&req->root, "max_tokens")) != NULL &&
 		(v->type != jbvNumeric || !numeric_is_integer(v->val.numeric) ||
 		 numeric_to_double(v->val.numeric) < 1))
-		invalid_argument("\"max_tokens\" must be an integer of at least 1");
+		claude_invalid_argument("\"max_tokens\" must be an integer of at least 1");
 	if ((v = claude_json_get(&req->root, "temperature")) != NULL &&
 		(v->type != jbvNumeric || numeric_is_nan(v->val.numeric) ||
 		 numeric_to_double(v->val.numeric) < 0 || numeric_to_double(v->val.numeric) > 1))
-		invalid_argument("\"temperature\" must be a number between 0 and 1");
+		claude_invalid_argument("\"temperature\" must be a number between 0 and 1");
 	if ((v = claude_json_get(&req->root, "stream")) != NULL && v->type != jbvBool)
-		invalid_argument("\"stream\" must be a boolean");
+		claude_invalid_argument("\"stream\" must be a boolean");
 }
 
 /*
@@ -147,8 +115,8 @@ apply_defaults(Jsonb *req)
 	JsonbValue *res;
 
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	push_string(&state, "model", claude_default_model, strlen(claude_default_model));
-	push_numeric(&state, "max_tokens", int64_to_numeric(claude_default_max_tokens));
+	claude_jsonb_push_string(&state, "model", claude_default_model);
+	claude_jsonb_push_numeric(&state, "max_tokens", int64_to_numeric(claude_default_max_tokens));
 	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 
 	req = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
@@ -158,20 +126,71 @@ apply_defaults(Jsonb *req)
 											  CStringGetTextDatum("stream")));
 }
 
-/*
- * A claude_messages request checked and completed, as the body to send;
- * *max_tokens its max_tokens.
- */
-char *
-claude_messages_body(Jsonb *req, int *max_tokens)
+/* A claude_messages request checked and completed: the request to send. */
+Jsonb *
+claude_messages_request(Jsonb *req)
 {
-	JsonbValue *v;
-
 	validate_messages_request(req);
-	req = apply_defaults(req);
-	v = claude_json_get(&req->root, "max_tokens");
-	*max_tokens = (int) Min(numeric_to_double(v->val.numeric), INT_MAX);
-	return JsonbToCString(NULL, &req->root, VARSIZE(req));
+	return apply_defaults(req);
+}
+
+/*
+ * Read and check the arguments claude_complete and the bulk calls share;
+ * an argno < 0 means the function has no such argument.
+ */
+void
+claude_complete_args(FunctionCallInfo fcinfo, int model_arg, int max_tokens_arg,
+					 int system_arg, int temperature_arg, ClaudeCompleteArgs *a)
+{
+	a->model = claude_default_model;
+	a->max_tokens = claude_default_max_tokens;
+	a->system = NULL;
+	a->temperature = NULL;
+	a->cache_system = false;
+
+	if (model_arg >= 0 && !PG_ARGISNULL(model_arg))
+	{
+		a->model = text_to_cstring(PG_GETARG_TEXT_PP(model_arg));
+		if (a->model[0] == '\0')
+			claude_invalid_argument("model must not be empty (use NULL for claude.default_model)");
+	}
+	if (max_tokens_arg >= 0 && !PG_ARGISNULL(max_tokens_arg))
+	{
+		a->max_tokens = PG_GETARG_INT32(max_tokens_arg);
+		if (a->max_tokens < 1)
+			claude_invalid_argument("max_tokens must be at least 1");
+	}
+	if (system_arg >= 0 && !PG_ARGISNULL(system_arg))
+	{
+		a->system = text_to_cstring(PG_GETARG_TEXT_PP(system_arg));
+		if (a->system[0] == '\0')
+			claude_invalid_argument("system must not be empty (use NULL for none)");
+	}
+	if (temperature_arg >= 0 && !PG_ARGISNULL(temperature_arg))
+	{
+		double		temperature = PG_GETARG_FLOAT8(temperature_arg);
+
+		if (isnan(temperature) || temperature < 0 || temperature > 1)
+			claude_invalid_argument("temperature must be between 0 and 1");
+		a->temperature = DatumGetNumeric(DirectFunctionCall1(float8_numeric,
+															 Float8GetDatum(temperature)));
+	}
+}
+
+/*
+ * The cache of a call made from SQL: its cache argument (cache_argno < 0:
+ * none), else claude.cache; policy says how a miss goes when it is on.
+ */
+void
+claude_call_cache_arg(ClaudeCall *c, FunctionCallInfo fcinfo, int cache_argno,
+					  ClaudeCachePolicy policy)
+{
+	bool		on = claude_cache_enabled;
+
+	if (cache_argno >= 0 && PG_NARGS() > cache_argno && !PG_ARGISNULL(cache_argno))
+		on = PG_GETARG_BOOL(cache_argno);
+	c->cache = on ? policy : CLAUDE_CACHE_OFF;
+	c->cache_nsp = claude_extension_schema(fcinfo);
 }
 
 Datum
@@ -179,10 +198,8 @@ claude_complete(PG_FUNCTION_ARGS)
 {
 	text	   *prompt;
 	ClaudeCompleteArgs args;
-	char	   *reply;
-	Jsonb	   *cached;
+	ClaudeCall call;
 	text	   *result_text;
-	ClaudeResult result;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
@@ -190,38 +207,38 @@ claude_complete(PG_FUNCTION_ARGS)
 
 	prompt = PG_GETARG_TEXT_PP(0);
 	if (VARSIZE_ANY_EXHDR(prompt) == 0)
-		invalid_argument("prompt must not be empty");
+		claude_invalid_argument("prompt must not be empty");
 	claude_complete_args(fcinfo, 1, 2, 3, 4, &args);
 
-	claude_send(fcinfo, 5, "/v1/messages", claude_complete_body(&args, text_to_cstring(prompt)),
-				args.max_tokens, &reply, &cached, &result);
-	if (cached)
-		PG_RETURN_TEXT_P(claude_jsonb_reply_text(cached));
-	if ((result_text = claude_complete_text(reply)) == NULL)
-		claude_bad_reply(&result);
+	claude_call_init(&call, CLAUDE_EP_MESSAGES, NULL);
+	claude_call_set_body(&call, claude_complete_request(&args, text_to_cstring(prompt)));
+	claude_call_cache_arg(&call, fcinfo, 5, CLAUDE_CACHE_LEAD);
+	if (claude_call_run(&call) == NULL)
+		PG_RETURN_TEXT_P(claude_jsonb_reply_text(call.hit));
+	if ((result_text = claude_complete_text(call.reply)) == NULL)
+		claude_bad_reply(&call.result);
 	PG_RETURN_TEXT_P(result_text);
 }
 
 Datum
 claude_messages(PG_FUNCTION_ARGS)
 {
-	char	   *body;
+	ClaudeCall call;
 	char	   *reply_text;
 	Jsonb	   *reply;
-	ClaudeResult result;
-	int			max_tokens;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	claude_require_shared();
 
-	body = claude_messages_body(PG_GETARG_JSONB_P(0), &max_tokens);
-	claude_send(fcinfo, 1, "/v1/messages", body, max_tokens, &reply_text, &reply, &result);
-	if (reply)
-		PG_RETURN_JSONB_P(reply);
+	claude_call_init(&call, CLAUDE_EP_MESSAGES, NULL);
+	claude_call_set_body(&call, claude_messages_request(PG_GETARG_JSONB_P(0)));
+	claude_call_cache_arg(&call, fcinfo, 1, CLAUDE_CACHE_LEAD);
+	if ((reply_text = claude_call_run(&call)) == NULL)
+		PG_RETURN_JSONB_P(call.hit);
 	reply = claude_json_parse(reply_text, strlen(reply_text));
 	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
 		claude_json_get_container(&reply->root, "content", true) == NULL)
-		claude_bad_reply(&result);
+		claude_bad_reply(&call.result);
 	PG_RETURN_JSONB_P(reply);
 }

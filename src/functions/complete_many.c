@@ -12,6 +12,7 @@
 #include "client/cache.h"
 #include "client/message.h"
 #include "client/pipe.h"
+#include "functions/complete.h"
 
 #include "common/spi.h"
 
@@ -46,6 +47,7 @@ claude_complete_many(PG_FUNCTION_ARGS)
 	int			n;
 	int			next = 0;
 	ClaudePipe *pipe;
+	ClaudeCall	proto;
 	MemoryContext tmp;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -55,11 +57,12 @@ claude_complete_many(PG_FUNCTION_ARGS)
 	claude_complete_args(fcinfo, 1, 2, 3, 4, &args);
 	prompts = PG_GETARG_ARRAYTYPE_P(0);
 	if (ARR_NDIM(prompts) > 1)
-		invalid_argument("prompts must be a one-dimensional array");
+		claude_invalid_argument("prompts must be a one-dimensional array");
 	deconstruct_array(prompts, TEXTOID, -1, false, TYPALIGN_INT, &elems, &isnull, &n);
 
-	pipe = claude_pipe_create(n, claude_cache_wanted(fcinfo, 5),
-							  claude_extension_schema(fcinfo));
+	claude_call_init(&proto, CLAUDE_EP_MESSAGES, NULL);
+	claude_call_cache_arg(&proto, fcinfo, 5, CLAUDE_CACHE_LOOKUP);
+	pipe = claude_pipe_create(n);
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "claude_complete_many",
 								ALLOCSET_DEFAULT_SIZES);
 	while (next < n || claude_pipe_outstanding(pipe) > 0)
@@ -69,15 +72,18 @@ claude_complete_many(PG_FUNCTION_ARGS)
 		while (next < n && !claude_pipe_full(pipe))
 		{
 			char	   *prompt;
+			ClaudeCall	call = proto;
 
 			if (isnull[next])
 				emit_row(rsinfo, next + 1, NULL, NULL, NULL);
 			else if ((prompt = TextDatumGetCString(elems[next]))[0] == '\0')
 				emit_row(rsinfo, next + 1, NULL, "prompt must not be empty", NULL);
-			else if (!claude_pipe_submit(pipe, next + 1,
-										 claude_complete_body(&args, prompt),
-										 args.max_tokens, emit_row, rsinfo))
-				break;
+			else
+			{
+				claude_call_set_body(&call, claude_complete_request(&args, prompt));
+				if (!claude_pipe_submit(pipe, next + 1, &call, emit_row, rsinfo))
+					break;
+			}
 			next++;
 		}
 		if (claude_pipe_outstanding(pipe) > 0)

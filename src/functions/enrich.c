@@ -23,6 +23,7 @@
 #include "utils/memutils.h"
 
 #include "client/pipe.h"
+#include "functions/complete.h"
 #include "common/guc.h"
 
 #include "common/spi.h"
@@ -94,11 +95,11 @@ claude_enrich(PG_FUNCTION_ARGS)
 
 	for (int i = 0; i < 3; i++)
 		if (PG_ARGISNULL(i))
-			invalid_argument("tbl, target_column and prompt_template must not be NULL");
+			claude_invalid_argument("tbl, target_column and prompt_template must not be NULL");
 	claude_require_shared();
 	mode = PG_ARGISNULL(8) ? "online" : text_to_cstring(PG_GETARG_TEXT_PP(8));
 	if (strcmp(mode, "online") != 0 && strcmp(mode, "batch") != 0)
-		invalid_argument("mode must be 'online' or 'batch'");
+		claude_invalid_argument("mode must be 'online' or 'batch'");
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "claude_enrich",
 								ALLOCSET_DEFAULT_SIZES);
@@ -109,9 +110,16 @@ claude_enrich(PG_FUNCTION_ARGS)
 	only_missing = PG_ARGISNULL(6) ? true : PG_GETARG_BOOL(6);
 	e->batch_size = PG_ARGISNULL(7) ? 100 : PG_GETARG_INT32(7);
 	if (e->batch_size < 1)
-		invalid_argument("batch_size must be at least 1");
+		claude_invalid_argument("batch_size must be at least 1");
 	claude_complete_args(fcinfo, 3, 4, 5, -1, &e->args);
 	claude_cache_shared_system(&e->args);
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		claude_call_init(&e->proto, CLAUDE_EP_MESSAGES, NULL);
+		claude_call_cache_arg(&e->proto, fcinfo, -1, CLAUDE_CACHE_LOOKUP);
+		MemoryContextSwitchTo(old);
+	}
 
 	/* COMMIT is possible only in a CALL outside a transaction block */
 	atomic = !(fcinfo->context && IsA(fcinfo->context, CallContext) &&
@@ -148,8 +156,7 @@ claude_enrich(PG_FUNCTION_ARGS)
 		}
 		e->inflight = palloc0(PIPE_WINDOW * sizeof(EnrichRow *));
 		initStringInfo(&e->failures);
-		pipe = claude_pipe_create(PIPE_WINDOW, claude_cache_enabled,
-								  claude_extension_schema(fcinfo));
+		pipe = claude_pipe_create(PIPE_WINDOW);
 		MemoryContextSwitchTo(old);
 	}
 	if (atomic)
@@ -171,13 +178,13 @@ claude_enrich(PG_FUNCTION_ARGS)
 		{
 			EnrichRow  *row = e->pending[e->pending_pos];
 			int			tag = 0;
+			ClaudeCall	call;
 
 			while (e->inflight[tag] != NULL)
 				tag++;
 			e->inflight[tag] = row;
-			if (!claude_pipe_submit(pipe, tag,
-									claude_complete_body(&e->args, row->prompt),
-									e->args.max_tokens, row_done, e))
+			claude_enrich_call(e, row, &call);
+			if (!claude_pipe_submit(pipe, tag, &call, row_done, e))
 			{
 				e->inflight[tag] = NULL;
 				break;

@@ -10,6 +10,7 @@
 #include "utils/timestamp.h"
 
 #include "client/message.h"
+#include "client/request.h"
 #include "common/template.h"
 
 typedef struct EnrichRow
@@ -33,6 +34,7 @@ typedef struct Enrich
 	bool	   *pk_byval;
 	ClaudeTemplate *tmpl;
 	ClaudeCompleteArgs args;
+	ClaudeCall	proto;			/* each row's call: payer, cache */
 	int			batch_size;
 	SPIPlanPtr	first;			/* the first rows */
 	SPIPlanPtr	next;			/* rows after the last one read */
@@ -60,6 +62,7 @@ extern void claude_enrich_prepare(Enrich *e, const char *target,
 extern void claude_enrich_read_rows(Enrich *e);
 extern void claude_enrich_free_row(EnrichRow *row);
 extern char *claude_enrich_write(Enrich *e, EnrichRow *row, text *value);
+extern void claude_enrich_call(Enrich *e, EnrichRow *row, ClaudeCall *c);
 
 /* batch.c: mode => 'batch' */
 extern void claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo);

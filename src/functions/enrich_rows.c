@@ -95,7 +95,7 @@ claude_enrich_prepare(Enrich *e, const char *target, const char *template_text, 
 		if (!att->attisdropped && strcmp(NameStr(att->attname), target) == 0)
 		{
 			if (att->attgenerated)
-				invalid_argument("the target column is a generated column");
+				claude_invalid_argument("the target column is a generated column");
 			/* as the executor checks it: on the table, else on the column */
 			if (pg_class_aclcheck(e->relid, GetUserId(), ACL_UPDATE) != ACLCHECK_OK &&
 				pg_attribute_aclcheck(e->relid, att->attnum, GetUserId(), ACL_UPDATE) != ACLCHECK_OK)
@@ -129,7 +129,7 @@ claude_enrich_prepare(Enrich *e, const char *target, const char *template_text, 
 			e->pk_types[i] = att->atttypid;
 			get_typlenbyval(att->atttypid, &e->pk_len[i], &e->pk_byval[i]);
 			if (strcmp(pk_names[i], target) == 0)
-				invalid_argument("the target column is part of the primary key");
+				claude_invalid_argument("the target column is part of the primary key");
 		}
 		index_close(idx, AccessShareLock);
 	}
@@ -150,6 +150,9 @@ claude_enrich_prepare(Enrich *e, const char *target, const char *template_text, 
 			appendStringInfo(&cols, "%s%s, %s", i ? ", " : "",
 							 quote_literal_cstr(pk_names[i]), quote_identifier(pk_names[i]));
 		appendStringInfoString(&cols, ")::pg_catalog.text");
+		/* a batch's result is written only to a row that still holds these */
+		appendStringInfo(&cols, ", %s",
+						 claude_inputs_md5_of_columns(NULL, e->tmpl->columns, e->tmpl->ncolumns));
 	}
 	initStringInfo(&where);
 	appendStringInfoString(&where, only_missing ?
@@ -238,8 +241,8 @@ claude_enrich_read_rows(Enrich *e)
 			values[i] = SPI_getvalue(tup, desc, e->npk + 2 + i);
 		row->pkjson = e->want_pkjson ?
 			SPI_getvalue(tup, desc, e->npk + 2 + e->tmpl->ncolumns) : NULL;
-		/* a batch's result is written only to a row that still holds these */
-		row->inputs_md5 = e->want_pkjson ? claude_template_inputs_md5(e->tmpl, values) : NULL;
+		row->inputs_md5 = e->want_pkjson ?
+			SPI_getvalue(tup, desc, e->npk + 3 + e->tmpl->ncolumns) : NULL;
 		row->prompt = claude_template_render(e->tmpl, values);
 		e->pending[e->npending++] = row;
 	}
@@ -304,4 +307,12 @@ claude_enrich_write(Enrich *e, EnrichRow *row, text *value)
 	if (w.written == 0)
 		return "no row was written: it is gone, or row-level security hides it";
 	return NULL;
+}
+
+/* The call that asks for a row's reply. */
+void
+claude_enrich_call(Enrich *e, EnrichRow *row, ClaudeCall *c)
+{
+	*c = e->proto;
+	claude_call_set_body(c, claude_complete_request(&e->args, row->prompt));
 }

@@ -42,14 +42,19 @@ stream_shutdown(Datum arg)
 
 /* Start the call; a cache hit needs no request. */
 static StreamCall *
-stream_start(FunctionCallInfo fcinfo, FuncCallContext *fc, const char *body,
-			 int max_tokens, ClaudeStreamMode mode)
+stream_start(FunctionCallInfo fcinfo, FuncCallContext *fc, Jsonb *request,
+			 ClaudeStreamMode mode)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	StreamCall *sc = palloc0(sizeof(StreamCall));
+	ClaudeCall	call;
 
-	(void) claude_stream_begin(&sc->st, body, max_tokens, mode, claude_cache_enabled,
-							   claude_extension_schema(fcinfo), &sc->hit);
+	claude_call_init(&call, CLAUDE_EP_MESSAGES, NULL);
+	claude_call_set_body(&call, request);
+	claude_call_cache_arg(&call, fcinfo, -1, CLAUDE_CACHE_LEAD);
+	call.stream = mode;
+	if (!claude_stream_begin(&sc->st, &call))
+		sc->hit = sc->st.call.hit;
 	if (rsinfo && IsA(rsinfo, ReturnSetInfo) && rsinfo->econtext)
 	{
 		sc->econtext = rsinfo->econtext;
@@ -92,11 +97,11 @@ claude_stream(PG_FUNCTION_ARGS)
 		claude_require_shared();
 		prompt = PG_GETARG_TEXT_PP(0);
 		if (VARSIZE_ANY_EXHDR(prompt) == 0)
-			invalid_argument("prompt must not be empty");
+			claude_invalid_argument("prompt must not be empty");
 		old = MemoryContextSwitchTo(fc->multi_call_memory_ctx);
 		claude_complete_args(fcinfo, 1, 2, 3, 4, &args);
-		(void) stream_start(fcinfo, fc, claude_complete_body(&args, text_to_cstring(prompt)),
-							args.max_tokens, CLAUDE_STREAM_TEXT);
+		(void) stream_start(fcinfo, fc, claude_complete_request(&args, text_to_cstring(prompt)),
+							CLAUDE_STREAM_TEXT);
 		MemoryContextSwitchTo(old);
 	}
 	fc = SRF_PERCALL_SETUP();
@@ -126,7 +131,7 @@ claude_stream(PG_FUNCTION_ARGS)
 		text	   *whole;
 
 		/* a server that answered with the Message at once: its text */
-		if (!sc->any && sc->st.reply && (whole = claude_complete_text(sc->st.reply)) != NULL &&
+		if (!sc->any && sc->st.call.reply && (whole = claude_complete_text(sc->st.call.reply)) != NULL &&
 			VARSIZE_ANY_EXHDR(whole) > 0)
 		{
 			sc->any = true;
@@ -155,16 +160,14 @@ claude_messages_stream(PG_FUNCTION_ARGS)
 	if (SRF_IS_FIRSTCALL())
 	{
 		MemoryContext old;
-		int			max_tokens;
-		char	   *body;
 
 		fc = SRF_FIRSTCALL_INIT();
 		if (PG_ARGISNULL(0))
 			SRF_RETURN_DONE(fc);
 		claude_require_shared();
 		old = MemoryContextSwitchTo(fc->multi_call_memory_ctx);
-		body = claude_messages_body(PG_GETARG_JSONB_P(0), &max_tokens);
-		(void) stream_start(fcinfo, fc, body, max_tokens, CLAUDE_STREAM_EVENTS);
+		(void) stream_start(fcinfo, fc, claude_messages_request(PG_GETARG_JSONB_P(0)),
+							CLAUDE_STREAM_EVENTS);
 		MemoryContextSwitchTo(old);
 	}
 	fc = SRF_PERCALL_SETUP();
@@ -187,13 +190,13 @@ claude_messages_stream(PG_FUNCTION_ARGS)
 	if (item != NULL)
 	{
 		if ((row = claude_json_parse(item, strlen(item))) == NULL)
-			claude_bad_reply(&sc->st.result);
+			claude_bad_reply(&sc->st.call.result);
 		SRF_RETURN_NEXT(fc, JsonbPGetDatum(row));
 	}
 	sc->message_sent = true;
-	row = claude_json_parse(sc->st.reply, strlen(sc->st.reply));
+	row = claude_json_parse(sc->st.call.reply, strlen(sc->st.call.reply));
 	if (row == NULL || !JB_ROOT_IS_OBJECT(row) || JB_ROOT_IS_SCALAR(row) ||
 		claude_json_get_container(&row->root, "content", true) == NULL)
-		claude_bad_reply(&sc->st.result);
+		claude_bad_reply(&sc->st.call.result);
 	SRF_RETURN_NEXT(fc, JsonbPGetDatum(row));
 }

@@ -25,11 +25,12 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 
-#include "client/call.h"
+#include "client/request.h"
 #include "common/errors.h"
 #include "common/guc.h"
 #include "common/json.h"
 #include "client/message.h"
+#include "functions/complete.h"
 
 /* claude_models() follows at most this many pages */
 #define MAX_MODEL_PAGES 100
@@ -42,20 +43,17 @@ PG_FUNCTION_INFO_V1(claude_image);
 
 #define IMAGE_MAX_BYTES (5 * 1024 * 1024)
 
-/* Text of JSON in jsonb's canonical form (the cache key and the pricing rely on it). */
-static char *
-canonical(const char *json)
+static Jsonb *
+parse_request(const char *json)
 {
-	Jsonb	   *j = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
-
-	return JsonbToCString(NULL, &j->root, VARSIZE(j));
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 }
 
 /*
  * The request that forces tool `name` with `schema` (JSON text) on one
  * user message.
  */
-static char *
+static Jsonb *
 tool_request(FunctionCallInfo fcinfo, int model_arg, int instructions_arg,
 			 const char *input, const char *name, const char *description,
 			 const char *schema)
@@ -79,26 +77,28 @@ tool_request(FunctionCallInfo fcinfo, int model_arg, int instructions_arg,
 	escape_json(&req, description);
 	appendStringInfo(&req, ", \"input_schema\": %s}], \"tool_choice\": {\"type\": \"tool\", \"name\": \"%s\"}}",
 					 schema, name);
-	return canonical(req.data);
+	return parse_request(req.data);
 }
 
 /* Send a tool request; the input the reply gives the tool, as jsonb. */
 static Jsonb *
-call_tool(FunctionCallInfo fcinfo, const char *body, const char *name)
+call_tool(FunctionCallInfo fcinfo, Jsonb *request, const char *name)
 {
+	ClaudeCall	call;
 	char	   *reply_text;
 	Jsonb	   *reply;
-	ClaudeResult result;
 	JsonbContainer *content;
 	char	   *stop_reason;
 	int			n;
 
-	claude_send(fcinfo, -1, "/v1/messages", body, claude_default_max_tokens, &reply_text, &reply, &result);
-	if (reply == NULL)
-		reply = claude_json_parse(reply_text, strlen(reply_text));
+	claude_call_init(&call, CLAUDE_EP_MESSAGES, NULL);
+	claude_call_set_body(&call, request);
+	claude_call_cache_arg(&call, fcinfo, -1, CLAUDE_CACHE_LEAD);
+	reply_text = claude_call_run(&call);
+	reply = reply_text ? claude_json_parse(reply_text, strlen(reply_text)) : call.hit;
 	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
 		(content = claude_json_get_container(&reply->root, "content", true)) == NULL)
-		claude_bad_reply(&result);
+		claude_bad_reply(&call.result);
 	n = JsonContainerSize(content);
 	for (int i = 0; i < n; i++)
 	{
@@ -131,16 +131,16 @@ claude_extract(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *schema;
 	char	   *type;
-	char	   *body;
+	Jsonb	   *body;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	if (PG_ARGISNULL(1))
-		invalid_argument("schema must not be NULL");
+		claude_invalid_argument("schema must not be NULL");
 	claude_require_shared();
 	schema = PG_GETARG_JSONB_P(1);
 	if (!JB_ROOT_IS_OBJECT(schema) || JB_ROOT_IS_SCALAR(schema))
-		invalid_argument("schema must be a JSON Schema object, such as {\"type\": \"object\", \"properties\": {...}}");
+		claude_invalid_argument("schema must be a JSON Schema object, such as {\"type\": \"object\", \"properties\": {...}}");
 	type = claude_json_get_string(&schema->root, "type");
 	if (claude_json_get(&schema->root, "type") != NULL && (type == NULL || strcmp(type, "object") != 0))
 		ereport(ERROR,
@@ -172,14 +172,14 @@ claude_classify(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	if (PG_ARGISNULL(1))
-		invalid_argument("labels must not be NULL");
+		claude_invalid_argument("labels must not be NULL");
 	claude_require_shared();
 	labels = PG_GETARG_ARRAYTYPE_P(1);
 	if (ARR_NDIM(labels) > 1)
-		invalid_argument("labels must be a one-dimensional array");
+		claude_invalid_argument("labels must be a one-dimensional array");
 	deconstruct_array(labels, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	if (n == 0)
-		invalid_argument("labels must not be empty");
+		claude_invalid_argument("labels must not be empty");
 
 	initStringInfo(&schema);
 	appendStringInfoString(&schema, "{\"type\": \"object\", \"required\": [\"label\"], "
@@ -189,7 +189,7 @@ claude_classify(PG_FUNCTION_ARGS)
 		char	   *l;
 
 		if (nulls[i] || (l = TextDatumGetCString(elems[i]))[0] == '\0')
-			invalid_argument("labels must not contain NULL or empty strings");
+			claude_invalid_argument("labels must not contain NULL or empty strings");
 		for (int j = 0; j < i; j++)
 			if (strcmp(l, TextDatumGetCString(elems[j])) == 0)
 				ereport(ERROR,
@@ -223,10 +223,9 @@ claude_count_tokens(PG_FUNCTION_ARGS)
 	double		tokens;
 	ClaudeCompleteArgs args;
 	StringInfoData req;
-	char	   *body;
+	ClaudeCall	call;
 	char	   *reply_text;
 	Jsonb	   *reply;
-	ClaudeResult result;
 	JsonbValue *count;
 	char	   *prompt;
 
@@ -235,7 +234,7 @@ claude_count_tokens(PG_FUNCTION_ARGS)
 	claude_require_shared();
 	prompt = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	if (prompt[0] == '\0')
-		invalid_argument("prompt must not be empty");
+		claude_invalid_argument("prompt must not be empty");
 	claude_complete_args(fcinfo, 1, -1, 2, -1, &args);
 	initStringInfo(&req);
 	appendStringInfoString(&req, "{\"model\": ");
@@ -248,19 +247,20 @@ claude_count_tokens(PG_FUNCTION_ARGS)
 	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
 	escape_json(&req, prompt);
 	appendStringInfoString(&req, "}]}");
-	body = canonical(req.data);
 
-	claude_send(fcinfo, -1, "/v1/messages/count_tokens", body, 0, &reply_text, &reply, &result);
-	if (reply == NULL)
-		reply = claude_json_parse(reply_text, strlen(reply_text));
+	claude_call_init(&call, CLAUDE_EP_COUNT_TOKENS, NULL);
+	claude_call_set_body(&call, parse_request(req.data));
+	claude_call_cache_arg(&call, fcinfo, -1, CLAUDE_CACHE_LEAD);
+	reply_text = claude_call_run(&call);
+	reply = reply_text ? claude_json_parse(reply_text, strlen(reply_text)) : call.hit;
 	count = reply ? claude_json_get(&reply->root, "input_tokens") : NULL;
 	if (count == NULL || count->type != jbvNumeric)
-		claude_bad_reply(&result);
+		claude_bad_reply(&call.result);
 	/* a count: a whole number from 0, nothing else is believed */
 	tokens = strtod(DatumGetCString(DirectFunctionCall1(numeric_out,
 														NumericGetDatum(count->val.numeric))), NULL);
 	if (!(tokens >= 0 && tokens <= CLAUDE_MAX_TOKENS) || tokens != floor(tokens))
-		claude_bad_reply(&result);
+		claude_bad_reply(&call.result);
 	PG_RETURN_INT32((int32) tokens);
 }
 
@@ -328,8 +328,7 @@ claude_models(PG_FUNCTION_ARGS)
 	claude_require_shared();
 	while (more)
 	{
-		ClaudeResult result;
-		StringInfoData path;
+		ClaudeCall	call;
 		char	   *reply_text;
 		Jsonb	   *reply;
 		JsonbContainer *data;
@@ -337,20 +336,20 @@ claude_models(PG_FUNCTION_ARGS)
 		char	   *last;
 		int			n;
 
-		initStringInfo(&path);
-		appendStringInfoString(&path, "/v1/models?limit=1000");
+		claude_call_init(&call, CLAUDE_EP_MODELS, NULL);
+		call.path = psprintf("%s?limit=1000", call.path);
 		if (after)
 		{
 			/* model ids are [a-z0-9.-]: nothing to escape in a query */
 			for (char *p = after; *p; p++)
 				if (!(isalnum((unsigned char) *p) || *p == '-' || *p == '.' || *p == '_'))
-					claude_bad_reply(&result);
-			appendStringInfo(&path, "&after_id=%s", after);
+					claude_bad_reply(&call.result);
+			call.path = psprintf("%s&after_id=%s", call.path, after);
 		}
-		reply_text = claude_http_call(CLAUDE_GET, path.data, NULL, 0, 0, NULL, &result);
+		reply_text = claude_call_run(&call);
 		reply = claude_json_parse(reply_text, strlen(reply_text));
 		if (reply == NULL || (data = claude_json_get_container(&reply->root, "data", true)) == NULL)
-			claude_bad_reply(&result);
+			claude_bad_reply(&call.result);
 		n = JsonContainerSize(data);
 		for (int i = 0; i < n; i++)
 		{
@@ -372,7 +371,7 @@ claude_models(PG_FUNCTION_ARGS)
 			values[1] = name ? CStringGetTextDatum(name) : (Datum) 0;
 			nulls[1] = name == NULL;
 			if (created)
-				values[2] = model_created_at(created, &result);
+				values[2] = model_created_at(created, &call.result);
 			nulls[2] = created == NULL;
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
@@ -426,7 +425,7 @@ claude_image(PG_FUNCTION_ARGS)
 				 errhint("Use image/jpeg, image/png, image/gif or image/webp.")));
 	len = VARSIZE_ANY_EXHDR(data);
 	if (len == 0)
-		invalid_argument("image data must not be empty");
+		claude_invalid_argument("image data must not be empty");
 	if (len > IMAGE_MAX_BYTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),

@@ -28,15 +28,14 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
-#include "client/budget.h"
-#include "client/cache.h"
-#include "client/call.h"
+#include "client/request.h"
 #include "common/errors.h"
 #include "common/guc.h"
 #include "common/security.h"
 #include "common/spi.h"
 #include "common/template.h"
 #include "client/message.h"
+#include "functions/complete.h"
 #include "functions/trigger_args.h"
 #include "shmem/dbqueue.h"
 #include "shmem/slots.h"
@@ -167,12 +166,15 @@ wanted(TriggerData *td, ClaudeTemplate *tmpl, int target)
  * values computed beforehand and no expression of the user's inside.
  */
 static void
-queue_job(TriggerData *td, HeapTuple tuple, const char *body, Oid nsp,
-		  ClaudeTemplate *tmpl, const char *inputs_md5)
+queue_job(TriggerData *td, HeapTuple tuple, const ClaudeCall *call, Oid nsp,
+		  ClaudeTemplate *tmpl, char **inputs)
 {
-	Oid			types[7] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTARRAYOID, TEXTOID};
+	Oid			types[7] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID};
 	Datum		values[7];
 	Datum	   *names = palloc(Max(tmpl->ncolumns, 1) * sizeof(Datum));
+	Datum	   *texts = palloc(Max(tmpl->ncolumns, 1) * sizeof(Datum));
+	bool	   *nulls = palloc(Max(tmpl->ncolumns, 1) * sizeof(bool));
+	char	  **operands = palloc(Max(tmpl->ncolumns, 1) * sizeof(char *));
 	Oid			jobs = get_relname_relid("claude_jobs", nsp);
 	Oid			owner = claude_rel_owner(jobs);
 	ClaudeRoleSwitch as_owner;
@@ -183,18 +185,26 @@ queue_job(TriggerData *td, HeapTuple tuple, const char *body, Oid nsp,
 	values[0] = ObjectIdGetDatum(RelationGetRelid(td->tg_relation));
 	values[1] = CStringGetTextDatum(primary_key_json(td->tg_relation, tuple));
 	values[2] = CStringGetTextDatum(td->tg_trigger->tgargs[0]);
-	values[3] = CStringGetTextDatum(body);
-	/* the job is the inserting role's, whose budget it uses */
-	values[4] = ObjectIdGetDatum(claude_request_owner());
+	values[3] = CStringGetTextDatum(call->body);
+	/* the job is its payer's, the inserting role's, whose budget it uses */
+	values[4] = ObjectIdGetDatum(call->payer);
 	for (int i = 0; i < tmpl->ncolumns; i++)
+	{
 		names[i] = CStringGetTextDatum(tmpl->columns[i]);
+		nulls[i] = inputs[i] == NULL;
+		texts[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(inputs[i]);
+		operands[i] = psprintf("$7[%d]", i + 1);
+	}
 	values[5] = PointerGetDatum(construct_array(names, tmpl->ncolumns, TEXTOID, -1, false, TYPALIGN_INT));
-	values[6] = CStringGetTextDatum(inputs_md5);
+	/* the inputs' MD5 as the worker checks it before writing back */
+	values[6] = PointerGetDatum(construct_md_array(texts, nulls, 1, (int[]) {tmpl->ncolumns},
+												   (int[]) {1}, TEXTOID, -1, false, TYPALIGN_INT));
 	claude_become(&as_owner, owner, false);
 	/* a kept plan: parsing and planning it cost more than the row itself */
 	if (claude_spi_exec(psprintf("INSERT INTO %s (relid, pk, target_column, request, role, inputs, inputs_md5) "
-								 "VALUES ($1, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5, $6, $7)",
-								 quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs")),
+								 "VALUES ($1, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5, $6, %s)",
+								 quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs"),
+								 claude_inputs_md5_sql(operands, tmpl->ncolumns)),
 						7, types, values, NULL) != SPI_OK_INSERT)
 		elog(ERROR, "claude_enrich_trigger: could not queue a job");
 	claude_unbecome(&as_owner);
@@ -213,7 +223,7 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 	ClaudeTriggerArgs targs;
 	ClaudeCompleteArgs args;
 	char	  **values;
-	char	   *body;
+	ClaudeCall	call;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		claude_trigger_error("not called as a trigger");
@@ -238,13 +248,11 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "claude_enrich_trigger: SPI_connect failed");
 	values = input_values(tmpl, tuple, desc);
-	body = claude_complete_body(&args, claude_template_render(tmpl, values));
+	claude_call_init(&call, CLAUDE_EP_MESSAGES, NULL);
+	claude_call_set_body(&call, claude_complete_request(&args, claude_template_render(tmpl, values)));
 
 	if (TRIGGER_FIRED_BEFORE(td->tg_event))
 	{
-		ClaudeCacheCall call;
-		ClaudeResult result;
-		Jsonb	   *hit;
 		text	   *reply;
 		Oid			typinput;
 		Oid			typioparam;
@@ -252,24 +260,18 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 		bool		isnull = false;
 		Form_pg_attribute att = TupleDescAttr(desc, target - 1);
 
-		if (claude_cache_begin(claude_cache_enabled, claude_extension_schema(fcinfo),
-							   "/v1/messages", body, strlen(body), true, &call, &hit))
-			reply = claude_jsonb_reply_text(hit);
-		else if ((reply = claude_complete_text(claude_http_call(CLAUDE_POST, "/v1/messages",
-																body, strlen(body),
-																args.max_tokens, &call,
-																&result))) == NULL)
-			ereport(ERROR,
-					(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
-					 errmsg("the Claude API sent a reply that is not a Messages response")));
+		claude_call_cache_arg(&call, fcinfo, -1, CLAUDE_CACHE_LEAD);
+		if (claude_call_run(&call) == NULL)
+			reply = claude_jsonb_reply_text(call.hit);
+		else if ((reply = claude_complete_text(call.reply)) == NULL)
+			claude_bad_reply(&call.result);
 		getTypeInputInfo(att->atttypid, &typinput, &typioparam);
 		value = OidInputFunctionCall(typinput, text_to_cstring(reply), typioparam, att->atttypmod);
 		tuple = heap_modify_tuple_by_cols(tuple, desc, 1, &target, &value, &isnull);
 		tuple = SPI_copytuple(tuple);
 	}
 	else
-		queue_job(td, tuple, body, claude_extension_schema(fcinfo), tmpl,
-				  claude_template_inputs_md5(tmpl, values));
+		queue_job(td, tuple, &call, claude_extension_schema(fcinfo), tmpl, values);
 	SPI_finish();
 	return PointerGetDatum(tuple);
 }

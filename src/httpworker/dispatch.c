@@ -170,7 +170,7 @@ account(Transfer *t, int http_status, bool transport_error, bool cancelled)
 	t->accounted = true;
 	claude_stats_done(http_status, transport_error, cancelled,
 					  (double) (GetCurrentTimestamp() - t->created) / 1000.0, u, cost);
-	if (t->req.output_tokens > 0)
+	if (t->req.reply == CLAUDE_REPLY_MESSAGE)
 		claude_usage_done(&t->req, t->attempts > 0, u, cost);
 }
 
@@ -202,7 +202,7 @@ finish(Transfer *t, CURLcode code, long status)
 		}
 		/* a Messages reply only if a caller would take it: never cache garbage */
 		if (status >= 200 && status < 300 && !t->stream_failed &&
-			(t->req.output_tokens == 0 || claude_reply_is_message(t->body, t->body_len)))
+			(t->req.reply != CLAUDE_REPLY_MESSAGE || claude_reply_is_message(t->body, t->body_len)))
 			claude_cache_store(&t->req, t->body, t->body_len);
 		else if (status >= 200 && status < 300 && OidIsValid(t->req.cache_dbid))
 			claude_cache_release_lead(t->req.cache_dbid, t->req.cache_key, t->req.cache_lead);
@@ -281,7 +281,7 @@ settle(Transfer *t, long status)
 	double		output = 0;
 
 	/* bad counts in a reply are unknown: its tokens are not believed */
-	if (status >= 200 && status < 300 && t->body_len > 0 && t->req.output_tokens > 0 &&
+	if (status >= 200 && status < 300 && t->body_len > 0 && t->req.reply == CLAUDE_REPLY_MESSAGE &&
 		!t->stream_failed)
 		known = claude_reply_usage(t->body, t->body_len, &u);
 	/* a stream cut short, or ended by an error event: paid as far as it came */

@@ -2,7 +2,7 @@
  * pack.c
  *		A request packed into one DSA chunk for the HTTP worker: the fixed
  *		fields, then the strings behind them.  Packed by the call path
- *		(client/call.c), read in place by the worker and the slots.
+ *		(client/request.c), read in place by the worker and the slots.
  */
 #include "postgres.h"
 

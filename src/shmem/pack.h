@@ -26,12 +26,25 @@ typedef enum ClaudeMethod
 	CLAUDE_POST
 } ClaudeMethod;
 
+/*
+ * What a successful reply is (client/endpoint.c says it per endpoint).  A
+ * Message is priced: it draws from the token limits and its role's
+ * budget, its usage is counted, and it is cached only whole.
+ */
+typedef enum ClaudeReplyKind
+{
+	CLAUDE_REPLY_JSON = 0,		/* any JSON object */
+	CLAUDE_REPLY_MESSAGE,		/* a Message */
+	CLAUDE_REPLY_FILE			/* written to output_file */
+} ClaudeReplyKind;
+
 typedef struct ClaudeRequest
 {
 	ClaudeMethod method;
+	ClaudeReplyKind reply;
 	int			timeout_ms;
 	Size		max_reply;		/* bytes of body kept in memory, at most */
-	int			max_retries;
+	int			max_retries;	/* the caller's policy (client/request.h) */
 	bool		not_idempotent; /* sent once: never retried (max_retries 0) */
 	double		input_tokens;	/* estimate, for the rate limits */
 	double		output_tokens;	/* max_tokens, reserved from the limits */

@@ -481,7 +481,7 @@ release_dropped(int slot)
 	ClaudeRequest req;
 
 	claude_request_unpack(dsa_get_address(claude_area(), claude_slots[slot].request), &req);
-	if (req.output_tokens > 0)
+	if (req.reply == CLAUDE_REPLY_MESSAGE)
 		claude_usage_done(&req, false, NULL, -1);
 	claude_slot_release_cancelled(slot);
 }

@@ -2,7 +2,7 @@
  * streamshare.c
  *		How many streams may be open at once: each role's share of the
  *		request slots and of the pool's connections.  Caller: the call path
- *		(client/call.c), when claude_stream or claude_messages_stream opens.
+ *		(client/request.c), when claude_stream or claude_messages_stream opens.
  *
  * A stream read through a cursor may sit idle as long as the cursor is
  * open.  The HTTP worker then pauses its transfer, which keeps its slot and

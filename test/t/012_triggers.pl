@@ -32,6 +32,15 @@ sql(q{
 is(sql("INSERT INTO notes VALUES (1, 'hello') RETURNING summary"), 'Sum: hello', 'a BEFORE trigger fills the row in the INSERT');
 is(sql("UPDATE notes SET body = 'bye' WHERE id = 1 RETURNING summary"), 'Sum: bye', 'and in an UPDATE');
 
+# BEFORE: a reply that is not a Message fails the statement with the
+# request's request-id in DETAIL, as claude_complete's does
+$mock->reset;
+$mock->fault({ body => '{"type":"message","content":"not an array","usage":{"input_tokens":1,"output_tokens":1}}' });
+my (undef, undef, $bad_reply) = $node->psql('postgres', "INSERT INTO notes VALUES (2, 'not a message')");
+like($bad_reply, qr/not a Messages response.*DETAIL:\s+HTTP status 200, request-id: req_mock_\d+/s,
+	'a BEFORE trigger given a bad reply says which request it was') or diag($bad_reply);
+is(sql("SELECT count(*) FROM notes WHERE id = 2"), '0', 'and the row is not inserted');
+
 # AFTER: the INSERT does not wait for the API
 $mock->reset;
 my $t0 = time();

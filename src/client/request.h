@@ -1,0 +1,82 @@
+/*
+ * request.h
+ *		One call to the API as a value: what is asked, who pays, how it is
+ *		cached, retried and streamed; and its lifecycle, from any process.
+ *
+ *		claude_call_init(&c, endpoint, id);	payer, retries from the session
+ *		claude_call_set_body(&c, jsonb);	the one canonical printer
+ *		(set c.cache, c.max_retries, c.stream, c.bulk ... as needed)
+ *		claude_call_start(&c);				cache, budget, submit
+ *		claude_call_poll / claude_call_wait
+ *		claude_call_finish(&c, ...);		collect, cache, usage
+ *
+ * claude_call_run does all of it for one synchronous call.
+ */
+#ifndef CLAUDE_REQUEST_H
+#define CLAUDE_REQUEST_H
+
+#include "utils/jsonb.h"
+
+#include "client/cache.h"
+#include "client/endpoint.h"
+#include "common/errors.h"
+#include "shmem/pack.h"
+#include "shmem/slots.h"
+
+typedef enum ClaudeCachePolicy
+{
+	CLAUDE_CACHE_OFF = 0,
+	CLAUDE_CACHE_LEAD,			/* on a miss, identical calls wait for this one */
+	CLAUDE_CACHE_LOOKUP			/* never waits on another call: bulk work */
+} ClaudeCachePolicy;
+
+typedef enum ClaudeCallState
+{
+	CLAUDE_CALL_NEW,			/* not started, or no slot was free */
+	CLAUDE_CALL_HIT,			/* answered by the cache: hit */
+	CLAUDE_CALL_REFUSED,		/* bulk work its payer's budget refused: refused */
+	CLAUDE_CALL_SENT,			/* at the HTTP worker: slot */
+	CLAUDE_CALL_DONE			/* collected: reply, result */
+} ClaudeCallState;
+
+typedef struct ClaudeCall
+{
+	/* what is asked */
+	const ClaudeEndpoint *endpoint;
+	char	   *path;
+	char	   *body;			/* canonical text, database encoding; NULL: none */
+	Size		body_len;
+	char	   *model;			/* the body's "model", which prices it; NULL: none */
+	int			max_tokens;		/* the body's "max_tokens"; 0: none */
+	/* who pays and how it goes */
+	Oid			payer;			/* pays; its budget and cache scope apply */
+	ClaudeCachePolicy cache;
+	Oid			cache_nsp;		/* the schema of claude_cache */
+	int			max_retries;	/* HTTP retries at the worker: the caller's policy */
+	ClaudeStreamMode stream;	/* TEXT, EVENTS: handed over as they come */
+	bool		bulk;			/* bulk slots; a refused budget fails this call only */
+	bool		wait_slot;		/* wait for a free slot */
+	const char *input_file;		/* the body is body_len bytes of it, UTF-8 */
+	const char *output_file;	/* a 2xx body goes here, max_output bytes at most */
+	Size		max_output;
+	/* its life */
+	ClaudeCallState state;
+	ClaudeCacheCall cached;
+	int			slot;
+	Jsonb	   *hit;
+	char	   *refused;
+	char	   *reply;			/* UTF-8 as it came; NULL: none */
+	ClaudeResult result;
+} ClaudeCall;
+
+extern void claude_call_init(ClaudeCall *c, ClaudeEndpointId endpoint, const char *id);
+extern void claude_call_set_body(ClaudeCall *c, Jsonb *body);
+extern bool claude_call_lookup(ClaudeCall *c);
+extern ClaudeCallState claude_call_start(ClaudeCall *c);
+extern bool claude_call_poll(ClaudeCall *c);
+extern void claude_call_wait(ClaudeCall *c);
+extern bool claude_call_finish(ClaudeCall *c, ClaudeFailure *failure);
+extern void claude_call_abandon(ClaudeCall *c);
+extern char *claude_call_run(ClaudeCall *c);
+
+#endif
