@@ -153,8 +153,12 @@ slot_to_freelist(int i)
 	ConditionVariableBroadcast(&claude_shared->slot_freed);
 }
 
-static void
-wake_worker(void)
+/*
+ * Wake the HTTP worker, if there is one: its latch is read once, under the
+ * lock, since an exiting worker clears it.
+ */
+void
+claude_wake_worker(void)
 {
 	Latch	   *latch;
 
@@ -294,7 +298,7 @@ claude_slot_submit(int slot, dsa_pointer request)
 	ring[(claude_shared->queue_head + claude_shared->queue_len) % n] = slot;
 	claude_shared->queue_len++;
 	SpinLockRelease(&claude_shared->mutex);
-	wake_worker();
+	claude_wake_worker();
 }
 
 bool
@@ -456,7 +460,7 @@ claude_slot_abandon(int slot)
 	if (state == SLOT_QUEUED || state == SLOT_RUNNING)
 	{
 		pg_atomic_write_u32(&claude_shared->cancel_pending, 1);
-		wake_worker();
+		claude_wake_worker();
 	}
 	else
 	{
