@@ -20,6 +20,7 @@
 
 #include "utils/timestamp.h"
 
+#include "shmem/area.h"
 #include "shmem/dbqueue.h"
 #include "shmem/usage.h"
 
@@ -62,7 +63,7 @@ claude_usage_shmem_startup(void)
 	usage = ShmemInitStruct("claude usage", sizeof(UsageShared), &found);
 	if (!found)
 	{
-		usage->lock = &(GetNamedLWLockTranche("claude"))[1].lock;
+		usage->lock = claude_named_lock(CLAUDE_LOCK_USAGE);
 		pg_atomic_init_u32(&usage->config_generation, 1);
 		usage->full_reported = false;
 	}
