@@ -20,6 +20,7 @@
 
 #include "utils/timestamp.h"
 
+#include "common/fault.h"
 #include "shmem/area.h"
 #include "shmem/dbqueue.h"
 #include "shmem/usage.h"
@@ -143,6 +144,8 @@ record(Oid dbid, Oid role, const UsageCounts *c, int32 reserved_day, bool *was_c
 	UsageEntry *e;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	/* the tests' ERROR with a lock held, in the HTTP worker (common/fault.c) */
+	claude_fault_point("usage_lock");
 	if (reserved_day >= 0 && (e = entry_for(dbid, role, reserved_day, true)) != NULL && e->reserved > 0)
 		e->reserved--;
 	if (c && (e = entry_for(dbid, role, claude_usage_today(), true)) != NULL)
