@@ -186,13 +186,19 @@ forget_owned(int slot)
 	}
 }
 
+static void abandon(int slot, bool in_callback);
+
+/*
+ * From an abort or exit callback, where nothing may raise: a slot is only
+ * marked, never freed here (see abandon).
+ */
 static void
 abandon_owned(SubTransactionId from_subid, bool exiting)
 {
 	for (int i = nowned - 1; i >= 0; i--)
 	{
 		if (owned_subid[i] == KEPT_SUBID ? exiting : owned_subid[i] >= from_subid)
-			claude_slot_abandon(owned[i]);
+			abandon(owned[i], true);
 	}
 }
 
@@ -442,22 +448,40 @@ claude_slot_keep(int slot)
 
 /*
  * Give up a slot in any state.  A request the worker may be reading is left
- * to the worker to free.
+ * to the worker to free.  So is a finished one given up in a callback
+ * (in_callback): freeing its reply or events may map a DSA segment, which
+ * can raise, so the slot goes on the submit queue, cancelled, and the
+ * worker frees it when it pops it.
  */
-void
-claude_slot_abandon(int slot)
+static void
+abandon(int slot, bool in_callback)
 {
 	ClaudeSlot *s = &claude_slots[slot];
 	ClaudeSlotState state;
+	bool		queue = false;
 
 	forget_owned(slot);
 	SpinLockAcquire(&s->mutex);
 	state = s->state;
 	if (state == SLOT_QUEUED || state == SLOT_RUNNING)
 		s->state = SLOT_CANCELLED;
+	else if (in_callback && state == SLOT_DONE &&
+			 (DsaPointerIsValid(s->result.body) || DsaPointerIsValid(s->events_head)))
+	{
+		s->state = SLOT_CANCELLED;
+		s->in_ring = queue = true;
+	}
 	SpinLockRelease(&s->mutex);
 
-	if (state == SLOT_QUEUED || state == SLOT_RUNNING)
+	if (queue)
+	{
+		SpinLockAcquire(&claude_shared->mutex);
+		ring[(claude_shared->queue_head + claude_shared->queue_len) % claude_shared->nslots] = slot;
+		claude_shared->queue_len++;
+		SpinLockRelease(&claude_shared->mutex);
+		claude_wake_worker();
+	}
+	else if (state == SLOT_QUEUED || state == SLOT_RUNNING)
 	{
 		pg_atomic_write_u32(&claude_shared->cancel_pending, 1);
 		claude_wake_worker();
@@ -467,6 +491,12 @@ claude_slot_abandon(int slot)
 		free_slot_memory(s);
 		slot_to_freelist(slot);
 	}
+}
+
+void
+claude_slot_abandon(int slot)
+{
+	abandon(slot, false);
 }
 
 /* ---- worker side ---- */
@@ -484,9 +514,13 @@ release_dropped(int slot)
 {
 	ClaudeRequest req;
 
-	claude_request_unpack(dsa_get_address(claude_area(), claude_slots[slot].request), &req);
-	if (req.output_tokens > 0)
-		claude_usage_done(&req, false, NULL, -1);
+	/* a finished slot given up in a callback has no request left */
+	if (DsaPointerIsValid(claude_slots[slot].request))
+	{
+		claude_request_unpack(dsa_get_address(claude_area(), claude_slots[slot].request), &req);
+		if (req.output_tokens > 0)
+			claude_usage_done(&req, false, NULL, -1);
+	}
 	claude_slot_release_cancelled(slot);
 }
 
