@@ -171,6 +171,17 @@ claude_wake_worker(void)
 
 /* ---- backend side ---- */
 
+/* Queue a slot (marked in_ring) for the worker, and wake it. */
+static void
+push_ring(int slot)
+{
+	SpinLockAcquire(&claude_shared->mutex);
+	ring[(claude_shared->queue_head + claude_shared->queue_len) % claude_shared->nslots] = slot;
+	claude_shared->queue_len++;
+	SpinLockRelease(&claude_shared->mutex);
+	claude_wake_worker();
+}
+
 static void
 forget_owned(int slot)
 {
@@ -292,7 +303,6 @@ void
 claude_slot_submit(int slot, dsa_pointer request)
 {
 	ClaudeSlot *s = &claude_slots[slot];
-	int			n = claude_shared->nslots;
 
 	SpinLockAcquire(&s->mutex);
 	s->request = request;
@@ -300,11 +310,7 @@ claude_slot_submit(int slot, dsa_pointer request)
 	s->in_ring = true;
 	SpinLockRelease(&s->mutex);
 
-	SpinLockAcquire(&claude_shared->mutex);
-	ring[(claude_shared->queue_head + claude_shared->queue_len) % n] = slot;
-	claude_shared->queue_len++;
-	SpinLockRelease(&claude_shared->mutex);
-	claude_wake_worker();
+	push_ring(slot);
 }
 
 bool
@@ -474,13 +480,7 @@ abandon(int slot, bool in_callback)
 	SpinLockRelease(&s->mutex);
 
 	if (queue)
-	{
-		SpinLockAcquire(&claude_shared->mutex);
-		ring[(claude_shared->queue_head + claude_shared->queue_len) % claude_shared->nslots] = slot;
-		claude_shared->queue_len++;
-		SpinLockRelease(&claude_shared->mutex);
-		claude_wake_worker();
-	}
+		push_ring(slot);
 	else if (state == SLOT_QUEUED || state == SLOT_RUNNING)
 	{
 		pg_atomic_write_u32(&claude_shared->cancel_pending, 1);
