@@ -60,9 +60,10 @@ claude_events_push(int slot, const char *data, Size len, bool force, bool *full)
 
 	/*
 	 * The search for the last whole item runs outside the spinlock.  Only
-	 * this worker adds to events_bytes, the backend only takes it to 0: if
-	 * it is unchanged when held back is noted, what was measured holds; if
-	 * taken meanwhile, measure again, or nobody would wake the worker.
+	 * this worker adds to events_bytes, the backend only takes it to 0: a
+	 * full window still unchanged when that is noted stays full until the
+	 * backend takes it (and, told, wakes the worker); one taken meanwhile
+	 * is measured again.
 	 */
 	for (;;)
 	{
@@ -70,19 +71,17 @@ claude_events_push(int slot, const char *data, Size len, bool force, bool *full)
 		bytes = s->events_bytes;
 		SpinLockRelease(&s->mutex);
 		n = force ? len : fit_window(data, len, bytes);
-		if (n == len)
+		if (n > 0)
 			break;
 		SpinLockAcquire(&s->mutex);
 		if (s->events_bytes == bytes)
 		{
 			s->events_blocked = true;
 			SpinLockRelease(&s->mutex);
-			break;
+			return 0;
 		}
 		SpinLockRelease(&s->mutex);
 	}
-	if (n == 0)
-		return 0;
 
 	dp = dsa_allocate_extended(claude_area(), offsetof(ClaudeEventChunk, data) + n,
 							   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
@@ -111,6 +110,9 @@ claude_events_push(int slot, const char *data, Size len, bool force, bool *full)
 	s->events_tail = dp;
 	s->events_tail_chunk = chunk;
 	s->events_bytes += n;
+	/* with these in the slot, the backend that takes them wakes the worker */
+	if (n < len)
+		s->events_blocked = true;
 	latch = s->owner_latch;
 	SpinLockRelease(&s->mutex);
 	if (latch)
