@@ -104,15 +104,44 @@ input_soft(PGFunction fn, char *str, bool (*bad) (int sqlerrcode), Datum *value)
  * encoding cannot (\u0000, a character with no equivalent): a bad reply,
  * whoever reads it, never an error of another class.
  */
+#ifndef CLAUDE_SOFT_INPUT
+/*
+ * On 15, what jsonb_in may refuse in JSON the scanner took: a \u escape
+ * (\u0000, a lone surrogate, a character the encoding lacks), a number
+ * numeric_in may not hold (an exponent, or over 1000 characters), or a text
+ * large enough to pass jsonb's limits.  Only that pays for a subtransaction.
+ */
+#define JSONB_SAFE_LEN	(16 * 1024 * 1024)
+
+static void
+note_number(void *arg, const ClaudeJsonKey *path, int depth, const char *tok, int len,
+			bool string)
+{
+	if (!string && (len > 1000 || memchr(tok, 'e', len) || memchr(tok, 'E', len)))
+		*(bool *) arg = true;
+}
+#endif
+
 Jsonb *
 claude_json_parse(const char *text, Size len)
 {
 	char	   *server;
 	Datum		value;
 
+#ifdef CLAUDE_SOFT_INPUT
 	if (!claude_json_scan(text, len, NULL, NULL) ||
-		(server = claude_utf8_to_server(text, len)) == NULL ||
-		!input_soft(jsonb_in, server, bad_json, &value))
+		(server = claude_utf8_to_server(text, len)) == NULL)
+		return NULL;
+#else
+	bool		risky = len > JSONB_SAFE_LEN || memmem(text, len, "\\u", 2) != NULL;
+
+	if (!claude_json_scan(text, len, risky ? NULL : note_number, &risky) ||
+		(server = claude_utf8_to_server(text, len)) == NULL)
+		return NULL;
+	if (!risky)
+		return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(server)));
+#endif
+	if (!input_soft(jsonb_in, server, bad_json, &value))
 		return NULL;
 	return DatumGetJsonbP(value);
 }
