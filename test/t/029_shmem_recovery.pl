@@ -3,7 +3,8 @@
 # lets go of its locks as an auxiliary process does and serves everyone
 # else, itself included, without a restart.  A stream whose events do not
 # fit claude.max_shared_memory fails its caller with 53200, and the worker
-# goes on.  (What no SQL can show -- nothing long or raising under a
+# goes on.  A reply jsonb_in refuses is a bad reply (CL002), read without
+# catching an ERROR outside a subtransaction.  (What no SQL can show -- nothing long or raising under a
 # spinlock, a latch read once under its lock -- is left to review.)
 use strict;
 use warnings;
@@ -77,6 +78,37 @@ is(worker_pid($node), $worker, 'the HTTP worker is the same process');
 is($out, 'innocent stream', 'an innocent stream right after succeeds') or diag($err);
 ($out, $err) = call("SELECT claude_complete('innocent call')");
 is($out, 'innocent call', 'and an innocent call') or diag($err);
+
+# ---- 3. replies read into jsonb without a caught ERROR: on 15 only what
+# jsonb_in may refuse goes through a subtransaction, so that must be found
+sub reply_with
+{
+	my ($extra) = @_;
+	return '{"id":"msg_x","type":"message","role":"assistant","model":"claude-sonnet-4-6",'
+	  . '"content":[{"type":"text","text":"fine"}],"stop_reason":"end_turn","stop_sequence":null,'
+	  . '"usage":{"input_tokens":3,"output_tokens":2},' . $extra . '}';
+}
+for my $case (
+	[ 'an exponent numeric cannot hold', '"x":1e999999999', qr/CL002/ ],
+	[ 'a negative one',                  '"x":-1E-999999999', qr/CL002/ ],
+	[ 'a 2000-digit number',             '"x":' . ('7' x 2000), undef ],
+	[ 'a small exponent',                '"x":2.5e3', undef ],
+	[ 'an escape jsonb refuses',         '"x":"a\\u0000b"', qr/CL002/ ],
+	[ 'an escape it takes',              '"x":"caf\\u00e9"', undef ])
+{
+	$mock->fault({ body => reply_with($case->[1]) });
+	($out, $err) = call(q{SELECT claude_messages('{"messages":[{"role":"user","content":"x"}]}')->'content'->0->>'text'});
+	if ($case->[2])
+	{
+		like($err, $case->[2], "a reply with $case->[0]: CL002, no other error");
+	}
+	else
+	{
+		is($out, 'fine', "a reply with $case->[0] is read") or diag($err);
+	}
+}
+$mock->clear_faults;
+is(worker_pid($node), $worker, 'the HTTP worker is the same process at the end');
 
 $node->stop;
 done_testing();
