@@ -133,21 +133,31 @@ cache_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		release_owned_lead();
 }
 
+/*
+ * Hits happened whether or not the transaction commits.  They go to shared
+ * memory before the commit (which may raise, as any allocation may), never
+ * after it, where an ERROR would be a PANIC; an aborted transaction's wait
+ * for the next one's commit or a full list.
+ */
 static void
 cache_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			if (npending > 0)
+				hand_over_hits();
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			owned_lead = -1;
+			break;
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			/* hits happened whether or not the transaction commits */
-			if (npending > 0)
-				hand_over_hits();
-			if (owned_lead >= 0 && event != XACT_EVENT_COMMIT &&
-				event != XACT_EVENT_PARALLEL_COMMIT)
+			if (owned_lead >= 0)
 				release_owned_lead();
 			owned_lead = -1;
 			break;

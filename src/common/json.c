@@ -7,13 +7,96 @@
 
 #include <limits.h>
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 
 #include "mb/pg_wchar.h"
 
 #include "utils/fmgrprotos.h"
+#include "utils/resowner.h"
 
 #include "common/json.h"
+#include "common/pgcompat.h"
+#ifdef CLAUDE_SOFT_INPUT
+#include "nodes/miscnodes.h"
+#endif
+
+/* The SQLSTATEs jsonb_in raises for what its text holds, on 15. */
+static bool
+bad_json(int sqlerrcode)
+{
+	/* SQL_ASCII refuses \u escapes above 007F as "not supported" */
+	return sqlerrcode == ERRCODE_UNTRANSLATABLE_CHARACTER ||
+		sqlerrcode == ERRCODE_CHARACTER_NOT_IN_REPERTOIRE ||
+		sqlerrcode == ERRCODE_INVALID_TEXT_REPRESENTATION ||
+		sqlerrcode == ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE ||
+		sqlerrcode == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
+		sqlerrcode == ERRCODE_FEATURE_NOT_SUPPORTED;
+}
+
+/* The SQLSTATEs timestamptz_in raises for a bad value, on 15. */
+static bool
+bad_datetime(int sqlerrcode)
+{
+	return ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_DATA_EXCEPTION;
+}
+
+/*
+ * An input function's value of str, or false if str is bad input of its
+ * type; anything else (a cancel, out of memory) is raised.  16 and later
+ * say so without raising.  15 can only catch the error, and only in a
+ * subtransaction: out of a transaction (or in parallel mode) the error
+ * goes on.  Never in the HTTP worker: replies are read by the processes
+ * that run SQL.
+ */
+static bool
+input_soft(PGFunction fn, char *str, bool (*bad) (int sqlerrcode), Datum *value)
+{
+#ifdef CLAUDE_SOFT_INPUT
+	ErrorSaveContext escontext = {T_ErrorSaveContext};
+
+	return DirectInputFunctionCallSafe(fn, str, InvalidOid, -1,
+									   (Node *) &escontext, value);
+#else
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = false;
+
+	if (!IsTransactionState() || IsInParallelMode())
+	{
+		*value = DirectFunctionCall3(fn, CStringGetDatum(str), ObjectIdGetDatum(InvalidOid),
+									 Int32GetDatum(-1));
+		return true;
+	}
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		*value = DirectFunctionCall3(fn, CStringGetDatum(str), ObjectIdGetDatum(InvalidOid),
+									 Int32GetDatum(-1));
+		ReleaseCurrentSubTransaction();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (!bad(edata->sqlerrcode))
+			ReThrowError(edata);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return ok;
+#endif
+}
 
 /*
  * A reply (UTF-8, as it came) as jsonb in the database's encoding, or NULL
@@ -21,41 +104,46 @@
  * encoding cannot (\u0000, a character with no equivalent): a bad reply,
  * whoever reads it, never an error of another class.
  */
+#ifndef CLAUDE_SOFT_INPUT
+/*
+ * On 15, what jsonb_in may refuse in JSON the scanner took: a \u escape
+ * (\u0000, a lone surrogate, a character the encoding lacks), a number
+ * numeric_in may not hold (an exponent, or over 1000 characters), or a text
+ * large enough to pass jsonb's limits.  Only that pays for a subtransaction.
+ */
+#define JSONB_SAFE_LEN	(16 * 1024 * 1024)
+
+static void
+note_number(void *arg, const ClaudeJsonKey *path, int depth, const char *tok, int len,
+			bool string)
+{
+	if (!string && (len > 1000 || memchr(tok, 'e', len) || memchr(tok, 'E', len)))
+		*(bool *) arg = true;
+}
+#endif
+
 Jsonb *
 claude_json_parse(const char *text, Size len)
 {
 	char	   *server;
-	MemoryContext cxt = CurrentMemoryContext;
-	Jsonb	   *volatile result = NULL;
+	Datum		value;
 
+#ifdef CLAUDE_SOFT_INPUT
 	if (!claude_json_scan(text, len, NULL, NULL) ||
 		(server = claude_utf8_to_server(text, len)) == NULL)
 		return NULL;
-	PG_TRY();
-	{
-		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(server)));
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
+#else
+	bool		risky = len > JSONB_SAFE_LEN || memmem(text, len, "\\u", 2) != NULL;
 
-		/*
-		 * only what the text itself caused (SQL_ASCII refuses \u escapes
-		 * above 007F as "not supported"); a cancel goes on
-		 */
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_UNTRANSLATABLE_CHARACTER &&
-			edata->sqlerrcode != ERRCODE_CHARACTER_NOT_IN_REPERTOIRE &&
-			edata->sqlerrcode != ERRCODE_INVALID_TEXT_REPRESENTATION &&
-			edata->sqlerrcode != ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE &&
-			edata->sqlerrcode != ERRCODE_PROGRAM_LIMIT_EXCEEDED &&
-			edata->sqlerrcode != ERRCODE_FEATURE_NOT_SUPPORTED)
-			PG_RE_THROW();
-		FlushErrorState();
-	}
-	PG_END_TRY();
-	return result;
+	if (!claude_json_scan(text, len, risky ? NULL : note_number, &risky) ||
+		(server = claude_utf8_to_server(text, len)) == NULL)
+		return NULL;
+	if (!risky)
+		return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(server)));
+#endif
+	if (!input_soft(jsonb_in, server, bad_json, &value))
+		return NULL;
+	return DatumGetJsonbP(value);
 }
 
 JsonbValue *
@@ -263,25 +351,5 @@ claude_utf8_to_server(const char *s, Size len)
 bool
 claude_timestamptz_in(const char *s, Datum *value)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool ok = false;
-
-	PG_TRY();
-	{
-		*value = DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
-									 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
-			PG_RE_THROW();
-		FlushErrorState();
-	}
-	PG_END_TRY();
-	return ok;
+	return input_soft(timestamptz_in, unconstify(char *, s), bad_datetime, value);
 }

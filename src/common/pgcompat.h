@@ -57,4 +57,12 @@
 #define ClaudeCreateWaitEventSet(n) CreateWaitEventSet(TopMemoryContext, (n))
 #endif
 
+/*
+ * 16 lets input functions report bad input softly (ErrorSaveContext); on
+ * 15 it can only be caught in a subtransaction (common/json.c).
+ */
+#if PG_VERSION_NUM >= 160000
+#define CLAUDE_SOFT_INPUT 1
+#endif
+
 #endif							/* CLAUDE_PGCOMPAT_H */

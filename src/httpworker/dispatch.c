@@ -15,6 +15,10 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
+#include "storage/condition_variable.h"
+#include "storage/lwlock.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "common/guc.h"
@@ -523,25 +527,41 @@ claude_dispatch_shutdown(void)
 /*
  * Hand an attempt's outcome to the queue.  Nothing a server sends may stop
  * the worker: should handling this reply raise anyway (a defect), that one
- * request fails and every other goes on.
+ * request fails and every other goes on.  The recovery is an auxiliary
+ * process's (postmaster/bgwriter.c): replies are handed over from the top
+ * of the loop, where the worker holds no lock, sleeps on no condition
+ * variable and keeps nothing in reply_cxt, so all of that is let go.  An
+ * error in the recovery itself, or anywhere else in the loop, ends the
+ * worker: the postmaster starts a new one, and callers in flight get ZC003.
  */
 static void
 hand_over(Transfer *t, CURLcode code, long status)
 {
+	static MemoryContext reply_cxt = NULL;
 	MemoryContext cxt = CurrentMemoryContext;
 
+	if (reply_cxt == NULL)
+		reply_cxt = AllocSetContextCreate(TopMemoryContext, "claude reply",
+										  ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
 	{
+		MemoryContextSwitchTo(reply_cxt);
 		attempt_done(t, code, status);
+		MemoryContextSwitchTo(cxt);
 	}
 	PG_CATCH();
 	{
+		HOLD_INTERRUPTS();
 		MemoryContextSwitchTo(cxt);
 		EmitErrorReport();
+		LWLockReleaseAll();
+		ConditionVariableCancelSleep();
 		FlushErrorState();
+		RESUME_INTERRUPTS();
 		dispatch_fail(t, "the HTTP worker could not handle the reply");
 	}
 	PG_END_TRY();
+	MemoryContextReset(reply_cxt);
 }
 
 /*

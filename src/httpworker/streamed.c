@@ -140,7 +140,11 @@ claude_streamed_push(Transfer *t, bool force)
 	if (t->sse == NULL)
 		return false;
 	items = claude_sse_outbox(t->sse, &len);
-	/* a new DSM segment can still raise: never through libcurl */
+	/*
+	 * Mapping a new DSM segment can still raise: never through libcurl.
+	 * The worker holds no lock of its own wherever it pushes (a callback,
+	 * or a reply handed over), so every lock held is the DSA area's.
+	 */
 	PG_TRY();
 	{
 		if (len > 0)

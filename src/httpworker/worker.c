@@ -19,7 +19,9 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/condition_variable.h"
 #include "storage/ipc.h"
+#include "storage/lwlock.h"
 
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -67,6 +69,9 @@ sleep_ms(void)
 static void
 worker_exit(int code, Datum arg)
 {
+	/* an ERROR ends the worker (FATAL): it may have left a lock held */
+	LWLockReleaseAll();
+	ConditionVariableCancelSleep();
 	claude_dispatch_shutdown();
 	claude_worker_unregister_self();
 }

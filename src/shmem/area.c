@@ -15,6 +15,15 @@
 #include "common/guc.h"
 #include "shmem/area.h"
 
+/*
+ * One named LWLock tranche per lock, so that pg_stat_activity's wait events
+ * say which lock a process waits for.
+ */
+static const char *const lock_names[] = {
+	CLAUDE_LOCK_AREA, CLAUDE_LOCK_CACHE_LEAD, CLAUDE_LOCK_USAGE,
+	CLAUDE_LOCK_CONFIG, CLAUDE_LOCK_STREAMS
+};
+
 typedef struct AreaShared
 {
 	LWLock	   *lock;			/* serializes DSA creation */
@@ -51,7 +60,7 @@ init_area(void *ptr)
 {
 	AreaShared *s = ptr;
 
-	s->lock = &(GetNamedLWLockTranche("claude"))->lock;
+	s->lock = claude_named_lock(CLAUDE_LOCK_AREA);
 	s->dsa_tranche = LWLockNewTrancheId();
 	s->area_handle = DSM_HANDLE_INVALID;
 }
@@ -60,8 +69,15 @@ void
 claude_area_request_shmem(void)
 {
 	RequestAddinShmemSpace(MAXALIGN(sizeof(AreaShared)));
-	/* area and cache; usage; shared config; open streams */
-	RequestNamedLWLockTranche("claude", 4);
+	for (int i = 0; i < lengthof(lock_names); i++)
+		RequestNamedLWLockTranche(lock_names[i], 1);
+}
+
+/* The lock of a tranche requested above (in shared memory's set-up only). */
+LWLock *
+claude_named_lock(const char *name)
+{
+	return &(GetNamedLWLockTranche(name))->lock;
 }
 
 void

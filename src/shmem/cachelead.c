@@ -50,7 +50,7 @@ init_cache(void *ptr)
 {
 	CacheShared *c = ptr;
 
-	c->lock = &(GetNamedLWLockTranche("claude"))->lock;
+	c->lock = claude_named_lock(CLAUDE_LOCK_CACHE_LEAD);
 	ConditionVariableInit(&c->released);
 	c->nentries = claude_max_requests;
 }

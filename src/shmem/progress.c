@@ -75,6 +75,7 @@ void
 claude_progress_begin(Oid relid, const char *column, const char *mode, int64 total)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	Oid			role = GetUserId();
 
 	if (!callbacks_registered)
 	{
@@ -92,7 +93,7 @@ claude_progress_begin(Oid relid, const char *column, const char *mode, int64 tot
 
 			e->pid = MyProcPid;
 			e->dbid = MyDatabaseId;
-			e->role = GetUserId();
+			e->role = role;
 			e->relid = relid;
 			namestrcpy(&e->column, column);
 			strlcpy(e->mode, mode, sizeof(e->mode));
@@ -109,12 +110,16 @@ claude_progress_begin(Oid relid, const char *column, const char *mode, int64 tot
 void
 claude_progress_update(int64 done, int64 failed)
 {
+	TimestampTz now;
+
 	if (mine < 0)
 		return;
+	/* a system call, not under the spinlock */
+	now = GetCurrentTimestamp();
 	SpinLockAcquire(&progress->mutex);
 	progress->entries[mine].done = done;
 	progress->entries[mine].failed = failed;
-	progress->entries[mine].updated = GetCurrentTimestamp();
+	progress->entries[mine].updated = now;
 	SpinLockRelease(&progress->mutex);
 }
 

@@ -43,7 +43,7 @@ static ConfigShared *shared = NULL;
 static void
 init_shared(void *ptr)
 {
-	((ConfigShared *) ptr)->lock = &(GetNamedLWLockTranche("claude"))[2].lock;
+	((ConfigShared *) ptr)->lock = claude_named_lock(CLAUDE_LOCK_CONFIG);
 }
 
 Size

@@ -153,8 +153,12 @@ slot_to_freelist(int i)
 	ConditionVariableBroadcast(&claude_shared->slot_freed);
 }
 
-static void
-wake_worker(void)
+/*
+ * Wake the HTTP worker, if there is one: its latch is read once, under the
+ * lock, since an exiting worker clears it.
+ */
+void
+claude_wake_worker(void)
 {
 	Latch	   *latch;
 
@@ -166,6 +170,17 @@ wake_worker(void)
 }
 
 /* ---- backend side ---- */
+
+/* Queue a slot (marked in_ring) for the worker, and wake it. */
+static void
+push_ring(int slot)
+{
+	SpinLockAcquire(&claude_shared->mutex);
+	ring[(claude_shared->queue_head + claude_shared->queue_len) % claude_shared->nslots] = slot;
+	claude_shared->queue_len++;
+	SpinLockRelease(&claude_shared->mutex);
+	claude_wake_worker();
+}
 
 static void
 forget_owned(int slot)
@@ -182,13 +197,19 @@ forget_owned(int slot)
 	}
 }
 
+static void abandon(int slot, bool in_callback);
+
+/*
+ * From an abort or exit callback, where nothing may raise: a slot is only
+ * marked, never freed here (see abandon).
+ */
 static void
 abandon_owned(SubTransactionId from_subid, bool exiting)
 {
 	for (int i = nowned - 1; i >= 0; i--)
 	{
 		if (owned_subid[i] == KEPT_SUBID ? exiting : owned_subid[i] >= from_subid)
-			claude_slot_abandon(owned[i]);
+			abandon(owned[i], true);
 	}
 }
 
@@ -282,7 +303,6 @@ void
 claude_slot_submit(int slot, dsa_pointer request)
 {
 	ClaudeSlot *s = &claude_slots[slot];
-	int			n = claude_shared->nslots;
 
 	SpinLockAcquire(&s->mutex);
 	s->request = request;
@@ -290,11 +310,7 @@ claude_slot_submit(int slot, dsa_pointer request)
 	s->in_ring = true;
 	SpinLockRelease(&s->mutex);
 
-	SpinLockAcquire(&claude_shared->mutex);
-	ring[(claude_shared->queue_head + claude_shared->queue_len) % n] = slot;
-	claude_shared->queue_len++;
-	SpinLockRelease(&claude_shared->mutex);
-	wake_worker();
+	push_ring(slot);
 }
 
 bool
@@ -438,31 +454,49 @@ claude_slot_keep(int slot)
 
 /*
  * Give up a slot in any state.  A request the worker may be reading is left
- * to the worker to free.
+ * to the worker to free.  So is a finished one given up in a callback
+ * (in_callback): freeing its reply or events may map a DSA segment, which
+ * can raise, so the slot goes on the submit queue, cancelled, and the
+ * worker frees it when it pops it.
  */
-void
-claude_slot_abandon(int slot)
+static void
+abandon(int slot, bool in_callback)
 {
 	ClaudeSlot *s = &claude_slots[slot];
 	ClaudeSlotState state;
+	bool		queue = false;
 
 	forget_owned(slot);
 	SpinLockAcquire(&s->mutex);
 	state = s->state;
 	if (state == SLOT_QUEUED || state == SLOT_RUNNING)
 		s->state = SLOT_CANCELLED;
+	else if (in_callback && state == SLOT_DONE &&
+			 (DsaPointerIsValid(s->result.body) || DsaPointerIsValid(s->events_head)))
+	{
+		s->state = SLOT_CANCELLED;
+		s->in_ring = queue = true;
+	}
 	SpinLockRelease(&s->mutex);
 
-	if (state == SLOT_QUEUED || state == SLOT_RUNNING)
+	if (queue)
+		push_ring(slot);
+	else if (state == SLOT_QUEUED || state == SLOT_RUNNING)
 	{
 		pg_atomic_write_u32(&claude_shared->cancel_pending, 1);
-		wake_worker();
+		claude_wake_worker();
 	}
 	else
 	{
 		free_slot_memory(s);
 		slot_to_freelist(slot);
 	}
+}
+
+void
+claude_slot_abandon(int slot)
+{
+	abandon(slot, false);
 }
 
 /* ---- worker side ---- */
@@ -480,9 +514,13 @@ release_dropped(int slot)
 {
 	ClaudeRequest req;
 
-	claude_request_unpack(dsa_get_address(claude_area(), claude_slots[slot].request), &req);
-	if (req.reply == CLAUDE_REPLY_MESSAGE)
-		claude_usage_done(&req, false, NULL, -1);
+	/* a finished slot given up in a callback has no request left */
+	if (DsaPointerIsValid(claude_slots[slot].request))
+	{
+		claude_request_unpack(dsa_get_address(claude_area(), claude_slots[slot].request), &req);
+		if (req.reply == CLAUDE_REPLY_MESSAGE)
+			claude_usage_done(&req, false, NULL, -1);
+	}
 	claude_slot_release_cancelled(slot);
 }
 
@@ -572,58 +610,4 @@ claude_slot_finish(int slot, const ClaudeResult *result)
 	}
 	else if (latch)
 		SetLatch(latch);
-}
-
-/* Fail every slot a previous or exiting worker left running. */
-static void
-fail_running_slots(const char *why)
-{
-	ClaudeResult result;
-
-	memset(&result, 0, sizeof(result));
-	result.transport = CLAUDE_TE_WORKER;
-	result.body = InvalidDsaPointer;
-	strlcpy(result.message, why, sizeof(result.message));
-
-	for (int i = 0; i < claude_shared->nslots; i++)
-	{
-		ClaudeSlot *s = &claude_slots[i];
-		ClaudeSlotState state;
-		bool		in_ring;
-
-		SpinLockAcquire(&s->mutex);
-		state = s->state;
-		in_ring = s->in_ring;
-		SpinLockRelease(&s->mutex);
-		if (state == SLOT_RUNNING)
-			claude_slot_finish(i, &result);
-		else if (state == SLOT_CANCELLED && !in_ring)
-			claude_slot_release_cancelled(i);
-	}
-}
-
-void
-claude_worker_register_self(void)
-{
-	(void) claude_area();
-	fail_running_slots("the HTTP worker restarted while the request was in flight");
-
-	SpinLockAcquire(&claude_shared->mutex);
-	claude_shared->worker_pid = MyProcPid;
-	claude_shared->worker_latch = MyLatch;
-	claude_shared->worker_incarnation++;
-	SpinLockRelease(&claude_shared->mutex);
-}
-
-void
-claude_worker_unregister_self(void)
-{
-	SpinLockAcquire(&claude_shared->mutex);
-	claude_shared->worker_pid = 0;
-	claude_shared->worker_latch = NULL;
-	SpinLockRelease(&claude_shared->mutex);
-
-	fail_running_slots("the HTTP worker exited while the request was in flight");
-	pg_atomic_write_u32(&claude_shared->in_flight, 0);
-	pg_atomic_write_u32(&claude_shared->connections_open, 0);
 }

@@ -93,6 +93,7 @@ extern void claude_slots_shmem_startup(void);
 
 extern int	claude_slot_acquire(bool wait, bool bulk);
 extern void claude_slot_submit(int slot, dsa_pointer request);
+extern void claude_wake_worker(void);
 extern bool claude_slot_poll(int slot);
 extern void claude_slot_wait(int slot);
 extern bool claude_slot_wait_events(int slot);

@@ -41,14 +41,16 @@ claude_stats_zero(void)
 {
 	pg_atomic_uint64 *first = &claude_stats_shared->requests;
 	pg_atomic_uint64 *last = &claude_stats_shared->latency_us;
+	TimestampTz now;
 
 	for (pg_atomic_uint64 *c = first; c <= last; c++)
 		pg_atomic_write_u64(c, 0);
 	pg_atomic_write_u64(&claude_limit_counters->retries, 0);
 	pg_atomic_write_u64(&claude_limit_counters->rate_limited, 0);
 	pg_atomic_write_u64(&claude_limit_counters->throttled_us, 0);
+	now = GetCurrentTimestamp();
 	SpinLockAcquire(&claude_stats_shared->mutex);
-	claude_stats_shared->since = GetCurrentTimestamp();
+	claude_stats_shared->since = now;
 	SpinLockRelease(&claude_stats_shared->mutex);
 }
 

@@ -33,7 +33,7 @@ static StreamShare *share = NULL;
 static void
 init_share(void *ptr)
 {
-	((StreamShare *) ptr)->lock = &(GetNamedLWLockTranche("claude"))[3].lock;
+	((StreamShare *) ptr)->lock = claude_named_lock(CLAUDE_LOCK_STREAMS);
 }
 
 Size

@@ -20,6 +20,8 @@
 
 #include "utils/timestamp.h"
 
+#include "common/fault.h"
+#include "shmem/area.h"
 #include "shmem/dbqueue.h"
 #include "shmem/usage.h"
 
@@ -62,7 +64,7 @@ claude_usage_shmem_startup(void)
 	usage = ShmemInitStruct("claude usage", sizeof(UsageShared), &found);
 	if (!found)
 	{
-		usage->lock = &(GetNamedLWLockTranche("claude"))[1].lock;
+		usage->lock = claude_named_lock(CLAUDE_LOCK_USAGE);
 		pg_atomic_init_u32(&usage->config_generation, 1);
 		usage->full_reported = false;
 	}
@@ -142,6 +144,8 @@ record(Oid dbid, Oid role, const UsageCounts *c, int32 reserved_day, bool *was_c
 	UsageEntry *e;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	/* the tests' ERROR with a lock held, in the HTTP worker (common/fault.c) */
+	claude_fault_point("usage_lock");
 	if (reserved_day >= 0 && (e = entry_for(dbid, role, reserved_day, true)) != NULL && e->reserved > 0)
 		e->reserved--;
 	if (c && (e = entry_for(dbid, role, claude_usage_today(), true)) != NULL)
