@@ -136,13 +136,20 @@ cache_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			/* before the commit record: a DSA allocation may raise */
+			if (npending > 0)
+				hand_over_hits();
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			/* hits happened whether or not the transaction commits */
-			if (npending > 0)
+			if (npending > 0 && (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT))
 				hand_over_hits();
 			if (owned_lead >= 0 && event != XACT_EVENT_COMMIT &&
 				event != XACT_EVENT_PARALLEL_COMMIT)

@@ -8,7 +8,9 @@
  * when something wakes it (shmem/dbqueue.c: a committed job, a batch, a
  * record to write) or, at start-up and after a crash, when a probe finds
  * work there: a worker started to look, one database at a time, that
- * leaves at once where the extension is absent or nothing waits.  When
+ * leaves at once where the extension is absent or nothing waits.  Rows a
+ * restore writes into the work tables wake it once the restoring session
+ * has ended (functions/wake.c).  When
  * every slot is taken the start is tried again each second, and said once
  * in the log until it succeeds.  Databases that asked for a worker while
  * none could start are not lost if this process restarts: the shared
@@ -24,6 +26,7 @@
 #include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
+#include "storage/procarray.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -34,10 +37,20 @@
 
 #define WAKES_PER_STEP	64
 #define TICK_MS			1000
+#define AFTER_LIMIT_MS	600000	/* a session that writes rows for longer: start anyway */
+
+/* a wake-up for when a session has ended (rows restored) */
+typedef struct WakeAfter
+{
+	Oid			dbid;
+	int			pid;
+	TimestampTz since;
+} WakeAfter;
 
 static MemoryContext launcher_cxt = NULL;
 static List *to_probe = NIL;	/* databases still to look at */
 static List *retry = NIL;		/* databases whose worker could not start */
+static List *after = NIL;		/* WakeAfters */
 static bool loaded = false;		/* to_probe filled by this process */
 static bool said_full = false;	/* "no slot free" logged, not yet resolved */
 static TimestampTz last_tick = 0;
@@ -149,7 +162,43 @@ start_worker(Oid dbid, bool probe)
 long
 claude_launcher_timeout_ms(void)
 {
-	return (retry != NIL || to_probe != NIL) ? TICK_MS : -1;
+	return (retry != NIL || to_probe != NIL || after != NIL) ? TICK_MS : -1;
+}
+
+/* Keep wake-ups for when their sessions end; return those due now. */
+static List *
+due_after(ClaudeDbWakeAfter *taken, int ntaken, bool tick)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	MemoryContext old = MemoryContextSwitchTo(launcher_cxt);
+	List	   *due = NIL;
+	ListCell   *lc;
+
+	for (int i = 0; i < ntaken; i++)
+	{
+		WakeAfter  *w = palloc(sizeof(WakeAfter));
+
+		w->dbid = taken[i].dbid;
+		w->pid = taken[i].pid;
+		w->since = now;
+		after = lappend(after, w);
+	}
+	foreach(lc, after)
+	{
+		WakeAfter  *w = lfirst(lc);
+
+		if (!tick)
+			break;
+		if (BackendPidGetProc(w->pid) == NULL ||
+			TimestampDifferenceExceeds(w->since, now, AFTER_LIMIT_MS))
+		{
+			due = lappend_oid(due, w->dbid);
+			after = foreach_delete_current(after, lc);
+			pfree(w);
+		}
+	}
+	MemoryContextSwitchTo(old);
+	return due;
 }
 
 static void
@@ -170,6 +219,9 @@ claude_launcher_step(void)
 {
 	Oid			woken[WAKES_PER_STEP];
 	int			nwoken;
+	ClaudeDbWakeAfter taken[CLAUDE_DBWORK_AFTER_MAX];
+	int			ntaken;
+	List	   *due;
 	bool		rescan;
 	bool		probed;
 	bool		probing;
@@ -181,7 +233,9 @@ claude_launcher_step(void)
 	if (RecoveryInProgress())
 		return;
 	tick = TimestampDifferenceExceeds(last_tick, GetCurrentTimestamp(), TICK_MS);
-	nwoken = claude_dbwork_take_wakes(woken, WAKES_PER_STEP, &rescan, &probed);
+	nwoken = claude_dbwork_take_wakes(woken, WAKES_PER_STEP, &rescan, &probed,
+									  taken, &ntaken);
+	due = due_after(taken, ntaken, tick);
 	if (nwoken == 0 && !rescan && !tick)
 		return;
 	if (tick)
@@ -191,7 +245,7 @@ claude_launcher_step(void)
 	/* more woken than taken: next time round, at once */
 	if (nwoken == WAKES_PER_STEP)
 		SetLatch(MyLatch);
-	if (nwoken == 0 && !(rescan || (!probed && !loaded)) &&
+	if (nwoken == 0 && due == NIL && !(rescan || (!probed && !loaded)) &&
 		(retry == NIL || !tick) && (to_probe == NIL || probing))
 		return;
 
@@ -213,6 +267,11 @@ claude_launcher_step(void)
 		if (database_ok(lfirst_oid(lc)) && !start_worker(lfirst_oid(lc), false))
 			add_retry(lfirst_oid(lc));
 	list_free(again);
+	/* rows restored, their session gone: a worker looks (and leaves if idle) */
+	foreach(lc, due)
+		if (database_ok(lfirst_oid(lc)) && !start_worker(lfirst_oid(lc), true))
+			add_retry(lfirst_oid(lc));
+	list_free(due);
 
 	/* one probe at a time: parallel queries keep their workers */
 	while (!probing && to_probe != NIL)
@@ -234,5 +293,5 @@ claude_launcher_step(void)
 		said_full = false;
 	/* what waits here is lost if this process goes: the next one looks at all */
 	if (loaded || probed)
-		claude_dbwork_set_probed(retry == NIL && to_probe == NIL);
+		claude_dbwork_set_probed(retry == NIL && to_probe == NIL && after == NIL);
 }

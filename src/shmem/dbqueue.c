@@ -33,6 +33,7 @@
 
 #define WAKE_MAX		64		/* databases awaiting the launcher; more: look at all */
 #define HOLD_MAX		16		/* databases held at once (DROP DATABASE ...) */
+#define AFTER_MAX		CLAUDE_DBWORK_AFTER_MAX	/* wake-ups waiting for a session to end */
 #define HOLD_MS			10000	/* no worker for a held database for this long */
 #define ATTACH_MS		60000	/* a started worker that never attached: forgotten */
 
@@ -63,6 +64,8 @@ typedef struct DbWorkShared
 	bool		probed;			/* every database looked at since start-up */
 	int			nwake;
 	Oid			wake[WAKE_MAX];
+	int			nafter;
+	ClaudeDbWakeAfter after[AFTER_MAX];
 
 	/* the rest: the LWLock */
 	LWLock	   *lock;
@@ -111,43 +114,6 @@ claude_dbwork_shmem_startup(void)
 								 init_dbwork);
 }
 
-/*
- * A new record with room for the two texts behind it, or an invalid
- * pointer when shared memory is short.  Never raises for want of memory;
- * not for commit callbacks (a new DSA segment may be needed).
- */
-dsa_pointer
-claude_dbwork_record(ClaudeDbRecordKind kind,
-					 const char *request, Size request_len,
-					 const char *response, Size response_len,
-					 ClaudeDbRecord **rec)
-{
-	Size		size = MAXALIGN(sizeof(ClaudeDbRecord)) + request_len + response_len + 2;
-	dsa_pointer dp;
-	char	   *p;
-
-	dp = dsa_allocate_extended(claude_area(), size,
-							   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM | DSA_ALLOC_ZERO);
-	if (!DsaPointerIsValid(dp))
-		return dp;
-	*rec = dsa_get_address(claude_area(), dp);
-	(*rec)->next = InvalidDsaPointer;
-	(*rec)->kind = kind;
-	(*rec)->lead = -1;
-	(*rec)->request_len = request_len;
-	(*rec)->response_len = response_len;
-	p = (char *) *rec + MAXALIGN(sizeof(ClaudeDbRecord));
-	if (request_len)
-		memcpy(p, request, request_len);
-	p[request_len] = '\0';
-	p += request_len + 1;
-	if (response_len)
-		memcpy(p, response, response_len);
-	p[response_len] = '\0';
-	return dp;
-}
-
-
 /* ---- wake-ups: from anywhere ---- */
 
 /*
@@ -193,18 +159,40 @@ poke_launcher(void)
 		SetLatch(latch);
 }
 
+/*
+ * Rows written into the work tables by a session of its own (a restore):
+ * wake the launcher for the database once that session has ended, when
+ * the rest (the tables' triggers, keys) is restored too.  Commit callbacks
+ * too.  Full: a plain wake-up, never a drop.
+ */
+void
+claude_dbwork_wake_after(Oid dbid, int pid)
+{
+	bool		queued = false;
+	int			i;
+
+	SpinLockAcquire(&dbwork->wake_mutex);
+	for (i = 0; i < dbwork->nafter; i++)
+		if (dbwork->after[i].dbid == dbid && dbwork->after[i].pid == pid)
+			break;
+	if (i < dbwork->nafter)
+		queued = true;
+	else if (dbwork->nafter < AFTER_MAX)
+	{
+		dbwork->after[dbwork->nafter].dbid = dbid;
+		dbwork->after[dbwork->nafter++].pid = pid;
+		queued = true;
+	}
+	SpinLockRelease(&dbwork->wake_mutex);
+	if (!queued)
+		claude_dbwork_wake(dbid);
+}
+
 /* Wake the worker of a database to look for queued jobs and batches. */
 void
 claude_jobs_kick(Oid dbid)
 {
 	claude_dbwork_wake(dbid);
-}
-
-/* Whether an entry is the live one of a database. */
-static inline bool
-serves(DbWorker *w, Oid dbid)
-{
-	return w->dbid == dbid && !w->stop;
 }
 
 static DbWorker *
@@ -237,7 +225,7 @@ claude_dbwork_enqueue(Oid dbid, dsa_pointer dp)
 		dbwork->head = dp;
 	dbwork->tail = dp;
 	w = worker_of(dbid);
-	if (w && serves(w, dbid))
+	if (w && !w->stop)
 	{
 		w->wake = true;
 		latch = w->latch;
@@ -248,32 +236,6 @@ claude_dbwork_enqueue(Oid dbid, dsa_pointer dp)
 	else
 		claude_dbwork_wake(dbid);
 }
-
-/* HTTP worker: hand a successful reply to the database's worker. */
-void
-claude_cache_store(const ClaudeRequest *req, const char *response, Size len)
-{
-	ClaudeDbRecord *rec;
-	dsa_pointer dp;
-
-	if (!OidIsValid(req->cache_dbid))
-		return;
-	dp = claude_dbwork_record(DBREC_CACHE_WRITE, req->body, req->body_len,
-							  response, len, &rec);
-	if (DsaPointerIsValid(dp))
-	{
-		rec->nsp = req->cache_nsp;
-		memcpy(rec->key, req->cache_key, CLAUDE_CACHE_KEY_LEN);
-		rec->ttl = req->cache_ttl;
-		rec->lead = req->cache_lead;
-		rec->at = GetCurrentTimestamp();
-		claude_dbwork_enqueue(req->cache_dbid, dp);
-		return;
-	}
-	elog(LOG, "claude: could not hand a reply to the cache writer");
-	claude_cache_release_lead(req->cache_dbid, req->cache_key, req->cache_lead);
-}
-
 
 /* ---- the launcher (httpworker/launcher.c) ---- */
 
@@ -292,7 +254,8 @@ claude_dbwork_launcher_attach(Latch *latch)
  * database has been looked at since shared memory was made.
  */
 int
-claude_dbwork_take_wakes(Oid *dbs, int max, bool *rescan, bool *probed)
+claude_dbwork_take_wakes(Oid *dbs, int max, bool *rescan, bool *probed,
+						 ClaudeDbWakeAfter *after, int *nafter)
 {
 	int			n;
 
@@ -304,6 +267,9 @@ claude_dbwork_take_wakes(Oid *dbs, int max, bool *rescan, bool *probed)
 	*rescan = dbwork->rescan;
 	dbwork->rescan = false;
 	*probed = dbwork->probed;
+	*nafter = dbwork->nafter;
+	memcpy(after, dbwork->after, dbwork->nafter * sizeof(ClaudeDbWakeAfter));
+	dbwork->nafter = 0;
 	SpinLockRelease(&dbwork->wake_mutex);
 	return n;
 }
@@ -432,18 +398,6 @@ claude_dbwork_maintain(void)
 
 /* ---- commands that need a database alone (the utility hook) ---- */
 
-/* Whether a database still has a worker (or one starting). */
-static bool
-has_worker(Oid dbid)
-{
-	bool		found;
-
-	LWLockAcquire(dbwork->lock, LW_SHARED);
-	found = worker_of(dbid) != NULL;
-	LWLockRelease(dbwork->lock);
-	return found;
-}
-
 /*
  * Before DROP DATABASE, ALTER DATABASE ... SET TABLESPACE or RENAME, CREATE
  * DATABASE ... TEMPLATE: hold the database (no worker for a while), ask the
@@ -459,6 +413,7 @@ claude_dbwork_release(Oid dbid, int wait_ms)
 	{
 		TimestampTz now = GetCurrentTimestamp();
 		DbHold	   *h;
+		bool		gone;
 
 		LWLockAcquire(dbwork->lock, LW_EXCLUSIVE);
 		if ((h = hold_of(dbid, now)) == NULL)
@@ -473,10 +428,11 @@ claude_dbwork_release(Oid dbid, int wait_ms)
 			h->dbid = dbid;
 			h->until = TimestampTzPlusMilliseconds(now, HOLD_MS);
 		}
+		gone = worker_of(dbid) == NULL;
 		LWLockRelease(dbwork->lock);
 		if (h)
 			claude_dbwork_wake(dbid);
-		if ((h && !has_worker(dbid)) || now >= deadline)
+		if ((h && gone) || now >= deadline)
 			return;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 10, claude_wait_event(CLAUDE_WAIT_DB_WORKER_EXIT));

@@ -42,6 +42,15 @@ typedef enum ClaudeDbWant
 	DBWORK_NO_ENTRY				/* every entry taken: try again later */
 } ClaudeDbWant;
 
+/* a wake-up for when a session has ended (rows restored) */
+typedef struct ClaudeDbWakeAfter
+{
+	Oid			dbid;
+	int			pid;
+} ClaudeDbWakeAfter;
+
+#define CLAUDE_DBWORK_AFTER_MAX 16
+
 extern void claude_dbwork_request_shmem(void);
 extern void claude_dbwork_shmem_startup(void);
 
@@ -52,6 +61,7 @@ extern dsa_pointer claude_dbwork_record(ClaudeDbRecordKind kind,
 										ClaudeDbRecord **rec);
 extern void claude_dbwork_enqueue(Oid dbid, dsa_pointer rec);
 extern void claude_dbwork_wake(Oid dbid);
+extern void claude_dbwork_wake_after(Oid dbid, int pid);
 extern void claude_jobs_kick(Oid dbid);
 extern void claude_cache_store(const ClaudeRequest *req, const char *response,
 							   Size len);
@@ -59,7 +69,8 @@ extern void claude_cache_store(const ClaudeRequest *req, const char *response,
 /* the launcher, the one process that starts database workers */
 extern void claude_dbwork_launcher_attach(Latch *latch);
 extern int	claude_dbwork_take_wakes(Oid *dbs, int max, bool *rescan,
-									 bool *probed);
+									 bool *probed, ClaudeDbWakeAfter *after,
+									 int *nafter);
 extern void claude_dbwork_set_probed(bool probed);
 extern ClaudeDbWant claude_dbwork_want(Oid dbid, bool probe, int *entry,
 									   uint32 *generation);

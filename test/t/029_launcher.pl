@@ -99,6 +99,36 @@ sql("INSERT INTO tickets VALUES (3, 'three')", 'e1');
 ok(wait_until(sub { sql("SELECT category FROM tickets WHERE id = 3", 'e1') eq 'Classify: three' }, 60),
 	'a new job after the workers left is done');
 
+# a restore: a database dumped with a job in flight and an unfinished
+# batch comes back in new databases; their rows arrive after CREATE
+# EXTENSION, and wake the launcher at commit
+my $tmp = $node->basedir;
+$mock->config({ batch_delay_ms => 15000 });
+$mock->fault({ hang => 1, count => 1 });
+sql("INSERT INTO tickets VALUES (10, 'ten')", 'e1');
+ok(wait_until(sub { sql("SELECT count(*) FROM claude_jobs WHERE status = 'running'", 'e1') eq '1' }, 60),
+	'e1: a job in flight');
+sql("INSERT INTO docs SELECT i, 'doc ' || i FROM generate_series(4, 5) i", 'e3');
+sql("CALL claude_enrich('docs', 'summary', 'Sum: {body}', mode => 'batch')", 'e3');
+for my $db (qw(e1 e3))
+{
+	command_ok([ 'pg_dump', '-Fc', '-f', "$tmp/$db.dump", '-d', $node->connstr($db) ], "$db is dumped");
+	sql("CREATE DATABASE r_$db");
+	command_ok([ 'pg_restore', '--exit-on-error', '-d', $node->connstr("r_$db"), "$tmp/$db.dump" ],
+		"and restored as r_$db");
+}
+$mock->clear_faults;
+ok(wait_until(sub { sql("SELECT category FROM tickets WHERE id = 10", 'r_e1') eq 'Classify: ten'
+	  && sql("SELECT count(*) FROM claude_jobs", 'r_e1') eq '0' }, 90),
+	"the restored job is done, nobody calling anything")
+  or diag(sql("SELECT status, attempts, last_error FROM claude_jobs", 'r_e1') . ' / '
+	  . sql("SELECT string_agg(id || '=' || coalesce(category, '-'), ',') FROM tickets", 'r_e1') . ' / '
+	  . sql("SELECT string_agg(datname || ':' || backend_type, ',') FROM pg_stat_activity WHERE backend_type LIKE 'claude%'"));
+ok(wait_until(sub { sql("SELECT count(*) FROM claude_batches WHERE results_at IS NULL", 'r_e3') eq '0' }, 90),
+	'the restored batch is polled to its end');
+is(sql("SELECT string_agg(summary, ',' ORDER BY id) FROM docs WHERE id > 3", 'r_e3'), 'Sum: doc 4,Sum: doc 5',
+	"and its results written back");
+
 # no worker slot free: the launcher says so once, and succeeds later.
 # max_worker_processes = 3: the HTTP worker, the logical replication
 # launcher, and one slot a parallel query takes for a while.
