@@ -63,6 +63,13 @@ claude_launcher_init(void)
 	claude_dbwork_launcher_attach(MyLatch);
 }
 
+/* At exit: wake-ups set no latch of a process that is gone. */
+void
+claude_launcher_shutdown(void)
+{
+	claude_dbwork_launcher_attach(NULL);
+}
+
 /* Every database that takes connections (not templates), in launcher_cxt. */
 static void
 add_all_databases(void)

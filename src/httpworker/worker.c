@@ -62,6 +62,7 @@ sleep_ms(void)
 static void
 worker_exit(int code, Datum arg)
 {
+	claude_launcher_shutdown();
 	claude_dispatch_shutdown();
 	claude_worker_unregister_self();
 }

@@ -128,7 +128,7 @@ claude_dbwork_wake(Oid dbid)
 	int			i;
 
 	if (dbwork == NULL || !OidIsValid(dbid))
-		return;
+		return;					/* not preloaded: no launcher */
 	SpinLockAcquire(&dbwork->wake_mutex);
 	for (i = 0; i < dbwork->nwake; i++)
 		if (dbwork->wake[i] == dbid)
@@ -171,6 +171,8 @@ claude_dbwork_wake_after(Oid dbid, int pid)
 	bool		queued = false;
 	int			i;
 
+	if (dbwork == NULL)
+		return;					/* not preloaded: no launcher */
 	SpinLockAcquire(&dbwork->wake_mutex);
 	for (i = 0; i < dbwork->nafter; i++)
 		if (dbwork->after[i].dbid == dbid && dbwork->after[i].pid == pid)
