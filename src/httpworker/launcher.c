@@ -125,15 +125,16 @@ no_slot(const char *why)
 
 /*
  * Start the worker of a database (probe: to look only) unless it has one.
- * Returns false when it must be tried again later.
+ * Returns false when it must be tried again later; *started: a new one.
  */
 static bool
-start_worker(Oid dbid, bool probe)
+start_worker(Oid dbid, bool probe, bool *started)
 {
 	BackgroundWorker worker;
 	int			entry;
 	uint32		generation;
 
+	*started = false;
 	switch (claude_dbwork_want(dbid, probe, &entry, &generation))
 	{
 		case DBWORK_RUNNING:
@@ -162,6 +163,7 @@ start_worker(Oid dbid, bool probe)
 		no_slot("no background worker slot is free");
 		return false;
 	}
+	*started = true;
 	return true;
 }
 
@@ -208,13 +210,19 @@ due_after(ClaudeDbWakeAfter *taken, int ntaken, bool tick)
 	return due;
 }
 
+/* Wake or start the worker of a database; if it cannot be now, later. */
 static void
-add_retry(Oid dbid)
+start_or_retry(Oid dbid, bool probe)
 {
-	MemoryContext old = MemoryContextSwitchTo(launcher_cxt);
+	bool		started;
 
-	retry = list_append_unique_oid(retry, dbid);
-	MemoryContextSwitchTo(old);
+	if (database_ok(dbid) && !start_worker(dbid, probe, &started))
+	{
+		MemoryContext old = MemoryContextSwitchTo(launcher_cxt);
+
+		retry = list_append_unique_oid(retry, dbid);
+		MemoryContextSwitchTo(old);
+	}
 }
 
 /*
@@ -243,7 +251,8 @@ claude_launcher_step(void)
 	nwoken = claude_dbwork_take_wakes(woken, WAKES_PER_STEP, &rescan, &probed,
 									  taken, &ntaken);
 	due = due_after(taken, ntaken, tick);
-	if (nwoken == 0 && !rescan && !tick)
+	/* probes go on as soon as the last one is over */
+	if (nwoken == 0 && !rescan && !tick && to_probe == NIL)
 		return;
 	if (tick)
 		last_tick = GetCurrentTimestamp();
@@ -268,29 +277,25 @@ claude_launcher_step(void)
 		loaded = true;
 	}
 	for (int i = 0; i < nwoken; i++)
-		if (database_ok(woken[i]) && !start_worker(woken[i], false))
-			add_retry(woken[i]);
+		start_or_retry(woken[i], false);
 	foreach(lc, again)
-		if (database_ok(lfirst_oid(lc)) && !start_worker(lfirst_oid(lc), false))
-			add_retry(lfirst_oid(lc));
+		start_or_retry(lfirst_oid(lc), false);
 	list_free(again);
 	/* rows restored, their session gone: a worker looks (and leaves if idle) */
 	foreach(lc, due)
-		if (database_ok(lfirst_oid(lc)) && !start_worker(lfirst_oid(lc), true))
-			add_retry(lfirst_oid(lc));
+		start_or_retry(lfirst_oid(lc), true);
 	list_free(due);
 
 	/* one probe at a time: parallel queries keep their workers */
 	while (!probing && to_probe != NIL)
 	{
 		Oid			dbid = linitial_oid(to_probe);
+		bool		started = false;
 
-		if (database_ok(dbid))
-		{
-			if (!start_worker(dbid, true))
-				break;			/* stays first: tried again next second */
-			probing = true;		/* or it has a worker, woken: no probe needed */
-		}
+		if (database_ok(dbid) && !start_worker(dbid, true, &started))
+			break;				/* stays first: tried again next second */
+		/* one that has a worker needs no probe: on to the next */
+		probing = started;
 		to_probe = list_delete_first(to_probe);
 	}
 	CommitTransactionCommand();
