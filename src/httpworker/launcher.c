@@ -53,6 +53,7 @@ static List *retry = NIL;		/* databases whose worker could not start */
 static List *after = NIL;		/* WakeAfters */
 static bool loaded = false;		/* to_probe filled by this process */
 static bool said_full = false;	/* "no slot free" logged, not yet resolved */
+static int	failed_starts = 0;	/* in a row, no start between */
 static TimestampTz last_tick = 0;
 
 void
@@ -111,10 +112,14 @@ database_ok(Oid dbid)
 	return ok;
 }
 
+/*
+ * No start now.  The first failure in a row is not told: the slot of a
+ * worker that has just left is free once the postmaster has seen it go.
+ */
 static void
 no_slot(const char *why)
 {
-	if (said_full)
+	if (said_full || ++failed_starts < 2)
 		return;
 	said_full = true;
 	ereport(LOG,
@@ -164,6 +169,8 @@ start_worker(Oid dbid, bool probe, bool *started)
 		return false;
 	}
 	*started = true;
+	failed_starts = 0;
+	said_full = false;
 	return true;
 }
 
@@ -301,8 +308,6 @@ claude_launcher_step(void)
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(caller);
 
-	if (retry == NIL && to_probe == NIL)
-		said_full = false;
 	/* what waits here is lost if this process goes: the next one looks at all */
 	if (loaded || probed)
 		claude_dbwork_set_probed(retry == NIL && to_probe == NIL && after == NIL);
