@@ -543,6 +543,18 @@ CREATE TRIGGER claude_budgets_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCA
 CREATE TRIGGER claude_prices_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON claude_price_overrides
     FOR EACH STATEMENT EXECUTE FUNCTION claude_config_changed();
 
+-- jobs and batches written by anyone (pg_restore above all) wake the
+-- launcher at commit, which starts the database's worker
+CREATE FUNCTION claude_work_arrived()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'claude_work_arrived'
+LANGUAGE C;
+REVOKE EXECUTE ON FUNCTION claude_work_arrived() FROM PUBLIC;
+CREATE TRIGGER claude_jobs_arrived AFTER INSERT ON claude_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION claude_work_arrived();
+CREATE TRIGGER claude_batches_arrived AFTER INSERT ON claude_batches
+    FOR EACH STATEMENT EXECUTE FUNCTION claude_work_arrived();
+
 -- ---- structured output, token counting, models, images ----
 
 CREATE FUNCTION claude_extract(

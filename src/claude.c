@@ -41,7 +41,7 @@ claude_shmem_request(void)
 	claude_slots_request_shmem();
 	RequestAddinShmemSpace(claude_limits_shmem_size());
 	RequestAddinShmemSpace(claude_cache_shmem_size());
-	RequestAddinShmemSpace(claude_dbwork_shmem_size());
+	claude_dbwork_request_shmem();
 	RequestAddinShmemSpace(claude_progress_shmem_size());
 	RequestAddinShmemSpace(claude_stats_shmem_size());
 	RequestAddinShmemSpace(claude_usage_shmem_size());

@@ -6,11 +6,13 @@
  *
  * Work that must happen in a database but outside any caller's transaction
  * (storing paid replies in the cache, counting cache hits) is queued in
- * shared memory per database.  Whoever queues work for a database that has
- * no worker starts one; the HTTP worker also restarts the worker of any
- * database with work left (after a crash, say).  A worker exits after a
- * while without work.  Each record is applied in a transaction of its own,
- * so one bad record cannot hold back the others.
+ * shared memory per database.  Only the launcher (httpworker/launcher.c)
+ * starts a worker: when a database is woken, or to probe one after a start
+ * or a crash.  Where the extension is absent a worker leaves at once; a
+ * probe that finds nothing to do leaves at once; any other worker leaves
+ * after IDLE_EXIT_MS without work, and when the launcher asks (DROP
+ * DATABASE).  Each record is applied in a transaction of its own, so one
+ * bad record cannot hold back the others.
  *
  * Each step of the loop (a record, a round of jobs, of batches, the usage
  * flush) is contained: its pieces run in subtransactions of their own, and
@@ -40,7 +42,9 @@
 #include "dbworker/dbworker.h"
 #include "dbworker/flush.h"
 #include "dbworker/jobs.h"
+#include "shmem/area.h"
 #include "shmem/cachelead.h"
+#include "shmem/dbqueue.h"
 
 #include "shmem/slots.h"
 #include "dbworker/batch_poll.h"
@@ -115,10 +119,24 @@ flush_usage(void)
 	return false;
 }
 
+/* Whether the extension is installed here (a standby: cannot tell, no). */
+static bool
+extension_here(void)
+{
+	bool		found;
+
+	claude_xact_begin();
+	found = claude_extension_find(NULL, NULL);
+	claude_xact_end();
+	return found;
+}
+
 void
 claude_db_worker_main(Datum arg)
 {
 	Oid			dbid;
+	bool		probe = false;
+	uint32		generation;
 	TimestampTz idle_since = GetCurrentTimestamp();
 	TimestampTz flushed_at = 0;
 	MemoryContext work_cxt;
@@ -128,9 +146,10 @@ claude_db_worker_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 
 	claude_require_shared();
-	dbid = claude_dbwork_attach(DatumGetInt32(arg));
+	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(generation));
+	dbid = claude_dbwork_attach(DatumGetInt32(arg), generation, &probe);
 	if (!OidIsValid(dbid))
-		proc_exit(0);			/* another worker got there first */
+		proc_exit(0);			/* the launcher gave up on this start */
 
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
 	/* not the database's default: its owner may have set one for us */
@@ -139,12 +158,20 @@ claude_db_worker_main(Datum arg)
 	claude_fix_output_settings();
 	work_cxt = AllocSetContextCreate(TopMemoryContext, "claude db worker",
 									 ALLOCSET_DEFAULT_SIZES);
+	/* no extension, nothing to do: no worker lingers here */
+	if (!extension_here())
+	{
+		/* its records cannot be applied: none is left to wake a new worker */
+		claude_dbwork_discard();
+		proc_exit(0);
+	}
 	if (!RecoveryInProgress())
 		claude_jobs_start();
 
 	for (;;)
 	{
 		dsa_pointer dp = claude_dbwork_take();
+		bool		worked = DsaPointerIsValid(dp);
 
 		while (DsaPointerIsValid(dp))
 		{
@@ -169,6 +196,7 @@ claude_db_worker_main(Datum arg)
 
 			if (jobs || batches)
 				idle_since = GetCurrentTimestamp();
+			worked |= jobs || batches;
 			if (TimestampDifferenceExceeds(flushed_at, GetCurrentTimestamp(), USAGE_FLUSH_MS))
 			{
 				(void) run_step(work_cxt, flush_usage, NULL);
@@ -177,7 +205,13 @@ claude_db_worker_main(Datum arg)
 			MemoryContextReset(work_cxt);
 		}
 
-		if (ShutdownRequestPending)
+		/* a probe that found work stays as the database's worker */
+		if (probe && worked)
+		{
+			claude_dbwork_found_work();
+			probe = false;
+		}
+		if (ShutdownRequestPending || claude_dbwork_stopping())
 			break;
 		if (ConfigReloadPending)
 		{
@@ -185,8 +219,9 @@ claude_db_worker_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		/* leave when idle, unless work arrived meanwhile */
-		if (TimestampDifferenceExceeds(idle_since, GetCurrentTimestamp(), IDLE_EXIT_MS) &&
+		/* leave when idle (a probe: at once), unless work arrived meanwhile */
+		if ((probe ||
+			 TimestampDifferenceExceeds(idle_since, GetCurrentTimestamp(), IDLE_EXIT_MS)) &&
 			claude_dbwork_leave_if_idle())
 			break;
 

@@ -6,8 +6,8 @@
  *
  * BEFORE ROW: fills NEW.target_column synchronously.  AFTER ROW: queues a
  * job in claude_jobs within the inserting transaction (a rollback leaves
- * none) and returns at once; when the transaction commits, the database's
- * worker is told to look (claude_jobs_kick).  It runs with the rights of
+ * none) and returns at once; when the transaction commits, the launcher
+ * is told to look (wake.c).  It runs with the rights of
  * whoever fired it; only the INSERT into claude_jobs runs as the
  * extension's owner.
  */
@@ -37,35 +37,11 @@
 #include "client/message.h"
 #include "functions/complete.h"
 #include "functions/trigger_args.h"
+#include "functions/wake.h"
 #include "shmem/dbqueue.h"
 #include "shmem/slots.h"
 
 PG_FUNCTION_INFO_V1(claude_enrich_trigger);
-
-static bool jobs_queued = false;
-static bool callback_registered = false;
-
-static void
-kick_on_commit(XactEvent event, void *arg)
-{
-	/* prepared: the worker watches until COMMIT PREPARED (see jobs.c) */
-	if ((event == XACT_EVENT_COMMIT || event == XACT_EVENT_PREPARE) && jobs_queued)
-		claude_jobs_kick(MyDatabaseId);
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PREPARE || event == XACT_EVENT_ABORT)
-		jobs_queued = false;
-}
-
-/* Tell the database's worker, once this transaction commits, to look. */
-static void
-claude_jobs_kick_on_commit(void)
-{
-	if (!callback_registered)
-	{
-		RegisterXactCallback(kick_on_commit, NULL);
-		callback_registered = true;
-	}
-	jobs_queued = true;
-}
 
 /* The values of the template's columns in a row, printed as claude_enrich prints them. */
 static char **

@@ -13,7 +13,8 @@
  * DROP DATABASE, ALTER DATABASE ... SET TABLESPACE or RENAME TO and CREATE
  * DATABASE ... TEMPLATE refuse to run while any other process is connected
  * to the database, and a per-database worker is such a process.  Before
- * them, the worker is asked to leave and none is started for a while;
+ * them, the launcher is asked to make the worker leave and to start none
+ * for a while, and the command waits (cancellably, a few seconds at most);
  * after a DROP, the work queued for the database is dropped too.  After
  * COMMIT PREPARED, sessions read prices and budgets again.
  */
@@ -30,6 +31,9 @@
 #include "client/budget.h"
 #include "functions/utility.h"
 #include "shmem/dbqueue.h"
+
+/* how long a command waits for a database's worker to leave */
+#define RELEASE_WAIT_MS	5000
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 static bool dbwork_hooks = false;
@@ -131,7 +135,7 @@ claude_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 	if (dbwork_hooks)
 		dbid = database_needed(pstmt->utilityStmt);
 	if (OidIsValid(dbid))
-		claude_dbwork_release(dbid);
+		claude_dbwork_release(dbid, RELEASE_WAIT_MS);
 	if (prev_utility_hook)
 		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params,
 						  queryEnv, dest, qc);

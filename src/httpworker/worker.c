@@ -11,10 +11,6 @@
  */
 #include "postgres.h"
 
-#include "access/heapam.h"
-
-#include "catalog/pg_database.h"
-
 #include "storage/procsignal.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -25,15 +21,14 @@
 
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "common/pgcompat.h"
 #include "common/waits.h"
 #include "httpworker/dispatch.h"
 #include "httpworker/http.h"
+#include "httpworker/launcher.h"
 #include "httpworker/worker.h"
-#include "shmem/dbqueue.h"
 #include "shmem/slots.h"
 
 void
@@ -52,18 +47,18 @@ claude_register_http_worker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* Until curl's timer or the queue needs the worker; -1 for no limit. */
+/* Until curl's timer, the queue or the launcher needs the worker; -1 for no limit. */
 static long
 sleep_ms(void)
 {
-	long		a = claude_http_timeout_ms();
-	long		b = claude_dispatch_timeout_ms();
+	long		t[] = {claude_http_timeout_ms(), claude_dispatch_timeout_ms(),
+	claude_launcher_timeout_ms()};
+	long		ms = -1;
 
-	if (a < 0)
-		return b;
-	if (b < 0)
-		return a;
-	return Min(a, b);
+	for (int i = 0; i < lengthof(t); i++)
+		if (t[i] >= 0 && (ms < 0 || t[i] < ms))
+			ms = t[i];
+	return ms;
 }
 
 static void
@@ -72,49 +67,9 @@ worker_exit(int code, Datum arg)
 	/* an ERROR ends the worker (FATAL): it may have left a lock held */
 	LWLockReleaseAll();
 	ConditionVariableCancelSleep();
+	claude_launcher_shutdown();
 	claude_dispatch_shutdown();
 	claude_worker_unregister_self();
-}
-
-/*
- * At start: every database that accepts connections gets a
- * look for jobs left queued or running before a restart or crash.
- */
-static void
-scan_databases(void)
-{
-	Relation	rel;
-	TableScanDesc scan;
-	HeapTuple	tup;
-	List	   *dbs = NIL;
-	ListCell   *lc;
-	MemoryContext caller = CurrentMemoryContext;
-
-	StartTransactionCommand();
-	(void) GetTransactionSnapshot();
-	rel = table_open(DatabaseRelationId, AccessShareLock);
-	scan = table_beginscan_catalog(rel, 0, NULL);
-	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
-	{
-		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
-
-		if (db->datallowconn && !db->datistemplate)
-		{
-			/* the list must outlive the transaction */
-			MemoryContext old = MemoryContextSwitchTo(caller);
-
-			dbs = lappend_oid(dbs, db->oid);
-			MemoryContextSwitchTo(old);
-		}
-	}
-	table_endscan(scan);
-	table_close(rel, AccessShareLock);
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller);
-
-	foreach(lc, dbs)
-		claude_jobs_kick(lfirst_oid(lc));
-	list_free(dbs);
 }
 
 void
@@ -122,8 +77,6 @@ claude_http_worker_main(Datum arg)
 {
 	WaitEventSet *set;
 	MemoryContext loop_cxt;
-	TimestampTz last_check = 0;
-	bool		scanned = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -136,6 +89,7 @@ claude_http_worker_main(Datum arg)
 	claude_dispatch_init();
 	claude_worker_register_self();
 	before_shmem_exit(worker_exit, (Datum) 0);
+	claude_launcher_init();
 
 	set = ClaudeCreateWaitEventSet(3);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -159,21 +113,8 @@ claude_http_worker_main(Datum arg)
 		claude_dispatch_abort_cancelled();
 		claude_dispatch_run();
 		claude_dispatch_drive(false);
-		if (TimestampDifferenceExceeds(last_check, GetCurrentTimestamp(), 1000))
-		{
-			/*
-			 * Jobs queued before a restart or crash need their database's
-			 * worker (once writable: a standby runs no jobs); and databases
-			 * with work left need a worker again after one died.
-			 */
-			if (!scanned && !RecoveryInProgress())
-			{
-				scan_databases();
-				scanned = true;
-			}
-			claude_dbwork_ensure_running();
-			last_check = GetCurrentTimestamp();
-		}
+		/* the one starter of database workers (launcher.c) */
+		claude_launcher_step();
 
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(loop_cxt);

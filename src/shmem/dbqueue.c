@@ -1,58 +1,98 @@
 /*
  * dbqueue.c
- *		Work handed to per-database workers through shared memory: one queue
- *		of records per database (paid replies to cache, hits to count, a
- *		look for jobs), and starting a database's worker when its work has
- *		none.  Callers: whoever queues work; the worker that drains it.
+ *		Work handed to per-database workers through shared memory, and the
+ *		table of those workers.  Callers: whoever queues work or wakes a
+ *		database (any process, commit callbacks included: claude_dbwork_wake);
+ *		the launcher (httpworker/launcher.c), the only one that starts a
+ *		worker; the workers themselves; the utility hook (release, forget).
  *
- * Whoever queues work for a database that has no worker starts one; the
- * HTTP worker also restarts the worker of any database with work left
- * (after a crash, say).  A worker leaves after a while without work.
+ * Two locks.  A spinlock guards a small fixed array of databases that want
+ * the launcher's attention and the launcher's latch: a wake-up touches
+ * nothing else, so it is safe from a commit callback (no DSA, no ERROR).
+ * When the array is full, the launcher is told to look at every database
+ * instead: a wake-up is never dropped.  An LWLock (tranche
+ * "claude_dbqueue") guards the records (one list in the DSA area, each
+ * record naming its database) and the workers' table, one entry per
+ * possible background worker, so it cannot run out either.
  */
 #include "postgres.h"
 
-#include <signal.h>
-
-#include "pgstat.h"
+#include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
-
-#include "storage/proc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/timestamp.h"
 
 #include "common/waits.h"
 #include "shmem/area.h"
 #include "shmem/cachelead.h"
 #include "shmem/dbqueue.h"
 
-#define START_RETRY_MS	10000
-#define RELEASE_WAIT_MS	5000
-#define RELEASE_HOLD_MS	10000
+#define WAKE_MAX		64		/* databases awaiting the launcher; more: look at all */
+#define HOLD_MAX		16		/* databases held at once (DROP DATABASE ...) */
+#define AFTER_MAX		CLAUDE_DBWORK_AFTER_MAX	/* wake-ups waiting for a session to end */
+#define HOLD_MS			10000	/* no worker for a held database for this long */
+#define ATTACH_MS		60000	/* a started worker that never attached: forgotten */
 
-typedef struct DbSlot
+typedef struct DbWorker
 {
-	Oid			dbid;			/* InvalidOid: unused */
-	pid_t		pid;			/* its worker, 0 if none */
+	Oid			dbid;			/* InvalidOid: free */
+	uint32		generation;		/* of this use of the entry */
+	pid_t		pid;			/* 0 until the worker attaches */
 	Latch	   *latch;
-	TimestampTz start_requested;	/* 0 unless a start is pending */
-	TimestampTz held_until;		/* no worker before (see claude_dbwork_release) */
-	dsa_pointer head;
-	dsa_pointer tail;
-} DbSlot;
+	bool		probe;			/* started to look; leaves at once if idle */
+	bool		wake;			/* look again before leaving */
+	bool		stop;			/* leave now: its database is held */
+	TimestampTz started_at;
+} DbWorker;
+
+typedef struct DbHold
+{
+	Oid			dbid;
+	TimestampTz until;
+} DbHold;
 
 typedef struct DbWorkShared
 {
-	slock_t		mutex;
-	DbSlot		slots[CLAUDE_MAX_DATABASES];
+	/* wake-ups: the spinlock, fixed memory only */
+	slock_t		wake_mutex;
+	Latch	   *launcher_latch;
+	bool		rescan;			/* look at every database */
+	bool		probed;			/* every database looked at since start-up */
+	int			nwake;
+	Oid			wake[WAKE_MAX];
+	int			nafter;
+	ClaudeDbWakeAfter after[AFTER_MAX];
+
+	/* the rest: the LWLock */
+	LWLock	   *lock;
+	dsa_pointer head;			/* records of every database, oldest first */
+	dsa_pointer tail;
+	DbHold		holds[HOLD_MAX];
+	int			nworkers;
+	DbWorker	workers[FLEXIBLE_ARRAY_MEMBER];
 } DbWorkShared;
 
 static DbWorkShared *dbwork = NULL;
-static int	my_slot = -1;
+static int	my_entry = -1;
+static uint32 my_generation;
 
-Size
-claude_dbwork_shmem_size(void)
+static Size
+dbwork_size(int nworkers)
 {
-	return MAXALIGN(sizeof(DbWorkShared));
+	return MAXALIGN(add_size(offsetof(DbWorkShared, workers),
+							 mul_size(sizeof(DbWorker), nworkers)));
+}
+
+/* One entry per background worker the server can run: never too few. */
+void
+claude_dbwork_request_shmem(void)
+{
+	RequestAddinShmemSpace(dbwork_size(max_worker_processes));
+	RequestNamedLWLockTranche("claude_dbqueue", 1);
 }
 
 static void
@@ -60,205 +100,342 @@ init_dbwork(void *ptr)
 {
 	DbWorkShared *d = ptr;
 
-	SpinLockInit(&d->mutex);
-	for (int i = 0; i < CLAUDE_MAX_DATABASES; i++)
-		d->slots[i].head = d->slots[i].tail = InvalidDsaPointer;
+	memset(d, 0, dbwork_size(max_worker_processes));
+	SpinLockInit(&d->wake_mutex);
+	d->lock = &(GetNamedLWLockTranche("claude_dbqueue"))->lock;
+	d->head = d->tail = InvalidDsaPointer;
+	d->nworkers = max_worker_processes;
 }
 
 void
 claude_dbwork_shmem_startup(void)
 {
-	dbwork = claude_shmem_struct("claude db workers", claude_dbwork_shmem_size(),
+	dbwork = claude_shmem_struct("claude db workers", dbwork_size(max_worker_processes),
 								 init_dbwork);
 }
 
-/*
- * A new record with room for the two texts behind it, or an invalid
- * pointer when shared memory is short.  Never raises: the HTTP worker and
- * transaction callbacks use it.
- */
-dsa_pointer
-claude_dbwork_record(ClaudeDbRecordKind kind,
-					 const char *request, Size request_len,
-					 const char *response, Size response_len,
-					 ClaudeDbRecord **rec)
-{
-	Size		size = MAXALIGN(sizeof(ClaudeDbRecord)) + request_len + response_len + 2;
-	dsa_pointer dp;
-	char	   *p;
-
-	dp = dsa_allocate_extended(claude_area(), size,
-							   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM | DSA_ALLOC_ZERO);
-	if (!DsaPointerIsValid(dp))
-		return dp;
-	*rec = dsa_get_address(claude_area(), dp);
-	(*rec)->next = InvalidDsaPointer;
-	(*rec)->kind = kind;
-	(*rec)->lead = -1;
-	(*rec)->request_len = request_len;
-	(*rec)->response_len = response_len;
-	p = (char *) *rec + MAXALIGN(sizeof(ClaudeDbRecord));
-	if (request_len)
-		memcpy(p, request, request_len);
-	p[request_len] = '\0';
-	p += request_len + 1;
-	if (response_len)
-		memcpy(p, response, response_len);
-	p[response_len] = '\0';
-	return dp;
-}
-
-static void
-start_worker(int i, Oid dbid)
-{
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "claude");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "claude_db_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "claude db worker %u", dbid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "claude db worker");
-	worker.bgw_main_arg = Int32GetDatum(i);
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
-	{
-		/* no free background worker slot now: try again later */
-		SpinLockAcquire(&dbwork->mutex);
-		dbwork->slots[i].start_requested = 0;
-		SpinLockRelease(&dbwork->mutex);
-	}
-}
+/* ---- wake-ups: from anywhere ---- */
 
 /*
- * Queue a record for a database, starting its worker if needed.  Returns
- * false (record freed) if no slot is left for another database.
+ * Tell the launcher a database may have work.  Only a spinlock over fixed
+ * memory and a latch: safe in a commit callback.  The latch is a PGPROC's,
+ * which outlives its process: at worst a stray wake-up.
  */
-bool
-claude_dbwork_enqueue(Oid dbid, dsa_pointer rec)
+void
+claude_dbwork_wake(Oid dbid)
 {
-	dsa_area   *area = claude_area();
+	Latch	   *latch;
 	int			i;
-	int			free_slot = -1;
-	Latch	   *latch = NULL;
-	bool		start = false;
-	TimestampTz now = GetCurrentTimestamp();
 
-	SpinLockAcquire(&dbwork->mutex);
-	for (i = 0; i < CLAUDE_MAX_DATABASES; i++)
-	{
-		if (dbwork->slots[i].dbid == dbid)
+	if (dbwork == NULL || !OidIsValid(dbid))
+		return;					/* not preloaded: no launcher */
+	SpinLockAcquire(&dbwork->wake_mutex);
+	for (i = 0; i < dbwork->nwake; i++)
+		if (dbwork->wake[i] == dbid)
 			break;
-		if (free_slot < 0 && dbwork->slots[i].dbid == InvalidOid)
-			free_slot = i;
-	}
-	if (i == CLAUDE_MAX_DATABASES)
+	if (i == dbwork->nwake)
 	{
-		if (free_slot < 0)
-		{
-			SpinLockRelease(&dbwork->mutex);
-			dsa_free(area, rec);
-			return false;
-		}
-		i = free_slot;
-		dbwork->slots[i].dbid = dbid;
+		if (dbwork->nwake < WAKE_MAX)
+			dbwork->wake[dbwork->nwake++] = dbid;
+		else
+			dbwork->rescan = true;
 	}
-	else
-	{
-		DbSlot	   *s = &dbwork->slots[i];
-
-		if (DsaPointerIsValid(s->tail))
-			((ClaudeDbRecord *) dsa_get_address(area, s->tail))->next = rec;
-	}
-	{
-		DbSlot	   *s = &dbwork->slots[i];
-
-		if (!DsaPointerIsValid(s->head))
-			s->head = rec;
-		s->tail = rec;
-		latch = s->latch;
-		if (s->pid == 0 && now >= s->held_until &&
-			(s->start_requested == 0 ||
-			 TimestampDifferenceExceeds(s->start_requested, now, START_RETRY_MS)))
-		{
-			s->start_requested = now;
-			start = true;
-		}
-	}
-	SpinLockRelease(&dbwork->mutex);
-
+	latch = dbwork->launcher_latch;
+	SpinLockRelease(&dbwork->wake_mutex);
 	if (latch)
 		SetLatch(latch);
-	if (start)
-		start_worker(i, dbid);
-	return true;
 }
 
-/* HTTP worker, now and then: databases with work and no worker get one. */
-void
-claude_dbwork_ensure_running(void)
+/* A worker left or found work: the launcher may go on (the next probe). */
+static void
+poke_launcher(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	Latch	   *latch;
 
-	for (int i = 0; i < CLAUDE_MAX_DATABASES; i++)
-	{
-		Oid			dbid = InvalidOid;
-
-		SpinLockAcquire(&dbwork->mutex);
-		if (dbwork->slots[i].dbid != InvalidOid && dbwork->slots[i].pid == 0 &&
-			DsaPointerIsValid(dbwork->slots[i].head) && now >= dbwork->slots[i].held_until &&
-			(dbwork->slots[i].start_requested == 0 ||
-			 TimestampDifferenceExceeds(dbwork->slots[i].start_requested, now,
-										START_RETRY_MS)))
-		{
-			dbwork->slots[i].start_requested = now;
-			dbid = dbwork->slots[i].dbid;
-		}
-		SpinLockRelease(&dbwork->mutex);
-		if (OidIsValid(dbid))
-			start_worker(i, dbid);
-	}
-}
-
-/* The slot of a database, or -1. */
-static int
-slot_of(Oid dbid)
-{
-	for (int i = 0; i < CLAUDE_MAX_DATABASES; i++)
-		if (dbwork->slots[i].dbid == dbid)
-			return i;
-	return -1;
+	SpinLockAcquire(&dbwork->wake_mutex);
+	latch = dbwork->launcher_latch;
+	SpinLockRelease(&dbwork->wake_mutex);
+	if (latch)
+		SetLatch(latch);
 }
 
 /*
- * Before a command that needs a database to itself (DROP DATABASE, ALTER
- * DATABASE ... SET TABLESPACE or RENAME, CREATE DATABASE ... TEMPLATE):
- * ask its worker to leave, start none for a while, and wait (cancellably,
- * a few seconds at most) until it is gone.  Its queued work stays queued.
+ * Rows written into the work tables by a session of its own (a restore):
+ * wake the launcher for the database once that session has ended, when
+ * the rest (the tables' triggers, keys) is restored too.  Commit callbacks
+ * too.  Full: a plain wake-up, never a drop.
  */
 void
-claude_dbwork_release(Oid dbid)
+claude_dbwork_wake_after(Oid dbid, int pid)
 {
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RELEASE_WAIT_MS);
+	bool		queued = false;
+	int			i;
+
+	if (dbwork == NULL)
+		return;					/* not preloaded: no launcher */
+	SpinLockAcquire(&dbwork->wake_mutex);
+	for (i = 0; i < dbwork->nafter; i++)
+		if (dbwork->after[i].dbid == dbid && dbwork->after[i].pid == pid)
+			break;
+	if (i < dbwork->nafter)
+		queued = true;
+	else if (dbwork->nafter < AFTER_MAX)
+	{
+		dbwork->after[dbwork->nafter].dbid = dbid;
+		dbwork->after[dbwork->nafter++].pid = pid;
+		queued = true;
+	}
+	SpinLockRelease(&dbwork->wake_mutex);
+	if (!queued)
+		claude_dbwork_wake(dbid);
+}
+
+/* Wake the worker of a database to look for queued jobs and batches. */
+void
+claude_jobs_kick(Oid dbid)
+{
+	claude_dbwork_wake(dbid);
+}
+
+static DbWorker *
+worker_of(Oid dbid)
+{
+	for (int i = 0; i < dbwork->nworkers; i++)
+		if (dbwork->workers[i].dbid == dbid)
+			return &dbwork->workers[i];
+	return NULL;
+}
+
+/*
+ * Queue a record for a database: its worker is woken, or the launcher is
+ * asked for one.  Never drops the record.  The tail is resolved under the
+ * LWLock (an ERROR there releases it), never under a spinlock.
+ */
+void
+claude_dbwork_enqueue(Oid dbid, dsa_pointer dp)
+{
+	ClaudeDbRecord *rec = dsa_get_address(claude_area(), dp);
+	DbWorker   *w;
+	Latch	   *latch = NULL;
+
+	rec->dbid = dbid;
+	rec->next = InvalidDsaPointer;
+	LWLockAcquire(dbwork->lock, LW_EXCLUSIVE);
+	if (DsaPointerIsValid(dbwork->tail))
+		((ClaudeDbRecord *) dsa_get_address(claude_area(), dbwork->tail))->next = dp;
+	else
+		dbwork->head = dp;
+	dbwork->tail = dp;
+	w = worker_of(dbid);
+	if (w && !w->stop)
+	{
+		w->wake = true;
+		latch = w->latch;
+	}
+	LWLockRelease(dbwork->lock);
+	if (latch)
+		SetLatch(latch);
+	else
+		claude_dbwork_wake(dbid);
+}
+
+/* ---- the launcher (httpworker/launcher.c) ---- */
+
+/* The launcher's latch: wake-ups set it. */
+void
+claude_dbwork_launcher_attach(Latch *latch)
+{
+	SpinLockAcquire(&dbwork->wake_mutex);
+	dbwork->launcher_latch = latch;
+	SpinLockRelease(&dbwork->wake_mutex);
+}
+
+/*
+ * Take the databases woken since the last call (at most max); *rescan:
+ * every database must be looked at (wake-ups overflowed); *probed: every
+ * database has been looked at since shared memory was made.
+ */
+int
+claude_dbwork_take_wakes(Oid *dbs, int max, bool *rescan, bool *probed,
+						 ClaudeDbWakeAfter *after, int *nafter)
+{
+	int			n;
+
+	SpinLockAcquire(&dbwork->wake_mutex);
+	n = Min(dbwork->nwake, max);
+	memcpy(dbs, dbwork->wake, n * sizeof(Oid));
+	memmove(dbwork->wake, dbwork->wake + n, (dbwork->nwake - n) * sizeof(Oid));
+	dbwork->nwake -= n;
+	*rescan = dbwork->rescan;
+	dbwork->rescan = false;
+	*probed = dbwork->probed;
+	*nafter = dbwork->nafter;
+	memcpy(after, dbwork->after, dbwork->nafter * sizeof(ClaudeDbWakeAfter));
+	dbwork->nafter = 0;
+	SpinLockRelease(&dbwork->wake_mutex);
+	return n;
+}
+
+/* Every database has been looked at (or must be again: false). */
+void
+claude_dbwork_set_probed(bool probed)
+{
+	SpinLockAcquire(&dbwork->wake_mutex);
+	dbwork->probed = probed;
+	SpinLockRelease(&dbwork->wake_mutex);
+}
+
+static DbHold *
+hold_of(Oid dbid, TimestampTz now)
+{
+	for (int i = 0; i < HOLD_MAX; i++)
+		if (dbwork->holds[i].dbid == dbid && dbwork->holds[i].until > now)
+			return &dbwork->holds[i];
+	return NULL;
+}
+
+/*
+ * A database wants a worker (probe: only to look).  Its worker, if any, is
+ * woken (DBWORK_RUNNING); a held one gets none (DBWORK_HELD); else an entry
+ * is reserved for a new worker (DBWORK_START, *entry and *generation to
+ * hand it).
+ */
+ClaudeDbWant
+claude_dbwork_want(Oid dbid, bool probe, int *entry, uint32 *generation)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	DbWorker   *w;
+	Latch	   *latch = NULL;
+	ClaudeDbWant result = DBWORK_NO_ENTRY;
+
+	LWLockAcquire(dbwork->lock, LW_EXCLUSIVE);
+	if ((w = worker_of(dbid)) != NULL)
+	{
+		/* a stopping worker: its database is held, no new one yet */
+		if (!w->stop)
+		{
+			w->wake = true;
+			latch = w->latch;
+		}
+		result = w->stop ? DBWORK_HELD : DBWORK_RUNNING;
+	}
+	else if (hold_of(dbid, now))
+		result = DBWORK_HELD;
+	else
+	{
+		for (int i = 0; i < dbwork->nworkers; i++)
+		{
+			w = &dbwork->workers[i];
+			if (OidIsValid(w->dbid))
+				continue;
+			w->dbid = dbid;
+			w->generation++;
+			w->pid = 0;
+			w->latch = NULL;
+			w->probe = probe;
+			w->wake = false;
+			w->stop = false;
+			w->started_at = now;
+			*entry = i;
+			*generation = w->generation;
+			result = DBWORK_START;
+			break;
+		}
+	}
+	LWLockRelease(dbwork->lock);
+	if (latch)
+		SetLatch(latch);
+	return result;
+}
+
+/* The worker of an entry could not be started: the entry is free again. */
+void
+claude_dbwork_start_failed(int entry, uint32 generation)
+{
+	LWLockAcquire(dbwork->lock, LW_EXCLUSIVE);
+	if (dbwork->workers[entry].generation == generation &&
+		dbwork->workers[entry].pid == 0)
+		dbwork->workers[entry].dbid = InvalidOid;
+	LWLockRelease(dbwork->lock);
+}
+
+/*
+ * Now and then: workers of held databases are told to leave, entries of
+ * workers that never came are freed.  Returns whether a probe is still
+ * under way (it has not left, nor found work).
+ */
+bool
+claude_dbwork_maintain(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Latch	   *latches[HOLD_MAX];
+	int			nlatches = 0;
+	bool		probing = false;
+
+	LWLockAcquire(dbwork->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < dbwork->nworkers; i++)
+	{
+		DbWorker   *w = &dbwork->workers[i];
+
+		if (!OidIsValid(w->dbid))
+			continue;
+		if (w->pid == 0 && TimestampDifferenceExceeds(w->started_at, now, ATTACH_MS))
+		{
+			w->dbid = InvalidOid;
+			continue;
+		}
+		if (!w->stop && hold_of(w->dbid, now))
+		{
+			w->stop = true;
+			if (w->latch && nlatches < HOLD_MAX)
+				latches[nlatches++] = w->latch;
+		}
+		probing |= w->probe;
+	}
+	LWLockRelease(dbwork->lock);
+	for (int i = 0; i < nlatches; i++)
+		SetLatch(latches[i]);
+	return probing;
+}
+
+/* ---- commands that need a database alone (the utility hook) ---- */
+
+/*
+ * Before DROP DATABASE, ALTER DATABASE ... SET TABLESPACE or RENAME, CREATE
+ * DATABASE ... TEMPLATE: hold the database (no worker for a while), ask the
+ * launcher to make its worker leave, and wait for that, cancellably and a
+ * few seconds at most.  Its queued work stays queued.
+ */
+void
+claude_dbwork_release(Oid dbid, int wait_ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
 
 	for (;;)
 	{
-		int			i;
-		pid_t		pid = 0;
+		TimestampTz now = GetCurrentTimestamp();
+		DbHold	   *h;
+		bool		gone;
 
-		SpinLockAcquire(&dbwork->mutex);
-		if ((i = slot_of(dbid)) >= 0)
+		LWLockAcquire(dbwork->lock, LW_EXCLUSIVE);
+		if ((h = hold_of(dbid, now)) == NULL)
 		{
-			dbwork->slots[i].held_until =
-				TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RELEASE_HOLD_MS);
-			pid = dbwork->slots[i].pid;
+			/* a free (or expired) place; none: wait for one */
+			for (int i = 0; i < HOLD_MAX && h == NULL; i++)
+				if (dbwork->holds[i].until <= now)
+					h = &dbwork->holds[i];
 		}
-		SpinLockRelease(&dbwork->mutex);
-		if (pid == 0 || GetCurrentTimestamp() >= deadline)
+		if (h)
+		{
+			h->dbid = dbid;
+			h->until = TimestampTzPlusMilliseconds(now, HOLD_MS);
+		}
+		gone = worker_of(dbid) == NULL;
+		LWLockRelease(dbwork->lock);
+		if (h)
+			claude_dbwork_wake(dbid);
+		if ((h && gone) || now >= deadline)
 			return;
-		(void) kill(pid, SIGTERM);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 10, claude_wait_event(CLAUDE_WAIT_DB_WORKER_EXIT));
 		ResetLatch(MyLatch);
@@ -266,133 +443,208 @@ claude_dbwork_release(Oid dbid)
 	}
 }
 
-/* After DROP DATABASE: its queued work has nowhere to go. */
-void
-claude_dbwork_forget(Oid dbid)
+/* Unlink the records of a database (all, if dbid is invalid); returns them. */
+static dsa_pointer
+unlink_records(Oid dbid)
 {
-	dsa_pointer dp = InvalidDsaPointer;
-	int			i;
+	dsa_area   *area = claude_area();
+	dsa_pointer dp = dbwork->head;
+	dsa_pointer prev = InvalidDsaPointer;
+	dsa_pointer taken = InvalidDsaPointer;
+	ClaudeDbRecord *last = NULL;
 
-	SpinLockAcquire(&dbwork->mutex);
-	if ((i = slot_of(dbid)) >= 0 && dbwork->slots[i].pid == 0)
+	while (DsaPointerIsValid(dp))
 	{
-		dp = dbwork->slots[i].head;
-		dbwork->slots[i].head = dbwork->slots[i].tail = InvalidDsaPointer;
-		dbwork->slots[i].dbid = InvalidOid;
-		dbwork->slots[i].held_until = 0;
+		ClaudeDbRecord *rec = dsa_get_address(area, dp);
+		dsa_pointer next = rec->next;
+
+		if (rec->dbid == dbid)
+		{
+			if (DsaPointerIsValid(prev))
+				((ClaudeDbRecord *) dsa_get_address(area, prev))->next = next;
+			else
+				dbwork->head = next;
+			if (dbwork->tail == dp)
+				dbwork->tail = prev;
+			rec->next = InvalidDsaPointer;
+			if (last)
+				last->next = dp;
+			else
+				taken = dp;
+			last = rec;
+		}
+		else
+			prev = dp;
+		dp = next;
 	}
-	SpinLockRelease(&dbwork->mutex);
+	return taken;
+}
+
+/* Free a chain of records (their cache leads given back). */
+static void
+free_records(dsa_pointer dp)
+{
 	while (DsaPointerIsValid(dp))
 	{
 		ClaudeDbRecord *rec = dsa_get_address(claude_area(), dp);
 		dsa_pointer next = rec->next;
 
 		if (rec->kind == DBREC_CACHE_WRITE)
-			claude_cache_release_lead(dbid, rec->key, rec->lead);
+			claude_cache_release_lead(rec->dbid, rec->key, rec->lead);
 		dsa_free(claude_area(), dp);
 		dp = next;
 	}
 }
 
-/* Wake (or start) the worker of a database to look for queued jobs. */
+/* After DROP DATABASE: its queued work has nowhere to go; no more hold. */
 void
-claude_jobs_kick(Oid dbid)
+claude_dbwork_forget(Oid dbid)
 {
-	ClaudeDbRecord *rec;
-	dsa_pointer dp = claude_dbwork_record(DBREC_JOBS, NULL, 0, NULL, 0, &rec);
-
-	if (DsaPointerIsValid(dp))
-		(void) claude_dbwork_enqueue(dbid, dp);
-}
-
-/* HTTP worker: hand a successful reply to the database's worker. */
-void
-claude_cache_store(const ClaudeRequest *req, const char *response, Size len)
-{
-	ClaudeDbRecord *rec;
 	dsa_pointer dp;
 
-	if (!OidIsValid(req->cache_dbid))
-		return;
-	dp = claude_dbwork_record(DBREC_CACHE_WRITE, req->body, req->body_len,
-							  response, len, &rec);
-	if (DsaPointerIsValid(dp))
-	{
-		rec->nsp = req->cache_nsp;
-		memcpy(rec->key, req->cache_key, CLAUDE_CACHE_KEY_LEN);
-		rec->ttl = req->cache_ttl;
-		rec->lead = req->cache_lead;
-		rec->at = GetCurrentTimestamp();
-		if (claude_dbwork_enqueue(req->cache_dbid, dp))
-			return;
-	}
-	elog(LOG, "claude: could not hand a reply to the cache writer");
-	claude_cache_release_lead(req->cache_dbid, req->cache_key, req->cache_lead);
+	LWLockAcquire(dbwork->lock, LW_EXCLUSIVE);
+	dp = unlink_records(dbid);
+	for (int i = 0; i < HOLD_MAX; i++)
+		if (dbwork->holds[i].dbid == dbid)
+			dbwork->holds[i].until = 0;
+	LWLockRelease(dbwork->lock);
+	free_records(dp);
 }
 
 /* ---- the database's worker ---- */
 
-/* The worker: take the whole queue of its database. */
+/* The worker: take the records of its database, oldest first. */
 dsa_pointer
 claude_dbwork_take(void)
 {
 	dsa_pointer head;
 
-	SpinLockAcquire(&dbwork->mutex);
-	head = dbwork->slots[my_slot].head;
-	dbwork->slots[my_slot].head = dbwork->slots[my_slot].tail = InvalidDsaPointer;
-	SpinLockRelease(&dbwork->mutex);
+	LWLockAcquire(dbwork->lock, LW_EXCLUSIVE);
+	head = unlink_records(dbwork->workers[my_entry].dbid);
+	dbwork->workers[my_entry].wake = false;
+	LWLockRelease(dbwork->lock);
 	return head;
+}
+
+/* The worker, where the extension is absent: its records go unapplied. */
+void
+claude_dbwork_discard(void)
+{
+	free_records(claude_dbwork_take());
 }
 
 static void
 db_worker_exit(int code, Datum arg)
 {
-	SpinLockAcquire(&dbwork->mutex);
-	dbwork->slots[my_slot].pid = 0;
-	dbwork->slots[my_slot].latch = NULL;
-	dbwork->slots[my_slot].start_requested = 0;
-	SpinLockRelease(&dbwork->mutex);
+	DbWorker   *w = &dbwork->workers[my_entry];
+	Oid			dbid;
+	bool		left_work;
+
+	/* an ERROR may have left our lock held */
+	LWLockReleaseAll();
+	LWLockAcquire(dbwork->lock, LW_EXCLUSIVE);
+	if (w->pid != MyProcPid || w->generation != my_generation)
+	{
+		/* left already (leave_if_idle): the entry may be another's now */
+		LWLockRelease(dbwork->lock);
+		return;
+	}
+	dbid = dbwork->workers[my_entry].dbid;
+	left_work = dbwork->workers[my_entry].wake;
+	dbwork->workers[my_entry].dbid = InvalidOid;
+	dbwork->workers[my_entry].pid = 0;
+	dbwork->workers[my_entry].latch = NULL;
+	for (dsa_pointer dp = dbwork->head; DsaPointerIsValid(dp) && !left_work;)
+	{
+		ClaudeDbRecord *rec = dsa_get_address(claude_area(), dp);
+
+		left_work = rec->dbid == dbid;
+		dp = rec->next;
+	}
+	LWLockRelease(dbwork->lock);
+	/* stopped or failed with work left: the launcher starts another */
+	if (left_work)
+		claude_dbwork_wake(dbid);
+	else
+		poke_launcher();
 }
 
 /*
- * The worker of a slot takes it: returns the slot's database, or
- * InvalidOid when another worker got there first.
+ * The worker of an entry takes it: returns its database, or InvalidOid
+ * when the entry went to another worker meanwhile.
  */
 Oid
-claude_dbwork_attach(int slot)
+claude_dbwork_attach(int entry, uint32 generation, bool *probe)
 {
-	Oid			dbid;
+	DbWorker   *w = &dbwork->workers[entry];
+	Oid			dbid = InvalidOid;
 
-	my_slot = slot;
-	SpinLockAcquire(&dbwork->mutex);
-	dbid = dbwork->slots[my_slot].dbid;
-	if (dbwork->slots[my_slot].pid != 0 || !OidIsValid(dbid))
+	LWLockAcquire(dbwork->lock, LW_EXCLUSIVE);
+	if (w->generation == generation && w->pid == 0 && OidIsValid(w->dbid))
 	{
-		SpinLockRelease(&dbwork->mutex);
-		return InvalidOid;
+		dbid = w->dbid;
+		w->pid = MyProcPid;
+		w->latch = MyLatch;
+		*probe = w->probe;
 	}
-	dbwork->slots[my_slot].pid = MyProcPid;
-	dbwork->slots[my_slot].latch = MyLatch;
-	SpinLockRelease(&dbwork->mutex);
+	LWLockRelease(dbwork->lock);
+	if (!OidIsValid(dbid))
+		return InvalidOid;
+	my_entry = entry;
+	my_generation = generation;
 	before_shmem_exit(db_worker_exit, (Datum) 0);
 	return dbid;
 }
 
-/* An idle worker leaves its slot, unless work arrived meanwhile. */
+/* A probe found work: it stays as the database's worker. */
+void
+claude_dbwork_found_work(void)
+{
+	LWLockAcquire(dbwork->lock, LW_EXCLUSIVE);
+	dbwork->workers[my_entry].probe = false;
+	LWLockRelease(dbwork->lock);
+	poke_launcher();
+}
+
+/* Whether the launcher asked this worker to leave (its database is held). */
+bool
+claude_dbwork_stopping(void)
+{
+	bool		stop;
+
+	LWLockAcquire(dbwork->lock, LW_SHARED);
+	stop = dbwork->workers[my_entry].stop;
+	LWLockRelease(dbwork->lock);
+	return stop;
+}
+
+/*
+ * An idle worker leaves its entry, unless work arrived meanwhile (a record
+ * or a wake-up): then it stays.
+ */
 bool
 claude_dbwork_leave_if_idle(void)
 {
-	bool		empty;
+	DbWorker   *w = &dbwork->workers[my_entry];
+	bool		idle;
 
-	SpinLockAcquire(&dbwork->mutex);
-	empty = !DsaPointerIsValid(dbwork->slots[my_slot].head);
-	if (empty)
+	LWLockAcquire(dbwork->lock, LW_EXCLUSIVE);
+	idle = !w->wake;
+	for (dsa_pointer dp = dbwork->head; DsaPointerIsValid(dp) && idle;)
 	{
-		dbwork->slots[my_slot].dbid = InvalidOid;
-		dbwork->slots[my_slot].pid = 0;
-		dbwork->slots[my_slot].latch = NULL;
+		ClaudeDbRecord *rec = dsa_get_address(claude_area(), dp);
+
+		idle = rec->dbid != w->dbid;
+		dp = rec->next;
 	}
-	SpinLockRelease(&dbwork->mutex);
-	return empty;
+	if (idle)
+	{
+		w->dbid = InvalidOid;
+		w->pid = 0;
+		w->latch = NULL;
+	}
+	LWLockRelease(dbwork->lock);
+	if (idle)
+		poke_launcher();
+	return idle;
 }

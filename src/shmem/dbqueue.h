@@ -6,11 +6,10 @@
 #define CLAUDE_DBQUEUE_H
 
 #include "datatype/timestamp.h"
+#include "storage/latch.h"
 #include "utils/dsa.h"
 
 #include "shmem/pack.h"
-
-#define CLAUDE_MAX_DATABASES 64
 
 typedef enum ClaudeDbRecordKind
 {
@@ -22,6 +21,7 @@ typedef enum ClaudeDbRecordKind
 typedef struct ClaudeDbRecord
 {
 	dsa_pointer next;
+	Oid			dbid;			/* whose record */
 	ClaudeDbRecordKind kind;
 	Oid			nsp;			/* schema of claude_cache */
 	uint8		key[32];
@@ -34,27 +34,59 @@ typedef struct ClaudeDbRecord
 	/* request and response text follow, each NUL-terminated */
 } ClaudeDbRecord;
 
-extern Size claude_dbwork_shmem_size(void);
+typedef enum ClaudeDbWant
+{
+	DBWORK_RUNNING,				/* it has a worker: woken */
+	DBWORK_HELD,				/* held (DROP DATABASE ...): none for now */
+	DBWORK_START,				/* start one for the entry given */
+	DBWORK_NO_ENTRY				/* every entry taken: try again later */
+} ClaudeDbWant;
+
+/* a wake-up for when a session has ended (rows restored) */
+typedef struct ClaudeDbWakeAfter
+{
+	Oid			dbid;
+	int			pid;
+} ClaudeDbWakeAfter;
+
+#define CLAUDE_DBWORK_AFTER_MAX 16
+
+extern void claude_dbwork_request_shmem(void);
 extern void claude_dbwork_shmem_startup(void);
 
-/* queueing, from any process */
+/* queueing and waking, from any process (wake: commit callbacks too) */
 extern dsa_pointer claude_dbwork_record(ClaudeDbRecordKind kind,
 										const char *request, Size request_len,
 										const char *response, Size response_len,
 										ClaudeDbRecord **rec);
-extern bool claude_dbwork_enqueue(Oid dbid, dsa_pointer rec);
+extern void claude_dbwork_enqueue(Oid dbid, dsa_pointer rec);
+extern void claude_dbwork_wake(Oid dbid);
+extern void claude_dbwork_wake_after(Oid dbid, int pid);
 extern void claude_jobs_kick(Oid dbid);
 extern void claude_cache_store(const ClaudeRequest *req, const char *response,
 							   Size len);
 
-/* the HTTP worker now and then; commands that need a database alone */
-extern void claude_dbwork_ensure_running(void);
-extern void claude_dbwork_release(Oid dbid);
+/* the launcher, the one process that starts database workers */
+extern void claude_dbwork_launcher_attach(Latch *latch);
+extern int	claude_dbwork_take_wakes(Oid *dbs, int max, bool *rescan,
+									 bool *probed, ClaudeDbWakeAfter *after,
+									 int *nafter);
+extern void claude_dbwork_set_probed(bool probed);
+extern ClaudeDbWant claude_dbwork_want(Oid dbid, bool probe, int *entry,
+									   uint32 *generation);
+extern void claude_dbwork_start_failed(int entry, uint32 generation);
+extern bool claude_dbwork_maintain(void);
+
+/* commands that need a database alone (the utility hook) */
+extern void claude_dbwork_release(Oid dbid, int wait_ms);
 extern void claude_dbwork_forget(Oid dbid);
 
 /* the database's worker */
-extern Oid	claude_dbwork_attach(int slot);
+extern Oid	claude_dbwork_attach(int entry, uint32 generation, bool *probe);
 extern dsa_pointer claude_dbwork_take(void);
+extern void claude_dbwork_discard(void);
+extern void claude_dbwork_found_work(void);
+extern bool claude_dbwork_stopping(void);
 extern bool claude_dbwork_leave_if_idle(void);
 
 #endif
