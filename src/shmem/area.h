@@ -14,6 +14,7 @@
 #define CLAUDE_LOCK_USAGE		"claude_usage"
 #define CLAUDE_LOCK_CONFIG		"claude_config"
 #define CLAUDE_LOCK_STREAMS		"claude_streams"
+#define CLAUDE_LOCK_DBQUEUE		"claude_dbqueue"
 
 extern void claude_area_request_shmem(void);
 extern void claude_area_shmem_startup(void);

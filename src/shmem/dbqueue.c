@@ -92,7 +92,6 @@ void
 claude_dbwork_request_shmem(void)
 {
 	RequestAddinShmemSpace(dbwork_size(max_worker_processes));
-	RequestNamedLWLockTranche("claude_dbqueue", 1);
 }
 
 static void
@@ -102,7 +101,7 @@ init_dbwork(void *ptr)
 
 	memset(d, 0, dbwork_size(max_worker_processes));
 	SpinLockInit(&d->wake_mutex);
-	d->lock = &(GetNamedLWLockTranche("claude_dbqueue"))->lock;
+	d->lock = claude_named_lock(CLAUDE_LOCK_DBQUEUE);
 	d->head = d->tail = InvalidDsaPointer;
 	d->nworkers = max_worker_processes;
 }
