@@ -27,6 +27,11 @@
 #define AmAutoVacuumWorkerProcess() IsAutoVacuumWorkerProcess()
 #endif
 
+/* 17 replaces the flag IsBackgroundWorker by MyBackendType (miscadmin.h) */
+#if PG_VERSION_NUM < 170000
+#define AmBackgroundWorkerProcess() IsBackgroundWorker
+#endif
+
 /*
  * 18 asks whether a deferrable primary key will do; before 18 one never
  * counted (relcache skipped it), so "false" keeps the same answer.

@@ -20,6 +20,7 @@
 #include "commands/trigger.h"
 #include "miscadmin.h"
 
+#include "common/pgcompat.h"
 #include "functions/wake.h"
 #include "shmem/dbqueue.h"
 
@@ -67,7 +68,7 @@ claude_work_arrived(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		elog(ERROR, "claude_work_arrived: not called as a trigger");
 	/* a database worker's own rows: it is here already */
-	if (!IsBackgroundWorker)
+	if (!AmBackgroundWorkerProcess())
 	{
 		register_callback();
 		rows_arrived = true;
