@@ -47,9 +47,10 @@ SELECT count(*) FROM claude_cache WHERE request->'messages'->0->>'content' LIKE 
 SELECT has_table_privilege('public', 'claude_cache', 'SELECT') AS public_reads,
        has_function_privilege('public', 'claude_cache_purge(interval)', 'EXECUTE') AS public_purges;
 
--- Keys stay what they were: entries stored under keys the earlier printer
--- made (SHA-256 of the path, the anthropic-version and the body text,
--- fixed here) answer the same requests, whichever function makes them.
+-- No paid reply is lost to a new key: entries stored under keys of the
+-- first version (SHA-256 of the path, the anthropic-version and the body's
+-- canonical text, fixed here) answer the same requests, whichever function
+-- makes them.
 SET claude.cache_scope = database;
 INSERT INTO claude_cache (key, model, request, response) VALUES
   ('\xfa12de5f453f7748d4a1222ce79b3fb2cc20f635831913e3e733a285cf10a843', 'claude-pinned',
@@ -73,6 +74,22 @@ DO $$ BEGIN
 END $$;
 INSERT INTO pinned VALUES (1, '1') RETURNING y;
 DROP TABLE pinned;
+-- then the database's worker, counting their hits, moves them to the keys
+-- their requests have now (the binary jsonb's), and they answer from there
+DO $$ BEGIN
+  FOR i IN 1..600 LOOP
+    EXIT WHEN NOT EXISTS (SELECT FROM claude_cache WHERE key IN
+      ('\xfa12de5f453f7748d4a1222ce79b3fb2cc20f635831913e3e733a285cf10a843',
+       '\x1006ae285c174ae25c1e46ce3459775739054fb80a8f338ca1b71e83c80026b9'));
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+END $$;
+SELECT response->>'id' AS id, octet_length(key) AS key_bytes, hits > 0 AS hits_counted,
+       key NOT IN ('\xfa12de5f453f7748d4a1222ce79b3fb2cc20f635831913e3e733a285cf10a843',
+                   '\x1006ae285c174ae25c1e46ce3459775739054fb80a8f338ca1b71e83c80026b9') AS moved
+  FROM claude_cache WHERE model = 'claude-pinned' ORDER BY 1;
+SELECT claude_complete('regress pinned key', model => 'claude-pinned', max_tokens => 7,
+                       system => 'pinned system', temperature => 0.25);
 DELETE FROM claude_cache WHERE model = 'claude-pinned';
 RESET claude.cache_scope;
 

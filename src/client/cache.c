@@ -5,10 +5,14 @@
  *		call's lifecycle (request.c).
  *
  * The key is the SHA-256 of the endpoint, the anthropic-version and the
- * request in jsonb's canonical text (sorted keys, fixed spacing), so key
- * order and whitespace do not matter and every parameter does.  That text
- * is printed by claude_call_set_body (request.c), for the wire and the key
- * alike; the key is computed here and nowhere else.
+ * request in jsonb's binary form, which is canonical (keys sorted and
+ * unique, no whitespace): key order and spacing do not matter and every
+ * parameter does.  A hit never prints the request.  Keys of the first
+ * version hashed the request's canonical text instead (common/json.c's
+ * printer); entries stored under them are still found, by a second lookup
+ * on a miss, and moved to their new key by the database's worker when it
+ * counts the hit, so no paid reply is lost.  Keys are computed here and
+ * nowhere else.
  *
  * Lookups read the table's primary key index directly, with the latest
  * snapshot: no SQL, no privilege check (the table is closed to PUBLIC, the
@@ -27,27 +31,25 @@
  */
 #include "postgres.h"
 
-#include "access/genam.h"
+#include <openssl/err.h>
+#include <openssl/evp.h>
 
+#include "access/genam.h"
 #include "access/table.h"
 #include "access/tableam.h"
-
-#include "common/cryptohash.h"
-
 #include "pgstat.h"
-
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
-
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "client/budget.h"
 #include "client/cache.h"
 #include "common/guc.h"
+#include "common/json.h"
 #include "common/pgcompat.h"
 #include "shmem/dbqueue.h"
-
 #include "shmem/stats.h"
 
 /* hits counted in this transaction, handed over at its end */
@@ -57,6 +59,8 @@ typedef struct PendingHit
 	uint8		key[CLAUDE_CACHE_KEY_LEN];
 	int64		hits;
 	TimestampTz at;
+	bool		rekey;			/* key is a first version's: move to new_key */
+	uint8		new_key[CLAUDE_CACHE_KEY_LEN];
 } PendingHit;
 
 #define MAX_PENDING_HITS 64
@@ -82,13 +86,15 @@ hand_over_hits(void)
 		memcpy(rec->key, pending[i].key, CLAUDE_CACHE_KEY_LEN);
 		rec->hits = pending[i].hits;
 		rec->at = pending[i].at;
+		rec->rekey = pending[i].rekey;
+		memcpy(rec->new_key, pending[i].new_key, CLAUDE_CACHE_KEY_LEN);
 		claude_dbwork_enqueue(MyDatabaseId, dp);
 	}
 	npending = 0;
 }
 
 static void
-count_hit(Oid nsp, const uint8 *key)
+count_hit(Oid nsp, const uint8 *key, const uint8 *new_key)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -109,6 +115,9 @@ count_hit(Oid nsp, const uint8 *key)
 	memcpy(pending[npending].key, key, CLAUDE_CACHE_KEY_LEN);
 	pending[npending].hits = 1;
 	pending[npending].at = now;
+	pending[npending].rekey = new_key != NULL;
+	if (new_key != NULL)
+		memcpy(pending[npending].new_key, new_key, CLAUDE_CACHE_KEY_LEN);
 	npending++;
 }
 
@@ -168,38 +177,102 @@ cache_xact_callback(XactEvent event, void *arg)
 
 /* ---- lookups ---- */
 
+/* what a version 2 key hashes first: no version 1 input starts so */
+#define KEY_V2_TAG "jsonb 2\n"
+
 /*
- * With claude.cache_scope = role the key names the role that pays, so
- * a role is served only replies it paid for: another role's identical
- * prompt is a miss, no reply leaks, and no hit tells what others asked.
+ * SHA-256 of the request.  With claude.cache_scope = role the key names
+ * the role that pays, so a role is served only replies it paid for:
+ * another role's identical prompt is a miss, no reply leaks, and no hit
+ * tells what others asked.
  */
 static void
-compute_key(Oid payer, const char *path, const char *body, Size len, uint8 *key)
+compute_key(bool v2, Oid payer, const char *path, const char *body, Size len,
+			uint8 *key)
 {
-	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	/*
+	 * OpenSSL directly, the digest fetched once: pg_cryptohash fetches it
+	 * from the provider under a lock and allocates a context at every
+	 * call, a tenth of a cache hit.
+	 */
+	static const EVP_MD *sha256 = NULL;
+	static EVP_MD_CTX *ctx = NULL;
 	char		scope[32] = "";
+	unsigned int keylen = 0;
+	const char *tag = v2 ? KEY_V2_TAG : "";
 
+	if (sha256 == NULL)
+		sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (ctx == NULL)
+		ctx = EVP_MD_CTX_new();
 	if (claude_cache_scope == CLAUDE_CACHE_SCOPE_ROLE)
 		snprintf(scope, sizeof(scope), "role %u\n", payer);
-	if (ctx == NULL ||
-		pg_cryptohash_init(ctx) < 0 ||
-		pg_cryptohash_update(ctx, (const uint8 *) scope, strlen(scope)) < 0 ||
-		pg_cryptohash_update(ctx, (const uint8 *) path, strlen(path)) < 0 ||
-		pg_cryptohash_update(ctx, (const uint8 *) "\n", 1) < 0 ||
-		pg_cryptohash_update(ctx, (const uint8 *) claude_anthropic_version,
-							 strlen(claude_anthropic_version)) < 0 ||
-		pg_cryptohash_update(ctx, (const uint8 *) "\n", 1) < 0 ||
-		pg_cryptohash_update(ctx, (const uint8 *) body, len) < 0 ||
-		pg_cryptohash_final(ctx, key, CLAUDE_CACHE_KEY_LEN) < 0)
+	if (sha256 == NULL || ctx == NULL ||
+		!EVP_DigestInit_ex(ctx, sha256, NULL) ||
+		!EVP_DigestUpdate(ctx, tag, strlen(tag)) ||
+		!EVP_DigestUpdate(ctx, scope, strlen(scope)) ||
+		!EVP_DigestUpdate(ctx, path, strlen(path)) ||
+		!EVP_DigestUpdate(ctx, "\n", 1) ||
+		!EVP_DigestUpdate(ctx, claude_anthropic_version, strlen(claude_anthropic_version)) ||
+		!EVP_DigestUpdate(ctx, "\n", 1) ||
+		!EVP_DigestUpdate(ctx, body, len) ||
+		!EVP_DigestFinal_ex(ctx, key, &keylen) ||
+		keylen != CLAUDE_CACHE_KEY_LEN)
+	{
+		ERR_clear_error();
 		elog(ERROR, "claude: could not compute a SHA-256 cache key");
-	pg_cryptohash_free(ctx);
+	}
+}
+
+/*
+ * Where nsp.claude_cache is, found once per backend: a hit is a few
+ * microseconds, and three catalog lookups were a tenth of it.  Any
+ * invalidation of the table (DROP EXTENSION, ALTER) forgets it.
+ */
+static struct
+{
+	Oid			nsp;
+	Oid			relid;
+	AttrNumber	resp_att;
+	AttrNumber	exp_att;
+}			cache_table;
+
+static void
+forget_cache_table(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == cache_table.relid)
+		cache_table.relid = InvalidOid;
+}
+
+static bool
+find_cache_table(Oid nsp)
+{
+	static bool registered = false;
+
+	if (OidIsValid(cache_table.relid) && cache_table.nsp == nsp)
+		return true;
+	if (!registered)
+	{
+		CacheRegisterRelcacheCallback(forget_cache_table, (Datum) 0);
+		registered = true;
+	}
+	cache_table.relid = InvalidOid;
+	cache_table.nsp = nsp;
+	cache_table.resp_att = InvalidAttrNumber;
+	cache_table.exp_att = InvalidAttrNumber;
+	cache_table.relid = get_relname_relid("claude_cache", nsp);
+	if (!OidIsValid(cache_table.relid))
+		return false;
+	cache_table.resp_att = get_attnum(cache_table.relid, "response");
+	cache_table.exp_att = get_attnum(cache_table.relid, "expires_at");
+	return true;
 }
 
 /* The cached response for key, or NULL; expired entries are misses. */
 static Jsonb *
 lookup(Oid nsp, const uint8 *key)
 {
-	Oid			relid = get_relname_relid("claude_cache", nsp);
+	Oid			relid;
 	Relation	rel;
 	Relation	irel;
 	IndexScanDesc scan;
@@ -211,16 +284,23 @@ lookup(Oid nsp, const uint8 *key)
 	AttrNumber	resp_att;
 	AttrNumber	exp_att;
 
-	if (!OidIsValid(relid))
+	if (!find_cache_table(nsp))
 		return NULL;
-	resp_att = get_attnum(relid, "response");
-	exp_att = get_attnum(relid, "expires_at");
+	relid = cache_table.relid;
+	resp_att = cache_table.resp_att;
+	exp_att = cache_table.exp_att;
 
 	keyval = palloc(VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
 	SET_VARSIZE(keyval, VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
 	memcpy(VARDATA(keyval), key, CLAUDE_CACHE_KEY_LEN);
 
-	rel = table_open(relid, AccessShareLock);
+	/* dropped since it was found: a miss */
+	rel = try_table_open(relid, AccessShareLock);
+	if (rel == NULL)
+	{
+		cache_table.relid = InvalidOid;
+		return NULL;
+	}
 	irel = index_open(ClaudePrimaryKeyIndex(rel), AccessShareLock);
 	/* the latest snapshot sees entries written since the statement began */
 	snap = RegisterSnapshot(GetLatestSnapshot());
@@ -250,19 +330,37 @@ lookup(Oid nsp, const uint8 *key)
 }
 
 /*
+ * A hit of key: counted, handed over at the end of the transaction.  An
+ * entry found under a first-version key is moved to the call's key then.
+ */
+static bool
+found(ClaudeCacheCall *call, const uint8 *key, Jsonb **hit)
+{
+	if ((*hit = lookup(call->nsp, key)) == NULL)
+		return false;
+	count_hit(call->nsp, key, key == call->key ? NULL : call->key);
+	claude_stats_cache(true);
+	return true;
+}
+
+/*
  * Start a call: if the cache is on for it, compute its key and look it up
  * in nsp.claude_cache.  Returns true with *hit set on a hit.  On a miss a
  * coordinated call leads its key (see lead_or_wait), so identical requests
  * made meanwhile wait for it; bulk calls, which must not wait on one row,
- * do not coordinate.
+ * do not coordinate.  The request's text, needed for a key of the first
+ * version, is printed into *text unless the caller has it.
  */
 bool
-claude_cache_begin(bool enabled, Oid nsp, Oid payer, const char *path, const char *body,
-				   Size len, bool coordinate, ClaudeCacheCall *call, Jsonb **hit)
+claude_cache_begin(bool enabled, Oid nsp, Oid payer, const char *path,
+				   const Jsonb *body, char **text, Size *text_len,
+				   bool coordinate, ClaudeCacheCall *call, Jsonb **hit)
 {
+	bool		first = true;
+
 	memset(call, 0, sizeof(*call));
 	call->lead = -1;
-	call->enabled = enabled;
+	call->enabled = enabled && body != NULL;
 	if (!call->enabled)
 		return false;
 
@@ -273,15 +371,21 @@ claude_cache_begin(bool enabled, Oid nsp, Oid payer, const char *path, const cha
 		callbacks_registered = true;
 	}
 	call->nsp = nsp;
-	compute_key(payer, path, body, len, call->key);
+	compute_key(true, payer, path, VARDATA(body), VARSIZE(body) - VARHDRSZ, call->key);
 
-	for (;;)
+	for (;; first = false)
 	{
-		if ((*hit = lookup(call->nsp, call->key)) != NULL)
-		{
-			count_hit(call->nsp, call->key);
-			claude_stats_cache(true);
+		if (found(call, call->key, hit))
 			return true;
+		if (first)
+		{
+			uint8		v1[CLAUDE_CACHE_KEY_LEN];
+
+			if (*text == NULL)
+				*text = claude_json_print(body, text_len);
+			compute_key(false, payer, path, *text, *text_len, v1);
+			if (found(call, v1, hit))
+				return true;
 		}
 		if (RecoveryInProgress() || !coordinate)
 		{

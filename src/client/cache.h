@@ -21,8 +21,8 @@ typedef struct ClaudeCacheCall
 } ClaudeCacheCall;
 
 extern bool claude_cache_begin(bool enabled, Oid nsp, Oid payer, const char *path,
-							   const char *body, Size len, bool coordinate,
-							   ClaudeCacheCall *call, Jsonb **hit);
+							   const Jsonb *body, char **text, Size *text_len,
+							   bool coordinate, ClaudeCacheCall *call, Jsonb **hit);
 extern void claude_cache_request(const ClaudeCacheCall *call, ClaudeRequest *req);
 extern void claude_cache_sent(ClaudeCacheCall *call);
 extern void claude_cache_abandon(ClaudeCacheCall *call);

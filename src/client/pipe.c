@@ -110,6 +110,7 @@ claude_pipe_submit(ClaudePipe *p, int64 tag, ClaudeCall *c,
 	item->call = *c;
 	/* what was asked stays with its caller, whose memory may go */
 	item->call.path = item->call.body = item->call.model = NULL;
+	item->call.json = NULL;
 	return true;
 }
 

@@ -52,26 +52,41 @@ claude_call_init(ClaudeCall *c, ClaudeEndpointId endpoint, const char *id)
 }
 
 /*
- * The body of a call: body printed in jsonb's canonical form (keys
- * shortest first, fixed spacing), the one printer of every request body,
- * and its model and max_tokens read from it.
+ * The body of a call, and its model and max_tokens read from it.  It is
+ * printed only when it goes out (claude_call_body): a cache hit hashes its
+ * binary form.
  */
 void
 claude_call_set_body(ClaudeCall *c, Jsonb *body)
 {
 	JsonbValue *v = claude_json_get(&body->root, "max_tokens");
 
-	c->body = JsonbToCString(NULL, &body->root, VARSIZE(body));
-	c->body_len = strlen(c->body);
+	c->json = body;
+	c->body = NULL;
+	c->body_len = 0;
 	c->model = claude_json_get_string(&body->root, "model");
 	c->max_tokens = 0;
 	if (v != NULL && v->type == jbvNumeric)
 	{
-		double		n = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-														   NumericGetDatum(v->val.numeric)));
+		bool		out_of_range = false;
+		int32		n = numeric_int4_opt_error(v->val.numeric, &out_of_range);
 
-		c->max_tokens = (int) Max(Min(n, INT_MAX), 0);
+		/* a hostile 1e100 or NaN in claude_messages' body: clamped */
+		if (out_of_range)
+			n = numeric_is_nan(v->val.numeric) ? 0 :
+				DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+												   NumericGetDatum(v->val.numeric))) > 0 ? INT_MAX : 0;
+		c->max_tokens = Max(n, 0);
 	}
+}
+
+/* The body's canonical text, printed at the first use; NULL: no body. */
+const char *
+claude_call_body(ClaudeCall *c)
+{
+	if (c->body == NULL && c->json != NULL)
+		c->body = claude_json_print(c->json, &c->body_len);
+	return c->body;
 }
 
 /*
@@ -110,16 +125,13 @@ request_from_settings(ClaudeRequest *req, const ClaudeCall *c, const char *body,
  * between events, so it is never cut off midway and paid for again.
  */
 static bool
-should_stream(const ClaudeCall *c, const char *body, Size len)
+should_stream(const ClaudeCall *c)
 {
-	Size		vlen;
-
-	if (!c->endpoint->streams || body == NULL || c->input_file || c->max_tokens <= 0)
+	if (!c->endpoint->streams || c->json == NULL || c->input_file || c->max_tokens <= 0)
 		return false;
 	if (c->max_tokens > claude_stream_min_tokens)
 		return true;
-	return memmem(body, len, "\"thinking\"", 10) != NULL &&
-		claude_json_member(body, len, "thinking", &vlen) != NULL;
+	return claude_json_get(&c->json->root, "thinking") != NULL;
 }
 
 /* Queue the call for the HTTP worker: its slot, or -1 when none is free. */
@@ -150,7 +162,7 @@ submit(ClaudeCall *c)
 		slot = claude_slot_acquire(c->wait_slot, c->bulk);
 	if (slot < 0)
 		return -1;
-	if (c->body)
+	if (claude_call_body(c))
 		utf8 = pg_server_to_any(c->body, c->body_len, PG_UTF8);
 	request_from_settings(&req, c, utf8,
 						  utf8 == NULL ? 0 : utf8 == c->body ? c->body_len : strlen(utf8));
@@ -176,7 +188,7 @@ submit(ClaudeCall *c)
 	req.not_idempotent = !c->endpoint->idempotent;
 	if (c->stream == CLAUDE_STREAM_TEXT || c->stream == CLAUDE_STREAM_EVENTS)
 		req.stream = c->stream;
-	else if (should_stream(c, req.body, req.body_len))
+	else if (should_stream(c))
 		req.stream = CLAUDE_STREAM_ASSEMBLE;
 	claude_cache_request(&c->cached, &req);
 
@@ -208,8 +220,9 @@ bool
 claude_call_lookup(ClaudeCall *c)
 {
 	if (!claude_cache_begin(c->cache != CLAUDE_CACHE_OFF && c->endpoint->cacheable,
-							c->cache_nsp, c->payer, c->path, c->body, c->body_len,
-							c->cache == CLAUDE_CACHE_LEAD, &c->cached, &c->hit))
+							c->cache_nsp, c->payer, c->path, c->json, &c->body,
+							&c->body_len, c->cache == CLAUDE_CACHE_LEAD,
+							&c->cached, &c->hit))
 		return false;
 	c->state = CLAUDE_CALL_HIT;
 	return true;

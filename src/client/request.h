@@ -4,7 +4,7 @@
  *		cached, retried and streamed; and its lifecycle, from any process.
  *
  *		claude_call_init(&c, endpoint, id);	payer, retries from the session
- *		claude_call_set_body(&c, jsonb);	the one canonical printer
+ *		claude_call_set_body(&c, jsonb);	printed only if it goes out
  *		(set c.cache, c.max_retries, c.stream, c.bulk ... as needed)
  *		claude_call_start(&c);				cache, budget, submit
  *		claude_call_poll / claude_call_wait
@@ -44,7 +44,9 @@ typedef struct ClaudeCall
 	/* what is asked */
 	const ClaudeEndpoint *endpoint;
 	char	   *path;
-	char	   *body;			/* canonical text, database encoding; NULL: none */
+	Jsonb	   *json;			/* the body; NULL: none (or input_file) */
+	char	   *body;			/* its canonical text, database encoding, once
+								 * printed (claude_call_body) */
 	Size		body_len;
 	char	   *model;			/* the body's "model", which prices it; NULL: none */
 	int			max_tokens;		/* the body's "max_tokens"; 0: none */
@@ -71,6 +73,7 @@ typedef struct ClaudeCall
 
 extern void claude_call_init(ClaudeCall *c, ClaudeEndpointId endpoint, const char *id);
 extern void claude_call_set_body(ClaudeCall *c, Jsonb *body);
+extern const char *claude_call_body(ClaudeCall *c);
 extern bool claude_call_lookup(ClaudeCall *c);
 extern ClaudeCallState claude_call_start(ClaudeCall *c);
 extern bool claude_call_poll(ClaudeCall *c);

@@ -146,6 +146,20 @@ claude_json_parse(const char *text, Size len)
 	return DatumGetJsonbP(value);
 }
 
+/*
+ * The one printer of request bodies: jsonb's canonical text (keys shortest
+ * first, fixed spacing), what goes on the wire.  Keys of the cache's first
+ * version were the SHA-256 of this text (client/cache.c).
+ */
+char *
+claude_json_print(const Jsonb *j, Size *len)
+{
+	char	   *text = JsonbToCString(NULL, (JsonbContainer *) &j->root, VARSIZE(j));
+
+	*len = strlen(text);
+	return text;
+}
+
 JsonbValue *
 claude_json_get(JsonbContainer *obj, const char *key)
 {

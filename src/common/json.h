@@ -9,6 +9,7 @@
 #include "utils/jsonb.h"
 
 extern Jsonb *claude_json_parse(const char *text, Size len);
+extern char *claude_json_print(const Jsonb *j, Size *len);
 extern JsonbValue *claude_json_get(JsonbContainer *obj, const char *key);
 extern char *claude_json_get_string(JsonbContainer *obj, const char *key);
 extern JsonbContainer *claude_json_get_container(JsonbContainer *obj,

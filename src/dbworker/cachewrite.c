@@ -17,6 +17,16 @@
 #include "dbworker/cachewrite.h"
 #include "shmem/cachelead.h"
 
+static bytea *
+key_datum(const uint8 *key)
+{
+	bytea	   *k = palloc(VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
+
+	SET_VARSIZE(k, VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
+	memcpy(VARDATA(k), key, CLAUDE_CACHE_KEY_LEN);
+	return k;
+}
+
 /*
  * INSERT into a claude_cache table of the rows of source, a query whose
  * columns are a key, a request and a reply (both jsonb) and the reply's
@@ -51,11 +61,8 @@ claude_cache_insert(const char *table, const uint8 *key, const char *request,
 {
 	Oid			types[6] = {BYTEAOID, TEXTOID, JSONBOID, INT4OID, INT4OID, INT4OID};
 	Datum		values[6];
-	bytea	   *k = palloc(VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
 
-	SET_VARSIZE(k, VARHDRSZ + CLAUDE_CACHE_KEY_LEN);
-	memcpy(VARDATA(k), key, CLAUDE_CACHE_KEY_LEN);
-	values[0] = PointerGetDatum(k);
+	values[0] = PointerGetDatum(key_datum(key));
 	values[1] = CStringGetTextDatum(request);
 	values[2] = JsonbPGetDatum(response);
 	values[3] = Int32GetDatum(ttl);
@@ -90,22 +97,26 @@ apply_write(ClaudeDbRecord *rec, const char *table)
 						reply, known ? &usage : NULL, rec->ttl);
 }
 
+/*
+ * Count hits.  Hits of an entry under a first-version key move it to the
+ * key its request has now (client/cache.c), unless that key is taken.
+ */
 static void
 apply_hits(ClaudeDbRecord *rec, const char *table)
 {
-	Oid			types[3] = {BYTEAOID, INT8OID, TIMESTAMPTZOID};
-	Datum		values[3];
-	bytea	   *key = palloc(VARHDRSZ + sizeof(rec->key));
+	Oid			types[4] = {BYTEAOID, INT8OID, TIMESTAMPTZOID, BYTEAOID};
+	Datum		values[4];
 
-	SET_VARSIZE(key, VARHDRSZ + sizeof(rec->key));
-	memcpy(VARDATA(key), rec->key, sizeof(rec->key));
-	values[0] = PointerGetDatum(key);
+	values[0] = PointerGetDatum(key_datum(rec->key));
 	values[1] = Int64GetDatum(rec->hits);
 	values[2] = TimestampTzGetDatum(rec->at);
+	values[3] = PointerGetDatum(key_datum(rec->rekey ? rec->new_key : rec->key));
 	if (SPI_execute_with_args(psprintf("UPDATE %s SET hits = hits + $2, "
-									   "last_hit_at = greatest(last_hit_at, $3) "
-									   "WHERE key = $1", table),
-							  3, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+									   "last_hit_at = greatest(last_hit_at, $3), "
+									   "key = CASE WHEN $4 = key OR EXISTS (SELECT FROM %s WHERE key = $4) "
+									   "THEN key ELSE $4 END "
+									   "WHERE key = $1", table, table),
+							  4, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "claude: could not count cache hits in %s", table);
 }
 

@@ -379,7 +379,7 @@ add_row(Submission *s, EnrichRow *row)
 {
 	Enrich	   *e = s->e;
 	ClaudeCall	call;
-	char	   *body;
+	const char *body;
 	Size		len;
 	Datum		values[8];
 	bool		nulls[8] = {false, false, false, false, false, false, false, false};
@@ -398,8 +398,6 @@ add_row(Submission *s, EnrichRow *row)
 		return;
 	}
 	claude_enrich_call(e, row, &call);
-	body = call.body;
-	len = call.body_len;
 	if (claude_call_lookup(&call))
 	{
 		/* a cached reply that does not fit is reported and the row skipped */
@@ -413,6 +411,8 @@ add_row(Submission *s, EnrichRow *row)
 		return;
 	}
 
+	body = claude_call_body(&call);
+	len = call.body_len;
 	utf8 = pg_server_to_any(body, len, PG_UTF8);
 	utf8_len = utf8 == body ? len : strlen(utf8);
 	if (s->local_id != 0 &&

@@ -142,7 +142,7 @@ wanted(TriggerData *td, ClaudeTemplate *tmpl, int target)
  * values computed beforehand and no expression of the user's inside.
  */
 static void
-queue_job(TriggerData *td, HeapTuple tuple, const ClaudeCall *call, Oid nsp,
+queue_job(TriggerData *td, HeapTuple tuple, ClaudeCall *call, Oid nsp,
 		  ClaudeTemplate *tmpl, char **inputs)
 {
 	Oid			types[7] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID};
@@ -161,7 +161,7 @@ queue_job(TriggerData *td, HeapTuple tuple, const ClaudeCall *call, Oid nsp,
 	values[0] = ObjectIdGetDatum(RelationGetRelid(td->tg_relation));
 	values[1] = CStringGetTextDatum(primary_key_json(td->tg_relation, tuple));
 	values[2] = CStringGetTextDatum(td->tg_trigger->tgargs[0]);
-	values[3] = CStringGetTextDatum(call->body);
+	values[3] = CStringGetTextDatum(claude_call_body(call));
 	/* the job is its payer's, the inserting role's, whose budget it uses */
 	values[4] = ObjectIdGetDatum(call->payer);
 	for (int i = 0; i < tmpl->ncolumns; i++)

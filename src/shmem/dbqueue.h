@@ -29,6 +29,9 @@ typedef struct ClaudeDbRecord
 	int			lead;			/* in-flight entry to release, or -1 */
 	int64		hits;
 	TimestampTz at;
+	bool		rekey;			/* hits under a first-version key: move the
+								 * entry to new_key */
+	uint8		new_key[32];
 	Size		request_len;
 	Size		response_len;
 	/* request and response text follow, each NUL-terminated */
