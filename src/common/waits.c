@@ -44,3 +44,20 @@ claude_wait_event(ClaudeWait what)
 	return PG_WAIT_EXTENSION;
 #endif
 }
+
+/*
+ * Wake the process whose latch *latch is, NULL when it has none: the
+ * pointer is read under mutex, which guards its changes, and set after,
+ * since SetLatch may do a system call.
+ */
+void
+claude_set_latch_guarded(slock_t *mutex, Latch *const *latch)
+{
+	Latch	   *l;
+
+	SpinLockAcquire(mutex);
+	l = *latch;
+	SpinLockRelease(mutex);
+	if (l != NULL)
+		SetLatch(l);
+}

@@ -6,6 +6,9 @@
 #ifndef CLAUDE_WAITS_H
 #define CLAUDE_WAITS_H
 
+#include "storage/latch.h"
+#include "storage/spin.h"
+
 typedef enum ClaudeWait
 {
 	CLAUDE_WAIT_REPLY,			/* a request's reply from the HTTP worker */
@@ -21,5 +24,6 @@ typedef enum ClaudeWait
 } ClaudeWait;
 
 extern uint32 claude_wait_event(ClaudeWait what);
+extern void claude_set_latch_guarded(slock_t *mutex, Latch *const *latch);
 
 #endif

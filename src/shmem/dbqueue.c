@@ -149,13 +149,7 @@ claude_dbwork_wake(Oid dbid)
 static void
 poke_launcher(void)
 {
-	Latch	   *latch;
-
-	SpinLockAcquire(&dbwork->wake_mutex);
-	latch = dbwork->launcher_latch;
-	SpinLockRelease(&dbwork->wake_mutex);
-	if (latch)
-		SetLatch(latch);
+	claude_set_latch_guarded(&dbwork->wake_mutex, &dbwork->launcher_latch);
 }
 
 /*

@@ -24,6 +24,7 @@
 #include "utils/timestamp.h"
 
 #include "common/guc.h"
+#include "common/waits.h"
 
 #include "shmem/slots.h"
 #include "shmem/usage.h"
@@ -160,13 +161,7 @@ slot_to_freelist(int i)
 void
 claude_wake_worker(void)
 {
-	Latch	   *latch;
-
-	SpinLockAcquire(&claude_shared->mutex);
-	latch = claude_shared->worker_latch;
-	SpinLockRelease(&claude_shared->mutex);
-	if (latch)
-		SetLatch(latch);
+	claude_set_latch_guarded(&claude_shared->mutex, &claude_shared->worker_latch);
 }
 
 /* ---- backend side ---- */
