@@ -452,7 +452,9 @@ claude_slot_keep(int slot)
  * to the worker to free.  So is a finished one given up in a callback
  * (in_callback): freeing its reply or events may map a DSA segment, which
  * can raise, so the slot goes on the submit queue, cancelled, and the
- * worker frees it when it pops it.
+ * worker frees it when it pops it.  Its stream share is given back at
+ * once: the session may open another stream right after closing this one,
+ * before the worker has got round to freeing it.
  */
 static void
 abandon(int slot, bool in_callback)
@@ -464,6 +466,7 @@ abandon(int slot, bool in_callback)
 	forget_owned(slot);
 	SpinLockAcquire(&s->mutex);
 	state = s->state;
+	s->stream_role = InvalidOid;
 	if (state == SLOT_QUEUED || state == SLOT_RUNNING)
 		s->state = SLOT_CANCELLED;
 	else if (in_callback && state == SLOT_DONE &&
