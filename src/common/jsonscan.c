@@ -619,15 +619,10 @@ claude_reply_error(const char *json, Size len, StringInfo type, StringInfo messa
 	}
 }
 
-/* ---- the type of an error reply, for the HTTP worker ---- */
-
-#define ERROR_TYPE_MAX	64
-
 typedef struct ErrorTypeScan
 {
-	bool		seen;			/* error.type met: the first one counts */
-	char		type[ERROR_TYPE_MAX];
-	int			len;
+	int			len;			/* -2: no error.type yet (the first counts), -1: no short string */
+	char		type[64];		/* a string of up to 64 bytes decodes into it */
 } ErrorTypeScan;
 
 static void
@@ -636,27 +631,20 @@ error_type_found(void *arg, const ClaudeJsonKey *path, int depth, const char *to
 {
 	ErrorTypeScan *st = arg;
 
-	if (st->seen || depth != 2 || !claude_json_key_is(&path[0], "error") ||
+	if (st->len != -2 || depth != 2 || !claude_json_key_is(&path[0], "error") ||
 		!claude_json_key_is(&path[1], "type"))
 		return;
-	st->seen = true;
-	/* decoding never lengthens: a longer one is no type we look for */
-	if (!string || len > ERROR_TYPE_MAX ||
+	if (!string || len > (int) sizeof(st->type) ||
 		!claude_json_unescape_raw(tok, len, st->type, &st->len))
 		st->len = -1;
 }
 
-/*
- * Whether an error reply's error.type is type (as claude_reply_error would
- * read it).  Allocates nothing and never raises: the HTTP worker asks it of
- * whatever a server sent.
- */
+/* Whether error.type is type; allocates nothing, never raises (the HTTP worker's). */
 bool
 claude_reply_error_is(const char *json, Size len, const char *type)
 {
-	ErrorTypeScan st = {false, {0}, -1};
+	ErrorTypeScan st = {-2};
 
-	if (json == NULL || len == 0 || !claude_json_scan(json, len, error_type_found, &st))
-		return false;
-	return st.len >= 0 && st.len == (int) strlen(type) && memcmp(st.type, type, st.len) == 0;
+	return json != NULL && claude_json_scan(json, len, error_type_found, &st) &&
+		st.len == (int) strlen(type) && memcmp(st.type, type, st.len) == 0;
 }
