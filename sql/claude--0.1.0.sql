@@ -632,3 +632,13 @@ REVOKE EXECUTE ON FUNCTION claude_trigger_check() FROM PUBLIC;
 CREATE EVENT TRIGGER claude_trigger_check ON ddl_command_end
     WHEN TAG IN ('CREATE TRIGGER')
     EXECUTE FUNCTION claude_trigger_check();
+
+-- ---- The API as it is today (issue 27) ----
+-- List prices of the spec's models that had no row of their own (the
+-- prefix claude-sonnet-4 priced them the same).  claude-mythos-preview has
+-- no list price here: an admin adds it to claude_prices.
+INSERT INTO claude_list_prices VALUES
+    ('claude-sonnet-4-6', 3, 15, '2026-05-06'),
+    ('claude-sonnet-4-5', 3, 15, '2026-05-06');
+COMMENT ON FUNCTION claude_jobs_retry() IS
+'Queue every failed job again and look at waiting jobs (a spent budget, a billing_error) now; returns how many jobs it moved';

@@ -160,6 +160,18 @@ describe_failure(const ClaudeResult *result, const char *body,
 										"(no error message in the reply)");
 		failure->detail = request_detail(result, NULL);
 		failure->hint = hint_for_status(result->http_status);
+		/* whatever its status: paying is the account's problem, not the request's */
+		if (result->http_status >= 400 &&
+			(result->billing_error || strcmp(type.data, "billing_error") == 0))
+		{
+			failure->sqlerrcode = CLAUDE_ERRCODE_BILLING;
+			failure->message = psprintf("Claude API billing error (HTTP %d billing_error): %s",
+										result->http_status,
+										msg.len ? claude_redact(readable(&msg), MAX_API_MESSAGE) :
+										"(no error message in the reply)");
+			failure->hint = pstrdup("Check the plan, credit balance and spend limits of the key's organization in the Anthropic Console; "
+									"retrying with the same key will not succeed.");
+		}
 	}
 	return true;
 }

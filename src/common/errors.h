@@ -18,6 +18,8 @@
 #define CLAUDE_ERRCODE_INVALID_REQUEST	MAKE_SQLSTATE('Z','C','4','0','0')
 #define CLAUDE_ERRCODE_AUTH			MAKE_SQLSTATE('Z','C','4','0','1')
 #define CLAUDE_ERRCODE_BUDGET		MAKE_SQLSTATE('Z','C','4','0','2')
+/* the API's billing_error (HTTP 402 in its docs; ZC402 is our own budget) */
+#define CLAUDE_ERRCODE_BILLING		MAKE_SQLSTATE('Z','C','4','B','2')
 #define CLAUDE_ERRCODE_NOT_FOUND	MAKE_SQLSTATE('Z','C','4','0','4')
 #define CLAUDE_ERRCODE_TIMEOUT		MAKE_SQLSTATE('Z','C','4','0','8')
 #define CLAUDE_ERRCODE_RATE_LIMITED	MAKE_SQLSTATE('Z','C','4','2','9')
@@ -53,6 +55,7 @@ typedef struct ClaudeResult
 	bool		has_retry_after;	/* the last reply said when to retry: */
 	double		retry_after_ms; /* after this long (common/retry.c) */
 	int8		should_retry;	/* its x-should-retry, a ClaudeShouldRetry */
+	bool		billing_error;	/* an error reply of type billing_error */
 	dsa_pointer body;			/* response body, owner frees */
 	Size		body_len;
 } ClaudeResult;

@@ -618,3 +618,33 @@ claude_reply_error(const char *json, Size len, StringInfo type, StringInfo messa
 		resetStringInfo(message);
 	}
 }
+
+typedef struct ErrorTypeScan
+{
+	int			len;			/* -2: no error.type yet (the first counts), -1: no short string */
+	char		type[64];		/* a string of up to 64 bytes decodes into it */
+} ErrorTypeScan;
+
+static void
+error_type_found(void *arg, const ClaudeJsonKey *path, int depth, const char *tok, int len,
+				 bool string)
+{
+	ErrorTypeScan *st = arg;
+
+	if (st->len != -2 || depth != 2 || !claude_json_key_is(&path[0], "error") ||
+		!claude_json_key_is(&path[1], "type"))
+		return;
+	if (!string || len > (int) sizeof(st->type) ||
+		!claude_json_unescape_raw(tok, len, st->type, &st->len))
+		st->len = -1;
+}
+
+/* Whether error.type is type; allocates nothing, never raises (the HTTP worker's). */
+bool
+claude_reply_error_is(const char *json, Size len, const char *type)
+{
+	ErrorTypeScan st = {-2};
+
+	return json != NULL && claude_json_scan(json, len, error_type_found, &st) &&
+		st.len == (int) strlen(type) && memcmp(st.type, type, st.len) == 0;
+}

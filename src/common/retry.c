@@ -8,7 +8,8 @@
  *
  * Retried: 408, 409, 429, 5xx (529 included), connection errors and
  * timeouts, and any other error status the server marks x-should-retry:
- * true.  Never retried: 400, 401, 403, 404, 413, a status the server marks
+ * true.  Never retried: a billing_error (out of credits, a spend limit:
+ * the same key fails again, whatever the status it came with), 400, 401, 403, 404, 413, a status the server marks
  * x-should-retry: false, a reply that could not be read, a request whose
  * body may have arrived without a reply (a Message Batch creation), a
  * stream its caller has begun to read.  The wait is the server's
@@ -74,6 +75,8 @@ not_retryable(const ClaudeAttempt *a)
 	}
 	if (status < 400)
 		return "not a failure of the server's";
+	if (a->billing)
+		return "the account cannot pay (billing_error)";
 	if (status == 400 || status == 401 || status == 403 || status == 404 || status == 413)
 		return "the request itself was refused";
 	if (a->should_retry == CLAUDE_SHOULD_RETRY_FALSE)
@@ -135,6 +138,7 @@ claude_retry_attempt_of(const ClaudeResult *result, int attempt, ClaudeAttempt *
 	a->http_status = result->http_status;
 	a->transport = result->transport;
 	a->should_retry = (ClaudeShouldRetry) result->should_retry;
+	a->billing = result->billing_error;
 	if (result->has_retry_after)
 		a->retry_after_ms = result->retry_after_ms;
 }

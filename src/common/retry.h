@@ -36,6 +36,7 @@ typedef struct ClaudeAttempt
 	ClaudeShouldRetry should_retry;
 	bool		not_idempotent; /* its body may have arrived without a reply */
 	bool		delivered;		/* the caller has begun to read it (a stream) */
+	bool		billing;		/* the reply's error.type is billing_error */
 } ClaudeAttempt;
 
 typedef struct ClaudeRetryDecision

@@ -217,6 +217,7 @@ claude_db_worker_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			claude_jobs_reloaded();
 		}
 
 		/* leave when idle (a probe: at once), unless work arrived meanwhile */

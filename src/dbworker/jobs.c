@@ -24,8 +24,10 @@
  *
  * Each request is paid by the role that fired the trigger (the call's
  * payer: its budget and cache scope apply); a job that role cannot pay for now (a
- * spent budget, a billing error) waits and is looked at again, and one
- * whose role is gone fails.  The reply is written as the table's owner,
+ * spent budget; the API's billing_error, whatever its status) waits, its
+ * attempt not counted, and is looked at again after a while, or at once
+ * when claude_budgets or claude_prices change, the settings are reloaded
+ * or claude_jobs_retry() is called; one whose role is gone fails.  The reply is written as the table's owner,
  * restricted, and only while the table still has the trigger that asked.
  */
 #include "postgres.h"
@@ -87,9 +89,19 @@ static int	max_attempts;
 static Oid	worker_user;		/* who keeps the books: the worker's own user */
 static uint32 seen_generation;	/* of prices and budgets, for waiting jobs */
 static bool lost_track = false; /* a round aborted: 'running' jobs may not be in flight */
+static bool reloaded = false;	/* the settings were reloaded: waiting jobs may go */
 
-/* how long a job refused by a budget or for billing waits before a new look */
+/* how long a job refused by a budget waits before a new look */
 #define WAITING_RECHECK_S	60
+/* and one refused for billing: each look is a request the API refuses */
+#define BILLING_RECHECK_S	300
+
+/* The settings were reloaded (a new key, say): look at waiting jobs again. */
+void
+claude_jobs_reloaded(void)
+{
+	reloaded = true;
+}
 
 /*
  * At worker start: find the extension and queue again what a dead worker
@@ -141,15 +153,15 @@ claude_jobs_start(void)
 
 /*
  * A job its role cannot pay for now (a spent budget, a billing error)
- * waits, its attempt not counted, and is looked at again later.
+ * waits, its attempt not counted, and is looked at again after recheck_s.
  */
 static void
-set_waiting(Job *job, const char *why)
+set_waiting(Job *job, const char *why, int recheck_s)
 {
 	claude_spi_run(psprintf("UPDATE %s SET status = 'waiting', attempts = attempts - 1, "
 							"last_error = $2, updated_at = now(), "
 							"next_attempt_at = now() + interval '%d seconds' WHERE id = $1",
-							jobs_table, WAITING_RECHECK_S),
+							jobs_table, recheck_s),
 				   2, (Oid[]) {INT8OID, TEXTOID},
 				   (Datum[]) {Int64GetDatum(job->id), CStringGetTextDatum(why)}, SPI_OK_UPDATE);
 }
@@ -267,8 +279,9 @@ record_outcome(void *arg)
 
 	if (o->completion)
 		write_back(o->job, o->completion);
-	else if (o->error && strstr(o->error, " billing_error: ") != NULL)
-		set_waiting(o->job, o->error);
+	/* from the reply's error.type, never from a text the server wrote */
+	else if (o->result && o->result->billing_error)
+		set_waiting(o->job, o->error, BILLING_RECHECK_S);
 	else
 		set_failed_or_retry(o->job, o->error, o->result);
 }
@@ -329,7 +342,7 @@ job_sendable(int tag)
 		return true;
 	inflight[tag] = NULL;
 	if (wait)
-		set_waiting(job, error);
+		set_waiting(job, error, WAITING_RECHECK_S);
 	else
 		set_failed(job, error);
 	free_job(job);
@@ -494,7 +507,7 @@ send_claimed(void)
 			continue;
 		inflight[tag] = NULL;
 		if (edata->sqlerrcode == CLAUDE_ERRCODE_BUDGET)
-			set_waiting(job, claude_redact(edata->message, 0));
+			set_waiting(job, claude_redact(edata->message, 0), WAITING_RECHECK_S);
 		else
 			set_failed(job, claude_redact(edata->message, 0));
 		free_job(job);
@@ -542,10 +555,11 @@ claude_jobs_step(void)
 	claude_xact_begin();
 	if (lost_track)
 		requeue_lost();
-	/* a budget changed: waiting jobs may go now */
-	if (claude_usage_config_generation() != seen_generation)
+	/* a budget, a price or a setting (the key) changed: waiting jobs may go now */
+	if (claude_usage_config_generation() != seen_generation || reloaded)
 	{
 		seen_generation = claude_usage_config_generation();
+		reloaded = false;
 		claude_spi_run(psprintf("UPDATE %s SET next_attempt_at = now() WHERE status = 'waiting'",
 								jobs_table), 0, NULL, NULL, SPI_OK_UPDATE);
 	}

@@ -8,5 +8,6 @@
 extern void claude_jobs_start(void);
 extern bool claude_jobs_step(void);
 extern void claude_jobs_aborted(void);
+extern void claude_jobs_reloaded(void);
 
 #endif

@@ -254,22 +254,31 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(claude_jobs_retry);
 
-/* Queue every failed job again, from scratch; returns how many. */
+/*
+ * Queue every failed job again, from scratch, and let waiting jobs (a
+ * spent budget, a billing_error) be looked at now rather than at their
+ * next look; returns how many jobs it moved.
+ */
 Datum
 claude_jobs_retry(PG_FUNCTION_ARGS)
 {
 	int64		n;
+	char	   *jobs = quote_qualified_identifier(get_namespace_name(claude_extension_schema(fcinfo)),
+												  "claude_jobs");
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "claude_jobs_retry: SPI_connect failed");
 	if (SPI_execute(psprintf("UPDATE %s SET status = 'queued', attempts = 0, "
 							 "next_attempt_at = now(), last_error = NULL, updated_at = now() "
-							 "WHERE status = 'failed'",
-							 quote_qualified_identifier(get_namespace_name(claude_extension_schema(fcinfo)),
-														"claude_jobs")),
+							 "WHERE status = 'failed'", jobs),
 					false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "claude_jobs_retry: could not requeue jobs");
 	n = (int64) SPI_processed;
+	if (SPI_execute(psprintf("UPDATE %s SET next_attempt_at = now(), updated_at = now() "
+							 "WHERE status = 'waiting'", jobs),
+					false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "claude_jobs_retry: could not release waiting jobs");
+	n += (int64) SPI_processed;
 	SPI_finish();
 	if (n > 0)
 		claude_jobs_kick_on_commit();

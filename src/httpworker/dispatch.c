@@ -345,10 +345,14 @@ attempt_done(Transfer *t, CURLcode code, long status)
 	if (code == CURLE_OPERATION_TIMEDOUT && t->h2)
 		claude_pool_retire(t->pool, "a request timed out on an HTTP/2 connection to the Claude API");
 	pg_atomic_fetch_sub_u32(&claude_shared->in_flight, 1);
-	claude_limits_feedback(&t->server, now);
 	claude_streamed_outcome(t, code, &status);
+	/* out of credits is this key's account, not a rate: nobody else waits */
+	t->billing = code == CURLE_OK && status >= 400 &&
+		claude_reply_error_is(t->body, t->body_len, "billing_error");
+	if (!t->billing)
+		claude_limits_feedback(&t->server, now);
 	settle(t, code == CURLE_OK ? status : 0);
-	if (code == CURLE_OK && status == 429)
+	if (code == CURLE_OK && status == 429 && !t->billing)
 		pg_atomic_fetch_add_u64(&claude_limit_counters->rate_limited, 1);
 
 	delay = claude_outcome_retry_ms(t, code, status);
@@ -358,8 +362,8 @@ attempt_done(Transfer *t, CURLcode code, long status)
 		return;
 	}
 
-	/* a 429 holds back every request, not just this one */
-	if (code == CURLE_OK && status == 429)
+	/* a 429 holds back every request, not just this one (never a billing_error: not retried) */
+	if (code == CURLE_OK && status == 429 && !t->billing)
 		claude_limits_pause_until(TimestampTzPlusMilliseconds(now, (int64) delay));
 	pg_atomic_fetch_add_u64(&claude_limit_counters->retries, 1);
 	claude_http_end(t);

@@ -30,6 +30,7 @@ describe_attempt(const Transfer *t, CURLcode code, long status, ClaudeAttempt *a
 	a->retry_after_ms = t->retry_after_ms;
 	a->should_retry = should_retry(t);
 	a->not_idempotent = t->req.not_idempotent;
+	a->billing = t->billing;
 	/* a stream the caller has begun to read, or lost events of, cannot start over */
 	a->delivered = t->stream_failed || t->events_lost ||
 		(t->sse && (claude_sse_delivered(t->sse) || claude_sse_state(t->sse) == SSE_BROKEN));
@@ -66,6 +67,7 @@ claude_outcome_retry_hints(ClaudeResult *r, const Transfer *t)
 	r->has_retry_after = t->retry_after_ms >= 0;
 	r->retry_after_ms = r->has_retry_after ? Min(t->retry_after_ms, (double) PG_INT32_MAX) : 0;
 	r->should_retry = should_retry(t);
+	r->billing_error = t->billing;
 }
 
 /* A result that did not fit claude.max_shared_memory (SQLSTATE 53200). */

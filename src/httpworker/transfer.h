@@ -76,6 +76,7 @@ typedef struct Transfer
 	char		errbuf[CURL_ERROR_SIZE];
 	double		retry_after_ms;	/* < 0: no retry-after header */
 	int			should_retry;	/* x-should-retry: -1 absent, 0, 1 */
+	bool		billing;		/* this attempt's reply is a billing_error */
 	int			header_status;	/* of the status line whose headers come */
 	bool		headers_final;	/* the final response's headers are in */
 	bool		have_usage;		/* some attempt reported its usage */

@@ -25,6 +25,8 @@
 //     block with two char_location citations and a tool_use block, with
 //     non-ASCII text and ids derived from a SHA-256 of the prompt (see
 //     richMessage), stop_reason "tool_use".
+//   [[mock:billing=N]] a billing_error reply with HTTP status N (default 400),
+//     see "billing_error (issue 27)" below.
 // "stream": true gets the same Message as server-sent events, in the real
 // API's order (message_start, ping, per block content_block_start,
 // content_block_delta..., content_block_stop, then message_delta,
@@ -519,6 +521,8 @@ function parseDirectives(text) {
             case 'batch_slow': d.batch_slow = Math.max(0, parseInt(arg, 10) || 0); break;
             case 'no_tool': d.no_tool = true; break;
             case 'rich': d.rich = true; break;
+            // billing_error (issue 27): see billingError
+            case 'billing': d.billing = parseInt(arg, 10) || 400; break;
             // the stream_* and ping directives only matter when the request streams
             case 'stream_delay': d.stream_delay_ms = Math.max(0, Number(arg) || 0); break;
             case 'stream_pause': d.stream_pause_ms = Math.max(0, Number(arg) || 0); break;
@@ -1005,8 +1009,29 @@ function handleMessages(ctx) {
             return doTruncate(ctx, 200, successBody(ctx, v.lastUser, v.inputChars, model));
         if (d.status && d.status !== 200)
             return sendError(ctx, d.status);
+        if (d.billing)
+            return billingError(ctx, d.billing);
         respond();
     });
+}
+
+// ---- billing_error (issue 27) ------------------------------------------
+// [[mock:billing=N]]: the API's billing_error (out of credits, a spend limit
+// reached) with HTTP status N, whatever N is (the API has sent it as 400,
+// 402, 403 and 429).  Every attempt of the request gets it again, as with
+// the same key.  The reply also carries everything a client could take for
+// a rate limit or an invitation to retry -- retry-after, x-should-retry:
+// true, and an anthropic-ratelimit header saying no request remains for 30
+// seconds -- so that a client that retries it, or pauses other requests
+// for it, is seen doing so (the mock's records, claude_stats).
+function billingError(ctx, status) {
+    const reset = new Date(Date.now() + 30000).toISOString();
+    sendError(ctx, status, 'billing_error',
+        'Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.',
+        {
+            'retry-after': '2', 'x-should-retry': 'true',
+            'anthropic-ratelimit-requests-remaining': '0', 'anthropic-ratelimit-requests-reset': reset,
+        });
 }
 
 // ------------------------------------------------------ streaming (SSE)

@@ -60,6 +60,10 @@ my @valid = (
 	[ 'claude_messages, sampling parameters and metadata',
 		q{SELECT claude_messages('{"messages": [{"role": "user", "content": "Hi"}], "temperature": 1,
 		  "top_p": 0.9, "top_k": 5, "stop_sequences": ["END"], "metadata": {"user_id": "u1"}}') ? 'content'} ],
+	# issue 27: output_config.effort passes through claude_messages
+	[ 'claude_messages, output_config.effort',
+		q{SELECT claude_messages('{"model": "claude-opus-4-7", "messages": [{"role": "user", "content": "Hi"}],
+		  "output_config": {"effort": "low"}}') ? 'content'} ],
 );
 for my $case (@valid)
 {
@@ -120,8 +124,12 @@ is($bout, 't', 'accepted: claude_batch_cancel') or diag($berr);
 my ($rc, $out, $err) = $node->psql('postgres',
 	q{SELECT claude_messages('{"messages": [{"role": "user", "content": "Hi"}], "top_k": "five"}')});
 like($err, qr/Claude API error 400/, 'Steady refuses an invalid request (the validator is active)');
+# issue 27: and it checks effort's values
+($rc, $out, $err) = $node->psql('postgres',
+	q{SELECT claude_messages('{"messages": [{"role": "user", "content": "Hi"}], "output_config": {"effort": "extreme"}}')});
+like($err, qr/Claude API error 400/, 'Steady refuses an unknown effort');
 
-# and Steady's own log agrees: every request reached it, one was refused
+# and Steady's own log agrees: every request reached it, two were refused
 my @log = split /\n/, slurp_file($steady_log);
 my @lines = grep { /"path":"\/v1\/messages"/ } @log;
 is(scalar(grep { /"status":200/ } @lines), scalar(@valid) + scalar(@shapes), 'Steady logged every valid request as 200');
@@ -130,7 +138,7 @@ for my $path ('/v1/messages/count_tokens', '/v1/models')
 	my @l = grep { /"path":"\Q$path\E[?"]/ } @log;
 	ok(@l && !grep({ !/"status":200/ } @l), "and every request to $path") or diag(join("\n", @l));
 }
-is(scalar(grep { /"status":400/ } @lines), 1, 'and only the invalid one as 400');
+is(scalar(grep { /"status":400/ } @lines), 2, 'and only the two invalid ones as 400');
 my @batch_lines = grep { m{"path":"/v1/messages/batches} } @log;
 cmp_ok(scalar(@batch_lines), '>=', 3, 'the batch requests reached Steady');
 is(scalar(grep { !/"status":200/ } @batch_lines), 0, 'and every one was valid') or diag(join("\n", @batch_lines));
