@@ -9,8 +9,9 @@
  * Retried: 408, 409, 429, 5xx (529 included), connection errors and
  * timeouts, and any other error status the server marks x-should-retry:
  * true.  Never retried: a billing_error (out of credits, a spend limit:
- * the same key fails again, whatever the status it came with), 400, 401, 403, 404, 413, a status the server marks
- * x-should-retry: false, a reply that could not be read, a request whose
+ * the same key fails again, whatever the status it came with), 400, 401,
+ * 403, 404, 413, a status the server marks x-should-retry: false, a reply
+ * that could not be read, a request whose
  * body may have arrived without a reply (a Message Batch creation), a
  * stream its caller has begun to read.  The wait is the server's
  * retry-after (up to 10 minutes), else exponential backoff with 0-25%

@@ -27,8 +27,9 @@
  * spent budget; the API's billing_error, whatever its status) waits, its
  * attempt not counted, and is looked at again after a while, or at once
  * when claude_budgets or claude_prices change, the settings are reloaded
- * or claude_jobs_retry() is called; one whose role is gone fails.  The reply is written as the table's owner,
- * restricted, and only while the table still has the trigger that asked.
+ * or claude_jobs_retry() is called; one whose role is gone fails.  The
+ * reply is written as the table's owner, restricted, and only while the
+ * table still has the trigger that asked.
  */
 #include "postgres.h"
 
