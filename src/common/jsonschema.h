@@ -1,0 +1,14 @@
+/*
+ * jsonschema.h
+ *		JSON Schema for structured output: the subset the API accepts, and
+ *		the local check of a reply against the caller's whole schema.
+ */
+#ifndef CLAUDE_JSONSCHEMA_H
+#define CLAUDE_JSONSCHEMA_H
+
+#include "utils/jsonb.h"
+
+extern Jsonb *claude_schema_for_api(Jsonb *schema);
+extern char *claude_schema_check(Jsonb *schema, Jsonb *value);
+
+#endif
