@@ -11,4 +11,10 @@
 extern Jsonb *claude_schema_for_api(Jsonb *schema);
 extern char *claude_schema_check(Jsonb *schema, Jsonb *value);
 
+/* readers of keyword values (jsonschema_check.c), for jsonschema.c */
+extern char *claude_schema_show(JsonbValue *v);
+extern bool claude_schema_is_number(JsonbValue *v);
+extern bool claude_schema_is_count(JsonbValue *v);
+extern bool claude_schema_is_container(JsonbValue *v, bool object);
+
 #endif
