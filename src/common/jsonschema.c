@@ -79,17 +79,6 @@ bad_schema(const char *path, const char *what)
 
 static JsonbValue *subset(JsonbContainer *schema, JsonbParseState **st, const char *path);
 
-static void
-push_key(JsonbParseState **st, const char *key)
-{
-	JsonbValue	k;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	pushJsonbValue(st, WJB_KEY, &k);
-}
-
 /* Push the schemas of an object (properties) or an array (anyOf). */
 static void
 subset_each(JsonbValue *v, bool object, JsonbParseState **st, const char *path)
@@ -284,7 +273,7 @@ subset(JsonbContainer *schema, JsonbParseState **st, const char *path)
 	{
 		JsonbValue	d;
 
-		push_key(st, "description");
+		claude_json_push_key(st, "description");
 		d.type = jbvString;
 		d.val.string.val = description;
 		d.val.string.len = strlen(description);
@@ -294,7 +283,7 @@ subset(JsonbContainer *schema, JsonbParseState **st, const char *path)
 	{
 		JsonbValue	f;
 
-		push_key(st, "additionalProperties");
+		claude_json_push_key(st, "additionalProperties");
 		f.type = jbvBool;
 		f.val.boolean = false;
 		pushJsonbValue(st, WJB_VALUE, &f);
