@@ -561,25 +561,29 @@ CREATE FUNCTION claude_extract(
     input text,
     schema jsonb,
     instructions text DEFAULT NULL,
-    model text DEFAULT NULL)
+    model text DEFAULT NULL,
+    temperature float8 DEFAULT NULL,
+    max_tokens int DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'claude_extract'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION claude_extract(text, jsonb, text, text) IS
-'Structured output: the JSON object, matching schema, that Claude extracts from input (a forced tool call)';
-REVOKE EXECUTE ON FUNCTION claude_extract(text, jsonb, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION claude_extract(text, jsonb, text, text, float8, int) IS
+'Structured output: the JSON object that Claude extracts from input, checked against the whole schema (native structured output or a strict tool)';
+REVOKE EXECUTE ON FUNCTION claude_extract(text, jsonb, text, text, float8, int) FROM PUBLIC;
 
 CREATE FUNCTION claude_classify(
     input text,
     labels text[],
     instructions text DEFAULT NULL,
-    model text DEFAULT NULL)
+    model text DEFAULT NULL,
+    temperature float8 DEFAULT NULL,
+    max_tokens int DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'claude_classify'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION claude_classify(text, text[], text, text) IS
-'Exactly one of labels for input (a forced tool call with an enum)';
-REVOKE EXECUTE ON FUNCTION claude_classify(text, text[], text, text) FROM PUBLIC;
+COMMENT ON FUNCTION claude_classify(text, text[], text, text, float8, int) IS
+'Exactly one of labels for input (structured output with an enum, checked)';
+REVOKE EXECUTE ON FUNCTION claude_classify(text, text[], text, text, float8, int) FROM PUBLIC;
 
 CREATE FUNCTION claude_count_tokens(
     prompt text,

@@ -14,8 +14,18 @@ SELECT claude_extract('x', '[1, 2]');
 SELECT claude_extract('x', '{"type": "string"}');
 SELECT claude_extract('x', '{"type": "object"');
 SELECT claude_extract('x', '{"type": "object"}', model => '');
--- a reply without the tool call is an error that gives the stop reason
-SELECT claude_extract('[[mock:no_tool]] x', '{"type": "object"}');
+-- a model without structured output (the mock does not know this one)
+-- gets a strict tool; a reply without the tool call is an error that gives
+-- the stop reason
+SELECT claude_extract('[[mock:no_tool]] x', '{"type": "object"}', model => 'claude-mock');
+-- the reply is checked against the whole schema: the API is sent no bound,
+-- the mock obeys the one in the description, or breaks it when told
+SELECT claude_extract('Great', '{"properties": {"rating": {"type": "integer", "minimum": 1, "maximum": 5}}, "required": ["rating"]}');
+SELECT claude_extract('[[mock:schema_break=bound]] Great', '{"properties": {"rating": {"type": "integer", "minimum": 1, "maximum": 5}}, "required": ["rating"]}');
+SELECT claude_extract('[[mock:schema_break=missing]] Great', '{"properties": {"rating": {"type": "integer"}}, "required": ["rating"]}', model => 'claude-mock');
+-- a schema the check cannot read is refused before anything is sent
+SELECT claude_extract('x', '{"properties": {"a": {"$ref": "#/b"}}}');
+SELECT claude_extract('x', '{"properties": {"a": {"type": "integer", "maximum": "5"}}}');
 
 -- claude_classify: exactly one of the labels
 SELECT claude_classify('The app crashes on start: surely a bug', ARRAY['bug', 'question', 'request']);
@@ -28,6 +38,7 @@ SELECT claude_classify('x', ARRAY['a', 'b', 'a']);
 SELECT claude_classify('x', ARRAY['a', NULL]);
 SELECT claude_classify('x', ARRAY['a', '']);
 SELECT claude_classify('x', ARRAY[['a'], ['b']]);
+SELECT claude_classify('[[mock:schema_break=label]] x', ARRAY['a', 'b']);
 
 -- token counting
 SELECT claude_count_tokens('hello world');

@@ -13,6 +13,7 @@ static const ClaudeEndpoint endpoints[] = {
 	[CLAUDE_EP_MESSAGES] = {"/v1/messages", CLAUDE_POST, true, true, true, CLAUDE_REPLY_MESSAGE},
 	[CLAUDE_EP_COUNT_TOKENS] = {"/v1/messages/count_tokens", CLAUDE_POST, false, true, true, CLAUDE_REPLY_JSON},
 	[CLAUDE_EP_MODELS] = {"/v1/models", CLAUDE_GET, false, true, false, CLAUDE_REPLY_JSON},
+	[CLAUDE_EP_MODEL] = {"/v1/models/%s", CLAUDE_GET, false, true, false, CLAUDE_REPLY_JSON},
 	/* once its body went out the server may have made the batch */
 	[CLAUDE_EP_BATCH_CREATE] = {"/v1/messages/batches", CLAUDE_POST, false, false, false, CLAUDE_REPLY_JSON},
 	[CLAUDE_EP_BATCH] = {"/v1/messages/batches/%s", CLAUDE_GET, false, true, false, CLAUDE_REPLY_JSON},

@@ -70,24 +70,13 @@ claude_jsonb_reply_text(Jsonb *reply)
 	return cstring_to_text_with_len(buf.data, buf.len);
 }
 
-static void
-push_key(JsonbParseState **state, const char *key)
-{
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.val = (char *) key;
-	v.val.string.len = strlen(key);
-	pushJsonbValue(state, WJB_KEY, &v);
-}
-
 /* A member key: val, pushed into an object being built. */
 void
 claude_jsonb_push_string(JsonbParseState **state, const char *key, const char *val)
 {
 	JsonbValue	v;
 
-	push_key(state, key);
+	claude_json_push_key(state, key);
 	v.type = jbvString;
 	v.val.string.val = (char *) val;
 	v.val.string.len = strlen(val);
@@ -99,7 +88,7 @@ claude_jsonb_push_numeric(JsonbParseState **state, const char *key, Numeric num)
 {
 	JsonbValue	v;
 
-	push_key(state, key);
+	claude_json_push_key(state, key);
 	v.type = jbvNumeric;
 	v.val.numeric = num;
 	pushJsonbValue(state, WJB_VALUE, &v);
@@ -119,12 +108,12 @@ claude_complete_request(const ClaudeCompleteArgs *a, const char *prompt)
 	claude_jsonb_push_string(&state, "model", a->model);
 	if (a->system && a->cache_system)
 	{
-		push_key(&state, "system");
+		claude_json_push_key(&state, "system");
 		pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
 		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 		claude_jsonb_push_string(&state, "type", "text");
 		claude_jsonb_push_string(&state, "text", a->system);
-		push_key(&state, "cache_control");
+		claude_json_push_key(&state, "cache_control");
 		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 		claude_jsonb_push_string(&state, "type", "ephemeral");
 		pushJsonbValue(&state, WJB_END_OBJECT, NULL);
@@ -133,7 +122,7 @@ claude_complete_request(const ClaudeCompleteArgs *a, const char *prompt)
 	}
 	else if (a->system)
 		claude_jsonb_push_string(&state, "system", a->system);
-	push_key(&state, "messages");
+	claude_json_push_key(&state, "messages");
 	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	claude_jsonb_push_string(&state, "role", "user");

@@ -29,6 +29,8 @@
 #include "common/json.h"
 #include "common/pgcompat.h"
 #include "common/secret.h"
+#include "shmem/dbqueue.h"
+#include "shmem/stats.h"
 #include "shmem/streamshare.h"
 
 /*
@@ -191,6 +193,7 @@ submit(ClaudeCall *c)
 	else if (should_stream(c))
 		req.stream = CLAUDE_STREAM_ASSEMBLE;
 	claude_cache_request(&c->cached, &req);
+	req.cache_by_caller = c->cache_checked;
 
 	packed = claude_request_pack(&req);
 	explicit_bzero((char *) req.api_key, strlen(req.api_key));
@@ -295,7 +298,8 @@ claude_call_finish(ClaudeCall *c, ClaudeFailure *failure)
 	else if (claude_result_failed(&c->result, c->reply, failure))
 		return false;
 	/* its in-flight cache entry now belongs to the writer */
-	claude_cache_sent(&c->cached);
+	if (!c->cache_checked)
+		claude_cache_sent(&c->cached);
 	return true;
 }
 
@@ -314,6 +318,46 @@ claude_call_abandon(ClaudeCall *c)
 	}
 	c->slot = -1;
 	c->state = CLAUDE_CALL_DONE;
+}
+
+/*
+ * A call with cache_checked whose reply its caller checked and took: the
+ * reply goes to the database's worker to be cached, the way the HTTP
+ * worker hands over any other, and identical calls waiting for it find
+ * it there.  Nothing for a hit or a call that was not sent.
+ */
+void
+claude_call_keep(ClaudeCall *c)
+{
+	ClaudeRequest req;
+	const char *body;
+
+	if (!c->cache_checked || c->state != CLAUDE_CALL_DONE || c->reply == NULL ||
+		!c->cached.enabled)
+		return;
+	memset(&req, 0, sizeof(req));
+	claude_cache_request(&c->cached, &req);
+	body = claude_call_body(c);
+	req.body = body ? pg_server_to_any(body, c->body_len, PG_UTF8) : NULL;
+	req.body_len = req.body == NULL ? 0 : req.body == body ? c->body_len : strlen(req.body);
+	claude_cache_store(&req, c->reply, c->result.body_len);
+	claude_cache_sent(&c->cached);
+	c->cache_checked = false;
+}
+
+/*
+ * A call with cache_checked whose reply its caller refused: not cached,
+ * identical calls waiting for it send their own, and the statistics count
+ * it failed.
+ */
+void
+claude_call_reject(ClaudeCall *c)
+{
+	if (!c->cache_checked || c->state != CLAUDE_CALL_DONE)
+		return;
+	claude_cache_abandon(&c->cached);
+	claude_stats_refused();
+	c->cache_checked = false;
 }
 
 /*

@@ -58,6 +58,8 @@ typedef struct ClaudeCall
 	ClaudeStreamMode stream;	/* TEXT, EVENTS: handed over as they come */
 	bool		bulk;			/* bulk slots; a refused budget fails this call only */
 	bool		wait_slot;		/* wait for a free slot */
+	bool		cache_checked;	/* cached only by claude_call_keep, once the
+								 * caller checked the reply */
 	const char *input_file;		/* the body is body_len bytes of it, UTF-8 */
 	const char *output_file;	/* a 2xx body goes here, max_output bytes at most */
 	Size		max_output;
@@ -80,6 +82,8 @@ extern bool claude_call_poll(ClaudeCall *c);
 extern void claude_call_wait(ClaudeCall *c);
 extern bool claude_call_finish(ClaudeCall *c, ClaudeFailure *failure);
 extern void claude_call_abandon(ClaudeCall *c);
+extern void claude_call_keep(ClaudeCall *c);
+extern void claude_call_reject(ClaudeCall *c);
 extern char *claude_call_run(ClaudeCall *c);
 
 #endif

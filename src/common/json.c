@@ -178,6 +178,18 @@ claude_json_get_string(JsonbContainer *obj, const char *key)
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
+/* Push an object's key while building a jsonb value. */
+void
+claude_json_push_key(JsonbParseState **state, const char *key)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) key;
+	v.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &v);
+}
+
 JsonbContainer *
 claude_json_get_container(JsonbContainer *obj, const char *key, bool array)
 {

@@ -14,6 +14,7 @@ extern JsonbValue *claude_json_get(JsonbContainer *obj, const char *key);
 extern char *claude_json_get_string(JsonbContainer *obj, const char *key);
 extern JsonbContainer *claude_json_get_container(JsonbContainer *obj,
 												 const char *key, bool array);
+extern void claude_json_push_key(JsonbParseState **state, const char *key);
 extern char *claude_utf8_to_server(const char *s, Size len);
 extern bool claude_reply_text(const char *json, Size len, StringInfo out);
 extern bool claude_reply_is_message(const char *json, Size len);

@@ -3,9 +3,12 @@
  *		Structured output (claude_extract, claude_classify), token counting,
  *		the model list and image blocks, called from SQL.
  *
- * claude_extract and claude_classify force one tool whose input_schema is
- * what the caller wants back, so the reply is a JSON object that fits it,
- * never free text.  Their requests are printed in jsonb's canonical form
+ * claude_extract and claude_classify ask for an object that fits a JSON
+ * Schema: through native structured output (output_config.format) where
+ * the model's /v1/models entry says it takes it, else a forced strict
+ * tool.  Both are sent the API's subset of the schema
+ * (common/jsonschema.c), and the reply is checked against the whole of
+ * it before it is returned or cached.  Their requests are printed in jsonb's canonical form
  * and go through the same path as claude_messages: cache, limits, budgets,
  * statistics.  Every argument is checked before anything is sent.
  */
@@ -19,16 +22,19 @@
 #include "catalog/pg_type_d.h"
 #include "common/base64.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 
+#include "client/models.h"
 #include "client/request.h"
 #include "common/errors.h"
 #include "common/guc.h"
 #include "common/json.h"
+#include "common/jsonschema.h"
 #include "client/message.h"
 #include "functions/complete.h"
 
@@ -50,18 +56,23 @@ parse_request(const char *json)
 }
 
 /*
- * The request that forces tool `name` with `schema` (JSON text) on one
- * user message.
+ * The request for an object that fits api_schema (the API's subset of the
+ * caller's schema) drawn from input: through output_config.format where
+ * the model takes structured output, else a forced tool `name` marked
+ * strict.  Arguments: input, (schema or labels), instructions, model,
+ * temperature, max_tokens.
  */
 static Jsonb *
-tool_request(FunctionCallInfo fcinfo, int model_arg, int instructions_arg,
-			 const char *input, const char *name, const char *description,
-			 const char *schema)
+structured_request(FunctionCallInfo fcinfo, const char *input, const char *name,
+				   const char *description, Jsonb *api_schema, bool *native)
 {
 	ClaudeCompleteArgs args;
+	ClaudeModelInfo info;
 	StringInfoData req;
+	char	   *schema = JsonbToCString(NULL, &api_schema->root, VARSIZE(api_schema));
 
-	claude_complete_args(fcinfo, model_arg, -1, instructions_arg, -1, &args);
+	claude_complete_args(fcinfo, 3, 5, 2, 4, &args);
+	*native = claude_model_info(args.model, &info) && info.structured_outputs;
 	initStringInfo(&req);
 	appendStringInfoString(&req, "{\"model\": ");
 	escape_json(&req, args.model);
@@ -71,67 +82,134 @@ tool_request(FunctionCallInfo fcinfo, int model_arg, int instructions_arg,
 		appendStringInfoString(&req, ", \"system\": ");
 		escape_json(&req, args.system);
 	}
+	if (args.temperature)
+		appendStringInfo(&req, ", \"temperature\": %s",
+						 DatumGetCString(DirectFunctionCall1(numeric_out,
+															 NumericGetDatum(args.temperature))));
 	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
 	escape_json(&req, input);
-	appendStringInfo(&req, "}], \"tools\": [{\"name\": \"%s\", \"description\": ", name);
-	escape_json(&req, description);
-	appendStringInfo(&req, ", \"input_schema\": %s}], \"tool_choice\": {\"type\": \"tool\", \"name\": \"%s\"}}",
-					 schema, name);
+	appendStringInfoString(&req, "}]");
+	if (*native)
+		appendStringInfo(&req, ", \"output_config\": {\"format\": {\"type\": \"json_schema\", \"schema\": %s}}}",
+						 schema);
+	else
+	{
+		appendStringInfo(&req, ", \"tools\": [{\"name\": \"%s\", \"strict\": true, \"description\": ", name);
+		escape_json(&req, description);
+		appendStringInfo(&req, ", \"input_schema\": %s}], \"tool_choice\": {\"type\": \"tool\", \"name\": \"%s\"}}",
+						 schema, name);
+	}
 	return parse_request(req.data);
 }
 
-/* Send a tool request; the input the reply gives the tool, as jsonb. */
+/*
+ * The object a reply gives: the tool's input, or the JSON of its text with
+ * native structured output.  NULL with *why set when there is none.
+ */
 static Jsonb *
-call_tool(FunctionCallInfo fcinfo, Jsonb *request, const char *name)
+reply_object(Jsonb *reply, const char *name, bool native, const char **why)
 {
-	ClaudeCall	call;
-	char	   *reply_text;
-	Jsonb	   *reply;
 	JsonbContainer *content;
 	char	   *stop_reason;
 	int			n;
 
-	claude_call_init(&call, CLAUDE_EP_MESSAGES, NULL);
-	claude_call_set_body(&call, request);
-	claude_call_cache_arg(&call, fcinfo, -1, CLAUDE_CACHE_LEAD);
-	reply_text = claude_call_run(&call);
-	reply = reply_text ? claude_json_parse(reply_text, strlen(reply_text)) : call.hit;
+	*why = "the reply is not a Message";
 	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
 		(content = claude_json_get_container(&reply->root, "content", true)) == NULL)
-		claude_bad_reply(&call.result);
+		return NULL;
 	n = JsonContainerSize(content);
 	for (int i = 0; i < n; i++)
 	{
 		JsonbValue *block = getIthJsonbValueFromContainer(content, i);
 		char	   *type;
-		char	   *tool;
-		JsonbValue *input;
 
-		if (block->type != jbvBinary)
+		if (block->type != jbvBinary || !JsonContainerIsObject(block->val.binary.data))
 			continue;
 		type = claude_json_get_string(block->val.binary.data, "type");
-		tool = claude_json_get_string(block->val.binary.data, "name");
-		input = claude_json_get(block->val.binary.data, "input");
-		if (type && strcmp(type, "tool_use") == 0 && tool && strcmp(tool, name) == 0 &&
-			input && input->type == jbvBinary && JsonContainerIsObject(input->val.binary.data))
-			return JsonbValueToJsonb(input);
+		if (type == NULL)
+			continue;
+		if (native && strcmp(type, "text") == 0)
+		{
+			char	   *text = claude_json_get_string(block->val.binary.data, "text");
+			char	   *utf8 = text ? pg_server_to_any(text, strlen(text), PG_UTF8) : NULL;
+			Jsonb	   *value = utf8 ? claude_json_parse(utf8, strlen(utf8)) : NULL;
+
+			*why = "the reply's text is not a JSON object";
+			if (value == NULL || JB_ROOT_IS_SCALAR(value) || !JB_ROOT_IS_OBJECT(value))
+				return NULL;
+			return value;
+		}
+		if (!native && strcmp(type, "tool_use") == 0)
+		{
+			char	   *tool = claude_json_get_string(block->val.binary.data, "name");
+			JsonbValue *input = claude_json_get(block->val.binary.data, "input");
+
+			if (tool && strcmp(tool, name) == 0 && input && input->type == jbvBinary &&
+				JsonContainerIsObject(input->val.binary.data))
+				return JsonbValueToJsonb(input);
+		}
 	}
 	stop_reason = claude_json_get_string(&reply->root, "stop_reason");
-	ereport(ERROR,
-			(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
-			 errmsg("the reply does not call the tool \"%s\" (stop_reason: %s)",
-					name, stop_reason ? stop_reason : "none"),
-			 errhint("With stop_reason max_tokens, raise claude.default_max_tokens.")));
-	pg_unreachable();
+	*why = psprintf(native ? "the reply has no text block (stop_reason: %s)" :
+					"the reply does not call the tool \"%s\" (stop_reason: %s)",
+					native ? (stop_reason ? stop_reason : "none") : name,
+					stop_reason ? stop_reason : "none");
+	return NULL;
 }
 
-/* claude_extract(input, schema, instructions, model): the tool input. */
+/*
+ * Send a structured request; the object the reply gives, checked against
+ * the caller's whole schema.  A reply without one, or one that breaks the
+ * schema, is an error, counted failed and never cached: the call stores
+ * its reply only once it passed (cache_checked).
+ */
+static Jsonb *
+call_structured(FunctionCallInfo fcinfo, Jsonb *schema, const char *input,
+				const char *name, const char *description)
+{
+	ClaudeCall	call;
+	char	   *reply_text;
+	Jsonb	   *value;
+	const char *why;
+	bool		native;
+
+	claude_call_init(&call, CLAUDE_EP_MESSAGES, NULL);
+	claude_call_set_body(&call, structured_request(fcinfo, input, name, description,
+												   claude_schema_for_api(schema), &native));
+	claude_call_cache_arg(&call, fcinfo, -1, CLAUDE_CACHE_LEAD);
+	call.cache_checked = true;
+	reply_text = claude_call_run(&call);
+	value = reply_object(reply_text ? claude_json_parse(reply_text, strlen(reply_text)) : call.hit,
+						 name, native, &why);
+	if (value == NULL)
+	{
+		claude_call_reject(&call);
+		ereport(ERROR,
+				(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
+				 errmsg("%s", why),
+				 errhint("With stop_reason max_tokens, raise max_tokens.")));
+	}
+	if ((why = claude_schema_check(schema, value)) != NULL)
+	{
+		claude_call_reject(&call);
+		ereport(ERROR,
+				(errcode(CLAUDE_ERRCODE_SCHEMA),
+				 errmsg("the reply does not fit the schema: %s", why),
+				 errhint("The reply was not cached: calling again asks again.")));
+	}
+	claude_call_keep(&call);
+	return value;
+}
+
+/*
+ * claude_extract(input, schema, instructions, model, temperature,
+ * max_tokens): the object, checked against the whole schema.
+ */
 Datum
 claude_extract(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *schema;
 	char	   *type;
-	Jsonb	   *body;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
@@ -151,13 +229,14 @@ claude_extract(PG_FUNCTION_ARGS)
 		schema = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
 													DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"type\": \"object\"}")),
 													JsonbPGetDatum(schema)));
-	body = tool_request(fcinfo, 3, 2, text_to_cstring(PG_GETARG_TEXT_PP(0)), "extract",
-						"Record the data requested, taken from the user's message.",
-						JsonbToCString(NULL, &schema->root, VARSIZE(schema)));
-	PG_RETURN_JSONB_P(call_tool(fcinfo, body, "extract"));
+	PG_RETURN_JSONB_P(call_structured(fcinfo, schema, text_to_cstring(PG_GETARG_TEXT_PP(0)), "extract",
+									  "Record the data requested, taken from the user's message."));
 }
 
-/* claude_classify(input, labels, instructions, model): one of labels. */
+/*
+ * claude_classify(input, labels, instructions, model, temperature,
+ * max_tokens): exactly one of labels.
+ */
 Datum
 claude_classify(PG_FUNCTION_ARGS)
 {
@@ -166,8 +245,7 @@ claude_classify(PG_FUNCTION_ARGS)
 	bool	   *nulls;
 	int			n;
 	StringInfoData schema;
-	char	   *label;
-	Jsonb	   *input;
+	Jsonb	   *value;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
@@ -201,19 +279,10 @@ claude_classify(PG_FUNCTION_ARGS)
 	}
 	appendStringInfoString(&schema, "]}}}");
 
-	input = call_tool(fcinfo,
-					  tool_request(fcinfo, 3, 2, text_to_cstring(PG_GETARG_TEXT_PP(0)), "classify",
-								   "Record the one label that fits the user's message best.",
-								   schema.data),
-					  "classify");
-	label = claude_json_get_string(&input->root, "label");
-	for (int i = 0; label != NULL && i < n; i++)
-		if (strcmp(label, TextDatumGetCString(elems[i])) == 0)
-			PG_RETURN_TEXT_P(cstring_to_text(label));
-	ereport(ERROR,
-			(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
-			 errmsg("the reply chose \"%s\", which is not one of the labels", label ? label : "(nothing)")));
-	pg_unreachable();
+	/* the check made it one of the labels, exactly */
+	value = call_structured(fcinfo, parse_request(schema.data), text_to_cstring(PG_GETARG_TEXT_PP(0)),
+							"classify", "Record the one label that fits the user's message best.");
+	PG_RETURN_TEXT_P(cstring_to_text(claude_json_get_string(&value->root, "label")));
 }
 
 /* claude_count_tokens(prompt, model, system): input tokens of the message. */

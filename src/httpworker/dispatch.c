@@ -204,8 +204,13 @@ finish(Transfer *t, CURLcode code, long status)
 			r.transport = CLAUDE_TE_REPLY;
 			strlcpy(r.message, t->stream_failed, sizeof(r.message));
 		}
-		/* a Messages reply only if a caller would take it: never cache garbage */
-		if (status >= 200 && status < 300 && !t->stream_failed &&
+		/*
+		 * a Messages reply only if a caller would take it: never cache
+		 * garbage; one its caller checks first is its caller's to store
+		 */
+		if (t->req.cache_by_caller)
+			;
+		else if (status >= 200 && status < 300 && !t->stream_failed &&
 			(t->req.reply != CLAUDE_REPLY_MESSAGE || claude_reply_is_message(t->body, t->body_len)))
 			claude_cache_store(&t->req, t->body, t->body_len);
 		else if (status >= 200 && status < 300 && OidIsValid(t->req.cache_dbid))

@@ -54,6 +54,7 @@ typedef struct ClaudeRequest
 	uint8		cache_key[32];
 	int			cache_ttl;
 	int			cache_lead;
+	bool		cache_by_caller;	/* the caller stores it once it checked it */
 	/* whose request it is, what it costs, and a budget reservation */
 	Oid			dbid;
 	Oid			role;

@@ -154,6 +154,24 @@ claude_stats_billed(const ClaudeUsage *usage, double cost)
 		pg_atomic_fetch_add_u64(&claude_stats_shared->cost_nusd, (uint64) (cost * 1e9 + 0.5));
 }
 
+/*
+ * A reply the worker counted a success that its caller refused (it broke
+ * the schema asked for): a failure after all.
+ */
+void
+claude_stats_refused(void)
+{
+	uint64		n;
+
+	if (claude_stats_shared == NULL)
+		return;
+	n = pg_atomic_read_u64(&claude_stats_shared->succeeded);
+	/* zeroed meanwhile: nothing to take back */
+	while (n > 0 && !pg_atomic_compare_exchange_u64(&claude_stats_shared->succeeded, &n, n - 1))
+		;
+	pg_atomic_fetch_add_u64(&claude_stats_shared->failed, 1);
+}
+
 void
 claude_stats_cache(bool hit)
 {

@@ -57,6 +57,7 @@ extern void claude_stats_billed(const ClaudeUsage *usage, double cost);
 
 /* backends */
 extern void claude_stats_cache(bool hit);
+extern void claude_stats_refused(void);
 extern void claude_stats_zero(void);
 
 #endif

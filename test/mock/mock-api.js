@@ -16,6 +16,8 @@
 //   [[mock:delay=MS]] wait before answering; [[mock:status=N]] an error reply;
 //   [[mock:hang]] [[mock:reset]] [[mock:malformed]] [[mock:truncate]];
 //   [[mock:no_tool]] a text reply despite a forced tool_choice;
+//   [[mock:schema_break=KIND]] a structured reply that breaks the caller's
+//     schema (see "structured output" below);
 //   [[mock:batch_errored]] [[mock:batch_expired]] [[mock:batch_malformed]]
 //     (message batch items only; the last one's result line is cut short);
 //   hostile batch results (items only): [[mock:batch_usage=LITERAL]]
@@ -137,6 +139,7 @@ const config = {
     hang_handshakes: 0,         // the next N connections never get a ServerHello
     models_page_size: null,     // a server may return fewer models than asked
     canned: false,              // Messages answered at once, unchecked (the worker's capacity)
+    model_overrides: null,      // structured output: see below
 };
 const STREAM_DEFAULTS = {
     stream_chunk_chars: 8,      // code points per text/thinking/input_json delta
@@ -393,7 +396,8 @@ function validateMessages(body, needMaxTokens) {
     if (body.stream !== undefined && typeof body.stream !== 'boolean')
         invalid('stream: Input should be a valid boolean');
     const tool = validateTools(body);
-    return { lastUser, inputChars: chars, tool, stream: body.stream === true };
+    const format = validateOutputConfig(body);
+    return { lastUser, inputChars: chars, tool, format, stream: body.stream === true };
 }
 
 const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/gif', 'image/webp']);
@@ -426,6 +430,10 @@ function validateTools(body) {
                 invalid(`tools.${i}.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$'`);
             if (!isObj(t.input_schema) || t.input_schema.type !== 'object')
                 invalid(`tools.${i}.input_schema.type: Input should be 'object'`);
+            if (t.strict !== undefined && typeof t.strict !== 'boolean')
+                invalid(`tools.${i}.strict: Input should be a valid boolean`);
+            if (t.strict === true)
+                strictSchema(t.input_schema, `tools.${i}.input_schema`);
             if (names.has(t.name))
                 invalid(`tools: Tool names must be unique (${t.name})`);
             names.set(t.name, t);
@@ -467,6 +475,179 @@ function toolInput(schema, text) {
         case 'null': return null;
         default: return text;
     }
+}
+
+// ---------------------------------------------------- structured output
+//
+// What the API accepts and does with strict structured output
+// (output_config.format with type json_schema, tools with "strict": true):
+// a schema with a keyword it refuses -- numeric and length bounds, minItems
+// above 1, maxItems, uniqueItems, pattern, a format it does not know -- or an
+// object without "additionalProperties": false is a 400
+// invalid_request_error.  A reply fits the schema it was sent, and obeys
+// the bounds written into a description as "{minimum: 1, maximum: 5}" (as
+// the SDKs move them), as a model reading them would.
+// [[mock:schema_break=KIND]] makes it break the caller's schema instead:
+//   bound    every number of the top-level object is 76;
+//   missing  the first required key of the top-level object is left out;
+//   label    every enum of the top-level object gets "not-a-label".
+// With output_config.format the reply is one text block holding the JSON.
+// /config {"model_overrides": {"ID": {"structured_outputs": false,
+// "max_input_tokens": N}}} changes what GET /v1/models/ID says (an ID the
+// list does not have is then known too); null: the defaults.
+
+const STRICT_REFUSED = new Set(['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum',
+    'multipleOf', 'minLength', 'maxLength', 'pattern', 'maxItems', 'uniqueItems',
+    'minProperties', 'maxProperties', 'patternProperties', 'propertyNames']);
+const STRICT_FORMATS = new Set(['date-time', 'time', 'date', 'duration', 'email', 'hostname',
+    'uri', 'ipv4', 'ipv6', 'uuid']);
+
+function strictSchema(schema, at) {
+    if (!isObj(schema))
+        invalid(`${at}: Input should be a valid dictionary`);
+    for (const [k, v] of Object.entries(schema)) {
+        if (STRICT_REFUSED.has(k))
+            invalid(`${at}: For 'strict' schemas, the '${k}' keyword is not supported`);
+        if (k === 'minItems' && !(v === 0 || v === 1))
+            invalid(`${at}: For 'strict' schemas, minItems only supports 0 or 1`);
+        if (k === 'format' && !STRICT_FORMATS.has(v))
+            invalid(`${at}: For 'strict' schemas, the format '${v}' is not supported`);
+    }
+    const object = schema.type === 'object' || (Array.isArray(schema.type) && schema.type.includes('object')) ||
+        schema.properties !== undefined;
+    if (object && schema.additionalProperties !== false)
+        invalid(`${at}: For 'strict' schemas, 'additionalProperties' must be explicitly set to false for objects`);
+    for (const [k, sub] of Object.entries(schema.properties || {}))
+        strictSchema(sub, `${at}.properties.${k}`);
+    if (schema.items !== undefined)
+        strictSchema(schema.items, `${at}.items`);
+    for (const key of ['anyOf', 'allOf'])
+        if (Array.isArray(schema[key]))
+            schema[key].forEach((sub, i) => strictSchema(sub, `${at}.${key}.${i}`));
+}
+
+// output_config: its format, if any (its other keys are checked elsewhere)
+function validateOutputConfig(body) {
+    const oc = body.output_config;
+    if (oc === undefined || oc === null)
+        return null;
+    if (!isObj(oc))
+        invalid('output_config: Input should be a valid dictionary');
+    const f = oc.format;
+    if (f === undefined || f === null)
+        return null;
+    if (!isObj(f) || f.type !== 'json_schema')
+        invalid("output_config.format.type: Input should be 'json_schema'");
+    for (const k of Object.keys(f))
+        if (k !== 'type' && k !== 'schema')
+            invalid(`output_config.format.${k}: Extra inputs are not permitted`);
+    if (!isObj(f.schema))
+        invalid('output_config.format.schema: Field required');
+    strictSchema(f.schema, 'output_config.format.schema');
+    if (body.tool_choice !== undefined && isObj(body.tool_choice) && body.tool_choice.type === 'tool')
+        invalid('output_config.format cannot be combined with a forced tool_choice');
+    return f;
+}
+
+// the bounds a description carries, as the SDKs write them
+function describedBounds(schema) {
+    const b = {};
+    const m = /\{([^{}]*)\}\s*$/.exec(typeof schema.description === 'string' ? schema.description : '');
+    if (m)
+        for (const part of m[1].split(', ')) {
+            const kv = /^([A-Za-z]+): (-?[0-9.eE+]+)$/.exec(part);
+            if (kv)
+                b[kv[1]] = Number(kv[2]);
+        }
+    return b;
+}
+
+// A value that fits a strict schema and the bounds in its descriptions.
+function obeyBounds(schema, value) {
+    if (!isObj(schema))
+        return value;
+    const b = describedBounds(schema);
+    if (typeof value === 'number') {
+        if (b.maximum !== undefined && value > b.maximum)
+            value = b.maximum;
+        if (b.minimum !== undefined && value < b.minimum)
+            value = b.minimum;
+    } else if (typeof value === 'string') {
+        if (b.maxLength !== undefined)
+            value = [...value].slice(0, b.maxLength).join('');
+    } else if (Array.isArray(value)) {
+        value = value.map((x) => obeyBounds(schema.items, x));
+    } else if (isObj(value)) {
+        for (const k of Object.keys(value))
+            value[k] = obeyBounds((schema.properties || {})[k], value[k]);
+    }
+    return value;
+}
+
+function structuredValue(schema, text, d) {
+    const value = obeyBounds(schema, toolInput(schema, text));
+    const kind = d && d.schema_break;
+    if (!kind || !isObj(value))
+        return value;
+    const props = schema.properties || {};
+    if (kind === 'missing' && Array.isArray(schema.required) && schema.required.length)
+        delete value[schema.required[0]];
+    for (const k of Object.keys(value)) {
+        if (kind === 'bound' && typeof value[k] === 'number')
+            value[k] = 76;
+        if (kind === 'label' && isObj(props[k]) && Array.isArray(props[k].enum))
+            value[k] = 'not-a-label';
+    }
+    return value;
+}
+
+function formatMessage(ctx, v, d, model, cached) {
+    const out = JSON.stringify(structuredValue(v.format.schema, v.lastUser, d));
+    return {
+        id: `msg_mock_${ctx.n}`,
+        type: 'message',
+        role: 'assistant',
+        model: model || 'claude-mock',
+        content: [{ type: 'text', text: out }],
+        stop_reason: 'end_turn',
+        stop_sequence: null,
+        usage: usageOf(v.inputChars, charCount(out), cached),
+    };
+}
+
+function modelCapabilities(structured) {
+    const yes = { supported: true };
+    return {
+        batch: yes, citations: yes, code_execution: yes, image_input: yes, pdf_input: yes,
+        structured_outputs: { supported: structured },
+        context_management: {
+            supported: false, clear_thinking_20251015: null, clear_tool_uses_20250919: null, compact_20260112: null,
+        },
+        effort: {
+            supported: true, low: yes, medium: yes, high: yes, max: yes, xhigh: null,
+        },
+        thinking: { supported: true, types: { enabled: yes, adaptive: { supported: false } } },
+    };
+}
+
+function modelWithOverrides(m) {
+    const o = config.model_overrides && config.model_overrides[m.id];
+    if (!o)
+        return m;
+    const r = Object.assign({}, m, { capabilities: Object.assign({}, m.capabilities) });
+    if (o.structured_outputs !== undefined)
+        r.capabilities.structured_outputs = { supported: o.structured_outputs === true };
+    if (o.max_input_tokens !== undefined)
+        r.max_input_tokens = o.max_input_tokens;
+    return r;
+}
+
+function controlStructured(c) {
+    if (c.model_overrides === undefined)
+        return;
+    if (c.model_overrides !== null && !isObj(c.model_overrides))
+        throw new Error('model_overrides must be an object or null');
+    config.model_overrides = c.model_overrides;
 }
 
 // Prompt caching: a prefix up to a block marked cache_control is written
@@ -520,6 +701,7 @@ function parseDirectives(text) {
             case 'batch_huge': d.batch_huge = Math.max(0, parseInt(arg, 10) || 0); break;
             case 'batch_slow': d.batch_slow = Math.max(0, parseInt(arg, 10) || 0); break;
             case 'no_tool': d.no_tool = true; break;
+            case 'schema_break': d.schema_break = String(arg || 'bound'); break;
             case 'rich': d.rich = true; break;
             // billing_error (issue 27): see billingError
             case 'billing': d.billing = parseInt(arg, 10) || 400; break;
@@ -549,7 +731,10 @@ const MODELS = [
     { type: 'model', id: 'claude-haiku-4-5', display_name: 'Claude Haiku 4.5', created_at: '2025-10-15T00:00:00Z' },
     { type: 'model', id: 'claude-sonnet-4-5', display_name: 'Claude Sonnet 4.5', created_at: '2025-09-29T00:00:00Z' },
     { type: 'model', id: 'claude-opus-4-1', display_name: 'Claude Opus 4.1', created_at: '2025-08-05T00:00:00Z' },
-];
+].map((m) => Object.assign(m, {
+    max_input_tokens: 200000, max_tokens: 64000,
+    capabilities: modelCapabilities(true),
+}));
 
 // ------------------------------------------------------------ the API server
 
@@ -850,8 +1035,9 @@ function messageJson(id, reply, inputChars, model, cached) {
 }
 
 // A reply that calls the forced tool with an input that fits its schema.
-function toolUseMessage(ctx, v, model, cached) {
-    const input = toolInput(v.tool.input_schema, v.lastUser);
+function toolUseMessage(ctx, v, model, cached, d) {
+    const input = v.tool.strict === true ? structuredValue(v.tool.input_schema, v.lastUser, d)
+        : toolInput(v.tool.input_schema, v.lastUser);
     const out = JSON.stringify(input);
     return {
         id: `msg_mock_${ctx.n}`,
@@ -924,8 +1110,10 @@ function richMessage(v, model, cached) {
 function replyMessage(ctx, v, d, model, cached) {
     if (d && d.rich)
         return richMessage(v, model, cached);
+    if (v.format)
+        return formatMessage(ctx, v, d, model, cached);
     if (v.tool && !(d && d.no_tool))
-        return toolUseMessage(ctx, v, model, cached);
+        return toolUseMessage(ctx, v, model, cached, d);
     return messageObj(`msg_mock_${ctx.n}`, v.lastUser, v.inputChars, model, cached);
 }
 
@@ -1376,10 +1564,15 @@ function handleModels(ctx) {
 function handleModel(ctx, id) {
     if (!checkAuth(ctx))
         return;
-    const m = MODELS.find((x) => x.id === id);
+    let m = MODELS.find((x) => x.id === id);
+    if (!m && config.model_overrides && isObj(config.model_overrides[id]))
+        m = {
+            type: 'model', id, display_name: id, created_at: '2025-01-01T00:00:00Z',
+            max_input_tokens: 200000, max_tokens: 64000, capabilities: modelCapabilities(true),
+        };
     if (!m)
         return sendError(ctx, 404, 'not_found_error', `model: ${id}`);
-    send(ctx, 200, JSON.stringify(m));
+    send(ctx, 200, JSON.stringify(modelWithOverrides(m)));
 }
 
 // ----------------------------------------------------------- message batches
@@ -2251,7 +2444,8 @@ function controlConfig(c) {
         throw new Error('config must be an object');
     const known = new Set(['latency_ms', 'keys', 'rpm', 'ratelimit_headers', 'batch_delay_ms', 'models_page_size',
         'hang_handshakes', 'canned', 'stream_chunk_chars', 'stream_write_bytes', 'stream_delay_ms', 'ping_ms',
-        'batch_status', 'batch_counts', 'batch_results_bps']);
+        'batch_status', 'batch_counts', 'batch_results_bps',
+        'model_overrides']);  // structured output
     for (const k of Object.keys(c))
         if (!known.has(k))
             throw new Error(`unknown config field: ${k}`);
@@ -2317,6 +2511,7 @@ function controlConfig(c) {
             throw new Error('canned must be a boolean');
         config.canned = c.canned;
     }
+    controlStructured(c);
     for (const k of Object.keys(STREAM_DEFAULTS))
         if (c[k] !== undefined)
             config[k] = c[k] === null ? STREAM_DEFAULTS[k] : c[k];
@@ -2440,6 +2635,7 @@ function onControl(req, res) {
                     config.batch_delay_ms = 1000;
                     controlHostileBatches({ batch_status: null, batch_counts: null, batch_results_bps: null });
                     config.canned = false;
+                    config.model_overrides = null;
                     config.models_page_size = null;
                     config.hang_handshakes = 0;
                     Object.assign(config, STREAM_DEFAULTS);

@@ -75,11 +75,29 @@ for my $case (@valid)
 # Steady answers with generated examples, not a tool call: for these only
 # the request is checked (Steady answers 400 to an invalid one)
 my @shapes = (
-	[ 'claude_extract (forced tool with the schema)',
+	[ 'claude_extract (structured output or a strict tool, as the model says)',
 		q{SELECT claude_extract('Alice is 30', '{"type": "object", "properties": {"name": {"type": "string"},
-		  "age": {"type": "integer"}}, "required": ["name", "age"]}', instructions => 'Extract.')} ],
-	[ 'claude_classify (forced tool with an enum)',
-		q{SELECT claude_classify('It crashes', ARRAY['bug', 'question', 'request'], model => 'claude-haiku-4-5')} ],
+		  "age": {"type": "integer", "minimum": 0}}, "required": ["name", "age"]}', instructions => 'Extract.',
+		  temperature => 0.2, max_tokens => 200)} ],
+	[ 'claude_classify (an enum, with temperature and max_tokens)',
+		q{SELECT claude_classify('It crashes', ARRAY['bug', 'question', 'request'], model => 'claude-haiku-4-5',
+		  temperature => 0, max_tokens => 50)} ],
+	# Steady makes up the model's capabilities: both shapes claude_extract
+	# builds are sent here as it builds them
+	[ 'claude_extract native shape: output_config.format with the API subset',
+		q{SELECT claude_messages('{"model": "claude-sonnet-4-6", "max_tokens": 200, "temperature": 0.2,
+		  "messages": [{"role": "user", "content": "Alice is 30"}],
+		  "output_config": {"format": {"type": "json_schema", "schema": {"type": "object",
+		    "properties": {"age": {"type": "integer", "description": "{minimum: 0}"},
+		                   "tags": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "date"}}},
+		    "required": ["age"], "additionalProperties": false}}}}')} ],
+	[ 'claude_extract fallback shape: a forced tool marked strict',
+		q{SELECT claude_messages('{"model": "claude-sonnet-4-6", "max_tokens": 200,
+		  "messages": [{"role": "user", "content": "Alice is 30"}],
+		  "tools": [{"name": "extract", "strict": true, "description": "Record the data requested.",
+		             "input_schema": {"type": "object", "properties": {"age": {"type": "integer"}},
+		                              "required": ["age"], "additionalProperties": false}}],
+		  "tool_choice": {"type": "tool", "name": "extract"}}')} ],
 	[ 'claude_enrich with a long system prompt marked for prompt caching',
 		q{CREATE TABLE pc (id int PRIMARY KEY, t text, s text); INSERT INTO pc VALUES (1, 'row');
 		  CALL claude_enrich('pc', 's', 'Label: {t}', system => repeat('Shared instructions. ', 300))} ],
@@ -133,7 +151,7 @@ like($err, qr/Claude API error 400/, 'Steady refuses an unknown effort');
 my @log = split /\n/, slurp_file($steady_log);
 my @lines = grep { /"path":"\/v1\/messages"/ } @log;
 is(scalar(grep { /"status":200/ } @lines), scalar(@valid) + scalar(@shapes), 'Steady logged every valid request as 200');
-for my $path ('/v1/messages/count_tokens', '/v1/models')
+for my $path ('/v1/messages/count_tokens', '/v1/models', '/v1/models/claude-sonnet-4-6', '/v1/models/claude-haiku-4-5')
 {
 	my @l = grep { /"path":"\Q$path\E[?"]/ } @log;
 	ok(@l && !grep({ !/"status":200/ } @l), "and every request to $path") or diag(join("\n", @l));

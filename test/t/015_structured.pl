@@ -8,16 +8,23 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use ClaudeMock;
 use ClaudeTest;
+use JSON::PP;
 
 my $mock = ClaudeMock->start(keys => ['test-key']);
 my $node = new_node('structured', $mock, cache => 1);
 sub sql { $node->safe_psql('postgres', $_[0]) }
 sub requests { $mock->stats->{requests} }
-sub last_body { my $r = $mock->requests(0); return $r->[-1]{body} }
+sub last_body { my @r = grep { $_->{path} =~ m{^/v1/messages} } @{ $mock->requests(0) }; return $r[-1]{body} }
+# a new session asks /v1/models/{id} once: only Messages requests count here
+sub messages { scalar(grep { $_->{path} =~ m{^/v1/messages} } @{ $mock->requests(0) }) }
 
 # nothing is sent for bad arguments
 my $before = requests();
 for my $bad (
+	q|SELECT claude_extract('x', '{"properties": {"a": {"$ref": "#/b"}}}')|,
+	q|SELECT claude_extract('x', '{"properties": {"a": {"type": "integer", "minimum": "one"}}}')|,
+	q|SELECT claude_extract('x', '{"properties": {"a": {"type": "strnig"}}}')|,
+	q|SELECT claude_extract('x', '{"properties": {"a": {"type": "string", "pattern": "("}}}')|,
 	q|SELECT claude_extract('x', '[1]')|,
 	q|SELECT claude_extract('x', '{"type": "array"}')|,
 	q|SELECT claude_extract('x', '{"type": "object"')|,
@@ -36,25 +43,27 @@ is(requests(), $before, 'and not one request was sent');
 # the request shapes
 my $schema = '{"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}';
 is(sql("SELECT claude_extract('Bob', '$schema', instructions => 'Names only.', model => 'claude-haiku-4-5')"),
-	'{"name": "Bob"}', 'claude_extract returns the tool input');
+	'{"name": "Bob"}', 'claude_extract returns the object');
 my $b = last_body();
-is($b->{tool_choice}{type} . ' ' . $b->{tool_choice}{name}, 'tool extract', 'the tool is forced with tool_choice');
-is_deeply($b->{tools}[0]{input_schema}, { type => 'object', properties => { name => { type => 'string' } }, required => ['name'] },
-	'its input_schema is the schema, untouched');
+is($b->{output_config}{format}{type}, 'json_schema', 'through output_config.format (the model takes structured output)');
+is_deeply($b->{output_config}{format}{schema},
+	{ type => 'object', properties => { name => { type => 'string' } }, required => ['name'], additionalProperties => JSON::PP::false },
+	'its schema is the schema, closed with additionalProperties: false');
+ok(!exists $b->{tools} && !exists $b->{tool_choice}, 'and no tool');
 is($b->{system} . ' ' . $b->{model}, 'Names only. claude-haiku-4-5', 'instructions are the system prompt; model as given');
 
 is(sql("SELECT claude_classify('a question about billing', ARRAY['bug', 'question'])"), 'question',
 	'claude_classify returns one of the labels');
 $b = last_body();
-is_deeply($b->{tools}[0]{input_schema}{properties}{label}{enum}, [ 'bug', 'question' ], 'as an enum the tool must choose from');
+is_deeply($b->{output_config}{format}{schema}{properties}{label}{enum}, [ 'bug', 'question' ], 'as an enum the reply must choose from');
 
 # through the cache: the same extraction again costs nothing
-$before = requests();
-ok(wait_until(sub { sql("SELECT count(*) FROM claude_cache WHERE request->'tool_choice' IS NOT NULL") == 2 }),
-	'both tool calls are cached');
+ok(wait_until(sub { sql("SELECT count(*) FROM claude_cache WHERE request ? 'output_config'") == 2 }),
+	'both structured calls are cached');
+$before = messages();
 is(sql("SELECT claude_extract('Bob', '$schema', instructions => 'Names only.', model => 'claude-haiku-4-5')"),
 	'{"name": "Bob"}', 'the same extraction again');
-is(requests(), $before, 'is answered from the cache');
+is(messages(), $before, 'is answered from the cache');
 is(sql("SELECT claude_count_tokens('count me')"), '2', 'claude_count_tokens');
 is($mock->requests(0)->[-1]{path}, '/v1/messages/count_tokens', 'via /v1/messages/count_tokens');
 ok(wait_until(sub { sql("SELECT count(*) FROM claude_cache WHERE response ? 'input_tokens'") == 1 }), 'and cached too');
