@@ -56,31 +56,6 @@ semantic_max_input_tokens(const char *model)
 	return 200000;
 }
 
-/*
- * One request forcing the strict tool `name` (input_schema: schema, JSON
- * text) on one user message.
- */
-static Jsonb *
-semantic_request(const ClaudeCompleteArgs *args, const char *user,
-				 const char *name, const char *description, const char *schema)
-{
-	StringInfoData req;
-
-	initStringInfo(&req);
-	appendStringInfoString(&req, "{\"model\": ");
-	escape_json(&req, args->model);
-	appendStringInfo(&req, ", \"max_tokens\": %d, \"system\": ", args->max_tokens);
-	escape_json(&req, args->system);
-	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
-	escape_json(&req, user);
-	appendStringInfo(&req, "}], \"tools\": [{\"name\": \"%s\", \"description\": ", name);
-	escape_json(&req, description);
-	appendStringInfo(&req, ", \"strict\": true, \"input_schema\": %s}], "
-					 "\"tool_choice\": {\"type\": \"tool\", \"name\": \"%s\"}}",
-					 schema, name);
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(req.data)));
-}
-
 /* A reply's value of key, printed and cut short, for an error message. */
 static char *
 quote_value(JsonbValue *v)
@@ -99,20 +74,41 @@ quote_value(JsonbValue *v)
 }
 
 /*
- * Send request; the value of key in the input the reply gives tool `name`.
- * *hit says whether the cache answered.
+ * One request forcing the strict tool `name`, whose input is the one
+ * property key (key_schema, JSON text), on the user message user; the
+ * value of key in the reply's call of the tool.  *hit says whether the
+ * cache answered.
  */
 static JsonbValue *
-semantic_call(FunctionCallInfo fcinfo, Jsonb *request, const char *name,
-			  const char *key, bool *hit)
+semantic_call(FunctionCallInfo fcinfo, const ClaudeCompleteArgs *args, const char *user,
+			  const char *name, const char *description, const char *key,
+			  const char *key_schema, bool *hit)
 {
+	StringInfoData req;
 	ClaudeCall	call;
 	char	   *reply_text;
 	Jsonb	   *reply;
 	JsonbContainer *content;
+	JsonbValue *input;
+
+	initStringInfo(&req);
+	appendStringInfoString(&req, "{\"model\": ");
+	escape_json(&req, args->model);
+	appendStringInfo(&req, ", \"max_tokens\": %d, \"system\": ", args->max_tokens);
+	escape_json(&req, args->system);
+	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
+	escape_json(&req, user);
+	appendStringInfo(&req, "}], \"tools\": [{\"name\": \"%s\", \"description\": ", name);
+	escape_json(&req, description);
+	appendStringInfo(&req, ", \"strict\": true, \"input_schema\": {\"type\": \"object\", "
+					 "\"properties\": {\"%s\": %s}, \"required\": [\"%s\"], "
+					 "\"additionalProperties\": false}}], "
+					 "\"tool_choice\": {\"type\": \"tool\", \"name\": \"%s\"}}",
+					 key, key_schema, key, name);
 
 	claude_call_init(&call, CLAUDE_EP_MESSAGES, NULL);
-	claude_call_set_body(&call, request);
+	claude_call_set_body(&call, DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+																   CStringGetDatum(req.data))));
 	claude_call_cache_arg(&call, fcinfo, -1, CLAUDE_CACHE_LEAD);
 	reply_text = claude_call_run(&call);
 	if (hit)
@@ -121,27 +117,12 @@ semantic_call(FunctionCallInfo fcinfo, Jsonb *request, const char *name,
 	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
 		(content = claude_json_get_container(&reply->root, "content", true)) == NULL)
 		claude_bad_reply(&call.result);
-	for (int i = 0; i < JsonContainerSize(content); i++)
-	{
-		JsonbValue *block = getIthJsonbValueFromContainer(content, i);
-		char	   *type;
-		char	   *tool;
-		JsonbValue *input;
-
-		if (block->type != jbvBinary)
-			continue;
-		type = claude_json_get_string(block->val.binary.data, "type");
-		tool = claude_json_get_string(block->val.binary.data, "name");
-		input = claude_json_get(block->val.binary.data, "input");
-		if (type && strcmp(type, "tool_use") == 0 && tool && strcmp(tool, name) == 0 &&
-			input && input->type == jbvBinary && JsonContainerIsObject(input->val.binary.data))
-			return claude_json_get(input->val.binary.data, key);
-	}
-	ereport(ERROR,
-			(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
-			 errmsg("the reply does not call the tool \"%s\"", name),
-			 errhint("With stop_reason max_tokens, raise claude.default_max_tokens.")));
-	pg_unreachable();
+	if ((input = claude_reply_tool_input(content, name)) == NULL)
+		ereport(ERROR,
+				(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
+				 errmsg("the reply does not call the tool \"%s\"", name),
+				 errhint("With stop_reason max_tokens, raise claude.default_max_tokens.")));
+	return claude_json_get(input->val.binary.data, key);
 }
 
 /* The argument argno as a string that must be neither NULL nor empty. */
@@ -175,14 +156,10 @@ claude_if(PG_FUNCTION_ARGS)
 	initStringInfo(&user);
 	appendStringInfo(&user, "<condition>\n%s\n</condition>\n<text>\n%s\n</text>",
 					 condition, text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	answer = semantic_call(fcinfo,
-						   semantic_request(&args, user.data, "record_answer",
-											"Record whether the condition is true of the text.",
-											"{\"type\": \"object\", \"properties\": {\"result\": "
-											"{\"type\": \"boolean\", \"description\": "
-											"\"true if the condition holds for the text\"}}, "
-											"\"required\": [\"result\"], \"additionalProperties\": false}"),
-						   "record_answer", "result", NULL);
+	answer = semantic_call(fcinfo, &args, user.data, "record_answer",
+						   "Record whether the condition is true of the text.", "result",
+						   "{\"type\": \"boolean\", \"description\": "
+						   "\"true if the condition holds for the text\"}", NULL);
 	if (answer == NULL || answer->type != jbvBool)
 		ereport(ERROR,
 				(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
@@ -247,13 +224,9 @@ summarize_texts(FunctionCallInfo fcinfo, SumState *st, List *texts, bool part)
 	initStringInfo(&user);
 	foreach(lc, texts)
 		appendStringInfo(&user, "<text>\n%s\n</text>\n", (char *) lfirst(lc));
-	summary = semantic_call(fcinfo,
-							semantic_request(&args, user.data, "record_summary",
-											 "Record the summary of the texts.",
-											 "{\"type\": \"object\", \"properties\": {\"summary\": "
-											 "{\"type\": \"string\"}}, \"required\": [\"summary\"], "
-											 "\"additionalProperties\": false}"),
-							"record_summary", "summary", &hit);
+	summary = semantic_call(fcinfo, &args, user.data, "record_summary",
+							"Record the summary of the texts.", "summary",
+							"{\"type\": \"string\"}", &hit);
 	st->requests++;
 	st->hits += hit;
 	if (summary == NULL || summary->type != jbvString)
@@ -508,13 +481,9 @@ claude_rank(PG_FUNCTION_ARGS)
 	args.system = psprintf("Score how relevant each of the %d candidates in the user's message is "
 						   "to the query, from 0 (unrelated) to 1 (exactly what it asks for). "
 						   "Record the scores with the tool: one for each candidate, in order.", sent);
-	scores = semantic_call(fcinfo,
-						   semantic_request(&args, user.data, "record_scores",
-											"Record one relevance score from 0 to 1 for each candidate, in order.",
-											"{\"type\": \"object\", \"properties\": {\"scores\": "
-											"{\"type\": \"array\", \"items\": {\"type\": \"number\"}}}, "
-											"\"required\": [\"scores\"], \"additionalProperties\": false}"),
-						   "record_scores", "scores", NULL);
+	scores = semantic_call(fcinfo, &args, user.data, "record_scores",
+						   "Record one relevance score from 0 to 1 for each candidate, in order.",
+						   "scores", "{\"type\": \"array\", \"items\": {\"type\": \"number\"}}", NULL);
 	if (scores == NULL || scores->type != jbvBinary || !JsonContainerIsArray(scores->val.binary.data) ||
 		JsonContainerSize(scores->val.binary.data) != sent)
 		ereport(ERROR,

@@ -88,8 +88,8 @@ call_tool(FunctionCallInfo fcinfo, Jsonb *request, const char *name)
 	char	   *reply_text;
 	Jsonb	   *reply;
 	JsonbContainer *content;
+	JsonbValue *input;
 	char	   *stop_reason;
-	int			n;
 
 	claude_call_init(&call, CLAUDE_EP_MESSAGES, NULL);
 	claude_call_set_body(&call, request);
@@ -99,23 +99,8 @@ call_tool(FunctionCallInfo fcinfo, Jsonb *request, const char *name)
 	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
 		(content = claude_json_get_container(&reply->root, "content", true)) == NULL)
 		claude_bad_reply(&call.result);
-	n = JsonContainerSize(content);
-	for (int i = 0; i < n; i++)
-	{
-		JsonbValue *block = getIthJsonbValueFromContainer(content, i);
-		char	   *type;
-		char	   *tool;
-		JsonbValue *input;
-
-		if (block->type != jbvBinary)
-			continue;
-		type = claude_json_get_string(block->val.binary.data, "type");
-		tool = claude_json_get_string(block->val.binary.data, "name");
-		input = claude_json_get(block->val.binary.data, "input");
-		if (type && strcmp(type, "tool_use") == 0 && tool && strcmp(tool, name) == 0 &&
-			input && input->type == jbvBinary && JsonContainerIsObject(input->val.binary.data))
-			return JsonbValueToJsonb(input);
-	}
+	if ((input = claude_reply_tool_input(content, name)) != NULL)
+		return JsonbValueToJsonb(input);
 	stop_reason = claude_json_get_string(&reply->root, "stop_reason");
 	ereport(ERROR,
 			(errcode(CLAUDE_ERRCODE_BAD_RESPONSE),
