@@ -434,7 +434,8 @@ rank_score(JsonbValue *v, int ord)
 
 /*
  * claude_rank(query, candidates): (ord, score) of each candidate that is not
- * NULL, ord its 1-based position, score from 0 (unrelated) to 1.
+ * NULL, ord its 1-based position, score from 0 (unrelated) to 1.  A NULL
+ * query or candidates: no rows, like a NULL input elsewhere.
  */
 Datum
 claude_rank(PG_FUNCTION_ARGS)
@@ -452,7 +453,7 @@ claude_rank(PG_FUNCTION_ARGS)
 	JsonbValue *scores;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (PG_ARGISNULL(1))
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		return (Datum) 0;
 	query = required_text(fcinfo, 0, "query");
 	arr = PG_GETARG_ARRAYTYPE_P(1);

@@ -117,7 +117,10 @@ is(sql("SELECT count(*) FROM claude_rank('red apple pie', ARRAY['green pear', 'r
 	'a row for each candidate that is not NULL');
 $before = requests();
 is(sql("SELECT count(*) FROM claude_rank('q', NULL)") . sql("SELECT count(*) FROM claude_rank('q', '{}')")
-	  . sql("SELECT count(*) FROM claude_rank('q', ARRAY[NULL]::text[])"), '000', 'NULL, empty or all-NULL candidates: no rows');
+	  . sql("SELECT count(*) FROM claude_rank('q', ARRAY[NULL]::text[])")
+	  . sql("SELECT count(*) FROM claude_rank(NULL, ARRAY['x'])"), '0000', 'NULL, empty or all-NULL candidates, a NULL query: no rows');
+($rc, $out, $err) = $node->psql('postgres', "SELECT * FROM claude_rank('', ARRAY['x'])");
+like($err, qr/query must not be NULL or empty/, 'an empty query is refused');
 ($rc, $out, $err) = $node->psql('postgres', "SELECT * FROM claude_rank('q', array_fill('x'::text, ARRAY[101]))");
 like($err, qr/claude_rank scores at most 100 candidates/, '101 candidates are refused');
 is(requests(), $before, 'and none of these sent a request');
