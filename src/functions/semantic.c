@@ -16,8 +16,6 @@
  */
 #include "postgres.h"
 
-#include <math.h>
-
 #include "catalog/pg_type_d.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
@@ -32,6 +30,7 @@
 #include "common/errors.h"
 #include "common/guc.h"
 #include "common/json.h"
+#include "common/secret.h"
 #include "functions/complete.h"
 #include "shmem/area.h"
 
@@ -56,7 +55,10 @@ semantic_max_input_tokens(const char *model)
 	return 200000;
 }
 
-/* A reply's value of key, printed and cut short, for an error message. */
+/*
+ * A reply's value, printed for an error message: any key in it replaced
+ * (a server could echo one), cut short.
+ */
 static char *
 quote_value(JsonbValue *v)
 {
@@ -68,9 +70,7 @@ quote_value(JsonbValue *v)
 		s = JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
 	else
 		s = JsonbToCString(NULL, &JsonbValueToJsonb(v)->root, 0);
-	if (strlen(s) > QUOTE_MAX)
-		s[pg_mbcliplen(s, strlen(s), QUOTE_MAX)] = '\0';
-	return s;
+	return claude_redact(s, QUOTE_MAX);
 }
 
 /*
