@@ -646,3 +646,64 @@ INSERT INTO claude_list_prices VALUES
     ('claude-sonnet-4-5', 3, 15, '2026-05-06');
 COMMENT ON FUNCTION claude_jobs_retry() IS
 'Queue every failed job again and look at waiting jobs (a spent budget, a billing_error) now; returns how many jobs it moved';
+
+-- Semantic helpers (issue 27): one request each, through the cache and the
+-- payer's budget.  COST tells the planner a call is a network round trip,
+-- so cheaper quals of a WHERE clause are evaluated first.
+CREATE FUNCTION claude_if(
+    input text,
+    condition text,
+    model text DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'claude_if'
+LANGUAGE C VOLATILE PARALLEL UNSAFE COST 100000;
+COMMENT ON FUNCTION claude_if(text, text, text) IS
+'Whether condition is true of input, as Claude judges it (a forced strict tool with a boolean); NULL input: NULL';
+REVOKE EXECUTE ON FUNCTION claude_if(text, text, text) FROM PUBLIC;
+
+CREATE FUNCTION claude_summarize_step(internal, text)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'claude_summarize_step'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION claude_summarize_step(internal, text, text)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'claude_summarize_step'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION claude_summarize_final(internal)
+RETURNS text
+AS 'MODULE_PATHNAME', 'claude_summarize_final'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE EXECUTE ON FUNCTION claude_summarize_step(internal, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION claude_summarize_step(internal, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION claude_summarize_final(internal) FROM PUBLIC;
+
+-- no combine function: never parallel; no moving-aggregate functions: a
+-- window use is refused
+CREATE AGGREGATE claude_summarize(input text) (
+    SFUNC = claude_summarize_step,
+    STYPE = internal,
+    FINALFUNC = claude_summarize_final,
+    PARALLEL = UNSAFE
+);
+CREATE AGGREGATE claude_summarize(input text, instructions text) (
+    SFUNC = claude_summarize_step,
+    STYPE = internal,
+    FINALFUNC = claude_summarize_final,
+    PARALLEL = UNSAFE
+);
+COMMENT ON AGGREGATE claude_summarize(text) IS
+'A summary of the group''s texts, in the order of ORDER BY inside the call; summarized in parts when they do not fit one request';
+COMMENT ON AGGREGATE claude_summarize(text, text) IS
+'A summary of the group''s texts following instructions (the same for every row), in the order of ORDER BY inside the call';
+REVOKE EXECUTE ON FUNCTION claude_summarize(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION claude_summarize(text, text) FROM PUBLIC;
+
+CREATE FUNCTION claude_rank(
+    query text,
+    candidates text[])
+RETURNS TABLE (ord int, score float8)
+AS 'MODULE_PATHNAME', 'claude_rank'
+LANGUAGE C VOLATILE PARALLEL UNSAFE COST 100000 ROWS 100;
+COMMENT ON FUNCTION claude_rank(text, text[]) IS
+'Each candidate''s relevance to query from 0 to 1, in one request (at most 100 candidates); ord is its 1-based position';
+REVOKE EXECUTE ON FUNCTION claude_rank(text, text[]) FROM PUBLIC;

@@ -43,6 +43,32 @@ claude_bad_reply(const ClaudeResult *result)
 								result->http_status, result->request_id) : 0));
 }
 
+/*
+ * The input of the first tool_use block of content (a reply's "content")
+ * that calls tool name, when it is an object; NULL if there is none.
+ */
+JsonbValue *
+claude_reply_tool_input(JsonbContainer *content, const char *name)
+{
+	for (int i = 0; i < JsonContainerSize(content); i++)
+	{
+		JsonbValue *block = getIthJsonbValueFromContainer(content, i);
+		char	   *type;
+		char	   *tool;
+		JsonbValue *input;
+
+		if (block->type != jbvBinary)
+			continue;
+		type = claude_json_get_string(block->val.binary.data, "type");
+		tool = claude_json_get_string(block->val.binary.data, "name");
+		input = claude_json_get(block->val.binary.data, "input");
+		if (type && strcmp(type, "tool_use") == 0 && tool && strcmp(tool, name) == 0 &&
+			input && input->type == jbvBinary && JsonContainerIsObject(input->val.binary.data))
+			return input;
+	}
+	return NULL;
+}
+
 /* Concatenated text blocks of a reply held as jsonb. */
 text *
 claude_jsonb_reply_text(Jsonb *reply)

@@ -37,5 +37,6 @@ extern void claude_jsonb_push_string(JsonbParseState **state, const char *key, c
 extern void claude_jsonb_push_numeric(JsonbParseState **state, const char *key, Numeric num);
 extern text *claude_complete_text(const char *reply);
 extern text *claude_jsonb_reply_text(Jsonb *reply);
+extern JsonbValue *claude_reply_tool_input(JsonbContainer *content, const char *name);
 
 #endif

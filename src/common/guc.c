@@ -47,6 +47,7 @@ int			claude_batch_max_requests = 100000;
 int			claude_batch_max_size = 256 * 1024 * 1024;
 int			claude_batch_max_results_size = 0;	/* MB; 0: max_reply_size a request */
 int			claude_max_shared_memory = 1024 * 1024;	/* kB */
+int			claude_summarize_part_tokens = 0;
 
 static const struct config_enum_entry cache_scope_options[] = {
 	{"role", CLAUDE_CACHE_SCOPE_ROLE, false},
@@ -257,6 +258,11 @@ claude_define_gucs(void)
 							"max_tokens used when a call gives none.",
 							NULL, &claude_default_max_tokens, 1024, 1, 1000000,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	/* for tests: parts small enough that a few rows need several requests */
+	DefineCustomIntVariable("claude.summarize_part_tokens",
+							"Tokens of one claude_summarize part; 0: from the model's input limit.",
+							NULL, &claude_summarize_part_tokens, 0, 0, 1000000,
+							PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
 	DefineCustomIntVariable("claude.stream_min_tokens",
 							"Messages requests with more max_tokens are streamed on the wire.",
 							"A streamed request is bounded by claude.request_timeout between "

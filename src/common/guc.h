@@ -30,6 +30,7 @@ extern int	claude_batch_max_requests;
 extern int	claude_batch_max_size;
 extern int	claude_batch_max_results_size;
 extern int	claude_max_shared_memory;
+extern int	claude_summarize_part_tokens;
 
 typedef enum ClaudeCacheScope
 {

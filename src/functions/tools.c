@@ -111,43 +111,38 @@ reply_object(Jsonb *reply, const char *name, bool native, const char **why)
 {
 	JsonbContainer *content;
 	char	   *stop_reason;
-	int			n;
 
 	*why = "the reply is not a Message";
 	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
 		(content = claude_json_get_container(&reply->root, "content", true)) == NULL)
 		return NULL;
-	n = JsonContainerSize(content);
-	for (int i = 0; i < n; i++)
+	if (!native)
+	{
+		JsonbValue *input = claude_reply_tool_input(content, name);
+
+		if (input != NULL)
+			return JsonbValueToJsonb(input);
+	}
+	for (int i = 0; native && i < JsonContainerSize(content); i++)
 	{
 		JsonbValue *block = getIthJsonbValueFromContainer(content, i);
 		char	   *type;
+		char	   *text;
+		char	   *utf8;
+		Jsonb	   *value;
 
-		if (block->type != jbvBinary || !JsonContainerIsObject(block->val.binary.data))
+		if (block->type != jbvBinary)
 			continue;
 		type = claude_json_get_string(block->val.binary.data, "type");
-		if (type == NULL)
+		if (type == NULL || strcmp(type, "text") != 0)
 			continue;
-		if (native && strcmp(type, "text") == 0)
-		{
-			char	   *text = claude_json_get_string(block->val.binary.data, "text");
-			char	   *utf8 = text ? pg_server_to_any(text, strlen(text), PG_UTF8) : NULL;
-			Jsonb	   *value = utf8 ? claude_json_parse(utf8, strlen(utf8)) : NULL;
-
-			*why = "the reply's text is not a JSON object";
-			if (value == NULL || JB_ROOT_IS_SCALAR(value) || !JB_ROOT_IS_OBJECT(value))
-				return NULL;
-			return value;
-		}
-		if (!native && strcmp(type, "tool_use") == 0)
-		{
-			char	   *tool = claude_json_get_string(block->val.binary.data, "name");
-			JsonbValue *input = claude_json_get(block->val.binary.data, "input");
-
-			if (tool && strcmp(tool, name) == 0 && input && input->type == jbvBinary &&
-				JsonContainerIsObject(input->val.binary.data))
-				return JsonbValueToJsonb(input);
-		}
+		text = claude_json_get_string(block->val.binary.data, "text");
+		utf8 = text ? pg_server_to_any(text, strlen(text), PG_UTF8) : NULL;
+		value = utf8 ? claude_json_parse(utf8, strlen(utf8)) : NULL;
+		*why = "the reply's text is not a JSON object";
+		if (value == NULL || JB_ROOT_IS_SCALAR(value) || !JB_ROOT_IS_OBJECT(value))
+			return NULL;
+		return value;
 	}
 	stop_reason = claude_json_get_string(&reply->root, "stop_reason");
 	*why = psprintf(native ? "the reply has no text block (stop_reason: %s)" :

@@ -1034,9 +1034,70 @@ function messageJson(id, reply, inputChars, model, cached) {
     return JSON.stringify(messageObj(id, reply, inputChars, model, cached));
 }
 
+// ---------------------------------------------------- semantic helpers
+// claude_if, claude_summarize and claude_rank (src/functions/semantic.c)
+// force the strict tools record_answer, record_summary and record_scores;
+// their replies here are deterministic and checkable:
+//   record_answer  result is true when a word of 4+ letters of the
+//                  <condition> appears in the <text> (case-insensitive);
+//   record_summary the capitalized words of the <text> blocks, in order,
+//                  joined by spaces (so the order of the inputs shows);
+//                  of more than 6, "First to Last" (bounded, and it
+//                  composes: summaries of summaries keep first and last);
+//   record_scores  per <candidate>, the share of the <query>'s words of 3+
+//                  letters it contains, rounded to 3 decimals.
+// [[mock:semantic_bad]] in the message breaks the reply: result "yes", a
+// summary 42, one score too few.
+function semanticBlocks(text, tag) {
+    const re = new RegExp(`<${tag}>\\n([\\s\\S]*?)\\n</${tag}>`, 'g');
+    const out = [];
+    let m;
+    while ((m = re.exec(text)) !== null)
+        out.push(m[1]);
+    return out;
+}
+
+function semanticWords(text, min) {
+    return (text.toLowerCase().match(/[\p{L}\p{N}]+/gu) || []).filter((w) => w.length >= min);
+}
+
+// The input of a semantic tool, or null for any other tool.
+function semanticToolInput(tool, text) {
+    const bad = text.includes('[[mock:semantic_bad]]');
+    switch (tool.name) {
+        case 'record_answer': {
+            const cond = semanticWords(semanticBlocks(text, 'condition').join(' '), 4);
+            const words = new Set(semanticWords(semanticBlocks(text, 'text').join(' '), 1));
+            return { result: bad ? 'yes' : cond.some((w) => words.has(w)) };
+        }
+        case 'record_summary': {
+            const caps = semanticBlocks(text, 'text').join(' ').match(/(?<![\p{L}\p{N}])\p{Lu}[\p{L}\p{N}]*/gu) || [];
+            const summary = caps.length <= 6 ? caps.join(' ') : `${caps[0]} to ${caps[caps.length - 1]}`;
+            return { summary: bad ? 42 : summary };
+        }
+        case 'record_scores': {
+            const q = new Set(semanticWords(semanticBlocks(text, 'query').join(' '), 3));
+            const scores = semanticBlocks(text, 'candidate').map((c) => {
+                const w = new Set(semanticWords(c, 3));
+                let n = 0;
+                q.forEach((x) => { if (w.has(x)) n++; });
+                return q.size ? Math.round((n / q.size) * 1000) / 1000 : 0;
+            });
+            if (bad)
+                scores.pop();
+            return { scores };
+        }
+        default:
+            return null;
+    }
+}
+// ------------------------------------------------ end of semantic helpers
+
 // A reply that calls the forced tool with an input that fits its schema.
 function toolUseMessage(ctx, v, model, cached, d) {
-    const input = v.tool.strict === true ? structuredValue(v.tool.input_schema, v.lastUser, d)
+    const semantic = semanticToolInput(v.tool, v.lastUser);
+    const input = semantic !== null ? semantic
+        : v.tool.strict === true ? structuredValue(v.tool.input_schema, v.lastUser, d)
         : toolInput(v.tool.input_schema, v.lastUser);
     const out = JSON.stringify(input);
     return {

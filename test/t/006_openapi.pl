@@ -112,6 +112,16 @@ my @shapes = (
 		  "messages": [{"role": "user", "content": "Think"}]}')} ],
 	[ 'claude_complete above claude.stream_min_tokens (streamed)',
 		q{SET claude.stream_min_tokens = 10; SELECT claude_complete('Hello', max_tokens => 100)} ],
+	# semantic helpers: a strict forced tool each (one request per shape:
+	# Steady's answer is no tool call, so each stops after its first)
+	[ 'claude_if (strict tool with a boolean)',
+		q{SELECT claude_if(E'It rained "all" day é', 'mentions rain', model => 'claude-haiku-4-5')} ],
+	[ 'claude_summarize(input) (strict tool with a string)',
+		q{SELECT claude_summarize(t ORDER BY t) FROM (VALUES ('one'), ('two')) v(t)} ],
+	[ 'claude_summarize(input, instructions)',
+		q{SELECT claude_summarize(t, 'In French.') FROM (VALUES ('one')) v(t)} ],
+	[ 'claude_rank (strict tool with an array of numbers)',
+		q{SELECT * FROM claude_rank('red fruit', ARRAY['apple', NULL, 'sky'])} ],
 );
 for my $case (@shapes)
 {
