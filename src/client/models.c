@@ -104,8 +104,8 @@ claude_model_info(const char *model, ClaudeModelInfo *out)
 	bool		known;
 
 	memset(out, 0, sizeof(*out));
-	/* the id goes into a path: [A-Za-z0-9._-] only, as model ids are */
-	if (model == NULL || model[0] == '\0' || strlen(model) > MODEL_ID_MAX)
+	/* the id goes into a path: [A-Za-z0-9._-] only, as model ids are, and no "." or ".." */
+	if (model == NULL || !isalnum((unsigned char) model[0]) || strlen(model) > MODEL_ID_MAX)
 		return false;
 	for (const char *p = model; *p; p++)
 		if (!(isalnum((unsigned char) *p) || *p == '-' || *p == '.' || *p == '_'))
