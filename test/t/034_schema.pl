@@ -121,6 +121,15 @@ like($err, qr/\$\.rating: 76 is above the maximum 5/, 'and a rating of 76 from t
 ($rc, $out, $err) = extract('Fay', 'claude-unlisted');
 is(last_body()->{tools}[0]{strict}, JSON::PP::true, 'an unknown model falls back to the strict tool');
 
+# a hostile model id never becomes a path of its own: "..", "a/b", "x?y"
+$mock->reset;
+for my $m ('..', 'a/../../v1/messages/batches', 'x?y=1')
+{
+	($rc, $out, $err) = extract('Gia', $m);
+}
+is(scalar(grep { $_->{path} ne '/v1/messages' } @{ $mock->requests(0) }), 0,
+	'a model id that is not [A-Za-z0-9._-] starting with a letter or digit is not looked up');
+
 # the model is looked up once per session
 $mock->reset;
 $mock->config({ model_overrides => { 'claude-plain' => { structured_outputs => JSON::PP::false } } });
