@@ -172,6 +172,14 @@ build() {
 	make -C "$out" -s PG_CONFIG="$dir/root/usr/lib/postgresql/$major/bin/pg_config" FOREIGN_HEADERS=1 PG=
 }
 
+# The unpacked packages lack libLLVM, which apt would have installed with
+# the server: without it llvmjit.so cannot load and a query costly enough
+# for JIT (claude_if's COST, say) fails.  The copy goes without JIT, as a
+# server does whose JIT package is not installed.
+no_jit() {
+	find "$1" \( -name 'llvmjit*.so' -o -name 'llvmjit_types.bc' \) -delete
+}
+
 server() {
 	local major=$1 dest=$2 dir bin
 	dir=$(fetch "$major")
@@ -181,10 +189,12 @@ server() {
 	if [ "${SERVER[$major]}" = debian ]; then
 		# the whole tree: the server finds lib and share from its binary
 		cp -a "$dir/root" "$dest/root"
+		no_jit "$dest/root"
 		ln -s "root/usr/lib/postgresql/$major/bin" "$dest/bin"
 		return
 	fi
 	cp -a "$dir/npm/." "$dest/"
+	no_jit "$dest"
 	for t in psql pg_dump pg_restore pg_isready pg_basebackup; do ln -s "$bin/$t" "$dest/bin/$t"; done
 	cat > "$dest/bin/pg_config" <<-EOF
 		#!/bin/sh
