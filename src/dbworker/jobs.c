@@ -55,6 +55,7 @@
 #include "client/pipe.h"
 #include "common/errors.h"
 #include "common/guc.h"
+#include "common/json.h"
 #include "common/retry.h"
 #include "common/secret.h"
 #include "common/security.h"
@@ -78,6 +79,7 @@ typedef struct Job
 	char	   *inputs;			/* SQL of the MD5 of its row's inputs, or NULL */
 	char	   *inputs_md5;		/* their MD5 when it was queued, or NULL */
 	Jsonb	   *request;		/* its request, until it is sent */
+	ClaudeReplyCheck check;		/* labels or a schema: what its reply must be */
 	bool		sent;			/* its request is in flight */
 } Job;
 
@@ -256,6 +258,8 @@ free_job(Job *job)
 {
 	if (job->request)
 		pfree(job->request);
+	if (job->check.schema)
+		pfree(job->check.schema);
 	pfree(job->target);
 	pfree(job->pk);
 	if (job->inputs)
@@ -366,7 +370,9 @@ submit_job(Job *job, int tag)
 	call.max_retries = 0;
 	call.cache = claude_cache_enabled ? CLAUDE_CACHE_LOOKUP : CLAUDE_CACHE_OFF;
 	call.cache_nsp = nsp;
-	return claude_pipe_submit(jobs_pipe, tag, &call, job_done, NULL);
+	/* a structured reply is checked: one that breaks the schema fails the job, uncached */
+	return claude_pipe_submit_checked(jobs_pipe, tag, &call,
+									  job->check.schema ? &job->check : NULL, job_done, NULL);
 }
 
 /*
@@ -396,6 +402,24 @@ inputs_check(HeapTuple tup, TupleDesc desc, int attno)
 }
 
 /*
+ * A job's reply_check, {"schema": ..., "field": "label"} as its trigger
+ * wrote it, in the job's memory; none when NULL.
+ */
+static void
+reply_check(Job *job, Datum d, bool isnull)
+{
+	Jsonb	   *rc = isnull ? NULL : DatumGetJsonbP(d);
+	JsonbValue *schema = rc ? claude_json_get(&rc->root, "schema") : NULL;
+	char	   *field = rc ? claude_json_get_string(&rc->root, "field") : NULL;
+
+	if (schema == NULL || schema->type != jbvBinary)
+		return;
+	job->check.schema = JsonbValueToJsonb(schema);
+	/* the one field a trigger names */
+	job->check.field = field && strcmp(field, "label") == 0 ? "label" : NULL;
+}
+
+/*
  * Claim due jobs up to the jobs_pipe's room, counting their attempt;
  * returns how many.  They are sent once the claim has committed.  A due
  * job that had every attempt claude.max_retries allows, whatever brought
@@ -422,7 +446,7 @@ claim(void)
 					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
 					 "RETURNING id, relid, target_column, pk::text, attempts, request, "
 					 "NULL, role::oid, inputs_md5, "
-					 "inputs, status = 'running'",
+					 "inputs, status = 'running', reply_check",
 					 jobs_table, max_attempts, max_attempts, max_attempts, max_attempts, jobs_table, room),
 				   0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
 	n = SPI_processed;
@@ -436,6 +460,7 @@ claim(void)
 		Job		   *job;
 		int			tag = 0;
 		char	   *inputs;
+		Datum		d;
 
 		if (!DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull)))
 			continue;			/* failed: it had every attempt */
@@ -452,6 +477,8 @@ claim(void)
 		job->role = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 		job->inputs_md5 = SPI_getvalue(tup, desc, 9);
 		job->inputs = inputs ? pstrdup(inputs) : NULL;
+		d = SPI_getbinval(tup, desc, 12, &isnull);
+		reply_check(job, d, isnull);
 		MemoryContextSwitchTo(old);
 		while (inflight[tag] != NULL)
 			tag++;
