@@ -101,6 +101,20 @@ my @shapes = (
 	[ 'claude_enrich with a long system prompt marked for prompt caching',
 		q{CREATE TABLE pc (id int PRIMARY KEY, t text, s text); INSERT INTO pc VALUES (1, 'row');
 		  CALL claude_enrich('pc', 's', 'Label: {t}', system => repeat('Shared instructions. ', 300))} ],
+	# issue 27, bulk structured output: each row's request is
+	# claude_classify's or claude_extract's, with system as instructions
+	[ 'claude_enrich with labels (one request a row, an enum)',
+		q{CREATE TABLE bl (id int PRIMARY KEY, t text, s text, j jsonb); INSERT INTO bl VALUES (1, 'It crashes');
+		  CALL claude_enrich('bl', 's', 'Ticket: {t}', system => 'Classify.', max_tokens => 50,
+		                     labels => ARRAY['bug', 'question'])} ],
+	[ 'claude_enrich with a schema (bounds moved to descriptions)',
+		q{CALL claude_enrich('bl', 'j', 'Ticket: {t}', model => 'claude-haiku-4-5',
+		                     schema => '{"type": "object", "properties": {"n": {"type": "integer", "maximum": 5}}}')} ],
+	[ 'claude_enrich_trigger with a schema (BEFORE)',
+		q{CREATE TABLE bt (id int PRIMARY KEY, t text, j jsonb);
+		  CREATE TRIGGER bt BEFORE INSERT ON bt FOR EACH ROW EXECUTE FUNCTION
+		    claude_enrich_trigger('j', 'Ticket: {t}', 'max_tokens=50', 'schema={"properties": {"k": {"type": "string", "enum": ["a", "b"]}}}');
+		  INSERT INTO bt VALUES (1, 'x')} ],
 	[ 'claude_stream (streamed: "stream": true)',
 		q{SELECT count(*) FROM claude_stream('Hello', max_tokens => 100, system => 'Be brief')} ],
 	[ 'claude_messages_stream with tools',
