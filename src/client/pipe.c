@@ -153,27 +153,29 @@ finish_item(PipeItem *item, ClaudePipeDone done, void *arg)
 {
 	ClaudeFailure failure;
 	ClaudeCall *c = &item->call;
-	text	   *completion;
-	char	   *why;
+	text	   *completion = NULL;
+	char	   *why = NULL;
 	bool		broken;
 
 	if (!claude_call_finish(c, &failure))
-		done(arg, item->tag, NULL, failure.message, &c->result);
+		why = pstrdup(failure.message);
 	else if (item->check)
 	{
 		why = claude_structured_value(item->request, item->check,
 									  c->reply ? claude_json_parse(c->reply, strlen(c->reply)) : NULL,
 									  &completion, &broken);
+		/* cached once it passed; refused, identical calls ask again */
 		if (why == NULL)
 			claude_call_keep(c);
 		else
 			claude_call_reject(c);
-		c->json = NULL;
-		pfree(item->request);
-		if (why)
-			done(arg, item->tag, NULL, why, &c->result);
-		else
-			done(arg, item->tag, completion, NULL, &c->result);
+	}
+	if (item->check || why)
+	{
+		if (item->request)
+			pfree(item->request);
+		c->json = item->request = NULL;
+		done(arg, item->tag, why ? NULL : completion, why, &c->result);
 	}
 	else if ((completion = claude_complete_text(c->reply)) == NULL)
 		done(arg, item->tag, NULL,

@@ -11,7 +11,9 @@
  * as many at once as the pool and the rate limits allow, each sent in a
  * subtransaction of its own; each reply is written back by primary key and
  * its job deleted, in a subtransaction, so one bad row cannot hurt the
- * others.  The requests in flight outlive any error of the worker
+ * others.  A job with a reply_check (a trigger's labels= or schema=) has
+ * its reply checked by the pipe: one that breaks the schema fails the job
+ * with the path, is not written and is not cached.  The requests in flight outlive any error of the worker
  * (claude_pipe_keep_slots): an error elsewhere re-sends nothing.
  * Failures the one retry policy retries (common/retry.c: 429, 5xx,
  * connection, timeout, as the server's x-should-retry and retry-after say)

@@ -13,6 +13,11 @@
  * the cache.  A row whose request fails is reported at the end; the run
  * goes on.  Inside a transaction block, where COMMIT is not allowed, it
  * commits with that transaction, and says so.
+ *
+ * With labels or a schema each row's request is claude_classify's or
+ * claude_extract's (client/structured.c) and the pipe checks each reply:
+ * a row whose reply breaks the schema fails with the reason, unwritten and
+ * uncached.  Batch mode does not take them yet.
  */
 #include "postgres.h"
 
