@@ -718,3 +718,7 @@ REVOKE EXECUTE ON FUNCTION claude_rank(text, text[]) FROM PUBLIC;
 ALTER TABLE claude_jobs ADD COLUMN reply_check jsonb;
 COMMENT ON COLUMN claude_jobs.reply_check IS
 'What the reply of a claude_enrich_trigger with labels= or schema= must be; NULL for free text';
+-- and of each result of a Message Batch of claude_enrich(labels => or schema =>)
+ALTER TABLE claude_batches ADD COLUMN reply_check jsonb;
+COMMENT ON COLUMN claude_batches.reply_check IS
+'What each result of a claude_enrich batch with labels or schema must be; NULL for free text';

@@ -233,8 +233,8 @@ claude_structured_object(Jsonb *reply, const char *name, bool native, const char
  * For bulk work: the value a reply to request gives, checked (*value: the
  * field's text, or the object's JSON), and NULL; or why the reply is
  * refused: *broken when it gave an object that breaks the schema ("the
- * reply does not fit the schema: $.path: what"), else it gave none.  Whether
- * the request was native, and its tool, are read from the request.
+ * reply does not fit the schema: $.path: what"), else it gave none (broken
+ * may be NULL).  Whether the request was native, and its tool, are read from the request.
  */
 char *
 claude_structured_value(Jsonb *request, const ClaudeReplyCheck *check, Jsonb *reply,
@@ -248,7 +248,8 @@ claude_structured_value(Jsonb *request, const ClaudeReplyCheck *check, Jsonb *re
 	Jsonb	   *object = claude_structured_object(reply, name ? name : EXTRACT_TOOL, native, &why);
 
 	*value = NULL;
-	*broken = object != NULL;
+	if (broken)
+		*broken = object != NULL;
 	if (object == NULL)
 		return pstrdup(why);
 	if ((bad = claude_schema_check(check->schema, object)) != NULL)
@@ -263,6 +264,46 @@ claude_structured_value(Jsonb *request, const ClaudeReplyCheck *check, Jsonb *re
 	}
 	else
 		*value = cstring_to_text(JsonbToCString(NULL, &object->root, VARSIZE(object)));
-	*broken = false;
+	if (broken)
+		*broken = false;
 	return NULL;
+}
+
+/*
+ * What a reply must be, as a trigger's job and a Message Batch keep it:
+ * {"schema": {...}} or {"schema": {...}, "field": "label"}; NULL for none.
+ */
+Jsonb *
+claude_reply_check_json(const ClaudeReplyCheck *check)
+{
+	JsonbParseState *st = NULL;
+	JsonbValue	v;
+
+	if (check->schema == NULL)
+		return NULL;
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	claude_json_push_key(&st, "schema");
+	v.type = jbvBinary;
+	v.val.binary.data = &check->schema->root;
+	v.val.binary.len = VARSIZE(check->schema) - VARHDRSZ;
+	pushJsonbValue(&st, WJB_VALUE, &v);
+	if (check->field)
+		claude_jsonb_push_string(&st, "field", check->field);
+	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
+}
+
+/* The same read back, in the current memory context; schema NULL for none. */
+void
+claude_reply_check_read(Jsonb *json, ClaudeReplyCheck *check)
+{
+	JsonbValue *schema = json ? claude_json_get(&json->root, "schema") : NULL;
+	char	   *field = json ? claude_json_get_string(&json->root, "field") : NULL;
+
+	check->schema = NULL;
+	check->field = NULL;
+	if (schema == NULL || schema->type != jbvBinary)
+		return;
+	check->schema = JsonbValueToJsonb(schema);
+	/* the one field there is */
+	check->field = field && strcmp(field, "label") == 0 ? "label" : NULL;
 }

@@ -30,5 +30,7 @@ extern Jsonb *claude_structured_object(Jsonb *reply, const char *name, bool nati
 									   const char **why);
 extern char *claude_structured_value(Jsonb *request, const ClaudeReplyCheck *check,
 									 Jsonb *reply, text **value, bool *broken);
+extern Jsonb *claude_reply_check_json(const ClaudeReplyCheck *check);
+extern void claude_reply_check_read(Jsonb *json, ClaudeReplyCheck *check);
 
 #endif

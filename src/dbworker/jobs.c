@@ -404,24 +404,6 @@ inputs_check(HeapTuple tup, TupleDesc desc, int attno)
 }
 
 /*
- * A job's reply_check, {"schema": ..., "field": "label"} as its trigger
- * wrote it, in the job's memory; none when NULL.
- */
-static void
-reply_check(Job *job, Datum d, bool isnull)
-{
-	Jsonb	   *rc = isnull ? NULL : DatumGetJsonbP(d);
-	JsonbValue *schema = rc ? claude_json_get(&rc->root, "schema") : NULL;
-	char	   *field = rc ? claude_json_get_string(&rc->root, "field") : NULL;
-
-	if (schema == NULL || schema->type != jbvBinary)
-		return;
-	job->check.schema = JsonbValueToJsonb(schema);
-	/* the one field a trigger names */
-	job->check.field = field && strcmp(field, "label") == 0 ? "label" : NULL;
-}
-
-/*
  * Claim due jobs up to the jobs_pipe's room, counting their attempt;
  * returns how many.  They are sent once the claim has committed.  A due
  * job that had every attempt claude.max_retries allows, whatever brought
@@ -480,7 +462,7 @@ claim(void)
 		job->inputs_md5 = SPI_getvalue(tup, desc, 9);
 		job->inputs = inputs ? pstrdup(inputs) : NULL;
 		d = SPI_getbinval(tup, desc, 12, &isnull);
-		reply_check(job, d, isnull);
+		claude_reply_check_read(isnull ? NULL : DatumGetJsonbP(d), &job->check);
 		MemoryContextSwitchTo(old);
 		while (inflight[tag] != NULL)
 			tag++;

@@ -17,7 +17,8 @@
  * With labels or a schema each row's request is claude_classify's or
  * claude_extract's (client/structured.c) and the pipe checks each reply:
  * a row whose reply breaks the schema fails with the reason, unwritten and
- * uncached.  Batch mode does not take them yet.
+ * uncached.  In batch mode the batch keeps them (claude_batches.reply_check)
+ * and the database worker checks each result the same way.
  */
 #include "postgres.h"
 
@@ -148,11 +149,6 @@ claude_enrich(PG_FUNCTION_ARGS)
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 
 		claude_enrich_check(fcinfo, 9, 10, &e->check);
-		if (e->check.schema && strcmp(mode, "batch") == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("claude_enrich with labels or schema does not take mode => 'batch' yet"),
-					 errhint("Use mode => 'online'.")));
 
 		claude_call_init(&e->proto, CLAUDE_EP_MESSAGES, NULL);
 		claude_call_cache_arg(&e->proto, fcinfo, -1, CLAUDE_CACHE_LOOKUP);

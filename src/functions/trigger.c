@@ -207,18 +207,7 @@ queue_job(TriggerData *td, HeapTuple tuple, ClaudeCall *call, Oid nsp,
 	/* what the worker checks the reply against: {"schema": ..., "field": ...} */
 	if (check->schema)
 	{
-		JsonbParseState *st = NULL;
-		JsonbValue	v;
-
-		pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-		claude_json_push_key(&st, "schema");
-		v.type = jbvBinary;
-		v.val.binary.data = &check->schema->root;
-		v.val.binary.len = VARSIZE(check->schema) - VARHDRSZ;
-		pushJsonbValue(&st, WJB_VALUE, &v);
-		if (check->field)
-			claude_jsonb_push_string(&st, "field", check->field);
-		values[7] = JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL)));
+		values[7] = JsonbPGetDatum(claude_reply_check_json(check));
 		nulls8[7] = ' ';
 	}
 	claude_become(&as_owner, owner, false);

@@ -160,6 +160,10 @@ ok(wait_until(sub { grep { m{"path":"/v1/messages/batches/\Q$batch\E"} } split /
 	'the worker polls the batch');
 ($brc, $bout, $berr) = $node->psql('postgres', "SELECT claude_batch_cancel('$batch') IS NOT NULL");
 is($bout, 't', 'accepted: claude_batch_cancel') or diag($berr);
+# issue 27: a batch of claude_enrich with labels (claude_classify's request per row)
+($brc, $bout, $berr) = $node->psql('postgres',
+	q{CALL claude_enrich('docs', 'summary', 'Classify: {body}', max_tokens => 50, labels => ARRAY['a', 'b'], mode => 'batch')});
+is($brc, 0, 'accepted: a Message Batch of claude_enrich with labels') or diag($berr);
 
 # the check is real: a request the extension passes through unchecked but
 # the schema forbids is refused by Steady

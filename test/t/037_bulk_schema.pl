@@ -1,4 +1,4 @@
-# Bulk structured output: claude_enrich (online) and claude_enrich_trigger
+# Bulk structured output: claude_enrich (online and batch) and claude_enrich_trigger
 # take labels or a JSON Schema.  Each row's request is claude_classify's or
 # claude_extract's for the same prompt (their cache keys are shared); each
 # reply is checked against the whole schema; a row whose reply breaks it
@@ -12,7 +12,7 @@ use ClaudeMock;
 use ClaudeTest;
 
 my $mock = ClaudeMock->start(keys => ['test-key']);
-my $node = new_node('bulkschema', $mock, cache => 1);
+my $node = new_node('bulkschema', $mock, cache => 1, conf => "claude.batch_poll_interval = 1\n");
 sub sql { $node->safe_psql('postgres', $_[0]) }
 sub posts { [ grep { $_->{path} eq '/v1/messages' } @{ $mock->requests(0) } ] }
 sub messages { scalar(@{ posts() }) }
@@ -88,9 +88,45 @@ like($err, qr/give labels or schema, not both/, 'labels and schema together are 
 like($err, qr/schema must describe an object/, 'a schema of a non-object is refused');
 ($rc, $out, $err) = $node->psql('postgres', q{CALL claude_enrich('reviews', 'info', '{body}', labels => ARRAY['a', 'a'])});
 like($err, qr/labels must be distinct/, 'repeated labels are refused');
-($rc, $out, $err) = $node->psql('postgres', "CALL claude_enrich('reviews', 'info', '{body}', labels => $labels, mode => 'batch')");
-like($err, qr/does not take mode => 'batch' yet/, 'batch mode with labels is refused, not ignored');
 is(messages(), $n, 'none of them sent anything');
+
+# ---- labels and a schema in batch mode: the worker checks each result
+sql(q{CREATE TABLE breviews (id int PRIMARY KEY, body text, sentiment text, info jsonb);
+	INSERT INTO breviews (id, body) VALUES
+	  (1, 'a positive review'), (2, 'x [[mock:schema_break=label]]'), (3, 'a negative one'),
+	  (4, 'y [[mock:schema_break=bound]]')});
+sub batch_done
+{
+	my ($column) = @_;
+	return wait_until(sub { sql("SELECT count(*) FROM claude_batches WHERE relation = 'breviews'::regclass "
+		. "AND target_column = '$column' AND results_at IS NOT NULL") eq '1' }, 90);
+}
+($rc, $out, $err) = $node->psql('postgres',
+	"CALL claude_enrich('breviews', 'sentiment', 'Batch review: {body}', labels => $labels, mode => 'batch')");
+is($rc, 0, 'claude_enrich with labels submits a batch') or diag($err);
+is(sql("SELECT reply_check->>'field' FROM claude_batches WHERE relation = 'breviews'::regclass"), 'label',
+	'the batch keeps what its results must be');
+ok(batch_done('sentiment'), 'its results are written back');
+is(sql("SELECT string_agg(id || '=' || coalesce(sentiment, '-'), ' ' ORDER BY id) FROM breviews"),
+	'1=positive 2=- 3=negative 4=positive', 'each row one of the labels; the broken result is not written')
+	or diag(sql("SELECT string_agg(custom_id || ' ' || i.status || ' ' || coalesce(i.error, ''), E'\\n') FROM claude_batch_items i"));
+is(sql("SELECT string_agg(i.status, ' ' ORDER BY custom_id) FROM claude_batch_items i JOIN claude_batches b ON b.local_id = i.batch WHERE b.target_column = 'sentiment' AND b.relation = 'breviews'::regclass"),
+	'succeeded errored succeeded succeeded', 'its item errored');
+like(sql("SELECT i.error FROM claude_batch_items i JOIN claude_batches b ON b.local_id = i.batch WHERE b.target_column = 'sentiment' AND i.status = 'errored'"),
+	qr/the reply does not fit the schema: \$\.label: "not-a-label" is not one of the enum/, 'with the reason and the path');
+$n = messages();
+is(sql("SELECT claude_classify('Batch review: a positive review', $labels)"), 'positive', 'a batch result that fits');
+is(messages(), $n, 'was cached under claude_classify\'s key');
+($rc, $out, $err) = $node->psql('postgres', "SELECT claude_classify('Batch review: x [[mock:schema_break=label]]', $labels)");
+is(messages(), $n + 1, 'the broken one was not cached: claude_classify asks');
+($rc, $out, $err) = $node->psql('postgres',
+	"CALL claude_enrich('breviews', 'info', 'Batch review: {body}', schema => '$schema', mode => 'batch')");
+is($rc, 0, 'claude_enrich with a schema submits a batch') or diag($err);
+ok(batch_done('info'), 'its results are written back');
+is(sql("SELECT string_agg(id || '=' || coalesce(info->>'rating', '-'), ' ' ORDER BY id) FROM breviews"),
+	'1=5 2=5 3=5 4=-', 'each row the checked object; the out-of-range rating not written');
+like(sql("SELECT i.error FROM claude_batch_items i JOIN claude_batches b ON b.local_id = i.batch WHERE b.target_column = 'info' AND i.status = 'errored'"),
+	qr/\$\.rating: 76 is above the maximum 5/, 'its item says why');
 
 # ---- the trigger: BEFORE, labels given as a JSON array (a label with a comma and a quote)
 sql(q{CREATE TABLE tickets (id int PRIMARY KEY, body text, kind text);
