@@ -123,12 +123,14 @@ CREATE PROCEDURE claude_enrich(
     system text DEFAULT NULL,
     only_missing boolean DEFAULT true,
     batch_size int DEFAULT 100,
-    mode text DEFAULT 'online')
+    mode text DEFAULT 'online',
+    labels text[] DEFAULT NULL,
+    schema jsonb DEFAULT NULL)
 AS 'MODULE_PATHNAME', 'claude_enrich'
 LANGUAGE C;
-COMMENT ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text) IS
-'Fill target_column of every row from a prompt template ({column}), many requests at once, committing every batch_size rows';
-REVOKE EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text) FROM PUBLIC;
+COMMENT ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) IS
+'Fill target_column of every row from a prompt template ({column}), many requests at once, committing every batch_size rows; with labels one of them, with schema the checked object';
+REVOKE EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) FROM PUBLIC;
 
 CREATE FUNCTION claude_progress_rows(
     OUT pid int, OUT relation regclass, OUT target_column name, OUT mode text,
@@ -707,3 +709,16 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE COST 100000 ROWS 100;
 COMMENT ON FUNCTION claude_rank(text, text[]) IS
 'Each candidate''s relevance to query from 0 to 1, in one request (at most 100 candidates); ord is its 1-based position';
 REVOKE EXECUTE ON FUNCTION claude_rank(text, text[]) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- issue 27, bulk structured output: what an AFTER claude_enrich_trigger's
+-- reply must be, {"schema": {...}} or {"schema": {...}, "field": "label"}
+-- (its 'labels=' or 'schema=' option); NULL: free text.  The worker checks
+-- the reply against it before writing or caching it.
+ALTER TABLE claude_jobs ADD COLUMN reply_check jsonb;
+COMMENT ON COLUMN claude_jobs.reply_check IS
+'What the reply of a claude_enrich_trigger with labels= or schema= must be; NULL for free text';
+-- and of each result of a Message Batch of claude_enrich(labels => or schema =>)
+ALTER TABLE claude_batches ADD COLUMN reply_check jsonb;
+COMMENT ON COLUMN claude_batches.reply_check IS
+'What each result of a claude_enrich batch with labels or schema must be; NULL for free text';

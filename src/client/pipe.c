@@ -16,16 +16,21 @@
 
 #include "client/message.h"
 #include "client/pipe.h"
+#include "client/structured.h"
+#include "common/json.h"
 #include "common/waits.h"
 
 typedef struct PipeItem
 {
 	int64		tag;
 	ClaudeCall	call;			/* started: its slot, cache entry, result */
+	const ClaudeReplyCheck *check;	/* a structured reply's, or NULL */
+	Jsonb	   *request;		/* with a check: the body, the pipe's copy */
 } PipeItem;
 
 struct ClaudePipe
 {
+	MemoryContext cxt;			/* the pipe's: copies of checked requests */
 	bool		keep;			/* its slots outlive aborts (claude_slot_keep) */
 	int			window;
 	int			n;
@@ -38,6 +43,7 @@ claude_pipe_create(int window)
 	ClaudePipe *p = palloc0(sizeof(ClaudePipe));
 
 	claude_require_shared();
+	p->cxt = CurrentMemoryContext;
 	/* a session's share of the server's slots */
 	p->window = Max(1, Min(window, claude_shared->nslots / CLAUDE_SLOTS_RESERVED));
 	p->items = palloc(p->window * sizeof(PipeItem));
@@ -84,16 +90,39 @@ bool
 claude_pipe_submit(ClaudePipe *p, int64 tag, ClaudeCall *c,
 				   ClaudePipeDone done, void *arg)
 {
+	return claude_pipe_submit_checked(p, tag, c, NULL, done, arg);
+}
+
+/*
+ * The same for a structured request (client/structured.c) whose reply
+ * must pass check, which stays valid until done is called: done gets the
+ * checked value as completion, or why the reply was refused.  A refused
+ * reply is not cached, and identical calls ask again; a passing one is
+ * cached by claude_call_keep.
+ */
+bool
+claude_pipe_submit_checked(ClaudePipe *p, int64 tag, ClaudeCall *c,
+						   const ClaudeReplyCheck *check, ClaudePipeDone done, void *arg)
+{
 	PipeItem   *item;
+	text	   *value;
+	char	   *why;
+	bool		broken;
 
 	Assert(!claude_pipe_full(p));
 	c->bulk = true;
+	c->cache_checked = check != NULL;
 	/* with nothing of ours in flight, waiting for a slot cannot deadlock */
 	c->wait_slot = p->n == 0;
 	switch (claude_call_start(c))
 	{
 		case CLAUDE_CALL_HIT:
-			done(arg, tag, claude_jsonb_reply_text(c->hit), NULL, NULL);
+			if (check == NULL)
+				done(arg, tag, claude_jsonb_reply_text(c->hit), NULL, NULL);
+			else if ((why = claude_structured_value(c->json, check, c->hit, &value, &broken)) != NULL)
+				done(arg, tag, NULL, why, NULL);
+			else
+				done(arg, tag, value, NULL, NULL);
 			return true;
 		case CLAUDE_CALL_REFUSED:
 			done(arg, tag, NULL, c->refused, NULL);
@@ -108,9 +137,14 @@ claude_pipe_submit(ClaudePipe *p, int64 tag, ClaudeCall *c,
 	item = &p->items[p->n++];
 	item->tag = tag;
 	item->call = *c;
+	item->check = check;
+	/* a checked reply is cached with its request, kept here till then */
+	item->request = check ? (Jsonb *) MemoryContextAlloc(p->cxt, VARSIZE(c->json)) : NULL;
+	if (check)
+		memcpy(item->request, c->json, VARSIZE(c->json));
 	/* what was asked stays with its caller, whose memory may go */
 	item->call.path = item->call.body = item->call.model = NULL;
-	item->call.json = NULL;
+	item->call.json = item->request;
 	return true;
 }
 
@@ -119,10 +153,30 @@ finish_item(PipeItem *item, ClaudePipeDone done, void *arg)
 {
 	ClaudeFailure failure;
 	ClaudeCall *c = &item->call;
-	text	   *completion;
+	text	   *completion = NULL;
+	char	   *why = NULL;
+	bool		broken;
 
 	if (!claude_call_finish(c, &failure))
-		done(arg, item->tag, NULL, failure.message, &c->result);
+		why = pstrdup(failure.message);
+	else if (item->check)
+	{
+		why = claude_structured_value(item->request, item->check,
+									  c->reply ? claude_json_parse(c->reply, strlen(c->reply)) : NULL,
+									  &completion, &broken);
+		/* cached once it passed; refused, identical calls ask again */
+		if (why == NULL)
+			claude_call_keep(c);
+		else
+			claude_call_reject(c);
+	}
+	if (item->check || why)
+	{
+		if (item->request)
+			pfree(item->request);
+		c->json = item->request = NULL;
+		done(arg, item->tag, why ? NULL : completion, why, &c->result);
+	}
 	else if ((completion = claude_complete_text(c->reply)) == NULL)
 		done(arg, item->tag, NULL,
 			 "the Claude API sent a reply that is not a Messages response", &c->result);

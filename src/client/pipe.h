@@ -10,6 +10,7 @@
 typedef struct ClaudePipe ClaudePipe;
 
 #include "client/request.h"
+#include "client/structured.h"
 #include "shmem/slots.h"
 
 /*
@@ -26,6 +27,9 @@ extern int	claude_pipe_room(ClaudePipe *p);
 extern int	claude_pipe_outstanding(ClaudePipe *p);
 extern bool claude_pipe_submit(ClaudePipe *p, int64 tag, ClaudeCall *c,
 							   ClaudePipeDone done, void *arg);
+extern bool claude_pipe_submit_checked(ClaudePipe *p, int64 tag, ClaudeCall *c,
+									   const ClaudeReplyCheck *check,
+									   ClaudePipeDone done, void *arg);
 extern bool claude_pipe_poll(ClaudePipe *p, ClaudePipeDone done, void *arg);
 extern void claude_pipe_collect(ClaudePipe *p, ClaudePipeDone done, void *arg);
 

@@ -14,7 +14,9 @@
  * or trigger refusing one row), the chunk is rolled back and written again
  * a line at a time, each in a subtransaction of its own, where a refused
  * cache entry or row write costs that line nothing else: its item stays
- * 'succeeded' (it was paid) with the reason.
+ * 'succeeded' (it was paid) with the reason.  A result that breaks the
+ * schema of a batch with labels or a schema (reply_check) is 'errored'
+ * with the path, unwritten and uncached.
  *
  * A succeeded result's text is converted to the database's encoding as a
  * reply's is; its usage is read as a reply's is, bad usage (a fraction, a
@@ -46,6 +48,7 @@
 #include "client/cache.h"
 #include "client/message.h"
 #include "client/reserve.h"
+#include "client/structured.h"
 #include "common/guc.h"
 #include "common/json.h"
 #include "common/secret.h"
@@ -73,6 +76,7 @@ typedef struct Target
 	int32		day;			/* the day it is filed under, and its usage counted on */
 	char	  **inputs;			/* the columns its prompts use */
 	int			ninputs;
+	ClaudeReplyCheck check;		/* labels or a schema; schema NULL: free text */
 	int			written;
 } Target;
 
@@ -333,20 +337,40 @@ new_succeeded(Chunk *c, int n)
 
 /*
  * A succeeded result into s, priced by its request's model, counted in
- * what the chunk used.
+ * what the chunk used.  False when it gives no value: *why says why (a
+ * result that breaks the batch's schema: paid for, counted, neither
+ * written nor cached).
  */
 static bool
-add_succeeded(Succeeded *s, ResultLine *r, HeapTuple tup, TupleDesc desc)
+add_succeeded(Succeeded *s, ResultLine *r, HeapTuple tup, TupleDesc desc, char **why)
 {
 	Chunk	   *c = s->c;
-	text	   *completion = r->message ? claude_complete_text(r->message) : NULL;
+	text	   *completion = NULL;
 	int			k = s->n;
 	char	   *model = SPI_getvalue(tup, desc, 4);
 	bool		isnull;
 	double		price_in;
 	double		price_out;
+	double		cost;
 
-	if (completion == NULL)
+	*why = NULL;
+	if (r->message && c->target->check.schema)
+		*why = claude_structured_value(DatumGetJsonbP(SPI_getbinval(tup, desc, 8, &isnull)),
+									   &c->target->check, claude_json_parse(r->message, strlen(r->message)),
+									   &completion, NULL);
+	else if (r->message)
+		completion = claude_complete_text(r->message);
+	if (completion == NULL && *why == NULL)
+		return false;
+	claude_price_of(model, &price_in, &price_out);
+	cost = r->usage_known ? claude_usage_cost(&r->usage, price_in, price_out, true) : -1;
+	claude_usage_count_request(&c->used, r->usage_known ? &r->usage : NULL, cost);
+	if (r->usage_known)
+	{
+		c->billed[c->nbilled] = r->usage;
+		c->billed_cost[c->nbilled++] = cost;
+	}
+	if (*why)
 		return false;
 	s->cid[k] = r->cid;
 	s->pk[k] = CStringGetTextDatum(SPI_getvalue(tup, desc, 2));
@@ -360,15 +384,8 @@ add_succeeded(Succeeded *s, ResultLine *r, HeapTuple tup, TupleDesc desc)
 	s->known[k] = r->usage_known;
 	s->input[k] = r->usage.input;
 	s->output[k] = r->usage.output;
-	claude_price_of(model, &price_in, &price_out);
-	s->cost[k] = r->usage_known ? claude_usage_cost(&r->usage, price_in, price_out, true) : -1;
-	s->priced[k] = s->cost[k] >= 0;
-	claude_usage_count_request(&c->used, r->usage_known ? &r->usage : NULL, s->cost[k]);
-	if (r->usage_known)
-	{
-		c->billed[c->nbilled] = r->usage;
-		c->billed_cost[c->nbilled++] = s->cost[k];
-	}
+	s->cost[k] = cost;
+	s->priced[k] = cost >= 0;
 	s->n++;
 	return true;
 }
@@ -422,7 +439,7 @@ chunk_body(void *arg)
 	nest = join_by_key();
 	if (claude_spi_exec(psprintf("SELECT u.o, i.pk::text, i.status, "
 								 "i.request->>'model', "
-								 "i.est_tokens, i.est_cost_usd::pg_catalog.float8, i.inputs_md5 "
+								 "i.est_tokens, i.est_cost_usd::pg_catalog.float8, i.inputs_md5, i.request "
 								 "FROM unnest($1::text[]) WITH ORDINALITY u(cid, o) "
 								 "JOIN %s i ON i.batch = $2 AND i.custom_id = u.cid "
 								 "ORDER BY u.o", c->t->items),
@@ -452,6 +469,7 @@ chunk_body(void *arg)
 		bool		isnull;
 		ResultLine *r = &results[DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)) - 1];
 		bool		known;
+		char	   *why = NULL;
 
 		/* written before a restart, or a line repeated */
 		if (strcmp(SPI_getvalue(tup, desc, 3), "pending") != 0 || seen_before(seen, r->cid))
@@ -459,13 +477,13 @@ chunk_body(void *arg)
 		c->released.requests++;
 		c->released.tokens += DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 		c->released.cost += claude_spi_float(tup, desc, 6);
-		if (r->succeeded && add_succeeded(ok, r, tup, desc))
+		if (r->succeeded && add_succeeded(ok, r, tup, desc, &why))
 			continue;
 		known = strcmp(r->type, "errored") == 0 || strcmp(r->type, "canceled") == 0 ||
 			strcmp(r->type, "expired") == 0;
 		other_cid[nother] = r->cid;
 		other_status[nother] = known ? r->type : "errored";
-		other_error[nother++] = claude_redact(r->succeeded ?
+		other_error[nother++] = claude_redact(why ? why : r->succeeded ?
 											  "the Claude API sent a result that is not a Messages response" :
 											  known ? r->error :
 											  psprintf("unknown result type \"%s\"", r->type), 0);
@@ -547,11 +565,12 @@ load_target(const ClaudeBatchTables *t, int64 local_id, const char *id, Target *
 	TupleDesc	desc;
 	bool		isnull;
 	Datum	   *names;
+	Datum		rc;
 	int			n;
 
 	/* locked before the role's reservation lock, as a deletion of it does */
 	claude_spi_run(psprintf("SELECT relation::oid, target_column::text, cache, submitted_by::oid, "
-							"created_at, inputs FROM %s WHERE local_id = %lld FOR NO KEY UPDATE",
+							"created_at, inputs, reply_check FROM %s WHERE local_id = %lld FOR NO KEY UPDATE",
 							t->batches, (long long) local_id),
 				   0, NULL, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
@@ -570,6 +589,8 @@ load_target(const ClaudeBatchTables *t, int64 local_id, const char *id, Target *
 	for (int i = 0; i < n; i++)
 		target->inputs[i] = TextDatumGetCString(names[i]);
 	target->ninputs = n;
+	rc = SPI_getbinval(tup, desc, 7, &isnull);
+	claude_reply_check_read(isnull ? NULL : DatumGetJsonbP(rc), &target->check);
 	target->batch = local_id;
 	target->batch_id = id;
 	return true;

@@ -11,7 +11,9 @@
  * as many at once as the pool and the rate limits allow, each sent in a
  * subtransaction of its own; each reply is written back by primary key and
  * its job deleted, in a subtransaction, so one bad row cannot hurt the
- * others.  The requests in flight outlive any error of the worker
+ * others.  A job with a reply_check (a trigger's labels= or schema=) has
+ * its reply checked by the pipe: one that breaks the schema fails the job
+ * with the path, is not written and is not cached.  The requests in flight outlive any error of the worker
  * (claude_pipe_keep_slots): an error elsewhere re-sends nothing.
  * Failures the one retry policy retries (common/retry.c: 429, 5xx,
  * connection, timeout, as the server's x-should-retry and retry-after say)
@@ -55,6 +57,7 @@
 #include "client/pipe.h"
 #include "common/errors.h"
 #include "common/guc.h"
+#include "common/json.h"
 #include "common/retry.h"
 #include "common/secret.h"
 #include "common/security.h"
@@ -78,6 +81,7 @@ typedef struct Job
 	char	   *inputs;			/* SQL of the MD5 of its row's inputs, or NULL */
 	char	   *inputs_md5;		/* their MD5 when it was queued, or NULL */
 	Jsonb	   *request;		/* its request, until it is sent */
+	ClaudeReplyCheck check;		/* labels or a schema: what its reply must be */
 	bool		sent;			/* its request is in flight */
 } Job;
 
@@ -256,6 +260,8 @@ free_job(Job *job)
 {
 	if (job->request)
 		pfree(job->request);
+	if (job->check.schema)
+		pfree(job->check.schema);
 	pfree(job->target);
 	pfree(job->pk);
 	if (job->inputs)
@@ -366,7 +372,9 @@ submit_job(Job *job, int tag)
 	call.max_retries = 0;
 	call.cache = claude_cache_enabled ? CLAUDE_CACHE_LOOKUP : CLAUDE_CACHE_OFF;
 	call.cache_nsp = nsp;
-	return claude_pipe_submit(jobs_pipe, tag, &call, job_done, NULL);
+	/* a structured reply is checked: one that breaks the schema fails the job, uncached */
+	return claude_pipe_submit_checked(jobs_pipe, tag, &call,
+									  job->check.schema ? &job->check : NULL, job_done, NULL);
 }
 
 /*
@@ -422,7 +430,7 @@ claim(void)
 					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
 					 "RETURNING id, relid, target_column, pk::text, attempts, request, "
 					 "NULL, role::oid, inputs_md5, "
-					 "inputs, status = 'running'",
+					 "inputs, status = 'running', reply_check",
 					 jobs_table, max_attempts, max_attempts, max_attempts, max_attempts, jobs_table, room),
 				   0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
 	n = SPI_processed;
@@ -436,6 +444,7 @@ claim(void)
 		Job		   *job;
 		int			tag = 0;
 		char	   *inputs;
+		Datum		d;
 
 		if (!DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull)))
 			continue;			/* failed: it had every attempt */
@@ -452,6 +461,8 @@ claim(void)
 		job->role = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 		job->inputs_md5 = SPI_getvalue(tup, desc, 9);
 		job->inputs = inputs ? pstrdup(inputs) : NULL;
+		d = SPI_getbinval(tup, desc, 12, &isnull);
+		claude_reply_check_read(isnull ? NULL : DatumGetJsonbP(d), &job->check);
 		MemoryContextSwitchTo(old);
 		while (inflight[tag] != NULL)
 			tag++;

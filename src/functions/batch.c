@@ -152,10 +152,10 @@ static void
 prepare_plans(Submission *s)
 {
 	as_owner(s);
-	s->new_batch = SPI_prepare(psprintf("INSERT INTO %s (relation, target_column, cache, submitted_by, inputs) "
-										"VALUES ($1, $2, $3, $4, $5) RETURNING local_id, created_at",
+	s->new_batch = SPI_prepare(psprintf("INSERT INTO %s (relation, target_column, cache, submitted_by, inputs, "
+										"reply_check) VALUES ($1, $2, $3, $4, $5, $6) RETURNING local_id, created_at",
 										s->tables.batches),
-							   5, (Oid[]) {REGCLASSOID, NAMEOID, BOOLOID, REGROLEOID, TEXTARRAYOID});
+							   6, (Oid[]) {REGCLASSOID, NAMEOID, BOOLOID, REGROLEOID, TEXTARRAYOID, JSONBOID});
 	s->new_item = SPI_prepare(psprintf("INSERT INTO %s (batch, custom_id, pk, request, cache_key, "
 									   "est_tokens, est_cost_usd, inputs_md5) "
 									   "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7::pg_catalog.numeric, $8)",
@@ -209,9 +209,10 @@ append_body(Submission *s, const char *data, Size len)
 static void
 start_batch(Submission *s)
 {
-	Datum		values[5];
+	Datum		values[6];
 	Datum	   *names = palloc(Max(s->e->tmpl->ncolumns, 1) * sizeof(Datum));
 	bool		isnull;
+	Jsonb	   *check = claude_reply_check_json(&s->e->check);
 
 	for (int i = 0; i < s->e->tmpl->ncolumns; i++)
 		names[i] = CStringGetTextDatum(s->e->tmpl->columns[i]);
@@ -221,8 +222,10 @@ start_batch(Submission *s)
 	values[3] = ObjectIdGetDatum(s->caller);
 	values[4] = PointerGetDatum(construct_array(names, s->e->tmpl->ncolumns, TEXTOID, -1, false,
 												TYPALIGN_INT));
+	/* labels or a schema: the worker checks each result against it */
+	values[5] = check ? JsonbPGetDatum(check) : (Datum) 0;
 	as_owner(s);
-	if (SPI_execute_plan(s->new_batch, values, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
+	if (SPI_execute_plan(s->new_batch, values, check ? NULL : "     n", false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "claude_enrich: could not record a batch");
 	as_caller(s);
 	s->local_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
@@ -401,7 +404,12 @@ add_row(Submission *s, EnrichRow *row)
 	if (claude_call_lookup(&call))
 	{
 		/* a cached reply that does not fit is reported and the row skipped */
-		char	   *why = claude_enrich_write(e, row, claude_jsonb_reply_text(call.hit));
+		text	   *value = claude_jsonb_reply_text(call.hit);
+		bool		broken;
+		char	   *why = e->check.schema == NULL ? NULL :
+			claude_structured_value(call.json, &e->check, call.hit, &value, &broken);
+
+		why = why ? why : claude_enrich_write(e, row, value);
 
 		if (why != NULL)
 			ereport(NOTICE,

@@ -13,16 +13,24 @@
  * the cache.  A row whose request fails is reported at the end; the run
  * goes on.  Inside a transaction block, where COMMIT is not allowed, it
  * commits with that transaction, and says so.
+ *
+ * With labels or a schema each row's request is claude_classify's or
+ * claude_extract's (client/structured.c) and the pipe checks each reply:
+ * a row whose reply breaks the schema fails with the reason, unwritten and
+ * uncached.  In batch mode the batch keeps them (claude_batches.reply_check)
+ * and the database worker checks each result the same way.
  */
 #include "postgres.h"
 
 #include "executor/spi.h"
 
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 
 #include "utils/memutils.h"
 
 #include "client/pipe.h"
+#include "client/structured.h"
 #include "functions/complete.h"
 #include "common/guc.h"
 
@@ -57,6 +65,30 @@ row_done(void *arg, int64 tag, text *completion, const char *error,
 	e->since_commit++;
 	claude_enrich_free_row(row);
 	claude_progress_update(e->done, e->failed);
+}
+
+/*
+ * labels (text[]) or schema (jsonb), at most one: what each row's reply
+ * must be.  Refused (22023) before any row is read.
+ */
+void
+claude_enrich_check(FunctionCallInfo fcinfo, int labels_arg, int schema_arg,
+					ClaudeReplyCheck *check)
+{
+	bool		has_labels = PG_NARGS() > labels_arg && !PG_ARGISNULL(labels_arg);
+	bool		has_schema = PG_NARGS() > schema_arg && !PG_ARGISNULL(schema_arg);
+
+	check->schema = NULL;
+	check->field = NULL;
+	if (has_labels && has_schema)
+		claude_invalid_argument("give labels or schema, not both");
+	if (has_labels)
+	{
+		check->schema = claude_labels_schema_array(PG_GETARG_ARRAYTYPE_P(labels_arg));
+		check->field = "label";
+	}
+	else if (has_schema)
+		check->schema = claude_object_schema(PG_GETARG_JSONB_P_COPY(schema_arg));
 }
 
 static void
@@ -115,6 +147,8 @@ claude_enrich(PG_FUNCTION_ARGS)
 	claude_cache_shared_system(&e->args);
 	{
 		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		claude_enrich_check(fcinfo, 9, 10, &e->check);
 
 		claude_call_init(&e->proto, CLAUDE_EP_MESSAGES, NULL);
 		claude_call_cache_arg(&e->proto, fcinfo, -1, CLAUDE_CACHE_LOOKUP);
@@ -184,7 +218,8 @@ claude_enrich(PG_FUNCTION_ARGS)
 				tag++;
 			e->inflight[tag] = row;
 			claude_enrich_call(e, row, &call);
-			if (!claude_pipe_submit(pipe, tag, &call, row_done, e))
+			if (!claude_pipe_submit_checked(pipe, tag, &call,
+											e->check.schema ? &e->check : NULL, row_done, e))
 			{
 				e->inflight[tag] = NULL;
 				break;

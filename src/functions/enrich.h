@@ -11,6 +11,7 @@
 
 #include "client/message.h"
 #include "client/request.h"
+#include "client/structured.h"
 #include "common/template.h"
 
 typedef struct EnrichRow
@@ -35,6 +36,8 @@ typedef struct Enrich
 	ClaudeTemplate *tmpl;
 	ClaudeCompleteArgs args;
 	ClaudeCall	proto;			/* each row's call: payer, cache */
+	ClaudeReplyCheck check;		/* labels or schema: what a reply must be;
+								 * check.schema NULL: free text */
 	int			batch_size;
 	SPIPlanPtr	first;			/* the first rows */
 	SPIPlanPtr	next;			/* rows after the last one read */
@@ -63,6 +66,10 @@ extern void claude_enrich_read_rows(Enrich *e);
 extern void claude_enrich_free_row(EnrichRow *row);
 extern char *claude_enrich_write(Enrich *e, EnrichRow *row, text *value);
 extern void claude_enrich_call(Enrich *e, EnrichRow *row, ClaudeCall *c);
+
+/* enrich.c */
+extern void claude_enrich_check(FunctionCallInfo fcinfo, int labels_arg, int schema_arg,
+								ClaudeReplyCheck *check);
 
 /* batch.c: mode => 'batch' */
 extern void claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo);

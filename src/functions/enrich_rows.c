@@ -309,10 +309,18 @@ claude_enrich_write(Enrich *e, EnrichRow *row, text *value)
 	return NULL;
 }
 
-/* The call that asks for a row's reply. */
+/*
+ * The call that asks for a row's reply: with labels or a schema, the
+ * request claude_classify or claude_extract sends for the same prompt.
+ */
 void
 claude_enrich_call(Enrich *e, EnrichRow *row, ClaudeCall *c)
 {
+	bool		native;
+
 	*c = e->proto;
-	claude_call_set_body(c, claude_complete_request(&e->args, row->prompt));
+	claude_call_set_body(c, e->check.schema == NULL ?
+						 claude_complete_request(&e->args, row->prompt) :
+						 claude_structured_request(&e->args, row->prompt, e->check.schema,
+												   e->check.field != NULL, &native));
 }

@@ -31,6 +31,7 @@
 
 #include "client/models.h"
 #include "client/request.h"
+#include "client/structured.h"
 #include "common/errors.h"
 #include "common/guc.h"
 #include "common/json.h"
@@ -56,126 +57,30 @@ parse_request(const char *json)
 }
 
 /*
- * The request for an object that fits api_schema (the API's subset of the
- * caller's schema) drawn from input: through output_config.format where
- * the model takes structured output, else a forced tool `name` marked
- * strict.  Arguments: input, (schema or labels), instructions, model,
- * temperature, max_tokens.
- */
-static Jsonb *
-structured_request(FunctionCallInfo fcinfo, const char *input, const char *name,
-				   const char *description, Jsonb *api_schema, bool *native)
-{
-	ClaudeCompleteArgs args;
-	ClaudeModelInfo info;
-	StringInfoData req;
-	char	   *schema = JsonbToCString(NULL, &api_schema->root, VARSIZE(api_schema));
-
-	claude_complete_args(fcinfo, 3, 5, 2, 4, &args);
-	*native = claude_model_info(args.model, &info) && info.structured_outputs;
-	initStringInfo(&req);
-	appendStringInfoString(&req, "{\"model\": ");
-	escape_json(&req, args.model);
-	appendStringInfo(&req, ", \"max_tokens\": %d", args.max_tokens);
-	if (args.system)
-	{
-		appendStringInfoString(&req, ", \"system\": ");
-		escape_json(&req, args.system);
-	}
-	if (args.temperature)
-		appendStringInfo(&req, ", \"temperature\": %s",
-						 DatumGetCString(DirectFunctionCall1(numeric_out,
-															 NumericGetDatum(args.temperature))));
-	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
-	escape_json(&req, input);
-	appendStringInfoString(&req, "}]");
-	if (*native)
-		appendStringInfo(&req, ", \"output_config\": {\"format\": {\"type\": \"json_schema\", \"schema\": %s}}}",
-						 schema);
-	else
-	{
-		appendStringInfo(&req, ", \"tools\": [{\"name\": \"%s\", \"strict\": true, \"description\": ", name);
-		escape_json(&req, description);
-		appendStringInfo(&req, ", \"input_schema\": %s}], \"tool_choice\": {\"type\": \"tool\", \"name\": \"%s\"}}",
-						 schema, name);
-	}
-	return parse_request(req.data);
-}
-
-/*
- * The object a reply gives: the tool's input, or the JSON of its text with
- * native structured output.  NULL with *why set when there is none.
- */
-static Jsonb *
-reply_object(Jsonb *reply, const char *name, bool native, const char **why)
-{
-	JsonbContainer *content;
-	char	   *stop_reason;
-
-	*why = "the reply is not a Message";
-	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
-		(content = claude_json_get_container(&reply->root, "content", true)) == NULL)
-		return NULL;
-	if (!native)
-	{
-		JsonbValue *input = claude_reply_tool_input(content, name);
-
-		if (input != NULL)
-			return JsonbValueToJsonb(input);
-	}
-	for (int i = 0; native && i < JsonContainerSize(content); i++)
-	{
-		JsonbValue *block = getIthJsonbValueFromContainer(content, i);
-		char	   *type;
-		char	   *text;
-		char	   *utf8;
-		Jsonb	   *value;
-
-		if (block->type != jbvBinary)
-			continue;
-		type = claude_json_get_string(block->val.binary.data, "type");
-		if (type == NULL || strcmp(type, "text") != 0)
-			continue;
-		text = claude_json_get_string(block->val.binary.data, "text");
-		utf8 = text ? pg_server_to_any(text, strlen(text), PG_UTF8) : NULL;
-		value = utf8 ? claude_json_parse(utf8, strlen(utf8)) : NULL;
-		*why = "the reply's text is not a JSON object";
-		if (value == NULL || JB_ROOT_IS_SCALAR(value) || !JB_ROOT_IS_OBJECT(value))
-			return NULL;
-		return value;
-	}
-	stop_reason = claude_json_get_string(&reply->root, "stop_reason");
-	*why = psprintf(native ? "the reply has no text block (stop_reason: %s)" :
-					"the reply does not call the tool \"%s\" (stop_reason: %s)",
-					native ? (stop_reason ? stop_reason : "none") : name,
-					stop_reason ? stop_reason : "none");
-	return NULL;
-}
-
-/*
  * Send a structured request; the object the reply gives, checked against
  * the caller's whole schema.  A reply without one, or one that breaks the
  * schema, is an error, counted failed and never cached: the call stores
  * its reply only once it passed (cache_checked).
  */
 static Jsonb *
-call_structured(FunctionCallInfo fcinfo, Jsonb *schema, const char *input,
-				const char *name, const char *description)
+call_structured(FunctionCallInfo fcinfo, Jsonb *schema, const char *input, bool labels)
 {
+	ClaudeCompleteArgs args;
 	ClaudeCall	call;
 	char	   *reply_text;
 	Jsonb	   *value;
 	const char *why;
 	bool		native;
 
+	/* arguments: input, (schema or labels), instructions, model, temperature, max_tokens */
+	claude_complete_args(fcinfo, 3, 5, 2, 4, &args);
 	claude_call_init(&call, CLAUDE_EP_MESSAGES, NULL);
-	claude_call_set_body(&call, structured_request(fcinfo, input, name, description,
-												   claude_schema_for_api(schema), &native));
+	claude_call_set_body(&call, claude_structured_request(&args, input, schema, labels, &native));
 	claude_call_cache_arg(&call, fcinfo, -1, CLAUDE_CACHE_LEAD);
 	call.cache_checked = true;
 	reply_text = claude_call_run(&call);
-	value = reply_object(reply_text ? claude_json_parse(reply_text, strlen(reply_text)) : call.hit,
-						 name, native, &why);
+	value = claude_structured_object(reply_text ? claude_json_parse(reply_text, strlen(reply_text)) : call.hit,
+									 labels ? "classify" : "extract", native, &why);
 	if (value == NULL)
 	{
 		claude_call_reject(&call);
@@ -203,29 +108,13 @@ call_structured(FunctionCallInfo fcinfo, Jsonb *schema, const char *input,
 Datum
 claude_extract(PG_FUNCTION_ARGS)
 {
-	Jsonb	   *schema;
-	char	   *type;
-
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	if (PG_ARGISNULL(1))
 		claude_invalid_argument("schema must not be NULL");
 	claude_require_shared();
-	schema = PG_GETARG_JSONB_P(1);
-	if (!JB_ROOT_IS_OBJECT(schema) || JB_ROOT_IS_SCALAR(schema))
-		claude_invalid_argument("schema must be a JSON Schema object, such as {\"type\": \"object\", \"properties\": {...}}");
-	type = claude_json_get_string(&schema->root, "type");
-	if (claude_json_get(&schema->root, "type") != NULL && (type == NULL || strcmp(type, "object") != 0))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("schema must describe an object (\"type\": \"object\")"),
-				 errhint("Wrap other values in an object property.")));
-	if (type == NULL)
-		schema = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
-													DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"type\": \"object\"}")),
-													JsonbPGetDatum(schema)));
-	PG_RETURN_JSONB_P(call_structured(fcinfo, schema, text_to_cstring(PG_GETARG_TEXT_PP(0)), "extract",
-									  "Record the data requested, taken from the user's message."));
+	PG_RETURN_JSONB_P(call_structured(fcinfo, claude_object_schema(PG_GETARG_JSONB_P(1)),
+									  text_to_cstring(PG_GETARG_TEXT_PP(0)), false));
 }
 
 /*
@@ -235,11 +124,7 @@ claude_extract(PG_FUNCTION_ARGS)
 Datum
 claude_classify(PG_FUNCTION_ARGS)
 {
-	ArrayType  *labels;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	StringInfoData schema;
+	Jsonb	   *labels;
 	Jsonb	   *value;
 
 	if (PG_ARGISNULL(0))
@@ -247,36 +132,10 @@ claude_classify(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		claude_invalid_argument("labels must not be NULL");
 	claude_require_shared();
-	labels = PG_GETARG_ARRAYTYPE_P(1);
-	if (ARR_NDIM(labels) > 1)
-		claude_invalid_argument("labels must be a one-dimensional array");
-	deconstruct_array(labels, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	if (n == 0)
-		claude_invalid_argument("labels must not be empty");
-
-	initStringInfo(&schema);
-	appendStringInfoString(&schema, "{\"type\": \"object\", \"required\": [\"label\"], "
-						   "\"properties\": {\"label\": {\"type\": \"string\", \"enum\": [");
-	for (int i = 0; i < n; i++)
-	{
-		char	   *l;
-
-		if (nulls[i] || (l = TextDatumGetCString(elems[i]))[0] == '\0')
-			claude_invalid_argument("labels must not contain NULL or empty strings");
-		for (int j = 0; j < i; j++)
-			if (strcmp(l, TextDatumGetCString(elems[j])) == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("labels must be distinct: \"%s\" appears twice", l)));
-		if (i > 0)
-			appendStringInfoString(&schema, ", ");
-		escape_json(&schema, l);
-	}
-	appendStringInfoString(&schema, "]}}}");
+	labels = claude_labels_schema_array(PG_GETARG_ARRAYTYPE_P(1));
 
 	/* the check made it one of the labels, exactly */
-	value = call_structured(fcinfo, parse_request(schema.data), text_to_cstring(PG_GETARG_TEXT_PP(0)),
-							"classify", "Record the one label that fits the user's message best.");
+	value = call_structured(fcinfo, labels, text_to_cstring(PG_GETARG_TEXT_PP(0)), true);
 	PG_RETURN_TEXT_P(cstring_to_text(claude_json_get_string(&value->root, "label")));
 }
 

@@ -29,6 +29,8 @@
 #include "utils/rel.h"
 
 #include "client/request.h"
+#include "client/structured.h"
+#include "common/json.h"
 #include "common/errors.h"
 #include "common/guc.h"
 #include "common/security.h"
@@ -137,16 +139,43 @@ wanted(TriggerData *td, ClaudeTemplate *tmpl, int target)
 }
 
 /*
+ * A BEFORE trigger's structured reply: the checked value, cached only
+ * once it passed; a reply that breaks the schema fails the statement
+ * (ZC422), is not cached, and the row is not written.
+ */
+static text *
+checked_reply(ClaudeCall *call, const ClaudeReplyCheck *check)
+{
+	char	   *reply_text = claude_call_run(call);
+	Jsonb	   *reply = reply_text ? claude_json_parse(reply_text, strlen(reply_text)) : call->hit;
+	text	   *value;
+	bool		broken;
+	char	   *why = claude_structured_value(call->json, check, reply, &value, &broken);
+
+	if (why == NULL)
+	{
+		claude_call_keep(call);
+		return value;
+	}
+	claude_call_reject(call);
+	ereport(ERROR,
+			(errcode(broken ? CLAUDE_ERRCODE_SCHEMA : CLAUDE_ERRCODE_BAD_RESPONSE),
+			 errmsg("claude_enrich_trigger: %s", why),
+			 errhint("The reply was not cached: the next row with this prompt asks again.")));
+}
+
+/*
  * Queue the job of an AFTER trigger.  claude_jobs is closed to the
  * inserting role: this one INSERT runs as the extension's owner, with
  * values computed beforehand and no expression of the user's inside.
  */
 static void
 queue_job(TriggerData *td, HeapTuple tuple, ClaudeCall *call, Oid nsp,
-		  ClaudeTemplate *tmpl, char **inputs)
+		  ClaudeTemplate *tmpl, char **inputs, const ClaudeReplyCheck *check)
 {
-	Oid			types[7] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID};
-	Datum		values[7];
+	Oid			types[8] = {OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTARRAYOID, TEXTARRAYOID, JSONBOID};
+	Datum		values[8];
+	char		nulls8[8] = "       n";
 	Datum	   *names = palloc(Max(tmpl->ncolumns, 1) * sizeof(Datum));
 	Datum	   *texts = palloc(Max(tmpl->ncolumns, 1) * sizeof(Datum));
 	bool	   *nulls = palloc(Max(tmpl->ncolumns, 1) * sizeof(bool));
@@ -175,13 +204,19 @@ queue_job(TriggerData *td, HeapTuple tuple, ClaudeCall *call, Oid nsp,
 	/* the inputs' MD5 as the worker checks it before writing back */
 	values[6] = PointerGetDatum(construct_md_array(texts, nulls, 1, (int[]) {tmpl->ncolumns},
 												   (int[]) {1}, TEXTOID, -1, false, TYPALIGN_INT));
+	/* what the worker checks the reply against: {"schema": ..., "field": ...} */
+	if (check->schema)
+	{
+		values[7] = JsonbPGetDatum(claude_reply_check_json(check));
+		nulls8[7] = ' ';
+	}
 	claude_become(&as_owner, owner, false);
 	/* a kept plan: parsing and planning it cost more than the row itself */
-	if (claude_spi_exec(psprintf("INSERT INTO %s (relid, pk, target_column, request, role, inputs, inputs_md5) "
-								 "VALUES ($1, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5, $6, %s)",
+	if (claude_spi_exec(psprintf("INSERT INTO %s (relid, pk, target_column, request, role, inputs, inputs_md5, reply_check) "
+								 "VALUES ($1, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5, $6, %s, $8)",
 								 quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs"),
 								 claude_inputs_md5_sql(operands, tmpl->ncolumns)),
-						7, types, values, NULL) != SPI_OK_INSERT)
+						8, types, values, nulls8) != SPI_OK_INSERT)
 		elog(ERROR, "claude_enrich_trigger: could not queue a job");
 	claude_unbecome(&as_owner);
 	claude_jobs_kick_on_commit();
@@ -225,7 +260,17 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 		elog(ERROR, "claude_enrich_trigger: SPI_connect failed");
 	values = input_values(tmpl, tuple, desc);
 	claude_call_init(&call, CLAUDE_EP_MESSAGES, NULL);
-	claude_call_set_body(&call, claude_complete_request(&args, claude_template_render(tmpl, values)));
+	/* with labels or a schema: claude_classify's or claude_extract's request */
+	if (targs.check.schema)
+	{
+		bool		native;
+
+		claude_call_set_body(&call, claude_structured_request(&args, claude_template_render(tmpl, values),
+															  targs.check.schema,
+															  targs.check.field != NULL, &native));
+	}
+	else
+		claude_call_set_body(&call, claude_complete_request(&args, claude_template_render(tmpl, values)));
 
 	if (TRIGGER_FIRED_BEFORE(td->tg_event))
 	{
@@ -237,7 +282,10 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 		Form_pg_attribute att = TupleDescAttr(desc, target - 1);
 
 		claude_call_cache_arg(&call, fcinfo, -1, CLAUDE_CACHE_LEAD);
-		if (claude_call_run(&call) == NULL)
+		call.cache_checked = targs.check.schema != NULL;
+		if (targs.check.schema)
+			reply = checked_reply(&call, &targs.check);
+		else if (claude_call_run(&call) == NULL)
 			reply = claude_jsonb_reply_text(call.hit);
 		else if ((reply = claude_complete_text(call.reply)) == NULL)
 			claude_bad_reply(&call.result);
@@ -247,7 +295,7 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 		tuple = SPI_copytuple(tuple);
 	}
 	else
-		queue_job(td, tuple, &call, claude_extension_schema(fcinfo), tmpl, values);
+		queue_job(td, tuple, &call, claude_extension_schema(fcinfo), tmpl, values, &targs.check);
 	SPI_finish();
 	return PointerGetDatum(tuple);
 }

@@ -7,6 +7,7 @@
 #define CLAUDE_TRIGGER_ARGS_H
 
 #include "client/message.h"
+#include "client/structured.h"
 #include "common/pgcompat.h"
 #include "common/template.h"
 #include "utils/rel.h"
@@ -16,6 +17,7 @@ typedef struct ClaudeTriggerArgs
 	int			target;			/* attribute number of the target column */
 	ClaudeTemplate *tmpl;
 	ClaudeCompleteArgs call;
+	ClaudeReplyCheck check;		/* 'labels=' or 'schema=': schema NULL if none */
 } ClaudeTriggerArgs;
 
 pg_noreturn extern void claude_trigger_error(const char *msg);

@@ -1725,7 +1725,8 @@ function validateBatch(body) {
         const d = parseDirectives(v.lastUser);
         const kind = d && d.batch_errored ? ITEM_ERRORED : d && d.batch_expired ? ITEM_EXPIRED : ITEM_SUCCEEDED;
         items[i] = { custom_id: cid, kind, text: v.lastUser, inputChars: v.inputChars, model: params.model,
-            malformed: !!(d && d.batch_malformed), hostile: hostileItem(d) };
+            malformed: !!(d && d.batch_malformed), hostile: hostileItem(d),
+            structured: batchStructured(v, d, params.model) };
     }
     return items;
 }
@@ -1849,6 +1850,9 @@ function batchResultLine(b, i) {
         result = BATCH_ITEM_ERROR;
     else if (it.kind === ITEM_EXPIRED)
         result = '{"type":"expired"}';
+    else if (it.structured)
+        result = `{"type":"succeeded","message":${JSON.stringify(Object.assign({}, it.structured,
+            { id: `msg_mock_b${b.firstItem + i}` }))}}`;
     else
         result = `{"type":"succeeded","message":${hostileMessage(it, messageJson(`msg_mock_b${b.firstItem + i}`, it.text,
             it.inputChars, it.hostile.model || it.model))}}`;
@@ -1856,6 +1860,18 @@ function batchResultLine(b, i) {
     if (it.hostile.escape)
         line = line.replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
     return `${it.malformed ? line.slice(0, line.length - 20) : line}\n`;
+}
+
+// ------------------------------ structured batch items (issue 27, bulk)
+//
+// A batch item that asks for structured output (output_config.format, or
+// a forced tool marked strict: claude_enrich with labels or a schema)
+// succeeds with the Message POST /v1/messages would give it, schema_break
+// directives included; other items echo their text as before.
+function batchStructured(v, d, model) {
+    if (!v.format && !(v.tool && v.tool.strict === true))
+        return null;
+    return replyMessage({ n: 'b' }, v, d, model, false);
 }
 
 // ------------------------------------------- hostile batches (issue 24)

@@ -101,6 +101,20 @@ my @shapes = (
 	[ 'claude_enrich with a long system prompt marked for prompt caching',
 		q{CREATE TABLE pc (id int PRIMARY KEY, t text, s text); INSERT INTO pc VALUES (1, 'row');
 		  CALL claude_enrich('pc', 's', 'Label: {t}', system => repeat('Shared instructions. ', 300))} ],
+	# issue 27, bulk structured output: each row's request is
+	# claude_classify's or claude_extract's, with system as instructions
+	[ 'claude_enrich with labels (one request a row, an enum)',
+		q{CREATE TABLE bl (id int PRIMARY KEY, t text, s text, j jsonb); INSERT INTO bl VALUES (1, 'It crashes');
+		  CALL claude_enrich('bl', 's', 'Ticket: {t}', system => 'Classify.', max_tokens => 50,
+		                     labels => ARRAY['bug', 'question'])} ],
+	[ 'claude_enrich with a schema (bounds moved to descriptions)',
+		q{CALL claude_enrich('bl', 'j', 'Ticket: {t}', model => 'claude-haiku-4-5',
+		                     schema => '{"type": "object", "properties": {"n": {"type": "integer", "maximum": 5}}}')} ],
+	[ 'claude_enrich_trigger with a schema (BEFORE)',
+		q{CREATE TABLE bt (id int PRIMARY KEY, t text, j jsonb);
+		  CREATE TRIGGER bt BEFORE INSERT ON bt FOR EACH ROW EXECUTE FUNCTION
+		    claude_enrich_trigger('j', 'Ticket: {t}', 'max_tokens=50', 'schema={"properties": {"k": {"type": "string", "enum": ["a", "b"]}}}');
+		  INSERT INTO bt VALUES (1, 'x')} ],
 	[ 'claude_stream (streamed: "stream": true)',
 		q{SELECT count(*) FROM claude_stream('Hello', max_tokens => 100, system => 'Be brief')} ],
 	[ 'claude_messages_stream with tools',
@@ -146,6 +160,10 @@ ok(wait_until(sub { grep { m{"path":"/v1/messages/batches/\Q$batch\E"} } split /
 	'the worker polls the batch');
 ($brc, $bout, $berr) = $node->psql('postgres', "SELECT claude_batch_cancel('$batch') IS NOT NULL");
 is($bout, 't', 'accepted: claude_batch_cancel') or diag($berr);
+# issue 27: a batch of claude_enrich with labels (claude_classify's request per row)
+($brc, $bout, $berr) = $node->psql('postgres',
+	q{CALL claude_enrich('docs', 'summary', 'Classify: {body}', max_tokens => 50, labels => ARRAY['a', 'b'], mode => 'batch')});
+is($brc, 0, 'accepted: a Message Batch of claude_enrich with labels') or diag($berr);
 
 # the check is real: a request the extension passes through unchecked but
 # the schema forbids is refused by Steady
