@@ -12,6 +12,8 @@
 #include "common/guc.h"
 #include "common/pgcompat.h"
 #include "common/secret.h"
+#include "executor/prefetch_node.h"
+#include "executor/prefetch_plan.h"
 #include "functions/utility.h"
 #include "httpworker/worker.h"
 
@@ -83,4 +85,6 @@ _PG_init(void)
 	shmem_startup_hook = claude_shmem_startup;
 
 	claude_register_http_worker();
+	claude_prefetch_register();
+	claude_prefetch_install_planner();
 }

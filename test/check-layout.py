@@ -24,6 +24,7 @@ MAY_USE = {
     "shmem": {"shmem", "common"},
     "client": {"client", "shmem", "common"},
     "functions": {"functions", "client", "shmem", "common"},
+    "executor": {"executor", "client", "shmem", "common"},
     "httpworker": {"httpworker", "shmem", "common"},
     "dbworker": {"dbworker", "client", "shmem", "common"},
     "": set(),  # src/claude.c, _PG_init: may use every folder

@@ -361,16 +361,46 @@ claude_call_reject(ClaudeCall *c)
 }
 
 /*
+ * Give up a started call from a cleanup path: never raises.  Unless
+ * cancel, its reply is still worth having (a row read ahead that the
+ * statement never reached): it goes on at the HTTP worker, which caches
+ * it.
+ */
+void
+claude_call_detach(ClaudeCall *c, bool cancel)
+{
+	if (c->state == CLAUDE_CALL_SENT)
+	{
+		claude_slot_detach(c->slot, cancel);
+		if (cancel)
+			claude_cache_abandon(&c->cached);
+		else
+			claude_cache_sent(&c->cached);
+	}
+	c->slot = -1;
+	c->state = CLAUDE_CALL_DONE;
+}
+
+claude_call_run_hook_type claude_call_run_hook = NULL;
+
+/*
  * One synchronous call: NULL when the cache answered (c->hit), else the
- * reply (UTF-8, "" if none); a failed call raises its error.
+ * reply (UTF-8, "" if none); a failed call raises its error.  Read ahead
+ * (claude_call_run_hook), it may come back CLAUDE_CALL_DEFERRED: NULL, and
+ * the caller returns at once.
  */
 char *
 claude_call_run(ClaudeCall *c)
 {
 	c->wait_slot = true;
-	if (claude_call_start(c) == CLAUDE_CALL_HIT)
+	if (claude_call_run_hook == NULL || !claude_call_run_hook(c))
+		(void) claude_call_start(c);
+	if (c->state == CLAUDE_CALL_HIT || c->state == CLAUDE_CALL_DEFERRED)
 		return NULL;
-	claude_call_wait(c);
-	(void) claude_call_finish(c, NULL);
+	if (c->state == CLAUDE_CALL_SENT)
+	{
+		claude_call_wait(c);
+		(void) claude_call_finish(c, NULL);
+	}
 	return c->reply ? c->reply : pstrdup("");
 }

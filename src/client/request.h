@@ -36,7 +36,9 @@ typedef enum ClaudeCallState
 	CLAUDE_CALL_HIT,			/* answered by the cache: hit */
 	CLAUDE_CALL_REFUSED,		/* bulk work its payer's budget refused: refused */
 	CLAUDE_CALL_SENT,			/* at the HTTP worker: slot */
-	CLAUDE_CALL_DONE			/* collected: reply, result */
+	CLAUDE_CALL_DONE,			/* collected: reply, result */
+	CLAUDE_CALL_DEFERRED		/* read ahead (claude_call_run_hook): the
+								 * caller returns at once, its value unused */
 } ClaudeCallState;
 
 typedef struct ClaudeCall
@@ -84,6 +86,16 @@ extern bool claude_call_finish(ClaudeCall *c, ClaudeFailure *failure);
 extern void claude_call_abandon(ClaudeCall *c);
 extern void claude_call_keep(ClaudeCall *c);
 extern void claude_call_reject(ClaudeCall *c);
+extern void claude_call_detach(ClaudeCall *c, bool cancel);
 extern char *claude_call_run(ClaudeCall *c);
+
+/*
+ * Read-ahead (executor/prefetch_*.c) takes claude_call_run over: it starts
+ * a call and marks it CLAUDE_CALL_DEFERRED, or sets the call's life from
+ * one it started for the same request earlier (HIT, SENT or DONE) and
+ * returns true; false: run as usual.
+ */
+typedef bool (*claude_call_run_hook_type) (ClaudeCall *c);
+extern PGDLLIMPORT claude_call_run_hook_type claude_call_run_hook;
 
 #endif

@@ -48,6 +48,7 @@ int			claude_batch_max_size = 256 * 1024 * 1024;
 int			claude_batch_max_results_size = 0;	/* MB; 0: max_reply_size a request */
 int			claude_max_shared_memory = 1024 * 1024;	/* kB */
 int			claude_summarize_part_tokens = 0;
+int			claude_prefetch = 32;
 
 static const struct config_enum_entry cache_scope_options[] = {
 	{"role", CLAUDE_CACHE_SCOPE_ROLE, false},
@@ -263,6 +264,12 @@ claude_define_gucs(void)
 							"Tokens of one claude_summarize part; 0: from the model's input limit.",
 							NULL, &claude_summarize_part_tokens, 0, 0, 1000000,
 							PGC_USERSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+	DefineCustomIntVariable("claude.prefetch",
+							"Rows a statement reads ahead to send their claude_* calls together.",
+							"0 sends each row's calls when the row is reached. Read when a "
+							"statement starts.",
+							&claude_prefetch, 32, 0, 256,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("claude.stream_min_tokens",
 							"Messages requests with more max_tokens are streamed on the wire.",
 							"A streamed request is bounded by claude.request_timeout between "

@@ -31,6 +31,7 @@ extern int	claude_batch_max_size;
 extern int	claude_batch_max_results_size;
 extern int	claude_max_shared_memory;
 extern int	claude_summarize_part_tokens;
+extern int	claude_prefetch;
 
 typedef enum ClaudeCacheScope
 {

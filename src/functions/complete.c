@@ -214,7 +214,11 @@ claude_complete(PG_FUNCTION_ARGS)
 	claude_call_set_body(&call, claude_complete_request(&args, text_to_cstring(prompt)));
 	claude_call_cache_arg(&call, fcinfo, 5, CLAUDE_CACHE_LEAD);
 	if (claude_call_run(&call) == NULL)
+	{
+		if (call.state == CLAUDE_CALL_DEFERRED)
+			PG_RETURN_NULL();
 		PG_RETURN_TEXT_P(claude_jsonb_reply_text(call.hit));
+	}
 	if ((result_text = claude_complete_text(call.reply)) == NULL)
 		claude_bad_reply(&call.result);
 	PG_RETURN_TEXT_P(result_text);
@@ -235,7 +239,11 @@ claude_messages(PG_FUNCTION_ARGS)
 	claude_call_set_body(&call, claude_messages_request(PG_GETARG_JSONB_P(0)));
 	claude_call_cache_arg(&call, fcinfo, 1, CLAUDE_CACHE_LEAD);
 	if ((reply_text = claude_call_run(&call)) == NULL)
+	{
+		if (call.state == CLAUDE_CALL_DEFERRED)
+			PG_RETURN_NULL();
 		PG_RETURN_JSONB_P(call.hit);
+	}
 	reply = claude_json_parse(reply_text, strlen(reply_text));
 	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply) || JB_ROOT_IS_SCALAR(reply) ||
 		claude_json_get_container(&reply->root, "content", true) == NULL)

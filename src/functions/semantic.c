@@ -117,6 +117,8 @@ semantic_call(FunctionCallInfo fcinfo, const ClaudeCompleteArgs *args, const cha
 	claude_call_cache_arg(call, fcinfo, -1, CLAUDE_CACHE_LEAD);
 	call->cache_checked = true;
 	reply_text = claude_call_run(call);
+	if (call->state == CLAUDE_CALL_DEFERRED)
+		return NULL;
 	if (hit)
 		*hit = reply_text == NULL;
 	reply = reply_text ? claude_json_parse(reply_text, strlen(reply_text)) : call->hit;
@@ -173,6 +175,8 @@ claude_if(PG_FUNCTION_ARGS)
 						   "Record whether the condition is true of the text.", "result",
 						   "{\"type\": \"boolean\", \"description\": "
 						   "\"true if the condition holds for the text\"}", &call, NULL);
+	if (call.state == CLAUDE_CALL_DEFERRED)
+		PG_RETURN_NULL();
 	if (answer == NULL || answer->type != jbvBool)
 	{
 		claude_call_reject(&call);

@@ -79,6 +79,8 @@ call_structured(FunctionCallInfo fcinfo, Jsonb *schema, const char *input, bool 
 	claude_call_cache_arg(&call, fcinfo, -1, CLAUDE_CACHE_LEAD);
 	call.cache_checked = true;
 	reply_text = claude_call_run(&call);
+	if (call.state == CLAUDE_CALL_DEFERRED)
+		return NULL;
 	value = claude_structured_object(reply_text ? claude_json_parse(reply_text, strlen(reply_text)) : call.hit,
 									 labels ? "classify" : "extract", native, &why);
 	if (value == NULL)
@@ -108,13 +110,18 @@ call_structured(FunctionCallInfo fcinfo, Jsonb *schema, const char *input, bool 
 Datum
 claude_extract(PG_FUNCTION_ARGS)
 {
+	Jsonb	   *value;
+
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	if (PG_ARGISNULL(1))
 		claude_invalid_argument("schema must not be NULL");
 	claude_require_shared();
-	PG_RETURN_JSONB_P(call_structured(fcinfo, claude_object_schema(PG_GETARG_JSONB_P(1)),
-									  text_to_cstring(PG_GETARG_TEXT_PP(0)), false));
+	value = call_structured(fcinfo, claude_object_schema(PG_GETARG_JSONB_P(1)),
+							text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	if (value == NULL)
+		PG_RETURN_NULL();		/* read ahead */
+	PG_RETURN_JSONB_P(value);
 }
 
 /*
@@ -136,6 +143,8 @@ claude_classify(PG_FUNCTION_ARGS)
 
 	/* the check made it one of the labels, exactly */
 	value = call_structured(fcinfo, labels, text_to_cstring(PG_GETARG_TEXT_PP(0)), true);
+	if (value == NULL)
+		PG_RETURN_NULL();		/* read ahead */
 	PG_RETURN_TEXT_P(cstring_to_text(claude_json_get_string(&value->root, "label")));
 }
 
@@ -175,6 +184,8 @@ claude_count_tokens(PG_FUNCTION_ARGS)
 	claude_call_set_body(&call, parse_request(req.data));
 	claude_call_cache_arg(&call, fcinfo, -1, CLAUDE_CACHE_LEAD);
 	reply_text = claude_call_run(&call);
+	if (call.state == CLAUDE_CALL_DEFERRED)
+		PG_RETURN_NULL();
 	reply = reply_text ? claude_json_parse(reply_text, strlen(reply_text)) : call.hit;
 	count = reply ? claude_json_get(&reply->root, "input_tokens") : NULL;
 	if (count == NULL || count->type != jbvNumeric)

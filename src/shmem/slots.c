@@ -280,6 +280,7 @@ claude_slot_acquire(bool wait, bool bulk)
 	s = &claude_slots[slot];
 	SpinLockAcquire(&s->mutex);
 	s->generation++;
+	s->detached = false;
 	s->owner_latch = MyLatch;
 	s->owner_pid = MyProcPid;
 	s->request = InvalidDsaPointer;
@@ -497,6 +498,30 @@ claude_slot_abandon(int slot)
 	abandon(slot, false);
 }
 
+/*
+ * Give up a slot from a cleanup path, where nothing may raise.  Unless
+ * cancel, its reply is still worth having: a request read ahead for a row
+ * the statement never reached (LIMIT, an error in an earlier row) was paid
+ * for, so the transfer goes on, the HTTP worker caches its reply and then
+ * frees the slot.  A finished one was cached already.
+ */
+void
+claude_slot_detach(int slot, bool cancel)
+{
+	ClaudeSlot *s = &claude_slots[slot];
+	bool		running;
+
+	SpinLockAcquire(&s->mutex);
+	running = !cancel && (s->state == SLOT_QUEUED || s->state == SLOT_RUNNING);
+	if (running)
+		s->detached = true;
+	SpinLockRelease(&s->mutex);
+	if (running)
+		forget_owned(slot);
+	else
+		abandon(slot, true);
+}
+
 /* ---- worker side ---- */
 
 /*
@@ -591,7 +616,7 @@ claude_slot_finish(int slot, const ClaudeResult *result)
 	s->request = InvalidDsaPointer;
 
 	SpinLockAcquire(&s->mutex);
-	cancelled = (s->state == SLOT_CANCELLED);
+	cancelled = (s->state == SLOT_CANCELLED || s->detached);
 	if (!cancelled)
 	{
 		s->result = *result;

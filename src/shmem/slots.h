@@ -41,6 +41,9 @@ typedef struct ClaudeSlot
 	pid_t		owner_pid;
 	dsa_pointer request;		/* packed request; the worker frees it */
 	Oid			stream_role;	/* an open stream's role (streamshare.c) */
+	bool		detached;		/* owner gone, reply still wanted: the worker
+								 * finishes the transfer (the cache keeps the
+								 * reply) and frees the slot */
 	ClaudeResult result;
 	/* a stream's events not taken yet (events.c), under mutex */
 	dsa_pointer events_head;
@@ -99,6 +102,7 @@ extern void claude_slot_wait(int slot);
 extern bool claude_slot_wait_events(int slot);
 extern void claude_slot_keep(int slot);
 extern void claude_slot_abandon(int slot);
+extern void claude_slot_detach(int slot, bool cancel);
 extern char *claude_slot_take(int slot, ClaudeResult *result);
 
 /* worker side */
