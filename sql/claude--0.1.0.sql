@@ -1,6 +1,9 @@
 -- claude extension, version 0.1.0
 \echo Use "CREATE EXTENSION claude" to load this file. \quit
 
+-- COST: a call is a network round trip (about 10,000 times a simple
+-- operator), so the planner runs cheap filters first and, under a LIMIT,
+-- computes the calls after the sort.
 CREATE FUNCTION claude_complete(
     prompt text,
     model text DEFAULT NULL,
@@ -10,7 +13,7 @@ CREATE FUNCTION claude_complete(
     cache boolean DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'claude_complete'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE COST 10000;
 
 COMMENT ON FUNCTION claude_complete(text, text, int, text, float8, boolean) IS
 'Send one user message to Claude and return the text of the reply';
@@ -20,7 +23,7 @@ CREATE FUNCTION claude_messages(
     cache boolean DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'claude_messages'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE COST 10000;
 
 COMMENT ON FUNCTION claude_messages(jsonb, boolean) IS
 'Send a full Messages API request body and return the whole response object';
@@ -568,7 +571,7 @@ CREATE FUNCTION claude_extract(
     max_tokens int DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'claude_extract'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE COST 10000;
 COMMENT ON FUNCTION claude_extract(text, jsonb, text, text, float8, int) IS
 'Structured output: the JSON object that Claude extracts from input, checked against the whole schema (native structured output or a strict tool)';
 REVOKE EXECUTE ON FUNCTION claude_extract(text, jsonb, text, text, float8, int) FROM PUBLIC;
@@ -582,7 +585,7 @@ CREATE FUNCTION claude_classify(
     max_tokens int DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'claude_classify'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE COST 10000;
 COMMENT ON FUNCTION claude_classify(text, text[], text, text, float8, int) IS
 'Exactly one of labels for input (structured output with an enum, checked)';
 REVOKE EXECUTE ON FUNCTION claude_classify(text, text[], text, text, float8, int) FROM PUBLIC;
@@ -593,7 +596,7 @@ CREATE FUNCTION claude_count_tokens(
     system text DEFAULT NULL)
 RETURNS int
 AS 'MODULE_PATHNAME', 'claude_count_tokens'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE COST 1000;
 COMMENT ON FUNCTION claude_count_tokens(text, text, text) IS
 'Input tokens of one user message, from /v1/messages/count_tokens';
 REVOKE EXECUTE ON FUNCTION claude_count_tokens(text, text, text) FROM PUBLIC;

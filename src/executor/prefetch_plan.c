@@ -205,7 +205,8 @@ split_expr(Node *node, Split *split)
 
 	if (node == NULL)
 		return NULL;
-	if (IsA(node, List))
+	/* the walkers take a CaseWhen only inside its CaseExpr, already conditional */
+	if (IsA(node, List) || IsA(node, CaseWhen))
 		return expression_tree_mutator(node, split_expr, split);
 	if (IsA(node, Const))
 		return copyObject(node);

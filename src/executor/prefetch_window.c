@@ -20,7 +20,6 @@
  */
 #include "postgres.h"
 
-#include "nodes/bitmapset.h"
 #include "nodes/pg_list.h"
 #include "utils/memutils.h"
 
@@ -39,7 +38,6 @@ typedef struct ReadCall
 typedef struct ReadRow
 {
 	List	   *calls;			/* ReadCall *, in the order the row made them */
-	Bitmapset  *taken;			/* those its replay took over */
 } ReadRow;
 
 struct ClaudeWindow
@@ -164,16 +162,9 @@ replay(ClaudeWindow *w, ClaudeCall *c)
 	foreach(lc, row->calls)
 	{
 		ReadCall   *rc = lfirst(lc);
-		int			i = foreach_current_index(lc);
 
-		if (bms_is_member(i, row->taken) || !same_request(&rc->call, c))
+		if (!same_request(&rc->call, c))
 			continue;
-		{
-			MemoryContext old = MemoryContextSwitchTo(w->cxt);
-
-			row->taken = bms_add_member(row->taken, i);
-			MemoryContextSwitchTo(old);
-		}
 		switch (rc->call.state)
 		{
 			case CLAUDE_CALL_NEW:
@@ -340,9 +331,7 @@ claude_window_forget_row(ClaudeWindow *w, int row)
 		MemoryContextDelete(rc->cxt);
 	}
 	list_free(r->calls);
-	bms_free(r->taken);
 	r->calls = NIL;
-	r->taken = NULL;
 }
 
 int64
