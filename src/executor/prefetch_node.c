@@ -22,6 +22,9 @@
 #include "postgres.h"
 
 #include "commands/explain.h"
+#if PG_VERSION_NUM >= 180000
+#include "commands/explain_format.h"
+#endif
 #include "executor/executor.h"
 #include "nodes/extensible.h"
 #include "utils/errcodes.h"
