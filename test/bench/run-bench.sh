@@ -148,8 +148,8 @@ if [ "${1:-}" = "--inner" ]; then
 		"${PSQL[@]}" -c "SELECT count(*) FROM claude_complete_many(array(
 			SELECT 'prefetch warm ' || i FROM generate_series(1, $((2 * MAXCONN))) i))" >/dev/null ||
 			die "prefetch warm-up failed"
-		# pf_run label rows sql [settings]: PF_RATE rows/s, PF_CONC the
-		# mock's peak of requests at once
+		# pf_run label rows sql [settings]: PF_RATE rows/s, PF_ROW_MS ms a
+		# row, PF_CONC the mock's peak of requests at once
 		pf_run() {
 			mock_reset
 			curl -sSf -X POST -d "{\"latency_ms\": $lat}" "http://127.0.0.1:$CPORT/config" >/dev/null
@@ -159,6 +159,7 @@ if [ "${1:-}" = "--inner" ]; then
 			[ -n "$ms" ] || die "prefetch $1: no timing in: $out"
 			check_requests "prefetch $1" "$2"
 			PF_RATE=$(calc %.1f "$2 * 1000 / $ms")
+			PF_ROW_MS=$(calc %.1f "$ms / $2")
 			PF_CONC=$(mock_stat max_concurrency)
 		}
 		# pf_form label sql: over every row when EXPLAIN (which sends
@@ -175,7 +176,7 @@ if [ "${1:-}" = "--inner" ]; then
 				pf_run "$1" "$off" "$2 WHERE id <= $off"
 			fi
 		}
-		local a b c d ca cb cc cd nb nc rb rc
+		local a b c d ca cb cc cd nb nc rb rc dms
 		pf_run "(a) complete_many" "$n" "SELECT count(*) FROM claude_complete_many(array(
 			SELECT 'Summarize: ' || body FROM bench_prefetch ORDER BY id))"
 		a=$PF_RATE ca=$PF_CONC
@@ -185,7 +186,7 @@ if [ "${1:-}" = "--inner" ]; then
 		c=$PF_RATE cc=$PF_CONC rc=$PF_ROWS nc=$PF_NODE
 		pf_run "(d) prefetch = 0" "$off" "SELECT id, claude_complete('Summarize: ' || body) FROM bench_prefetch WHERE id <= $off" \
 			"$([ "$have" = 1 ] && echo 'SET claude.prefetch = 0;')"
-		d=$PF_RATE cd=$PF_CONC
+		d=$PF_RATE cd=$PF_CONC dms=$PF_ROW_MS
 		curl -sSf -X POST -d '{"latency_ms": 0}' "http://127.0.0.1:$CPORT/config" >/dev/null
 		PF_LINES="natural SQL (claude.prefetch), $n rows at $lat ms, $MAXCONN connections; rows/s, peak requests at once:"$'\n'
 		[ "$have" = 1 ] ||
@@ -193,7 +194,7 @@ if [ "${1:-}" = "--inner" ]; then
 		PF_LINES+="  (a) claude_complete_many:              $a rows/s ($ca at once)"$'\n'
 		PF_LINES+="  (b) SELECT id, claude_complete(...):   $b rows/s ($cb at once, $rb rows; $nb) = $(calc %.2f "$b / $a") of (a) (target >= 0.90)"$'\n'
 		PF_LINES+="  (c) UPDATE SET c = claude_complete():  $c rows/s ($cc at once, $rc rows; $nc) = $(calc %.2f "$c / $a") of (a) (target >= 0.90)"$'\n'
-		PF_LINES+="  (d) (b) with claude.prefetch = 0:      $d rows/s ($cd at once, $off rows) = $(calc %.1f "$d * $lat / 10")% of the one-at-a-time ideal $(calc %.0f "1000 / $lat")/s (target: no slower than without the feature)"
+		PF_LINES+="  (d) (b) with claude.prefetch = 0:      $d rows/s ($cd at once, $off rows, $dms ms a row) = $(calc %.1f "$d * $lat / 10")% of the one-at-a-time ideal $(calc %.0f "1000 / $lat")/s (target: no slower than without the feature)"
 	}
 
 	# ---- throwaway cluster, unix socket in $T
