@@ -23,14 +23,19 @@
 #      delay-proxy.js), through the worker's pool, vs. 100 curl processes;
 #   k. the HTTP worker's CPU time per request over 100,000 requests at zero
 #      latency, and its RSS every 10,000 (1,000,000 with BENCH_LONG=1).
+#   l. the natural SQL at 200 ms latency over 1,000 rows: SELECT id,
+#      claude_complete(...) FROM t and UPDATE t SET c = claude_complete(...)
+#      against claude_complete_many of the same prompts, and the SELECT with
+#      claude.prefetch = 0 over 20 rows against one at a time's 5 rows/s.
 # Reports medians.  No timing assertions: it fails only if something does not
 # run.
 #
 # Environment: BENCH_N (default 2000), BENCH_REPS (3), BENCH_SESSIONS (100),
 # BENCH_PARALLEL (10), BENCH_BULK_N (1000), BENCH_TRIGGER_N (10000),
 # BENCH_BATCH_N (20000), BENCH_STREAM_N (100), BENCH_CPU_N (5000), BENCH_CAP_N
-# (100000), BENCH_LONG=1 (1,000,000 requests), BENCH_KEEP=1 keeps the
-# temporary directory.
+# (100000), BENCH_LONG=1 (1,000,000 requests), BENCH_PREFETCH_N (1000),
+# BENCH_PREFETCH_OFF_N (20), BENCH_ONLY=prefetch (section l alone, in about
+# a minute), BENCH_KEEP=1 keeps the temporary directory.
 set -euo pipefail
 
 # ------------------------------------------------------------- inner phase
@@ -103,6 +108,11 @@ if [ "${1:-}" = "--inner" ]; then
 	CA="$T/certs/ca.pem"
 	mock_reset() { curl -sSf -X POST "http://127.0.0.1:$CPORT/reset" >/dev/null; }
 	mock_stat() { curl -sSf "http://127.0.0.1:$CPORT/stats" | grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
+	check_requests() { # label expected
+		local got
+		got=$(mock_stat requests)
+		[ "$got" = "$2" ] || die "$1: the mock saw $got requests, expected $2"
+	}
 	# curl_calls parallel base_url prompt: SESSIONS curl(1) processes, a connection each
 	curl_calls() {
 		seq "$SESSIONS" | xargs -P "$1" -I{} curl -sS --fail --http1.1 -o /dev/null \
@@ -110,6 +120,81 @@ if [ "${1:-}" = "--inner" ]; then
 			-H 'content-type: application/json' -H 'Expect:' \
 			--data "{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":1024,\"messages\":[{\"role\":\"user\",\"content\":\"$3 {}\"}]}" \
 			"$2/v1/messages"
+	}
+
+	# ---- prefetch (issue 28): the SQL people write first against the bulk
+	# function, the same prompts (BENCH_PREFETCH_N rows) at 200 ms latency
+	# and MAXCONN connections: (a) claude_complete_many, (b) SELECT id,
+	# claude_complete(...) FROM t, (c) UPDATE t SET c = claude_complete(...),
+	# (d) (b) with claude.prefetch = 0 over BENCH_PREFETCH_OFF_N rows against
+	# 1 / latency.  Each form is one statement timed by psql's \timing, its
+	# rows sent to /dev/null; the cache is off and the mock must see one
+	# request a row.  A form whose plan has no ClaudePrefetch node goes one
+	# at a time (5 rows/s), so it runs over the small sample instead.
+	# Sets PF_LINES.
+	prefetch_bench() {
+		local n off lat have
+		n=${BENCH_PREFETCH_N:-1000}
+		off=${BENCH_PREFETCH_OFF_N:-20}
+		[ "$off" -le "$n" ] || off=$n
+		lat=200
+		have=$("${PSQL[@]}" -c "SELECT count(*) FROM pg_settings WHERE name = 'claude.prefetch'")
+		"${PSQL[@]}" -c "DROP TABLE IF EXISTS bench_prefetch;
+			CREATE TABLE bench_prefetch (id int PRIMARY KEY, body text, c text);
+			INSERT INTO bench_prefetch SELECT i, 'document ' || i, NULL FROM generate_series(1, $n) i" \
+			-c "VACUUM ANALYZE bench_prefetch" >/dev/null 2>&1 || die "the prefetch table was not made"
+		# the pool's connections are open before anything is timed
+		mock_reset
+		"${PSQL[@]}" -c "SELECT count(*) FROM claude_complete_many(array(
+			SELECT 'prefetch warm ' || i FROM generate_series(1, $((2 * MAXCONN))) i))" >/dev/null ||
+			die "prefetch warm-up failed"
+		# pf_run label rows sql [settings]: PF_RATE rows/s, PF_ROW_MS ms a
+		# row, PF_CONC the mock's peak of requests at once
+		pf_run() {
+			mock_reset
+			curl -sSf -X POST -d "{\"latency_ms\": $lat}" "http://127.0.0.1:$CPORT/config" >/dev/null
+			printf 'SET claude.cache = off;\n%s\n\\o /dev/null\n\\timing on\n%s;\n' "${4:-}" "$3" >"$T/prefetch.sql"
+			out=$("${PSQL[@]}" -f "$T/prefetch.sql") || die "prefetch $1 failed"
+			ms=$(echo "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n1)
+			[ -n "$ms" ] || die "prefetch $1: no timing in: $out"
+			check_requests "prefetch $1" "$2"
+			PF_RATE=$(calc %.1f "$2 * 1000 / $ms")
+			PF_ROW_MS=$(calc %.1f "$ms / $2")
+			PF_CONC=$(mock_stat max_concurrency)
+		}
+		# pf_form label sql: over every row when EXPLAIN (which sends
+		# nothing) shows the node, else over the sample, as it goes one at
+		# a time; sets PF_ROWS and PF_NODE too
+		pf_form() {
+			local plan
+			plan=$("${PSQL[@]}" -c "EXPLAIN $2" 2>&1) || true
+			if [[ $plan == *ClaudePrefetch* ]]; then
+				PF_ROWS=$n PF_NODE="ClaudePrefetch in the plan"
+				pf_run "$1" "$n" "$2"
+			else
+				PF_ROWS=$off PF_NODE="NO ClaudePrefetch in the plan"
+				pf_run "$1" "$off" "$2 WHERE id <= $off"
+			fi
+		}
+		local a b c d ca cb cc cd nb nc rb rc dms
+		pf_run "(a) complete_many" "$n" "SELECT count(*) FROM claude_complete_many(array(
+			SELECT 'Summarize: ' || body FROM bench_prefetch ORDER BY id))"
+		a=$PF_RATE ca=$PF_CONC
+		pf_form "(b) SELECT" "SELECT id, claude_complete('Summarize: ' || body) FROM bench_prefetch"
+		b=$PF_RATE cb=$PF_CONC rb=$PF_ROWS nb=$PF_NODE
+		pf_form "(c) UPDATE" "UPDATE bench_prefetch SET c = claude_complete('Summarize: ' || body)"
+		c=$PF_RATE cc=$PF_CONC rc=$PF_ROWS nc=$PF_NODE
+		pf_run "(d) prefetch = 0" "$off" "SELECT id, claude_complete('Summarize: ' || body) FROM bench_prefetch WHERE id <= $off" \
+			"$([ "$have" = 1 ] && echo 'SET claude.prefetch = 0;')"
+		d=$PF_RATE cd=$PF_CONC dms=$PF_ROW_MS
+		curl -sSf -X POST -d '{"latency_ms": 0}' "http://127.0.0.1:$CPORT/config" >/dev/null
+		PF_LINES="natural SQL (claude.prefetch), $n rows at $lat ms, $MAXCONN connections; rows/s, peak requests at once:"$'\n'
+		[ "$have" = 1 ] ||
+			PF_LINES+="  WITHOUT THE FEATURE (no claude.prefetch setting): every call waits for the one before"$'\n'
+		PF_LINES+="  (a) claude_complete_many:              $a rows/s ($ca at once)"$'\n'
+		PF_LINES+="  (b) SELECT id, claude_complete(...):   $b rows/s ($cb at once, $rb rows; $nb) = $(calc %.2f "$b / $a") of (a) (target >= 0.90)"$'\n'
+		PF_LINES+="  (c) UPDATE SET c = claude_complete():  $c rows/s ($cc at once, $rc rows; $nc) = $(calc %.2f "$c / $a") of (a) (target >= 0.90)"$'\n'
+		PF_LINES+="  (d) (b) with claude.prefetch = 0:      $d rows/s ($cd at once, $off rows, $dms ms a row) = $(calc %.1f "$d * $lat / 10")% of the one-at-a-time ideal $(calc %.0f "1000 / $lat")/s (target: no slower than without the feature)"
 	}
 
 	# ---- throwaway cluster, unix socket in $T
@@ -149,6 +234,11 @@ if [ "${1:-}" = "--inner" ]; then
 		sleep 0.1
 	done
 	[ -n "$WPID" ] || die "the claude http worker did not start"
+	if [ "${BENCH_ONLY:-}" = prefetch ]; then
+		prefetch_bench
+		printf '\n== claude bench, prefetch section only (%s cores) ==\n%s\n' "$(nproc)" "$PF_LINES"
+		exit 0
+	fi
 	# warm up both sides (the worker's first connection, node's JIT); from
 	# here on count every TLS handshake the worker makes
 	mock_reset
@@ -163,12 +253,6 @@ if [ "${1:-}" = "--inner" ]; then
 		\\timing on
 		SELECT count(claude_complete('bench ' || i)) FROM generate_series(1, $N) i;
 	EOF
-
-	check_requests() { # label expected
-		local got
-		got=$(mock_stat requests)
-		[ "$got" = "$2" ] || die "$1: the mock saw $got requests, expected $2"
-	}
 
 	declare -a B_US E1_US ES_US S_WALL S_TLS S_TCP S_CONC C_WALL C_TLS
 	echo "bench: $N calls per form, $SESSIONS sessions ($PAR at a time), $REPS rounds; worker pid $WPID"
@@ -322,6 +406,8 @@ if [ "${1:-}" = "--inner" ]; then
 	ENRICH_H2=$(bulk_rate "enrich over HTTP/2" "CALL claude_enrich('bench_docs', 'summary', 'Summarize: {body}', batch_size => 100)" "$H2")
 	kill "$MOCK2_PID" 2>/dev/null
 	MOCK2_PID=
+
+	prefetch_bench
 
 	# ---- fair share: one role's single call beside another role's bulk
 	# work (two sessions of FAIR_N prompts each) at 20 ms latency; its
@@ -597,6 +683,7 @@ if [ "${1:-}" = "--inner" ]; then
 		  claude_complete_many:       $MANY_RATE requests/s = $(calc %.1f "$MANY_RATE * 100 / $IDEAL")% of ideal
 		  claude_enrich:              $ENRICH_RATE requests/s = $(calc %.1f "$ENRICH_RATE * 100 / $IDEAL")% of ideal
 		  over HTTP/2 (multiplexed):  complete_many $MANY_H2 requests/s, enrich $ENRICH_H2 requests/s ($(calc %.1f "$MANY_H2 / $IDEAL")x and $(calc %.1f "$ENRICH_H2 / $IDEAL")x the HTTP/1.1 ideal)
+		$PF_LINES
 		fair share, 20 ms latency, $MAXCONN connections: a single call beside another role's 2 x $FAIR_N bulk prompts
 		  median $(calc %.1f "$FAIR_BESIDE") ms, alone $(calc %.1f "$FAIR_ALONE") ms: $(calc %.2f "$FAIR_BESIDE / $FAIR_ALONE")x (target: at most one connection's wait, <= 2x), backlog behind it: $FAIR_BACKLOG requests
 		triggers, one INSERT of $TRIG_N rows, 20 ms latency, $MAXCONN connections:
@@ -648,7 +735,7 @@ cp "$ROOT/test/bench/run-bench.sh" "$ROOT/test/bench/bare_client" "$ROOT/test/be
 if [ "$(id -u)" = 0 ]; then chown -R postgres: "$T"; fi
 
 status=0
-# bounded: the whole bench normally takes a minute or two
-run_unprivileged timeout -k 30 "$([ "${BENCH_LONG:-0}" = 1 ] && echo 10800 || echo 900)" \
+# bounded: the whole bench normally takes about ten minutes
+run_unprivileged timeout -k 30 "$([ "${BENCH_LONG:-0}" = 1 ] && echo 10800 || echo 1200)" \
 	bash "$T/run-bench.sh" --inner "$T" "$BIN" || status=$?
 exit $status
