@@ -28,6 +28,9 @@
 #include "optimizer/planmain.h"
 #include "optimizer/planner.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
@@ -53,10 +56,29 @@ typedef struct Split
 	bool		conditional;	/* inside an expression that may skip them */
 } Split;
 
+typedef struct KnownFunction
+{
+	Oid			funcid;			/* hash key */
+	bool		prefetched;
+} KnownFunction;
+
 static planner_hook_type prev_planner = NULL;
 
+/* what each function seen is, until pg_proc changes */
+static HTAB *known = NULL;
+
+static void
+forget_known(Datum arg, int cacheid, uint32 hashvalue)
+{
+	if (known != NULL)
+	{
+		hash_destroy(known);
+		known = NULL;
+	}
+}
+
 static bool
-is_prefetched(Oid funcid)
+lookup_prefetched(Oid funcid)
 {
 	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcid));
 	bool		ours = false;
@@ -81,6 +103,42 @@ is_prefetched(Oid funcid)
 	}
 	ReleaseSysCache(tup);
 	return ours;
+}
+
+/* Whether funcid is one of the calls read ahead: planned often, so cached. */
+static bool
+is_prefetched(Oid funcid)
+{
+	KnownFunction *entry;
+	bool		found;
+
+	if (known == NULL)
+	{
+		HASHCTL		ctl;
+		static bool registered = false;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(KnownFunction);
+		ctl.hcxt = CacheMemoryContext;
+		known = hash_create("claude read-ahead functions", 64, &ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		if (!registered)
+		{
+			CacheRegisterSyscacheCallback(PROCOID, forget_known, (Datum) 0);
+			registered = true;
+		}
+	}
+	entry = hash_search(known, &funcid, HASH_FIND, NULL);
+	if (entry != NULL)
+		return entry->prefetched;
+	/* looked up first: the lookup may invalidate the table */
+	found = lookup_prefetched(funcid);
+	if (known != NULL)
+	{
+		entry = hash_search(known, &funcid, HASH_ENTER, NULL);
+		entry->prefetched = found;
+	}
+	return found;
 }
 
 static bool
