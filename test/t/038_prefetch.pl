@@ -17,7 +17,6 @@ my $mock = ClaudeMock->start(keys => ['test-key']);
 # it on for its session
 my $node = new_node('prefetch', $mock, conf => "claude.max_retries = 0\n");
 sub sql { $node->safe_psql('postgres', $_[0]) }
-sub requests { $mock->stats->{requests} }
 
 # the GUC must exist (and off cases below then set it); main has none
 my $has_guc = sql("SELECT count(*) FROM pg_settings WHERE name = 'claude.prefetch'");
@@ -27,7 +26,8 @@ is(sql("SELECT coalesce((SELECT setting || ',' || min_val || ',' || max_val || '
 my $OFF = $has_guc ? 'SET claude.prefetch = 0; ' : '';
 
 # Run $sql with every reply delayed by $latency ms; returns (rc, stdout,
-# stderr, stats) with the mock's counters for this statement alone.
+# stderr, stats) with the mock's counters for this statement alone, and
+# {msgs} the number of /v1/messages requests.
 sub run
 {
 	my ($sql, $latency) = @_;
@@ -36,8 +36,20 @@ sub run
 	$mock->reset;
 	$mock->config({ latency_ms => $latency // 0 });
 	my ($rc, $out, $err) = $node->psql('postgres', $sql);
-	return ($rc, $out, $err, $mock->stats);
+	my $st = $mock->stats;
+	# Messages requests only: claude_classify also asks /v1/models once
+	$st->{msgs} = $st->{by_path}{'/v1/messages'} // 0;
+	return ($rc, $out, $err, $st);
 }
+
+# the /v1/messages requests whose prompt matches $re, from the mock's records
+sub matching
+{
+	my ($re) = @_;
+	return grep { $_->{path} eq '/v1/messages' && JSON::PP->new->canonical->encode($_->{body}) =~ $re }
+	  @{ $mock->requests(0) };
+}
+sub count_of { return scalar(my @r = matching($_[0])) }
 
 # the largest number of /v1/messages requests whose prompt matches $re that
 # were open at once, from the mock's request records
@@ -45,9 +57,8 @@ sub peak_of
 {
 	my ($re) = @_;
 	my @ev;
-	for my $r (@{ $mock->requests(0) })
+	for my $r (matching($re))
 	{
-		next unless $r->{path} eq '/v1/messages' && JSON::PP->new->canonical->encode($r->{body}) =~ $re;
 		push @ev, [ $r->{t_start}, 1 ], [ $r->{t_end} // 9e99, -1 ];
 	}
 	my ($n, $peak) = (0, 0);
@@ -137,20 +148,27 @@ for my $k (@kinds)
 # ---- 3. LIMIT k never sends more than k
 ($rc, $out, $err, $st) = run(q{SELECT id, claude_complete('lim ' || id) FROM big LIMIT 5}, 50);
 is($out, join("\n", map { "$_|lim $_" } 1 .. 5), 'LIMIT 5 over 2,000 rows: the first five');
-cmp_ok($st->{requests}, '<=', 5, "sent at most 5 requests ($st->{requests})");
+cmp_ok($st->{msgs}, '<=', 5, "sent at most 5 requests ($st->{msgs})");
 ($rc, $out, $err, $st) = run(q{SELECT id, claude_complete('limo ' || id) FROM big LIMIT 5 OFFSET 3}, 50);
 is($out, join("\n", map { "$_|limo $_" } 4 .. 8), 'LIMIT 5 OFFSET 3: rows 4 to 8');
-cmp_ok($st->{requests}, '<=', 8, "sent at most 8 requests ($st->{requests})");
+cmp_ok($st->{msgs}, '<=', 8, "sent at most 8 requests ($st->{msgs})");
 ($rc, $out, $err, $st) = run(q{SET plan_cache_mode = force_generic_plan;
-	PREPARE lim(int) AS SELECT id, claude_complete('limp ' || id) FROM big LIMIT $1;
-	EXECUTE lim(5); EXECUTE lim(2);}, 50);
-is($out, join("\n", (map { "$_|limp $_" } 1 .. 5), (map { "$_|limp $_" } 1 .. 2)),
+	PREPARE lim(int, text) AS SELECT id, claude_complete('limp ' || $2 || ' ' || id) FROM big LIMIT $1;
+	EXECUTE lim(5, 'a'); EXECUTE lim(2, 'b');}, 50);
+is($out, join("\n", (map { "$_|limp a $_" } 1 .. 5), (map { "$_|limp b $_" } 1 .. 2)),
 	'a generic plan with LIMIT $1: five rows, then two');
-cmp_ok($st->{requests}, '<=', 7, "sent at most 5 + 2 requests ($st->{requests})");
-($rc, $out, $err, $st) = run(q{PREPARE lima(int) AS SELECT claude_complete('lima ' || id) FROM big LIMIT $1;
-	EXECUTE lima(5); EXECUTE lima(5); EXECUTE lima(5); EXECUTE lima(5); EXECUTE lima(5); EXECUTE lima(5); EXECUTE lima(5);}, 20);
+my $n = count_of(qr/limp a /);
+cmp_ok($n, '<=', 5, "LIMIT \$1 = 5 sent at most 5 requests ($n)");
+$n = count_of(qr/limp b /);
+cmp_ok($n, '<=', 2, "LIMIT \$1 = 2 sent at most 2 requests ($n)");
+($rc, $out, $err, $st) = run(q{PREPARE lima(int, text) AS SELECT claude_complete('lima ' || $2 || ' ' || id) FROM big LIMIT $1;
+	} . join(' ', map { "EXECUTE lima(5, 'x$_');" } 1 .. 7), 20);
 is(scalar(my @rows = split /\n/, $out), 35, 'LIMIT $1 executed 7 times (custom, then generic plans): 35 rows');
-cmp_ok($st->{requests}, '<=', 35, "sent at most 35 requests ($st->{requests})");
+for my $i (1 .. 7)
+{
+	$n = count_of(qr/lima x$i /);
+	cmp_ok($n, '<=', 5, "EXECUTE $i sent at most 5 requests ($n)");
+}
 
 # ---- 4. an error in row 7 of 40: that row's error; what was sent is cached
 sql(q{
@@ -160,11 +178,7 @@ sql(q{
 my $cache_on = 'SET claude.cache = on; ';
 ($rc, $out, $err) = run($cache_on . q{SELECT id, claude_complete(p) FROM e40}, 100);
 like($err, qr/Claude API error 400 invalid_request_error: row seven is refused/, "row 7's error is raised");
-my %sent;
-for my $r (@{ $mock->requests(0) })
-{
-	$sent{$1} = 1 if JSON::PP->new->encode($r->{body} // {}) =~ /errcase (\d+)/;
-}
+my %sent = map { JSON::PP->new->encode($_->{body}) =~ /errcase (\d+)/; ($1 => 1) } matching(qr/errcase \d+/);
 delete $sent{7};
 my $nsent = keys %sent;
 note("sent before the error: rows " . join(',', sort { $a <=> $b } keys %sent));
@@ -173,7 +187,7 @@ ok(wait_until(sub { sql(q{SELECT count(*) FROM claude_cache WHERE request::text 
   or diag(sql(q{SELECT count(*) FROM claude_cache WHERE request::text LIKE '%errcase %'}) . ' cached');
 ($rc, $out, $err, $st) = run($cache_on . q{SELECT id, claude_complete(p) FROM e40 WHERE id <> 7}, 0);
 is($out, join("\n", map { "$_|errcase $_" } grep { $_ != 7 } 1 .. 40), 'the rerun without row 7 returns the 39 rows');
-is($st->{requests}, 39 - $nsent, 'and sends only the rows not sent the first time: none is paid twice');
+is($st->{msgs}, 39 - $nsent, 'and sends only the rows not sent the first time: none is paid twice');
 
 # the first failing row in order wins over a later one that fails sooner,
 # and over a later row whose arguments raise
@@ -184,8 +198,11 @@ sql(q{
 	  FROM generate_series(1, 16) i;});
 ($rc, $out, $err) = run(q{SELECT id, claude_complete(p) FROM e2}, 20);
 like($err, qr/error 400 invalid_request_error: row nine/, 'row 9 fails late, row 12 early: row 9\'s error is raised');
-($rc, $out, $err) = run(q{SELECT id, claude_complete(p || (100 / (id - 10))) FROM e2}, 20);
-like($err, qr/row nine/, 'row 10 divides by zero in its arguments: row 9\'s error comes first');
+# (an error computing a row's arguments comes when the row is read ahead, up
+# to claude.prefetch rows early: README, Read-ahead)
+($rc, $out, $err) = run(($has_guc ? 'SET claude.prefetch = 4; ' : '')
+	. q{SELECT id, claude_complete(p || (100 / (id - 16))) FROM e2}, 20);
+like($err, qr/row nine/, 'row 16, more than a window after row 9, divides by zero in its arguments: row 9\'s error comes first');
 ($rc, $out, $err) = run(q{SELECT id, claude_complete(p || (100 / (id - 5))) FROM e2}, 20);
 like($err, qr/division by zero/, 'and row 5\'s division by zero comes before row 9');
 
@@ -214,11 +231,11 @@ is(sql(q{SELECT count(claude_complete('after cancel ' || i)) FROM generate_serie
 	FETCH 5 FROM c; FETCH BACKWARD 2 FROM c; FETCH ALL FROM c; FETCH ABSOLUTE 1 FROM c; COMMIT;}, 20);
 is($out, join("\n", map { "$_|cur $_" } 1 .. 5, 4, 3, 4 .. 24, 1), 'FETCH 5, BACKWARD 2, ALL, ABSOLUTE 1 return the right rows')
   or diag($err);
-is($st->{requests}, 24, 'each row was requested once: rows fetched again are not sent again');
+is($st->{msgs}, 24, 'each row was requested once: rows fetched again are not sent again');
 ($rc, $out, $err, $st) = run(q{BEGIN; DECLARE n NO SCROLL CURSOR FOR SELECT id, claude_complete('ncur ' || id) FROM big;
 	FETCH 5 FROM n; CLOSE n; COMMIT;}, 20);
 is($out, join("\n", map { "$_|ncur $_" } 1 .. 5), 'a cursor over 2,000 rows, 5 fetched');
-cmp_ok($st->{requests}, '<=', 12, "read ahead about what it consumed ($st->{requests} requests)");
+cmp_ok($st->{msgs}, '<=', 12, "read ahead about what it consumed ($st->{msgs} requests)");
 
 # ---- 7. a prepared statement with prefetch on and off: 5 custom plans, then
 # the generic one (shown by EXPLAIN VERBOSE of the 11th)
@@ -275,7 +292,7 @@ for my $f (@fallbacks)
 	my ($name, $q) = @$f;
 	($rc, $out, $err, $st) = run($q, 60);
 	is($rc, 0, "fallback $name: succeeds") or diag($err);
-	cmp_ok($st->{requests}, '>=', 6, "fallback $name: sent its requests ($st->{requests})");
+	cmp_ok($st->{msgs}, '>=', 6, "fallback $name: sent its requests ($st->{msgs})");
 	is($st->{max_concurrency}, 1, "fallback $name: one at a time");
 }
 
@@ -292,7 +309,7 @@ for my $paid (q{claude_if(body, 'mentions rain')}, q{claude_classify(body, ARRAY
 	my $q = "SELECT id FROM q40 WHERE $paid AND id % 4 = 0";
 	($rc, $out, $err, $st) = run($q, 0);
 	is($rc, 0, "paid qual written first: $paid") or diag($err);
-	is($st->{requests}, 10, "$paid AND id % 4 = 0 over 40 rows: 10 requests");
+	is($st->{msgs}, 10, "$paid AND id % 4 = 0 over 40 rows: 10 requests");
 	my $plan = sql("EXPLAIN (COSTS OFF) $q");
 	my ($filter) = grep { /id % 4/ } split /\n/, $plan;
 	ok(defined $filter && ($filter !~ /claude_/ || index($filter, 'id % 4') < index($filter, 'claude_')),
