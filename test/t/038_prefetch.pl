@@ -135,7 +135,7 @@ my @kinds = (
 for my $k (@kinds)
 {
 	my ($name, $q, $check) = @$k;
-	($rc, $on, $err, $st) = run($q, 100);
+	($rc, $on, $err, $st) = run($q, 200);
 	is($rc, 0, "$name with read-ahead succeeds") or diag($err);
 	ok($check->($on), "$name: every row got its own reply");
 	cmp_ok($st->{max_concurrency}, '>=', 4, "$name: requests in flight at once (peak $st->{max_concurrency})");
