@@ -13,7 +13,8 @@
 //
 // POST /v1/messages echoes the last user message.  Directives in that
 // message change the reply:
-//   [[mock:delay=MS]] wait before answering; [[mock:status=N]] an error reply;
+//   [[mock:delay=MS]] wait before answering; [[mock:status=N]] an error reply
+//     (its message TEXT with [[mock:error_message=TEXT]]);
 //   [[mock:hang]] [[mock:reset]] [[mock:malformed]] [[mock:truncate]];
 //   [[mock:no_tool]] a text reply despite a forced tool_choice;
 //   [[mock:schema_break=KIND]] a structured reply that breaks the caller's
@@ -705,6 +706,10 @@ function parseDirectives(text) {
             case 'rich': d.rich = true; break;
             // billing_error (issue 27): see billingError
             case 'billing': d.billing = parseInt(arg, 10) || 400; break;
+            // prefetch tests (issue 28): [[mock:error_message=TEXT]] is the
+            // message of the error [[mock:status=N]] sends, so a test can
+            // tell which row's error a statement raised
+            case 'error_message': d.error_message = String(arg || ''); break;
             // the stream_* and ping directives only matter when the request streams
             case 'stream_delay': d.stream_delay_ms = Math.max(0, Number(arg) || 0); break;
             case 'stream_pause': d.stream_pause_ms = Math.max(0, Number(arg) || 0); break;
@@ -1257,7 +1262,7 @@ function handleMessages(ctx) {
         if (d.truncate)
             return doTruncate(ctx, 200, successBody(ctx, v.lastUser, v.inputChars, model));
         if (d.status && d.status !== 200)
-            return sendError(ctx, d.status);
+            return sendError(ctx, d.status, undefined, d.error_message);
         if (d.billing)
             return billingError(ctx, d.billing);
         respond();

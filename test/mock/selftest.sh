@@ -122,6 +122,8 @@ expect "delay directive" "$(( (t1 - t0) / 1000000 )) $r" '^(3[0-9][0-9]|[4-9][0-
 for s in 429:rate_limit_error 529:overloaded_error 500:api_error 400:invalid_request_error 401:authentication_error 403:permission_error 404:not_found_error 413:request_too_large; do
     r=$(msg "$(req "[[mock:status=${s%%:*}]]")"); expect "status directive $s" "$r" "^${s%%:*} .*\"type\":\"${s#*:}\""
 done
+# prefetch tests (issue 28): the error's message names the failing row
+r=$(msg "$(req '[[mock:status=400]][[mock:error_message=row seven]]')"); expect "error_message directive" "$r" '^400 .*"message":"row seven"'
 r=$(msg "$(req '[[mock:malformed]]')"); expect "malformed directive" "$r" '^200 \{"id": "msg_broken", "content": \[$'
 r=$(msg "$(req '[[mock:reset]]')"); expect "reset directive" "$r $(cat "$work/curlerr")" 'reset|Recv failure|56|SSL'
 r=$(msg "$(req '[[mock:truncate]]')"); expect "truncate directive" "$r $(cat "$work/curlerr")" '(transfer closed|18|56|92|PROTOCOL)'
