@@ -207,6 +207,23 @@ claude_pipe_poll(ClaudePipe *p, ClaudePipeDone done, void *arg)
 }
 
 /*
+ * Give up every request in flight (its caller stopped reading): the
+ * transfers are aborted and the slots given back; no reply is handed over.
+ */
+void
+claude_pipe_abandon(ClaudePipe *p)
+{
+	while (p->n > 0)
+	{
+		PipeItem   *item = &p->items[--p->n];
+
+		claude_call_abandon(&item->call);
+		if (item->request)
+			pfree(item->request);
+	}
+}
+
+/*
  * Sleep until at least one request in flight is finished, and hand every
  * finished one to done.
  */
