@@ -207,19 +207,24 @@ claude_pipe_poll(ClaudePipe *p, ClaudePipeDone done, void *arg)
 }
 
 /*
- * Give up every request in flight (its caller stopped reading): the
- * transfers are aborted and the slots given back; no reply is handed over.
+ * Give up every request in flight (its owner stopped reading, or its
+ * memory is going): the transfers are aborted and the slots given back;
+ * no reply is handed over.  Nothing here raises, so a memory context
+ * callback may call it during an abort.  A pipe's calls never lead a
+ * cache key (CLAUDE_CACHE_LOOKUP): there is none to give back.
  */
 void
 claude_pipe_abandon(ClaudePipe *p)
 {
 	while (p->n > 0)
 	{
-		PipeItem   *item = &p->items[--p->n];
+		ClaudeCall *c = &p->items[--p->n].call;
 
-		claude_call_abandon(&item->call);
-		if (item->request)
-			pfree(item->request);
+		Assert(c->cache != CLAUDE_CACHE_LEAD);
+		if (c->state == CLAUDE_CALL_SENT)
+			claude_slot_abandon_quietly(c->slot);
+		c->slot = -1;
+		c->state = CLAUDE_CALL_DONE;
 	}
 }
 

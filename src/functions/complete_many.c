@@ -49,8 +49,21 @@ typedef struct Many
 	ManyRow    *rows;
 	int			nrows;
 	int			taken;
-	ExprContext *econtext;		/* where the shutdown callback is, or NULL */
+	MemoryContextCallback release;	/* gives back what is in flight */
 } Many;
+
+/* a row (ord, completion, error) */
+static void
+row_values(int64 tag, text *completion, const char *error,
+		   Datum *values, bool *nulls)
+{
+	nulls[0] = false;
+	nulls[1] = completion == NULL;
+	nulls[2] = error == NULL;
+	values[0] = Int32GetDatum((int32) tag);
+	values[1] = completion ? PointerGetDatum(completion) : (Datum) 0;
+	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
+}
 
 static void
 store_row(void *arg, int64 tag, text *completion, const char *error,
@@ -58,11 +71,9 @@ store_row(void *arg, int64 tag, text *completion, const char *error,
 {
 	ReturnSetInfo *rsinfo = arg;
 	Datum		values[3];
-	bool		nulls[3] = {false, completion == NULL, error == NULL};
+	bool		nulls[3];
 
-	values[0] = Int32GetDatum((int32) tag);
-	values[1] = completion ? PointerGetDatum(completion) : (Datum) 0;
-	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	row_values(tag, completion, error, values, nulls);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
@@ -150,17 +161,17 @@ many_round(Many *m, bool stop_early)
 }
 
 /*
- * The caller stopped reading (LIMIT, a closed cursor, a rescan): give
- * back the slots of the prompts still in flight.  Not called on an error:
- * the abort callbacks of shmem/slots.c give them back then.
+ * The state's memory is going: the caller stopped reading (LIMIT, a cursor
+ * closed, a rescan), or an error ended the statement.  Give back the slots
+ * of the prompts still in flight.  Their slots are kept (the pipe's owner
+ * takes every reply), since a FETCH inside a savepoint rolled back must
+ * not take them from a cursor that stays open; this callback gives them
+ * back however the statement ends, even during an abort.
  */
 static void
-many_shutdown(Datum arg)
+many_release(void *arg)
 {
-	Many	   *m = (Many *) DatumGetPointer(arg);
-
-	m->econtext = NULL;
-	claude_pipe_abandon(m->pipe);
+	claude_pipe_abandon(((Many *) arg)->pipe);
 }
 
 static Datum
@@ -214,10 +225,11 @@ claude_complete_many(PG_FUNCTION_ARGS)
 										   ALLOCSET_DEFAULT_SIZES);
 			m->emit = queue_row;
 			m->emit_arg = m;
-			/* after SRF_FIRSTCALL_INIT's: runs first, while m exists */
-			m->econtext = rsinfo->econtext;
-			RegisterExprContextCallback(m->econtext, many_shutdown,
-										PointerGetDatum(m));
+			claude_pipe_keep_slots(m->pipe);
+			m->release.func = many_release;
+			m->release.arg = m;
+			MemoryContextRegisterResetCallback(funcctx->multi_call_memory_ctx,
+											   &m->release);
 		}
 		funcctx->user_fctx = m;
 		MemoryContextSwitchTo(old);
@@ -231,21 +243,15 @@ claude_complete_many(PG_FUNCTION_ARGS)
 		m->taken = m->nrows = 0;
 		MemoryContextReset(m->cxt);
 		if (!many_round(m, true))
-		{
-			UnregisterExprContextCallback(m->econtext, many_shutdown,
-										  PointerGetDatum(m));
 			m = NULL;
-		}
 	}
 	if (m != NULL)
 	{
 		ManyRow    *row = &m->rows[m->taken++];
 		Datum		values[3];
-		bool		nulls[3] = {false, row->completion == NULL, row->error == NULL};
+		bool		nulls[3];
 
-		values[0] = Int32GetDatum(row->ord);
-		values[1] = row->completion ? PointerGetDatum(row->completion) : (Datum) 0;
-		values[2] = row->error ? CStringGetTextDatum(row->error) : (Datum) 0;
+		row_values(row->ord, row->completion, row->error, values, nulls);
 		SRF_RETURN_NEXT(funcctx,
 						HeapTupleGetDatum(heap_form_tuple(funcctx->tuple_desc,
 														  values, nulls)));

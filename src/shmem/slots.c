@@ -497,6 +497,16 @@ claude_slot_abandon(int slot)
 	abandon(slot, false);
 }
 
+/*
+ * The same where nothing may raise (a memory context callback, which may
+ * run during an abort): a finished slot's memory is left to the worker.
+ */
+void
+claude_slot_abandon_quietly(int slot)
+{
+	abandon(slot, true);
+}
+
 /* ---- worker side ---- */
 
 /*

@@ -99,6 +99,7 @@ extern void claude_slot_wait(int slot);
 extern bool claude_slot_wait_events(int slot);
 extern void claude_slot_keep(int slot);
 extern void claude_slot_abandon(int slot);
+extern void claude_slot_abandon_quietly(int slot);
 extern char *claude_slot_take(int slot, ClaudeResult *result);
 
 /* worker side */

@@ -105,6 +105,39 @@ $out = $node->safe_psql('postgres', q{
 	COMMIT;});
 is($out, "2\n3", 'a cursor fetches rows as their replies arrive');
 ok(wait_until(sub { $mock->stats->{concurrency} == 0 }), 'closing it aborted the hanging transfer');
+# a FETCH inside a savepoint rolled back: the cursor stays open, and so do
+# the requests its rows wait for
+$mock->reset;
+$out = $node->safe_psql('postgres', q{
+	SET statement_timeout = '20s';
+	BEGIN;
+	DECLARE c CURSOR FOR SELECT (r).ord, (r).completion
+	  FROM (SELECT claude_complete_many(ARRAY['[[mock:delay=100]] a', '[[mock:delay=1500]] b'], cache => false) r) s;
+	SAVEPOINT s;
+	FETCH 1 c;
+	ROLLBACK TO s;
+	FETCH 1 c;
+	COMMIT;});
+is($out, "1|[[mock:delay=100]] a\n2|[[mock:delay=1500]] b", 'a cursor goes on after ROLLBACK TO a savepoint it fetched in');
+# an error caught by an EXCEPTION block ends the loop's query: what it had in
+# flight is let go at once
+$mock->reset;
+$node->safe_psql('postgres', q{
+	SET statement_timeout = '20s';
+	DO $$
+	DECLARE r record;
+	BEGIN
+	  BEGIN
+	    FOR r IN SELECT (claude_complete_many(ARRAY['[[mock:delay=100]] a', '[[mock:hang]] b', '[[mock:hang]] c'],
+	                                          cache => false)).ord LOOP
+	      RAISE EXCEPTION 'stop at %', r.ord;
+	    END LOOP;
+	  EXCEPTION WHEN raise_exception THEN NULL;
+	  END;
+	END $$;});
+ok(wait_until(sub { $mock->stats->{concurrency} == 0 }), 'an error caught in PL/pgSQL aborted the hanging transfers');
+is($node->safe_psql('postgres', q{SELECT count(completion) FROM claude_complete_many(array(SELECT 'caught ' || i FROM generate_series(1, 16) i), cache => false)}),
+	'16', 'and every slot is free again');
 # cancel while value-per-call waits
 $h = start_bg($node, q{SELECT (claude_complete_many(array(SELECT '[[mock:hang]] vpc ' || i FROM generate_series(1, 40) i))).ord});
 ok(wait_until(sub { $mock->stats->{concurrency} == 4 }), 'select-list requests are hanging at the mock');
