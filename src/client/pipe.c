@@ -207,6 +207,25 @@ claude_pipe_poll(ClaudePipe *p, ClaudePipeDone done, void *arg)
 }
 
 /*
+ * Give up every request in flight (its owner stopped reading, or its
+ * memory is going): the transfers are aborted and the slots given back;
+ * no reply is handed over.  Nothing here raises, so a memory context
+ * callback may call it during an abort.  A pipe's calls never lead a
+ * cache key (CLAUDE_CACHE_LOOKUP): there is none to give back.
+ */
+void
+claude_pipe_abandon(ClaudePipe *p)
+{
+	while (p->n > 0)
+	{
+		ClaudeCall *c = &p->items[--p->n].call;
+
+		Assert(c->cache != CLAUDE_CACHE_LEAD);
+		claude_call_detach(c, true);
+	}
+}
+
+/*
  * Sleep until at least one request in flight is finished, and hand every
  * finished one to done.
  */

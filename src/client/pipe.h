@@ -32,5 +32,6 @@ extern bool claude_pipe_submit_checked(ClaudePipe *p, int64 tag, ClaudeCall *c,
 									   ClaudePipeDone done, void *arg);
 extern bool claude_pipe_poll(ClaudePipe *p, ClaudePipeDone done, void *arg);
 extern void claude_pipe_collect(ClaudePipe *p, ClaudePipeDone done, void *arg);
+extern void claude_pipe_abandon(ClaudePipe *p);
 
 #endif

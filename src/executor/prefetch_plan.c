@@ -444,6 +444,22 @@ rewrite_node(Plan **pp, bool filters, List *limit, Rewrite *rw)
 		*pp = &filter->scan.plan;
 }
 
+/*
+ * Whether a LIMIT's expression is known when the statement starts:
+ * constants and the statement's parameters (LIMIT $1, with its cast), no
+ * column, subquery or volatile function.
+ */
+static bool
+unknown_at_start(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var) || IsA(node, SubPlan) || IsA(node, AlternativeSubPlan) ||
+		(IsA(node, Param) && ((Param *) node)->paramkind != PARAM_EXTERN))
+		return true;
+	return expression_tree_walker(node, unknown_at_start, context);
+}
+
 /* A LIMIT's offset and count, if the node can read them when it starts. */
 static List *
 limit_of(Limit *l)
@@ -453,8 +469,8 @@ limit_of(Limit *l)
 	if (l->limitOption != LIMIT_OPTION_COUNT || l->limitCount == NULL)
 		return NIL;
 	for (int i = 0; i < 2; i++)
-		if (parts[i] != NULL && !IsA(parts[i], Const) &&
-			!(IsA(parts[i], Param) && ((Param *) parts[i])->paramkind == PARAM_EXTERN))
+		if (parts[i] != NULL &&
+			(unknown_at_start(parts[i], NULL) || contain_volatile_functions(parts[i])))
 			return NIL;
 	return list_make2(copyObject(parts[0]), copyObject(parts[1]));
 }

@@ -44,6 +44,107 @@ ok(wait_until(sub { $mock->stats->{concurrency} == 0 }), 'the worker aborted eve
 is($node->safe_psql('postgres', q{SELECT count(completion) FROM claude_complete_many(array(SELECT 'after ' || i FROM generate_series(1, 16) i))}),
 	'16', 'all 16 slots are free again');
 
+# In a select list claude_complete_many is value-per-call: a row is handed
+# on as its reply arrives, while slower prompts are still in flight
+$mock->reset;
+$out = $node->safe_psql('postgres', q{
+	SELECT string_agg(ord::text, ',' ORDER BY t),
+	       extract(epoch FROM max(t) FILTER (WHERE ord = 1) - max(t) FILTER (WHERE ord = 2)) > 1
+	FROM (SELECT clock_timestamp() t, (r).ord
+	      FROM (SELECT claude_complete_many(ARRAY['[[mock:delay=3000]] slow', '[[mock:delay=100]] fast'],
+	                                        cache => false) r) s) q});
+is($out, '2,1|t', 'in a select list the fast row comes out more than 1 s before the 3 s one');
+# in FROM PostgreSQL stores the whole set first: every row, none early
+$out = $node->safe_psql('postgres', q{
+	SELECT string_agg(ord::text, ',' ORDER BY ord), count(completion)
+	FROM claude_complete_many(ARRAY['[[mock:delay=1000]] slow', '[[mock:delay=100]] fast'], cache => false)});
+is($out, '1,2|2', 'in FROM every row comes back');
+# both ways give the same rows
+my $mixed = q{ARRAY['[[mock:delay=200]] a', '[[mock:status=400]] b', NULL, '', 'c', 'd', 'e', 'f', 'g']};
+my $in_from = $node->safe_psql('postgres', qq{
+	SELECT string_agg(ord || ':' || coalesce(completion, '-') || ':' || coalesce(error, '-'), ' ' ORDER BY ord)
+	FROM claude_complete_many($mixed, cache => false)});
+my $in_list = $node->safe_psql('postgres', qq{
+	SELECT string_agg((r).ord || ':' || coalesce((r).completion, '-') || ':' || coalesce((r).error, '-'), ' ' ORDER BY (r).ord)
+	FROM (SELECT claude_complete_many($mixed, cache => false) r) s});
+is($in_list, $in_from, 'a select list and FROM give the same rows');
+like($in_list, qr/^1:\[\[mock:delay=200\]\] a:- 2:-:Claude API error 400 .* 3:-:- 4:-:prompt must not be empty 5:c:- .* 9:g:-$/,
+	'with ord, completion and error per prompt');
+
+# LIMIT 1 stops after the first reply; the prompts still in flight are let
+# go at once and their slots given back
+$mock->reset;
+$out = $node->safe_psql('postgres', q{
+	SET statement_timeout = '20s';
+	SELECT (claude_complete_many(ARRAY['[[mock:hang]] 1', '[[mock:delay=100]] fast', '[[mock:hang]] 3',
+	                                   '[[mock:hang]] 4', '[[mock:hang]] 5', '[[mock:hang]] 6'], cache => false)).*
+	LIMIT 1});
+is($out, '2|[[mock:delay=100]] fast|', 'LIMIT 1 returns the first reply while the others hang');
+ok(wait_until(sub { $mock->stats->{concurrency} == 0 }), 'the worker aborted the hanging transfers');
+ok(wait_until(sub { $node->safe_psql('postgres', q{SELECT in_flight = 0 AND queued = 0 FROM claude_stats}) eq 't' }),
+	'nothing is left in flight or queued');
+is($node->safe_psql('postgres', q{SELECT claude_complete('after the limit', cache => false)}), 'after the limit',
+	'a following claude_complete works');
+is($node->safe_psql('postgres', q{SELECT count(completion) FROM claude_complete_many(array(SELECT 'limit ' || i FROM generate_series(1, 16) i), cache => false)}),
+	'16', 'all 16 slots are free again');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM pg_stat_activity
+	WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND state <> 'idle'}),
+	'0', 'no session is stuck');
+# a cursor closed early lets go the same way; one still open keeps reading
+$mock->reset;
+$out = $node->safe_psql('postgres', q{
+	SET statement_timeout = '20s';
+	BEGIN;
+	DECLARE c CURSOR FOR SELECT (claude_complete_many(ARRAY['[[mock:hang]] a', '[[mock:delay=100]] b', '[[mock:delay=600]] c'],
+	                                                  cache => false)).ord;
+	FETCH 1 c;
+	FETCH 1 c;
+	CLOSE c;
+	COMMIT;});
+is($out, "2\n3", 'a cursor fetches rows as their replies arrive');
+ok(wait_until(sub { $mock->stats->{concurrency} == 0 }), 'closing it aborted the hanging transfer');
+# a FETCH inside a savepoint rolled back: the cursor stays open, and so do
+# the requests its rows wait for
+$mock->reset;
+$out = $node->safe_psql('postgres', q{
+	SET statement_timeout = '20s';
+	BEGIN;
+	DECLARE c CURSOR FOR SELECT (r).ord, (r).completion
+	  FROM (SELECT claude_complete_many(ARRAY['[[mock:delay=100]] a', '[[mock:delay=1500]] b'], cache => false) r) s;
+	SAVEPOINT s;
+	FETCH 1 c;
+	ROLLBACK TO s;
+	FETCH 1 c;
+	COMMIT;});
+is($out, "1|[[mock:delay=100]] a\n2|[[mock:delay=1500]] b", 'a cursor goes on after ROLLBACK TO a savepoint it fetched in');
+# an error caught by an EXCEPTION block ends the loop's query: what it had in
+# flight is let go at once
+$mock->reset;
+$node->safe_psql('postgres', q{
+	SET statement_timeout = '20s';
+	DO $$
+	DECLARE r record;
+	BEGIN
+	  BEGIN
+	    FOR r IN SELECT (claude_complete_many(ARRAY['[[mock:delay=100]] a', '[[mock:hang]] b', '[[mock:hang]] c'],
+	                                          cache => false)).ord LOOP
+	      RAISE EXCEPTION 'stop at %', r.ord;
+	    END LOOP;
+	  EXCEPTION WHEN raise_exception THEN NULL;
+	  END;
+	END $$;});
+ok(wait_until(sub { $mock->stats->{concurrency} == 0 }), 'an error caught in PL/pgSQL aborted the hanging transfers');
+is($node->safe_psql('postgres', q{SELECT count(completion) FROM claude_complete_many(array(SELECT 'caught ' || i FROM generate_series(1, 16) i), cache => false)}),
+	'16', 'and every slot is free again');
+# cancel while value-per-call waits
+$h = start_bg($node, q{SELECT (claude_complete_many(array(SELECT '[[mock:hang]] vpc ' || i FROM generate_series(1, 40) i))).ord});
+ok(wait_until(sub { $mock->stats->{concurrency} == 4 }), 'select-list requests are hanging at the mock');
+($rc, $o, $err, $ms) = cancel_bg($node, $h, 'mock:hang]] vpc');
+like($err, qr/canceling statement/, 'the select-list form is cancelled');
+cmp_ok($ms, '<', 2000, sprintf('within %.0f ms', $ms));
+ok(wait_until(sub { $mock->stats->{concurrency} == 0 }), 'the worker aborted every transfer');
+
 # claude_enrich
 $node->safe_psql('postgres', q{
 	CREATE TABLE docs ("Doc Id" int, part text, "Body" text, n numeric, summary text,
