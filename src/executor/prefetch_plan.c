@@ -5,8 +5,9 @@
  *		functions once per row, so those calls go out together.
  *
  * Only the finished plan is changed, and only along the path of nodes
- * whose rows reach the top in order (not the inner side of a join, not
- * SubPlans or InitPlans, not below LockRows or in MERGE).  The node keeps
+ * whose rows reach the top in order, and of each CTE's plan, which runs
+ * once (not the inner side of a join, not SubPlans or other InitPlans,
+ * not below LockRows or in MERGE).  The node keeps
  * its target list's and filter's other parts: every call-free part is
  * pushed down to be computed as a column of the node below, and the calls
  * and what uses them move up.  A call is read ahead only where it is
@@ -554,32 +555,52 @@ walk(Plan **pp, List *limit, Rewrite *rw)
 	}
 }
 
-static int
-max_node_id(Plan *p)
+/* The plans below p, in whatever order. */
+static List *
+children_of(Plan *p)
 {
-	int			max = 0;
 	List	   *children = NIL;
-	ListCell   *lc;
 
-	if (p == NULL)
-		return 0;
 	if (IsA(p, Append))
-		children = ((Append *) p)->appendplans;
+		children = list_copy(((Append *) p)->appendplans);
 	else if (IsA(p, MergeAppend))
-		children = ((MergeAppend *) p)->mergeplans;
+		children = list_copy(((MergeAppend *) p)->mergeplans);
 	else if (IsA(p, BitmapAnd))
-		children = ((BitmapAnd *) p)->bitmapplans;
+		children = list_copy(((BitmapAnd *) p)->bitmapplans);
 	else if (IsA(p, BitmapOr))
-		children = ((BitmapOr *) p)->bitmapplans;
+		children = list_copy(((BitmapOr *) p)->bitmapplans);
 	else if (IsA(p, SubqueryScan))
 		children = list_make1(((SubqueryScan *) p)->subplan);
 	else if (IsA(p, CustomScan))
-		children = ((CustomScan *) p)->custom_plans;
-	foreach(lc, children)
-		max = Max(max, max_node_id(lfirst(lc)));
-	max = Max(max, max_node_id(p->lefttree));
-	max = Max(max, max_node_id(p->righttree));
-	return Max(max, p->plan_node_id);
+		children = list_copy(((CustomScan *) p)->custom_plans);
+	if (p->lefttree)
+		children = lappend(children, p->lefttree);
+	if (p->righttree)
+		children = lappend(children, p->righttree);
+	return children;
+}
+
+/*
+ * The highest plan_node_id below p, and the plans of the CTEs whose
+ * InitPlans hang there (ctes: 1-based indexes into the statement's
+ * subplans).
+ */
+static int
+survey(Plan *p, List **ctes)
+{
+	int			max = p->plan_node_id;
+	ListCell   *lc;
+
+	foreach(lc, p->initPlan)
+	{
+		SubPlan    *sp = lfirst(lc);
+
+		if (sp->subLinkType == CTE_SUBLINK)
+			*ctes = list_append_unique_int(*ctes, sp->plan_id);
+	}
+	foreach(lc, children_of(p))
+		max = Max(max, survey(lfirst(lc), ctes));
+	return max;
 }
 
 static PlannedStmt *
@@ -588,6 +609,7 @@ prefetch_planner(Query *parse, const char *query_string, int cursorOptions,
 {
 	PlannedStmt *stmt;
 	Rewrite		rw = {0};
+	List	   *ctes = NIL;
 	ListCell   *lc;
 
 	if (prev_planner)
@@ -598,11 +620,17 @@ prefetch_planner(Query *parse, const char *query_string, int cursorOptions,
 	/* rows locked as they are read: a queue's consumers would pay for others' */
 	if (parse->rowMarks != NIL || stmt->commandType == CMD_UTILITY)
 		return stmt;
-	rw.next_id = max_node_id(stmt->planTree);
+	rw.next_id = survey(stmt->planTree, &ctes);
 	foreach(lc, stmt->subplans)
-		rw.next_id = Max(rw.next_id, max_node_id(lfirst(lc)));
+	{
+		if (lfirst(lc) != NULL)
+			rw.next_id = Max(rw.next_id, survey(lfirst(lc), &ctes));
+	}
 	rw.next_id++;
 	walk(&stmt->planTree, NIL, &rw);
+	/* a CTE's plan runs once, forward, as far as its readers read */
+	foreach(lc, ctes)
+		walk((Plan **) &list_nth_cell(stmt->subplans, lfirst_int(lc) - 1)->ptr_value, NIL, &rw);
 	/* the planner added a Material for a SCROLL cursor before; again */
 	if (rw.changed && (cursorOptions & CURSOR_OPT_SCROLL) &&
 		!ExecSupportsBackwardScan(stmt->planTree))
