@@ -131,6 +131,10 @@ my @kinds = (
 	  sub { $_[0] eq join("\n", map { $_ * 2 } 1 .. 12) } ],
 	[ 'WHERE claude_classify = label', q{SELECT id FROM t24 WHERE claude_classify(body, ARRAY['sun', 'rain']) = 'rain'},
 	  sub { $_[0] eq join("\n", map { $_ * 2 } 1 .. 12) } ],
+	[ 'a CTE', q{WITH x AS (SELECT id, claude_complete('w ' || id) AS c FROM t24) SELECT id, c FROM x},
+	  sub { $_[0] eq join("\n", map { "$_|w $_" } 1 .. 24) } ],
+	[ 'a data-modifying CTE', q{WITH x AS (UPDATE t24 SET c = claude_complete('wu ' || id) RETURNING id) SELECT count(*) FROM x},
+	  sub { $_[0] eq '24' && sql(q{SELECT count(*) FROM t24 WHERE c = 'wu ' || id}) == 24 } ],
 );
 for my $k (@kinds)
 {
