@@ -55,6 +55,23 @@ sub error_line
 	return $line // "(no error) $err";
 }
 
+# a new role that may call claude_complete, with a daily budget
+sub budget_role
+{
+	my ($role, $column, $limit) = @_;
+	sql(qq{CREATE ROLE $role LOGIN;
+		GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO $role;
+		INSERT INTO claude_budgets (role, $column) VALUES ('$role', $limit);});
+}
+
+# the error lines of two runs as two roles, each role's name left out
+sub without_role
+{
+	my ($line, $role) = @_;
+	$line =~ s/\b$role\b/ROLE/g;
+	return $line;
+}
+
 sql(q{CREATE TABLE s12 (id int PRIMARY KEY, body text, c text);
 	INSERT INTO s12 SELECT i, CASE WHEN i % 3 = 0 THEN 'rain on day ' ELSE 'sun on day ' END || i, NULL
 	  FROM generate_series(1, 12) i;
@@ -128,9 +145,7 @@ my %bud;
 for my $mode ('on', 'off')
 {
 	my $role = "bud_$mode";
-	sql(qq{CREATE ROLE $role LOGIN;
-		GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO $role;
-		INSERT INTO claude_budgets (role, requests_per_day) VALUES ('$role', 5);});
+	budget_role($role, 'requests_per_day', 5);
 	# rows as they arrive, so the failing row shows
 	my $q = ($mode eq 'off' ? $OFF : '') . q{\set VERBOSITY verbose
 		DO $$DECLARE cur refcursor; r record; BEGIN
@@ -151,13 +166,10 @@ for my $mode ('on', 'off')
 	is(sql("SELECT requests FROM claude_usage WHERE role = '$role'::regrole"), '5',
 		"budget, prefetch $mode: claude_usage counts 5");
 }
-(my $on_err = $bud{on}{error}) =~ s/bud_on/ROLE/;
-(my $off_err = $bud{off}{error}) =~ s/bud_off/ROLE/;
-is($on_err, $off_err, 'budget: read ahead fails with the error of the one-at-a-time run');
+is(without_role($bud{on}{error}, 'bud_on'), without_role($bud{off}{error}, 'bud_off'),
+	'budget: read ahead fails with the error of the one-at-a-time run');
 # the plain statement too (read ahead: a window of rows started at once)
-sql(q{CREATE ROLE bud_plain LOGIN;
-	GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO bud_plain;
-	INSERT INTO claude_budgets (role, requests_per_day) VALUES ('bud_plain', 5);});
+budget_role('bud_plain', 'requests_per_day', 5);
 ($rc, $out, $err, $st) = run(q{\set VERBOSITY verbose
 	SELECT id, claude_complete('budplain ' || id) FROM s12}, 100, 'bud_plain');
 like(error_line($err), qr/ZC402: daily budget of role bud_plain is spent \(requests_per_day 5\)/,
@@ -176,9 +188,7 @@ my %tok;
 for my $mode ('on', 'off')
 {
 	my $role = "tok_$mode";
-	sql(qq{CREATE ROLE $role LOGIN;
-		GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO $role;
-		INSERT INTO claude_budgets (role, tokens_per_day) VALUES ('$role', 1000);});
+	budget_role($role, 'tokens_per_day', 1000);
 	($rc, $out, $err, $st) = run(($mode eq 'off' ? $OFF : '') . q{\set VERBOSITY verbose
 		SELECT id, claude_complete(repeat('t', 400) || ' ' || id) FROM s12}, 100, $role);
 	my $spent = sql("SELECT input_tokens + output_tokens || ',' || requests FROM claude_usage WHERE role = '$role'::regrole");
@@ -195,9 +205,8 @@ my $per = $tok{off}{tokens} / $tok{off}{requests};
 cmp_ok($tok{off}{tokens}, '<', 1000 + $per + 1, 'tokens budget, one at a time: passed by one request at most');
 cmp_ok($tok{on}{tokens}, '<', 1000 + 4 * $per + 1,
 	"tokens budget, read ahead: passed by at most the share's 4 requests ($tok{on}{tokens} tokens, $per a request)");
-($on_err = $tok{on}{error}) =~ s/tok_on/ROLE/;
-($off_err = $tok{off}{error}) =~ s/tok_off/ROLE/;
-is($on_err, $off_err, 'tokens budget: the same error as the one-at-a-time run');
+is(without_role($tok{on}{error}, 'tok_on'), without_role($tok{off}{error}, 'tok_off'),
+	'tokens budget: the same error as the one-at-a-time run');
 
 # ---- 4. fair share: 16 slots, a session's bulk share is 4; a read-ahead
 # over 40 rows that hang after the 7th never has more than 4 in flight, and
