@@ -46,6 +46,7 @@
 
 #include "client/budget.h"
 #include "client/cache.h"
+#include "common/fault.h"
 #include "common/guc.h"
 #include "common/json.h"
 #include "common/pgcompat.h"
@@ -268,9 +269,9 @@ find_cache_table(Oid nsp)
 	return true;
 }
 
-/* The cached response for key, or NULL; expired entries are misses. */
+/* The cached response for key in snap, or NULL; expired entries are misses. */
 static Jsonb *
-lookup(Oid nsp, const uint8 *key)
+lookup(Oid nsp, const uint8 *key, Snapshot snap)
 {
 	Oid			relid;
 	Relation	rel;
@@ -278,7 +279,6 @@ lookup(Oid nsp, const uint8 *key)
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	ScanKeyData skey;
-	Snapshot	snap;
 	bytea	   *keyval;
 	Jsonb	   *result = NULL;
 	AttrNumber	resp_att;
@@ -302,8 +302,6 @@ lookup(Oid nsp, const uint8 *key)
 		return NULL;
 	}
 	irel = index_open(ClaudePrimaryKeyIndex(rel), AccessShareLock);
-	/* the latest snapshot sees entries written since the statement began */
-	snap = RegisterSnapshot(GetLatestSnapshot());
 	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_BYTEAEQ, PointerGetDatum(keyval));
 	scan = ClaudeIndexBeginscan(rel, irel, snap, 1, 0);
 	index_rescan(scan, &skey, 1, NULL, 0);
@@ -323,7 +321,6 @@ lookup(Oid nsp, const uint8 *key)
 	}
 	ExecDropSingleTupleTableSlot(slot);
 	index_endscan(scan);
-	UnregisterSnapshot(snap);
 	index_close(irel, AccessShareLock);
 	table_close(rel, AccessShareLock);
 	return result;
@@ -334,9 +331,9 @@ lookup(Oid nsp, const uint8 *key)
  * entry found under a first-version key is moved to the call's key then.
  */
 static bool
-found(ClaudeCacheCall *call, const uint8 *key, Jsonb **hit)
+found(ClaudeCacheCall *call, const uint8 *key, Snapshot snap, Jsonb **hit)
 {
-	if ((*hit = lookup(call->nsp, key)) == NULL)
+	if ((*hit = lookup(call->nsp, key, snap)) == NULL)
 		return false;
 	count_hit(call->nsp, key, key == call->key ? NULL : call->key);
 	claude_stats_cache(true);
@@ -375,18 +372,28 @@ claude_cache_begin(bool enabled, Oid nsp, Oid payer, const char *path,
 
 	for (;; first = false)
 	{
-		if (found(call, call->key, hit))
-			return true;
-		if (first)
+		/*
+		 * The latest snapshot sees entries written since the statement
+		 * began.  One for both keys: the worker's move of an entry from its
+		 * first-version key to call->key, committed between two lookups,
+		 * would hide it from both.
+		 */
+		Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+		bool		hitnow = found(call, call->key, snap, hit);
+
+		if (!hitnow && first)
 		{
 			uint8		v1[CLAUDE_CACHE_KEY_LEN];
 
 			if (*text == NULL)
 				*text = claude_json_print(body, text_len);
 			compute_key(false, payer, path, *text, *text_len, v1);
-			if (found(call, v1, hit))
-				return true;
+			claude_pause_point("cache_first_version");
+			hitnow = found(call, v1, snap, hit);
 		}
+		UnregisterSnapshot(snap);
+		if (hitnow)
+			return true;
 		if (RecoveryInProgress() || !coordinate)
 		{
 			claude_stats_cache(false);

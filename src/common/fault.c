@@ -11,6 +11,11 @@
 #include "postgres.h"
 
 #include <stdlib.h>
+#include <unistd.h>
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/wait_event.h"
 
 #include "common/fault.h"
 
@@ -29,4 +34,35 @@ claude_fault_point(const char *where)
 		return;
 	armed = NULL;				/* once */
 	elog(ERROR, "claude: fault injected at \"%s\" (CLAUDE_TEST_FAULT)", where);
+}
+
+/*
+ * Wait (cancellably, as pg_sleep: wait event PgSleep) while the file
+ * CLAUDE_TEST_PAUSE_FILE exists, the first time this process reaches the
+ * point where it names and the file exists.
+ */
+void
+claude_pause_point(const char *where)
+{
+	static const char *armed = NULL;
+	static const char *file = NULL;
+	static bool looked = false;
+
+	if (!looked)
+	{
+		armed = getenv("CLAUDE_TEST_PAUSE");
+		file = getenv("CLAUDE_TEST_PAUSE_FILE");
+		looked = true;
+	}
+	if (armed == NULL || file == NULL || strcmp(armed, where) != 0 ||
+		access(file, F_OK) != 0)
+		return;
+	armed = NULL;				/* once */
+	while (access(file, F_OK) == 0)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10, WAIT_EVENT_PG_SLEEP);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 }
