@@ -295,14 +295,15 @@ REVOKE EXECUTE ON FUNCTION claude_prices_edit() FROM PUBLIC;
 CREATE TRIGGER claude_prices_edit INSTEAD OF INSERT OR UPDATE OR DELETE ON claude_prices
     FOR EACH ROW EXECUTE FUNCTION claude_prices_edit();
 
--- What a reply's usage object cost, from claude_prices; batch work is half price.
+-- What a reply's usage object cost, from claude_prices; batch work is half
+-- price.  Exact, rounded half up to the nano-USD as the extension counts it.
 CREATE FUNCTION claude_cost_usd(model text, usage jsonb, batch boolean DEFAULT false)
 RETURNS numeric
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
     -- positional: a parameter named like a column of claude_prices loses to it
-    SELECT round((coalesce(($2->>'input_tokens')::numeric, 0) * p.input_usd_per_mtok
+    SELECT trim_scale(round((coalesce(($2->>'input_tokens')::numeric, 0) * p.input_usd_per_mtok
             + coalesce(($2->>'output_tokens')::numeric, 0) * p.output_usd_per_mtok
             + CASE WHEN $2->'cache_creation' IS NOT NULL AND jsonb_typeof($2->'cache_creation') = 'object'
                    THEN coalesce(($2->'cache_creation'->>'ephemeral_5m_input_tokens')::numeric, 0) * 1.25
@@ -310,7 +311,7 @@ AS $$
                    ELSE coalesce(($2->>'cache_creation_input_tokens')::numeric, 0) * 1.25
               END * p.input_usd_per_mtok
             + coalesce(($2->>'cache_read_input_tokens')::numeric, 0) * 0.1 * p.input_usd_per_mtok)
-           / 1000000 * CASE WHEN $3 THEN 0.5 ELSE 1 END, 8)
+           / 1000000 * CASE WHEN $3 THEN 0.5 ELSE 1 END, 9))
     FROM @extschema@.claude_prices p
     WHERE starts_with($1, p.model)
     ORDER BY length(p.model) DESC
@@ -478,10 +479,13 @@ GRANT SELECT ON claude_stats TO pg_monitor;
 GRANT EXECUTE ON FUNCTION claude_stats_row() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION claude_metrics() TO pg_monitor;
 
--- Usage per role and UTC day, as flushed by the database's worker.
+-- Usage per role, UTC day and model, as flushed by the database's worker.
+-- Money is exact: cost_usd is a sum of nano-USD, never a float.
 CREATE TABLE claude_usage_log (
     day date NOT NULL,
     role regrole NOT NULL,
+    -- the request's model id (its first 63 bytes); '' when it had none
+    model text NOT NULL DEFAULT '',
     requests bigint NOT NULL DEFAULT 0,
     input_tokens bigint NOT NULL DEFAULT 0,
     output_tokens bigint NOT NULL DEFAULT 0,
@@ -489,14 +493,14 @@ CREATE TABLE claude_usage_log (
     cache_read_tokens bigint NOT NULL DEFAULT 0,
     cost_usd numeric NOT NULL DEFAULT 0,
     unpriced_requests bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY (day, role)
+    PRIMARY KEY (day, role, model)
 );
 REVOKE ALL ON claude_usage_log FROM PUBLIC;
-COMMENT ON TABLE claude_usage_log IS 'Usage per role and UTC day (see the view claude_usage)';
+COMMENT ON TABLE claude_usage_log IS 'Usage per role, UTC day and model (see the view claude_usage)';
 SELECT pg_catalog.pg_extension_config_dump('claude_usage_log', '');
 
 CREATE FUNCTION claude_usage_pending(
-    OUT day date, OUT role regrole, OUT requests bigint, OUT input_tokens bigint,
+    OUT day date, OUT role regrole, OUT model text, OUT requests bigint, OUT input_tokens bigint,
     OUT output_tokens bigint, OUT cache_write_tokens bigint, OUT cache_read_tokens bigint,
     OUT cost_usd numeric, OUT unpriced_requests bigint)
 RETURNS SETOF record
@@ -506,7 +510,7 @@ COMMENT ON FUNCTION claude_usage_pending() IS
 'Usage in shared memory not yet flushed to claude_usage_log; a role sees its own rows, a superuser all';
 
 CREATE VIEW claude_usage WITH (security_barrier) AS
-SELECT day, role,
+SELECT day, role, model,
        sum(requests)::bigint AS requests,
        sum(input_tokens)::bigint AS input_tokens,
        sum(output_tokens)::bigint AS output_tokens,
@@ -519,9 +523,9 @@ FROM (SELECT * FROM claude_usage_log
       SELECT * FROM claude_usage_pending()) u
 WHERE role::pg_catalog.oid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)
    OR (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
-GROUP BY day, role;
+GROUP BY day, role, model;
 COMMENT ON VIEW claude_usage IS
-'Requests, tokens and cost per role and UTC day; a role sees its own rows, a superuser all (cost_usd leaves out unpriced_requests)';
+'Requests, tokens and exact cost per role, UTC day and model in this database; a role sees its own rows, a superuser all (cost_usd leaves out unpriced_requests)';
 GRANT SELECT ON claude_usage TO PUBLIC;
 
 -- Per-role daily budgets (NULL: unlimited), enforced before a request is sent.
@@ -725,3 +729,47 @@ COMMENT ON COLUMN claude_jobs.reply_check IS
 ALTER TABLE claude_batches ADD COLUMN reply_check jsonb;
 COMMENT ON COLUMN claude_batches.reply_check IS
 'What each result of a claude_enrich batch with labels or schema must be; NULL for free text';
+
+-- ---- issue 29: money ----
+
+-- Budgets edited by role name: WHERE role = 'analyst' on a regrole column
+-- would read 'analyst' as an oid (regrole has no = of its own, so oid's
+-- is picked).  These compare the oids as oid's do (oideq, oidne): where
+-- they are picked, a comparison means what it meant, only a role's name
+-- now reads as that role.
+CREATE FUNCTION claude_regrole_eq(regrole, regrole)
+RETURNS boolean
+AS 'oideq'
+LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION claude_regrole_ne(regrole, regrole)
+RETURNS boolean
+AS 'oidne'
+LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION claude_regrole_eq(regrole, regrole) IS 'Whether two roles are the same (the = of regrole)';
+COMMENT ON FUNCTION claude_regrole_ne(regrole, regrole) IS 'Whether two roles differ (the <> of regrole)';
+CREATE OPERATOR = (
+    LEFTARG = regrole, RIGHTARG = regrole, FUNCTION = claude_regrole_eq,
+    COMMUTATOR = =, NEGATOR = <>, RESTRICT = eqsel, JOIN = eqjoinsel);
+CREATE OPERATOR <> (
+    LEFTARG = regrole, RIGHTARG = regrole, FUNCTION = claude_regrole_ne,
+    COMMUTATOR = <>, NEGATOR = =, RESTRICT = neqsel, JOIN = neqjoinsel);
+
+-- The calling role's budget: its limits in this database's claude_budgets
+-- (NULL: none), what it spent today on the whole server (every database:
+-- requests in flight and what its Message Batches reserve included), what
+-- is left, and when the UTC day ends.  A role sees only its own.
+CREATE FUNCTION claude_my_budget_row(
+    OUT role regrole,
+    OUT requests_per_day bigint, OUT tokens_per_day bigint, OUT usd_per_day numeric,
+    OUT requests_used bigint, OUT tokens_used bigint, OUT usd_used numeric,
+    OUT requests_left bigint, OUT tokens_left bigint, OUT usd_left numeric,
+    OUT resets_at timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'claude_my_budget_row'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION claude_my_budget_row() IS
+'The calling role''s daily budget, what it spent today on the whole server and what is left (see claude_my_budget)';
+CREATE VIEW claude_my_budget AS SELECT * FROM claude_my_budget_row();
+COMMENT ON VIEW claude_my_budget IS
+'The calling role''s daily budget in this database, what it spent today in every database of the server, what is left, and when the UTC day ends';
+GRANT SELECT ON claude_my_budget TO PUBLIC;

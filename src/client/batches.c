@@ -21,6 +21,7 @@
 #include "client/reserve.h"
 #include "common/errors.h"
 #include "common/json.h"
+#include "common/money.h"
 #include "common/spi.h"
 
 /* field4 of our advisory locks, apart from pg_advisory_lock's 1 and 2 */
@@ -273,7 +274,7 @@ claude_batch_release_pending(const ClaudeBatchTables *t, int64 local_id)
 
 	claude_spi_run(psprintf("SELECT b.submitted_by::pg_catalog.oid, b.created_at, pg_catalog.count(*), "
 							"pg_catalog.sum(i.est_tokens)::pg_catalog.int8, "
-							"pg_catalog.sum(i.est_cost_usd)::pg_catalog.float8 "
+							CLAUDE_SQL_NANOS("pg_catalog.sum(i.est_cost_usd)") " "
 							"FROM %s b JOIN %s i ON i.batch OPERATOR(pg_catalog.=) b.local_id "
 							"WHERE i.status OPERATOR(pg_catalog.=) 'pending' "
 							"AND ($1 OPERATOR(pg_catalog.=) 0 OR b.local_id OPERATOR(pg_catalog.=) $1) "
@@ -290,10 +291,10 @@ claude_batch_release_pending(const ClaudeBatchTables *t, int64 local_id)
 
 		r.requests = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 3, &isnull));
 		r.tokens = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 4, &isnull));
-		r.cost = claude_spi_float(tup, rows->tupdesc, 5);
+		r.cost = claude_spi_nanos(tup, rows->tupdesc, 5);
 		claude_reserve_settle(DatumGetObjectId(SPI_getbinval(tup, rows->tupdesc, 1, &isnull)),
 							  claude_usage_day_of(DatumGetTimestampTz(SPI_getbinval(tup, rows->tupdesc, 2,
 																					&isnull))),
-							  &r, NULL);
+							  NULL, &r, NULL);
 	}
 }

@@ -40,6 +40,7 @@
 #include "client/budget.h"
 #include "client/reserve.h"
 #include "common/errors.h"
+#include "common/money.h"
 #include "common/pgcompat.h"
 #include "common/security.h"
 #include "common/spi.h"
@@ -49,14 +50,14 @@
 typedef struct Price
 {
 	char	   *model;			/* an id or a prefix of ids */
-	double		in;
-	double		out;
+	int64		in;				/* nano-USD per million tokens */
+	int64		out;
 } Price;
 
 typedef struct Budget
 {
 	Oid			role;
-	double		limit[3];		/* requests, tokens, usd per day; < 0: none */
+	int64		limit[3];		/* requests, tokens, nano-USD per day; < 0: none */
 } Budget;
 
 static const char *const budget_names[3] = {"requests_per_day", "tokens_per_day", "usd_per_day"};
@@ -161,8 +162,8 @@ pack_config(Oid ext, uint32 generation)
 	appendBinaryStringInfo(&b, (char *) config.budgets, config.nbudgets * sizeof(Budget));
 	for (int i = 0; i < config.nprices; i++)
 	{
-		appendBinaryStringInfo(&b, (char *) &config.prices[i].in, sizeof(double));
-		appendBinaryStringInfo(&b, (char *) &config.prices[i].out, sizeof(double));
+		appendBinaryStringInfo(&b, (char *) &config.prices[i].in, sizeof(int64));
+		appendBinaryStringInfo(&b, (char *) &config.prices[i].out, sizeof(int64));
 	}
 	for (int i = 0; i < config.nprices; i++)
 		appendBinaryStringInfo(&b, config.prices[i].model, strlen(config.prices[i].model) + 1);
@@ -182,7 +183,7 @@ unpack_config(const char *blob, Size len)
 		return false;
 	memcpy(&h, blob, sizeof(h));
 	if (h.nprices < 0 || h.nbudgets < 0 ||
-		end - p < (Size) h.nbudgets * sizeof(Budget) + (Size) h.nprices * 2 * sizeof(double))
+		end - p < (Size) h.nbudgets * sizeof(Budget) + (Size) h.nprices * 2 * sizeof(int64))
 		return false;
 	config.nsp = h.nsp;
 	config.owner = h.owner;
@@ -192,9 +193,9 @@ unpack_config(const char *blob, Size len)
 	config.prices = MemoryContextAlloc(config.cxt, Max(h.nprices, 1) * sizeof(Price));
 	for (int i = 0; i < h.nprices; i++)
 	{
-		memcpy(&config.prices[i].in, p, sizeof(double));
-		memcpy(&config.prices[i].out, p + sizeof(double), sizeof(double));
-		p += 2 * sizeof(double);
+		memcpy(&config.prices[i].in, p, sizeof(int64));
+		memcpy(&config.prices[i].out, p + sizeof(int64), sizeof(int64));
+		p += 2 * sizeof(int64);
 	}
 	for (int i = 0; i < h.nprices; i++)
 	{
@@ -260,9 +261,9 @@ load_config(void)
 
 		/* the tables are closed to PUBLIC: read them as their owner */
 		claude_become(&as_owner, config.owner, false);
-		if (SPI_execute(psprintf("SELECT model, input_usd_per_mtok::pg_catalog.float8, "
-								 "output_usd_per_mtok::pg_catalog.float8 "
-								 "FROM %s.claude_prices", schema), true, 0) == SPI_OK_SELECT)
+		if (SPI_execute(psprintf("SELECT model, " CLAUDE_SQL_NANOS("input_usd_per_mtok") ", "
+								 CLAUDE_SQL_NANOS("output_usd_per_mtok") " FROM %s.claude_prices",
+								 schema), true, 0) == SPI_OK_SELECT)
 		{
 			config.prices = MemoryContextAlloc(config.cxt, Max(SPI_processed, 1) * sizeof(Price));
 			for (uint64 i = 0; i < SPI_processed; i++)
@@ -271,13 +272,12 @@ load_config(void)
 
 				p->model = MemoryContextStrdup(config.cxt,
 											   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
-				p->in = claude_spi_float(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-				p->out = claude_spi_float(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
+				p->in = claude_spi_nanos(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+				p->out = claude_spi_nanos(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
 			}
 		}
-		if (SPI_execute(psprintf("SELECT role::pg_catalog.oid, requests_per_day::pg_catalog.float8, "
-								 "tokens_per_day::pg_catalog.float8, usd_per_day::pg_catalog.float8 "
-								 "FROM %s.claude_budgets", schema),
+		if (SPI_execute(psprintf("SELECT role::pg_catalog.oid, requests_per_day, tokens_per_day, "
+								 CLAUDE_SQL_NANOS("usd_per_day") " FROM %s.claude_budgets", schema),
 						true, 0) == SPI_OK_SELECT)
 		{
 			config.budgets = MemoryContextAlloc(config.cxt, Max(SPI_processed, 1) * sizeof(Budget));
@@ -287,7 +287,7 @@ load_config(void)
 
 				b->role = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 				for (int k = 0; k < 3; k++)
-					b->limit[k] = claude_spi_float(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, k + 2);
+					b->limit[k] = claude_spi_nanos(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, k + 2);
 			}
 		}
 		claude_unbecome(&as_owner);
@@ -303,7 +303,7 @@ load_config(void)
 
 /* List prices of a Messages request's model: the longest matching row. */
 void
-claude_price_of(const char *model, double *price_in, double *price_out)
+claude_price_of(const char *model, int64 *price_in, int64 *price_out)
 {
 	int			best = -1;
 	Size		best_len = 0;
@@ -324,6 +324,22 @@ claude_price_of(const char *model, double *price_in, double *price_out)
 		*price_in = config.prices[best].in;
 		*price_out = config.prices[best].out;
 	}
+}
+
+/*
+ * Nano-USD of a usage of model at claude_prices (batch: half price), or -1
+ * when the model has no price.  The one place a cost is computed from
+ * what a reply used: the HTTP worker does the same with the prices the
+ * request carried (common/money.c).
+ */
+int64
+claude_cost_nanos(const char *model, const ClaudeUsage *u, bool batch)
+{
+	int64		price_in;
+	int64		price_out;
+
+	claude_price_of(model, &price_in, &price_out);
+	return claude_cost_of_usage(u, price_in, price_out, batch);
 }
 
 static Budget *
@@ -376,27 +392,19 @@ load_usage(Oid role, int32 day)
 	GetActiveSnapshot()->curcid = FirstCommandId;
 	SPI_connect();
 	claude_become(&as_owner, config.owner, false);
-	if (SPI_execute_with_args(psprintf("SELECT requests, input_tokens, output_tokens, cache_write_tokens, "
-									   "cache_read_tokens, cost_usd::pg_catalog.float8 FROM %s.claude_usage_log "
+	/* a row per model */
+	if (SPI_execute_with_args(psprintf("SELECT " CLAUDE_SQL_USAGE_SUMS " FROM %s.claude_usage_log "
 									   "WHERE day OPERATOR(pg_catalog.=) $1 "
 									   "AND role::pg_catalog.oid OPERATOR(pg_catalog.=) $2", schema),
 							  2, (Oid[]) {DATEOID, OIDOID},
 							  (Datum[]) {DateADTGetDatum(day), ObjectIdGetDatum(role)},
-							  NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
-	{
-		tup = SPI_tuptable->vals[0];
-		desc = SPI_tuptable->tupdesc;
-		base.requests = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		base.input = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		base.output = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		base.cache_write = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-		base.cache_read = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
-		base.cost = claude_spi_float(tup, desc, 6);
-	}
+							  NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "claude: could not read claude_usage_log");
+	claude_usage_counts_read(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &base);
 	/* the requests of its batches filed under day that have no result yet */
 	if (SPI_execute_with_args(psprintf("SELECT pg_catalog.count(*), "
 									   "coalesce(pg_catalog.sum(i.est_tokens), 0)::pg_catalog.int8, "
-									   "coalesce(pg_catalog.sum(i.est_cost_usd), 0)::pg_catalog.float8 "
+									   CLAUDE_SQL_NANOS("coalesce(pg_catalog.sum(i.est_cost_usd), 0)") " "
 									   "FROM %s.claude_batches b JOIN %s.claude_batch_items i "
 									   "ON i.batch OPERATOR(pg_catalog.=) b.local_id "
 									   "WHERE b.submitted_by::pg_catalog.oid OPERATOR(pg_catalog.=) $1 "
@@ -413,12 +421,27 @@ load_usage(Oid role, int32 day)
 	desc = SPI_tuptable->tupdesc;
 	batch.requests = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 	batch.tokens = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-	batch.cost = claude_spi_float(tup, desc, 3);
+	batch.cost = claude_spi_nanos(tup, desc, 3);
 	claude_unbecome(&as_owner);
 	SPI_finish();
 	PopActiveSnapshot();
 	claude_usage_set_base(role, day, &base, &batch);
 	LockRelease(&tag, ShareLock, false);
+}
+
+/* Usage counts from columns att.. of CLAUDE_SQL_USAGE_SUMS. */
+void
+claude_usage_counts_read(HeapTuple tup, TupleDesc desc, int att, UsageCounts *c)
+{
+	bool		isnull;
+
+	c->requests = DatumGetInt64(SPI_getbinval(tup, desc, att, &isnull));
+	c->input = DatumGetInt64(SPI_getbinval(tup, desc, att + 1, &isnull));
+	c->output = DatumGetInt64(SPI_getbinval(tup, desc, att + 2, &isnull));
+	c->cache_write = DatumGetInt64(SPI_getbinval(tup, desc, att + 3, &isnull));
+	c->cache_read = DatumGetInt64(SPI_getbinval(tup, desc, att + 4, &isnull));
+	c->cost = claude_spi_nanos(tup, desc, att + 5);
+	c->unpriced = DatumGetInt64(SPI_getbinval(tup, desc, att + 6, &isnull));
 }
 
 /* Before a request of a role with a budget: see load_usage.  May raise. */
@@ -428,6 +451,36 @@ claude_budget_prepare(Oid role)
 	if (budget_of(role) == NULL || RecoveryInProgress())
 		return;
 	load_usage(role, claude_usage_today());
+}
+
+/* "usd_per_day 1.5": the limit a role reached, as its column says it */
+static char *
+limit_text(const Budget *b, int over)
+{
+	if (over == 2)
+		return psprintf("%s %s", budget_names[over],
+						DatumGetCString(DirectFunctionCall1(numeric_out,
+															claude_nanos_numeric(b->limit[over]))));
+	return psprintf("%s " INT64_FORMAT, budget_names[over], b->limit[over]);
+}
+
+/*
+ * Role's limits of a day in this database (< 0: none) and what it spent
+ * today on the whole server, this database's part read from its tables
+ * if not yet (others' are loaded by their workers).  Returns the day.
+ */
+int32
+claude_budget_status(Oid role, int64 limit[3], int64 used[3])
+{
+	Budget	   *b = budget_of(role);
+	int32		day = claude_usage_today();
+
+	for (int k = 0; k < 3; k++)
+		limit[k] = b ? b->limit[k] : -1;
+	if (!RecoveryInProgress())
+		load_usage(role, day);
+	claude_usage_spent(role, day, used);
+	return day;
 }
 
 /* why, for a standby: its usage is never recorded, so it cannot count */
@@ -452,7 +505,7 @@ budget_allows(Oid role, bool reserve, char **why)
 	}
 	if (claude_usage_within(role, b->limit, 1, reserve, &over))
 		return true;
-	*why = psprintf("%s %g", budget_names[over], b->limit[over]);
+	*why = limit_text(b, over);
 	return false;
 }
 
@@ -513,7 +566,7 @@ claude_budget_allows(Oid role, char **why)
 void
 claude_budget_reserve_batch(Oid role, int32 day, const UsageReserve *r)
 {
-	static const double none[3] = {-1, -1, -1};
+	static const int64 none[3] = {-1, -1, -1};
 	Budget	   *b;
 	int			over;
 
@@ -521,6 +574,6 @@ claude_budget_reserve_batch(Oid role, int32 day, const UsageReserve *r)
 	b = budget_of(role);
 	claude_reserve_room();
 	if (!claude_usage_reserve_batch(role, day, b ? b->limit : none, r, &over))
-		claude_budget_refuse(role, psprintf("%s %g", budget_names[over], b->limit[over]));
+		claude_budget_refuse(role, limit_text(b, over));
 	claude_reserve_made(role, day, r);
 }

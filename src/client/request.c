@@ -171,6 +171,7 @@ submit(ClaudeCall *c)
 	req.dbid = MyDatabaseId;
 	req.role = c->payer;
 	req.price_in = req.price_out = -1;
+	claude_usage_model_key(req.model, c->model);
 	req.reserved_day = -1;
 	if (priced)
 	{

@@ -27,6 +27,7 @@
 #include "utils/memutils.h"
 
 #include "client/reserve.h"
+#include "common/money.h"
 
 /* field4 of the role's reservation lock, apart from our other advisory locks */
 #define LOCKTAG_CLAUDE_RESERVE 0x4352
@@ -37,6 +38,7 @@ typedef struct Pending
 	Oid			role;
 	int32		day;
 	SubTransactionId subid;
+	char		model[CLAUDE_USAGE_MODEL_LEN];	/* settle: what used counts under */
 	bool		settle;			/* else a reservation made, undone by an abort */
 	UsageReserve r;				/* released, or reserved */
 	UsageCounts used;			/* settle: what the requests used */
@@ -63,7 +65,7 @@ xact_end(bool commit)
 
 		/* a commit applies settlements, an abort undoes reservations */
 		if (p->settle == commit)
-			claude_usage_settle_batch(MyDatabaseId, p->role, p->day, &p->r,
+			claude_usage_settle_batch(MyDatabaseId, p->role, p->day, p->model, &p->r,
 									  p->settle ? &p->used : NULL);
 	}
 	pending = NULL;
@@ -82,13 +84,14 @@ xact_callback(XactEvent event, void *arg)
 		xact_end(event == XACT_EVENT_COMMIT);
 }
 
-/* Among the first n entries, the one role's settlements on day go to. */
+/* Among the first n entries, the one role's settlements on day of model go to. */
 static Pending *
-find_settle(Oid role, int32 day, SubTransactionId subid, int n)
+find_settle(Oid role, int32 day, const char *model, SubTransactionId subid, int n)
 {
 	for (int i = 0; i < n; i++)
 		if (pending[i].settle && pending[i].role == role && pending[i].day == day &&
-			pending[i].subid == subid)
+			pending[i].subid == subid &&
+			memcmp(pending[i].model, model, CLAUDE_USAGE_MODEL_LEN) == 0)
 			return &pending[i];
 	return NULL;
 }
@@ -98,7 +101,7 @@ add_to(Pending *to, const Pending *from)
 {
 	to->r.requests += from->r.requests;
 	to->r.tokens += from->r.tokens;
-	to->r.cost += from->r.cost;
+	to->r.cost = claude_nanos_add(to->r.cost, from->r.cost);
 	claude_usage_counts_add(&to->used, &from->used, 1);
 }
 
@@ -124,11 +127,11 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			if (event == SUBXACT_EVENT_ABORT_SUB)
 			{
 				if (!p.settle)
-					claude_usage_settle_batch(MyDatabaseId, p.role, p.day, &p.r, NULL);
+					claude_usage_settle_batch(MyDatabaseId, p.role, p.day, p.model, &p.r, NULL);
 				continue;
 			}
 			p.subid = parentSubid;
-			if (p.settle && (into = find_settle(p.role, p.day, parentSubid, kept)) != NULL)
+			if (p.settle && (into = find_settle(p.role, p.day, p.model, parentSubid, kept)) != NULL)
 			{
 				add_to(into, &p);
 				continue;
@@ -194,14 +197,16 @@ claude_reserve_made(Oid role, int32 day, const UsageReserve *r)
 /*
  * Requests of role's batches filed under day are settled in this
  * transaction: what they reserved (released) goes back and what they used
- * counts once it commits.
+ * counts, under model, once it commits.
  */
 void
-claude_reserve_settle(Oid role, int32 day, const UsageReserve *released, const UsageCounts *used)
+claude_reserve_settle(Oid role, int32 day, const char *model, const UsageReserve *released,
+					  const UsageCounts *used)
 {
 	LOCKTAG		tag;
 	Pending		add;
 	Pending    *p;
+	char		key[CLAUDE_USAGE_MODEL_LEN];
 
 	if (released->requests == 0 && (used == NULL || used->requests == 0))
 		return;
@@ -211,13 +216,15 @@ claude_reserve_settle(Oid role, int32 day, const UsageReserve *released, const U
 	add.r = *released;
 	if (used != NULL)
 		add.used = *used;
-	if ((p = find_settle(role, day, GetCurrentSubTransactionId(), npending)) != NULL)
+	claude_usage_model_key(key, model);
+	if ((p = find_settle(role, day, key, GetCurrentSubTransactionId(), npending)) != NULL)
 	{
 		add_to(p, &add);
 		return;
 	}
 	claude_reserve_room();
 	p = append(role, day, true);
+	memcpy(p->model, key, CLAUDE_USAGE_MODEL_LEN);
 	p->r = add.r;
 	p->used = add.used;
 }

@@ -13,7 +13,7 @@
 extern void claude_reserve_lock_tag(LOCKTAG *tag, Oid role);
 extern void claude_reserve_room(void);
 extern void claude_reserve_made(Oid role, int32 day, const UsageReserve *r);
-extern void claude_reserve_settle(Oid role, int32 day, const UsageReserve *released,
-								  const UsageCounts *used);
+extern void claude_reserve_settle(Oid role, int32 day, const char *model,
+								  const UsageReserve *released, const UsageCounts *used);
 
 #endif

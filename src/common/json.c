@@ -308,25 +308,6 @@ claude_reply_text(const char *json, Size len, StringInfo out)
 }
 
 /*
- * USD for a reply's usage at list prices per million tokens, or -1 when
- * the price is unknown: cache writes cost 1.25x input (2x for one hour),
- * cache reads 0.1x, and batches half of it all.
- */
-double
-claude_usage_cost(const ClaudeUsage *u, double price_in, double price_out, bool batch)
-{
-	double		cost;
-
-	if (price_in < 0 || price_out < 0)
-		return -1;
-	cost = u->input * price_in + u->output * price_out +
-		(u->cache_write - u->cache_write_1h) * price_in * 1.25 +
-		u->cache_write_1h * price_in * 2 +
-		u->cache_read * price_in * 0.1;
-	return cost / 1000000.0 * (batch ? 0.5 : 1);
-}
-
-/*
  * Add u's counts to sum: the attempts of one request, each count at most
  * CLAUDE_MAX_TOKENS and the attempts few, so the sum stays sane.
  */

@@ -59,8 +59,6 @@ extern bool claude_reply_usage(const char *json, Size len, ClaudeUsage *usage);
 extern void claude_reply_error(const char *json, Size len, StringInfo type,
 							   StringInfo message);
 extern bool claude_reply_error_is(const char *json, Size len, const char *type);
-extern double claude_usage_cost(const ClaudeUsage *u, double price_in, double price_out,
-								bool batch);
 extern void claude_usage_add(ClaudeUsage *sum, const ClaudeUsage *u);
 extern bool claude_timestamptz_in(const char *s, Datum *value);
 

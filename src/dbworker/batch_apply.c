@@ -93,9 +93,10 @@ typedef struct Chunk
 	int			written;
 	int			nbilled;
 	ClaudeUsage *billed;		/* usage known, to bill once the chunk is in */
-	double	   *billed_cost;
+	int64	   *billed_cost;	/* nano-USD */
 	UsageReserve released;		/* by the requests it settles */
 	UsageCounts used;			/* what they used */
+	char		model[CLAUDE_USAGE_MODEL_LEN];	/* ... counted under the first's */
 } Chunk;
 
 /* the results file at hand, for messages */
@@ -143,9 +144,9 @@ text_array(char **values, int n)
 	return array_of(d, nulls, n, TEXTOID, -1, false, TYPALIGN_INT);
 }
 
-/* Whole numbers of n values, NULL where !known[i]. */
+/* Whole numbers of n values (INT4OID or INT8OID), NULL where !known[i]. */
 static Datum
-number_array(double *values, bool *known, int n, Oid type)
+number_array(int64 *values, bool *known, int n, Oid type)
 {
 	Datum	   *d = palloc(Max(n, 1) * sizeof(Datum));
 	bool	   *nulls = palloc(Max(n, 1) * sizeof(bool));
@@ -153,10 +154,10 @@ number_array(double *values, bool *known, int n, Oid type)
 	for (int i = 0; i < n; i++)
 	{
 		nulls[i] = !known[i];
-		d[i] = type == INT4OID ? Int32GetDatum((int32) values[i]) : Float8GetDatum(values[i]);
+		d[i] = type == INT4OID ? Int32GetDatum((int32) values[i]) : Int64GetDatum(values[i]);
 	}
 	return type == INT4OID ? array_of(d, nulls, n, INT4OID, 4, true, TYPALIGN_INT) :
-		array_of(d, nulls, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+		array_of(d, nulls, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
 /*
@@ -213,9 +214,9 @@ typedef struct Succeeded
 	Datum	   *md5;			/* text, or 0 */
 	Datum	   *completion;		/* text */
 	Datum	   *message;		/* jsonb, or 0: the database cannot hold it */
-	double	   *input;
-	double	   *output;
-	double	   *cost;
+	int64	   *input;
+	int64	   *output;
+	int64	   *cost;			/* nano-USD */
 	bool	   *known;			/* usage */
 	bool	   *priced;			/* cost */
 	char	  **error;
@@ -299,16 +300,16 @@ write_succeeded(Succeeded *s)
 	}
 	if (s->n > 0 &&
 		claude_spi_exec(psprintf("UPDATE %s i SET status = 'succeeded', error = v.e, input_tokens = v.i, "
-								 "output_tokens = v.o, cost_usd = pg_catalog.round(v.u::pg_catalog.numeric, 8) "
+								 "output_tokens = v.o, cost_usd = " CLAUDE_SQL_USD("v.u") " "
 								 "FROM ROWS FROM (unnest($2::text[]), unnest($3::text[]), unnest($4::int4[]), "
-								 "unnest($5::int4[]), unnest($6::float8[])) v(c, e, i, o, u) "
+								 "unnest($5::int4[]), unnest($6::int8[])) v(c, e, i, o, u) "
 								 "WHERE i.batch OPERATOR(pg_catalog.=) $1 AND i.custom_id OPERATOR(pg_catalog.=) v.c",
 								 c->t->items),
-						6, (Oid[]) {INT8OID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID},
+						6, (Oid[]) {INT8OID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID},
 						(Datum[]) {Int64GetDatum(target->batch), text_array(s->cid, s->n),
 							text_array(s->error, s->n), number_array(s->input, s->known, s->n, INT4OID),
 							number_array(s->output, s->known, s->n, INT4OID),
-						number_array(s->cost, s->priced, s->n, FLOAT8OID)},
+						number_array(s->cost, s->priced, s->n, INT8OID)},
 						NULL) != SPI_OK_UPDATE)
 		elog(ERROR, "claude: could not record batch results");
 }
@@ -325,9 +326,9 @@ new_succeeded(Chunk *c, int n)
 	s->md5 = palloc0(n * sizeof(Datum));
 	s->completion = palloc0(n * sizeof(Datum));
 	s->message = palloc0(n * sizeof(Datum));
-	s->input = palloc0(n * sizeof(double));
-	s->output = palloc0(n * sizeof(double));
-	s->cost = palloc0(n * sizeof(double));
+	s->input = palloc0(n * sizeof(int64));
+	s->output = palloc0(n * sizeof(int64));
+	s->cost = palloc0(n * sizeof(int64));
 	s->known = palloc0(n * sizeof(bool));
 	s->priced = palloc0(n * sizeof(bool));
 	s->error = palloc0(n * sizeof(char *));
@@ -349,9 +350,7 @@ add_succeeded(Succeeded *s, ResultLine *r, HeapTuple tup, TupleDesc desc, char *
 	int			k = s->n;
 	char	   *model = SPI_getvalue(tup, desc, 4);
 	bool		isnull;
-	double		price_in;
-	double		price_out;
-	double		cost;
+	int64		cost;
 
 	*why = NULL;
 	if (r->message && c->target->check.schema)
@@ -362,8 +361,9 @@ add_succeeded(Succeeded *s, ResultLine *r, HeapTuple tup, TupleDesc desc, char *
 		completion = claude_complete_text(r->message);
 	if (completion == NULL && *why == NULL)
 		return false;
-	claude_price_of(model, &price_in, &price_out);
-	cost = r->usage_known ? claude_usage_cost(&r->usage, price_in, price_out, true) : -1;
+	cost = r->usage_known ? claude_cost_nanos(model, &r->usage, true) : -1;
+	if (c->model[0] == '\0')	/* a claude_enrich batch has one model */
+		claude_usage_model_key(c->model, model);
 	claude_usage_count_request(&c->used, r->usage_known ? &r->usage : NULL, cost);
 	if (r->usage_known)
 	{
@@ -382,8 +382,8 @@ add_succeeded(Succeeded *s, ResultLine *r, HeapTuple tup, TupleDesc desc, char *
 	if (s->message[k] == (Datum) 0 && c->target->cache)
 		s->error[k] = "not cached: the database encoding cannot hold the reply";
 	s->known[k] = r->usage_known;
-	s->input[k] = r->usage.input;
-	s->output[k] = r->usage.output;
+	s->input[k] = (int64) r->usage.input;
+	s->output[k] = (int64) r->usage.output;
 	s->cost[k] = cost;
 	s->priced[k] = cost >= 0;
 	s->n++;
@@ -439,7 +439,7 @@ chunk_body(void *arg)
 	nest = join_by_key();
 	if (claude_spi_exec(psprintf("SELECT u.o, i.pk::text, i.status, "
 								 "i.request->>'model', "
-								 "i.est_tokens, i.est_cost_usd::pg_catalog.float8, i.inputs_md5, i.request "
+								 "i.est_tokens, " CLAUDE_SQL_NANOS("i.est_cost_usd") ", i.inputs_md5, i.request "
 								 "FROM unnest($1::text[]) WITH ORDINALITY u(cid, o) "
 								 "JOIN %s i ON i.batch = $2 AND i.custom_id = u.cid "
 								 "ORDER BY u.o", c->t->items),
@@ -456,7 +456,7 @@ chunk_body(void *arg)
 
 	ok = new_succeeded(c, nfound);
 	c->billed = palloc(Max(nfound, 1) * sizeof(ClaudeUsage));
-	c->billed_cost = palloc(Max(nfound, 1) * sizeof(double));
+	c->billed_cost = palloc(Max(nfound, 1) * sizeof(int64));
 	other_cid = palloc(Max(nfound, 1) * sizeof(char *));
 	other_status = palloc(Max(nfound, 1) * sizeof(char *));
 	other_error = palloc(Max(nfound, 1) * sizeof(char *));
@@ -476,7 +476,7 @@ chunk_body(void *arg)
 			continue;
 		c->released.requests++;
 		c->released.tokens += DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
-		c->released.cost += claude_spi_float(tup, desc, 6);
+		c->released.cost = claude_nanos_add(c->released.cost, claude_spi_nanos(tup, desc, 6));
 		if (r->succeeded && add_succeeded(ok, r, tup, desc, &why))
 			continue;
 		known = strcmp(r->type, "errored") == 0 || strcmp(r->type, "canceled") == 0 ||
@@ -508,7 +508,7 @@ line_failed(Chunk *c, const char *why)
 	}
 	claude_spi_run(psprintf("UPDATE %s SET status = 'errored', error = $3 "
 							"WHERE batch = $1 AND custom_id = $2 AND status = 'pending' "
-							"RETURNING est_tokens, est_cost_usd::pg_catalog.float8", c->t->items),
+							"RETURNING est_tokens, " CLAUDE_SQL_NANOS("est_cost_usd"), c->t->items),
 				   3, (Oid[]) {INT8OID, TEXTOID, TEXTOID},
 				   (Datum[]) {Int64GetDatum(c->target->batch), CStringGetTextDatum(c->cid),
 		CStringGetTextDatum(claude_redact(why, 0))}, SPI_OK_UPDATE_RETURNING);
@@ -517,9 +517,9 @@ line_failed(Chunk *c, const char *why)
 	{
 		bool		isnull;
 		UsageReserve r = {1, DatumGetInt64(SPI_getbinval(rows->vals[0], rows->tupdesc, 1, &isnull)),
-		claude_spi_float(rows->vals[0], rows->tupdesc, 2)};
+		claude_spi_nanos(rows->vals[0], rows->tupdesc, 2)};
 
-		claude_reserve_settle(c->target->role, c->target->day, &r, NULL);
+		claude_reserve_settle(c->target->role, c->target->day, NULL, &r, NULL);
 	}
 }
 
@@ -552,7 +552,7 @@ apply_chunk(const ClaudeBatchTables *t, Target *target, char **lines, int n)
 		return;
 	}
 	target->written += c.written;
-	claude_reserve_settle(target->role, target->day, &c.released, &c.used);
+	claude_reserve_settle(target->role, target->day, c.model, &c.released, &c.used);
 	for (int i = 0; i < c.nbilled; i++)
 		claude_stats_billed(&c.billed[i], c.billed_cost[i]);
 }

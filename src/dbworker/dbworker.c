@@ -119,6 +119,13 @@ flush_usage(void)
 	return false;
 }
 
+static bool
+load_usage(void)
+{
+	claude_usage_load_today();
+	return false;
+}
+
 /* Whether the extension is installed here (a standby: cannot tell, no). */
 static bool
 extension_here(void)
@@ -166,7 +173,11 @@ claude_db_worker_main(Datum arg)
 		proc_exit(0);
 	}
 	if (!RecoveryInProgress())
+	{
+		/* budgets of every database count what was spent here today */
+		(void) run_step(work_cxt, load_usage, NULL);
 		claude_jobs_start();
+	}
 
 	for (;;)
 	{

@@ -1,7 +1,7 @@
 /*
  * flush.c
  *		The database worker writes its database's new usage (shmem/usage.c)
- *		to claude_usage_log, every few seconds and when it exits, so usage
+ *		to claude_usage_log, by role, day and model, every few seconds and when it exits, so usage
  *		survives restarts (an immediate shutdown loses at most those
  *		seconds).  Caller: dbworker.c.
  */
@@ -15,6 +15,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
+#include "client/budget.h"
+#include "common/money.h"
 #include "common/spi.h"
 #include "dbworker/flush.h"
 #include "shmem/usage.h"
@@ -34,6 +36,44 @@ static void
 unflush_at_exit(int code, Datum arg)
 {
 	unflush();
+}
+
+/*
+ * Usage by model is added to its row; a role's total of a day is set to
+ * what its rows now hold, all models: the base budgets count from.
+ */
+static void
+write_row(const char *table, UsageFlushed *f)
+{
+	UsageCounts *c = &f->counts;
+
+	if (f->key.kind == USAGE_DB)
+	{
+		claude_spi_run(psprintf("SELECT " CLAUDE_SQL_USAGE_SUMS " FROM %s WHERE day OPERATOR(pg_catalog.=) $1 "
+								"AND role::pg_catalog.oid OPERATOR(pg_catalog.=) $2", table),
+					   2, (Oid[]) {DATEOID, OIDOID},
+					   (Datum[]) {DateADTGetDatum(f->key.day), ObjectIdGetDatum(f->key.role)},
+					   SPI_OK_SELECT);
+		claude_usage_counts_read(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, c);
+		return;
+	}
+	claude_spi_run(psprintf("INSERT INTO %s AS u (day, role, model, requests, input_tokens, output_tokens, "
+							"cache_write_tokens, cache_read_tokens, cost_usd, unpriced_requests) "
+							"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+							"ON CONFLICT (day, role, model) DO UPDATE SET requests = u.requests + excluded.requests, "
+							"input_tokens = u.input_tokens + excluded.input_tokens, "
+							"output_tokens = u.output_tokens + excluded.output_tokens, "
+							"cache_write_tokens = u.cache_write_tokens + excluded.cache_write_tokens, "
+							"cache_read_tokens = u.cache_read_tokens + excluded.cache_read_tokens, "
+							"cost_usd = u.cost_usd + excluded.cost_usd, "
+							"unpriced_requests = u.unpriced_requests + excluded.unpriced_requests", table),
+				   10, (Oid[]) {DATEOID, OIDOID, TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+				   NUMERICOID, INT8OID},
+				   (Datum[]) {DateADTGetDatum(f->key.day), ObjectIdGetDatum(f->key.role),
+					   CStringGetTextDatum(f->key.model),
+					   Int64GetDatum(c->requests), Int64GetDatum(c->input), Int64GetDatum(c->output),
+					   Int64GetDatum(c->cache_write), Int64GetDatum(c->cache_read),
+				   claude_nanos_numeric(c->cost), Int64GetDatum(c->unpriced)}, SPI_OK_INSERT);
 }
 
 /*
@@ -69,39 +109,11 @@ claude_usage_flush(void)
 		/* dropped since: there is nowhere to keep it */
 		gone = !claude_extension_find(&nsp, NULL);
 		table = gone ? NULL : quote_qualified_identifier(get_namespace_name(nsp), "claude_usage_log");
-		for (int i = 0; !gone && i < nflushing; i++)
-		{
-			UsageCounts *c = &flushing[i].counts;
-			HeapTuple	tup;
-			TupleDesc	desc;
-			bool		isnull;
-
-			claude_spi_run(psprintf("INSERT INTO %s AS u VALUES ($1, $2, $3, $4, $5, $6, $7, $8::pg_catalog.numeric, $9) "
-									"ON CONFLICT (day, role) DO UPDATE SET requests = u.requests + excluded.requests, "
-									"input_tokens = u.input_tokens + excluded.input_tokens, "
-									"output_tokens = u.output_tokens + excluded.output_tokens, "
-									"cache_write_tokens = u.cache_write_tokens + excluded.cache_write_tokens, "
-									"cache_read_tokens = u.cache_read_tokens + excluded.cache_read_tokens, "
-									"cost_usd = u.cost_usd + excluded.cost_usd, "
-									"unpriced_requests = u.unpriced_requests + excluded.unpriced_requests "
-									"RETURNING requests, input_tokens, output_tokens, cache_write_tokens, "
-									"cache_read_tokens, cost_usd::pg_catalog.float8, unpriced_requests", table),
-						   9, (Oid[]) {DATEOID, OIDOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, FLOAT8OID, INT8OID},
-						   (Datum[]) {DateADTGetDatum(flushing[i].key.day), ObjectIdGetDatum(flushing[i].key.role),
-				Int64GetDatum(c->requests), Int64GetDatum(c->input), Int64GetDatum(c->output),
-				Int64GetDatum(c->cache_write), Int64GetDatum(c->cache_read), Float8GetDatum(c->cost),
-			Int64GetDatum(c->unpriced)}, SPI_OK_INSERT_RETURNING);
-			/* the row's totals are the entry's new base */
-			tup = SPI_tuptable->vals[0];
-			desc = SPI_tuptable->tupdesc;
-			c->requests = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			c->input = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-			c->output = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-			c->cache_write = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-			c->cache_read = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
-			c->cost = claude_spi_float(tup, desc, 6);
-			c->unpriced = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
-		}
+		/* usage by model first: a total's rows then hold it */
+		for (int pass = 0; pass < 2; pass++)
+			for (int i = 0; !gone && i < nflushing; i++)
+				if (flushing[i].key.kind == (pass == 0 ? USAGE_MODEL : USAGE_DB))
+					write_row(table, &flushing[i]);
 		claude_xact_end();
 	}
 	PG_CATCH();
@@ -114,4 +126,42 @@ claude_usage_flush(void)
 
 	claude_usage_flushed(flushing, nflushing, !gone);
 	nflushing = 0;
+}
+
+/*
+ * At the worker's start (the launcher probes every database at start-up):
+ * today's usage of every role in this database's claude_usage_log into
+ * shared memory, so that budgets checked in the other databases of the
+ * server count it from now on, not only once a session here checks one.
+ * Totals a session or a flush loaded already are left as they are.
+ */
+void
+claude_usage_load_today(void)
+{
+	int32		day = claude_usage_today();
+	Oid			nsp;
+
+	claude_xact_begin();
+	if (claude_extension_find(&nsp, NULL))
+	{
+		SPITupleTable *rows;
+		uint64		n;
+
+		claude_spi_run(psprintf("SELECT role::pg_catalog.oid, " CLAUDE_SQL_USAGE_SUMS " FROM %s "
+								"WHERE day OPERATOR(pg_catalog.=) $1 GROUP BY role",
+								quote_qualified_identifier(get_namespace_name(nsp), "claude_usage_log")),
+					   1, (Oid[]) {DATEOID}, (Datum[]) {DateADTGetDatum(day)}, SPI_OK_SELECT);
+		rows = SPI_tuptable;
+		n = SPI_processed;
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
+			UsageCounts c;
+
+			claude_usage_counts_read(rows->vals[i], rows->tupdesc, 2, &c);
+			claude_usage_set_base(DatumGetObjectId(SPI_getbinval(rows->vals[i], rows->tupdesc, 1, &isnull)),
+								  day, &c, NULL);
+		}
+	}
+	claude_xact_end();
 }

@@ -6,5 +6,6 @@
 #define CLAUDE_FLUSH_H
 
 extern void claude_usage_flush(void);
+extern void claude_usage_load_today(void);
 
 #endif

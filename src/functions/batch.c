@@ -52,6 +52,7 @@
 #include "client/request.h"
 
 #include "common/guc.h"
+#include "common/money.h"
 #include "common/secret.h"
 #include "common/security.h"
 #include "common/spi.h"
@@ -158,9 +159,9 @@ prepare_plans(Submission *s)
 							   6, (Oid[]) {REGCLASSOID, NAMEOID, BOOLOID, REGROLEOID, TEXTARRAYOID, JSONBOID});
 	s->new_item = SPI_prepare(psprintf("INSERT INTO %s (batch, custom_id, pk, request, cache_key, "
 									   "est_tokens, est_cost_usd, inputs_md5) "
-									   "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7::pg_catalog.numeric, $8)",
+									   "VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7, $8)",
 									   s->tables.items),
-							  8, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT8OID, FLOAT8OID, TEXTOID});
+							  8, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, BYTEAOID, INT8OID, NUMERICOID, TEXTOID});
 	as_caller(s);
 	if (s->new_batch == NULL || s->new_item == NULL)
 		elog(ERROR, "claude_enrich: could not prepare statements: %s",
@@ -387,8 +388,7 @@ add_row(Submission *s, EnrichRow *row)
 	Datum		values[8];
 	bool		nulls[8] = {false, false, false, false, false, false, false, false};
 	ClaudeUsage est = {0};
-	double		price_in;
-	double		price_out;
+	int64		cost;
 	char		custom_id[16];
 	char		head[64];
 	bytea	   *key;
@@ -440,11 +440,11 @@ add_row(Submission *s, EnrichRow *row)
 	/* what it may spend: max_tokens of output, input as the call path guesses it */
 	est.input = ceil(utf8_len / 4.0);
 	est.output = call.max_tokens;
-	claude_price_of(call.model, &price_in, &price_out);
+	cost = Max(claude_cost_nanos(call.model, &est, true), 0);
 	values[5] = Int64GetDatum((int64) (est.input + est.output));
-	values[6] = Float8GetDatum(Max(claude_usage_cost(&est, price_in, price_out, true), 0));
+	values[6] = claude_nanos_numeric(cost);
 	s->est.tokens += DatumGetInt64(values[5]);
-	s->est.cost += DatumGetFloat8(values[6]);
+	s->est.cost = claude_nanos_add(s->est.cost, cost);
 
 	values[0] = Int64GetDatum(s->local_id);
 	values[1] = CStringGetTextDatum(custom_id);

@@ -20,6 +20,7 @@
 #include "utils/timestamp.h"
 
 #include "client/budget.h"
+#include "common/money.h"
 #include "shmem/progress.h"
 #include "shmem/ratelimit.h"
 #include "shmem/slots.h"
@@ -128,7 +129,7 @@ claude_stats_row(PG_FUNCTION_ARGS)
 	values[i++] = Int64GetDatum(U64(cache_misses));
 	values[i++] = Int64GetDatum(U64(input_tokens));
 	values[i++] = Int64GetDatum(U64(output_tokens));
-	values[i++] = DirectFunctionCall1(float8_numeric, Float8GetDatum(U64(cost_nusd) / 1e9));
+	values[i++] = claude_nanos_numeric((int64) Min(U64(cost_nusd), (uint64) PG_INT64_MAX));
 	quantiles(claude_stats_shared->buckets, values + i, nulls + i);
 	i += 3;
 	quantiles(claude_stats_shared->ttft_buckets, values + i, nulls + i);
@@ -251,7 +252,9 @@ claude_metrics(PG_FUNCTION_ARGS)
 	appendStringInfo(&out, "claude_tokens_total{type=\"cache_read\"} " UINT64_FORMAT "\n", U64(cache_read_tokens));
 	metric(&out, "claude_cost_usd_total", "counter",
 		   "USD of the requests at claude_prices (models without a price are not counted).");
-	appendStringInfo(&out, "claude_cost_usd_total %.9f\n", U64(cost_nusd) / 1e9);
+	/* integer formatting: a float would round a large total */
+	appendStringInfo(&out, "claude_cost_usd_total " UINT64_FORMAT ".%09u\n",
+					 U64(cost_nusd) / 1000000000, (unsigned) (U64(cost_nusd) % 1000000000));
 	gauge(&out, "claude_connections", "Connections open to the API.",
 		  pg_atomic_read_u32(&claude_shared->connections_open));
 	gauge(&out, "claude_in_flight", "Requests on the wire now.",
@@ -328,20 +331,21 @@ claude_usage_pending(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		UsageCounts *c = &rows[i].counts;
-		Datum		values[9];
-		bool		nulls[9] = {0};
+		Datum		values[10];
+		bool		nulls[10] = {0};
 
 		if (!all && rows[i].key.role != me)
 			continue;
 		values[0] = DateADTGetDatum(rows[i].key.day);
 		values[1] = ObjectIdGetDatum(rows[i].key.role);
-		values[2] = Int64GetDatum(c->requests);
-		values[3] = Int64GetDatum(c->input);
-		values[4] = Int64GetDatum(c->output);
-		values[5] = Int64GetDatum(c->cache_write);
-		values[6] = Int64GetDatum(c->cache_read);
-		values[7] = DirectFunctionCall1(float8_numeric, Float8GetDatum(c->cost));
-		values[8] = Int64GetDatum(c->unpriced);
+		values[2] = CStringGetTextDatum(rows[i].key.model);
+		values[3] = Int64GetDatum(c->requests);
+		values[4] = Int64GetDatum(c->input);
+		values[5] = Int64GetDatum(c->output);
+		values[6] = Int64GetDatum(c->cache_write);
+		values[7] = Int64GetDatum(c->cache_read);
+		values[8] = claude_nanos_numeric(c->cost);
+		values[9] = Int64GetDatum(c->unpriced);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -22,6 +22,7 @@
 #include "utils/timestamp.h"
 
 #include "common/guc.h"
+#include "common/money.h"
 
 #include "httpworker/dispatch.h"
 #include "httpworker/transfer.h"
@@ -167,7 +168,7 @@ static void
 account(Transfer *t, int http_status, bool transport_error, bool cancelled)
 {
 	const ClaudeUsage *u = t->have_usage ? &t->usage : NULL;
-	double		cost = u ? claude_usage_cost(u, t->req.price_in, t->req.price_out, false) : -1;
+	int64		cost = u ? claude_cost_of_usage(u, t->req.price_in, t->req.price_out, false) : -1;
 
 	if (t->accounted)
 		return;

@@ -38,6 +38,9 @@ typedef enum ClaudeReplyKind
 	CLAUDE_REPLY_FILE			/* written to output_file */
 } ClaudeReplyKind;
 
+/* bytes of a model id kept with usage, its NUL included */
+#define CLAUDE_USAGE_MODEL_LEN	64
+
 typedef struct ClaudeRequest
 {
 	ClaudeMethod method;
@@ -58,8 +61,9 @@ typedef struct ClaudeRequest
 	/* whose request it is, what it costs, and a budget reservation */
 	Oid			dbid;
 	Oid			role;
-	double		price_in;		/* USD per million tokens; < 0: unknown */
-	double		price_out;
+	int64		price_in;		/* nano-USD per million tokens; < 0: unknown */
+	int64		price_out;
+	char		model[CLAUDE_USAGE_MODEL_LEN];	/* usage is counted under it */
 	int32		reserved_day;	/* a budget reservation on that day, or -1 */
 	const char *url;
 	const char *api_key;

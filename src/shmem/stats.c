@@ -97,7 +97,7 @@ claude_stats_throttled(void)
 /* A request ended: its outcome, latency, tokens and cost (< 0: unknown). */
 void
 claude_stats_done(int http_status, bool transport_error, bool cancelled,
-				  double latency_ms, const ClaudeUsage *usage, double cost)
+				  double latency_ms, const ClaudeUsage *usage, int64 cost)
 {
 	int			b = 0;
 
@@ -144,14 +144,14 @@ claude_stats_ttft(double ms)
  * result as it is written back.
  */
 void
-claude_stats_billed(const ClaudeUsage *usage, double cost)
+claude_stats_billed(const ClaudeUsage *usage, int64 cost)
 {
 	pg_atomic_fetch_add_u64(&claude_stats_shared->input_tokens, (uint64) usage->input);
 	pg_atomic_fetch_add_u64(&claude_stats_shared->output_tokens, (uint64) usage->output);
 	pg_atomic_fetch_add_u64(&claude_stats_shared->cache_write_tokens, (uint64) usage->cache_write);
 	pg_atomic_fetch_add_u64(&claude_stats_shared->cache_read_tokens, (uint64) usage->cache_read);
 	if (cost > 0)
-		pg_atomic_fetch_add_u64(&claude_stats_shared->cost_nusd, (uint64) (cost * 1e9 + 0.5));
+		pg_atomic_fetch_add_u64(&claude_stats_shared->cost_nusd, (uint64) cost);
 }
 
 /*

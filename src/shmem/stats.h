@@ -50,10 +50,10 @@ extern void claude_stats_worker_started(void);
 extern void claude_stats_taken(void);
 extern void claude_stats_throttled(void);
 extern void claude_stats_done(int http_status, bool transport_error, bool cancelled,
-							  double latency_ms, const ClaudeUsage *usage, double cost);
+							  double latency_ms, const ClaudeUsage *usage, int64 cost);
 
 extern void claude_stats_ttft(double ms);
-extern void claude_stats_billed(const ClaudeUsage *usage, double cost);
+extern void claude_stats_billed(const ClaudeUsage *usage, int64 cost);
 
 /* backends */
 extern void claude_stats_cache(bool hit);

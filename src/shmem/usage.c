@@ -1,19 +1,26 @@
 /*
  * usage.c
- *		Usage per (database, role, UTC day) in a shared hash: counted by the
- *		HTTP worker and the batch write-back, checked against budgets by
- *		client/budget.c, flushed to claude_usage_log by dbworker/flush.c.
+ *		Usage per (database, role, UTC day, model) in a shared hash: counted
+ *		by the HTTP worker and the batch write-back, checked against budgets
+ *		by client/budget.c, flushed to claude_usage_log by dbworker/flush.c.
  *
- * An entry holds what claude_usage_log says (base), what is new (delta),
- * what is being written (flushing), the requests in flight under a budget
+ * Three kinds of entry.  A database's total of a role and day (USAGE_DB)
+ * holds what claude_usage_log says (base), what is new (delta), what is
+ * being written (flushing), the requests in flight under a budget
  * (reserved) and what the Message Batch requests filed under its day may
  * spend until their results settle (batch, as claude_batch_items says once
- * loaded, then kept up to date by client/reserve.c).  Also the generation
- * of prices and budgets, bumped at commit of a change, so every session
+ * loaded, then kept up to date by client/reserve.c).  Its usage by model
+ * (USAGE_MODEL) holds delta and flushing only, and goes once written, so
+ * that no role fills the table with model names.  What a role spent on a
+ * day on the whole server (USAGE_SERVER) is the sum of its databases'
+ * totals, kept up to date with each change of one: a budget check reads
+ * one entry, whatever the number of databases.  Also the generation of
+ * prices and budgets, bumped at commit of a change, so every session
  * reads them again.
  */
 #include "postgres.h"
 
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -21,6 +28,7 @@
 #include "utils/timestamp.h"
 
 #include "common/fault.h"
+#include "common/money.h"
 #include "shmem/area.h"
 #include "shmem/dbqueue.h"
 #include "shmem/usage.h"
@@ -28,13 +36,14 @@
 typedef struct UsageEntry
 {
 	UsageKey	key;
-	bool		loaded;			/* base holds claude_usage_log's row */
+	bool		loaded;			/* base holds claude_usage_log's rows */
 	UsageCounts base;			/* in claude_usage_log */
 	UsageCounts delta;			/* not yet */
 	UsageCounts flushing;		/* being written now */
 	int64		reserved;		/* requests in flight under a budget */
 	bool		batch_loaded;	/* batch holds claude_batch_items' pending */
 	UsageReserve batch;			/* batch requests not settled */
+	int64		spent[3];		/* USAGE_SERVER: see spent() */
 } UsageEntry;
 
 typedef struct UsageShared
@@ -76,21 +85,102 @@ claude_usage_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+/* A model id as usage keeps it: cut to fit, on a character boundary. */
+void
+claude_usage_model_key(char *to, const char *model)
+{
+	int			n = model ? pg_mbcliplen(model, strlen(model), CLAUDE_USAGE_MODEL_LEN - 1) : 0;
+
+	memset(to, 0, CLAUDE_USAGE_MODEL_LEN);
+	if (n > 0)
+		memcpy(to, model, n);
+}
+
+static void
+make_key(UsageKey *key, Oid dbid, Oid role, int32 day, UsageKind kind, const char *model)
+{
+	memset(key, 0, sizeof(*key));
+	key->dbid = dbid;
+	key->role = role;
+	key->day = day;
+	key->kind = kind;
+	if (model)
+		memcpy(key->model, model, CLAUDE_USAGE_MODEL_LEN);
+	key->model[CLAUDE_USAGE_MODEL_LEN - 1] = '\0';
+}
+
+/*
+ * What a database's total of a role counts against limits: requests used,
+ * in flight and reserved by batches; tokens and nano-USD used and reserved
+ * by batches.
+ */
+static void
+spent(const UsageEntry *e, int64 value[3])
+{
+	UsageCounts used = e->base;
+
+	claude_usage_counts_add(&used, &e->delta, 1);
+	claude_usage_counts_add(&used, &e->flushing, 1);
+	value[0] = used.requests + e->reserved + e->batch.requests;
+	value[1] = used.input + used.output + used.cache_write + used.cache_read + e->batch.tokens;
+	value[2] = claude_nanos_add(used.cost, e->batch.cost);
+}
+
+/* The sum over databases of what a role spent on a day, by a scan. */
+static void
+sum_databases(Oid role, int32 day, int64 value[3])
+{
+	HASH_SEQ_STATUS seq;
+	UsageEntry *e;
+
+	memset(value, 0, 3 * sizeof(int64));
+	hash_seq_init(&seq, usage_hash);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		int64		v[3];
+
+		if (e->key.kind != USAGE_DB || e->key.role != role || e->key.day != day)
+			continue;
+		spent(e, v);
+		value[0] += v[0];
+		value[1] += v[1];
+		value[2] = claude_nanos_add(value[2], v[2]);
+	}
+}
+
+/*
+ * A database's total e changed from before (spent() of it then): its
+ * role's server-wide sum follows, if there is one.
+ */
+static void
+changed(const UsageEntry *e, const int64 before[3])
+{
+	UsageKey	key;
+	UsageEntry *s;
+	int64		after[3];
+
+	make_key(&key, InvalidOid, e->key.role, e->key.day, USAGE_SERVER, NULL);
+	if ((s = hash_search(usage_hash, &key, HASH_FIND, NULL)) == NULL)
+		return;
+	spent(e, after);
+	s->spent[0] += after[0] - before[0];
+	s->spent[1] += after[1] - before[1];
+	s->spent[2] = claude_nanos_add(s->spent[2], after[2] - before[2]);
+}
+
 /*
  * The entry of a key, made if missing; NULL when the table is full (said
- * once in the log if report: not at the end of a transaction).
+ * once in the log if report: not at the end of a transaction).  A new
+ * server-wide sum starts from the databases' totals.
  */
 static UsageEntry *
-entry_for(Oid dbid, Oid role, int32 day, bool report)
+entry_for(Oid dbid, Oid role, int32 day, UsageKind kind, const char *model, bool report)
 {
 	UsageKey	key;
 	UsageEntry *e;
 	bool		found;
 
-	memset(&key, 0, sizeof(key));
-	key.dbid = dbid;
-	key.role = role;
-	key.day = day;
+	make_key(&key, dbid, role, day, kind, model);
 	e = hash_search(usage_hash, &key, HASH_ENTER_NULL, &found);
 	if (e == NULL)
 	{
@@ -104,6 +194,8 @@ entry_for(Oid dbid, Oid role, int32 day, bool report)
 	{
 		memset((char *) e + sizeof(UsageKey), 0, sizeof(UsageEntry) - sizeof(UsageKey));
 		e->key = key;
+		if (kind == USAGE_SERVER)
+			sum_databases(role, day, e->spent);
 	}
 	return e;
 }
@@ -116,13 +208,13 @@ claude_usage_counts_add(UsageCounts *to, const UsageCounts *from, int sign)
 	to->output += sign * from->output;
 	to->cache_write += sign * from->cache_write;
 	to->cache_read += sign * from->cache_read;
-	to->cost += sign * from->cost;
+	to->cost = claude_nanos_add(to->cost, sign * from->cost);
 	to->unpriced += sign * from->unpriced;
 }
 
 /* One request that reached the API, and its usage if known, into c. */
 void
-claude_usage_count_request(UsageCounts *c, const ClaudeUsage *u, double cost)
+claude_usage_count_request(UsageCounts *c, const ClaudeUsage *u, int64 cost)
 {
 	c->requests++;
 	if (u)
@@ -133,26 +225,51 @@ claude_usage_count_request(UsageCounts *c, const ClaudeUsage *u, double cost)
 		c->cache_read += (int64) u->cache_read;
 	}
 	if (cost >= 0)
-		c->cost += cost;
+		c->cost = claude_nanos_add(c->cost, cost);
 	else if (u)
 		c->unpriced++;
 }
 
+/*
+ * Usage c of model counts in a database's total e (and its server-wide
+ * sum) and by model.  *was_clean: nothing of e was waiting to be flushed.
+ */
 static void
-record(Oid dbid, Oid role, const UsageCounts *c, int32 reserved_day, bool *was_clean)
+count_in(UsageEntry *e, const char *model, const UsageCounts *c, bool report, bool *was_clean)
+{
+	UsageEntry *m;
+	int64		before[3];
+
+	spent(e, before);
+	if (was_clean)
+		*was_clean = e->delta.requests == 0;
+	claude_usage_counts_add(&e->delta, c, 1);
+	changed(e, before);
+	m = entry_for(e->key.dbid, e->key.role, e->key.day, USAGE_MODEL, model, report);
+	if (m != NULL)
+		claude_usage_counts_add(&m->delta, c, 1);
+}
+
+static void
+record(Oid dbid, Oid role, const char *model, const UsageCounts *c, int32 reserved_day,
+	   bool *was_clean)
 {
 	UsageEntry *e;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
 	/* the tests' ERROR with a lock held, in the HTTP worker (common/fault.c) */
 	claude_fault_point("usage_lock");
-	if (reserved_day >= 0 && (e = entry_for(dbid, role, reserved_day, true)) != NULL && e->reserved > 0)
-		e->reserved--;
-	if (c && (e = entry_for(dbid, role, claude_usage_today(), true)) != NULL)
+	if (reserved_day >= 0 &&
+		(e = entry_for(dbid, role, reserved_day, USAGE_DB, NULL, true)) != NULL && e->reserved > 0)
 	{
-		*was_clean = e->delta.requests == 0;
-		claude_usage_counts_add(&e->delta, c, 1);
+		int64		before[3];
+
+		spent(e, before);
+		e->reserved--;
+		changed(e, before);
 	}
+	if (c && (e = entry_for(dbid, role, claude_usage_today(), USAGE_DB, NULL, true)) != NULL)
+		count_in(e, model, c, true, was_clean);
 	LWLockRelease(usage->lock);
 }
 
@@ -162,7 +279,7 @@ record(Oid dbid, Oid role, const UsageCounts *c, int32 reserved_day, bool *was_c
  * first new usage of a database wakes that database's worker to flush it.
  */
 void
-claude_usage_done(const ClaudeRequest *req, bool sent, const ClaudeUsage *u, double cost)
+claude_usage_done(const ClaudeRequest *req, bool sent, const ClaudeUsage *u, int64 cost)
 {
 	UsageCounts c;
 	bool		was_clean = false;
@@ -171,7 +288,7 @@ claude_usage_done(const ClaudeRequest *req, bool sent, const ClaudeUsage *u, dou
 		return;
 	memset(&c, 0, sizeof(c));
 	claude_usage_count_request(&c, u, cost);
-	record(req->dbid, req->role, sent ? &c : NULL, req->reserved_day, &was_clean);
+	record(req->dbid, req->role, req->model, sent ? &c : NULL, req->reserved_day, &was_clean);
 	if (sent && was_clean)
 		claude_jobs_kick(req->dbid);
 }
@@ -192,9 +309,9 @@ claude_usage_today(void)
 /* ---- budgets (client/budget.c) ---- */
 
 /*
- * Whether the entry of role on day holds claude_usage_log's row (*base)
- * and the pending batch requests of claude_batch_items (*batch), or needs
- * none (the table is full).
+ * Whether this database's total of role on day holds claude_usage_log's
+ * rows (*base) and the pending batch requests of claude_batch_items
+ * (*batch), or needs none (the table is full).
  */
 void
 claude_usage_loaded(Oid role, int32 day, bool *base, bool *batch)
@@ -202,68 +319,87 @@ claude_usage_loaded(Oid role, int32 day, bool *base, bool *batch)
 	UsageEntry *e;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
-	e = entry_for(MyDatabaseId, role, day, true);
+	e = entry_for(MyDatabaseId, role, day, USAGE_DB, NULL, true);
 	*base = e == NULL || e->loaded;
 	*batch = e == NULL || e->batch_loaded;
 	LWLockRelease(usage->lock);
 }
 
-/* What the tables say, for the parts of the entry not loaded yet. */
+/*
+ * What the tables of this database say, for the parts of its total not
+ * loaded yet (batch NULL: that part is left for later).
+ */
 void
 claude_usage_set_base(Oid role, int32 day, const UsageCounts *base, const UsageReserve *batch)
 {
 	UsageEntry *e;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
-	e = entry_for(MyDatabaseId, role, day, true);
-	if (e != NULL && !e->loaded)
+	e = entry_for(MyDatabaseId, role, day, USAGE_DB, NULL, true);
+	if (e != NULL)
 	{
-		e->base = *base;
-		e->loaded = true;
-	}
-	if (e != NULL && !e->batch_loaded)
-	{
-		e->batch = *batch;
-		e->batch_loaded = true;
+		int64		before[3];
+
+		spent(e, before);
+		if (!e->loaded)
+		{
+			e->base = *base;
+			e->loaded = true;
+		}
+		if (batch != NULL && !e->batch_loaded)
+		{
+			e->batch = *batch;
+			e->batch_loaded = true;
+		}
+		changed(e, before);
 	}
 	LWLockRelease(usage->lock);
 }
 
 /*
- * What an entry counts against limits: requests used, in flight and
- * reserved by batches; tokens and USD used and reserved by batches.
+ * What role spent on day on the whole server (see spent()), into value[];
+ * its server-wide sum made if missing.  Under the lock, exclusive.
  */
 static void
-spent(const UsageEntry *e, double value[3])
+server_spent(Oid role, int32 day, int64 value[3])
 {
-	UsageCounts used = e->base;
+	UsageEntry *s = entry_for(InvalidOid, role, day, USAGE_SERVER, NULL, true);
 
-	claude_usage_counts_add(&used, &e->delta, 1);
-	claude_usage_counts_add(&used, &e->flushing, 1);
-	value[0] = used.requests + e->reserved + e->batch.requests;
-	value[1] = used.input + used.output + used.cache_write + used.cache_read + e->batch.tokens;
-	value[2] = used.cost + e->batch.cost;
+	if (s != NULL)
+		memcpy(value, s->spent, 3 * sizeof(int64));
+	else
+		sum_databases(role, day, value);
+}
+
+/* What role spent on day on the whole server: requests, tokens, nano-USD. */
+void
+claude_usage_spent(Oid role, int32 day, int64 value[3])
+{
+	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	server_spent(role, day, value);
+	LWLockRelease(usage->lock);
 }
 
 /*
  * Whether n more requests of role stay within limit[] today (requests,
- * tokens, USD; < 0: no limit): the requests must fit, of tokens and
- * dollars some must be left.  If reserve, one is counted in flight at
- * once, under the same lock.  Else *over is the limit reached.
+ * tokens, nano-USD; < 0: no limit), counting what it spent in every
+ * database: the requests must fit, of tokens and dollars some must be
+ * left.  If reserve, one is counted in flight in this database at once,
+ * under the same lock.  Else *over is the limit reached.
  */
 bool
-claude_usage_within(Oid role, const double limit[3], int64 n, bool reserve, int *over)
+claude_usage_within(Oid role, const int64 limit[3], int64 n, bool reserve, int *over)
 {
 	UsageEntry *e;
 	bool		ok = true;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
-	e = entry_for(MyDatabaseId, role, claude_usage_today(), true);
+	e = entry_for(MyDatabaseId, role, claude_usage_today(), USAGE_DB, NULL, true);
 	if (e != NULL)
 	{
-		double		value[3];
+		int64		value[3];
 
-		spent(e, value);
+		server_spent(role, claude_usage_today(), value);
 		value[0] += n;
 		for (int k = 0; k < 3 && ok; k++)
 		{
@@ -274,7 +410,13 @@ claude_usage_within(Oid role, const double limit[3], int64 n, bool reserve, int 
 			}
 		}
 		if (ok && reserve)
+		{
+			int64		before[3];
+
+			spent(e, before);
 			e->reserved++;
+			changed(e, before);
+		}
 	}
 	LWLockRelease(usage->lock);
 	return ok;
@@ -282,26 +424,26 @@ claude_usage_within(Oid role, const double limit[3], int64 n, bool reserve, int 
 
 /*
  * Reserve r for a Message Batch filed under day if it fits every limit[]
- * whole with all that is spent and reserved; else *over is the limit it
- * passes.  A full table reserves nothing and refuses nothing.
+ * whole with all that is spent and reserved on the server; else *over is
+ * the limit it passes.  A full table reserves nothing and refuses nothing.
  */
 bool
-claude_usage_reserve_batch(Oid role, int32 day, const double limit[3], const UsageReserve *r,
+claude_usage_reserve_batch(Oid role, int32 day, const int64 limit[3], const UsageReserve *r,
 						   int *over)
 {
 	UsageEntry *e;
 	bool		ok = true;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
-	e = entry_for(MyDatabaseId, role, day, true);
+	e = entry_for(MyDatabaseId, role, day, USAGE_DB, NULL, true);
 	if (e != NULL)
 	{
-		double		value[3];
+		int64		value[3];
 
-		spent(e, value);
+		server_spent(role, day, value);
 		value[0] += r->requests;
 		value[1] += r->tokens;
-		value[2] += r->cost;
+		value[2] = claude_nanos_add(value[2], r->cost);
 		for (int k = 0; k < 3 && ok; k++)
 		{
 			if (limit[k] >= 0 && value[k] > limit[k])
@@ -312,9 +454,13 @@ claude_usage_reserve_batch(Oid role, int32 day, const double limit[3], const Usa
 		}
 		if (ok)
 		{
+			int64		before[3];
+
+			spent(e, before);
 			e->batch.requests += r->requests;
 			e->batch.tokens += r->tokens;
-			e->batch.cost += r->cost;
+			e->batch.cost = claude_nanos_add(e->batch.cost, r->cost);
+			changed(e, before);
 		}
 	}
 	LWLockRelease(usage->lock);
@@ -324,27 +470,32 @@ claude_usage_reserve_batch(Oid role, int32 day, const double limit[3], const Usa
 /*
  * Batch requests filed under day are settled, or their reservation undone:
  * released goes back (from an entry that holds reservations) and used, if
- * any, counts.  Never raises: called at the end of a transaction.
+ * any, counts, under model.  Never raises: called at the end of a
+ * transaction.
  */
 void
-claude_usage_settle_batch(Oid dbid, Oid role, int32 day, const UsageReserve *released,
-						  const UsageCounts *used)
+claude_usage_settle_batch(Oid dbid, Oid role, int32 day, const char *model,
+						  const UsageReserve *released, const UsageCounts *used)
 {
 	UsageEntry *e;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
-	e = entry_for(dbid, role, day, false);
+	e = entry_for(dbid, role, day, USAGE_DB, NULL, false);
 	if (e != NULL && e->batch_loaded)
 	{
+		int64		before[3];
+
+		spent(e, before);
 		e->batch.requests -= released->requests;
 		e->batch.tokens -= released->tokens;
 		e->batch.cost -= released->cost;
-		/* none left: no rounding of the cost left either */
+		/* none left: nothing left of the estimates either */
 		if (e->batch.requests <= 0)
 			memset(&e->batch, 0, sizeof(e->batch));
+		changed(e, before);
 	}
 	if (e != NULL && used != NULL)
-		claude_usage_counts_add(&e->delta, used, 1);
+		count_in(e, model, used, false, NULL);
 	LWLockRelease(usage->lock);
 }
 
@@ -365,8 +516,9 @@ claude_usage_config_bump(void)
 
 /*
  * Move what is new for a database from delta to flushing and list it in
- * out (room for CLAUDE_USAGE_ENTRIES); drop entries of past days that are
- * written.  Returns how many were listed.
+ * out (room for CLAUDE_USAGE_ENTRIES): its usage by model, then the totals
+ * whose rows change.  Drop what is of past days and written.  Returns how
+ * many were listed.
  */
 int
 claude_usage_take_new(Oid dbid, UsageFlushed *out)
@@ -380,6 +532,13 @@ claude_usage_take_new(Oid dbid, UsageFlushed *out)
 	hash_seq_init(&seq, usage_hash);
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{
+		if (e->key.kind == USAGE_SERVER)
+		{
+			/* budgets check today's; a past day's is made again if asked */
+			if (e->key.day < day)
+				(void) hash_search(usage_hash, &e->key, HASH_REMOVE, NULL);
+			continue;
+		}
 		if (e->key.dbid != dbid)
 			continue;
 		if (e->delta.requests > 0)
@@ -390,8 +549,17 @@ claude_usage_take_new(Oid dbid, UsageFlushed *out)
 			out[n].counts = e->flushing;
 			n++;
 		}
-		else if (e->key.day < day && e->reserved == 0 && e->flushing.requests == 0)
+		else if (e->key.kind == USAGE_DB && e->key.day < day && e->reserved == 0 &&
+				 e->flushing.requests == 0)
+		{
+			int64		before[3];
+
+			spent(e, before);
+			memset(&e->base, 0, sizeof(e->base));
+			memset(&e->batch, 0, sizeof(e->batch));
+			changed(e, before);
 			(void) hash_search(usage_hash, &e->key, HASH_REMOVE, NULL);
+		}
 	}
 	usage->full_reported = false;
 	LWLockRelease(usage->lock);
@@ -418,7 +586,11 @@ claude_usage_unflush(const UsageFlushed *f, int n)
 	LWLockRelease(usage->lock);
 }
 
-/* Written: each row's totals (in f) are its entry's new base. */
+/*
+ * Written: a total's new base is what its rows now hold (in f; loaded
+ * unless the extension is gone); usage by model written and not new again
+ * is dropped.
+ */
 void
 claude_usage_flushed(const UsageFlushed *f, int n, bool loaded)
 {
@@ -426,20 +598,29 @@ claude_usage_flushed(const UsageFlushed *f, int n, bool loaded)
 	for (int i = 0; i < n; i++)
 	{
 		UsageEntry *e = hash_search(usage_hash, &f[i].key, HASH_FIND, NULL);
+		int64		before[3];
 
-		if (e)
+		if (e == NULL)
+			continue;
+		if (e->key.kind == USAGE_MODEL)
 		{
 			memset(&e->flushing, 0, sizeof(e->flushing));
-			e->base = f[i].counts;
-			e->loaded = loaded;
+			if (e->delta.requests == 0)
+				(void) hash_search(usage_hash, &e->key, HASH_REMOVE, NULL);
+			continue;
 		}
+		spent(e, before);
+		memset(&e->flushing, 0, sizeof(e->flushing));
+		e->base = f[i].counts;
+		e->loaded = loaded;
+		changed(e, before);
 	}
 	LWLockRelease(usage->lock);
 }
 
 /*
- * The usage of a database not yet in claude_usage_log (new or being
- * written), palloc'd; returns how many rows.
+ * The usage by model of a database not yet in claude_usage_log (new or
+ * being written), palloc'd; returns how many rows.
  */
 int
 claude_usage_pending_of(Oid dbid, UsageFlushed **out)
@@ -456,7 +637,7 @@ claude_usage_pending_of(Oid dbid, UsageFlushed **out)
 		UsageCounts c = e->delta;
 
 		claude_usage_counts_add(&c, &e->flushing, 1);
-		if (e->key.dbid != dbid || c.requests == 0)
+		if (e->key.kind != USAGE_MODEL || e->key.dbid != dbid || c.requests == 0)
 			continue;
 		(*out)[n].key = e->key;
 		(*out)[n].counts = c;
