@@ -96,7 +96,7 @@ is(sql("SELECT day = (now() AT TIME ZONE 'UTC')::date FROM claude_usage WHERE ro
 	'counted on the UTC day');
 
 ($rc, $out, $err) = as_role('alice', "SELECT claude_complete('priceless', model => 'claude-unpriced-1', cache => false)");
-is(sql("SELECT unpriced_requests FROM claude_usage WHERE role = 'alice'::regrole"), '1',
+is(sql("SELECT unpriced_requests FROM claude_usage WHERE role = 'alice'::regrole AND model = 'claude-unpriced-1'"), '1',
 	'a model without a price is counted as unpriced, not as free');
 
 # AFTER trigger jobs count for the role that inserted the row
@@ -105,14 +105,15 @@ sql("CREATE TABLE notes (id int PRIMARY KEY, body text, summary text);
 	GRANT INSERT ON notes TO alice; GRANT EXECUTE ON FUNCTION claude_enrich_trigger() TO alice;");
 ($rc, $out, $err) = as_role('alice', "INSERT INTO notes VALUES (1, 'queued by alice')");
 ok(wait_until(sub { sql("SELECT summary IS NOT NULL FROM notes") eq 't' }), 'the job ran');
-ok(wait_until(sub { sql("SELECT requests FROM claude_usage WHERE role = 'alice'::regrole") == 4 }),
+# a row per model: alice used two
+ok(wait_until(sub { sql("SELECT sum(requests) FROM claude_usage WHERE role = 'alice'::regrole") == 4 }),
 	'and counted for alice, who queued it');
 
 # flushed to the table, so it survives a restart
-ok(wait_until(sub { sql("SELECT requests FROM claude_usage_log WHERE role = 'alice'::regrole") eq '4' }, 30),
+ok(wait_until(sub { sql("SELECT sum(requests) FROM claude_usage_log WHERE role = 'alice'::regrole") eq '4' }, 30),
 	'the database worker flushes usage to claude_usage_log');
 $node->restart;
-is(sql("SELECT requests FROM claude_usage WHERE role = 'alice'::regrole"), '4', 'usage survives a restart');
+is(sql("SELECT sum(requests) FROM claude_usage WHERE role = 'alice'::regrole"), '4', 'usage survives a restart');
 
 # ---- budgets
 sql("INSERT INTO claude_budgets (role, requests_per_day) VALUES ('alice', 5)");
