@@ -14,9 +14,8 @@
  * that no role fills the table with model names.  What a role spent on a
  * day on the whole server (USAGE_SERVER) is the sum of its databases'
  * totals, kept up to date with each change of one: a budget check reads
- * one entry, whatever the number of databases.  Also the generation of
- * prices and budgets, bumped at commit of a change, so every session
- * reads them again.
+ * one entry.  Also the generation of prices and budgets, bumped at commit
+ * of a change, so every session reads them again.
  */
 #include "postgres.h"
 
@@ -232,19 +231,26 @@ claude_usage_count_request(UsageCounts *c, const ClaudeUsage *u, int64 cost)
 
 /*
  * Usage c of model counts in a database's total e (and its server-wide
- * sum) and by model.  *was_clean: nothing of e was waiting to be flushed.
+ * sum) and by model (under '' once the table is 3/4 full: model names,
+ * which any role picks, never crowd out the totals budgets read).
+ * *was_clean: nothing of e was waiting to be flushed.
  */
 static void
 count_in(UsageEntry *e, const char *model, const UsageCounts *c, bool report, bool *was_clean)
 {
 	UsageEntry *m;
 	int64		before[3];
+	UsageKey	key;
 
 	spent(e, before);
 	if (was_clean)
 		*was_clean = e->delta.requests == 0;
 	claude_usage_counts_add(&e->delta, c, 1);
 	changed(e, before);
+	make_key(&key, e->key.dbid, e->key.role, e->key.day, USAGE_MODEL, model);
+	if (hash_get_num_entries(usage_hash) >= CLAUDE_USAGE_ENTRIES / 4 * 3 &&
+		hash_search(usage_hash, &key, HASH_FIND, NULL) == NULL)
+		model = NULL;
 	m = entry_for(e->key.dbid, e->key.role, e->key.day, USAGE_MODEL, model, report);
 	if (m != NULL)
 		claude_usage_counts_add(&m->delta, c, 1);
@@ -254,6 +260,7 @@ static void
 record(Oid dbid, Oid role, const char *model, const UsageCounts *c, int32 reserved_day,
 	   bool *was_clean)
 {
+	int64		before[3];
 	UsageEntry *e;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
@@ -262,8 +269,6 @@ record(Oid dbid, Oid role, const char *model, const UsageCounts *c, int32 reserv
 	if (reserved_day >= 0 &&
 		(e = entry_for(dbid, role, reserved_day, USAGE_DB, NULL, true)) != NULL && e->reserved > 0)
 	{
-		int64		before[3];
-
 		spent(e, before);
 		e->reserved--;
 		changed(e, before);
@@ -332,14 +337,13 @@ claude_usage_loaded(Oid role, int32 day, bool *base, bool *batch)
 void
 claude_usage_set_base(Oid role, int32 day, const UsageCounts *base, const UsageReserve *batch)
 {
+	int64		before[3];
 	UsageEntry *e;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
 	e = entry_for(MyDatabaseId, role, day, USAGE_DB, NULL, true);
 	if (e != NULL)
 	{
-		int64		before[3];
-
 		spent(e, before);
 		if (!e->loaded)
 		{
@@ -390,6 +394,7 @@ claude_usage_spent(Oid role, int32 day, int64 value[3])
 bool
 claude_usage_within(Oid role, const int64 limit[3], int64 n, bool reserve, int *over)
 {
+	int64		before[3];
 	UsageEntry *e;
 	bool		ok = true;
 
@@ -411,8 +416,6 @@ claude_usage_within(Oid role, const int64 limit[3], int64 n, bool reserve, int *
 		}
 		if (ok && reserve)
 		{
-			int64		before[3];
-
 			spent(e, before);
 			e->reserved++;
 			changed(e, before);
@@ -431,6 +434,7 @@ bool
 claude_usage_reserve_batch(Oid role, int32 day, const int64 limit[3], const UsageReserve *r,
 						   int *over)
 {
+	int64		before[3];
 	UsageEntry *e;
 	bool		ok = true;
 
@@ -454,8 +458,6 @@ claude_usage_reserve_batch(Oid role, int32 day, const int64 limit[3], const Usag
 		}
 		if (ok)
 		{
-			int64		before[3];
-
 			spent(e, before);
 			e->batch.requests += r->requests;
 			e->batch.tokens += r->tokens;
@@ -477,14 +479,13 @@ void
 claude_usage_settle_batch(Oid dbid, Oid role, int32 day, const char *model,
 						  const UsageReserve *released, const UsageCounts *used)
 {
+	int64		before[3];
 	UsageEntry *e;
 
 	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
 	e = entry_for(dbid, role, day, USAGE_DB, NULL, false);
 	if (e != NULL && e->batch_loaded)
 	{
-		int64		before[3];
-
 		spent(e, before);
 		e->batch.requests -= released->requests;
 		e->batch.tokens -= released->tokens;
