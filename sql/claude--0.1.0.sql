@@ -815,6 +815,7 @@ CREATE FUNCTION claude_metrics()
 RETURNS text
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 1
 AS $$
 WITH r AS (
     SELECT m.*,

@@ -144,6 +144,17 @@ ok(IPC::Run::run([ $promtool, 'check', 'rules', "$root/monitoring/alerts.yaml" ]
 ok(IPC::Run::run([ $promtool, 'test', 'rules', "$root/monitoring/alerts.test.yaml" ], '>', \$pout, '2>', \$perr),
 	'promtool test rules monitoring/alerts.test.yaml') or diag("$pout$perr");
 
+# a database name that needs escaping, and a session that asks for fewer digits
+$node->safe_psql('postgres', q{CREATE DATABASE "we""ird\db"});
+my $weird = $node->safe_psql('we"ird\db',
+	"CREATE EXTENSION claude; SET extra_float_digits = -15; SELECT claude_metrics()");
+like($weird, qr/^claude_queue_jobs\{database="we\\"ird\\\\db",status="failed"\} 0$/m, 'label values are escaped');
+like($weird, qr/^claude_request_duration_seconds_sum \Q$got->{'claude_request_duration_seconds_sum'}\E$/m,
+	'and values printed in full');
+($pout, $perr) = ('', '');
+ok(IPC::Run::run([ $promtool, 'check', 'metrics' ], '<', \$weird, '>', \$pout, '2>', \$perr),
+	'promtool check metrics passes on claude_metrics()') or diag("$pout$perr");
+
 # ---- the dashboard parses and uses only metrics of the scrape
 my $dash = decode_json(slurp_file("$root/monitoring/grafana-dashboard.json"));
 my %sample_names = map { /^(\w+)/; ($1 => 1) } keys %$got;
