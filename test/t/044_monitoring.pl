@@ -76,6 +76,7 @@ my $exp = IPC::Run::start(
 		'--disable-default-metrics', '--disable-settings-metrics', '--no-collector.database',
 		'--no-collector.bgwriter' ],
 	'<', \undef, '>', \$eout, '2>', \$eerr);
+END { local $?; $exp->kill_kill if $exp }
 my $http = HTTP::Tiny->new(timeout => 10);
 my $scrape = '';
 wait_until(sub {
@@ -169,5 +170,4 @@ push @alert_used, $2 =~ /\b(claude_\w+)/g while $rules =~ /^( +)expr:(.*\n(?:\1 
 ok(@alert_used >= 10, scalar(@alert_used) . ' metric uses in the alerts');
 is_deeply([ grep { !$sample_names{$_} } @alert_used ], [], 'and every metric of the alerts');
 
-$exp->kill_kill;
 done_testing();
