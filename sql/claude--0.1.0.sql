@@ -762,23 +762,27 @@ $$;
 COMMENT ON FUNCTION claude_batches_open() IS
 'Message Batches of this database not yet written back, per status: how many, their requests, those the API has finished';
 
+-- A sample of a metric.  A histogram's row has le (upper bounds in seconds,
+-- +Inf left out), buckets (cumulative counts), sum and count instead of
+-- value: the columns of postgres_exporter's HISTOGRAM usage.
+CREATE TYPE claude_metric AS (
+    metric text, type text, help text, labels jsonb, value float8,
+    le float8[], buckets bigint[], sum float8, count bigint);
+COMMENT ON TYPE claude_metric IS
+'A sample of claude_metrics_rows(): metric, type, help, labels, value; a histogram''s le, buckets, sum and count';
+
 -- The server-wide metrics of shared memory, one row per sample.
-CREATE FUNCTION claude_metrics_shared(
-    OUT metric text, OUT type text, OUT help text, OUT labels jsonb, OUT value float8,
-    OUT le float8[], OUT buckets bigint[], OUT sum float8, OUT count bigint)
-RETURNS SETOF record
+CREATE FUNCTION claude_metrics_shared()
+RETURNS SETOF claude_metric
 AS 'MODULE_PATHNAME', 'claude_metrics_shared'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION claude_metrics_shared() IS
 'The server-wide part of claude_metrics_rows(): requests, tokens, cost, pool gauges, latency histograms';
 
 -- Every metric: the server's, and the job and batch gauges of this database
--- (label database).  A histogram's row has le (upper bounds in seconds, +Inf
--- left out), buckets (cumulative counts), sum and count.
-CREATE FUNCTION claude_metrics_rows(
-    OUT metric text, OUT type text, OUT help text, OUT labels jsonb, OUT value float8,
-    OUT le float8[], OUT buckets bigint[], OUT sum float8, OUT count bigint)
-RETURNS SETOF record
+-- (label database).
+CREATE FUNCTION claude_metrics_rows()
+RETURNS SETOF claude_metric
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -849,16 +853,9 @@ COMMENT ON FUNCTION claude_metrics() IS
 'claude_metrics_rows() in the Prometheus text exposition format';
 
 -- for monitoring roles: counts and figures, never requests or replies
-REVOKE EXECUTE ON FUNCTION claude_queue_rows() FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION claude_batches_open() FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION claude_metrics_shared() FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION claude_metrics_rows() FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION claude_metrics() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION claude_queue_rows(), claude_batches_open(), claude_metrics_shared(),
+    claude_metrics_rows(), claude_metrics() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION claude_queue_rows(), claude_batches_open(), claude_metrics_shared(),
+    claude_metrics_rows(), claude_metrics() TO pg_monitor;
 REVOKE ALL ON claude_queue FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION claude_queue_rows() TO pg_monitor;
-GRANT EXECUTE ON FUNCTION claude_batches_open() TO pg_monitor;
-GRANT EXECUTE ON FUNCTION claude_metrics_shared() TO pg_monitor;
-GRANT EXECUTE ON FUNCTION claude_metrics_rows() TO pg_monitor;
-GRANT EXECUTE ON FUNCTION claude_metrics() TO pg_monitor;
-GRANT SELECT ON claude_queue TO pg_monitor;
-GRANT SELECT ON claude_progress TO pg_monitor;
+GRANT SELECT ON claude_queue, claude_progress TO pg_monitor;
