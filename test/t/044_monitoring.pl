@@ -156,6 +156,26 @@ like($weird, qr/^claude_request_duration_seconds_sum \Q$got->{'claude_request_du
 ok(IPC::Run::run([ $promtool, 'check', 'metrics' ], '<', \$weird, '>', \$pout, '2>', \$perr),
 	'promtool check metrics passes on claude_metrics()') or diag("$pout$perr");
 
+# ---- auto-discovering, the exporter reads each database's queue, the server's figures once
+$exp->kill_kill;
+$node->safe_psql('postgres', 'CREATE DATABASE app2');
+$node->safe_psql('app2', 'CREATE EXTENSION claude');
+$port = PostgreSQL::Test::Cluster::get_free_port();
+$exp = IPC::Run::start(
+	[ $exporter, "--extend.query-path=$root/monitoring/queries.yaml", "--web.listen-address=127.0.0.1:$port",
+		'--disable-default-metrics', '--disable-settings-metrics', '--no-collector.database',
+		'--no-collector.bgwriter', '--auto-discover-databases', '--include-databases=postgres,app2' ],
+	'<', \undef, '>', \$eout, '2>', \$eerr);
+wait_until(sub {
+	my $r = $http->get("http://127.0.0.1:$port/metrics");
+	$scrape = $r->{success} ? $r->{content} : '';
+	return $scrape =~ /^claude_queue_jobs\{database="app2"/m && $scrape =~ /^claude_requests_total\{/m;
+}) or diag("exporter: $eerr");
+my @failed = $scrape =~ /^claude_queue_jobs\{database="([^,]*)",[^}]*status="failed"\} (\d+)$/mg;
+is_deeply({@failed}, { postgres => 2, app2 => 0 }, 'each database its own queue');
+my @ok = $scrape =~ /^claude_requests_total\{[^}]*status="200"\} (\d+)$/mg;
+is("@ok", '2', 'and the server-wide figures once (master)');
+
 # ---- the dashboard parses and uses only metrics of the scrape
 my $dash = decode_json(slurp_file("$root/monitoring/grafana-dashboard.json"));
 my %sample_names = map { /^(\w+)/; ($1 => 1) } keys %$got;
