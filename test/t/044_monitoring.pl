@@ -99,6 +99,8 @@ sub samples
 	return \%s;
 }
 my $got = samples($scrape);
+like($scrape, qr/^pg_exporter_user_queries_load_error\{[^}]*\} 0$/m, 'the exporter loads the query file');
+like($scrape, qr/^pg_exporter_last_scrape_error 0$/m, 'and runs every query without an error');
 sub stats_col { sql("SELECT $_[0] FROM claude_stats") }
 
 is($got->{'claude_requests_total{status="200"}'}, 2, 'claude_requests_total{status="200"} through the exporter');
