@@ -327,18 +327,21 @@ claim(void)
 	if (room == 0 || (room < CLAIM_AT_LEAST && claude_pipe_outstanding(jobs_pipe) > 0))
 		return 0;
 
+	/* one a newer job of its row and column replaced is superseded, not sent */
 	claude_spi_run(psprintf("UPDATE %s j SET updated_at = now(), "
-					 "status = CASE WHEN attempts < %d THEN 'running' ELSE 'failed' END, "
-					 "attempts = CASE WHEN attempts < %d THEN attempts + 1 ELSE attempts END, "
-					 "last_error = CASE WHEN attempts < %d THEN last_error "
+					 "status = CASE WHEN c.newer THEN 'superseded' WHEN attempts < %d THEN 'running' ELSE 'failed' END, "
+					 "attempts = CASE WHEN NOT c.newer AND attempts < %d THEN attempts + 1 ELSE attempts END, "
+					 "last_error = CASE WHEN c.newer OR attempts < %d THEN last_error "
 					 "ELSE format('gave up after %%s attempts (claude.max_retries + 1 = %d)', attempts) "
 					 "|| coalesce(': ' || last_error, '') END "
-					 "WHERE id IN (SELECT id FROM %s WHERE status IN ('queued', 'waiting') AND next_attempt_at <= now() "
-					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
-					 "RETURNING id, relid, target_column, pk::text, attempts, request, "
+					 "FROM (SELECT id, EXISTS (SELECT FROM %s n WHERE n.relid = d.relid AND n.target_column = d.target_column "
+					 "AND n.pk = d.pk AND n.id > d.id) AS newer "
+					 "FROM %s d WHERE status IN ('queued', 'waiting') AND next_attempt_at <= now() "
+					 "ORDER BY id LIMIT %d FOR UPDATE OF d SKIP LOCKED) c WHERE j.id = c.id "
+					 "RETURNING j.id, relid, target_column, pk::text, attempts, request, "
 					 "NULL, role::oid, inputs_md5, "
 					 "inputs, status = 'running', reply_check",
-					 jobs_table, max_attempts, max_attempts, max_attempts, max_attempts, jobs_table, room),
+					 jobs_table, max_attempts, max_attempts, max_attempts, max_attempts, jobs_table, jobs_table, room),
 				   0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
 	n = SPI_processed;
 	claimed = SPI_tuptable;
@@ -354,7 +357,7 @@ claim(void)
 		Datum		d;
 
 		if (!DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull)))
-			continue;			/* failed: it had every attempt */
+			continue;			/* failed (it had every attempt) or superseded */
 		inputs = inputs_check(tup, desc, 10);
 		old = MemoryContextSwitchTo(jobs_cxt);
 		job = palloc0(sizeof(Job));
@@ -494,6 +497,9 @@ claude_jobs_step(void)
 		claude_xact_begin();
 		send_claimed();
 	}
+	/* a job whose row was held may be left 'running': look next round */
+	if (claude_jobs_record_skipped())
+		lost_track = true;
 	more = claude_pipe_outstanding(jobs_pipe) > 0;
 	if (!more)
 	{

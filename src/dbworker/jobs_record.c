@@ -30,9 +30,28 @@
 #include "dbworker/writeback.h"
 #include "shmem/usage.h"
 
+/* a job's row was locked by another transaction when its outcome came */
+static bool skipped = false;
+
+/*
+ * Whether a job's row was skipped since the last call: the job may be
+ * left 'running' while not in flight (jobs.c queues such jobs again).
+ */
+bool
+claude_jobs_record_skipped(void)
+{
+	bool		was = skipped;
+
+	skipped = false;
+	return was;
+}
+
 /*
  * Record a job's error along with set (SQL of the other columns, $1 its
- * id, $6 a timestamptz) unless a newer job superseded it meanwhile.
+ * id, $6 a timestamptz) unless a newer job superseded it meanwhile.  A
+ * row another transaction holds (a trigger superseding it, a role
+ * cancelling it) is skipped, never waited for: that transaction may be
+ * waiting for a row this worker wrote.
  */
 static void
 record_error(const char *jobs_table, Job *job, const char *set, const JobError *e, TimestampTz at)
@@ -45,8 +64,9 @@ record_error(const char *jobs_table, Job *job, const char *set, const JobError *
 	if (r == NULL || r->request_id[0] == '\0')
 		nulls[4] = 'n';
 	if (claude_spi_exec(psprintf("UPDATE %s SET %s, last_error = $2, sqlstate = $3, http_status = $4, "
-							 "request_id = $5, updated_at = now() WHERE id = $1 AND status <> 'superseded'",
-							 jobs_table, set),
+							 "request_id = $5, updated_at = now() WHERE id = (SELECT id FROM %s WHERE id = $1 "
+							 "AND status <> 'superseded' FOR UPDATE SKIP LOCKED)",
+							 jobs_table, set, jobs_table),
 					6, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID},
 					(Datum[]) {Int64GetDatum(job->id), CStringGetTextDatum(e->message),
 						CStringGetTextDatum(unpack_sql_state(e->sqlerrcode)),
@@ -54,6 +74,8 @@ record_error(const char *jobs_table, Job *job, const char *set, const JobError *
 						r ? CStringGetTextDatum(r->request_id) : (Datum) 0,
 					TimestampTzGetDatum(at)}, nulls) != SPI_OK_UPDATE)
 		elog(ERROR, "claude: could not record the error of job %lld", (long long) job->id);
+	if (SPI_processed == 0)
+		skipped = true;
 }
 
 /*
@@ -140,14 +162,18 @@ claude_job_write_back(const char *jobs_table, Oid nsp, Job *job, text *completio
 	Oid			owner = claude_rel_owner(job->relid);
 	bool		isnull;
 
-	/* deleted meanwhile (cancelled), or superseded: nothing to write */
-	claude_spi_run(psprintf("DELETE FROM %s WHERE id = $1 RETURNING status = 'superseded'", jobs_table),
+	/* deleted meanwhile (cancelled), superseded, or held: nothing to write */
+	claude_spi_run(psprintf("DELETE FROM %s WHERE id = (SELECT id FROM %s WHERE id = $1 FOR UPDATE SKIP LOCKED) "
+							"RETURNING status = 'superseded'", jobs_table, jobs_table),
 				   1, &idtype, &id, SPI_OK_DELETE_RETURNING);
+	if (SPI_processed != 1)
+		skipped = true;
 	if (SPI_processed != 1 ||
 		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		return;
-	claude_spi_run(psprintf("DELETE FROM %s WHERE relid = $1 AND target_column = $2 AND pk = $3::jsonb "
-							"AND status = 'superseded' AND id < $4", jobs_table),
+	claude_spi_run(psprintf("DELETE FROM %s WHERE id IN (SELECT id FROM %s WHERE relid = $1 AND target_column = $2 "
+							"AND pk = $3::jsonb AND status = 'superseded' AND id < $4 FOR UPDATE SKIP LOCKED)",
+							jobs_table, jobs_table),
 				   4, (Oid[]) {OIDOID, TEXTOID, TEXTOID, INT8OID},
 				   (Datum[]) {ObjectIdGetDatum(job->relid), CStringGetTextDatum(job->target),
 					   CStringGetTextDatum(job->pk), id}, SPI_OK_DELETE);

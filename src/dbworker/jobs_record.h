@@ -40,6 +40,7 @@ extern void claude_job_waiting(const char *jobs_table, Job *job, const JobError 
 extern void claude_job_failed(const char *jobs_table, Job *job, const JobError *e);
 extern void claude_job_failed_or_retry(const char *jobs_table, Job *job, const JobError *e,
 									   int max_retries);
+extern bool claude_jobs_record_skipped(void);
 extern bool claude_job_armed(Oid nsp, Oid relid, const char *target);
 extern void claude_job_write_back(const char *jobs_table, Oid nsp, Job *job, text *completion);
 

@@ -217,17 +217,20 @@ queue_job(TriggerData *td, HeapTuple tuple, ClaudeCall *call, Oid nsp,
 	 * A kept plan: parsing and planning it cost more than the row itself.
 	 * The new job supersedes the older ones of its row and column that are
 	 * not done: none of them is sent again, and a reply of one in flight
-	 * is not written.
+	 * is not written.  One the worker holds at this instant is skipped,
+	 * never waited for (the worker may be waiting for this row): the
+	 * worker's claim and claude_jobs_retry find it superseded later.
 	 */
 	if (claude_spi_exec(psprintf("WITH new AS (INSERT INTO %s (relid, pk, target_column, request, role, inputs, inputs_md5, reply_check) "
 								 "VALUES ($1, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5, $6, %s, $8) "
-								 "RETURNING relid, pk, target_column) "
-								 "UPDATE %s j SET status = 'superseded', updated_at = pg_catalog.now() FROM new "
-								 "WHERE j.relid OPERATOR(pg_catalog.=) new.relid "
-								 "AND j.target_column OPERATOR(pg_catalog.=) new.target_column "
-								 "AND j.pk OPERATOR(pg_catalog.=) new.pk "
-								 "AND j.status OPERATOR(pg_catalog.<>) 'superseded'",
-								 jobs_name, claude_inputs_md5_sql(operands, tmpl->ncolumns), jobs_name),
+								 "RETURNING relid, pk, target_column), "
+								 "old AS (SELECT o.id FROM %s o, new WHERE o.relid OPERATOR(pg_catalog.=) new.relid "
+								 "AND o.target_column OPERATOR(pg_catalog.=) new.target_column "
+								 "AND o.pk OPERATOR(pg_catalog.=) new.pk "
+								 "AND o.status OPERATOR(pg_catalog.<>) 'superseded' FOR UPDATE OF o SKIP LOCKED) "
+								 "UPDATE %s j SET status = 'superseded', updated_at = pg_catalog.now() FROM old "
+								 "WHERE j.id OPERATOR(pg_catalog.=) old.id",
+								 jobs_name, claude_inputs_md5_sql(operands, tmpl->ncolumns), jobs_name, jobs_name),
 						8, types, values, nulls8) != SPI_OK_UPDATE)
 		elog(ERROR, "claude_enrich_trigger: could not queue a job");
 	claude_unbecome(&as_owner);
@@ -355,6 +358,15 @@ claude_jobs_retry(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "claude_jobs_retry: SPI_connect failed");
 	claude_become(&as_owner, owner, false);
+	/* one a newer job of its row and column replaced (see queue_job) stays */
+	if (claude_spi_exec(psprintf("UPDATE %s o SET status = 'superseded', updated_at = pg_catalog.now() "
+								 "WHERE status OPERATOR(pg_catalog.=) ANY ('{failed,waiting}') AND %s "
+								 "AND EXISTS (SELECT FROM %s n WHERE n.relid OPERATOR(pg_catalog.=) o.relid "
+								 "AND n.target_column OPERATOR(pg_catalog.=) o.target_column "
+								 "AND n.pk OPERATOR(pg_catalog.=) o.pk AND n.id OPERATOR(pg_catalog.>) o.id)",
+								 jobs, match, jobs),
+						5, types, values, nulls) != SPI_OK_UPDATE)
+		elog(ERROR, "claude_jobs_retry: could not look for superseded jobs");
 	if (claude_spi_exec(psprintf("UPDATE %s SET status = 'queued', attempts = 0, "
 								 "next_attempt_at = pg_catalog.now(), last_error = NULL, sqlstate = NULL, "
 								 "http_status = NULL, request_id = NULL, updated_at = pg_catalog.now() "

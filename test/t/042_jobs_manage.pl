@@ -107,7 +107,15 @@ is(as('tabowner', "SELECT claude_jobs_retry(older_than => '1 hour')"), '0', 'old
 sql("UPDATE claude_jobs SET updated_at = now() - interval '2 hours' WHERE pk->>'id' = '11'");
 is(as('tabowner', "SELECT claude_jobs_retry(relation => 'docs', older_than => '1 hour', error_like => 'Claude API error 400%')"),
 	'1', 'all three filters: the one that failed two hours ago');
-is(as('tabowner', "SELECT claude_jobs_retry()"), '5', 'and then the rest, superseded jobs left alone');
+# a job the trigger could not mark (the worker held it at that instant):
+# the claim and claude_jobs_retry find the newer job and supersede it
+sql("UPDATE claude_jobs SET status = 'queued' WHERE pk->>'id' = '14' AND status = 'superseded'");
+sql("UPDATE claude_jobs SET status = 'failed' WHERE pk->>'id' = '10' AND status = 'superseded'");
+ok(wait_until(sub { sql("SELECT status FROM claude_jobs WHERE pk->>'id' = '14' ORDER BY id LIMIT 1") eq 'superseded' }),
+	'the worker does not send a queued job a newer one replaced');
+is(as('tabowner', "BEGIN; SELECT claude_jobs_retry(); "
+	. "SELECT status FROM claude_jobs WHERE pk->>'id' = '10' ORDER BY id LIMIT 1; COMMIT"), "5\nsuperseded",
+	'claude_jobs_retry retries the 5 others, not a failed job a newer one replaced');
 ok(wait_until(sub { sql("SELECT count(*) FROM docs WHERE id BETWEEN 10 AND 17 AND summary IS NOT NULL") eq '8' }),
 	'every row is filled');
 ok(wait_until(sub { jobs() eq '' }), 'and the superseded jobs went with the jobs that superseded them');
