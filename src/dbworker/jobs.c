@@ -213,7 +213,8 @@ job_done(void *arg, int64 tag, text *completion, const char *error,
 	/* the books are kept as the worker's own user, whoever the job's role */
 	claude_become(&as_worker, worker_user, false);
 	if ((edata = claude_subxact(record_outcome, &o)) != NULL)
-		claude_job_failed(jobs_table, o.job, &(JobError) {claude_redact(edata->message, 0), edata->sqlerrcode, NULL});
+		claude_job_failed(jobs_table, o.job,
+						  &(JobError) {claude_redact(edata->message, 0), edata->sqlerrcode, NULL});
 	claude_unbecome(&as_worker);
 	free_job(o.job);
 }
