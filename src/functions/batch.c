@@ -411,9 +411,13 @@ add_row(Submission *s, EnrichRow *row)
 
 		why = why ? why : claude_enrich_write(e, row, value);
 
+		e->cached++;
 		if (why != NULL)
+		{
 			ereport(NOTICE,
 					(errmsg("claude_enrich: row %s not filled from the cache: %s", row->key, why)));
+			e->failed++;
+		}
 		else
 			s->from_cache++;
 		return;
@@ -529,6 +533,9 @@ claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo)
 		LockRelease(&tag, ExclusiveLock, true);
 	}
 	PG_END_TRY();
+	/* what the CALL reports: tokens and cost come with the results */
+	e->done = s.from_cache;
+	e->requests = s.submitted;
 
 	if (s.skipped > 0)
 		ereport(NOTICE,
