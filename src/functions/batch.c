@@ -412,12 +412,10 @@ add_row(Submission *s, EnrichRow *row)
 		why = why ? why : claude_enrich_write(e, row, value);
 
 		e->cached++;
+		e->failed += why != NULL;
 		if (why != NULL)
-		{
 			ereport(NOTICE,
 					(errmsg("claude_enrich: row %s not filled from the cache: %s", row->key, why)));
-			e->failed++;
-		}
 		else
 			s->from_cache++;
 		return;
@@ -533,8 +531,7 @@ claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo)
 		LockRelease(&tag, ExclusiveLock, true);
 	}
 	PG_END_TRY();
-	/* what the CALL reports: tokens and cost come with the results */
-	e->done = s.from_cache;
+	e->done = s.from_cache;		/* reported; tokens come with the results */
 	e->requests = s.submitted;
 
 	if (s.skipped > 0)

@@ -301,9 +301,9 @@ claude_enrich(PG_FUNCTION_ARGS)
 	e->batch_size = PG_ARGISNULL(7) ? 100 : PG_GETARG_INT32(7);
 	if (e->batch_size < 1)
 		claude_invalid_argument("batch_size must be at least 1");
-	e->limit_rows = PG_ARGISNULL(ARG_LIMIT) ? -1 : PG_GETARG_INT32(ARG_LIMIT);
-	if (e->limit_rows < -1 || (!PG_ARGISNULL(ARG_LIMIT) && e->limit_rows < 0))
+	if (!PG_ARGISNULL(ARG_LIMIT) && PG_GETARG_INT32(ARG_LIMIT) < 0)
 		claude_invalid_argument("limit_rows must not be negative");
+	e->limit_rows = PG_ARGISNULL(ARG_LIMIT) ? -1 : PG_GETARG_INT32(ARG_LIMIT);
 	memset(&run, 0, sizeof(run));
 	run.e = e;
 	run.max_failures = PG_ARGISNULL(ARG_MAX_FAILURES) ? -1 : PG_GETARG_INT32(ARG_MAX_FAILURES);
