@@ -77,6 +77,19 @@ $posts = posts();
 like($out, qr/^4\|0\|4\|0\|0\|0\|0\.000000000$/, 'from the cache: 4 filled, 4 cached, no request, no cost')
   or diag($err);
 is(posts(), $posts, 'and nothing was sent');
+($rc, $out, $err) = script("$call, only_missing => false, dry_run => true)");
+like($out, qr/^0\|0\|10\|0\|0\|0\|0\.000000000$/, 'a dry run sees every request in the cache: 10 cached, 0 to send')
+  or diag($err);
+
+# a dry run counts the first 100 requests and extrapolates (bodies of one length: exact)
+sql(q{CREATE TABLE wide (id int PRIMARY KEY, body text, summary text);
+	INSERT INTO wide SELECT i, 'body ' || lpad(i::text, 3, '0'), NULL FROM generate_series(1, 150) i;});
+$counts = counts_posted();
+($rc, $out, $err) = script(q{CALL claude_enrich('wide', 'summary', 'Sum: {body}', model => 'enrich-model', dry_run => true)});
+is(counts_posted() - $counts, 100, 'a dry run of 150 rows counts 100 of them');
+is((split /\|/, $out)[4], 150 * sql(q{SELECT claude_count_tokens('Sum: body 001', 'enrich-model')}),
+	'and extrapolates to the 150');
+like($err, qr/counted \(count_tokens\) for the first 100 requests and extrapolated to 150/, 'saying so');
 
 # ---- hostile where clauses: refused before any request
 $posts = posts();
