@@ -426,6 +426,8 @@ claude_enrich(PG_FUNCTION_ARGS)
 	}
 
 	claude_progress_end();
+	/* the summary, with the first ten failures, comes before any error */
+	report(e, true);
 	if (stopping(&run) || (e->failed > 0 && e->done == 0))
 	{
 		/* a rerun resumes after what was filled */
@@ -433,7 +435,6 @@ claude_enrich(PG_FUNCTION_ARGS)
 			SPI_commit();
 		raise_failed(&run, atomic);
 	}
-	report(e, true);
 	SPI_finish();
 	MemoryContextSwitchTo(caller);
 	result = result_row(desc, e, true, false);
