@@ -5,6 +5,7 @@ package ClaudeTest;
 use strict;
 use warnings;
 use Exporter 'import';
+use File::Basename ();
 use IPC::Run;
 use Time::HiRes qw(time usleep);
 use PostgreSQL::Test::Cluster;
@@ -15,10 +16,13 @@ our @EXPORT = qw(new_node write_key_file worker_pid wait_for_worker
   start_bg finish_bg cancel_bg wait_until);
 
 # Write a key file only the cluster's owner can read; returns its path.
+# Named after the test file too: test files running at once (prove -j)
+# share tmp_check, and two of them may name a node alike.
 sub write_key_file
 {
 	my ($name, $key) = @_;
-	my $path = "$PostgreSQL::Test::Utils::tmp_check/$name.key";
+	my $test = File::Basename::basename($0, '.pl');
+	my $path = "$PostgreSQL::Test::Utils::tmp_check/${test}_$name.key";
 	open my $fh, '>', $path or die "cannot write $path: $!";
 	print $fh "$key\n";
 	close $fh;

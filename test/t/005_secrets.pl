@@ -18,7 +18,7 @@ my $mock = ClaudeMock->start(keys => [ $k1, $k2, $kenv, $ksys ]);
 local $ENV{ANTHROPIC_API_KEY} = $kenv;
 my $node = new_node('secrets', $mock, key => $k1,
 	conf => "log_statement = 'all'\nlog_min_messages = debug1\n");
-my $keyfile = "$PostgreSQL::Test::Utils::tmp_check/secrets.key";
+my $keyfile = "$PostgreSQL::Test::Utils::tmp_check/005_secrets_secrets.key";    # written by new_node
 
 is($node->safe_psql('postgres', "SELECT claude_complete('one')"), 'one', 'a call with the key file');
 is($mock->stats->{keys}{ h($k1) }, 1, 'the mock saw the key from the file');
