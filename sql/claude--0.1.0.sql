@@ -467,12 +467,6 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION claude_stats_reset() IS 'Zero the counters of claude_stats and claude_metrics() (superuser)';
 REVOKE EXECUTE ON FUNCTION claude_stats_reset() FROM PUBLIC;
 
-CREATE FUNCTION claude_metrics()
-RETURNS text
-AS 'MODULE_PATHNAME', 'claude_metrics'
-LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION claude_metrics() IS 'claude_stats in the Prometheus text exposition format';
-
 CREATE FUNCTION claude_shared_memory_size()
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'claude_shared_memory_size'
@@ -483,11 +477,9 @@ COMMENT ON FUNCTION claude_shared_memory_size() IS
 -- server-wide figures: for monitoring roles, not for everyone
 REVOKE ALL ON claude_stats FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION claude_stats_row() FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION claude_metrics() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION claude_shared_memory_size() FROM PUBLIC;
 GRANT SELECT ON claude_stats TO pg_monitor;
 GRANT EXECUTE ON FUNCTION claude_stats_row() TO pg_monitor;
-GRANT EXECUTE ON FUNCTION claude_metrics() TO pg_monitor;
 
 -- Usage per role and UTC day, as flushed by the database's worker.
 CREATE TABLE claude_usage_log (
@@ -736,3 +728,145 @@ COMMENT ON COLUMN claude_jobs.reply_check IS
 ALTER TABLE claude_batches ADD COLUMN reply_check jsonb;
 COMMENT ON COLUMN claude_batches.reply_check IS
 'What each result of a claude_enrich batch with labels or schema must be; NULL for free text';
+
+-- ---- issue 29: monitor ----
+-- Metrics as rows that postgres_exporter's query files map (monitoring/),
+-- the same rows in the Prometheus text format, and the queue counts that
+-- pg_monitor reads without reading the requests of claude_jobs.
+
+-- Jobs per relation and status (any status: counted generically), read as
+-- the extension's owner so that pg_monitor needs no right on claude_jobs
+-- (nor is subject to its row security); only counts and times leave it.
+CREATE FUNCTION claude_queue_rows(
+    OUT relation regclass, OUT status text, OUT jobs bigint,
+    OUT oldest timestamptz, OUT next_attempt_at timestamptz)
+RETURNS SETOF record
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT relid, status, count(*), min(created_at), min(next_attempt_at)
+FROM @extschema@.claude_jobs
+GROUP BY relid, status
+$$;
+COMMENT ON FUNCTION claude_queue_rows() IS
+'Jobs of claude_enrich_trigger triggers per relation and status, for the view claude_queue';
+
+CREATE VIEW claude_queue AS SELECT * FROM claude_queue_rows();
+COMMENT ON VIEW claude_queue IS
+'Jobs of this database per relation and status: how many, the oldest, the next attempt (never their requests)';
+
+-- Message Batches not yet written back, per status, as the extension's owner.
+CREATE FUNCTION claude_batches_open(
+    OUT status text, OUT batches bigint, OUT items bigint, OUT items_done bigint)
+RETURNS SETOF record
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT status, count(*), sum(greatest(requests, 0))::bigint,
+       sum(least(greatest(coalesce(succeeded, 0)::bigint + coalesce(errored, 0)
+                          + coalesce(canceled, 0) + coalesce(expired, 0), 0),
+                 greatest(requests, 0)))::bigint
+FROM @extschema@.claude_batches
+WHERE results_at IS NULL AND status NOT IN ('failed', 'uncertain')
+GROUP BY status
+$$;
+COMMENT ON FUNCTION claude_batches_open() IS
+'Message Batches of this database not yet written back, per status: how many, their requests, those the API has finished';
+
+-- A sample of a metric.  A histogram's row has le (upper bounds in seconds,
+-- +Inf left out), buckets (cumulative counts), sum and count instead of
+-- value: the columns of postgres_exporter's HISTOGRAM usage.
+CREATE TYPE claude_metric AS (
+    metric text, type text, help text, labels jsonb, value float8,
+    le float8[], buckets bigint[], sum float8, count bigint);
+COMMENT ON TYPE claude_metric IS
+'A sample of claude_metrics_rows(): metric, type, help, labels, value; a histogram''s le, buckets, sum and count';
+
+-- The server-wide metrics of shared memory, one row per sample.
+CREATE FUNCTION claude_metrics_shared()
+RETURNS SETOF claude_metric
+AS 'MODULE_PATHNAME', 'claude_metrics_shared'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION claude_metrics_shared() IS
+'The server-wide part of claude_metrics_rows(): requests, tokens, cost, pool gauges, latency histograms';
+
+-- Every metric: the server's, and the job and batch gauges of this database
+-- (label database).
+CREATE FUNCTION claude_metrics_rows()
+RETURNS SETOF claude_metric
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT * FROM @extschema@.claude_metrics_shared()
+UNION ALL
+SELECT m.metric, 'gauge', m.help,
+       jsonb_build_object('database', current_database(), 'status', status),
+       CASE m.metric WHEN 'claude_queue_jobs' THEN coalesce(jobs, 0)
+            ELSE coalesce(extract(epoch FROM now() - oldest), 0) END::float8,
+       NULL, NULL, NULL, NULL
+FROM (SELECT status, sum(jobs) AS jobs, min(oldest) AS oldest
+      FROM @extschema@.claude_queue_rows() GROUP BY status) q
+     FULL JOIN (VALUES ('queued'), ('running'), ('waiting'), ('failed')) s(status) USING (status),
+     (VALUES (1, 'claude_queue_jobs', 'Jobs of claude_enrich_trigger triggers, by database and status.'),
+             (2, 'claude_queue_oldest_seconds', 'Age of the oldest job, by database and status (0: none).'))
+       m(ord, metric, help)
+UNION ALL
+SELECT m.metric, 'gauge', m.help,
+       jsonb_build_object('database', current_database(), 'status', status),
+       coalesce(CASE m.ord WHEN 1 THEN batches WHEN 2 THEN items ELSE items_done END, 0)::float8,
+       NULL, NULL, NULL, NULL
+FROM @extschema@.claude_batches_open()
+     FULL JOIN (VALUES ('submitting'), ('in_progress'), ('canceling'), ('ended')) s(status) USING (status),
+     (VALUES (1, 'claude_batches_open', 'Message Batches not yet written back, by database and status.'),
+             (2, 'claude_batches_items', 'Requests of those Message Batches.'),
+             (3, 'claude_batches_items_done', 'Requests of those Message Batches that the API has finished.'))
+       m(ord, metric, help)
+$$;
+COMMENT ON FUNCTION claude_metrics_rows() IS
+'Every metric as rows (metric, type, help, labels, value; a histogram''s le, buckets, sum, count): what postgres_exporter''s query file maps';
+
+-- The same rows in the Prometheus text exposition format.
+CREATE FUNCTION claude_metrics()
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 1
+AS $$
+WITH r AS (
+    SELECT m.*,
+           (SELECT string_agg(format('%s="%s"', key,
+                                     replace(replace(replace(l.value, E'\\', E'\\\\'), '"', E'\\"'), E'\n', E'\\n')),
+                              ',' ORDER BY key)
+            FROM jsonb_each_text(m.labels) l) AS lbl
+    FROM @extschema@.claude_metrics_rows()
+         WITH ORDINALITY AS m(metric, type, help, labels, value, le, buckets, sum, count, n)),
+lines AS (
+    SELECT metric, type, help, n,
+           CASE WHEN type <> 'histogram'
+           THEN metric || coalesce('{' || lbl || '}', '') || ' ' || value || E'\n'
+           ELSE (SELECT string_agg(format(E'%s_bucket{%sle="%s"} %s\n', metric,
+                                          coalesce(lbl || ',', ''), b.bound, b.c), '' ORDER BY b.i)
+                 FROM (SELECT u.bound::text, u.c, u.i
+                       FROM unnest(r.le, r.buckets) WITH ORDINALITY AS u(bound, c, i)
+                       UNION ALL SELECT '+Inf', r.count, 2147483647) b(bound, c, i))
+                || format(E'%s_sum%s %s\n%s_count%s %s\n',
+                          metric, coalesce('{' || lbl || '}', ''), sum,
+                          metric, coalesce('{' || lbl || '}', ''), count)
+           END AS line
+    FROM r)
+SELECT string_agg(block, '' ORDER BY first)
+FROM (SELECT min(n) AS first,
+             format(E'# HELP %s %s\n# TYPE %s %s\n', metric, min(help), metric, min(type))
+             || string_agg(line, '' ORDER BY n) AS block
+      FROM lines GROUP BY metric) f
+$$;
+COMMENT ON FUNCTION claude_metrics() IS
+'claude_metrics_rows() in the Prometheus text exposition format';
+
+-- for monitoring roles: counts and figures, never requests or replies
+REVOKE EXECUTE ON FUNCTION claude_queue_rows(), claude_batches_open(), claude_metrics_shared(),
+    claude_metrics_rows(), claude_metrics() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION claude_queue_rows(), claude_batches_open(), claude_metrics_shared(),
+    claude_metrics_rows(), claude_metrics() TO pg_monitor;
+REVOKE ALL ON claude_queue FROM PUBLIC;
+GRANT SELECT ON claude_queue, claude_progress TO pg_monitor;

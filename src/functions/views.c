@@ -1,7 +1,7 @@
 /*
  * views.c
- *		The functions behind the views over shared state: claude_stats and
- *		claude_metrics(), claude_progress, claude_usage's rows not yet
+ *		The functions behind the views over shared state: claude_stats,
+ *		claude_progress, claude_usage's rows not yet
  *		flushed; and the trigger that makes every session read prices and
  *		budgets again.
  */
@@ -20,6 +20,7 @@
 #include "utils/timestamp.h"
 
 #include "client/budget.h"
+#include "functions/views.h"
 #include "shmem/progress.h"
 #include "shmem/ratelimit.h"
 #include "shmem/slots.h"
@@ -28,7 +29,6 @@
 
 PG_FUNCTION_INFO_V1(claude_stats_row);
 PG_FUNCTION_INFO_V1(claude_stats_reset);
-PG_FUNCTION_INFO_V1(claude_metrics);
 PG_FUNCTION_INFO_V1(claude_progress_rows);
 PG_FUNCTION_INFO_V1(claude_usage_pending);
 PG_FUNCTION_INFO_V1(claude_config_changed);
@@ -37,8 +37,8 @@ PG_FUNCTION_INFO_V1(claude_shared_memory_size);
 /* ---- claude_stats and claude_metrics() ---- */
 
 /* A consistent enough copy of a histogram: counts and their total. */
-static uint64
-read_buckets(pg_atomic_uint64 *buckets, uint64 *counts)
+uint64
+claude_read_buckets(pg_atomic_uint64 *buckets, uint64 *counts)
 {
 	uint64		total = 0;
 
@@ -80,7 +80,7 @@ quantiles(pg_atomic_uint64 *buckets, Datum *values, bool *nulls)
 {
 	static const double qs[3] = {0.5, 0.95, 0.99};
 	uint64		counts[CLAUDE_STATS_NBUCKETS];
-	uint64		total = read_buckets(buckets, counts);
+	uint64		total = claude_read_buckets(buckets, counts);
 	double		ms;
 
 	for (int q = 0; q < 3; q++)
@@ -92,8 +92,9 @@ quantiles(pg_atomic_uint64 *buckets, Datum *values, bool *nulls)
 	}
 }
 
-static uint32
-queued_now(void)
+/* Requests waiting for the worker, the rate limits or a retry. */
+uint32
+claude_queued_now(void)
 {
 	uint32		pending = pg_atomic_read_u32(&claude_stats_shared->pending);
 	uint32		in_flight = pg_atomic_read_u32(&claude_shared->in_flight);
@@ -135,7 +136,7 @@ claude_stats_row(PG_FUNCTION_ARGS)
 	i += 3;
 	values[i++] = Int32GetDatum(pg_atomic_read_u32(&claude_shared->connections_open));
 	values[i++] = Int32GetDatum(pg_atomic_read_u32(&claude_shared->in_flight));
-	values[i++] = Int32GetDatum(queued_now());
+	values[i++] = Int32GetDatum(claude_queued_now());
 	SpinLockAcquire(&claude_stats_shared->mutex);
 	values[i++] = TimestampTzGetDatum(claude_stats_shared->since);
 	SpinLockRelease(&claude_stats_shared->mutex);
@@ -164,108 +165,6 @@ claude_shared_memory_size(PG_FUNCTION_ARGS)
 {
 	claude_require_shared();
 	PG_RETURN_INT64((int64) claude_area_total_size());
-}
-
-/* ---- Prometheus text exposition format ---- */
-
-static void
-metric(StringInfo out, const char *name, const char *type, const char *help)
-{
-	appendStringInfo(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-static void
-counter(StringInfo out, const char *name, const char *help, uint64 value)
-{
-	metric(out, name, "counter", help);
-	appendStringInfo(out, "%s " UINT64_FORMAT "\n", name, value);
-}
-
-static void
-gauge(StringInfo out, const char *name, const char *help, uint64 value)
-{
-	metric(out, name, "gauge", help);
-	appendStringInfo(out, "%s " UINT64_FORMAT "\n", name, value);
-}
-
-static void
-histogram(StringInfo out, const char *name, const char *help,
-		  pg_atomic_uint64 *buckets, uint64 sum_us)
-{
-	uint64		counts[CLAUDE_STATS_NBUCKETS];
-	uint64		total = read_buckets(buckets, counts);
-	uint64		cumulative = 0;
-
-	metric(out, name, "histogram", help);
-	for (int b = 0; b < CLAUDE_STATS_NBUCKETS; b++)
-	{
-		cumulative += counts[b];
-		if (b < CLAUDE_STATS_NBUCKETS - 1)
-			appendStringInfo(out, "%s_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
-							 name, claude_stats_bucket_ms[b] / 1000.0, cumulative);
-		else
-			appendStringInfo(out, "%s_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n",
-							 name, cumulative);
-	}
-	appendStringInfo(out, "%s_sum %.6f\n", name, sum_us / 1e6);
-	appendStringInfo(out, "%s_count " UINT64_FORMAT "\n", name, total);
-}
-
-Datum
-claude_metrics(PG_FUNCTION_ARGS)
-{
-	StringInfoData out;
-
-	claude_require_shared();
-	initStringInfo(&out);
-
-	metric(&out, "claude_requests_total", "counter",
-		   "Requests to the Claude API that ended, by final HTTP status (error: no response; cancelled: the caller gave up).");
-	for (int s = 0; s < CLAUDE_STATS_MAX_STATUS; s++)
-	{
-		uint64		n = pg_atomic_read_u64(&claude_stats_shared->by_status[s]);
-
-		if (n > 0)
-			appendStringInfo(&out, "claude_requests_total{status=\"%d\"} " UINT64_FORMAT "\n", s, n);
-	}
-	appendStringInfo(&out, "claude_requests_total{status=\"error\"} " UINT64_FORMAT "\n",
-					 U64(transport_errors));
-	appendStringInfo(&out, "claude_requests_total{status=\"cancelled\"} " UINT64_FORMAT "\n",
-					 U64(cancelled));
-	counter(&out, "claude_retries_total", "Attempts repeated after a retryable failure.",
-			pg_atomic_read_u64(&claude_limit_counters->retries));
-	counter(&out, "claude_rate_limited_total", "HTTP 429 replies received.",
-			pg_atomic_read_u64(&claude_limit_counters->rate_limited));
-	counter(&out, "claude_throttled_total", "Requests that waited for the local rate limits.",
-			U64(throttled));
-	metric(&out, "claude_throttled_seconds_total", "counter",
-		   "Time requests spent waiting for the local rate limits.");
-	appendStringInfo(&out, "claude_throttled_seconds_total %.6f\n",
-					 pg_atomic_read_u64(&claude_limit_counters->throttled_us) / 1e6);
-	counter(&out, "claude_cache_hits_total", "Calls answered from claude_cache.", U64(cache_hits));
-	counter(&out, "claude_cache_misses_total", "Calls the cache could not answer.", U64(cache_misses));
-	metric(&out, "claude_tokens_total", "counter", "Tokens billed, by kind.");
-	appendStringInfo(&out, "claude_tokens_total{type=\"input\"} " UINT64_FORMAT "\n", U64(input_tokens));
-	appendStringInfo(&out, "claude_tokens_total{type=\"output\"} " UINT64_FORMAT "\n", U64(output_tokens));
-	appendStringInfo(&out, "claude_tokens_total{type=\"cache_write\"} " UINT64_FORMAT "\n", U64(cache_write_tokens));
-	appendStringInfo(&out, "claude_tokens_total{type=\"cache_read\"} " UINT64_FORMAT "\n", U64(cache_read_tokens));
-	metric(&out, "claude_cost_usd_total", "counter",
-		   "USD of the requests at claude_prices (models without a price are not counted).");
-	appendStringInfo(&out, "claude_cost_usd_total %.9f\n", U64(cost_nusd) / 1e9);
-	gauge(&out, "claude_connections", "Connections open to the API.",
-		  pg_atomic_read_u32(&claude_shared->connections_open));
-	gauge(&out, "claude_in_flight", "Requests on the wire now.",
-		  pg_atomic_read_u32(&claude_shared->in_flight));
-	gauge(&out, "claude_queued", "Requests waiting for the worker, the rate limits or a retry.",
-		  queued_now());
-
-	histogram(&out, "claude_request_duration_seconds",
-			  "Time from the worker taking a request to its end, retries included.",
-			  claude_stats_shared->buckets, U64(latency_us));
-	histogram(&out, "claude_time_to_first_token_seconds",
-			  "Time from the worker taking a streamed request to its first token.",
-			  claude_stats_shared->ttft_buckets, U64(ttft_us));
-	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
 }
 
 /* ---- claude_progress ---- */
