@@ -66,16 +66,9 @@ has_param(Node *node, void *context)
 	return raw_expression_tree_walker(node, has_param, context);
 }
 
-/*
- * where_clause must be exactly one expression, nothing before or after it
- * (no "true) OR (true", no second statement, no FROM, no alias), and no
- * $n (the row queries have parameters of their own).  It is parsed as
- * PL/pgSQL parses an expression: one SELECT of one target, nothing else.
- * Refused with 42601 before any row is read; what the expression means
- * (columns, types, rights) is checked when the row query is prepared.
- */
-void
-claude_enrich_check_where(const char *clause)
+/* The one expression clause is, as PL/pgSQL parses one; raises 42601 if not. */
+static Node *
+one_expression(const char *clause)
 {
 	List	   *parsed = NIL;
 	SelectStmt *sel;
@@ -114,10 +107,26 @@ claude_enrich_check_where(const char *clause)
 				(errcode(ERRCODE_SYNTAX_ERROR),
 				 errmsg("where_clause must be exactly one expression"),
 				 errdetail("It is a condition on the table's rows, such as: lang = 'en' AND length(body) > 100.")));
-	if (has_param(target->val, NULL))
+	return target->val;
+}
+
+/*
+ * where_clause must be exactly one expression, nothing before or after it
+ * (no "true) OR (true", no second statement, no FROM, no alias), and no
+ * $n (the row queries have parameters of their own); in parentheses on
+ * one line it must still be one (a trailing -- comment would hide the
+ * closing one: refused, though it is embedded on lines of its own too).
+ * Refused with 42601 before any row is read; what the expression means
+ * (columns, types, rights) is checked when the row query is prepared.
+ */
+void
+claude_enrich_check_where(const char *clause)
+{
+	if (has_param(one_expression(clause), NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
 				 errmsg("where_clause must not use parameters ($n)")));
+	(void) one_expression(psprintf("(%s)", clause));
 }
 
 /* Look at the table and prepare the statements; fails before any request. */
