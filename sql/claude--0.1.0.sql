@@ -128,12 +128,23 @@ CREATE PROCEDURE claude_enrich(
     batch_size int DEFAULT 100,
     mode text DEFAULT 'online',
     labels text[] DEFAULT NULL,
-    schema jsonb DEFAULT NULL)
+    schema jsonb DEFAULT NULL,
+    where_clause text DEFAULT NULL,
+    limit_rows int DEFAULT NULL,
+    max_failures int DEFAULT NULL,
+    dry_run boolean DEFAULT false,
+    INOUT filled bigint DEFAULT NULL,
+    INOUT failed bigint DEFAULT NULL,
+    INOUT cached bigint DEFAULT NULL,
+    INOUT requests bigint DEFAULT NULL,
+    INOUT input_tokens bigint DEFAULT NULL,
+    INOUT output_tokens bigint DEFAULT NULL,
+    INOUT cost_usd numeric DEFAULT NULL)
 AS 'MODULE_PATHNAME', 'claude_enrich'
 LANGUAGE C;
-COMMENT ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) IS
-'Fill target_column of every row from a prompt template ({column}), many requests at once, committing every batch_size rows; with labels one of them, with schema the checked object';
-REVOKE EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) FROM PUBLIC;
+COMMENT ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric) IS
+'Fill target_column of every row (where_clause, limit_rows) from a prompt template ({column}), many requests at once, committing every batch_size rows; with labels one of them, with schema the checked object; returns filled, failed, cached, requests, tokens and cost; raises when every row failed or max_failures is reached; dry_run estimates without paying';
+REVOKE EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric) FROM PUBLIC;
 
 CREATE FUNCTION claude_progress_rows(
     OUT pid int, OUT relation regclass, OUT target_column name, OUT mode text,

@@ -43,7 +43,7 @@ sql(qq{
 	GRANT CREATE ON SCHEMA public TO alice, mallory;
 	GRANT EXECUTE ON FUNCTION $complete TO alice, mallory;
 	GRANT EXECUTE ON FUNCTION claude_enrich_trigger() TO alice, mallory;
-	GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) TO alice;
+	GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric) TO alice;
 });
 sql("CREATE EXTENSION claude; GRANT EXECUTE ON FUNCTION $complete TO owner", 'd');
 
