@@ -128,12 +128,23 @@ CREATE PROCEDURE claude_enrich(
     batch_size int DEFAULT 100,
     mode text DEFAULT 'online',
     labels text[] DEFAULT NULL,
-    schema jsonb DEFAULT NULL)
+    schema jsonb DEFAULT NULL,
+    where_clause text DEFAULT NULL,
+    limit_rows int DEFAULT NULL,
+    max_failures int DEFAULT NULL,
+    dry_run boolean DEFAULT false,
+    INOUT filled bigint DEFAULT NULL,
+    INOUT failed bigint DEFAULT NULL,
+    INOUT cached bigint DEFAULT NULL,
+    INOUT requests bigint DEFAULT NULL,
+    INOUT input_tokens bigint DEFAULT NULL,
+    INOUT output_tokens bigint DEFAULT NULL,
+    INOUT cost_usd numeric DEFAULT NULL)
 AS 'MODULE_PATHNAME', 'claude_enrich'
 LANGUAGE C;
-COMMENT ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) IS
-'Fill target_column of every row from a prompt template ({column}), many requests at once, committing every batch_size rows; with labels one of them, with schema the checked object';
-REVOKE EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) FROM PUBLIC;
+COMMENT ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric) IS
+'Fill target_column of every row (where_clause, limit_rows) from a prompt template ({column}), many requests at once, committing every batch_size rows; with labels one of them, with schema the checked object; returns filled, failed, cached, requests, tokens and cost; raises when every row failed or max_failures is reached; dry_run estimates without paying';
+REVOKE EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric) FROM PUBLIC;
 
 CREATE FUNCTION claude_progress_rows(
     OUT pid int, OUT relation regclass, OUT target_column name, OUT mode text,
@@ -144,7 +155,8 @@ AS 'MODULE_PATHNAME', 'claude_progress_rows'
 LANGUAGE C VOLATILE;
 
 -- Jobs of AFTER claude_enrich_trigger triggers: a logged table, so queued
--- work survives crashes; closed to PUBLIC (requests are private).
+-- work survives crashes; a role reads only its own jobs (row security at
+-- the end of this file), and writes none.
 CREATE TABLE claude_jobs (
     id bigserial PRIMARY KEY,
     relid regclass NOT NULL,
@@ -157,12 +169,19 @@ CREATE TABLE claude_jobs (
     -- row that still holds them
     inputs text[] NOT NULL DEFAULT '{}',
     inputs_md5 text,
-    -- waiting: its role cannot pay now (a spent budget, a billing error)
+    -- waiting: its role cannot pay now (a spent budget, a billing error);
+    -- superseded: a newer job of the same row and column was queued, so
+    -- this one is never sent again
     status text NOT NULL DEFAULT 'queued'
-        CHECK (status IN ('queued', 'running', 'waiting', 'done', 'failed')),
+        CHECK (status IN ('queued', 'running', 'waiting', 'done', 'failed', 'superseded')),
     attempts int NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     last_error text,
+    -- of the last error: its SQLSTATE, the HTTP status and the API's
+    -- request-id of the last reply (NULL when there was none)
+    sqlstate text,
+    http_status int,
+    request_id text,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
@@ -170,7 +189,7 @@ CREATE INDEX claude_jobs_due ON claude_jobs (next_attempt_at, id) WHERE status I
 REVOKE ALL ON claude_jobs FROM PUBLIC;
 REVOKE ALL ON SEQUENCE claude_jobs_id_seq FROM PUBLIC;
 COMMENT ON TABLE claude_jobs IS
-'Queued and failed requests of AFTER claude_enrich_trigger triggers; done jobs are deleted';
+'Queued, waiting, failed and superseded jobs of AFTER claude_enrich_trigger triggers; done jobs are deleted. A role sees and may delete the jobs it pays for and those on its tables';
 SELECT pg_catalog.pg_extension_config_dump('claude_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('claude_jobs_id_seq', '');
 
@@ -186,12 +205,15 @@ COMMENT ON FUNCTION claude_enrich_trigger() IS
 'Trigger: (target_column, prompt_template [, ''model=...'', ''max_tokens=...'', ''system=...'']); BEFORE fills the column now, AFTER queues a job';
 REVOKE EXECUTE ON FUNCTION claude_enrich_trigger() FROM PUBLIC;
 
-CREATE FUNCTION claude_jobs_retry()
+-- Every filter given must match; a role retries only the jobs it pays for
+-- (a superuser: all), so PUBLIC may call it (see the end of this file).
+CREATE FUNCTION claude_jobs_retry(
+    relation regclass DEFAULT NULL,
+    older_than interval DEFAULT NULL,
+    error_like text DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'claude_jobs_retry'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION claude_jobs_retry() IS 'Queue every failed job again; returns how many';
-REVOKE EXECUTE ON FUNCTION claude_jobs_retry() FROM PUBLIC;
 
 -- Prices, USD per million tokens.  A row names a model id or an alias that
 -- prefixes ids (claude-sonnet-4-5 covers claude-sonnet-4-5-20250929); the
@@ -645,8 +667,6 @@ CREATE EVENT TRIGGER claude_trigger_check ON ddl_command_end
 INSERT INTO claude_list_prices VALUES
     ('claude-sonnet-4-6', 3, 15, '2026-05-06'),
     ('claude-sonnet-4-5', 3, 15, '2026-05-06');
-COMMENT ON FUNCTION claude_jobs_retry() IS
-'Queue every failed job again and look at waiting jobs (a spent budget, a billing_error) now; returns how many jobs it moved';
 
 -- Semantic helpers (issue 27): one request each, through the cache and the
 -- payer's budget.  COST tells the planner a call is a network round trip,
@@ -765,6 +785,41 @@ CREATE VIEW claude_my_budget AS SELECT * FROM claude_my_budget_row();
 COMMENT ON VIEW claude_my_budget IS
 'The calling role''s daily budget in this database, what it spent today in every database of the server, what is left, and when the UTC day ends';
 GRANT SELECT ON claude_my_budget TO PUBLIC;
+
+-- ---- issue 29: jobs ----
+-- A role sees the jobs it pays for (the payer, claude_jobs.role, or a role
+-- whose privileges it has) and the jobs on tables it owns (its own
+-- automation), as pg_cron's cron.job; a superuser sees all.  It may delete
+-- (cancel) them: nothing else can be forged that way.  No role may insert
+-- or change a job (the database's owner included): the trigger's INSERT,
+-- claude_jobs_retry and the worker run as the extension's owner, a
+-- superuser, which row security never restricts.  FORCE: were the table
+-- ever owned by a plain role, it would see its own jobs only, not all.
+-- The sequence stays closed.
+ALTER TABLE claude_jobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE claude_jobs FORCE ROW LEVEL SECURITY;
+CREATE POLICY claude_jobs_read ON claude_jobs FOR SELECT
+    USING (pg_catalog.pg_has_role(role, 'USAGE')
+           OR pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                                      WHERE c.oid OPERATOR(pg_catalog.=) relid), 'USAGE'));
+CREATE POLICY claude_jobs_cancel ON claude_jobs FOR DELETE
+    USING (pg_catalog.pg_has_role(role, 'USAGE')
+           OR pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                                      WHERE c.oid OPERATOR(pg_catalog.=) relid), 'USAGE'));
+GRANT SELECT, DELETE ON claude_jobs TO PUBLIC;
+COMMENT ON COLUMN claude_jobs.sqlstate IS 'SQLSTATE of the last error';
+COMMENT ON COLUMN claude_jobs.http_status IS 'HTTP status of the last failed attempt''s reply; NULL when there was none';
+COMMENT ON COLUMN claude_jobs.request_id IS 'request-id header of the last failed attempt''s reply; NULL when there was none';
+
+-- a new job of a row and column supersedes the older ones: found by this
+CREATE INDEX claude_jobs_row ON claude_jobs (relid, target_column, pk);
+
+COMMENT ON FUNCTION claude_jobs_retry(regclass, interval, text) IS
+'Queue again the failed jobs the caller pays for (a superuser: all) that match every filter given: relation, failed at least older_than ago, last_error LIKE error_like; and look at matching waiting jobs now. Returns how many jobs it moved';
+-- Safe for PUBLIC: a role retries only jobs whose payer it is a member of,
+-- so it spends no other role's money, and only requests the table owner's
+-- trigger already asked for; its budget still applies.
+GRANT EXECUTE ON FUNCTION claude_jobs_retry(regclass, interval, text) TO PUBLIC;
 
 -- ---- issue 29: monitor ----
 -- Metrics as rows that postgres_exporter's query files map (monitoring/),

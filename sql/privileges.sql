@@ -1,12 +1,15 @@
 -- Spending functions are not executable by PUBLIC.
 SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_can_execute
 FROM pg_proc p WHERE p.proname LIKE 'claude\_%' ORDER BY 1;
--- nor are requests, replies and batches readable; list prices are
+-- nor are requests, replies and batches readable (claude_jobs: a role's
+-- own rows only); list prices are
 SELECT c.relname, has_table_privilege('public', c.oid, 'SELECT') AS public_can_read
 FROM pg_class c WHERE c.relname LIKE 'claude\_%' AND c.relkind IN ('r', 'v') ORDER BY 1;
 
 -- the database's owner sets budgets and prices; the extension's own rows
--- (what the worker acts on) are nobody's to write or read but its code's
+-- (what the worker acts on) are nobody's to write or read but its code's,
+-- save the jobs a role pays for or has on its tables (row security: it
+-- reads and cancels them)
 SELECT c.relname,
        (SELECT string_agg(p, ',') FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p
         WHERE has_table_privilege('pg_database_owner', c.oid, p)) AS database_owner_may

@@ -4,7 +4,7 @@
 -- above all, must resolve every name to pg_catalog: nothing of pg_temp runs.
 CREATE ROLE claude_hostile LOGIN;
 GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO claude_hostile;
-GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb)
+GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric)
   TO claude_hostile;
 GRANT EXECUTE ON FUNCTION claude_enrich_trigger() TO claude_hostile;
 GRANT EXECUTE ON FUNCTION claude_stream(text, text, int, text, float8),
@@ -85,7 +85,7 @@ DELETE FROM claude_budgets WHERE role = 'claude_hostile'::regrole;
 DROP TABLE hostile_docs;
 REVOKE CREATE ON SCHEMA public FROM claude_hostile;
 REVOKE ALL ON FUNCTION claude_complete(text, text, int, text, float8, boolean) FROM claude_hostile;
-REVOKE ALL ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) FROM claude_hostile;
+REVOKE ALL ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric) FROM claude_hostile;
 REVOKE ALL ON FUNCTION claude_enrich_trigger() FROM claude_hostile;
 REVOKE ALL ON FUNCTION claude_stream(text, text, int, text, float8),
   claude_messages_stream(jsonb) FROM claude_hostile;

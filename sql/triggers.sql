@@ -45,5 +45,5 @@ SELECT claude_enrich_trigger();
 
 SELECT claude_jobs_retry();
 SELECT has_table_privilege('public', 'claude_jobs', 'SELECT') AS public_reads_jobs,
-       has_function_privilege('public', 'claude_jobs_retry()', 'EXECUTE') AS public_retries;
+       has_function_privilege('public', 'claude_jobs_retry(regclass, interval, text)', 'EXECUTE') AS public_retries;
 DROP TABLE notes, tickets, bad, nokey;

@@ -148,6 +148,7 @@ claude_pipe_submit_checked(ClaudePipe *p, int64 tag, ClaudeCall *c,
 	return true;
 }
 
+/* done gets &c->result, with c whole: claude_pipe_call_of */
 static void
 finish_item(PipeItem *item, ClaudePipeDone done, void *arg)
 {

@@ -20,6 +20,16 @@ typedef struct ClaudePipe ClaudePipe;
 typedef void (*ClaudePipeDone) (void *arg, int64 tag, text *completion,
 								const char *error, const ClaudeResult *result);
 
+/*
+ * Inside done, the call a result belongs to (its reply as it came, UTF-8,
+ * or NULL), valid until done returns: a pipe passes &call->result.
+ */
+static inline const ClaudeCall *
+claude_pipe_call_of(const ClaudeResult *result)
+{
+	return (const ClaudeCall *) ((const char *) result - offsetof(ClaudeCall, result));
+}
+
 extern ClaudePipe *claude_pipe_create(int window);
 extern void claude_pipe_keep_slots(ClaudePipe *p);
 extern bool claude_pipe_full(ClaudePipe *p);

@@ -12,6 +12,8 @@
 
 #include "utils/dsa.h"
 
+/* the class itself: bulk work whose rows failed in more than one way */
+#define CLAUDE_ERRCODE_CLASS		MAKE_SQLSTATE('Z','C','0','0','0')
 #define CLAUDE_ERRCODE_CONNECTION	MAKE_SQLSTATE('Z','C','0','0','1')
 #define CLAUDE_ERRCODE_BAD_RESPONSE	MAKE_SQLSTATE('Z','C','0','0','2')
 #define CLAUDE_ERRCODE_WORKER		MAKE_SQLSTATE('Z','C','0','0','3')

@@ -6,15 +6,18 @@
  *
  * Armed only by the environment of the postmaster (CLAUDE_TEST_FAULT=where),
  * which no role can set; fires once per process.  Unset, a fault point
- * costs one getenv per process.
+ * costs one getenv per process.  So is the tests' clock offset
+ * (CLAUDE_TEST_CLOCK_FILE), which moves the UTC day of the budgets.
  */
 #include "postgres.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "miscadmin.h"
 #include "storage/latch.h"
+#include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #include "common/fault.h"
@@ -65,4 +68,47 @@ claude_pause_point(const char *where)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
+}
+
+/*
+ * How far the tests' clock is ahead of the real one: the whole seconds
+ * (may be negative, at most ten years) in the file CLAUDE_TEST_CLOCK_FILE
+ * names, read at most once a second per process; 0 when the file is unset,
+ * missing or unreadable.  Only the budgets' UTC day (shmem/usage.c) and the
+ * jobs' wait for the next one (dbworker/jobs.c) follow it.  Never raises:
+ * it is called under an LWLock.
+ */
+TimestampTz
+claude_test_clock_offset(void)
+{
+	static const char *file = NULL;
+	static bool looked = false;
+	static TimestampTz offset = 0;
+	static TimestampTz read_at = 0;
+	TimestampTz now;
+
+	if (!looked)
+	{
+		file = getenv("CLAUDE_TEST_CLOCK_FILE");
+		looked = true;
+	}
+	if (file == NULL)
+		return 0;
+	now = GetCurrentTimestamp();
+	if (read_at == 0 || now < read_at || now - read_at >= USECS_PER_SEC)
+	{
+		FILE	   *f = fopen(file, "r");
+		long long	s;
+
+		offset = 0;
+		if (f != NULL)
+		{
+			if (fscanf(f, "%lld", &s) == 1 && s > -10LL * 366 * SECS_PER_DAY &&
+				s < 10LL * 366 * SECS_PER_DAY)
+				offset = (TimestampTz) s * USECS_PER_SEC;
+			fclose(f);
+		}
+		read_at = now;
+	}
+	return offset;
 }

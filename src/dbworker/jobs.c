@@ -19,17 +19,20 @@
  * connection, timeout, as the server's x-should-retry and retry-after say)
  * come back after the jobs' backoff until claude.max_retries retries are
  * used; other failures, and the last one, leave the job 'failed' with its
- * error until claude_jobs_retry().  A job whose row is gone is finished
- * quietly.  Jobs 'running' when a worker starts belong to a worker that
+ * error (jobs_record.c) until claude_jobs_retry().  A job whose row is
+ * gone is finished quietly; one a newer job of its row and column
+ * superseded (trigger.c marks it) is never claimed, and its reply is not
+ * written.  Jobs 'running' when a worker starts belong to a worker that
  * died, and those an aborted round lost track of are not in flight: both
  * are queued again.
  *
  * Each request is paid by the role that fired the trigger (the call's
  * payer: its budget and cache scope apply); a job that role cannot pay for now (a
  * spent budget; the API's billing_error, whatever its status) waits, its
- * attempt not counted, and is looked at again after a while, or at once
- * when claude_budgets or claude_prices change, the settings are reloaded
- * or claude_jobs_retry() is called; one whose role is gone fails.  The
+ * attempt not counted, and is looked at again after a while (a budget: by
+ * the next UTC day at the latest), or at once when the UTC day changes,
+ * claude_budgets or claude_prices change, the settings are reloaded or
+ * claude_jobs_retry() is called; one whose role is gone fails.  The
  * reply is written as the table's owner, restricted, and only while the
  * table still has the trigger that asked.
  */
@@ -64,26 +67,12 @@
 #include "common/spi.h"
 #include "common/template.h"
 #include "dbworker/jobs.h"
+#include "dbworker/jobs_record.h"
 #include "dbworker/writeback.h"
 #include "shmem/usage.h"
 
 #define JOBS_WINDOW		256
 #define CLAIM_AT_LEAST	16
-
-typedef struct Job
-{
-	int64		id;
-	Oid			relid;
-	char	   *target;
-	char	   *pk;				/* jsonb text */
-	int			attempts;
-	Oid			role;			/* who queued it, whose budget it uses */
-	char	   *inputs;			/* SQL of the MD5 of its row's inputs, or NULL */
-	char	   *inputs_md5;		/* their MD5 when it was queued, or NULL */
-	Jsonb	   *request;		/* its request, until it is sent */
-	ClaudeReplyCheck check;		/* labels or a schema: what its reply must be */
-	bool		sent;			/* its request is in flight */
-} Job;
 
 static MemoryContext jobs_cxt = NULL;
 static ClaudePipe *jobs_pipe = NULL;
@@ -95,6 +84,7 @@ static Oid	worker_user;		/* who keeps the books: the worker's own user */
 static uint32 seen_generation;	/* of prices and budgets, for waiting jobs */
 static bool lost_track = false; /* a round aborted: 'running' jobs may not be in flight */
 static bool reloaded = false;	/* the settings were reloaded: waiting jobs may go */
+static int32 seen_day = -1;		/* the budgets' UTC day: a new one, waiting jobs may go */
 
 /* how long a job refused by a budget waits before a new look */
 #define WAITING_RECHECK_S	60
@@ -156,105 +146,6 @@ claude_jobs_start(void)
 	claude_xact_end();
 }
 
-/*
- * A job its role cannot pay for now (a spent budget, a billing error)
- * waits, its attempt not counted, and is looked at again after recheck_s.
- */
-static void
-set_waiting(Job *job, const char *why, int recheck_s)
-{
-	claude_spi_run(psprintf("UPDATE %s SET status = 'waiting', attempts = attempts - 1, "
-							"last_error = $2, updated_at = now(), "
-							"next_attempt_at = now() + interval '%d seconds' WHERE id = $1",
-							jobs_table, recheck_s),
-				   2, (Oid[]) {INT8OID, TEXTOID},
-				   (Datum[]) {Int64GetDatum(job->id), CStringGetTextDatum(why)}, SPI_OK_UPDATE);
-}
-
-static void
-set_failed(Job *job, const char *error)
-{
-	claude_spi_run(psprintf("UPDATE %s SET status = 'failed', last_error = $2, updated_at = now() "
-							"WHERE id = $1", jobs_table), 2, (Oid[]) {INT8OID, TEXTOID},
-				   (Datum[]) {Int64GetDatum(job->id), CStringGetTextDatum(error)}, SPI_OK_UPDATE);
-}
-
-/*
- * Queue a failed job again when the retry policy says so (common/retry.c,
- * with the jobs' own backoff and claude.max_retries), else fail it.
- */
-static void
-set_failed_or_retry(Job *job, const char *error, const ClaudeResult *result)
-{
-	ClaudeRetryPolicy policy = claude_retry_policy_jobs(max_attempts - 1);
-	ClaudeAttempt attempt;
-	ClaudeRetryDecision d;
-
-	claude_retry_attempt_of(result, job->attempts, &attempt);
-	d = claude_retry_decide(&attempt, &policy);
-	if (d.retry)
-		claude_spi_run(psprintf("UPDATE %s SET status = 'queued', last_error = $2, updated_at = now(), "
-						 "next_attempt_at = now() + $3 * interval '1 millisecond' WHERE id = $1", jobs_table),
-				3, (Oid[]) {INT8OID, TEXTOID, FLOAT8OID},
-				(Datum[]) {Int64GetDatum(job->id), CStringGetTextDatum(error), Float8GetDatum(d.delay_ms)},
-				SPI_OK_UPDATE);
-	else
-		set_failed(job, error);
-}
-
-/*
- * Whether the table still has the claude_enrich_trigger that queued a job
- * for this column: the owner's automation is what allows the worker to
- * write as the owner, so a job it can no longer find writes nothing.
- */
-static bool
-job_armed(Oid relid, const char *target)
-{
-	Oid			fn = LookupFuncName(list_make2(makeString(get_namespace_name(nsp)),
-											   makeString("claude_enrich_trigger")),
-									0, NULL, true);
-	Relation	rel;
-	bool		armed = false;
-
-	rel = try_relation_open(relid, AccessShareLock);
-	if (rel == NULL)
-		return false;
-	for (int i = 0; rel->trigdesc && i < rel->trigdesc->numtriggers && !armed; i++)
-	{
-		Trigger    *t = &rel->trigdesc->triggers[i];
-
-		armed = t->tgfoid == fn && t->tgnargs >= 2 && strcmp(t->tgargs[0], target) == 0 &&
-			TRIGGER_FOR_AFTER(t->tgtype);
-	}
-	relation_close(rel, AccessShareLock);
-	return armed;
-}
-
-
-/* Write a reply back by primary key; the job is done either way. */
-static void
-write_back(Job *job, text *completion)
-{
-	Datum		id = Int64GetDatum(job->id);
-	Oid			idtype = INT8OID;
-
-	Oid			owner = claude_rel_owner(job->relid);
-
-	/* the trigger is the table owner's automation: write with its rights */
-	if (OidIsValid(owner))
-	{
-		if (!job_armed(job->relid, job->target))
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("no claude_enrich_trigger of table %s fills column \"%s\" any more",
-							get_rel_name(job->relid), job->target),
-					 errdetail("The reply was not written back.")));
-		(void) claude_update_by_pk(job->relid, job->target, job->pk, completion, owner,
-								   job->inputs, job->inputs_md5);
-	}
-	claude_spi_run(psprintf("DELETE FROM %s WHERE id = $1", jobs_table), 1, &idtype, &id, SPI_OK_DELETE);
-}
-
 static void
 free_job(Job *job)
 {
@@ -283,14 +174,30 @@ static void
 record_outcome(void *arg)
 {
 	JobOutcome *o = arg;
+	JobError	e = {o->error, CLAUDE_ERRCODE_BAD_RESPONSE, o->result};
+	ClaudeFailure failure;
+	char	   *why;
 
 	if (o->completion)
-		write_back(o->job, o->completion);
+	{
+		claude_job_write_back(jobs_table, nsp, o->job, o->completion);
+		return;
+	}
+	if (o->result && claude_result_failed(o->result, NULL, &failure))
+		e.sqlerrcode = failure.sqlerrcode;
+	else if (o->job->check.schema)
+		e.sqlerrcode = CLAUDE_ERRCODE_SCHEMA;
+	/* no request: its budget refused it as it went, or a cached reply failed its check */
+	if (o->result == NULL &&
+		(o->job->check.schema == NULL || !claude_budget_allows(o->job->role, &why)))
+		e.sqlerrcode = CLAUDE_ERRCODE_BUDGET;
+	if (e.sqlerrcode == CLAUDE_ERRCODE_BUDGET)
+		claude_job_waiting(jobs_table, o->job, &e, WAITING_RECHECK_S);
 	/* from the reply's error.type, never from a text the server wrote */
 	else if (o->result && o->result->billing_error)
-		set_waiting(o->job, o->error, BILLING_RECHECK_S);
+		claude_job_waiting(jobs_table, o->job, &e, BILLING_RECHECK_S);
 	else
-		set_failed_or_retry(o->job, o->error, o->result);
+		claude_job_failed_or_retry(jobs_table, o->job, &e, max_attempts - 1);
 }
 
 /* A job's request is over: record its outcome in a subtransaction. */
@@ -306,7 +213,8 @@ job_done(void *arg, int64 tag, text *completion, const char *error,
 	/* the books are kept as the worker's own user, whoever the job's role */
 	claude_become(&as_worker, worker_user, false);
 	if ((edata = claude_subxact(record_outcome, &o)) != NULL)
-		set_failed(o.job, claude_redact(edata->message, 0));
+		claude_job_failed(jobs_table, o.job,
+						  &(JobError) {claude_redact(edata->message, 0), edata->sqlerrcode, NULL});
 	claude_unbecome(&as_worker);
 	free_job(o.job);
 }
@@ -323,7 +231,7 @@ job_sendable(int tag)
 	Job		   *job = inflight[tag];
 	char	   *why;
 	char	   *error = NULL;
-	bool		wait = false;
+	int			code = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
 
 	if (get_rel_name(job->relid) == NULL)
 	{
@@ -334,7 +242,7 @@ job_sendable(int tag)
 		free_job(job);
 		return false;
 	}
-	if (!job_armed(job->relid, job->target))
+	if (!claude_job_armed(nsp, job->relid, job->target))
 		error = psprintf("no claude_enrich_trigger of table %s fills column \"%s\"",
 						 get_rel_name(job->relid), job->target);
 	else if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->role)))
@@ -343,15 +251,15 @@ job_sendable(int tag)
 	else if (!claude_budget_allows(job->role, &why))
 	{
 		error = claude_budget_message(job->role, why);
-		wait = true;
+		code = CLAUDE_ERRCODE_BUDGET;
 	}
 	if (error == NULL)
 		return true;
 	inflight[tag] = NULL;
-	if (wait)
-		set_waiting(job, error, WAITING_RECHECK_S);
+	if (code == CLAUDE_ERRCODE_BUDGET)
+		claude_job_waiting(jobs_table, job, &(JobError) {error, code, NULL}, WAITING_RECHECK_S);
 	else
-		set_failed(job, error);
+		claude_job_failed(jobs_table, job, &(JobError) {error, code, NULL});
 	free_job(job);
 	return false;
 }
@@ -420,18 +328,21 @@ claim(void)
 	if (room == 0 || (room < CLAIM_AT_LEAST && claude_pipe_outstanding(jobs_pipe) > 0))
 		return 0;
 
+	/* one a newer job of its row and column replaced is superseded, not sent */
 	claude_spi_run(psprintf("UPDATE %s j SET updated_at = now(), "
-					 "status = CASE WHEN attempts < %d THEN 'running' ELSE 'failed' END, "
-					 "attempts = CASE WHEN attempts < %d THEN attempts + 1 ELSE attempts END, "
-					 "last_error = CASE WHEN attempts < %d THEN last_error "
+					 "status = CASE WHEN c.newer THEN 'superseded' WHEN attempts < %d THEN 'running' ELSE 'failed' END, "
+					 "attempts = CASE WHEN NOT c.newer AND attempts < %d THEN attempts + 1 ELSE attempts END, "
+					 "last_error = CASE WHEN c.newer OR attempts < %d THEN last_error "
 					 "ELSE format('gave up after %%s attempts (claude.max_retries + 1 = %d)', attempts) "
 					 "|| coalesce(': ' || last_error, '') END "
-					 "WHERE id IN (SELECT id FROM %s WHERE status IN ('queued', 'waiting') AND next_attempt_at <= now() "
-					 "ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED) "
-					 "RETURNING id, relid, target_column, pk::text, attempts, request, "
+					 "FROM (SELECT id, EXISTS (SELECT FROM %s n WHERE n.relid = d.relid AND n.target_column = d.target_column "
+					 "AND n.pk = d.pk AND n.id > d.id) AS newer "
+					 "FROM %s d WHERE status IN ('queued', 'waiting') AND next_attempt_at <= now() "
+					 "ORDER BY id LIMIT %d FOR UPDATE OF d SKIP LOCKED) c WHERE j.id = c.id "
+					 "RETURNING j.id, relid, target_column, pk::text, attempts, request, "
 					 "NULL, role::oid, inputs_md5, "
 					 "inputs, status = 'running', reply_check",
-					 jobs_table, max_attempts, max_attempts, max_attempts, max_attempts, jobs_table, room),
+					 jobs_table, max_attempts, max_attempts, max_attempts, max_attempts, jobs_table, jobs_table, room),
 				   0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
 	n = SPI_processed;
 	claimed = SPI_tuptable;
@@ -447,7 +358,7 @@ claim(void)
 		Datum		d;
 
 		if (!DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull)))
-			continue;			/* failed: it had every attempt */
+			continue;			/* failed (it had every attempt) or superseded */
 		inputs = inputs_check(tup, desc, 10);
 		old = MemoryContextSwitchTo(jobs_cxt);
 		job = palloc0(sizeof(Job));
@@ -519,9 +430,10 @@ send_claimed(void)
 			continue;
 		inflight[tag] = NULL;
 		if (edata->sqlerrcode == CLAUDE_ERRCODE_BUDGET)
-			set_waiting(job, claude_redact(edata->message, 0), WAITING_RECHECK_S);
+			claude_job_waiting(jobs_table, job, &(JobError) {claude_redact(edata->message, 0), edata->sqlerrcode, NULL},
+						WAITING_RECHECK_S);
 		else
-			set_failed(job, claude_redact(edata->message, 0));
+			claude_job_failed(jobs_table, job, &(JobError) {claude_redact(edata->message, 0), edata->sqlerrcode, NULL});
 		free_job(job);
 	}
 }
@@ -567,10 +479,12 @@ claude_jobs_step(void)
 	claude_xact_begin();
 	if (lost_track)
 		requeue_lost();
-	/* a budget, a price or a setting (the key) changed: waiting jobs may go now */
-	if (claude_usage_config_generation() != seen_generation || reloaded)
+	/* a budget, a price, a setting (the key) or the day changed: waiting jobs may go now */
+	if (claude_usage_config_generation() != seen_generation || reloaded ||
+		claude_usage_today() != seen_day)
 	{
 		seen_generation = claude_usage_config_generation();
+		seen_day = claude_usage_today();
 		reloaded = false;
 		claude_spi_run(psprintf("UPDATE %s SET next_attempt_at = now() WHERE status = 'waiting'",
 								jobs_table), 0, NULL, NULL, SPI_OK_UPDATE);
@@ -584,6 +498,9 @@ claude_jobs_step(void)
 		claude_xact_begin();
 		send_claimed();
 	}
+	/* a job whose row was held may be left 'running': look next round */
+	if (claude_jobs_record_skipped())
+		lost_track = true;
 	more = claude_pipe_outstanding(jobs_pipe) > 0;
 	if (!more)
 	{

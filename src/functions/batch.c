@@ -411,6 +411,8 @@ add_row(Submission *s, EnrichRow *row)
 
 		why = why ? why : claude_enrich_write(e, row, value);
 
+		e->cached++;
+		e->failed += why != NULL;
 		if (why != NULL)
 			ereport(NOTICE,
 					(errmsg("claude_enrich: row %s not filled from the cache: %s", row->key, why)));
@@ -529,6 +531,8 @@ claude_enrich_batch(Enrich *e, FunctionCallInfo fcinfo)
 		LockRelease(&tag, ExclusiveLock, true);
 	}
 	PG_END_TRY();
+	e->done = s.from_cache;		/* reported; tokens come with the results */
+	e->requests = s.submitted;
 
 	if (s.skipped > 0)
 		ereport(NOTICE,

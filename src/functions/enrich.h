@@ -7,11 +7,13 @@
 
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "client/message.h"
 #include "client/request.h"
 #include "client/structured.h"
+#include "common/json.h"
 #include "common/template.h"
 
 typedef struct EnrichRow
@@ -39,6 +41,9 @@ typedef struct Enrich
 	ClaudeReplyCheck check;		/* labels or schema: what a reply must be;
 								 * check.schema NULL: free text */
 	int			batch_size;
+	char	   *where_clause;	/* the caller's filter, checked; NULL: none */
+	int64		limit_rows;		/* rows to read at most; -1: all */
+	int64		read;			/* rows read so far */
 	SPIPlanPtr	first;			/* the first rows */
 	SPIPlanPtr	next;			/* rows after the last one read */
 	SPIPlanPtr	update;
@@ -51,8 +56,12 @@ typedef struct Enrich
 	int			pending_pos;
 	EnrichRow **inflight;		/* by tag */
 	int64		total;
-	int64		done;
-	int64		failed;
+	int64		done;			/* rows written */
+	int64		failed;			/* rows with an error */
+	int64		cached;			/* rows answered by the cache */
+	int64		requests;		/* requests made, their retries included */
+	ClaudeUsage usage;			/* of the replies */
+	int			write_errcode;	/* SQLSTATE of claude_enrich_write's failure */
 	int64		since_commit;
 	StringInfoData failures;
 	TimestampTz started;
@@ -60,12 +69,18 @@ typedef struct Enrich
 } Enrich;
 
 /* enrich_rows.c */
+extern void claude_enrich_check_where(const char *clause);
 extern void claude_enrich_prepare(Enrich *e, const char *target,
 								  const char *template_text, bool only_missing);
 extern void claude_enrich_read_rows(Enrich *e);
 extern void claude_enrich_free_row(EnrichRow *row);
 extern char *claude_enrich_write(Enrich *e, EnrichRow *row, text *value);
 extern void claude_enrich_call(Enrich *e, EnrichRow *row, ClaudeCall *c);
+extern bool claude_enrich_cost(const char *model, const ClaudeUsage *u, bool batch,
+							   Numeric *cost);
+
+/* enrich_dry.c: dry_run => true */
+extern void claude_enrich_dry_run(Enrich *e, bool batch);
 
 /* enrich.c */
 extern void claude_enrich_check(FunctionCallInfo fcinfo, int labels_arg, int schema_arg,

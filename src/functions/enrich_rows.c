@@ -7,6 +7,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "access/genam.h"
 
 #include "access/relation.h"
@@ -14,14 +16,18 @@
 #include "executor/spi.h"
 
 #include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
+#include "parser/parser.h"
 
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
+#include "utils/numeric.h"
 
 #include "utils/rls.h"
 
+#include "client/budget.h"
 #include "common/pgcompat.h"
 #include "common/security.h"
 #include "common/spi.h"
@@ -48,6 +54,79 @@ param_list(int first, int n)
 	for (int i = 0; i < n; i++)
 		appendStringInfo(&buf, "%s$%d", i ? ", " : "", first + i);
 	return buf.data;
+}
+
+static bool
+has_param(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, ParamRef))
+		return true;
+	return raw_expression_tree_walker(node, has_param, context);
+}
+
+/* The one expression clause is, as PL/pgSQL parses one; raises 42601 if not. */
+static Node *
+one_expression(const char *clause)
+{
+	List	   *parsed = NIL;
+	SelectStmt *sel;
+	ResTarget  *target;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		parsed = raw_parser(clause, RAW_PARSE_PLPGSQL_EXPR);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		/* its position is in the clause, not in the CALL: not reported */
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("where_clause is not a valid expression: %s", edata->message)));
+	}
+	PG_END_TRY();
+
+	sel = list_length(parsed) == 1 ? (SelectStmt *) linitial_node(RawStmt, parsed)->stmt : NULL;
+	target = sel && IsA(sel, SelectStmt) && list_length(sel->targetList) == 1 ?
+		linitial_node(ResTarget, sel->targetList) : NULL;
+	if (target == NULL || sel->op != SETOP_NONE || sel->distinctClause || sel->intoClause ||
+		sel->fromClause || sel->whereClause || sel->groupClause || sel->havingClause ||
+		sel->windowClause || sel->valuesLists || sel->sortClause || sel->limitOffset ||
+		sel->limitCount || sel->lockingClause || sel->withClause ||
+		target->name != NULL || target->indirection != NIL ||
+		(IsA(target->val, ColumnRef) &&
+		 IsA(llast(castNode(ColumnRef, target->val)->fields), A_Star)))
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("where_clause must be exactly one expression"),
+				 errdetail("It is a condition on the table's rows, such as: lang = 'en' AND length(body) > 100.")));
+	return target->val;
+}
+
+/*
+ * where_clause must be exactly one expression, nothing before or after it
+ * (no "true) OR (true", no second statement, no FROM, no alias), and no
+ * $n (the row queries have parameters of their own); in parentheses on
+ * one line it must still be one (a trailing -- comment would hide the
+ * closing one: refused, though it is embedded on lines of its own too).
+ * Refused with 42601 before any row is read; what the expression means
+ * (columns, types, rights) is checked when the row query is prepared.
+ */
+void
+claude_enrich_check_where(const char *clause)
+{
+	if (has_param(one_expression(clause), NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("where_clause must not use parameters ($n)")));
+	(void) one_expression(psprintf("(%s)", clause));
 }
 
 /* Look at the table and prepare the statements; fails before any request. */
@@ -157,6 +236,9 @@ claude_enrich_prepare(Enrich *e, const char *target, const char *template_text, 
 	initStringInfo(&where);
 	appendStringInfoString(&where, only_missing ?
 						   psprintf("%s IS NULL", quote_identifier(target)) : "true");
+	/* on lines of its own: a trailing comment cannot hide the parenthesis */
+	if (e->where_clause)
+		appendStringInfo(&where, " AND (\n%s\n)", e->where_clause);
 
 	/*
 	 * Under row security, read only rows the caller may update: a locking
@@ -194,6 +276,8 @@ claude_enrich_prepare(Enrich *e, const char *target, const char *template_text, 
 		elog(ERROR, "claude_enrich: could not count rows");
 	e->total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 										   1, &(bool) {false}));
+	if (e->limit_rows >= 0)
+		e->total = Min(e->total, e->limit_rows);
 	e->last = palloc(e->npk * sizeof(Datum));
 }
 
@@ -218,6 +302,13 @@ claude_enrich_read_rows(Enrich *e)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "claude_enrich: could not read rows");
 	n = SPI_processed;
+	/* limit_rows: a page ends the run once it holds the rows still allowed */
+	if (e->limit_rows >= 0 && (int64) n >= e->limit_rows - e->read)
+	{
+		n = e->limit_rows - e->read;
+		e->exhausted = true;
+	}
+	e->read += n;
 	old = MemoryContextSwitchTo(e->cxt);
 	e->npending = e->pending_pos = 0;
 	for (uint64 r = 0; r < n; r++)
@@ -302,10 +393,14 @@ claude_enrich_write(Enrich *e, EnrichRow *row, text *value)
 	RowWrite	w = {e, row, value, 0};
 	ErrorData  *edata = claude_subxact(write_row, &w);
 
+	e->write_errcode = edata ? edata->sqlerrcode : 0;
 	if (edata != NULL)
 		return edata->message;
 	if (w.written == 0)
+	{
+		e->write_errcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
 		return "no row was written: it is gone, or row-level security hides it";
+	}
 	return NULL;
 }
 
@@ -323,4 +418,21 @@ claude_enrich_call(Enrich *e, EnrichRow *row, ClaudeCall *c)
 						 claude_complete_request(&e->args, row->prompt) :
 						 claude_structured_request(&e->args, row->prompt, e->check.schema,
 												   e->check.field != NULL, &native));
+}
+
+/*
+ * What usage costs at the list prices of model (batch: at the batch
+ * price), as numeric built exactly from whole nano-dollars; false when the
+ * model has no price.  claude_enrich's one place that turns tokens into
+ * money.
+ */
+bool
+claude_enrich_cost(const char *model, const ClaudeUsage *u, bool batch, Numeric *cost)
+{
+	int64		nano = claude_cost_nanos(model, u, batch);
+
+	if (nano < 0)
+		return false;
+	*cost = int64_div_fast_to_numeric(nano, 9);
+	return true;
 }

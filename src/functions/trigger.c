@@ -1,15 +1,15 @@
 /*
  * trigger.c
  *		claude_enrich_trigger(target_column, prompt_template [, 'model=...',
- *		'max_tokens=...', 'system=...']) and claude_jobs_retry(), called by
- *		the executor and from SQL.
+ *		'max_tokens=...', 'system=...']) and claude_jobs_retry(relation,
+ *		older_than, error_like), called by the executor and from SQL.
  *
  * BEFORE ROW: fills NEW.target_column synchronously.  AFTER ROW: queues a
  * job in claude_jobs within the inserting transaction (a rollback leaves
  * none) and returns at once; when the transaction commits, the launcher
- * is told to look (wake.c).  It runs with the rights of
- * whoever fired it; only the INSERT into claude_jobs runs as the
- * extension's owner.
+ * is told to look (wake.c); the new job supersedes the older ones of the
+ * same row and column.  It runs with the rights of whoever fired it; only
+ * its statement on claude_jobs runs as the extension's owner.
  */
 #include "postgres.h"
 
@@ -183,6 +183,7 @@ queue_job(TriggerData *td, HeapTuple tuple, ClaudeCall *call, Oid nsp,
 	Oid			jobs = get_relname_relid("claude_jobs", nsp);
 	Oid			owner = claude_rel_owner(jobs);
 	ClaudeRoleSwitch as_owner;
+	char	   *jobs_name = quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs");
 
 	/* made by CREATE EXTENSION: its owner is the extension's */
 	if (!OidIsValid(owner))
@@ -211,12 +212,26 @@ queue_job(TriggerData *td, HeapTuple tuple, ClaudeCall *call, Oid nsp,
 		nulls8[7] = ' ';
 	}
 	claude_become(&as_owner, owner, false);
-	/* a kept plan: parsing and planning it cost more than the row itself */
-	if (claude_spi_exec(psprintf("INSERT INTO %s (relid, pk, target_column, request, role, inputs, inputs_md5, reply_check) "
-								 "VALUES ($1, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5, $6, %s, $8)",
-								 quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs"),
-								 claude_inputs_md5_sql(operands, tmpl->ncolumns)),
-						8, types, values, nulls8) != SPI_OK_INSERT)
+
+	/*
+	 * A kept plan: parsing and planning it cost more than the row itself.
+	 * The new job supersedes the older ones of its row and column that are
+	 * not done: none of them is sent again, and a reply of one in flight
+	 * is not written.  One the worker holds at this instant is skipped,
+	 * never waited for (the worker may be waiting for this row): the
+	 * worker's claim and claude_jobs_retry find it superseded later.
+	 */
+	if (claude_spi_exec(psprintf("WITH new AS (INSERT INTO %s (relid, pk, target_column, request, role, inputs, inputs_md5, reply_check) "
+								 "VALUES ($1, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5, $6, %s, $8) "
+								 "RETURNING relid, pk, target_column), "
+								 "old AS (SELECT o.id FROM %s o, new WHERE o.relid OPERATOR(pg_catalog.=) new.relid "
+								 "AND o.target_column OPERATOR(pg_catalog.=) new.target_column "
+								 "AND o.pk OPERATOR(pg_catalog.=) new.pk "
+								 "AND o.status OPERATOR(pg_catalog.<>) 'superseded' FOR UPDATE OF o SKIP LOCKED) "
+								 "UPDATE %s j SET status = 'superseded', updated_at = pg_catalog.now() FROM old "
+								 "WHERE j.id OPERATOR(pg_catalog.=) old.id",
+								 jobs_name, claude_inputs_md5_sql(operands, tmpl->ncolumns), jobs_name, jobs_name),
+						8, types, values, nulls8) != SPI_OK_UPDATE)
 		elog(ERROR, "claude_enrich_trigger: could not queue a job");
 	claude_unbecome(&as_owner);
 	claude_jobs_kick_on_commit();
@@ -303,30 +318,68 @@ claude_enrich_trigger(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(claude_jobs_retry);
 
 /*
- * Queue every failed job again, from scratch, and let waiting jobs (a
- * spent budget, a billing_error) be looked at now rather than at their
- * next look; returns how many jobs it moved.
+ * claude_jobs_retry(relation, older_than, error_like): queue again, from
+ * scratch, the failed jobs that match every filter given (of relation;
+ * failed at least older_than ago, by updated_at; last_error LIKE
+ * error_like), and let the matching waiting jobs (a spent budget, a
+ * billing_error) be looked at now; returns how many jobs it moved.  Only
+ * jobs the caller pays for move (their payer is a role whose privileges it
+ * has; a superuser's: all): no role spends another's money.  Superseded
+ * jobs never move.  Runs as claude_jobs' owner, as the trigger's INSERT,
+ * with the caller and its filters as parameters.
  */
 Datum
 claude_jobs_retry(PG_FUNCTION_ARGS)
 {
+	Oid			nsp = claude_extension_schema(fcinfo);
+	char	   *jobs = quote_qualified_identifier(get_namespace_name(nsp), "claude_jobs");
+	Oid			owner = claude_rel_owner(get_relname_relid("claude_jobs", nsp));
+	Oid			types[5] = {REGCLASSOID, INTERVALOID, TEXTOID, OIDOID, BOOLOID};
+	Datum		values[5];
+	char		nulls[6] = "     ";
+	const char *match;
+	ClaudeRoleSwitch as_owner;
 	int64		n;
-	char	   *jobs = quote_qualified_identifier(get_namespace_name(claude_extension_schema(fcinfo)),
-												  "claude_jobs");
+
+	if (!OidIsValid(owner))
+		elog(ERROR, "claude_jobs_retry: claude_jobs is missing");
+	for (int i = 0; i < 3; i++)
+	{
+		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+	}
+	values[3] = ObjectIdGetDatum(GetUserId());
+	values[4] = BoolGetDatum(superuser());
+	match = "($5 OR pg_catalog.pg_has_role($4, role, 'USAGE')) "
+		"AND ($1 IS NULL OR relid OPERATOR(pg_catalog.=) $1) "
+		"AND ($2 IS NULL OR updated_at OPERATOR(pg_catalog.<=) (pg_catalog.now() OPERATOR(pg_catalog.-) $2)) "
+		"AND ($3 IS NULL OR last_error OPERATOR(pg_catalog.~~) $3)";
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "claude_jobs_retry: SPI_connect failed");
-	if (SPI_execute(psprintf("UPDATE %s SET status = 'queued', attempts = 0, "
-							 "next_attempt_at = now(), last_error = NULL, updated_at = now() "
-							 "WHERE status = 'failed'", jobs),
-					false, 0) != SPI_OK_UPDATE)
+	claude_become(&as_owner, owner, false);
+	/* one a newer job of its row and column replaced (see queue_job) stays */
+	if (claude_spi_exec(psprintf("UPDATE %s o SET status = 'superseded', updated_at = pg_catalog.now() "
+								 "WHERE status OPERATOR(pg_catalog.=) ANY ('{failed,waiting}') AND %s "
+								 "AND EXISTS (SELECT FROM %s n WHERE n.relid OPERATOR(pg_catalog.=) o.relid "
+								 "AND n.target_column OPERATOR(pg_catalog.=) o.target_column "
+								 "AND n.pk OPERATOR(pg_catalog.=) o.pk AND n.id OPERATOR(pg_catalog.>) o.id)",
+								 jobs, match, jobs),
+						5, types, values, nulls) != SPI_OK_UPDATE)
+		elog(ERROR, "claude_jobs_retry: could not look for superseded jobs");
+	if (claude_spi_exec(psprintf("UPDATE %s SET status = 'queued', attempts = 0, "
+								 "next_attempt_at = pg_catalog.now(), last_error = NULL, sqlstate = NULL, "
+								 "http_status = NULL, request_id = NULL, updated_at = pg_catalog.now() "
+								 "WHERE status OPERATOR(pg_catalog.=) 'failed' AND %s", jobs, match),
+						5, types, values, nulls) != SPI_OK_UPDATE)
 		elog(ERROR, "claude_jobs_retry: could not requeue jobs");
 	n = (int64) SPI_processed;
-	if (SPI_execute(psprintf("UPDATE %s SET next_attempt_at = now(), updated_at = now() "
-							 "WHERE status = 'waiting'", jobs),
-					false, 0) != SPI_OK_UPDATE)
+	if (claude_spi_exec(psprintf("UPDATE %s SET next_attempt_at = pg_catalog.now(), updated_at = pg_catalog.now() "
+								 "WHERE status OPERATOR(pg_catalog.=) 'waiting' AND %s", jobs, match),
+						5, types, values, nulls) != SPI_OK_UPDATE)
 		elog(ERROR, "claude_jobs_retry: could not release waiting jobs");
 	n += (int64) SPI_processed;
+	claude_unbecome(&as_owner);
 	SPI_finish();
 	if (n > 0)
 		claude_jobs_kick_on_commit();

@@ -197,7 +197,7 @@ like(sql("SELECT error FROM claude_batches WHERE id IS NULL"), qr/session ended 
 $mock->clear_faults;
 
 # plain roles: EXECUTE is enough to submit; the bookkeeping stays closed
-sql("CREATE ROLE analyst LOGIN; GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) TO analyst;
+sql("CREATE ROLE analyst LOGIN; GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric) TO analyst;
 	CREATE TABLE mine (id int PRIMARY KEY, body text, summary text); ALTER TABLE mine OWNER TO analyst;
 	INSERT INTO mine VALUES (1, 'analyst row');");
 $mock->config({ batch_delay_ms => 200 });

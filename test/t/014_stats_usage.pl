@@ -196,7 +196,7 @@ is("$ok $refused", '5 7', '12 concurrent calls with 5 requests left in the budge
 is($mock->stats->{requests}, 5, 'and the API saw 5 requests');
 
 # Message Batches count for their submitter as their results are written
-sql("GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) TO bob;
+sql("GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric) TO bob;
 	DELETE FROM claude_budgets WHERE role = 'bob'::regrole;
 	CREATE TABLE docs (id int PRIMARY KEY, body text, summary text); ALTER TABLE docs OWNER TO bob;
 	INSERT INTO docs SELECT i, 'doc ' || i FROM generate_series(1, 3) i;

@@ -33,7 +33,7 @@ sql(q{
 	GRANT CREATE ON SCHEMA public TO mallory, alice;
 	GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO mallory, alice;
 	GRANT EXECUTE ON FUNCTION claude_complete_many(text[], text, int, text, float8, boolean) TO mallory, alice;
-	GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb)
+	GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric)
 	  TO mallory, alice;
 	GRANT EXECUTE ON FUNCTION claude_enrich_trigger() TO mallory, alice;
 	GRANT SELECT ON claude_progress TO mallory, alice;

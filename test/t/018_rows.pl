@@ -64,8 +64,8 @@ is(sql("SELECT string_agg(id || ':' || coalesce(label, '-'), ' ' ORDER BY id) FR
 	'replies that fit are written');
 sql("UPDATE small SET label = NULL");
 ($rc, $out, $err) = $node->psql('postgres', "CALL claude_enrich('small', 'label', 'Longer {body}')");
-is($rc, 0, 'a run whose every reply is too long still ends normally') or diag($err);
-like($err, qr/0 rows of small filled, 3 failed/, 'counted as failed rows');
+isnt($rc, 0, 'a run whose every reply is too long raises (issue 29)');
+like($err, qr/0 rows filled \(0 from the cache\), 3 failed/, 'counted as failed rows');
 like($err, qr/value too long for type character varying\(5\)/, 'with the type\'s own error');
 is(sql("SELECT count(label) FROM small"), '0', 'nothing cut to 5 characters');
 ($rc, $out, $err) = $node->psql('postgres', "CALL claude_enrich('small', 'n', '{id}')");

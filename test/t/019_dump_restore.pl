@@ -24,7 +24,7 @@ sql("CREATE ROLE dbowner LOGIN; CREATE DATABASE src OWNER dbowner");
 sql("CREATE EXTENSION claude", 'src');
 sql(q{GRANT EXECUTE ON FUNCTION claude_enrich_trigger() TO dbowner;
 	GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO dbowner;
-	GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) TO dbowner;},
+	GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric) TO dbowner;},
 	'src');
 my ($rc, $out, $err) = $node->psql('src', q{
 	CREATE TABLE docs (id int PRIMARY KEY, body text, summary text);

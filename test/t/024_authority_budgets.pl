@@ -50,7 +50,7 @@ sub new_role
 	my ($role) = @_;
 	sql("CREATE ROLE $role LOGIN;
 		GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO $role;
-		GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) TO $role;");
+		GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric) TO $role;");
 }
 # a table of n rows owned by role, for claude_enrich
 sub new_table

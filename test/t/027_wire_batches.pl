@@ -200,7 +200,7 @@ $mock->reset;
 $mock->config({ batch_delay_ms => 500 });
 sql("CREATE ROLE payer LOGIN;
 	GRANT EXECUTE ON FUNCTION claude_complete(text, text, int, text, float8, boolean) TO payer;
-	GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) TO payer;
+	GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric) TO payer;
 	INSERT INTO claude_budgets (role, requests_per_day) VALUES ('payer', 6);");
 new_table('usage_t', '[[mock:batch_usage=1.5]]', '[[mock:batch_usage=3e9]]', '[[mock:batch_usage=-1000000]]', 'fine');
 sql("ALTER TABLE usage_t OWNER TO payer");
@@ -230,7 +230,7 @@ is($calls, 2, '6: the reservation settled exactly: 2 of payer\'s 6 requests are 
 unharmed('6: bad usage');
 
 sql("CREATE ROLE pricer LOGIN;
-	GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb) TO pricer;");
+	GRANT EXECUTE ON PROCEDURE claude_enrich(regclass, name, text, text, int, text, boolean, int, text, text[], jsonb, text, int, int, boolean, bigint, bigint, bigint, bigint, bigint, bigint, numeric) TO pricer;");
 new_table('model_t', '[[mock:batch_model=claude-opus-4-5]] other', 'same');
 sql("ALTER TABLE model_t OWNER TO pricer");
 ($rc, $err, @ids) = enrich_batch('model_t', 'Model: {body}', role => 'pricer');

@@ -9,7 +9,7 @@ use Test::More;
 use ClaudeMock;
 use ClaudeTest;
 
-my @ours = qw(ZC001 ZC002 ZC003 ZC400 ZC401 ZC402 ZC404 ZC408 ZC422 ZC429 ZC4B2 ZC500);
+my @ours = qw(ZC000 ZC001 ZC002 ZC003 ZC400 ZC401 ZC402 ZC404 ZC408 ZC422 ZC429 ZC4B2 ZC500);
 
 sub slurp { local (@ARGV, $/) = @_; return <> }
 

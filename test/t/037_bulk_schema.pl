@@ -59,7 +59,8 @@ $n = messages();
 ($rc, $out, $err) = $node->psql('postgres',
 	"CALL claude_enrich('reviews', 'sentiment', 'Review: {body}', labels => $labels)");
 is(messages(), $n + 2, 'a rerun sends the two rows whose reply broke the schema: they were not cached');
-like($err, qr/0 rows of reviews filled, 2 failed/, 'and they fail again');
+like($err, qr/ERROR:  claude_enrich failed: all 2 rows of reviews it attempted failed\nDETAIL:  0 rows filled \(0 from the cache\), 2 failed/,
+	'and they fail again: every row attempted failed, so the CALL raises (issue 29)');
 
 # ---- a schema, online, through the strict tool, into jsonb and into text
 ($rc, $out, $err) = $node->psql('postgres',
