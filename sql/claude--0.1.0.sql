@@ -865,6 +865,30 @@ $$;
 COMMENT ON FUNCTION claude_batches_open() IS
 'Message Batches of this database not yet written back, per status: how many, their requests, those the API has finished';
 
+-- Usage of this database by model, summed over every day: the log and what
+-- is not yet flushed, as the extension's owner (the view claude_usage shows
+-- a role its own rows only).  The same union as claude_usage: the worker
+-- takes a row out of pending as it commits it to the log.  Only sums leave
+-- it, never role names.
+CREATE FUNCTION claude_usage_models(
+    OUT model text, OUT requests bigint, OUT input_tokens bigint, OUT output_tokens bigint,
+    OUT cache_write_tokens bigint, OUT cache_read_tokens bigint, OUT cost_usd numeric)
+RETURNS SETOF record
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT model, sum(requests)::bigint, sum(input_tokens)::bigint, sum(output_tokens)::bigint,
+       sum(cache_write_tokens)::bigint, sum(cache_read_tokens)::bigint, sum(cost_usd)
+FROM (SELECT model, requests, input_tokens, output_tokens, cache_write_tokens, cache_read_tokens, cost_usd
+      FROM @extschema@.claude_usage_log
+      UNION ALL
+      SELECT model, requests, input_tokens, output_tokens, cache_write_tokens, cache_read_tokens, cost_usd
+      FROM @extschema@.claude_usage_pending()) u
+GROUP BY model
+$$;
+COMMENT ON FUNCTION claude_usage_models() IS
+'Requests, tokens and exact cost of this database by model over every day (flushed or not), for claude_metrics_rows()';
+
 -- A sample of a metric.  A histogram's row has le (upper bounds in seconds,
 -- +Inf left out), buckets (cumulative counts), sum and count instead of
 -- value: the columns of postgres_exporter's HISTOGRAM usage.
@@ -913,6 +937,24 @@ FROM @extschema@.claude_batches_open()
              (2, 'claude_batches_items', 'Requests of those Message Batches.'),
              (3, 'claude_batches_items_done', 'Requests of those Message Batches that the API has finished.'))
        m(ord, metric, help)
+UNION ALL
+SELECT m.metric, 'counter', m.help,
+       jsonb_build_object('database', current_database(), 'model', u.model)
+       || CASE WHEN m.type IS NULL THEN '{}' ELSE jsonb_build_object('type', m.type) END,
+       (CASE m.ord WHEN 1 THEN u.requests WHEN 2 THEN u.input_tokens WHEN 3 THEN u.output_tokens
+                   WHEN 4 THEN u.cache_write_tokens WHEN 5 THEN u.cache_read_tokens
+                   ELSE u.cost_usd END)::float8,
+       NULL, NULL, NULL, NULL
+FROM @extschema@.claude_usage_models() u,
+     (VALUES (1, 'claude_model_requests_total', NULL,
+              'Requests counted in claude_usage, by database and model.'),
+             (2, 'claude_model_tokens_total', 'input', 'Tokens billed, by database, model and kind.'),
+             (3, 'claude_model_tokens_total', 'output', 'Tokens billed, by database, model and kind.'),
+             (4, 'claude_model_tokens_total', 'cache_write', 'Tokens billed, by database, model and kind.'),
+             (5, 'claude_model_tokens_total', 'cache_read', 'Tokens billed, by database, model and kind.'),
+             (6, 'claude_model_cost_usd_total', NULL,
+              'USD of the requests at claude_prices, by database and model (unpriced requests not counted).'))
+       m(ord, metric, type, help)
 $$;
 COMMENT ON FUNCTION claude_metrics_rows() IS
 'Every metric as rows (metric, type, help, labels, value; a histogram''s le, buckets, sum, count): what postgres_exporter''s query file maps';
@@ -956,9 +998,9 @@ COMMENT ON FUNCTION claude_metrics() IS
 'claude_metrics_rows() in the Prometheus text exposition format';
 
 -- for monitoring roles: counts and figures, never requests or replies
-REVOKE EXECUTE ON FUNCTION claude_queue_rows(), claude_batches_open(), claude_metrics_shared(),
-    claude_metrics_rows(), claude_metrics() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION claude_queue_rows(), claude_batches_open(), claude_metrics_shared(),
-    claude_metrics_rows(), claude_metrics() TO pg_monitor;
+REVOKE EXECUTE ON FUNCTION claude_queue_rows(), claude_batches_open(), claude_usage_models(),
+    claude_metrics_shared(), claude_metrics_rows(), claude_metrics() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION claude_queue_rows(), claude_batches_open(), claude_usage_models(),
+    claude_metrics_shared(), claude_metrics_rows(), claude_metrics() TO pg_monitor;
 REVOKE ALL ON claude_queue FROM PUBLIC;
 GRANT SELECT ON claude_queue, claude_progress TO pg_monitor;

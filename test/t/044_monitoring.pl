@@ -28,10 +28,13 @@ my $node = new_node('monitoring', $mock);
 sub sql { $node->safe_psql('postgres', $_[0]) }
 sub as_watcher { $node->psql('postgres', $_[0], extra_params => [ '-U', 'watcher' ]) }
 
-# ---- requests through the mock: two succeed, one fails with 400
+# ---- requests through the mock: four succeed (the default model twice,
+# claude-haiku-4-5 and a model name that needs escaping), one fails with 400
 sql("SELECT claude_stats_reset()");
 sql("SELECT claude_complete('one')");
 sql("SELECT claude_complete('two')");
+sql("SELECT claude_complete('three', model => 'claude-haiku-4-5')");
+sql(q{SELECT claude_complete('four', model => E'we"ird\\\\mo\ndel')});
 $mock->fault({ status => 400 });
 my ($rc, $out, $err) = $node->psql('postgres', "SELECT claude_complete('bad')");
 like($err, qr/Claude API error 400/, 'a 400 fails the call');
@@ -104,7 +107,7 @@ like($scrape, qr/^pg_exporter_user_queries_load_error\{[^}]*\} 0$/m, 'the export
 like($scrape, qr/^pg_exporter_last_scrape_error 0$/m, 'and runs every query without an error');
 sub stats_col { sql("SELECT $_[0] FROM claude_stats") }
 
-is($got->{'claude_requests_total{status="200"}'}, 2, 'claude_requests_total{status="200"} through the exporter');
+is($got->{'claude_requests_total{status="200"}'}, 4, 'claude_requests_total{status="200"} through the exporter');
 is($got->{'claude_requests_total{status="400"}'}, 1, 'claude_requests_total{status="400"}');
 is($got->{'claude_tokens_total{type="input"}'}, stats_col('input_tokens'), 'input tokens match claude_stats');
 is($got->{'claude_tokens_total{type="output"}'}, stats_col('output_tokens'), 'output tokens match claude_stats');
@@ -121,13 +124,30 @@ is($got->{'claude_batches_items{database="postgres",status="in_progress"}'} . '/
 	  . $got->{'claude_batches_items_done{database="postgres",status="in_progress"}'}, '10/4', 'its items, 4 of 10 done');
 unlike($scrape, qr/SECRET-PROMPT/, 'no prompt in the scrape');
 
-# the histogram: cumulative buckets up to +Inf = count = 3 requests; sum as in shared memory
+# usage by model (flushed or not) as claude_usage sums it for a superuser;
+# a model label escaped as the exporter escapes it (" \ and a newline);
+# the default model's three requests include the one that failed with 400
+my %models = (sql("SHOW claude.default_model") => 3, 'claude-haiku-4-5' => 1, qq{we"ird\\mo\ndel} => 1);
+for my $m (sort keys %models)
+{
+	my $l = 'database="postgres",model="' . ($m =~ s/\\/\\\\/gr =~ s/"/\\"/gr =~ s/\n/\\n/gr) . '"';
+	my @want = split /\|/, sql("SELECT sum(requests), sum(input_tokens), sum(output_tokens), sum(cost_usd) "
+		  . "FROM claude_usage WHERE model = " . $node->safe_psql('postgres', "SELECT quote_literal(\$\$$m\$\$)"));
+	my @have = map { $got->{$_} } "claude_model_requests_total{$l}", "claude_model_tokens_total{$l,type=\"input\"}",
+	  "claude_model_tokens_total{$l,type=\"output\"}", "claude_model_cost_usd_total{$l}";
+	is_deeply([ map { defined ? $_ + 0 : 'missing' } @have ], [ map { $_ + 0 } @want ],
+		"requests, tokens and cost of model {$l} equal claude_usage's");
+	is($have[0], $models{$m}, "$models{$m} request(s) of that model");
+}
+ok($got->{"claude_model_cost_usd_total{database=\"postgres\",model=\"claude-haiku-4-5\"}"} > 0, 'a priced model has a cost');
+
+# the histogram: cumulative buckets up to +Inf = count = 5 requests; sum as in shared memory
 like($scrape, qr/^# TYPE claude_request_duration_seconds histogram$/m, 'a histogram');
 my @b = map { [ $_ =~ /le="([^"]+)"\} (\S+)/ ] } grep { /^claude_request_duration_seconds_bucket/ } split /\n/, $scrape;
 is(scalar(@b), 18, '17 bounds and +Inf');
-is($b[-1][0] . ' ' . $b[-1][1], '+Inf 3', 'the +Inf bucket counts every request');
+is($b[-1][0] . ' ' . $b[-1][1], '+Inf 5', 'the +Inf bucket counts every request');
 ok(!grep({ $b[$_][1] < $b[ $_ - 1 ][1] } 1 .. $#b), 'buckets are cumulative');
-is($got->{'claude_request_duration_seconds_count'}, 3, '_count');
+is($got->{'claude_request_duration_seconds_count'}, 5, '_count');
 is(sql("SELECT sum FROM claude_metrics_shared() WHERE metric = 'claude_request_duration_seconds'") + 0,
 	$got->{'claude_request_duration_seconds_sum'} + 0, '_sum as in shared memory');
 
@@ -177,7 +197,7 @@ wait_until(sub {
 my @failed = $scrape =~ /^claude_queue_jobs\{database="([^,]*)",[^}]*status="failed"\} (\d+)$/mg;
 is_deeply({@failed}, { postgres => 2, app2 => 0 }, 'each database its own queue');
 my @ok = $scrape =~ /^claude_requests_total\{[^}]*status="200"\} (\d+)$/mg;
-is("@ok", '2', 'and the server-wide figures once (master)');
+is("@ok", '4', 'and the server-wide figures once (master)');
 
 # ---- the dashboard parses and uses only metrics of the scrape
 my $dash = decode_json(slurp_file("$root/monitoring/grafana-dashboard.json"));
