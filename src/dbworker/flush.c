@@ -7,6 +7,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -16,6 +17,7 @@
 #include "utils/memutils.h"
 
 #include "client/budget.h"
+#include "common/fault.h"
 #include "common/money.h"
 #include "common/spi.h"
 #include "dbworker/flush.h"
@@ -109,12 +111,17 @@ claude_usage_flush(void)
 		/* dropped since: there is nowhere to keep it */
 		gone = !claude_extension_find(&nsp, NULL);
 		table = gone ? NULL : quote_qualified_identifier(get_namespace_name(nsp), "claude_usage_log");
+		/* readers of claude_usage ask their snapshot whether this committed */
+		if (!gone)
+			claude_usage_flushing_xid(flushing, nflushing, GetTopTransactionId());
 		/* usage by model first: a total's rows then hold it */
 		for (int pass = 0; pass < 2; pass++)
 			for (int i = 0; !gone && i < nflushing; i++)
 				if (flushing[i].key.kind == (pass == 0 ? USAGE_MODEL : USAGE_DB))
 					write_row(table, &flushing[i]);
 		claude_xact_end();
+		/* committed, not yet marked written: claude_usage counts it once */
+		claude_pause_point("usage_written");
 	}
 	PG_CATCH();
 	{

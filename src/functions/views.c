@@ -9,6 +9,7 @@
 
 #include <math.h>
 
+#include "access/transam.h"
 #include "catalog/pg_authid.h"
 #include "commands/trigger.h"
 #include "funcapi.h"
@@ -16,6 +17,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
+#include "utils/snapmgr.h"
 
 #include "utils/timestamp.h"
 
@@ -210,39 +212,61 @@ claude_progress_rows(PG_FUNCTION_ARGS)
 /* ---- claude_usage ---- */
 
 /*
- * claude_usage_pending(): usage of this database not yet in
- * claude_usage_log; a role sees its own rows only, a superuser all.
+ * Whether the usage a transaction of the database's worker wrote is in
+ * claude_usage_log as snap sees it.  A writer that is set is running or
+ * committed (one that fails puts its usage back as new before it aborts),
+ * so the snapshot alone decides, and no commit log is read: nothing here
+ * can fail however old the writer.
+ */
+static bool
+seen(TransactionId writer, Snapshot snap)
+{
+	return TransactionIdIsValid(writer) && !XidInMVCCSnapshot(writer, snap);
+}
+
+/*
+ * claude_usage_pending(): usage of this database that claude_usage_log
+ * does not show this statement's snapshot, so that claude_usage counts
+ * each request once even while the worker writes it; a role sees its own
+ * rows only, a superuser all.
  */
 Datum
 claude_usage_pending(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	UsageFlushed *rows;
+	UsagePending *rows;
 	int			n;
 	bool		all = superuser();
 	Oid			me = GetUserId();
+	Snapshot	snap = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
 
 	InitMaterializedSRF(fcinfo, 0);
 	claude_require_shared();
 	n = claude_usage_pending_of(MyDatabaseId, &rows);
 	for (int i = 0; i < n; i++)
 	{
-		UsageCounts *c = &rows[i].counts;
+		UsageCounts c = rows[i].delta;
 		Datum		values[10];
 		bool		nulls[10] = {0};
 
 		if (!all && rows[i].key.role != me)
 			continue;
+		if (!seen(rows[i].flush_xid, snap))
+			claude_usage_counts_add(&c, &rows[i].flushing, 1);
+		if (!seen(rows[i].written_xid, snap))
+			claude_usage_counts_add(&c, &rows[i].written, 1);
+		if (c.requests == 0)
+			continue;
 		values[0] = DateADTGetDatum(rows[i].key.day);
 		values[1] = ObjectIdGetDatum(rows[i].key.role);
 		values[2] = CStringGetTextDatum(rows[i].key.model);
-		values[3] = Int64GetDatum(c->requests);
-		values[4] = Int64GetDatum(c->input);
-		values[5] = Int64GetDatum(c->output);
-		values[6] = Int64GetDatum(c->cache_write);
-		values[7] = Int64GetDatum(c->cache_read);
-		values[8] = claude_nanos_numeric(c->cost);
-		values[9] = Int64GetDatum(c->unpriced);
+		values[3] = Int64GetDatum(c.requests);
+		values[4] = Int64GetDatum(c.input);
+		values[5] = Int64GetDatum(c.output);
+		values[6] = Int64GetDatum(c.cache_write);
+		values[7] = Int64GetDatum(c.cache_read);
+		values[8] = claude_nanos_numeric(c.cost);
+		values[9] = Int64GetDatum(c.unpriced);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -10,8 +10,9 @@
  * (reserved) and what the Message Batch requests filed under its day may
  * spend until their results settle (batch, as claude_batch_items says once
  * loaded, then kept up to date by client/reserve.c).  Its usage by model
- * (USAGE_MODEL) holds delta and flushing only, and goes once written, so
- * that no role fills the table with model names.  What a role spent on a
+ * (USAGE_MODEL) holds delta, flushing and written (for claude_usage, which
+ * must count a row once whatever its snapshot sees) only, and goes a round
+ * after it is written, so that no role fills the table with model names.  What a role spent on a
  * day on the whole server (USAGE_SERVER) is the sum of its databases'
  * totals, kept up to date with each change of one: a budget check reads
  * one entry.  Also the generation of prices and budgets, bumped at commit
@@ -31,29 +32,10 @@
 #include "shmem/area.h"
 #include "shmem/dbqueue.h"
 #include "shmem/usage.h"
+#include "shmem/usage_int.h"
 
-typedef struct UsageEntry
-{
-	UsageKey	key;
-	bool		loaded;			/* base holds claude_usage_log's rows */
-	UsageCounts base;			/* in claude_usage_log */
-	UsageCounts delta;			/* not yet */
-	UsageCounts flushing;		/* being written now */
-	int64		reserved;		/* requests in flight under a budget */
-	bool		batch_loaded;	/* batch holds claude_batch_items' pending */
-	UsageReserve batch;			/* batch requests not settled */
-	int64		spent[3];		/* USAGE_SERVER: see spent() */
-} UsageEntry;
-
-typedef struct UsageShared
-{
-	LWLock	   *lock;
-	pg_atomic_uint32 config_generation;
-	bool		full_reported;
-} UsageShared;
-
-static UsageShared *usage = NULL;
-static HTAB *usage_hash = NULL;
+UsageShared *claude_usage_state = NULL;
+HTAB	   *claude_usage_entries = NULL;
 
 Size
 claude_usage_shmem_size(void)
@@ -69,17 +51,17 @@ claude_usage_shmem_startup(void)
 	HASHCTL		info;
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	usage = ShmemInitStruct("claude usage", sizeof(UsageShared), &found);
+	claude_usage_state = ShmemInitStruct("claude usage", sizeof(UsageShared), &found);
 	if (!found)
 	{
-		usage->lock = claude_named_lock(CLAUDE_LOCK_USAGE);
-		pg_atomic_init_u32(&usage->config_generation, 1);
-		usage->full_reported = false;
+		claude_usage_state->lock = claude_named_lock(CLAUDE_LOCK_USAGE);
+		pg_atomic_init_u32(&claude_usage_state->config_generation, 1);
+		claude_usage_state->full_reported = false;
 	}
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(UsageKey);
 	info.entrysize = sizeof(UsageEntry);
-	usage_hash = ShmemInitHash("claude usage entries", CLAUDE_USAGE_ENTRIES, CLAUDE_USAGE_ENTRIES,
+	claude_usage_entries = ShmemInitHash("claude usage entries", CLAUDE_USAGE_ENTRIES, CLAUDE_USAGE_ENTRIES,
 							   &info, HASH_ELEM | HASH_BLOBS);
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -133,7 +115,7 @@ sum_databases(Oid role, int32 day, int64 value[3])
 	UsageEntry *e;
 
 	memset(value, 0, 3 * sizeof(int64));
-	hash_seq_init(&seq, usage_hash);
+	hash_seq_init(&seq, claude_usage_entries);
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{
 		int64		v[3];
@@ -159,7 +141,7 @@ changed(const UsageEntry *e, const int64 before[3])
 	int64		after[3];
 
 	make_key(&key, InvalidOid, e->key.role, e->key.day, USAGE_SERVER, NULL);
-	if ((s = hash_search(usage_hash, &key, HASH_FIND, NULL)) == NULL)
+	if ((s = hash_search(claude_usage_entries, &key, HASH_FIND, NULL)) == NULL)
 		return;
 	spent(e, after);
 	s->spent[0] += after[0] - before[0];
@@ -180,13 +162,13 @@ entry_for(Oid dbid, Oid role, int32 day, UsageKind kind, const char *model, bool
 	bool		found;
 
 	make_key(&key, dbid, role, day, kind, model);
-	e = hash_search(usage_hash, &key, HASH_ENTER_NULL, &found);
+	e = hash_search(claude_usage_entries, &key, HASH_ENTER_NULL, &found);
 	if (e == NULL)
 	{
-		if (report && !usage->full_reported)
+		if (report && !claude_usage_state->full_reported)
 			elog(LOG, "claude: usage table full (%d entries): usage is not recorded until the database workers flush it",
 				 CLAUDE_USAGE_ENTRIES);
-		usage->full_reported = true;
+		claude_usage_state->full_reported = true;
 		return NULL;
 	}
 	if (!found)
@@ -248,8 +230,8 @@ count_in(UsageEntry *e, const char *model, const UsageCounts *c, bool report, bo
 	claude_usage_counts_add(&e->delta, c, 1);
 	changed(e, before);
 	make_key(&key, e->key.dbid, e->key.role, e->key.day, USAGE_MODEL, model);
-	if (hash_get_num_entries(usage_hash) >= CLAUDE_USAGE_ENTRIES / 4 * 3 &&
-		hash_search(usage_hash, &key, HASH_FIND, NULL) == NULL)
+	if (hash_get_num_entries(claude_usage_entries) >= CLAUDE_USAGE_ENTRIES / 4 * 3 &&
+		hash_search(claude_usage_entries, &key, HASH_FIND, NULL) == NULL)
 		model = NULL;
 	m = entry_for(e->key.dbid, e->key.role, e->key.day, USAGE_MODEL, model, report);
 	if (m != NULL)
@@ -263,7 +245,7 @@ record(Oid dbid, Oid role, const char *model, const UsageCounts *c, int32 reserv
 	int64		before[3];
 	UsageEntry *e;
 
-	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	LWLockAcquire(claude_usage_state->lock, LW_EXCLUSIVE);
 	/* the tests' ERROR with a lock held, in the HTTP worker (common/fault.c) */
 	claude_fault_point("usage_lock");
 	if (reserved_day >= 0 &&
@@ -275,7 +257,7 @@ record(Oid dbid, Oid role, const char *model, const UsageCounts *c, int32 reserv
 	}
 	if (c && (e = entry_for(dbid, role, claude_usage_today(), USAGE_DB, NULL, true)) != NULL)
 		count_in(e, model, c, true, was_clean);
-	LWLockRelease(usage->lock);
+	LWLockRelease(claude_usage_state->lock);
 }
 
 /*
@@ -324,11 +306,11 @@ claude_usage_loaded(Oid role, int32 day, bool *base, bool *batch)
 {
 	UsageEntry *e;
 
-	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	LWLockAcquire(claude_usage_state->lock, LW_EXCLUSIVE);
 	e = entry_for(MyDatabaseId, role, day, USAGE_DB, NULL, true);
 	*base = e == NULL || e->loaded;
 	*batch = e == NULL || e->batch_loaded;
-	LWLockRelease(usage->lock);
+	LWLockRelease(claude_usage_state->lock);
 }
 
 /*
@@ -341,7 +323,7 @@ claude_usage_set_base(Oid role, int32 day, const UsageCounts *base, const UsageR
 	int64		before[3];
 	UsageEntry *e;
 
-	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	LWLockAcquire(claude_usage_state->lock, LW_EXCLUSIVE);
 	e = entry_for(MyDatabaseId, role, day, USAGE_DB, NULL, true);
 	if (e != NULL)
 	{
@@ -358,7 +340,7 @@ claude_usage_set_base(Oid role, int32 day, const UsageCounts *base, const UsageR
 		}
 		changed(e, before);
 	}
-	LWLockRelease(usage->lock);
+	LWLockRelease(claude_usage_state->lock);
 }
 
 /*
@@ -380,9 +362,9 @@ server_spent(Oid role, int32 day, int64 value[3])
 void
 claude_usage_spent(Oid role, int32 day, int64 value[3])
 {
-	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	LWLockAcquire(claude_usage_state->lock, LW_EXCLUSIVE);
 	server_spent(role, day, value);
-	LWLockRelease(usage->lock);
+	LWLockRelease(claude_usage_state->lock);
 }
 
 /*
@@ -399,7 +381,7 @@ claude_usage_within(Oid role, const int64 limit[3], int64 n, bool reserve, int *
 	UsageEntry *e;
 	bool		ok = true;
 
-	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	LWLockAcquire(claude_usage_state->lock, LW_EXCLUSIVE);
 	e = entry_for(MyDatabaseId, role, claude_usage_today(), USAGE_DB, NULL, true);
 	if (e != NULL)
 	{
@@ -422,7 +404,7 @@ claude_usage_within(Oid role, const int64 limit[3], int64 n, bool reserve, int *
 			changed(e, before);
 		}
 	}
-	LWLockRelease(usage->lock);
+	LWLockRelease(claude_usage_state->lock);
 	return ok;
 }
 
@@ -439,7 +421,7 @@ claude_usage_reserve_batch(Oid role, int32 day, const int64 limit[3], const Usag
 	UsageEntry *e;
 	bool		ok = true;
 
-	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	LWLockAcquire(claude_usage_state->lock, LW_EXCLUSIVE);
 	e = entry_for(MyDatabaseId, role, day, USAGE_DB, NULL, true);
 	if (e != NULL)
 	{
@@ -466,7 +448,7 @@ claude_usage_reserve_batch(Oid role, int32 day, const int64 limit[3], const Usag
 			changed(e, before);
 		}
 	}
-	LWLockRelease(usage->lock);
+	LWLockRelease(claude_usage_state->lock);
 	return ok;
 }
 
@@ -483,7 +465,7 @@ claude_usage_settle_batch(Oid dbid, Oid role, int32 day, const char *model,
 	int64		before[3];
 	UsageEntry *e;
 
-	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	LWLockAcquire(claude_usage_state->lock, LW_EXCLUSIVE);
 	e = entry_for(dbid, role, day, USAGE_DB, NULL, false);
 	if (e != NULL && e->batch_loaded)
 	{
@@ -498,20 +480,20 @@ claude_usage_settle_batch(Oid dbid, Oid role, int32 day, const char *model,
 	}
 	if (e != NULL && used != NULL)
 		count_in(e, model, used, false, NULL);
-	LWLockRelease(usage->lock);
+	LWLockRelease(claude_usage_state->lock);
 }
 
 uint32
 claude_usage_config_generation(void)
 {
-	return pg_atomic_read_u32(&usage->config_generation);
+	return pg_atomic_read_u32(&claude_usage_state->config_generation);
 }
 
 void
 claude_usage_config_bump(void)
 {
-	if (usage != NULL)
-		pg_atomic_fetch_add_u32(&usage->config_generation, 1);
+	if (claude_usage_state != NULL)
+		pg_atomic_fetch_add_u32(&claude_usage_state->config_generation, 1);
 }
 
 /* ---- flushing (dbworker/flush.c) ---- */
@@ -530,19 +512,29 @@ claude_usage_take_new(Oid dbid, UsageFlushed *out)
 	int32		day = claude_usage_today();
 	int			n = 0;
 
-	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
-	hash_seq_init(&seq, usage_hash);
+	LWLockAcquire(claude_usage_state->lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, claude_usage_entries);
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{
 		if (e->key.kind == USAGE_SERVER)
 		{
 			/* budgets check today's; a past day's is made again if asked */
 			if (e->key.day < day)
-				(void) hash_search(usage_hash, &e->key, HASH_REMOVE, NULL);
+				(void) hash_search(claude_usage_entries, &e->key, HASH_REMOVE, NULL);
 			continue;
 		}
 		if (e->key.dbid != dbid)
 			continue;
+		if (e->key.kind == USAGE_MODEL)
+		{
+			memset(&e->written, 0, sizeof(e->written));
+			e->written_xid = InvalidTransactionId;
+			if (e->delta.requests == 0 && e->flushing.requests == 0)
+			{
+				(void) hash_search(claude_usage_entries, &e->key, HASH_REMOVE, NULL);
+				continue;
+			}
+		}
 		if (e->delta.requests > 0)
 		{
 			e->flushing = e->delta;
@@ -560,11 +552,11 @@ claude_usage_take_new(Oid dbid, UsageFlushed *out)
 			memset(&e->base, 0, sizeof(e->base));
 			memset(&e->batch, 0, sizeof(e->batch));
 			changed(e, before);
-			(void) hash_search(usage_hash, &e->key, HASH_REMOVE, NULL);
+			(void) hash_search(claude_usage_entries, &e->key, HASH_REMOVE, NULL);
 		}
 	}
-	usage->full_reported = false;
-	LWLockRelease(usage->lock);
+	claude_usage_state->full_reported = false;
+	LWLockRelease(claude_usage_state->lock);
 	return n;
 }
 
@@ -574,18 +566,19 @@ claude_usage_unflush(const UsageFlushed *f, int n)
 {
 	if (n == 0)
 		return;
-	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	LWLockAcquire(claude_usage_state->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
 	{
-		UsageEntry *e = hash_search(usage_hash, &f[i].key, HASH_FIND, NULL);
+		UsageEntry *e = hash_search(claude_usage_entries, &f[i].key, HASH_FIND, NULL);
 
 		if (e)
 		{
 			claude_usage_counts_add(&e->delta, &e->flushing, 1);
 			memset(&e->flushing, 0, sizeof(e->flushing));
+			e->flush_xid = InvalidTransactionId;
 		}
 	}
-	LWLockRelease(usage->lock);
+	LWLockRelease(claude_usage_state->lock);
 }
 
 /*
@@ -596,19 +589,20 @@ claude_usage_unflush(const UsageFlushed *f, int n)
 void
 claude_usage_flushed(const UsageFlushed *f, int n, bool loaded)
 {
-	LWLockAcquire(usage->lock, LW_EXCLUSIVE);
+	LWLockAcquire(claude_usage_state->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
 	{
-		UsageEntry *e = hash_search(usage_hash, &f[i].key, HASH_FIND, NULL);
+		UsageEntry *e = hash_search(claude_usage_entries, &f[i].key, HASH_FIND, NULL);
 		int64		before[3];
 
 		if (e == NULL)
 			continue;
 		if (e->key.kind == USAGE_MODEL)
 		{
+			e->written = e->flushing;
+			e->written_xid = e->flush_xid;
 			memset(&e->flushing, 0, sizeof(e->flushing));
-			if (e->delta.requests == 0)
-				(void) hash_search(usage_hash, &e->key, HASH_REMOVE, NULL);
+			e->flush_xid = InvalidTransactionId;
 			continue;
 		}
 		spent(e, before);
@@ -617,34 +611,5 @@ claude_usage_flushed(const UsageFlushed *f, int n, bool loaded)
 		e->loaded = loaded;
 		changed(e, before);
 	}
-	LWLockRelease(usage->lock);
-}
-
-/*
- * The usage by model of a database not yet in claude_usage_log (new or
- * being written), palloc'd; returns how many rows.
- */
-int
-claude_usage_pending_of(Oid dbid, UsageFlushed **out)
-{
-	HASH_SEQ_STATUS seq;
-	UsageEntry *e;
-	int			n = 0;
-
-	*out = palloc(CLAUDE_USAGE_ENTRIES * sizeof(UsageFlushed));
-	LWLockAcquire(usage->lock, LW_SHARED);
-	hash_seq_init(&seq, usage_hash);
-	while ((e = hash_seq_search(&seq)) != NULL)
-	{
-		UsageCounts c = e->delta;
-
-		claude_usage_counts_add(&c, &e->flushing, 1);
-		if (e->key.kind != USAGE_MODEL || e->key.dbid != dbid || c.requests == 0)
-			continue;
-		(*out)[n].key = e->key;
-		(*out)[n].counts = c;
-		n++;
-	}
-	LWLockRelease(usage->lock);
-	return n;
+	LWLockRelease(claude_usage_state->lock);
 }

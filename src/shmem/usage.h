@@ -60,6 +60,21 @@ typedef struct UsageFlushed
 	UsageCounts counts;
 } UsageFlushed;
 
+/*
+ * An entry's usage by model that claude_usage_log may not show: new, being
+ * written by flush_xid (InvalidTransactionId: not yet), and written by
+ * written_xid (committed) the last round
+ */
+typedef struct UsagePending
+{
+	UsageKey	key;
+	UsageCounts delta;
+	UsageCounts flushing;
+	TransactionId flush_xid;
+	UsageCounts written;
+	TransactionId written_xid;
+} UsagePending;
+
 extern Size claude_usage_shmem_size(void);
 extern void claude_usage_shmem_startup(void);
 extern int32 claude_usage_today(void);
@@ -91,6 +106,7 @@ extern void claude_usage_config_bump(void);
 extern int	claude_usage_take_new(Oid dbid, UsageFlushed *out);
 extern void claude_usage_unflush(const UsageFlushed *f, int n);
 extern void claude_usage_flushed(const UsageFlushed *f, int n, bool loaded);
-extern int	claude_usage_pending_of(Oid dbid, UsageFlushed **out);
+extern void claude_usage_flushing_xid(const UsageFlushed *f, int n, TransactionId xid);
+extern int	claude_usage_pending_of(Oid dbid, UsagePending **out);
 
 #endif
