@@ -184,3 +184,42 @@ claude_complete_text(const char *reply)
 		return NULL;
 	return cstring_to_text_with_len(out.data, out.len);
 }
+
+/* The count_tokens request of one user message (system NULL: none). */
+Jsonb *
+claude_count_tokens_request(const char *model, const char *system, const char *prompt)
+{
+	StringInfoData req;
+
+	initStringInfo(&req);
+	appendStringInfoString(&req, "{\"model\": ");
+	escape_json(&req, model);
+	if (system)
+	{
+		appendStringInfoString(&req, ", \"system\": ");
+		escape_json(&req, system);
+	}
+	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
+	escape_json(&req, prompt);
+	appendStringInfoString(&req, "}]}");
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(req.data)));
+}
+
+/*
+ * The input_tokens of a count_tokens reply (NULL: none): a whole number
+ * from 0, nothing else is believed; else it raises (ZC002).
+ */
+int64
+claude_count_tokens_of(Jsonb *reply, const struct ClaudeResult *result)
+{
+	JsonbValue *count = reply ? claude_json_get(&reply->root, "input_tokens") : NULL;
+	double		tokens;
+
+	if (count == NULL || count->type != jbvNumeric)
+		claude_bad_reply(result);
+	tokens = strtod(DatumGetCString(DirectFunctionCall1(numeric_out,
+														NumericGetDatum(count->val.numeric))), NULL);
+	if (!(tokens >= 0 && tokens <= CLAUDE_MAX_TOKENS) || tokens != floor(tokens))
+		claude_bad_reply(result);
+	return (int64) tokens;
+}

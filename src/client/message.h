@@ -33,6 +33,8 @@ pg_noreturn extern void claude_invalid_argument(const char *msg);
 struct ClaudeResult;
 pg_noreturn extern void claude_bad_reply(const struct ClaudeResult *result);
 extern Jsonb *claude_complete_request(const ClaudeCompleteArgs *a, const char *prompt);
+extern Jsonb *claude_count_tokens_request(const char *model, const char *system, const char *prompt);
+extern int64 claude_count_tokens_of(Jsonb *reply, const struct ClaudeResult *result);
 extern void claude_jsonb_push_string(JsonbParseState **state, const char *key, const char *val);
 extern void claude_jsonb_push_numeric(JsonbParseState **state, const char *key, Numeric num);
 extern text *claude_complete_text(const char *reply);

@@ -32,25 +32,12 @@
 #define SHOWN			3		/* prompts shown in NOTICEs */
 #define SHOWN_CHARS		300
 
-/* count_tokens' body for a row: the prompt and system the row's request has */
+/* count_tokens' call for a row: the prompt and system the row's request has */
 static void
 count_call(Enrich *e, const char *prompt, ClaudeCall *c)
 {
-	StringInfoData req;
-
-	initStringInfo(&req);
-	appendStringInfoString(&req, "{\"model\": ");
-	escape_json(&req, e->args.model);
-	if (e->args.system)
-	{
-		appendStringInfoString(&req, ", \"system\": ");
-		escape_json(&req, e->args.system);
-	}
-	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
-	escape_json(&req, prompt);
-	appendStringInfoString(&req, "}]}");
 	claude_call_init(c, CLAUDE_EP_COUNT_TOKENS, NULL);
-	claude_call_set_body(c, DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(req.data))));
+	claude_call_set_body(c, claude_count_tokens_request(e->args.model, e->args.system, prompt));
 	c->cache = e->proto.cache == CLAUDE_CACHE_OFF ? CLAUDE_CACHE_OFF : CLAUDE_CACHE_LOOKUP;
 	c->cache_nsp = e->proto.cache_nsp;
 	c->bulk = true;
@@ -60,18 +47,9 @@ count_call(Enrich *e, const char *prompt, ClaudeCall *c)
 static int64
 count_of(ClaudeCall *c)
 {
-	Jsonb	   *reply = c->state == CLAUDE_CALL_HIT ? c->hit :
-		c->reply ? claude_json_parse(c->reply, strlen(c->reply)) : NULL;
-	JsonbValue *count = reply ? claude_json_get(&reply->root, "input_tokens") : NULL;
-	double		tokens;
-
-	if (count == NULL || count->type != jbvNumeric)
-		claude_bad_reply(&c->result);
-	tokens = strtod(DatumGetCString(DirectFunctionCall1(numeric_out,
-														NumericGetDatum(count->val.numeric))), NULL);
-	if (!(tokens >= 0 && tokens <= CLAUDE_MAX_TOKENS))
-		claude_bad_reply(&c->result);
-	return (int64) tokens;
+	return claude_count_tokens_of(c->state == CLAUDE_CALL_HIT ? c->hit :
+								  c->reply ? claude_json_parse(c->reply, strlen(c->reply)) : NULL,
+								  &c->result);
 }
 
 /*

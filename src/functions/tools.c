@@ -50,12 +50,6 @@ PG_FUNCTION_INFO_V1(claude_image);
 
 #define IMAGE_MAX_BYTES (5 * 1024 * 1024)
 
-static Jsonb *
-parse_request(const char *json)
-{
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
-}
-
 /*
  * Send a structured request; the object the reply gives, checked against
  * the caller's whole schema.  A reply without one, or one that breaks the
@@ -152,13 +146,9 @@ claude_classify(PG_FUNCTION_ARGS)
 Datum
 claude_count_tokens(PG_FUNCTION_ARGS)
 {
-	double		tokens;
 	ClaudeCompleteArgs args;
-	StringInfoData req;
 	ClaudeCall	call;
 	char	   *reply_text;
-	Jsonb	   *reply;
-	JsonbValue *count;
 	char	   *prompt;
 
 	if (PG_ARGISNULL(0))
@@ -168,34 +158,16 @@ claude_count_tokens(PG_FUNCTION_ARGS)
 	if (prompt[0] == '\0')
 		claude_invalid_argument("prompt must not be empty");
 	claude_complete_args(fcinfo, 1, -1, 2, -1, &args);
-	initStringInfo(&req);
-	appendStringInfoString(&req, "{\"model\": ");
-	escape_json(&req, args.model);
-	if (args.system)
-	{
-		appendStringInfoString(&req, ", \"system\": ");
-		escape_json(&req, args.system);
-	}
-	appendStringInfoString(&req, ", \"messages\": [{\"role\": \"user\", \"content\": ");
-	escape_json(&req, prompt);
-	appendStringInfoString(&req, "}]}");
 
 	claude_call_init(&call, CLAUDE_EP_COUNT_TOKENS, NULL);
-	claude_call_set_body(&call, parse_request(req.data));
+	claude_call_set_body(&call, claude_count_tokens_request(args.model, args.system, prompt));
 	claude_call_cache_arg(&call, fcinfo, -1, CLAUDE_CACHE_LEAD);
 	reply_text = claude_call_run(&call);
 	if (call.state == CLAUDE_CALL_DEFERRED)
 		PG_RETURN_NULL();
-	reply = reply_text ? claude_json_parse(reply_text, strlen(reply_text)) : call.hit;
-	count = reply ? claude_json_get(&reply->root, "input_tokens") : NULL;
-	if (count == NULL || count->type != jbvNumeric)
-		claude_bad_reply(&call.result);
-	/* a count: a whole number from 0, nothing else is believed */
-	tokens = strtod(DatumGetCString(DirectFunctionCall1(numeric_out,
-														NumericGetDatum(count->val.numeric))), NULL);
-	if (!(tokens >= 0 && tokens <= CLAUDE_MAX_TOKENS) || tokens != floor(tokens))
-		claude_bad_reply(&call.result);
-	PG_RETURN_INT32((int32) tokens);
+	PG_RETURN_INT32((int32) claude_count_tokens_of(reply_text ?
+												   claude_json_parse(reply_text, strlen(reply_text)) :
+												   call.hit, &call.result));
 }
 
 /* Whether s holds exactly n digits. */
